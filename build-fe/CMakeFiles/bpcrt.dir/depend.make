@@ -1,0 +1,2 @@
+# Empty dependencies file for bpcrt.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,555 @@
+// bpcc.h — the internal header of libbpc, one section per phase (chibicc's way).
+//
+// The pipeline, in the order main.c calls it:
+//   load (yaml.c, parse.c, load.c)  model.yaml -> Model (AST with source marks)
+//   expand (expand.c)               Model -> Graph: dims, functions, repeat inlined
+//   shape (shape.c)                 the per-op shape/dtype rules, run as nodes are built
+//   interp (interp.c)               reference interpreter: the oracle for everything else
+//   show (show.c)                   `bpc check`, `bpc show`, `bpc dot`
+// Everything a user can get wrong is reported through diag_error() with a
+// file:line:col; BPC_ASSERT is only for bugs in bpc itself.
+#pragma once
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdnoreturn.h>
+
+#include "ops.h"
+
+#define BPC_VERSION "0.1.0"
+#define BPC_FORMAT_VERSION 1  // SPEC.md contract version (`bpc: 1`)
+#define BPC_MAX_RANK 8
+#define BPC_MAX_ELEMS (INT64_C(1) << 40)  // larger tensors are a user error
+#define BPC_MAX_ERRORS 20                 // errors printed before giving up
+#define BPC_MAX_DEPTH 200                 // YAML and expression nesting limit
+
+// ============================================================ util.c
+noreturn void bpc_bug(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define BPC_ASSERT(c) \
+  ((c) ? (void)0 : bpc_bug(__FILE__, __LINE__, "assertion failed: %s", #c))
+
+// Allocation aborts on OOM, so callers never check for NULL.
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+// An arena frees everything it handed out at once (IR, AST, strings).
+typedef struct ArenaBlock ArenaBlock;
+typedef struct Arena {
+  ArenaBlock *head;
+} Arena;
+void *arena_alloc(Arena *a, size_t n);  // zeroed, 16-byte aligned
+char *arena_strdup(Arena *a, const char *s);
+char *arena_strndup(Arena *a, const char *s, size_t n);
+char *arena_printf(Arena *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void arena_free(Arena *a);
+
+// Growable array of T in a plain struct { T *v; int n, cap; }.
+#define VEC_PUSH(vec, x)                                                   \
+  do {                                                                     \
+    if ((vec).n == (vec).cap) {                                            \
+      (vec).cap = (vec).cap ? 2 * (vec).cap : 8;                           \
+      (vec).v = xrealloc((vec).v, (size_t)(vec).cap * sizeof(*(vec).v));   \
+    }                                                                      \
+    (vec).v[(vec).n++] = (x);                                              \
+  } while (0)
+
+// The candidate closest to `name` by edit distance, or NULL when none is
+// close enough to suggest ("did you mean").
+const char *closest_name(const char *name, const char *const *cands, int n);
+// Reads a whole file; false (errno set) on failure. *data is NUL terminated.
+bool read_whole_file(const char *path, char **data, size_t *len);
+uint64_t hash_str(const char *s);  // FNV-1a 64
+
+// ============================================================ diag.c
+typedef struct SrcFile {
+  const char *path;  // as given by the user
+  const char *text;  // whole contents (may hold NULs; len counts them)
+  size_t len;
+} SrcFile;
+
+// A position in a source file, 1-based. file == NULL: no position.
+typedef struct Loc {
+  const SrcFile *file;
+  int line, col;
+} Loc;
+
+typedef struct Diag {
+  FILE *out;      // stderr by default
+  int nerr;       // errors reported so far
+  int max_errors; // stop printing past this many (then one "too many" line)
+} Diag;
+
+void diag_init(Diag *d, FILE *out);
+// `file:line:col: error: message`, then the source line and a caret.
+void diag_error(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void diag_verror(Diag *d, Loc loc, const char *fmt, va_list ap);
+// A note attached to the previous error (same format, "note:").
+void diag_note(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+// Loc at byte offset `off` of a scalar that starts at `base` (same line).
+Loc loc_offset(Loc base, int off);
+
+// ============================================================ yaml.c
+// libyaml's event stream turned into a small tree that keeps every mark.
+typedef enum { YN_SCALAR, YN_SEQ, YN_MAP } YNodeKind;
+
+typedef struct YNode YNode;
+struct YNode {
+  YNodeKind kind;
+  Loc loc;          // start mark of the node (for a quoted scalar: the quote)
+  const char *str;  // scalar text (NUL terminated), NULL otherwise
+  bool plain;       // scalar written without quotes or block style
+  int n;            // number of items (seq) or pairs (map)
+  YNode **items;    // seq items; map values
+  YNode **keys;     // map keys (always scalars; checked by the loader)
+};
+
+// Parses one YAML document. NULL after reporting the error (syntax at
+// libyaml's problem mark, empty documents, aliases, depth > BPC_MAX_DEPTH,
+// duplicate keys, non-scalar keys).
+YNode *yaml_parse(Arena *a, Diag *d, const SrcFile *f);
+YNode *ymap_get(const YNode *map, const char *key);  // NULL if absent
+
+// ============================================================ parse.c
+// The expression language of SPEC 1.3, parsed from YAML scalars.
+typedef enum {
+  EX_NUM,   // num; is_int when written as a plain integer
+  EX_BOOL,  // num is 0 or 1
+  EX_NAME,  // name
+  EX_LIST,  // args[0..nargs)
+  EX_CALL,  // name(args..., kwnames=kwargs...)
+  EX_BIN,   // args[0] op args[1]; op is one of + - * / @ and 'P' for **
+  EX_NEG,   // -args[0]
+} ExprKind;
+
+typedef struct Expr Expr;
+struct Expr {
+  ExprKind kind;
+  Loc loc;  // the first character of the expression (the operator for EX_BIN)
+  double num;
+  bool is_int;
+  const char *name;
+  char op;
+  int nargs;
+  Expr **args;
+  int nkw;
+  const char **kwnames;
+  Expr **kwargs;
+  Loc *kwlocs;  // position of each keyword name
+};
+
+// Parses the scalar `node` as an expression. NULL after reporting.
+Expr *expr_parse(Arena *a, Diag *d, const YNode *node);
+// Prints an expression back in source syntax (minimal parentheses).
+void expr_print(FILE *out, const Expr *e);
+
+// ============================================================ load.c
+typedef enum { DT_F32, DT_F64, DT_I32 } DType;
+const char *dtype_name(DType t);  // "f32", "f64", "i32"
+
+typedef enum {
+  INIT_ZEROS, INIT_ONES, INIT_CONSTANT, INIT_NORMAL, INIT_UNIFORM,
+  INIT_XAVIER_UNIFORM, INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL,
+} InitKind;
+
+// constant(v): a = v; normal(mean, std): a = mean, b = std ("normal(std)": mean 0);
+// uniform(lo, hi): a = lo, b = hi.
+typedef struct InitSpec {
+  InitKind kind;
+  double a, b;
+} InitSpec;
+
+typedef struct DimDef {
+  const char *name;
+  Loc loc;
+  Expr *value;  // dim expression over earlier dims
+} DimDef;
+
+typedef struct TensorDecl {  // an input or a param
+  const char *name;
+  Loc loc;
+  int rank;
+  Expr **shape;  // dim expressions
+  DType dtype;
+  // params only:
+  InitSpec init;
+  bool trainable;  // default true
+  int decay;       // -1: default (rank >= 2), 0: no, 1: yes
+} TensorDecl;
+
+typedef struct GraphEntry {
+  const char *name;
+  Loc loc;
+  Expr *expr;
+} GraphEntry;
+
+typedef struct FuncDef {
+  const char *name;
+  Loc loc;
+  int nargs;
+  const char **args;
+  Loc *arglocs;
+  int nparams;
+  TensorDecl *params;
+  int nentries;
+  GraphEntry *entries;
+  const char *ret;
+  Loc retloc;
+} FuncDef;
+
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_RMSPROP, OPT_ADAGRAD } OptKind;
+// Fields and defaults are torch.optim's.
+typedef struct OptimCfg {
+  OptKind kind;
+  Loc loc;
+  double lr, weight_decay;
+  double momentum, dampening;  // sgd, rmsprop (momentum)
+  bool nesterov;               // sgd
+  double beta1, beta2, eps;    // adam, adamw; eps also rmsprop, adagrad
+  double alpha;                // rmsprop
+  bool centered;               // rmsprop
+  double lr_decay;             // adagrad
+  double initial_accumulator_value;  // adagrad
+} OptimCfg;
+
+typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_LINEAR, SCHED_COSINE } SchedKind;
+typedef struct SchedCfg {
+  SchedKind kind;
+  Loc loc;
+  int64_t warmup_steps;
+  double min_lr;
+  int64_t step_size;  // step
+  double gamma;       // step
+} SchedCfg;
+
+typedef struct TrainCfg {
+  bool present;
+  Loc loc;
+  OptimCfg opt;          // default: adam
+  SchedCfg sched;        // default: constant
+  double clip_grad_norm; // 0: off
+  int64_t grad_accum;    // default 1
+  int64_t steps;         // 0: not given
+  int64_t epochs;        // 0: not given
+  int64_t eval_every, checkpoint_every;  // 0: off
+  uint64_t seed;         // default 0
+} TrainCfg;
+
+typedef enum { DATA_TEXT, DATA_CSV, DATA_SAFETENSORS, DATA_IDX } DataFormat;
+
+typedef struct CsvColumn {
+  const char *input;  // input name
+  Loc loc;
+  int64_t lo, hi;     // column range [lo, hi); "64" gives [64, 65)
+  bool is_range;      // written "lo:hi" (the input takes a trailing axis)
+} CsvColumn;
+
+typedef struct DataScale {
+  const char *input;
+  double scale;
+} DataScale;
+
+typedef struct DataCfg {
+  bool present;
+  Loc loc;
+  DataFormat format;
+  const char *path;        // resolved against the model's folder (text, csv, safetensors)
+  const char *tokens, *targets;  // text
+  double val_fraction;     // default 0.1 for text, 0 otherwise
+  bool header;             // csv
+  int ncolumns;
+  CsvColumn *columns;      // csv
+  int nscales;
+  DataScale *scales;       // csv `scale: {x: 0.0625}`; idx `scale: 1/255` (input NULL)
+  bool shuffle;            // safetensors; default true
+  const char *images, *labels, *x, *y;  // idx (paths resolved)
+} DataCfg;
+
+typedef struct GenCfg {
+  bool present;
+  Loc loc;
+  const char *tokens, *logits;
+} GenCfg;
+
+typedef struct Model {
+  const SrcFile *file;
+  const char *dir;  // folder of the model file ("." for a bare name)
+  Loc loc;
+  const char *name, *doc;
+  int ndims;
+  DimDef *dims;
+  int ninputs;
+  TensorDecl *inputs;
+  int nparams;
+  TensorDecl *params;
+  int nfuncs;
+  FuncDef *funcs;
+  int nentries;
+  GraphEntry *entries;
+  const char *loss;  // NULL if absent
+  Loc loss_loc;
+  int nmetrics;
+  const char **metrics;
+  Loc *metric_locs;
+  int noutputs;
+  const char **outputs;
+  Loc *output_locs;
+  TrainCfg train;
+  DataCfg data_train, data_test;
+  GenCfg gen;
+} Model;
+
+// Loads and validates a model file: every section of SPEC 1, every name
+// resolvable (names inside expressions are resolved by expand). NULL after
+// reporting the errors (several independent ones per run).
+Model *model_load(Arena *a, Diag *d, const char *path);
+// The same from text in memory (tests, fuzzing); `path` names it in errors.
+Model *model_load_text(Arena *a, Diag *d, const char *path, const char *text,
+                       size_t len);
+
+// ============================================================ ir.c
+typedef struct Shape {
+  int rank;
+  int64_t d[BPC_MAX_RANK];
+} Shape;
+
+int64_t shape_numel(const Shape *s);
+bool shape_eq(const Shape *a, const Shape *b);
+// NumPy broadcasting of a and b into *out; false if incompatible.
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+// "[2, 3]"; returns buf.
+char *shape_str(const Shape *s, char *buf, size_t size);
+
+typedef enum {
+#define X(e, ...) OP_##e,
+  BPC_OPS(X)
+#undef X
+  OP_COUNT,
+  OP_NONE = -1,
+} Op;
+
+enum {
+  OPF_INTERNAL = 1 << 0,  // not callable from YAML
+  OPF_LEAF = 1 << 1,      // no operands; value supplied from outside the step
+  OPF_EW = 1 << 2,        // elementwise with broadcasting; has a scalar fn
+  OPF_NOGRAD = 1 << 3,    // no gradient flows through
+  OPF_RANDOM = 1 << 4,    // uses the step's RNG
+  OPF_STATEFUL = 1 << 5,  // reads persistent state
+};
+
+typedef enum { LK_LEAF, LK_EW, LK_REDUCE, LK_SHAPE, LK_MATMUL, LK_SPECIAL } LowerKind;
+
+// Attributes of a node; which slot means what is fixed by the op's schema.
+typedef struct Attr {
+  double f[2];
+  int64_t i[3];
+  bool b[2];
+  int naxes;               // -1: all axes / default perm; normalized by shape rules
+  int axes[BPC_MAX_RANK];  // axes (ascending after the rule) or permutation
+  Shape shape;             // target shape (reshape, broadcast_to, zeros, ones, full)
+  uint64_t salt;           // dropout: the node's random stream
+} Attr;
+
+typedef struct Node {
+  int id;
+  Op op;
+  Loc loc;  // where the user wrote it (for generated nodes: what caused them)
+  DType dtype;
+  Shape shape;
+  int nin;
+  int *in;  // operand node ids, all < id
+  Attr attr;
+  const char *name;  // entry/input/param/state name, NULL for temporaries
+} Node;
+
+typedef struct GDim {
+  const char *name;
+  int64_t value;
+} GDim;
+
+typedef struct GParam {
+  const char *name;  // "w1", "yL.0.w"
+  int node;
+  Loc loc;
+  InitSpec init;
+  bool trainable;
+  bool decay;  // resolved: default is rank >= 2
+} GParam;
+
+typedef struct GInput {
+  const char *name;
+  int node;
+} GInput;
+
+typedef struct GState {  // batch_norm running stats
+  const char *name;      // "<entry>.running_mean" (saved as state.<name>)
+  int node;              // the STATE leaf
+  int update;            // node computing its new value in training, -1 if none
+  double init;           // 0 for means, 1 for variances
+} GState;
+
+typedef struct GNamed {  // a value the user named (graph entries, expanded)
+  const char *name;      // "h", "y1.out", "yL.3.h"
+  int node;
+} GNamed;
+
+typedef struct Graph {
+  Arena arena;
+  Diag *diag;
+  const Model *model;
+  DType fdtype;  // float dtype of the compiled graph
+  struct { Node **v; int n, cap; } nodes;
+  struct { GDim *v; int n, cap; } dims;
+  struct { GInput *v; int n, cap; } inputs;
+  struct { GParam *v; int n, cap; } params;
+  struct { GState *v; int n, cap; } states;
+  struct { GNamed *v; int n, cap; } named;
+  int loss;  // -1 if the model has none
+  struct { GNamed *v; int n, cap; } metrics;
+  struct { GNamed *v; int n, cap; } outputs;
+} Graph;
+
+// One parameter of an op's call signature (parsed from the schema string).
+typedef struct OpParam {
+  const char *name;
+  char kind;  // t T f i b a p s (see ops.h)
+  int slot;
+  bool required;
+  const char *def;  // default as written ("1e-5", "all", "none", "true")
+} OpParam;
+
+typedef struct Interp Interp;
+typedef struct Value Value;
+
+typedef struct OpInfo {
+  const char *name;
+  const char *schema;
+  unsigned flags;
+  LowerKind lower;
+  double flops;
+  bool (*shape)(Graph *g, Node *n);
+  void (*interp)(Interp *it, const Node *n, Value *out, const Value *const *in);
+  double (*scalar)(const double *x, const Attr *a);
+  int nparams;
+  OpParam params[8];
+} OpInfo;
+
+const OpInfo *op_info(Op op);
+Op op_lookup(const char *name);  // OP_NONE if no such op (internal ops included)
+const char *op_name(Op op);
+
+Graph *graph_new(Diag *d, const Model *m, DType fdtype);
+void graph_free(Graph *g);
+Node *graph_node(const Graph *g, int id);
+// Appends a node and runs its op's shape rule. Returns its id, or -1 after
+// the rule reported an error at `loc`.
+int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr);
+int g_leaf(Graph *g, Op op, const char *name, DType dt, const Shape *s, Loc loc);
+int g_const(Graph *g, double v, Loc loc);  // scalar in g->fdtype
+int g_unary(Graph *g, Op op, int a, Loc loc);
+int g_binary(Graph *g, Op op, int a, int b, Loc loc);
+Attr attr_default(Op op);  // schema defaults applied (naxes -1 etc.)
+bool dtype_is_float(DType t);
+
+// ============================================================ shape.c
+// Shape rules, named in ops.h (`shape_arith`, `shape_reduce`, ...). Each sets
+// n->shape and n->dtype from its operands and attributes, normalizes axes,
+// and reports errors at n->loc. Declared here for the registry only.
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) bool shp(Graph *g, Node *n);
+BPC_OPS(X)
+#undef X
+// Normalizes a possibly negative axis for `rank`; false if out of range.
+bool axis_norm(int64_t axis, int rank, int *out);
+
+// ============================================================ expand.c
+typedef struct DimOverride {
+  const char *name;
+  int64_t value;
+} DimOverride;
+
+// Model -> forward Graph in dtype `fdtype`: dims evaluated (overrides
+// applied), inputs/params/state leaves, every entry lowered through the
+// registry, functions and repeat inlined with prefixed names. NULL after
+// reporting the errors.
+Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov,
+                   DType fdtype);
+
+// ============================================================ interp.c
+// The reference interpreter. Every value is held as doubles; in an f32 graph
+// each result is rounded to float after its op, so it behaves as f32 storage.
+struct Value {
+  Shape shape;
+  DType dtype;
+  double *v;  // shape_numel(&shape) elements
+};
+
+struct Interp {
+  const Graph *g;
+  Value *vals;     // per node id
+  uint64_t seed;   // RNG seed (dropout)
+  uint64_t step;   // training step (dropout stream)
+  bool training;   // batch_norm batch stats and dropout on; else eval
+  bool failed;     // a kernel met bad data (an index out of range)
+  char err[256];   // its message, naming the op and the offending value
+};
+
+// Scalar math of elementwise ops, named in ops.h.
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) \
+  void itp(Interp *it, const Node *n, Value *out, const Value *const *in);
+BPC_OPS(X)
+#undef X
+double s_const(const double *x, const Attr *a);
+double s_copy(const double *x, const Attr *a);
+double s_add(const double *x, const Attr *a);
+double s_sub(const double *x, const Attr *a);
+double s_mul(const double *x, const Attr *a);
+double s_div(const double *x, const Attr *a);
+double s_maximum(const double *x, const Attr *a);
+double s_minimum(const double *x, const Attr *a);
+double s_pow(const double *x, const Attr *a);
+double s_neg(const double *x, const Attr *a);
+double s_exp(const double *x, const Attr *a);
+double s_log(const double *x, const Attr *a);
+double s_sqrt(const double *x, const Attr *a);
+double s_rsqrt(const double *x, const Attr *a);
+double s_abs(const double *x, const Attr *a);
+double s_square(const double *x, const Attr *a);
+double s_sin(const double *x, const Attr *a);
+double s_cos(const double *x, const Attr *a);
+double s_tanh(const double *x, const Attr *a);
+double s_sigmoid(const double *x, const Attr *a);
+double s_relu(const double *x, const Attr *a);
+double s_leaky_relu(const double *x, const Attr *a);
+double s_gelu(const double *x, const Attr *a);
+double s_silu(const double *x, const Attr *a);
+double s_softplus(const double *x, const Attr *a);
+double s_where(const double *x, const Attr *a);
+double s_greater(const double *x, const Attr *a);
+double s_less(const double *x, const Attr *a);
+double s_equal(const double *x, const Attr *a);
+
+Interp *interp_new(const Graph *g, uint64_t seed, uint64_t step, bool training);
+// Sets a leaf's value (copied; rounded to the node's dtype). n must match.
+void interp_set(Interp *it, int node, const double *data, int64_t n);
+// Fills every PARAM from its init spec and every STATE with its init value.
+void interp_init_params(Interp *it, uint64_t seed);
+// Evaluates every non-leaf node in order. Leaves not set read as zeros.
+// False (it->err says why) when a kernel met bad data, e.g. a label or an
+// embedding id out of range.
+bool interp_run(Interp *it);
+const Value *interp_value(const Interp *it, int node);
+void interp_free(Interp *it);
+
+// ============================================================ show.c
+void show_graph(FILE *out, const Graph *g);  // `bpc show`
+void show_dot(FILE *out, const Graph *g);    // `bpc dot`
+void show_check(FILE *out, const Graph *g);  // `bpc check` report
+int64_t graph_flops(const Graph *g);          // FLOPs of one forward step

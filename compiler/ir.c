@@ -1,0 +1,197 @@
+// ir.c — the op table built from ops.h, schema parsing, shapes, and the graph
+// builder every pass uses (g_op runs the op's shape rule as the node is made,
+// so a graph is always shape-checked). Nodes are kept in topological order:
+// a node's operands always have smaller ids.
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpcc.h"
+
+static OpInfo op_table[OP_COUNT] = {
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) \
+  [OP_##e] = {#nm, sc, fl, lk, fp, shp, itp, sca, 0, {{0}}},
+    BPC_OPS(X)
+#undef X
+};
+
+// Parses "x:t alpha:f0=0.01" into op->params. Schemas are bpc's own text,
+// so a malformed one is a bug.
+static void parse_schema(OpInfo *op) {
+  char *s = xstrdup(op->schema);  // kept for the life of the process
+  for (char *tok = strtok(s, " "); tok; tok = strtok(NULL, " ")) {
+    BPC_ASSERT(op->nparams < 8);
+    OpParam *p = &op->params[op->nparams++];
+    char *colon = strchr(tok, ':');
+    BPC_ASSERT(colon && colon[1]);
+    *colon = 0;
+    p->name = tok;
+    p->kind = colon[1];
+    BPC_ASSERT(strchr("tTfibaps", p->kind));
+    char *rest = colon + 2;
+    if (*rest >= '0' && *rest <= '9') p->slot = *rest++ - '0';
+    if (*rest == '=') p->def = rest + 1;
+    else BPC_ASSERT(*rest == 0);
+    p->required = p->def == NULL;
+  }
+}
+
+const OpInfo *op_info(Op op) {
+  static bool ready;
+  if (!ready) {  // single-threaded compiler: first use builds the table
+    for (int i = 0; i < OP_COUNT; i++) parse_schema(&op_table[i]);
+    ready = true;
+  }
+  BPC_ASSERT(op >= 0 && op < OP_COUNT);
+  return &op_table[op];
+}
+
+Op op_lookup(const char *name) {
+  for (int i = 0; i < OP_COUNT; i++)
+    if (!strcmp(op_table[i].name, name)) return (Op)i;
+  return OP_NONE;
+}
+
+const char *op_name(Op op) { return op_info(op)->name; }
+
+const char *dtype_name(DType t) {
+  return t == DT_F32 ? "f32" : t == DT_F64 ? "f64" : "i32";
+}
+
+bool dtype_is_float(DType t) { return t != DT_I32; }
+
+int64_t shape_numel(const Shape *s) {
+  int64_t n = 1;
+  for (int i = 0; i < s->rank; i++) n *= s->d[i];
+  return n;
+}
+
+bool shape_eq(const Shape *a, const Shape *b) {
+  if (a->rank != b->rank) return false;
+  for (int i = 0; i < a->rank; i++)
+    if (a->d[i] != b->d[i]) return false;
+  return true;
+}
+
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out) {
+  Shape r = {.rank = a->rank > b->rank ? a->rank : b->rank};
+  for (int i = 0; i < r.rank; i++) {
+    int ia = a->rank - r.rank + i, ib = b->rank - r.rank + i;
+    int64_t da = ia >= 0 ? a->d[ia] : 1, db = ib >= 0 ? b->d[ib] : 1;
+    if (da != db && da != 1 && db != 1) return false;
+    r.d[i] = da == 1 ? db : da;
+  }
+  *out = r;
+  return true;
+}
+
+char *shape_str(const Shape *s, char *buf, size_t size) {
+  size_t k = 0;
+  k += (size_t)snprintf(buf + k, size - k, "[");
+  for (int i = 0; i < s->rank && k < size; i++)
+    k += (size_t)snprintf(buf + k, size - k, i ? ", %lld" : "%lld", (long long)s->d[i]);
+  if (k < size) snprintf(buf + k, size - k, "]");
+  return buf;
+}
+
+Graph *graph_new(Diag *d, const Model *m, DType fdtype) {
+  Graph *g = xcalloc(1, sizeof(Graph));
+  g->diag = d;
+  g->model = m;
+  g->fdtype = fdtype;
+  g->loss = -1;
+  return g;
+}
+
+void graph_free(Graph *g) {
+  if (!g) return;
+  free(g->nodes.v);
+  free(g->dims.v);
+  free(g->inputs.v);
+  free(g->params.v);
+  free(g->states.v);
+  free(g->named.v);
+  free(g->metrics.v);
+  free(g->outputs.v);
+  arena_free(&g->arena);
+  free(g);
+}
+
+Node *graph_node(const Graph *g, int id) {
+  BPC_ASSERT(id >= 0 && id < g->nodes.n);
+  return g->nodes.v[id];
+}
+
+static Node *new_node(Graph *g, Op op, Loc loc, int nin, const int *in) {
+  Node *n = arena_alloc(&g->arena, sizeof(Node));
+  n->id = g->nodes.n;
+  n->op = op;
+  n->loc = loc;
+  n->nin = nin;
+  n->in = arena_alloc(&g->arena, sizeof(int) * (size_t)(nin ? nin : 1));
+  for (int i = 0; i < nin; i++) {
+    BPC_ASSERT(in[i] >= 0 && in[i] < n->id);
+    n->in[i] = in[i];
+  }
+  VEC_PUSH(g->nodes, n);
+  return n;
+}
+
+Attr attr_default(Op op) {
+  const OpInfo *info = op_info(op);
+  Attr a = {.naxes = -1};
+  for (int i = 0; i < info->nparams; i++) {
+    const OpParam *p = &info->params[i];
+    if (!p->def) continue;
+    switch (p->kind) {
+    case 'f': a.f[p->slot] = strtod(p->def, NULL); break;
+    case 'i': a.i[p->slot] = strtoll(p->def, NULL, 10); break;
+    case 'b': a.b[p->slot] = !strcmp(p->def, "true"); break;
+    default: break;  // axes "all", perm "none": naxes -1
+    }
+  }
+  return a;
+}
+
+int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr) {
+  Node *n = new_node(g, op, loc, nin, in);
+  n->attr = attr ? *attr : attr_default(op);
+  n->dtype = g->fdtype;
+  if (!op_info(op)->shape(g, n)) {
+    g->nodes.n--;  // drop the failed node; its arena bytes are harmless
+    return -1;
+  }
+  int64_t numel = 1;
+  for (int i = 0; i < n->shape.rank; i++) {
+    BPC_ASSERT(n->shape.d[i] >= 1);
+    if (n->shape.d[i] > BPC_MAX_ELEMS / numel) {
+      diag_error(g->diag, loc, "result of %s has more than 2^40 elements", op_name(op));
+      g->nodes.n--;
+      return -1;
+    }
+    numel *= n->shape.d[i];
+  }
+  return n->id;
+}
+
+int g_leaf(Graph *g, Op op, const char *name, DType dt, const Shape *s, Loc loc) {
+  BPC_ASSERT(op_info(op)->flags & OPF_LEAF);
+  Node *n = new_node(g, op, loc, 0, NULL);
+  n->attr = attr_default(op);
+  n->name = name;
+  n->dtype = dt;
+  n->shape = *s;
+  return n->id;
+}
+
+int g_const(Graph *g, double v, Loc loc) {
+  Attr a = attr_default(OP_CONST);
+  a.f[0] = v;
+  return g_op(g, OP_CONST, loc, 0, NULL, &a);
+}
+
+int g_unary(Graph *g, Op op, int a, Loc loc) { return g_op(g, op, loc, 1, &a, NULL); }
+
+int g_binary(Graph *g, Op op, int a, int b, Loc loc) {
+  int in[2] = {a, b};
+  return g_op(g, op, loc, 2, in, NULL);
+}

@@ -1,0 +1,201 @@
+// main.c — the bpc command line. Each command is the pipeline as
+// straight-line calls (load -> expand -> ...); exit 0 on success, 1 when the
+// model has errors (reported as file:line:col), 2 on wrong usage.
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bpcc.h"
+
+typedef struct Opts {
+  const char *cmd;
+  const char *model;
+  struct { DimOverride *v; int n, cap; } defs;
+  DType dtype;
+  const char *out;
+} Opts;
+
+typedef struct Command {
+  const char *name;
+  const char *synopsis;
+  const char *help;
+  int (*run)(Opts *o);
+} Command;
+
+static int cmd_check(Opts *o);
+static int cmd_show(Opts *o);
+static int cmd_dot(Opts *o);
+
+static const Command commands[] = {
+  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64]",
+   "Validates the model and prints its params, dims, inputs, every named value\n"
+   "with its shape, and the FLOPs of one forward step.", cmd_check},
+  {"show", "bpc show MODEL.yaml [-D N=V]... [--dtype f32|f64]",
+   "Prints the expanded graph (functions and repeat inlined) in the model's own\n"
+   "expression syntax, one value per line, shapes and dtypes as comments.", cmd_show},
+  {"dot", "bpc dot MODEL.yaml [-o F.dot] [-D N=V]...",
+   "Writes the graph in Graphviz DOT (render with `dot -Tsvg`).", cmd_dot},
+};
+#define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
+
+static void print_usage(FILE *out) {
+  fprintf(out, "usage: bpc COMMAND MODEL.yaml [options]\n\ncommands:\n");
+  for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
+  fprintf(out, "  bpc --version\n  bpc help [COMMAND]\n");
+}
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "bpc: ");
+  fprintf(stderr, fmt, arg);
+  fputc('\n', stderr);
+  print_usage(stderr);
+  return 2;
+}
+
+static const Command *find_command(const char *name) {
+  for (int i = 0; i < NCOMMANDS; i++)
+    if (!strcmp(commands[i].name, name)) return &commands[i];
+  return NULL;
+}
+
+// "-D NAME=VALUE" (or "-DNAME=VALUE"); false on a malformed definition.
+static bool parse_define(Opts *o, const char *s) {
+  const char *eq = strchr(s, '=');
+  if (!eq || eq == s) return false;
+  char *end;
+  errno = 0;
+  long long v = strtoll(eq + 1, &end, 10);
+  if (errno || *end || end == eq + 1) return false;
+  for (const char *p = s; p < eq; p++)
+    if (!(*p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (p > s && *p >= '0' && *p <= '9')))
+      return false;
+  char *name = xmalloc((size_t)(eq - s) + 1);
+  memcpy(name, s, (size_t)(eq - s));
+  name[eq - s] = 0;
+  VEC_PUSH(o->defs, ((DimOverride){name, v}));
+  return true;
+}
+
+static int parse_args(Opts *o, int argc, char **argv) {
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-D") || !strncmp(a, "-D", 2)) {
+      const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!def || !parse_define(o, def)) return usage_error("-D needs NAME=INTEGER, got '%s'", def ? def : "");
+    } else if (!strcmp(a, "--dtype")) {
+      const char *t = i + 1 < argc ? argv[++i] : "";
+      if (!strcmp(t, "f32")) o->dtype = DT_F32;
+      else if (!strcmp(t, "f64")) o->dtype = DT_F64;
+      else return usage_error("--dtype takes f32 or f64, got '%s'", t);
+    } else if (!strcmp(a, "-o")) {
+      if (i + 1 >= argc) return usage_error("%s needs a file name", a);
+      o->out = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      return usage_error("unknown option '%s'", a);
+    } else if (!o->model) {
+      o->model = a;
+    } else {
+      return usage_error("unexpected argument '%s'", a);
+    }
+  }
+  if (!o->model) return usage_error("%s needs a model file", o->cmd);
+  return 0;
+}
+
+// load -> expand. NULL after the errors were reported.
+static Graph *front_end(Opts *o, Arena *a, Diag *d) {
+  Model *m = model_load(a, d, o->model);
+  if (!m) return NULL;
+  return graph_build(m, d, o->defs.v, o->defs.n, o->dtype);
+}
+
+static int cmd_check(Opts *o) {
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Graph *g = front_end(o, &a, &d);
+  if (g) show_check(stdout, g);
+  graph_free(g);
+  arena_free(&a);
+  return g ? 0 : 1;
+}
+
+static int cmd_show(Opts *o) {
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Graph *g = front_end(o, &a, &d);
+  if (g) show_graph(stdout, g);
+  graph_free(g);
+  arena_free(&a);
+  return g ? 0 : 1;
+}
+
+// Writes through a temp file renamed into place: no partial output on failure.
+static int write_output(const char *path, void (*emit)(FILE *, const Graph *), const Graph *g) {
+  if (!path || !strcmp(path, "-")) {
+    emit(stdout, g);
+    return fflush(stdout) ? 1 : 0;
+  }
+  size_t n = strlen(path) + 32;
+  char *tmp = xmalloc(n);
+  snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+  FILE *f = fopen(tmp, "w");
+  if (!f) {
+    fprintf(stderr, "bpc: error: cannot write '%s': %s\n", path, strerror(errno));
+    free(tmp);
+    return 1;
+  }
+  emit(f, g);
+  bool ok = !ferror(f);
+  ok &= fclose(f) == 0;
+  if (ok) ok = rename(tmp, path) == 0;
+  if (!ok) {
+    fprintf(stderr, "bpc: error: cannot write '%s': %s\n", path, strerror(errno));
+    remove(tmp);
+  }
+  free(tmp);
+  return ok ? 0 : 1;
+}
+
+static int cmd_dot(Opts *o) {
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Graph *g = front_end(o, &a, &d);
+  int rc = g ? write_output(o->out, show_dot, g) : 1;
+  graph_free(g);
+  arena_free(&a);
+  return rc;
+}
+
+static int cmd_help(int argc, char **argv) {
+  if (argc < 3) {
+    printf("bpc %s: compiles a model graph written in YAML into a training program.\n\n", BPC_VERSION);
+    print_usage(stdout);
+    return 0;
+  }
+  const Command *c = find_command(argv[2]);
+  if (!c) return usage_error("no command '%s'", argv[2]);
+  printf("usage: %s\n\n%s\n", c->synopsis, c->help);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) return usage_error("%s", "missing command");
+  if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+    printf("bpc %s (model format %d)\n", BPC_VERSION, BPC_FORMAT_VERSION);
+    return 0;
+  }
+  if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+    return cmd_help(argc, argv);
+  const Command *c = find_command(argv[1]);
+  if (!c) return usage_error("unknown command '%s'", argv[1]);
+  Opts o = {.cmd = c->name, .dtype = DT_F32};
+  int rc = parse_args(&o, argc, argv);
+  if (rc == 0) rc = c->run(&o);
+  for (int i = 0; i < o.defs.n; i++) free((char *)o.defs.v[i].name);
+  free(o.defs.v);
+  return rc;
+}

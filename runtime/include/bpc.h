@@ -1,0 +1,114 @@
+// bpc.h — the runtime ABI: what generated code, the runtime (libbpcrt) and
+// the compiler's interpreter share. Everything random in bpc comes from the
+// counter-based generator here, so the interpreter, JIT code and standalone
+// trainers draw the same numbers for the same (seed, stream, counter).
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// splitmix64's finalizer: a bijective 64-bit mix.
+static inline uint64_t bpcrt_mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
+// The random word number `ctr` of stream `stream` under `seed`. Stateless:
+// any element can be drawn in any order, by any thread.
+static inline uint64_t bpcrt_rand64(uint64_t seed, uint64_t stream, uint64_t ctr) {
+  uint64_t key = bpcrt_mix64(seed ^ bpcrt_mix64(stream + 0x9e3779b97f4a7c15ULL));
+  return bpcrt_mix64(key + ctr * 0x9e3779b97f4a7c15ULL);
+}
+
+// Uniform in [0, 1) with 24 bits: exactly representable in f32 and f64.
+static inline double bpcrt_uniform24(uint64_t seed, uint64_t stream, uint64_t ctr) {
+  return (double)(bpcrt_rand64(seed, stream, ctr) >> 40) * (1.0 / 16777216.0);
+}
+
+// Dropout's stream for a node (salt) at a training step.
+static inline uint64_t bpcrt_dropout_stream(uint64_t salt, uint64_t step) {
+  return bpcrt_mix64(salt ^ (step * 0xd1b54a32d192ed03ULL));
+}
+
+// Param initializers of SPEC 1.8 (same numbering as the compiler's InitKind).
+enum {
+  BPCRT_INIT_ZEROS, BPCRT_INIT_ONES, BPCRT_INIT_CONSTANT, BPCRT_INIT_NORMAL,
+  BPCRT_INIT_UNIFORM, BPCRT_INIT_XAVIER_UNIFORM, BPCRT_INIT_XAVIER_NORMAL,
+  BPCRT_INIT_HE_UNIFORM, BPCRT_INIT_HE_NORMAL,
+};
+
+// Fills out[0..n) for one param. `stream` is a hash of the param's name, so
+// adding a param never changes the values of the others. Values are computed
+// in double; an f32 trainer rounds them, exactly as the interpreter does.
+void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
+                     uint64_t seed, uint64_t stream, int64_t n, double *out);
+
+// ---- safetensors.c: tensor files (SPEC 3) -------------------------------
+// A file is an 8-byte little-endian header length N, N bytes of JSON header,
+// then the data buffer. bpc reads and writes F32, F64 and I32 only. Reading
+// validates everything (a hostile file gives an error, never a crash or an
+// over-read); writing is atomic (temp file, fsync, rename, fsync folder).
+// Errors are "PATH: message" in err (truncated to errlen; err may be NULL).
+
+typedef enum { BPCRT_F32, BPCRT_F64, BPCRT_I32 } bpcrt_dtype;
+
+#define BPCRT_MAX_RANK 8
+
+typedef struct {
+  char *name;
+  bpcrt_dtype dtype;
+  int rank;                       // 0 for a scalar
+  int64_t shape[BPCRT_MAX_RANK];
+  void *data;                     // owned, little-endian; never NULL (even when nbytes is 0)
+  size_t nbytes;                  // numel * element size
+} bpcrt_tensor;
+
+// A set of named tensors plus string metadata. `{0}` is an empty set; every
+// string and buffer is owned by the set and released by bpcrt_st_free.
+typedef struct {
+  int n, cap;
+  bpcrt_tensor *t;                // in file order (read) or insertion order (write)
+  int nmeta, metacap;
+  char **meta_keys, **meta_vals;
+} bpcrt_tensors;
+
+size_t bpcrt_dtype_size(bpcrt_dtype dt);        // 4, 8, 4
+const char *bpcrt_dtype_name(bpcrt_dtype dt);   // "F32", "F64", "I32"
+int64_t bpcrt_numel(const bpcrt_tensor *t);     // product of the shape (1 for rank 0)
+
+// Reads PATH into *out (which need not be initialized). 0 on success; -1 with
+// err filled and *out empty on any error.
+int bpcrt_st_read(const char *path, bpcrt_tensors *out, char *err, size_t errlen);
+// Writes the set atomically: tensors in the order given, header padded with
+// spaces so the data starts 8-byte aligned. On error (err filled, -1) any
+// existing PATH is untouched and no temp file is left behind.
+int bpcrt_st_write(const char *path, const bpcrt_tensors *in, char *err, size_t errlen);
+void bpcrt_st_free(bpcrt_tensors *t);
+
+// The tensor called `name`, or NULL.
+const bpcrt_tensor *bpcrt_st_find(const bpcrt_tensors *t, const char *name);
+// Appends a tensor, copying `data` (numel * element size bytes; NULL gives
+// zeros). Returns the new tensor (valid until the next add), or NULL when the
+// name is taken, rank is outside 0..8 or a dim is negative.
+bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
+                           int rank, const int64_t *shape, const void *data);
+// Sets (or replaces) a metadata key; the value of `key`, or NULL.
+void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val);
+const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key);
+
+// A float tensor's values converted to the compiled dtype, whatever its stored
+// F32/F64 dtype; `out` holds numel elements. -1 (nothing written) for I32.
+int bpcrt_st_to_f64(const bpcrt_tensor *t, double *out);
+int bpcrt_st_to_f32(const bpcrt_tensor *t, float *out);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,61 @@
+// test_golden.c — `bpc show` output of every model in models/ against the
+// golden file tests/golden/<model>.show. A change to expansion, naming or
+// printing shows up as a diff. BPC_UPDATE_GOLDEN=1 rewrites the files.
+#include <criterion/criterion.h>
+#include <dirent.h>
+
+#include "testutil.h"
+
+static char *show_model(const char *path) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load(&a, &c.d, path);
+  Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F32) : NULL;
+  cr_assert(g, "%s failed to build:\n%s", path, cap_text(&c));
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  show_graph(f, g);
+  fclose(f);
+  graph_free(g);
+  arena_free(&a);
+  cap_close(&c);
+  return out;
+}
+
+Test(golden, show_every_model) {
+  DIR *dir = opendir(BPC_SOURCE_DIR "/models");
+  cr_assert(dir);
+  int checked = 0;
+  struct dirent *e;
+  char failures[4096] = "";
+  while ((e = readdir(dir))) {
+    size_t n = strlen(e->d_name);
+    if (n < 6 || strcmp(e->d_name + n - 5, ".yaml")) continue;
+    char model[512], golden[512];
+    snprintf(model, sizeof model, "models/%s", e->d_name);
+    snprintf(golden, sizeof golden, BPC_SOURCE_DIR "/tests/golden/%.*s.show", (int)(n - 5), e->d_name);
+    char *got = show_model(model);
+    if (getenv("BPC_UPDATE_GOLDEN")) {
+      FILE *f = fopen(golden, "w");
+      cr_assert(f);
+      fputs(got, f);
+      fclose(f);
+    } else {
+      char *want = NULL;
+      size_t len;
+      if (!read_whole_file(golden, &want, &len))
+        strncat(failures, " (missing golden) ", sizeof failures - strlen(failures) - 1);
+      else if (strcmp(want, got))
+        strncat(failures, e->d_name, sizeof failures - strlen(failures) - 1);
+      free(want);
+    }
+    free(got);
+    checked++;
+  }
+  closedir(dir);
+  cr_assert_gt(checked, 2);
+  cr_assert_str_empty(failures, "show output differs from tests/golden for: %s "
+                      "(BPC_UPDATE_GOLDEN=1 to accept)", failures);
+}
