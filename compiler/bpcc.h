@@ -382,6 +382,7 @@ typedef struct GParam {
   InitSpec init;
   bool trainable;
   bool decay;  // resolved: default is rank >= 2
+  int grad;    // after autodiff: node of d loss / d param, -1 if not trainable
 } GParam;
 
 typedef struct GInput {
@@ -428,6 +429,11 @@ typedef struct OpParam {
 
 typedef struct Interp Interp;
 typedef struct Value Value;
+typedef struct AD AD;
+// A gradient rule (grad.c): given node n and gy, the cotangent of its result,
+// sets gin[i] to the cotangent of operand i (a node id; it may have n's
+// broadcast shape, the driver sums it down) or -1 when none flows.
+typedef void GradFn(AD *ad, const Node *n, int gy, int *gin);
 
 typedef struct OpInfo {
   const char *name;
@@ -438,6 +444,7 @@ typedef struct OpInfo {
   bool (*shape)(Graph *g, Node *n);
   void (*interp)(Interp *it, const Node *n, Value *out, const Value *const *in);
   double (*scalar)(const double *x, const Attr *a);
+  GradFn *grad;
   int nparams;
   OpParam params[8];
 } OpInfo;
@@ -463,11 +470,40 @@ bool dtype_is_float(DType t);
 // Shape rules, named in ops.h (`shape_arith`, `shape_reduce`, ...). Each sets
 // n->shape and n->dtype from its operands and attributes, normalizes axes,
 // and reports errors at n->loc. Declared here for the registry only.
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) bool shp(Graph *g, Node *n);
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) bool shp(Graph *g, Node *n);
 BPC_OPS(X)
 #undef X
 // Normalizes a possibly negative axis for `rank`; false if out of range.
 bool axis_norm(int64_t axis, int rank, int *out);
+
+// ============================================================ grad.c
+// Gradient rules, named in ops.h. grad_none: no gradient flows through the
+// op; grad_missing: reaching the op while differentiating is an error.
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) GradFn grd;
+BPC_OPS(X)
+#undef X
+
+// ============================================================ autodiff.c
+struct AD {
+  Graph *g;
+  Loc loc;      // location given to the nodes a rule emits (the forward op's)
+  bool failed;  // a rule reported an error
+  const Node *cur;
+};
+
+// Reverse mode from g->loss over every trainable param: appends the backward
+// nodes to g (one joint graph) and sets each GParam.grad. Cotangents are
+// summed at fan-out and un-broadcast here, once. False after reporting an
+// error (no loss, a non-float loss, an op without a gradient rule).
+bool ad_backward(Graph *g);
+// Builders for rules: g_op with the current op's location; a shape error
+// here is a bug in a rule, so they assert instead of returning -1.
+int ad_op(AD *ad, Op op, int nin, const int *in, const Attr *attr);
+int ad_un(AD *ad, Op op, int a);
+int ad_bin(AD *ad, Op op, int a, int b);
+int ad_const(AD *ad, double v);
+// Sums `x` down to `shape` (the reverse of broadcasting).
+int ad_sum_to(AD *ad, int x, const Shape *shape);
 
 // ============================================================ expand.c
 typedef struct DimOverride {
@@ -502,10 +538,12 @@ struct Interp {
 };
 
 // Scalar math of elementwise ops, named in ops.h.
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) \
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) \
   void itp(Interp *it, const Node *n, Value *out, const Value *const *in);
 BPC_OPS(X)
 #undef X
+// The plain matmul kernel (no transpose flags); interp_matmul_t wraps it.
+void interp_matmul(Interp *it, const Node *n, Value *out, const Value *const *in);
 double s_const(const double *x, const Attr *a);
 double s_copy(const double *x, const Attr *a);
 double s_add(const double *x, const Attr *a);
@@ -535,6 +573,7 @@ double s_where(const double *x, const Attr *a);
 double s_greater(const double *x, const Attr *a);
 double s_less(const double *x, const Attr *a);
 double s_equal(const double *x, const Attr *a);
+double s_gelu_grad(const double *x, const Attr *a);  // d gelu / dx (interp_grad.c)
 
 Interp *interp_new(const Graph *g, uint64_t seed, uint64_t step, bool training);
 // Sets a leaf's value (copied; rounded to the node's dtype). n must match.

@@ -232,7 +232,7 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix) {
   const char *name = arena_printf(&b->g->arena, "%s%s", prefix, t->name);
   int id = g_leaf(b->g, OP_PARAM, name, leaf_dtype(b, t->dtype), &s, t->loc);
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
-  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay}));
+  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1}));
   return id;
 }
 
@@ -240,7 +240,7 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix) {
 
 static int lookup(Build *b, Scope *s, const Expr *e) {
   for (int i = s->local.n - 1; i >= 0; i--)
-    if (!strcmp(s->local.v[i].name, e->name)) return s->local.v[i].node;
+    if (!strcmp(s->local.v[i].name, e->name)) return s->local.v[i].node;  // -1: failed entry
   const GDim *dim = find_dim(b, e->name);
   if (dim) return g_const(b->g, (double)dim->value, e->loc);
   if (s->fn)  // functions see the model's params too
@@ -570,7 +570,8 @@ static bool lower_entries(Build *b, Scope *s, int n, const GraphEntry *entries) 
     int id = is_call ? lower_call_entry(b, s, e, full) : lower(b, s, e);
     if (id < 0) {
       ok = false;
-      continue;  // later entries naming this one report "unknown name"; keep checking others
+      bind(s, ge->name, -1);  // later uses fail quietly: the error is reported once, here
+      continue;
     }
     Node *node = graph_node(g, id);
     if (!node->name && !(op_info(node->op)->flags & OPF_LEAF)) node->name = full;

@@ -8,8 +8,8 @@
 #include "bpcc.h"
 
 static OpInfo op_table[OP_COUNT] = {
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca) \
-  [OP_##e] = {#nm, sc, fl, lk, fp, shp, itp, sca, 0, {{0}}},
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) \
+  [OP_##e] = {#nm, sc, fl, lk, fp, shp, itp, sca, grd, 0, {{0}}},
     BPC_OPS(X)
 #undef X
 };
@@ -52,10 +52,6 @@ Op op_lookup(const char *name) {
 }
 
 const char *op_name(Op op) { return op_info(op)->name; }
-
-const char *dtype_name(DType t) {
-  return t == DT_F32 ? "f32" : t == DT_F64 ? "f64" : "i32";
-}
 
 bool dtype_is_float(DType t) { return t != DT_I32; }
 

@@ -274,8 +274,20 @@ static bool matmul_shape(Graph *g, Node *n, const Shape *a, const Shape *b, Shap
   return true;
 }
 
+// transpose_a / transpose_b (b0, b1) read an operand with its last two axes
+// swapped: how simplify folds a transpose into the matmul's layout.
+static Shape swap_last2(const Shape *s, bool swap) {
+  Shape r = *s;
+  if (swap && r.rank >= 2) {
+    r.d[r.rank - 2] = s->d[s->rank - 1];
+    r.d[r.rank - 1] = s->d[s->rank - 2];
+  }
+  return r;
+}
+
 bool shape_matmul(Graph *g, Node *n) {
-  if (!matmul_shape(g, n, &IN(0)->shape, &IN(1)->shape, &n->shape)) return false;
+  Shape a = swap_last2(&IN(0)->shape, n->attr.b[0]), b = swap_last2(&IN(1)->shape, n->attr.b[1]);
+  if (!matmul_shape(g, n, &a, &b, &n->shape)) return false;
   n->dtype = float_of(g, n);
   return true;
 }
@@ -491,5 +503,64 @@ bool shape_fill(Graph *g, Node *n) {
     if (t->d[i] < 1) FAIL("%s: dims must be >= 1, got %s", op_name(n->op), sh(t));
   n->shape = *t;
   n->dtype = g->fdtype;
+  return true;
+}
+
+// ---------------------------------------------------------------- backward ops
+
+bool shape_maxmin_grad(Graph *g, Node *n) {
+  Node tmp = *n;  // normalize axes exactly as the forward reduction did
+  tmp.attr.b[0] = true;
+  if (!shape_reduce(g, &tmp)) return false;
+  n->attr.naxes = tmp.attr.naxes;
+  memcpy(n->attr.axes, tmp.attr.axes, sizeof n->attr.axes);
+  n->shape = IN(0)->shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_slice_grad(Graph *g, Node *n) {
+  n->shape = n->attr.shape;
+  n->dtype = IN(0)->dtype;
+  return true;
+}
+
+bool shape_embedding_grad(Graph *g, Node *n) {
+  const Shape *gy = &IN(1)->shape;
+  n->shape = (Shape){.rank = 2, .d = {n->attr.i[0], gy->d[gy->rank - 1]}};
+  n->dtype = IN(1)->dtype;
+  return true;
+}
+
+bool shape_norm_dx(Graph *g, Node *n) {
+  n->shape = IN(0)->shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_attention_grad(Graph *g, Node *n) {
+  n->shape = IN(n->attr.i[1])->shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_conv2d_dx(Graph *g, Node *n) {
+  n->shape = n->attr.shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_conv2d_dw(Graph *g, Node *n) { return shape_conv2d_dx(g, n); }
+
+bool shape_pool2d_grad(Graph *g, Node *n) {
+  if (n->attr.i[1] == 0) n->attr.i[1] = n->attr.i[0];
+  n->shape = IN(0)->shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_cross_entropy_grad(Graph *g, Node *n) {
+  n->shape = IN(0)->shape;
+  n->dtype = IN(0)->dtype == DT_I32 ? g->fdtype : IN(0)->dtype;
   return true;
 }

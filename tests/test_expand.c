@@ -44,7 +44,7 @@ Test(expand, dims_and_shapes) {
   Arena a = {0};
   Graph *g = ok(&a, HEAD "dims: {B: 4, C: 6, HS: C / 2, N: B * (C - 1)}\n"
                      "inputs: {x: {shape: [B, HS * 2]}}\n"
-                     "graph: {y: x / C, z: reshape(y, [-1, HS])}\n");
+                     "graph:\n  y: x / C\n  z: reshape(y, [-1, HS])\n");
   cr_expect_eq(g->dims.v[2].value, 3);
   cr_expect_eq(g->dims.v[3].value, 20);
   const Node *z = graph_node(g, find(g, "z"));
@@ -128,13 +128,13 @@ Test(expand, functions_and_repeat_name_params) {
 Test(expand, function_errors) {
   expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: relu(u)}\n"
                "    return: o\ngraph:\n  y: relu(f(x))\n",
-               "t.yaml:8:11: error: a call of function 'f' must be the whole expression");
+               "t.yaml:10:11: error: a call of function 'f' must be the whole expression");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: g(u)}\n"
                "    return: o\n  g:\n    args: [u]\n    graph: {o: f(u)}\n    return: o\ngraph:\n  y: f(x)\n",
-               "t.yaml:9:16: error: function 'f' calls itself");
+               "t.yaml:11:16: error: function 'f' calls itself");
   expect_error(HEAD "dims: {C: 2}\ninputs: {x: {shape: [C]}}\nfunctions:\n  f:\n    args: [C]\n"
                "    graph: {o: relu(C)}\n    return: o\ngraph:\n  y: f(x)\n",
-               "shadows the model's dim 'C'");
+               "t.yaml:7:12: error: 'C' in function 'f' shadows a dim of the model");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: u + x}\n"
                "    return: o\ngraph:\n  y: f(x)\n",
                "function 'f' cannot see 'x'");

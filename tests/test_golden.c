@@ -34,7 +34,7 @@ Test(golden, show_every_model) {
     size_t n = strlen(e->d_name);
     if (n < 6 || strcmp(e->d_name + n - 5, ".yaml")) continue;
     char model[512], golden[512];
-    snprintf(model, sizeof model, "models/%s", e->d_name);
+    snprintf(model, sizeof model, BPC_SOURCE_DIR "/models/%s", e->d_name);
     snprintf(golden, sizeof golden, BPC_SOURCE_DIR "/tests/golden/%.*s.show", (int)(n - 5), e->d_name);
     char *got = show_model(model);
     if (getenv("BPC_UPDATE_GOLDEN")) {

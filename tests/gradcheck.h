@@ -1,0 +1,63 @@
+// gradcheck.h — the f64 central finite-difference check shared by the
+// gradient suites: builds a model, differentiates it, and compares every
+// gradient element against (L(p + h) - L(p - h)) / 2h from the interpreter.
+#pragma once
+#include <math.h>
+
+#include "testutil.h"
+
+// i32 inputs get (i * 5 + 1) % 3: valid labels and ids for >= 3 classes.
+static inline void gc_fill_inputs(Interp *it, const Graph *g) {
+  for (int i = 0; i < g->inputs.n; i++) {
+    const Node *n = graph_node(g, g->inputs.v[i].node);
+    int64_t k = shape_numel(&n->shape);
+    double *v = malloc(sizeof(double) * (size_t)k);
+    for (int64_t j = 0; j < k; j++) v[j] = n->dtype == DT_I32 ? (double)((j * 5 + 1) % 3) : sin((double)j + 1);
+    interp_set(it, n->id, v, k);
+    free(v);
+  }
+}
+
+static inline double gc_loss(Interp *it, const Graph *g) {
+  cr_assert(interp_run(it), "interp failed: %s", it->err);
+  return interp_value(it, g->loss)->v[0];
+}
+
+// Checks every trainable param's gradient; returns the worst relative error.
+// `what` names the case in failure messages.
+static inline double gc_check(Graph *g, const char *what, double tol) {
+  Interp *it = interp_new(g, 7, 3, true);
+  interp_init_params(it, 11);
+  gc_fill_inputs(it, g);
+  interp_run(it);
+  double worst = 0;
+  for (int p = 0; p < g->params.n; p++) {
+    const GParam *gp = &g->params.v[p];
+    if (gp->grad < 0) continue;
+    int64_t n = shape_numel(&graph_node(g, gp->node)->shape);
+    double *x = malloc(sizeof(double) * (size_t)n), *an = malloc(sizeof(double) * (size_t)n);
+    memcpy(x, interp_value(it, gp->node)->v, sizeof(double) * (size_t)n);
+    interp_run(it);
+    memcpy(an, interp_value(it, gp->grad)->v, sizeof(double) * (size_t)n);
+    for (int64_t j = 0; j < n; j++) {
+      double h = 1e-6 * fmax(1, fabs(x[j])), save = x[j];
+      x[j] = save + h;
+      interp_set(it, gp->node, x, n);
+      double lp = gc_loss(it, g);
+      x[j] = save - h;
+      interp_set(it, gp->node, x, n);
+      double lm = gc_loss(it, g);
+      x[j] = save;
+      interp_set(it, gp->node, x, n);
+      double fd = (lp - lm) / (2 * h);
+      double err = fabs(fd - an[j]) / fmax(fmax(fabs(fd), fabs(an[j])), 1e-3);
+      if (err > worst) worst = err;
+      cr_expect(err <= tol, "%s: d loss / d %s[%lld]: autodiff %.12g, finite difference %.12g (rel err %.2e)",
+                what, gp->name, (long long)j, an[j], fd, err);
+    }
+    free(x);
+    free(an);
+  }
+  interp_free(it);
+  return worst;
+}

@@ -1,0 +1,277 @@
+// test_grad.c — the graph test suite for gradients. (a) Every differentiable
+// op of the registry, in f64, against central finite differences on random
+// params of several shapes, with broadcasting and negative axes: the suite
+// iterates the registry, so an op without a case here fails the suite.
+// (b) Every model in models/ (small dims via overrides). (c) A second
+// derivative: a Hessian-vector product of an MLP against finite differences
+// of its gradient. (d) A differentiable path through an op without a rule is
+// an error naming the op and its line.
+#include <criterion/criterion.h>
+#include <dirent.h>
+
+#include "gradcheck.h"
+
+typedef struct GradCase {
+  Op op;
+  const char *text;  // inputs/params and a graph ending in `out` (block style)
+} GradCase;
+
+#define P(name, shape) "  " name ": {shape: " shape ", init: normal(1)}\n"
+#define P2(a, sa, b, sb) "params:\n" P(a, sa) P(b, sb)
+
+static const GradCase cases[] = {
+  {OP_ADD, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: a + b\n"},
+  {OP_ADD, P2("a", "[2, 1, 3]", "b", "[4, 1]") "graph:\n  out: a + b + 1\n"},
+  {OP_SUB, P2("a", "[3, 4]", "b", "[3, 1]") "graph:\n  out: a - b\n"},
+  {OP_SUB, P2("a", "[3]", "b", "[2, 3]") "graph:\n  out: 2 - a - b\n"},
+  {OP_MUL, P2("a", "[3, 4]", "b", "[1, 4]") "graph:\n  out: a * b * a\n"},
+  {OP_DIV, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: a / (abs(b) + 0.5)\n"},
+  {OP_DIV, P2("a", "[2, 2]", "b", "[2, 1]") "graph:\n  out: 1 / (square(b) + 1) + a / 3\n"},
+  {OP_MAXIMUM, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: maximum(a, b)\n"},
+  {OP_MINIMUM, P2("a", "[3, 4]", "b", "[3, 1]") "graph:\n  out: minimum(a, b)\n"},
+  {OP_POW, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: pow(abs(a) + 0.5, 2.5) + (abs(b) + 1) ** -1.5\n"},
+  {OP_POW, P2("a", "[5]", "b", "[1]") "graph:\n  out: a ** 3 - b ** 2\n"},
+  {OP_NEG, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: neg(a) * b - -b ** 2\n"},
+  {OP_EXP, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: exp(a * 0.5) + b\n"},
+  {OP_LOG, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: log(abs(a) + 0.5) * b\n"},
+  {OP_SQRT, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sqrt(abs(a) + 0.5) + b\n"},
+  {OP_RSQRT, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: rsqrt(abs(a) + 0.5) * b\n"},
+  {OP_ABS, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: abs(a) * b\n"},
+  {OP_SQUARE, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: square(a - b)\n"},
+  {OP_SIN, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sin(a) * b\n"},
+  {OP_COS, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: cos(a) * b\n"},
+  {OP_TANH, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: tanh(a * b)\n"},
+  {OP_SIGMOID, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sigmoid(a + b)\n"},
+  {OP_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: relu(a) * b\n"},
+  {OP_LEAKY_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: leaky_relu(a, 0.1) + leaky_relu(b, alpha=0.3)\n"},
+  {OP_GELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: gelu(a) + gelu(b, approximate=false)\n"},
+  {OP_SILU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: silu(a) * b\n"},
+  {OP_SOFTPLUS, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: softplus(a * 3) + b\n"},
+  {OP_WHERE, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: where(greater(a, 0), a * 2, b)\n"},
+  {OP_SUM, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: sum(a, axis=-1) + sum(b)\n"},
+  {OP_SUM, P2("a", "[2, 3, 4]", "b", "[3, 1]") "graph:\n  out: sum(a, axis=[0, 2], keepdims=true) * b\n"},
+  {OP_MEAN, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: mean(a, axis=[-1, 0]) + mean(b, keepdims=true)\n"},
+  {OP_MAX, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: max(a, axis=1) * b + max(b)\n"},
+  {OP_MIN, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: min(a, axis=[0, 2]) + min(b, keepdims=true)\n"},
+  {OP_VAR, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: var(a, axis=-1) + var(b)\n"},
+  {OP_LOGSUMEXP, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: logsumexp(a, axis=-2, keepdims=true) + logsumexp(b)\n"},
+  {OP_RESHAPE, P2("a", "[2, 3, 2]", "b", "[6]") "graph:\n  out: reshape(a, [2, -1]) * reshape(b, [1, 6])\n"},
+  {OP_TRANSPOSE, P2("a", "[2, 3, 4]", "b", "[3, 2]") "graph:\n  out: transpose(a, [2, 0, 1]) * transpose(b)\n"},
+  {OP_BROADCAST_TO, P2("a", "[3, 1]", "b", "[4]") "graph:\n  out: broadcast_to(b, [3, 4]) * broadcast_to(a, [2, 3, 4])\n"},
+  {OP_CONCAT, P2("a", "[2, 3]", "b", "[1, 3]") "graph:\n  out: concat(a, b, a, axis=0) * slice(concat(b, b), 1, 4)\n"},
+  {OP_SLICE, P2("a", "[4, 5]", "b", "[7]") "graph:\n  out: slice(a, -2, 4, axis=0) * slice(b, 1, 6) + slice(a, 1, 3, axis=0) + slice(b, -5, 100) + sum(slice(a, 1, 3))\n"},
+  {OP_MATMUL, P2("a", "[3, 4]", "b", "[4, 5]") "graph:\n  out: a @ b\n"},
+  {OP_MATMUL, P2("a", "[2, 3, 4]", "b", "[4, 2]") "graph:\n  out: a @ b\n"},
+  {OP_MATMUL, P2("a", "[2, 1, 3, 4]", "b", "[3, 4, 2]") "graph:\n  out: a @ b\n"},
+  {OP_MATMUL, P2("a", "[3, 4]", "b", "[5, 4]") "graph:\n  out: matmul(a, b, transpose_b=true) + transpose(matmul(b, a, transpose_a=false, transpose_b=true))\n"},
+  {OP_MATMUL, P2("a", "[4, 3]", "b", "[2, 5, 4]") "graph:\n  out: matmul(a, b, transpose_a=true, transpose_b=true)\n"},
+  {OP_LINEAR, "params:\n" P("x", "[2, 3]") P("w", "[3, 4]") P("b", "[4]") "graph:\n  out: linear(x, w, b)\n"},
+  {OP_EMBEDDING, "inputs:\n  ids: {shape: [2, 3], dtype: i32}\n" "params:\n" P("t", "[3, 4]") "graph:\n  out: embedding(ids, t)\n"},
+  {OP_LAYER_NORM, "params:\n" P("x", "[2, 3, 5]") P("g", "[5]") P("b", "[5]") "graph:\n  out: layer_norm(x, g, b)\n"},
+  {OP_LAYER_NORM, "params:\n" P("x", "[3, 4]") "graph:\n  out: layer_norm(x, 1.5, 0, eps=0.01)\n"},
+  {OP_RMS_NORM, "params:\n" P("x", "[2, 3, 5]") P("g", "[5]") "graph:\n  out: rms_norm(x, g)\n"},
+  {OP_BATCH_NORM, "params:\n" P("x", "[4, 3]") P("g", "[3]") P("b", "[3]") "graph:\n  out: batch_norm(x, g, b)\n"},
+  {OP_BATCH_NORM, "params:\n" P("x", "[2, 2, 2, 3]") P("g", "[3]") P("b", "[3]") "graph:\n  out: batch_norm(x, g, b, momentum=0.5, eps=0.001)\n"},
+  {OP_SOFTMAX, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: softmax(a) * b + softmax(a, axis=0)\n"},
+  {OP_LOG_SOFTMAX, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: log_softmax(a) * b + log_softmax(a, axis=-2)\n"},
+  {OP_ATTENTION, "params:\n" P("q", "[2, 3, 4]") P("k", "[2, 3, 4]") P("v", "[2, 3, 4]") "graph:\n  out: attention(q, k, v, heads=2, causal=true)\n"},
+  {OP_ATTENTION, "params:\n" P("q", "[1, 2, 6]") P("k", "[1, 3, 6]") P("v", "[1, 3, 6]") "graph:\n  out: attention(q, k, v, heads=3)\n"},
+  {OP_CAUSAL_MASK, P2("a", "[2, 3, 3]", "b", "[3]") "graph:\n  out: softmax(causal_mask(a * b))\n"},
+  {OP_CONV2D, "params:\n" P("x", "[2, 5, 5, 2]") P("w", "[3, 3, 2, 3]") "graph:\n  out: conv2d(x, w, stride=2, padding=1)\n"},
+  {OP_CONV2D, "params:\n" P("x", "[1, 4, 3, 1]") P("w", "[2, 2, 1, 2]") "graph:\n  out: conv2d(x, w)\n"},
+  {OP_MAX_POOL2D, "params:\n" P("x", "[1, 4, 4, 2]") "graph:\n  out: max_pool2d(x, 2)\n"},
+  {OP_AVG_POOL2D, "params:\n" P("x", "[1, 4, 5, 2]") "graph:\n  out: avg_pool2d(x, 2, stride=1)\n"},
+  {OP_DROPOUT, P2("a", "[4, 5]", "b", "[5]") "graph:\n  out: dropout(a * b, 0.3)\n"},
+  {OP_CROSS_ENTROPY, "inputs:\n  y: {shape: [4], dtype: i32}\n" "params:\n" P("l", "[4, 3]") "graph:\n  out: cross_entropy(l, y)\n"},
+  {OP_CROSS_ENTROPY, "inputs:\n  y: {shape: [2, 2], dtype: i32}\n" "params:\n" P("l", "[2, 2, 5]") "graph:\n  out: cross_entropy(l * 2, y)\n"},
+  {OP_BINARY_CROSS_ENTROPY, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: binary_cross_entropy(a, sigmoid(b))\n"},
+  {OP_MSE, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: mse(a, b)\n"},
+};
+#define NCASES (int)(sizeof cases / sizeof cases[0])
+
+// The case as a whole model: its `out` folded into a scalar loss that makes
+// every element's gradient different (sum(out) alone is blind to softmax).
+static Graph *case_graph(Arena *a, Captured *c, const char *text) {
+  const char *tail = "  __l: sum(sin(out) + out * out * 0.5 + out)\nloss: __l\n";
+  size_t n = strlen(text) + strlen(tail) + 64;
+  char *yaml = arena_alloc(a, n);
+  snprintf(yaml, n, "bpc: 1\nname: c\n%s%s", text, tail);
+  Model *m = model_load_text(a, &c->d, "case.yaml", yaml, strlen(yaml));
+  Graph *g = m ? graph_build(m, &c->d, NULL, 0, DT_F64) : NULL;
+  cr_assert(g, "case does not build:\n%s\n%s", yaml, cap_text(c));
+  cr_assert(ad_backward(g), "autodiff failed:\n%s\n%s", yaml, cap_text(c));
+  return g;
+}
+
+Test(grad, every_op_has_a_case) {
+  for (int op = 0; op < OP_COUNT; op++) {
+    const OpInfo *info = op_info((Op)op);
+    if (info->flags & (OPF_INTERNAL | OPF_NOGRAD)) continue;
+    bool found = false;
+    for (int i = 0; i < NCASES; i++) found |= cases[i].op == op;
+    cr_expect(found, "differentiable op '%s' has no finite-difference case in tests/test_grad.c", info->name);
+  }
+}
+
+Test(grad, finite_differences_every_op) {
+  for (int i = 0; i < NCASES; i++) {
+    Arena a = {0};
+    Captured c;
+    cap_open(&c);
+    Graph *g = case_graph(&a, &c, cases[i].text);
+    char what[64];
+    snprintf(what, sizeof what, "case %d (%s)", i, op_name(cases[i].op));
+    gc_check(g, what, 1e-6);
+    graph_free(g);
+    cap_close(&c);
+    arena_free(&a);
+  }
+}
+
+// Every model in models/, shrunk with -D so the check stays quick.
+Test(grad, finite_differences_every_model) {
+  static const DimOverride small[] = {{"B", 2}, {"T", 4}, {"C", 8}, {"NH", 2}, {"L", 2}, {"V", 5},
+                                      {"H", 6}, {"D", 5}, {"K", 3}};
+  DIR *dir = opendir(BPC_SOURCE_DIR "/models");
+  cr_assert(dir);
+  struct dirent *e;
+  int checked = 0;
+  while ((e = readdir(dir))) {
+    size_t n = strlen(e->d_name);
+    if (n < 6 || strcmp(e->d_name + n - 5, ".yaml")) continue;
+    char path[512];
+    snprintf(path, sizeof path, BPC_SOURCE_DIR "/models/%s", e->d_name);
+    Arena a = {0};
+    Captured c;
+    cap_open(&c);
+    Model *m = model_load(&a, &c.d, path);
+    cr_assert(m, "%s", cap_text(&c));
+    DimOverride ov[16];
+    int nov = 0;
+    for (size_t k = 0; k < sizeof small / sizeof *small; k++)
+      for (int d = 0; d < m->ndims; d++)
+        if (!strcmp(m->dims[d].name, small[k].name)) ov[nov++] = small[k];
+    Graph *g = graph_build(m, &c.d, ov, nov, DT_F64);
+    cr_assert(g, "%s: %s", path, cap_text(&c));
+    cr_assert(ad_backward(g), "%s: %s", path, cap_text(&c));
+    gc_check(g, path, 1e-6);
+    graph_free(g);
+    cap_close(&c);
+    arena_free(&a);
+    checked++;
+  }
+  closedir(dir);
+  cr_expect_geq(checked, 3);
+}
+
+// (c) Rules compose: differentiate the derived backward graph once more.
+// s = sum_i <grad_i, v_i>; d s / d params = H v, checked against
+// (grad(p + h v) - grad(p - h v)) / 2h.
+Test(grad, hessian_vector_product_of_an_mlp) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  const char *yaml = "bpc: 1\nname: hvp\ninputs:\n  x: {shape: [5, 3]}\n  t: {shape: [5, 2]}\n"
+                     "params:\n  w1: {shape: [3, 4], init: normal(1)}\n  b1: {shape: [4], init: normal(1)}\n"
+                     "  w2: {shape: [4, 2], init: normal(1)}\n"
+                     "graph:\n  h: tanh(x @ w1 + b1)\n  y: sigmoid(h @ w2)\n  loss: mse(y, t)\nloss: loss\n";
+  Model *m = model_load_text(&a, &c.d, "hvp.yaml", yaml, strlen(yaml));
+  Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F64) : NULL;
+  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
+  int np = g->params.n, grad1[8], vin[8];
+  int s = -1;
+  for (int i = 0; i < np; i++) {
+    grad1[i] = g->params.v[i].grad;
+    const Node *pn = graph_node(g, g->params.v[i].node);
+    vin[i] = g_leaf(g, OP_INPUT, arena_printf(&g->arena, "v%d", i), DT_F64, &pn->shape, pn->loc);
+    int dot = g_unary(g, OP_SUM, g_binary(g, OP_MUL, grad1[i], vin[i], pn->loc), pn->loc);
+    s = s < 0 ? dot : g_binary(g, OP_ADD, s, dot, pn->loc);
+  }
+  g->loss = s;
+  cr_assert(ad_backward(g), "second derivative failed: %s", cap_text(&c));
+  Interp *it = interp_new(g, 0, 0, true);
+  interp_init_params(it, 5);
+  gc_fill_inputs(it, g);  // x, t and every v get deterministic values
+  interp_run(it);
+  double *p0[8], *v[8], *hv[8];
+  int64_t n[8];
+  for (int i = 0; i < np; i++) {
+    n[i] = shape_numel(&graph_node(g, g->params.v[i].node)->shape);
+    p0[i] = malloc(sizeof(double) * (size_t)n[i]);
+    v[i] = malloc(sizeof(double) * (size_t)n[i]);
+    hv[i] = malloc(sizeof(double) * (size_t)n[i]);
+    memcpy(p0[i], interp_value(it, g->params.v[i].node)->v, sizeof(double) * (size_t)n[i]);
+    memcpy(v[i], interp_value(it, vin[i])->v, sizeof(double) * (size_t)n[i]);
+    memcpy(hv[i], interp_value(it, g->params.v[i].grad)->v, sizeof(double) * (size_t)n[i]);
+  }
+  double h = 1e-5;
+  double *gp[8], *gm[8];
+  for (int sign = 0; sign < 2; sign++) {
+    for (int i = 0; i < np; i++) {
+      double *q = malloc(sizeof(double) * (size_t)n[i]);
+      for (int64_t j = 0; j < n[i]; j++) q[j] = p0[i][j] + (sign ? -h : h) * v[i][j];
+      interp_set(it, g->params.v[i].node, q, n[i]);
+      free(q);
+    }
+    interp_run(it);
+    for (int i = 0; i < np; i++) {
+      double *dst = malloc(sizeof(double) * (size_t)n[i]);
+      memcpy(dst, interp_value(it, grad1[i])->v, sizeof(double) * (size_t)n[i]);
+      (sign ? gm : gp)[i] = dst;
+    }
+  }
+  for (int i = 0; i < np; i++) {
+    for (int64_t j = 0; j < n[i]; j++) {
+      double fd = (gp[i][j] - gm[i][j]) / (2 * h);
+      double err = fabs(fd - hv[i][j]) / fmax(fmax(fabs(fd), fabs(hv[i][j])), 1e-3);
+      cr_expect(err < 1e-6, "(Hv)[%s][%lld]: autodiff %.12g, finite difference %.12g", g->params.v[i].name,
+                (long long)j, hv[i][j], fd);
+    }
+    free(p0[i]), free(v[i]), free(hv[i]), free(gp[i]), free(gm[i]);
+  }
+  interp_free(it);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
+
+// (d) A second derivative through a fused backward op is an error, never a zero.
+Test(grad, missing_rule_is_an_error) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  const char *yaml = "bpc: 1\nname: m\ninputs:\n  y: {shape: [2], dtype: i32}\n"
+                     "params:\n  l: {shape: [2, 3], init: normal(1)}\n"
+                     "graph:\n  loss: cross_entropy(l, y)\nloss: loss\n";
+  Model *m = model_load_text(&a, &c.d, "m.yaml", yaml, strlen(yaml));
+  Graph *g = graph_build(m, &c.d, NULL, 0, DT_F64);
+  cr_assert(g && ad_backward(g));
+  const GParam *p = &g->params.v[0];
+  g->loss = g_unary(g, OP_SUM, p->grad, graph_node(g, p->grad)->loc);
+  cr_expect_not(ad_backward(g));
+  cr_expect(strstr(cap_text(&c), "m.yaml:8:9: error: no gradient rule for 'cross_entropy_grad'"), "%s", cap_text(&c));
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
+
+// Params the loss does not depend on get zeros; frozen params get none.
+Test(grad, unused_and_frozen_params) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Graph *g = build_text(&a, &c, "bpc: 1\nname: u\nparams:\n  a: {shape: [2], init: ones}\n"
+                        "  b: {shape: [2], init: ones}\n  f: {shape: [2], init: ones, trainable: false}\n"
+                        "graph:\n  loss: sum(a * f + stop_gradient(b))\nloss: loss\n", DT_F64);
+  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
+  Interp *it = interp_new(g, 0, 0, true);
+  interp_init_params(it, 0);
+  interp_run(it);
+  cr_expect_float_eq(interp_value(it, g->params.v[0].grad)->v[1], 1.0, 0);
+  cr_expect_float_eq(interp_value(it, g->params.v[1].grad)->v[0], 0.0, 0);
+  cr_expect_eq(g->params.v[2].grad, -1);
+  interp_free(it);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
