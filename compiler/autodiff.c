@@ -111,6 +111,9 @@ bool ad_backward(Graph *g) {
       a.i[0] = pn->dtype;
       p->grad = ad_op(&ad, OP_CAST, 1, &p->grad, &a);
     }
+    Node *gn = graph_node(g, p->grad);
+    if (!gn->name && !(op_info(gn->op)->flags & OPF_LEAF) && gn->op != OP_CONST)
+      gn->name = arena_printf(&g->arena, "grad.%s", p->name);
   }
   free(ct);
   free(active);

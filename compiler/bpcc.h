@@ -505,6 +505,19 @@ int ad_const(AD *ad, double v);
 // Sums `x` down to `shape` (the reverse of broadcasting).
 int ad_sum_to(AD *ad, int x, const Shape *shape);
 
+// ============================================================ simplify.c
+enum {
+  SIMP_CSE = 1 << 0,      // share equal nodes
+  SIMP_FOLD = 1 << 1,     // constant folding of scalar elementwise ops
+  SIMP_ALGEBRA = 1 << 2,  // x*1, x+0, --x, transpose/reshape chains, matmul
+                          // layouts, log(softmax), log(sigmoid)
+  SIMP_DCE = 1 << 3,      // drop what no result (loss, metrics, outputs,
+                          // grads, state updates) needs
+  SIMP_ALL = 15,
+};
+// A new, simplified copy of g (g is left as it was).
+Graph *simplify(const Graph *g, unsigned flags);
+
 // ============================================================ expand.c
 typedef struct DimOverride {
   const char *name;
@@ -586,6 +599,17 @@ void interp_init_params(Interp *it, uint64_t seed);
 bool interp_run(Interp *it);
 const Value *interp_value(const Interp *it, int node);
 void interp_free(Interp *it);
+
+// ============================================================ tensors.c
+// Tensor files bound to graph leaves (`bpc grad`). Each returns false after
+// one error listing every mismatch between the file and the model.
+bool tensors_load_inputs(Interp *it, const Graph *g, const char *path, Diag *d);
+// Params by name; `state.<name>` entries set batch-norm state; `opt.*`
+// (optimizer slots of a checkpoint) are accepted and ignored.
+bool tensors_load_params(Interp *it, const Graph *g, const char *path, Diag *d);
+// `loss`, every metric and `grad.<param>` (trainable params), in each
+// value's dtype; written atomically.
+bool tensors_write_grads(const Interp *it, const Graph *g, const char *path, Diag *d);
 
 // ============================================================ show.c
 void show_graph(FILE *out, const Graph *g);  // `bpc show`

@@ -14,6 +14,12 @@ typedef struct Opts {
   struct { DimOverride *v; int n, cap; } defs;
   DType dtype;
   const char *out;
+  bool grad;            // show/dot: the joint forward+backward graph
+  const char *after;    // show/dot: stop after this pass
+  const char *inputs;   // grad
+  const char *params;   // grad
+  uint64_t seed;        // grad
+  bool interp;          // grad
 } Opts;
 
 typedef struct Command {
@@ -26,16 +32,27 @@ typedef struct Command {
 static int cmd_check(Opts *o);
 static int cmd_show(Opts *o);
 static int cmd_dot(Opts *o);
+static int cmd_grad(Opts *o);
 
 static const Command commands[] = {
   {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64]",
    "Validates the model and prints its params, dims, inputs, every named value\n"
    "with its shape, and the FLOPs of one forward step.", cmd_check},
-  {"show", "bpc show MODEL.yaml [-D N=V]... [--dtype f32|f64]",
+  {"show", "bpc show MODEL.yaml [--grad] [--after PASS] [-D N=V]... [--dtype f32|f64]",
    "Prints the expanded graph (functions and repeat inlined) in the model's own\n"
-   "expression syntax, one value per line, shapes and dtypes as comments.", cmd_show},
-  {"dot", "bpc dot MODEL.yaml [-o F.dot] [-D N=V]...",
-   "Writes the graph in Graphviz DOT (render with `dot -Tsvg`).", cmd_dot},
+   "expression syntax, one value per line, shapes and dtypes as comments.\n"
+   "--grad shows the simplified joint forward+backward graph; --after PASS stops\n"
+   "after one of: expand, autodiff, cse, fold, algebra, dce, simplify.", cmd_show},
+  {"dot", "bpc dot MODEL.yaml [--grad] [--after PASS] [-o F.dot] [-D N=V]...",
+   "Writes the graph in Graphviz DOT (render with `dot -Tsvg`); --grad and\n"
+   "--after as for show.", cmd_dot},
+  {"grad", "bpc grad MODEL.yaml --inputs I.safetensors -o G.safetensors [--params P.safetensors]\n"
+   "         [--dtype f32|f64] [--seed N] [--interp] [-D N=V]...",
+   "Evaluates one training step's loss and gradients: writes `loss`, every metric\n"
+   "and `grad.<param>` for each trainable param. Without --params, params are\n"
+   "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
+   "dropout is active with the seed, as in training. Until native code lands\n"
+   "(see docs/STATUS.md) the reference interpreter evaluates it either way.", cmd_grad},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -57,6 +74,21 @@ static const Command *find_command(const char *name) {
   for (int i = 0; i < NCOMMANDS; i++)
     if (!strcmp(commands[i].name, name)) return &commands[i];
   return NULL;
+}
+
+// The pipeline up to PASS: false for an unknown name. *flags gets the
+// simplify flags (0: stop before simplify; -1u: expand only).
+static bool pass_flags(const char *pass, unsigned *flags) {
+  static const struct { const char *name; unsigned flags; } passes[] = {
+    {"expand", ~0u}, {"autodiff", 0}, {"cse", SIMP_CSE}, {"fold", SIMP_CSE | SIMP_FOLD},
+    {"algebra", SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA}, {"dce", SIMP_ALL}, {"simplify", SIMP_ALL},
+  };
+  for (size_t i = 0; i < sizeof passes / sizeof *passes; i++)
+    if (!strcmp(passes[i].name, pass)) {
+      if (flags) *flags = passes[i].flags;
+      return true;
+    }
+  return false;
 }
 
 // "-D NAME=VALUE" (or "-DNAME=VALUE"); false on a malformed definition.
@@ -88,6 +120,23 @@ static int parse_args(Opts *o, int argc, char **argv) {
       if (!strcmp(t, "f32")) o->dtype = DT_F32;
       else if (!strcmp(t, "f64")) o->dtype = DT_F64;
       else return usage_error("--dtype takes f32 or f64, got '%s'", t);
+    } else if (!strcmp(a, "--grad")) {
+      o->grad = true;
+    } else if (!strcmp(a, "--interp")) {
+      o->interp = true;
+    } else if (!strcmp(a, "--after") || !strcmp(a, "--inputs") || !strcmp(a, "--params") || !strcmp(a, "--seed")) {
+      if (i + 1 >= argc) return usage_error("%s needs a value", a);
+      const char *v = argv[++i];
+      if (!strcmp(a, "--after")) o->after = v;
+      else if (!strcmp(a, "--inputs")) o->inputs = v;
+      else if (!strcmp(a, "--params")) o->params = v;
+      else {
+        char *end;
+        errno = 0;
+        unsigned long long seed = strtoull(v, &end, 10);
+        if (errno || *end || !*v || v[0] == '-') return usage_error("--seed needs a non-negative integer, got '%s'", v);
+        o->seed = seed;
+      }
     } else if (!strcmp(a, "-o")) {
       if (i + 1 >= argc) return usage_error("%s needs a file name", a);
       o->out = argv[++i];
@@ -100,6 +149,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
     }
   }
   if (!o->model) return usage_error("%s needs a model file", o->cmd);
+  if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
+  if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
   return 0;
 }
 
@@ -110,22 +161,60 @@ static Graph *front_end(Opts *o, Arena *a, Diag *d) {
   return graph_build(m, d, o->defs.v, o->defs.n, o->dtype);
 }
 
+// The joint graph: forward -> autodiff -> simplify passes (`flags`).
+// Frees `fwd`; NULL after reporting errors.
+static Graph *joint(Graph *fwd, unsigned flags) {
+  if (!fwd || !ad_backward(fwd)) {
+    graph_free(fwd);
+    return NULL;
+  }
+  if (!flags) return fwd;
+  Graph *g = simplify(fwd, flags);
+  graph_free(fwd);
+  return g;
+}
+
+// The graph `show` and `dot` print: forward, or joint up to --after.
+static Graph *shown_graph(Opts *o, Arena *a, Diag *d) {
+  unsigned flags = o->grad ? SIMP_ALL : ~0u;
+  if (o->after) pass_flags(o->after, &flags);
+  Graph *g = front_end(o, a, d);
+  return flags == ~0u ? g : joint(g, flags);
+}
+
 static int cmd_check(Opts *o) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
   Graph *g = front_end(o, &a, &d);
-  if (g) show_check(stdout, g);
+  int rc = g ? 0 : 1;
+  if (g) {
+    show_check(stdout, g);
+    int nfwd = g->nodes.n;
+    if (g->loss >= 0) {
+      Graph *j = joint(g, 0);
+      g = NULL;
+      if (j) {
+        int njoint = j->nodes.n;
+        Graph *s = simplify(j, SIMP_ALL);
+        printf("nodes: forward %d, joint forward+backward %d, after simplify %d\n", nfwd, njoint, s->nodes.n);
+        graph_free(s);
+      } else {
+        rc = 1;
+      }
+      graph_free(j);
+    }
+  }
   graph_free(g);
   arena_free(&a);
-  return g ? 0 : 1;
+  return rc;
 }
 
 static int cmd_show(Opts *o) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
-  Graph *g = front_end(o, &a, &d);
+  Graph *g = shown_graph(o, &a, &d);
   if (g) show_graph(stdout, g);
   graph_free(g);
   arena_free(&a);
@@ -163,8 +252,37 @@ static int cmd_dot(Opts *o) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
-  Graph *g = front_end(o, &a, &d);
+  Graph *g = shown_graph(o, &a, &d);
   int rc = g ? write_output(o->out, show_dot, g) : 1;
+  graph_free(g);
+  arena_free(&a);
+  return rc;
+}
+
+static int cmd_grad(Opts *o) {
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Graph *g = front_end(o, &a, &d);
+  if (g && g->loss < 0) {
+    diag_error(&d, g->model->loc, "bpc grad needs a model with a `loss:`");
+    graph_free(g);
+    g = NULL;
+  }
+  g = g ? joint(g, SIMP_ALL) : NULL;
+  int rc = 1;
+  if (g) {
+    Interp *it = interp_new(g, o->seed, 0, true);
+    interp_init_params(it, o->seed);
+    bool ok = tensors_load_inputs(it, g, o->inputs, &d);
+    if (o->params) ok &= tensors_load_params(it, g, o->params, &d);
+    if (ok && !interp_run(it)) {
+      diag_error(&d, (Loc){0}, "%s: %s", o->inputs, it->err);
+      ok = false;
+    }
+    if (ok && tensors_write_grads(it, g, o->out, &d)) rc = 0;
+    interp_free(it);
+  }
   graph_free(g);
   arena_free(&a);
   return rc;

@@ -42,8 +42,9 @@ static void print_attr(FILE *out, const Node *n, const OpParam *p) {
 // The right-hand side of a node in expression syntax.
 static void print_expr(FILE *out, const Graph *g, const Node *n) {
   char x[128], y[128];
+  bool plain_mm = n->op == OP_MATMUL && !n->attr.b[0] && !n->attr.b[1];
   const char *infix = n->op == OP_ADD ? "+" : n->op == OP_SUB ? "-" : n->op == OP_MUL ? "*"
-                    : n->op == OP_DIV ? "/" : n->op == OP_MATMUL ? "@" : NULL;
+                    : n->op == OP_DIV ? "/" : plain_mm ? "@" : NULL;
   if (infix) {
     fprintf(out, "%s %s %s", node_ref(g, n->in[0], x, sizeof x), infix, node_ref(g, n->in[1], y, sizeof y));
     return;
@@ -63,9 +64,14 @@ static void print_expr(FILE *out, const Graph *g, const Node *n) {
     fprintf(out, "%s%s", first ? "" : ", ", node_ref(g, n->in[i], x, sizeof x));
     first = false;
   }
+  Attr def = attr_default(n->op);
   for (int i = 0; i < info->nparams; i++) {
     const OpParam *p = &info->params[i];
     if (p->kind == 't' || p->kind == 'T') continue;
+    bool is_default = (p->kind == 'f' && n->attr.f[p->slot] == def.f[p->slot]) ||
+                      (p->kind == 'i' && n->attr.i[p->slot] == def.i[p->slot]) ||
+                      (p->kind == 'b' && n->attr.b[p->slot] == def.b[p->slot]);
+    if (is_default && !p->required) continue;
     fputs(first ? "" : ", ", out);
     print_attr(out, n, p);
     first = false;
@@ -125,6 +131,14 @@ void show_graph(FILE *out, const Graph *g) {
     fprintf(out, "  # %s %s\n", shape_str(&n->shape, buf, sizeof buf), dtype_name(n->dtype));
   }
   if (g->loss >= 0) fprintf(out, "loss: %s\n", node_ref(g, g->loss, buf, sizeof buf));
+  bool any_grad = false;
+  for (int i = 0; i < g->params.n; i++) {
+    const GParam *p = &g->params.v[i];
+    if (p->grad < 0) continue;
+    fprintf(out, "%s%s: %s", any_grad ? ", " : "grads: {", p->name, node_ref(g, p->grad, buf, sizeof buf));
+    any_grad = true;
+  }
+  if (any_grad) fputs("}\n", out);
   for (int k = 0; k < 2; k++) {
     const GNamed *v = k ? g->outputs.v : g->metrics.v;
     int nv = k ? g->outputs.n : g->metrics.n;

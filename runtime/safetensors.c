@@ -206,6 +206,17 @@ static bpcrt_tensor *push(bpcrt_tensors *t, char *name, bpcrt_dtype dtype, int r
   return x;
 }
 
+// Appends a metadata pair without looking for an existing key.
+static void push_meta(bpcrt_tensors *t, const char *key, const char *val) {
+  if (t->nmeta == t->metacap) {
+    t->metacap = t->metacap ? 2 * t->metacap : 8;
+    t->meta_keys = xrealloc(t->meta_keys, (size_t)t->metacap * sizeof *t->meta_keys);
+    t->meta_vals = xrealloc(t->meta_vals, (size_t)t->metacap * sizeof *t->meta_vals);
+  }
+  t->meta_keys[t->nmeta] = xstrdup(key);
+  t->meta_vals[t->nmeta++] = xstrdup(val);
+}
+
 bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
                            int rank, const int64_t *shape, const void *data) {
   uint64_t nbytes;
@@ -228,13 +239,7 @@ void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val) {
       t->meta_vals[i] = xstrdup(val);
       return;
     }
-  if (t->nmeta == t->metacap) {
-    t->metacap = t->metacap ? 2 * t->metacap : 8;
-    t->meta_keys = xrealloc(t->meta_keys, (size_t)t->metacap * sizeof *t->meta_keys);
-    t->meta_vals = xrealloc(t->meta_vals, (size_t)t->metacap * sizeof *t->meta_vals);
-  }
-  t->meta_keys[t->nmeta] = xstrdup(key);
-  t->meta_vals[t->nmeta++] = xstrdup(val);
+  push_meta(t, key, val);
 }
 
 const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key) {
@@ -403,14 +408,19 @@ static int parse_meta(Reader *r, const cJSON *m, bpcrt_tensors *out) {
   char b[68];
   if (!cJSON_IsObject(m))
     return fail(r->err, r->errlen, r->path, "__metadata__ is not an object");
+  int n = 0;
+  const char **keys = xrealloc(NULL, (size_t)(cJSON_GetArraySize(m) + 1) * sizeof *keys);
+  for (const cJSON *kv = m->child; kv; kv = kv->next)
+    keys[n++] = kv->string;
+  const char *dup = find_duplicate(keys, n);  // sorted, not O(n^2): files may be hostile
+  free(keys);
+  if (dup)
+    return fail(r->err, r->errlen, r->path, "__metadata__ has key '%s' twice", shown(dup, b));
   for (const cJSON *kv = m->child; kv; kv = kv->next) {
     if (!cJSON_IsString(kv))
       return fail(r->err, r->errlen, r->path, "__metadata__ value of '%s' is not a string",
                   shown(kv->string, b));
-    if (bpcrt_st_meta(out, kv->string))
-      return fail(r->err, r->errlen, r->path, "__metadata__ has key '%s' twice",
-                  shown(kv->string, b));
-    bpcrt_st_set_meta(out, kv->string, kv->valuestring);
+    push_meta(out, kv->string, kv->valuestring);
   }
   return 0;
 }
@@ -634,15 +644,31 @@ static void buf_printf(Buf *b, const char *fmt, ...) {
   buf_put(b, tmp, (size_t)k);
 }
 
-// A JSON string: UTF-8 passes through, '"', '\\' and control bytes are escaped.
+// The JSON escape of byte c as serde_json (the reference) writes it, or 0
+// when c goes out as is.
+static char short_escape(unsigned char c) {
+  switch (c) {
+  case '"': return '"';
+  case '\\': return '\\';
+  case '\b': return 'b';
+  case '\f': return 'f';
+  case '\n': return 'n';
+  case '\r': return 'r';
+  case '\t': return 't';
+  default: return c < 0x20 ? 'u' : 0;
+  }
+}
+
+// A JSON string: UTF-8 passes through, quotes, backslashes and control bytes
+// are escaped exactly as serde_json does, so our headers match the reference's.
 static void buf_json_str(Buf *b, const char *s) {
   buf_put(b, "\"", 1);
   for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\')
-      buf_put(b, "\\", 1), buf_put(b, s, 1);
-    else if (c < 0x20)
-      buf_printf(b, "\\u%04x", c);
+    char e = short_escape((unsigned char)*s);
+    if (e == 'u')
+      buf_printf(b, "\\u%04x", (unsigned char)*s);
+    else if (e)
+      buf_put(b, "\\", 1), buf_put(b, &e, 1);
     else
       buf_put(b, s, 1);
   }
