@@ -10,9 +10,9 @@
 // (f32: v = (double)(float)v; i32: truncation toward zero; f64: untouched),
 // so an f32 graph behaves like f32 storage. Bad data (an embedding id or a
 // label out of range) sets it->failed and it->err instead of crashing.
-// Leaves out: gradients, optimizer updates and batch_norm's running-stat
-// updates (those are ordinary graph nodes built by other passes), i32
-// overflow wrapping (i32 values are exact integers held in doubles).
+// Leaves out: the fused backward ops (interp_grad.c); optimizer updates and
+// batch_norm's running-stat updates (ordinary graph nodes built by other
+// passes); i32 overflow wrapping (i32 values are exact integers in doubles).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,50 +219,56 @@ static int64_t *reduce_map(const Shape *x, const Attr *a) {
   return map;
 }
 
-// SUM MEAN MAX MIN VAR (population) LOGSUMEXP over attr.axes.
-// Two passes where needed: VAR subtracts the mean, LOGSUMEXP the max.
-void interp_reduce(Interp *it, const Node *n, Value *out, const Value *const *in) {
-  const Value *x = in[0];
-  int64_t nx = shape_numel(&x->shape), no = shape_numel(&out->shape);
-  int64_t cnt = nx / no;  // elements per output
-  int64_t *map = reduce_map(&x->shape, &n->attr);
-  double *m = xcalloc((size_t)no, sizeof(double));  // max, or mean
-  bool *seen = xcalloc((size_t)no, sizeof(bool));
-  Op op = n->op;
+// Pass 1 of a reduction: per output, the sum of its inputs (SUM MEAN VAR) or
+// their extreme (MAX MIN LOGSUMEXP; a NaN sticks, as in np.max).
+static void reduce_pass1(Op op, const Value *x, const int64_t *map, double *m, int64_t no) {
+  int64_t nx = shape_numel(&x->shape);
   bool extreme = op == OP_MAX || op == OP_MIN || op == OP_LOGSUMEXP;
+  bool *seen = xcalloc((size_t)no, sizeof(bool));
   for (int64_t i = 0; i < nx; i++) {
     double v = x->v[i];
     int64_t o = map[i];
-    if (!extreme) {
-      m[o] += v;
-    } else if (!seen[o] || isnan(v) ||
-               (op == OP_MIN ? v < m[o] : v > m[o])) {
-      if (!isnan(m[o])) m[o] = v;  // NaN sticks
-      seen[o] = true;
-    }
+    if (!extreme) m[o] += v;
+    else if (!seen[o] || (op == OP_MIN ? v < m[o] : v > m[o]) || (isnan(v) && !isnan(m[o])))
+      m[o] = v;
+    seen[o] = true;
   }
-  if (op == OP_SUM || op == OP_MAX || op == OP_MIN) {
+  free(seen);
+}
+
+// SUM MEAN MAX MIN VAR (population) LOGSUMEXP over attr.axes. VAR subtracts
+// the mean and LOGSUMEXP the max in a second pass.
+void interp_reduce(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  const Value *x = in[0];
+  int64_t nx = shape_numel(&x->shape), no = shape_numel(&out->shape);
+  double cnt = (double)(nx / no);  // inputs per output
+  int64_t *map = reduce_map(&x->shape, &n->attr);
+  double *m = xcalloc((size_t)no, sizeof(double));
+  reduce_pass1(n->op, x, map, m, no);
+  switch (n->op) {
+  case OP_SUM: case OP_MAX: case OP_MIN:
     memcpy(out->v, m, sizeof(double) * (size_t)no);
-  } else if (op == OP_MEAN) {
-    for (int64_t o = 0; o < no; o++) out->v[o] = m[o] / (double)cnt;
-  } else if (op == OP_VAR) {
-    for (int64_t o = 0; o < no; o++) m[o] /= (double)cnt;
+    break;
+  case OP_MEAN:
+    for (int64_t o = 0; o < no; o++) out->v[o] = m[o] / cnt;
+    break;
+  case OP_VAR:
     for (int64_t i = 0; i < nx; i++) {
-      double d = x->v[i] - m[map[i]];
+      double d = x->v[i] - m[map[i]] / cnt;
       out->v[map[i]] += d * d;
     }
-    for (int64_t o = 0; o < no; o++) out->v[o] /= (double)cnt;
-  } else {
-    BPC_ASSERT(op == OP_LOGSUMEXP);
+    for (int64_t o = 0; o < no; o++) out->v[o] /= cnt;
+    break;
+  case OP_LOGSUMEXP:
     for (int64_t i = 0; i < nx; i++)
       if (isfinite(m[map[i]])) out->v[map[i]] += exp(x->v[i] - m[map[i]]);
     // An infinite or NaN max is the answer itself (all -inf gives -inf).
-    for (int64_t o = 0; o < no; o++)
-      out->v[o] = isfinite(m[o]) ? m[o] + log(out->v[o]) : m[o];
+    for (int64_t o = 0; o < no; o++) out->v[o] = isfinite(m[o]) ? m[o] + log(out->v[o]) : m[o];
+    break;
+  default: BPC_ASSERT(!"interp_reduce: not a reduction");
   }
   free(map);
   free(m);
-  free(seen);
 }
 
 // ============================================================ shape ops
@@ -326,8 +332,8 @@ void interp_slice(Interp *it, const Node *n, Value *out, const Value *const *in)
 // o = a @ b with NumPy matmul semantics: a [..., M, K], b [..., K, N], the
 // leading (batch) dims broadcast. A rank-1 operand is promoted (a [K] as
 // [1, K], b [K] as [K, 1]); the promoted axis doesn't change the flat order.
-// *os gets the result shape [lead..., M, N]; o must hold its elements.
-static void matmul_into(const Value *a, const Value *b, double *o, Shape *os) {
+// *os gets the result shape [lead..., M, N]; o holds cap elements.
+static void matmul_into(const Value *a, const Value *b, double *o, int64_t cap, Shape *os) {
   const Shape *as = &a->shape, *bs = &b->shape;
   BPC_ASSERT(as->rank >= 1 && bs->rank >= 1);
   int64_t M = as->rank >= 2 ? as->d[as->rank - 2] : 1, K = as->d[as->rank - 1];
@@ -343,6 +349,7 @@ static void matmul_into(const Value *a, const Value *b, double *o, Shape *os) {
   bcast_strides(&la, &lo, sta);
   bcast_strides(&lb, &lo, stb);
   int64_t nb = shape_numel(&lo);
+  BPC_ASSERT(nb * M * N <= cap);
   for (int64_t t = 0; t < nb; t++) {
     const double *A = a->v + bcast_off(t, &lo, sta) * M * K;  // (M,K)
     const double *B = b->v + bcast_off(t, &lo, stb) * K * N;  // (K,N)
@@ -362,17 +369,18 @@ static void matmul_into(const Value *a, const Value *b, double *o, Shape *os) {
 
 void interp_matmul(Interp *it, const Node *n, Value *out, const Value *const *in) {
   Shape rs;
-  matmul_into(in[0], in[1], out->v, &rs);
-  BPC_ASSERT(shape_numel(&rs) == shape_numel(&out->shape));
+  int64_t cnt = shape_numel(&out->shape);
+  matmul_into(in[0], in[1], out->v, cnt, &rs);
+  BPC_ASSERT(shape_numel(&rs) == cnt);
 }
 
 // x @ w + b, with b broadcast against the product.
 void interp_linear(Interp *it, const Node *n, Value *out, const Value *const *in) {
   const Value *x = in[0], *w = in[1];
-  // The product's size is at most the output's (b only broadcasts into it).
-  Value prod = {.v = xcalloc((size_t)shape_numel(&out->shape), sizeof(double))};
-  matmul_into(x, w, prod.v, &prod.shape);
-  BPC_ASSERT(shape_numel(&prod.shape) <= shape_numel(&out->shape));
+  // The product has the output's shape (the rule lets b only broadcast into it).
+  int64_t cnt = shape_numel(&out->shape);
+  Value prod = {.v = xcalloc((size_t)cnt, sizeof(double))};
+  matmul_into(x, w, prod.v, cnt, &prod.shape);
   const Value *ops[2] = {&prod, in[2]};
   ew_apply(&out->shape, out->v, 2, ops, s_add, &n->attr);
   free(prod.v);

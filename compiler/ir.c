@@ -33,6 +33,7 @@ static void parse_schema(OpInfo *op) {
     else BPC_ASSERT(*rest == 0);
     p->required = p->def == NULL;
   }
+  if (!op->nparams) free(s);  // otherwise the params point into it
 }
 
 const OpInfo *op_info(Op op) {

@@ -44,15 +44,17 @@ static Shape tensor_shape(const bpcrt_tensor *t) {
 // noting the problem.
 static bool bind_leaf(Interp *it, const Node *n, const char *name, const bpcrt_tensor *t, Problems *p) {
   Shape ts = tensor_shape(t);
+  bool ok = true;
   if (!shape_eq(&ts, &n->shape)) {
     problem(p, "'%s' has shape %s, the model expects %s", name, sh(&ts), sh(&n->shape));
-    return false;
+    ok = false;
   }
   bool want_int = n->dtype == DT_I32, is_int = t->dtype == BPCRT_I32;
   if (want_int != is_int) {
     problem(p, "'%s' holds %s, the model expects %s", name, bpcrt_dtype_name(t->dtype), want_int ? "I32" : "F32 or F64");
-    return false;
+    ok = false;
   }
+  if (!ok) return false;
   int64_t k = bpcrt_numel(t);
   double *v = xmalloc(sizeof(double) * (size_t)(k ? k : 1));
   if (is_int) {

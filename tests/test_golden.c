@@ -1,18 +1,26 @@
 // test_golden.c — `bpc show` output of every model in models/ against the
-// golden file tests/golden/<model>.show. A change to expansion, naming or
-// printing shows up as a diff. BPC_UPDATE_GOLDEN=1 rewrites the files.
+// golden file tests/golden/<model>.show, and `bpc show --grad` (the
+// simplified joint graph) of the small ones against <model>.grad.show. A
+// change to expansion, a gradient rule, simplification or printing shows up
+// as a diff. BPC_UPDATE_GOLDEN=1 rewrites the files.
 #include <criterion/criterion.h>
 #include <dirent.h>
 
 #include "testutil.h"
 
-static char *show_model(const char *path) {
+static char *show_model(const char *path, bool grad) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
   Model *m = model_load(&a, &c.d, path);
   Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F32) : NULL;
   cr_assert(g, "%s failed to build:\n%s", path, cap_text(&c));
+  if (grad) {
+    cr_assert(ad_backward(g), "%s", cap_text(&c));
+    Graph *s = simplify(g, SIMP_ALL);
+    graph_free(g);
+    g = s;
+  }
   char *out = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&out, &len);
@@ -22,6 +30,24 @@ static char *show_model(const char *path) {
   arena_free(&a);
   cap_close(&c);
   return out;
+}
+
+static void compare(const char *golden, char *got, char *failures, size_t size, const char *what) {
+  if (getenv("BPC_UPDATE_GOLDEN")) {
+    FILE *f = fopen(golden, "w");
+    cr_assert(f);
+    fputs(got, f);
+    fclose(f);
+  } else {
+    char *want = NULL;
+    size_t len;
+    if (!read_whole_file(golden, &want, &len) || strcmp(want, got)) {
+      strncat(failures, " ", size - strlen(failures) - 1);
+      strncat(failures, what, size - strlen(failures) - 1);
+    }
+    free(want);
+  }
+  free(got);
 }
 
 Test(golden, show_every_model) {
@@ -36,22 +62,11 @@ Test(golden, show_every_model) {
     char model[512], golden[512];
     snprintf(model, sizeof model, BPC_SOURCE_DIR "/models/%s", e->d_name);
     snprintf(golden, sizeof golden, BPC_SOURCE_DIR "/tests/golden/%.*s.show", (int)(n - 5), e->d_name);
-    char *got = show_model(model);
-    if (getenv("BPC_UPDATE_GOLDEN")) {
-      FILE *f = fopen(golden, "w");
-      cr_assert(f);
-      fputs(got, f);
-      fclose(f);
-    } else {
-      char *want = NULL;
-      size_t len;
-      if (!read_whole_file(golden, &want, &len))
-        strncat(failures, " (missing golden) ", sizeof failures - strlen(failures) - 1);
-      else if (strcmp(want, got))
-        strncat(failures, e->d_name, sizeof failures - strlen(failures) - 1);
-      free(want);
+    compare(golden, show_model(model, false), failures, sizeof failures, golden + strlen(BPC_SOURCE_DIR) + 1);
+    if (!strcmp(e->d_name, "xor.yaml") || !strcmp(e->d_name, "mlp_digits.yaml")) {
+      snprintf(golden, sizeof golden, BPC_SOURCE_DIR "/tests/golden/%.*s.grad.show", (int)(n - 5), e->d_name);
+      compare(golden, show_model(model, true), failures, sizeof failures, golden + strlen(BPC_SOURCE_DIR) + 1);
     }
-    free(got);
     checked++;
   }
   closedir(dir);

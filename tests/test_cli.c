@@ -1,0 +1,218 @@
+// test_cli.c — the bpc command line end to end, through the real binary:
+// exit codes (0 ok, 1 model errors, 2 usage), `bpc grad` against a float64
+// reference computed here with the interpreter, every mismatch of an inputs
+// file listed in one error, no partial output, DOT that Graphviz renders.
+#include <criterion/criterion.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bpc.h"
+#include "gradcheck.h"
+
+static char tmpdir[256];
+
+static void setup(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/bpc_cli_XXXXXX");
+  cr_assert(mkdtemp(tmpdir));
+}
+
+static void teardown(void) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+// Runs `bpc ARGS` (cwd = repo root), capturing stdout+stderr; returns the exit code.
+static int run(char **out, const char *fmt, ...) {
+  char args[2048], cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", BPC_SOURCE_DIR, BPC_BINARY, args);
+  FILE *p = popen(cmd, "r");
+  cr_assert(p);
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+    n += got;
+    if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+  }
+  buf[n] = 0;
+  int st = pclose(p);
+  *out = buf;
+  cr_assert(WIFEXITED(st), "bpc %s died: %s", args, buf);
+  return WEXITSTATUS(st);
+}
+
+static bool exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+TestSuite(cli, .init = setup, .fini = teardown);
+
+Test(cli, exit_codes) {
+  char *out;
+  cr_expect_eq(run(&out, "--version"), 0);
+  cr_expect(strstr(out, "bpc 0."));
+  free(out);
+  cr_expect_eq(run(&out, "help grad"), 0);
+  free(out);
+  cr_expect_eq(run(&out, ""), 2);
+  free(out);
+  cr_expect_eq(run(&out, "frobnicate models/xor.yaml"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "check"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "check models/xor.yaml --bogus"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "check models/xor.yaml -D B"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "show models/xor.yaml --after nothing"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "grad models/xor.yaml"), 2);
+  free(out);
+  cr_expect_eq(run(&out, "check models/nope.yaml"), 1);
+  cr_expect(strstr(out, "cannot read 'models/nope.yaml'"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "check models/xor.yaml -D Q=3"), 1);
+  cr_expect(strstr(out, "no dim 'Q'"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "check models/gpt_poetry.yaml -D L=1"), 0);
+  cr_expect(strstr(out, "nodes: forward"), "%s", out);
+  free(out);
+}
+
+Test(cli, show_and_dot) {
+  char *out;
+  cr_expect_eq(run(&out, "show models/mlp_digits.yaml --grad"), 0);
+  cr_expect(strstr(out, "grads: {w1: grad.w1"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "show models/mlp_digits.yaml --after autodiff"), 0);
+  free(out);
+  char dot[512], svg[512];
+  snprintf(dot, sizeof dot, "%s/g.dot", tmpdir);
+  snprintf(svg, sizeof svg, "%s/g.svg", tmpdir);
+  cr_expect_eq(run(&out, "dot models/gpt_poetry.yaml --grad -D L=1 -o %s", dot), 0);
+  free(out);
+  char cmd[1200];
+  snprintf(cmd, sizeof cmd, "command -v dot >/dev/null || exit 0; dot -Tsvg %s -o %s", dot, svg);
+  cr_expect_eq(system(cmd), 0, "graphviz rejected the DOT");
+  // A failing model leaves no output file behind.
+  char bad[512];
+  snprintf(bad, sizeof bad, "%s/bad.dot", tmpdir);
+  cr_expect_eq(run(&out, "dot tests/bad/%s -o %s", "nonexistent.yaml", bad), 1);
+  cr_expect_not(exists(bad));
+  free(out);
+}
+
+// Inputs for mlp_digits: deterministic x and labels.
+static void write_inputs(const char *path, int B, bool wrong) {
+  bpcrt_tensors set = {0};
+  int64_t xs[2] = {B, wrong ? 63 : 64}, ys[1] = {B};
+  float *x = malloc(sizeof(float) * (size_t)(B * 64));
+  int32_t *y = malloc(sizeof(int32_t) * (size_t)B);
+  for (int i = 0; i < B * 64; i++) x[i] = (float)((i * 37 % 17) / 16.0);
+  for (int i = 0; i < B; i++) y[i] = (i * 7) % 10;
+  cr_assert(bpcrt_st_add(&set, "x", BPCRT_F32, 2, xs, x));
+  if (wrong) {
+    cr_assert(bpcrt_st_add(&set, "y", BPCRT_F32, 1, ys, NULL));
+    cr_assert(bpcrt_st_add(&set, "z", BPCRT_F32, 1, ys, NULL));
+  } else {
+    cr_assert(bpcrt_st_add(&set, "y", BPCRT_I32, 1, ys, y));
+  }
+  char err[256];
+  cr_assert_eq(bpcrt_st_write(path, &set, err, sizeof err), 0, "%s", err);
+  bpcrt_st_free(&set);
+  free(x);
+  free(y);
+}
+
+// bpc grad in f32 against the same step in f64 (SPEC 4: 1e-4 relative, 1e-5
+// absolute near zero), params initialized from the seed in both.
+Test(cli, grad_matches_float64_reference) {
+  char in[512], outp[512];
+  snprintf(in, sizeof in, "%s/in.safetensors", tmpdir);
+  snprintf(outp, sizeof outp, "%s/g.safetensors", tmpdir);
+  write_inputs(in, 64, false);
+  char *out;
+  cr_assert_eq(run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s --seed 5", in, outp), 0, "%s", out);
+  free(out);
+  bpcrt_tensors got = {0};
+  char err[256];
+  cr_assert_eq(bpcrt_st_read(outp, &got, err, sizeof err), 0, "%s", err);
+  // The reference: the f64 graph in the interpreter with the same seed.
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load(&a, &c.d, BPC_SOURCE_DIR "/models/mlp_digits.yaml");
+  Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F64) : NULL;
+  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
+  Interp *it = interp_new(g, 5, 0, true);
+  interp_init_params(it, 5);
+  cr_assert(tensors_load_inputs(it, g, in, &c.d), "%s", cap_text(&c));
+  cr_assert(interp_run(it));
+  const bpcrt_tensor *loss = bpcrt_st_find(&got, "loss");
+  cr_assert(loss && loss->dtype == BPCRT_F32 && loss->rank == 0);
+  double l32;
+  bpcrt_st_to_f64(loss, &l32);
+  cr_expect(fabs(l32 - interp_value(it, g->loss)->v[0]) <= 1e-4 * fabs(l32) + 1e-5);
+  cr_expect(bpcrt_st_find(&got, "acc"), "metric acc missing");
+  int checked = 0;
+  for (int p = 0; p < g->params.n; p++) {
+    char name[128];
+    snprintf(name, sizeof name, "grad.%s", g->params.v[p].name);
+    const bpcrt_tensor *t = bpcrt_st_find(&got, name);
+    cr_assert(t, "%s missing", name);
+    int64_t n = bpcrt_numel(t);
+    double *v = malloc(sizeof(double) * (size_t)n);
+    bpcrt_st_to_f64(t, v);
+    const Value *ref = interp_value(it, g->params.v[p].grad);
+    cr_assert_eq(n, shape_numel(&ref->shape));
+    for (int64_t i = 0; i < n; i++, checked++)
+      cr_expect(fabs(v[i] - ref->v[i]) <= 1e-4 * fabs(ref->v[i]) + 1e-5, "%s[%lld]: %.9g vs f64 %.12g", name,
+                (long long)i, v[i], ref->v[i]);
+    free(v);
+  }
+  cr_expect_gt(checked, 9000);
+  interp_free(it);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+  bpcrt_st_free(&got);
+}
+
+Test(cli, grad_lists_every_mismatch_and_writes_nothing) {
+  char in[512], outp[512];
+  snprintf(in, sizeof in, "%s/bad.safetensors", tmpdir);
+  snprintf(outp, sizeof outp, "%s/g.safetensors", tmpdir);
+  write_inputs(in, 32, true);
+  char *out;
+  cr_expect_eq(run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s", in, outp), 1);
+  cr_expect(strstr(out, "'x' has shape [32, 63], the model expects [64, 64]"), "%s", out);
+  cr_expect(strstr(out, "'y' holds F32, the model expects I32"), "%s", out);
+  cr_expect(strstr(out, "'z' is not an input of the model"), "%s", out);
+  cr_expect_not(exists(outp));
+  free(out);
+  // A label out of range is a clear error too, naming the file.
+  bpcrt_tensors set = {0};
+  int64_t xs[2] = {64, 64}, ys[1] = {64};
+  int32_t y[64];
+  for (int i = 0; i < 64; i++) y[i] = i == 9 ? 12 : 1;
+  bpcrt_st_add(&set, "x", BPCRT_F32, 2, xs, NULL);
+  bpcrt_st_add(&set, "y", BPCRT_I32, 1, ys, y);
+  char err[256];
+  cr_assert_eq(bpcrt_st_write(in, &set, err, sizeof err), 0);
+  bpcrt_st_free(&set);
+  cr_expect_eq(run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s", in, outp), 1);
+  cr_expect(strstr(out, "label 12 out of range [0, 10)"), "%s", out);
+  cr_expect_not(exists(outp));
+  free(out);
+  // --params from a file of another model: every mismatch listed.
+  cr_expect_eq(run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s --params tests/data/fixture.safetensors", in, outp), 1);
+  cr_expect(strstr(out, "missing param 'w1'"), "%s", out);
+  cr_expect_not(exists(outp));
+  free(out);
+}
