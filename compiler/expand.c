@@ -476,15 +476,6 @@ static bool on_stack(const Scope *s, const FuncDef *f) {
   return false;
 }
 
-static bool shadows(Build *b, const char *name, Loc loc, const FuncDef *f) {
-  const char *what = find_dim(b, name) ? "dim" : NULL;
-  for (int i = 0; !what && i < b->m->nparams; i++)
-    if (!strcmp(b->m->params[i].name, name)) what = "param";
-  if (!what) return false;
-  diag_error(b->d, loc, "'%s' in function '%s' shadows the model's %s '%s'", name, f->name, what, name);
-  return true;
-}
-
 // Inlines one instance of `f` on `args`, params prefixed by `prefix`.
 static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef *f,
                        const int *args, const char *prefix) {
@@ -492,17 +483,13 @@ static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef 
     return diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed)", f->name), -1;
   Scope s = {.fn = f, .prefix = prefix, .caller = caller};
   bool ok = true;
-  for (int i = 0; i < f->nargs; i++) {
-    ok &= !shadows(b, f->args[i], f->arglocs[i], f);
-    bind(&s, f->args[i], args[i]);
-  }
+  // load.c already rejected names that shadow the model's dims and params.
+  for (int i = 0; i < f->nargs; i++) bind(&s, f->args[i], args[i]);
   for (int i = 0; i < f->nparams; i++) {
-    ok &= !shadows(b, f->params[i].name, f->params[i].loc, f);
     int id = add_param(b, &f->params[i], prefix);
     ok &= id >= 0;
     bind(&s, f->params[i].name, id);
   }
-  for (int i = 0; i < f->nentries; i++) ok &= !shadows(b, f->entries[i].name, f->entries[i].loc, f);
   int result = -1;
   if (ok && lower_entries(b, &s, f->nentries, f->entries)) {
     for (int i = s.local.n - 1; i >= 0 && result < 0; i--)

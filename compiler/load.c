@@ -31,7 +31,7 @@
 typedef struct NameDef {
   const char *name;
   Loc loc;
-  const char *what;  // "dim", "input", "param", "graph entry"
+  const char *what;  // "a dim", "an input", "a param", "a graph entry"
 } NameDef;
 
 typedef struct Loader {
@@ -245,7 +245,7 @@ static void define(Loader *L, const char *name, Loc loc, const char *what) {
     first = second;
     second = *old;
   }
-  diag_error(L->d, second.loc, "'%s' is already defined as a %s", name, first.what);
+  diag_error(L->d, second.loc, "'%s' is already defined as %s", name, first.what);
   diag_note(L->d, first.loc, "'%s' first defined here", name);
 }
 
@@ -283,7 +283,7 @@ static void load_dims(Loader *L, const YNode *map) {
   for (int i = 0; i < map->n; i++) {
     const YNode *k = map->keys[i], *v = map->items[i];
     if (!want_ident(L, k, "dim name")) continue;
-    define(L, k->str, k->loc, "dim");
+    define(L, k->str, k->loc, "a dim");
     if (!want(L, v, YN_SCALAR, "a dim's value")) continue;
     Expr *e = expr_parse(L->a, L->d, v);
     if (e) m->dims[m->ndims++] = (DimDef){k->str, k->loc, e};
@@ -418,7 +418,7 @@ static int load_tensors(Loader *L, const YNode *map, bool is_param, TensorDecl *
   for (int i = 0; i < map->n; i++) {
     const YNode *k = map->keys[i];
     if (!want_ident(L, k, is_param ? "param name" : "input name")) continue;
-    if (define_names) define(L, k->str, k->loc, is_param ? "param" : "input");
+    if (define_names) define(L, k->str, k->loc, is_param ? "a param" : "an input");
     load_tensor(L, k, map->items[i], is_param, &(*out)[n++]);
   }
   return n;
@@ -432,7 +432,7 @@ static int load_entries(Loader *L, const YNode *map, GraphEntry **out, bool defi
   for (int i = 0; i < map->n; i++) {
     const YNode *k = map->keys[i], *v = map->items[i];
     if (!want_ident(L, k, "graph entry name")) continue;
-    if (define_names) define(L, k->str, k->loc, "graph entry");
+    if (define_names) define(L, k->str, k->loc, "a graph entry");
     GraphEntry *g = &(*out)[n++];
     *g = (GraphEntry){k->str, k->loc, NULL};
     if (want(L, v, YN_SCALAR, "a graph entry (an expression)")) g->expr = expr_parse(L->a, L->d, v);
@@ -452,24 +452,24 @@ static void load_graph(Loader *L, const YNode *n) {
 // dims and params, which the function also sees.
 static void check_func_names(Loader *L, const FuncDef *f) {
   struct { NameDef *v; int n, cap; } seen = {0};
-  for (int i = 0; i < f->nargs; i++) VEC_PUSH(seen, ((NameDef){f->args[i], f->arglocs[i], "argument"}));
+  for (int i = 0; i < f->nargs; i++) VEC_PUSH(seen, ((NameDef){f->args[i], f->arglocs[i], "an argument"}));
   for (int i = 0; i < f->nparams; i++)
-    VEC_PUSH(seen, ((NameDef){f->params[i].name, f->params[i].loc, "param"}));
+    VEC_PUSH(seen, ((NameDef){f->params[i].name, f->params[i].loc, "a param"}));
   for (int i = 0; i < f->nentries; i++)
-    VEC_PUSH(seen, ((NameDef){f->entries[i].name, f->entries[i].loc, "graph entry"}));
+    VEC_PUSH(seen, ((NameDef){f->entries[i].name, f->entries[i].loc, "a graph entry"}));
   for (int i = 0; i < seen.n; i++) {
     const NameDef *s = &seen.v[i];
     for (int j = 0; j < i; j++) {
       if (strcmp(seen.v[j].name, s->name)) continue;
-      diag_error(L->d, s->loc, "'%s' is already defined as a %s of function '%s'", s->name,
+      diag_error(L->d, s->loc, "'%s' is already defined as %s of function '%s'", s->name,
                  seen.v[j].what, f->name);
       diag_note(L->d, seen.v[j].loc, "'%s' first defined here", s->name);
       break;
     }
     const NameDef *g = find_name(L, s->name);
-    if (g && (!strcmp(g->what, "dim") || !strcmp(g->what, "param"))) {
-      diag_error(L->d, s->loc, "'%s' in function '%s' shadows the model's %s", s->name, f->name,
-                 g->what);
+    if (g && (!strcmp(g->what, "a dim") || !strcmp(g->what, "a param"))) {
+      diag_error(L->d, s->loc, "'%s' in function '%s' shadows %s of the model", s->name,
+                 f->name, g->what);
       diag_note(L->d, g->loc, "'%s' defined here", s->name);
     }
   }
@@ -484,7 +484,11 @@ static void load_return(Loader *L, const YNode *n, FuncDef *f) {
   int k = 0;
   for (int i = 0; i < f->nentries; i++) cands[k++] = f->entries[i].name;
   for (int i = 0; i < f->nargs; i++) cands[k++] = f->args[i];
-  check_ref(L, n->str, n->loc, "name in return", cands, k);
+  for (int i = 0; i < k; i++)
+    if (!strcmp(cands[i], n->str)) return;
+  const char *hint = closest_name(n->str, cands, k);
+  diag_error(L->d, n->loc, "function '%s' returns '%s', which is not one of its graph entries or arguments%s%s%s",
+             f->name, n->str, hint ? "; did you mean '" : "", hint ? hint : "", hint ? "'?" : "");
 }
 
 static void load_func(Loader *L, const YNode *k, const YNode *v, FuncDef *f) {

@@ -32,6 +32,7 @@ typedef struct Tok {
 } Tok;
 
 typedef struct Parser {
+  const YNode *node;
   Arena *a;
   Diag *d;
   const char *s;  // the scalar's text
@@ -227,15 +228,26 @@ static Expr *number(Parser *p) {
   return e;
 }
 
+// `f(a, b)` unquoted inside `{...}` is cut at the comma by YAML itself.
+static void flow_hint(Parser *p) {
+  Loc e = p->locs[p->len];
+  const char *end = NULL, *src = node_src(p->node, &end);
+  if (!p->node->plain || !src || e.line != p->node->loc.line) return;
+  src += e.col - p->node->loc.col;
+  if (src < end && *src == ',')
+    diag_note(p->d, e, "inside a YAML flow collection a ',' ends the value; quote the expression");
+}
+
 // Expects `close` and consumes it; `open_pos` is reported when the input ends.
 static bool closing(Parser *p, char close, int open_pos) {
   if (is_punct(p, close)) {
     next(p);
     return true;
   }
-  if (p->tok.kind == T_END && !p->failed)
+  if (p->tok.kind == T_END && !p->failed) {
     error_at(p, open_pos, "unclosed '%c'", p->s[open_pos]);
-  else
+    flow_hint(p);
+  } else
     unexpected(p);
   return false;
 }
@@ -431,11 +443,11 @@ Expr *expr_parse(Arena *a, Diag *d, const YNode *node) {
   BPC_ASSERT(node && node->kind == YN_SCALAR);
   size_t n = strlen(node->str);
   if (n > 1 << 20) n = 1 << 20;  // positions are ints; no sane expression is longer
-  Parser p = {.a = a, .d = d, .s = node->str, .len = (int)n};
+  Parser p = {.node = node, .a = a, .d = d, .s = node->str, .len = (int)n};
   p.locs = map_locs(a, node, p.len);
   next(&p);
   if (p.tok.kind == T_END) {
-    if (!p.failed) error_at(&p, 0, "empty expression");
+    if (!p.failed) diag_error(d, node->loc, "empty expression");
     return NULL;
   }
   Expr *e = expr(&p);

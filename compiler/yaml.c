@@ -26,26 +26,37 @@ typedef struct Builder {
   int depth;
   YNode *root;
   bool failed;  // an error was reported but parsing goes on (duplicate keys)
+  int cur_line;  // line_start's cursor: line cur_line starts at cur_off
+  size_t cur_off;
 } Builder;
 
-// Byte offset of the start of 1-based `line`, clamped to the text.
-static size_t line_start(const SrcFile *f, int line) {
-  size_t i = 0;
-  for (int l = 1; l < line && i < f->len; i++)
-    if (f->text[i] == '\n') l++;
+// Byte offset of the start of 1-based `line`, clamped to the text. Marks
+// mostly move forward, so a cursor keeps the whole parse linear.
+static size_t line_start(Builder *b, int line) {
+  if (line < b->cur_line) {
+    b->cur_line = 1;
+    b->cur_off = 0;
+  }
+  size_t i = b->cur_off;
+  int l = b->cur_line;
+  for (; l < line && i < b->f->len; i++)
+    if (b->f->text[i] == '\n') l++;
+  b->cur_line = l;
+  b->cur_off = i;
   return i;
 }
 
 // libyaml counts columns in characters; diagnostics and expression offsets
 // count bytes, so walk the line's UTF-8 to convert.
-static Loc mark_loc(const SrcFile *f, yaml_mark_t m) {
+static Loc mark_loc(Builder *b, yaml_mark_t m) {
+  const SrcFile *f = b->f;
   Loc loc = {f, (int)m.line + 1, 1};
-  size_t i = line_start(f, loc.line);
+  size_t start = line_start(b, loc.line), i = start;
   for (size_t c = 0; c < m.column && i < f->len && f->text[i] != '\n'; c++) {
     i++;
     while (i < f->len && ((unsigned char)f->text[i] & 0xC0) == 0x80) i++;
   }
-  loc.col = (int)(i - line_start(f, loc.line)) + 1;
+  loc.col = (int)(i - start) + 1;
   return loc;
 }
 
@@ -69,15 +80,15 @@ static void syntax_error(Builder *b, yaml_parser_t *p) {
     diag_error(b->d, offset_loc(b->f, p->problem_offset), "invalid YAML: %s", problem);
     return;
   }
-  diag_error(b->d, mark_loc(b->f, p->problem_mark), "invalid YAML: %s", problem);
+  diag_error(b->d, mark_loc(b, p->problem_mark), "invalid YAML: %s", problem);
   if (p->context)
-    diag_note(b->d, mark_loc(b->f, p->context_mark), "%s", p->context);
+    diag_note(b->d, mark_loc(b, p->context_mark), "%s", p->context);
 }
 
 static YNode *new_node(Builder *b, YNodeKind kind, yaml_mark_t m) {
   YNode *n = arena_alloc(b->a, sizeof(YNode));
   n->kind = kind;
-  n->loc = mark_loc(b->f, m);
+  n->loc = mark_loc(b, m);
   return n;
 }
 
@@ -155,13 +166,13 @@ static bool on_event(Builder *b, yaml_event_t *ev, int *ndocs) {
   switch (ev->type) {
   case YAML_DOCUMENT_START_EVENT:
     if (++*ndocs > 1) {
-      diag_error(b->d, mark_loc(b->f, ev->start_mark),
+      diag_error(b->d, mark_loc(b, ev->start_mark),
                  "a model file holds one YAML document; found a second one");
       return false;
     }
     return true;
   case YAML_ALIAS_EVENT:
-    diag_error(b->d, mark_loc(b->f, ev->start_mark),
+    diag_error(b->d, mark_loc(b, ev->start_mark),
                "YAML aliases (*%s) are not supported", (const char *)ev->data.alias.anchor);
     return false;
   case YAML_SCALAR_EVENT: {
@@ -187,6 +198,7 @@ YNode *yaml_parse(Arena *a, Diag *d, const SrcFile *f) {
   b->a = a;
   b->d = d;
   b->f = f;
+  b->cur_line = 1;
   yaml_parser_t p;
   if (!yaml_parser_initialize(&p)) bpc_bug(__FILE__, __LINE__, "yaml_parser_initialize failed");
   yaml_parser_set_input_string(&p, (const unsigned char *)f->text, f->len);

@@ -1,0 +1,179 @@
+// bpc_kernels.h — the kernel library: the compute kernels generated code
+// calls for everything that is not a fused elementwise loop (those codegen
+// emits itself). Written once in C (runtime/kernels.c), compiled twice:
+// natively into libbpcrt (tests, fallbacks) and to LLVM bitcode that bpc links
+// into every generated module, where calls with constant shapes are inlined
+// and specialized for the target CPU.
+//
+// Conventions, for every kernel:
+// - Two versions, suffix _f32 and _f64 (T = float or double below); integer
+//   tensors (ids, labels, argmax results) are int32_t.
+// - All tensors are dense row-major; pointers do not alias unless stated.
+// - Work is split by a range [begin, end) over the kernel's parallel index
+//   (stated per kernel). Calling with (0, total) does all the work; the thread
+//   pool hands disjoint ranges to threads. Each output element is written by
+//   exactly one range and reduced in a fixed order: results are bit-identical
+//   for any split.
+// - Kernels that can meet bad data (an id or label out of range) take
+//   `int64_t *status` (3 words): on the first problem they set status[0] to a
+//   BPCK_ERR_* code, status[1] to the bad value and status[2] to the limit,
+//   and write zeros for that element; they never crash.
+// - `scratch` is per-thread working memory of the size the kernel's
+//   *_scratch function returns (in elements of T), already offset for the
+//   calling thread.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
+enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
+
+#define BPCK_DECLARE(T, S)                                                                          \
+  /* ---- scalar math for fused elementwise loops: branch-free and free of libm calls in f32 so \
+     loops vectorize; the f64 versions call libm (gradient checking wants exactness). p: the op's \
+     float attribute (pow's exponent, leaky_relu's alpha, gelu: nonzero = tanh form). */            \
+  T bpck_exp_##S(T x);                                                                              \
+  T bpck_log_##S(T x);                                                                              \
+  T bpck_tanh_##S(T x);                                                                             \
+  T bpck_sin_##S(T x);                                                                              \
+  T bpck_cos_##S(T x);                                                                              \
+  T bpck_erf_##S(T x);                                                                              \
+  T bpck_pow_##S(T x, T p);                                                                         \
+  T bpck_sigmoid_##S(T x);                                                                          \
+  T bpck_softplus_##S(T x);                                                                         \
+  T bpck_gelu_##S(T x, T p);                                                                        \
+  T bpck_gelu_grad_##S(T x, T p);                                                                   \
+  T bpck_silu_##S(T x);                                                                             \
+                                                                                                    \
+  /* C[M,N] = op(A)[M,K] @ op(B)[K,N] (+ C when accumulate). op(A) = A^T when transa (A is then   \
+     [K,M] with row stride lda), likewise B. Packed, register-blocked (BLIS structure). Range:    \
+     rows of C. */                                                                                  \
+  size_t bpck_gemm_scratch_##S(int64_t M, int64_t N, int64_t K);                                    \
+  void bpck_gemm_##S(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,          \
+                     const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,        \
+                     T *scratch, int64_t begin, int64_t end);                                       \
+                                                                                                    \
+  /* Reductions of in viewed as [O, R, I] over R: out[O, I]. kind: BPCK_SUM..BPCK_LOGSUMEXP (VAR \
+     is the population variance). Range: flat output index in [0, O*I). */                         \
+  void bpck_reduce_##S(int kind, T *out, const T *in, int64_t O, int64_t R, int64_t I,             \
+                       int64_t begin, int64_t end);                                                 \
+  /* d max/min: gy [O, I] goes to the first extremal element along R; the rest of dx is 0.       \
+     Range: flat output index in [0, O*I). */                                                       \
+  void bpck_maxmin_grad_##S(T *dx, const T *x, const T *gy, int64_t O, int64_t R, int64_t I,       \
+                            int is_min, int64_t begin, int64_t end);                                \
+  /* softmax (log_softmax when log) of x [O, R, I] along R. Range: [0, O*I). */                     \
+  void bpck_softmax_##S(T *out, const T *x, int64_t O, int64_t R, int64_t I, int log,              \
+                        int64_t begin, int64_t end);                                                \
+                                                                                                    \
+  /* Normalization over the last axis of x [rows, C]; gamma/beta hold gn/bn elements (1 or C).   \
+     Range: rows. */                                                                                \
+  void bpck_layer_norm_##S(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,          \
+                           int64_t bn, int64_t rows, int64_t C, T eps, int64_t begin, int64_t end); \
+  void bpck_layer_norm_dx_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,          \
+                              int64_t rows, int64_t C, T eps, int64_t begin, int64_t end);         \
+  void bpck_rms_norm_##S(T *out, const T *x, const T *gamma, int64_t gn, int64_t rows, int64_t C,  \
+                         T eps, int64_t begin, int64_t end);                                        \
+  void bpck_rms_norm_dx_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,            \
+                            int64_t rows, int64_t C, T eps, int64_t begin, int64_t end);           \
+  /* batch_norm over all axes but the last of x [N, C]: batch statistics (biased variance) when    \
+     training, else the running stats. Range: channels. */                                          \
+  void bpck_batch_norm_##S(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,          \
+                           int64_t bn, const T *running_mean, const T *running_var, int64_t N,     \
+                           int64_t C, T eps, int training, int64_t begin, int64_t end);            \
+  void bpck_batch_norm_dx_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,          \
+                              int64_t N, int64_t C, T eps, int64_t begin, int64_t end);            \
+                                                                                                    \
+  /* Multi-head attention, q [B, Tq, C], k and v [B, Tk, C], H heads of C/H channels, scale      \
+     1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence).           \
+     attention_bwd writes any of dq, dk, dv that is not NULL. */                                   \
+  size_t bpck_attention_scratch_##S(int64_t Tq, int64_t Tk);                                        \
+  void bpck_attention_##S(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,       \
+                          int64_t Tk, int64_t C, int64_t H, int causal, T *scratch, int64_t begin, \
+                          int64_t end);                                                             \
+  size_t bpck_attention_bwd_scratch_##S(int64_t Tq, int64_t Tk);                                    \
+  void bpck_attention_bwd_##S(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,             \
+                              const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,           \
+                              int64_t H, int causal, T *scratch, int64_t begin, int64_t end);       \
+  /* x [rows, R, Cc] (rows = product of the leading axes): -inf (grad: 0) where column > row.    \
+     Range: rows*R. */                                                                              \
+  void bpck_causal_mask_##S(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,    \
+                            int64_t end);                                                           \
+                                                                                                    \
+  /* conv2d NHWC, x [N,H,W,Ci], w [KH,KW,Ci,Co], out [N,OH,OW,Co], zero padding. Ranges: conv2d  \
+     N*OH output rows; conv2d_dx N*H input rows; conv2d_dw KH*KW filter taps. */                    \
+  void bpck_conv2d_##S(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W,            \
+                       int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,             \
+                       int64_t pad, int64_t begin, int64_t end);                                    \
+  void bpck_conv2d_dx_##S(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W,         \
+                          int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,          \
+                          int64_t pad, int64_t begin, int64_t end);                                 \
+  void bpck_conv2d_dw_##S(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,         \
+                          int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,          \
+                          int64_t pad, int64_t begin, int64_t end);                                 \
+  /* Pools, no padding, window K, stride S; max takes the first maximum. Ranges: forward N*OH,  \
+     backward N (windows may overlap within an image). */                                           \
+  void bpck_pool2d_##S(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, \
+                       int64_t S, int is_max, int64_t begin, int64_t end);                          \
+  void bpck_pool2d_grad_##S(T *dx, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,       \
+                            int64_t C, int64_t K, int64_t S, int is_max, int64_t begin,             \
+                            int64_t end);                                                           \
+                                                                                                    \
+  /* out [n, C] = rows of table [V, C] picked by ids. Range: ids. */                                \
+  void bpck_embedding_##S(T *out, const int32_t *ids, const T *table, int64_t n, int64_t V,        \
+                          int64_t C, int64_t *status, int64_t begin, int64_t end);                  \
+  /* dtable [V, C] = sum of the gy rows each id picked, as a scatter-add without atomics: each    \
+     range owns columns. Range: C. */                                                               \
+  void bpck_embedding_grad_##S(T *dtable, const int32_t *ids, const T *gy, int64_t n, int64_t V,   \
+                               int64_t C, int64_t begin, int64_t end);                              \
+  /* out [n, K]: 1 at the id (an id outside [0, K) gives a zero row). Range: ids. */                \
+  void bpck_one_hot_##S(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t begin,           \
+                        int64_t end);                                                               \
+  /* out [O, I] int32: index of the first maximum along R of x [O, R, I]. Range: [0, O*I). */      \
+  void bpck_argmax_##S(int32_t *out, const T *x, int64_t O, int64_t R, int64_t I, int64_t begin,   \
+                       int64_t end);                                                                \
+  /* Per-row losses of cross_entropy: row_loss[r] = logsumexp(l[r]) - l[r, y[r]]. Range: rows.    \
+     The mean is a separate sequential sum (bpck_sum_scale), so it is split-independent. */         \
+  void bpck_cross_entropy_rows_##S(T *row_loss, const T *logits, const int32_t *labels,            \
+                                   int64_t rows, int64_t K, int64_t *status, int64_t begin,         \
+                                   int64_t end);                                                    \
+  /* dlogits = (softmax(l) - onehot(y)) * gy[0] / rows. Range: rows. */                             \
+  void bpck_cross_entropy_grad_##S(T *dl, const T *logits, const int32_t *labels, const T *gy,     \
+                                   int64_t rows, int64_t K, int64_t begin, int64_t end);            \
+  /* Per-row correctness (1 or 0) of accuracy: argmax(l[r]) == y[r]. Range: rows. */               \
+  void bpck_accuracy_rows_##S(T *row_hit, const T *logits, const int32_t *labels, int64_t rows,    \
+                              int64_t K, int64_t begin, int64_t end);                               \
+  /* out[0] = scale * sum(x[0..n)), summed in index order (one thread). */                         \
+  void bpck_sum_scale_##S(T *out, const T *x, int64_t n, T scale);                                  \
+                                                                                                    \
+  /* Inverted dropout of x [n] with the counter-based RNG of bpc.h: element i is kept when        \
+     bpcrt_uniform24(seed, bpcrt_dropout_stream(salt, step), i) >= p. Range: elements. */          \
+  void bpck_dropout_##S(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,          \
+                        uint64_t step, int64_t begin, int64_t end);                                 \
+  /* out[idx * out_strides] = in[idx * in_strides] over an index space `shape` of `rank` axes     \
+     (strides in elements; 0 broadcasts). Transpose, slice, broadcast_to, concat and slice_grad   \
+     are all this copy. Range: flat index over shape. */                                           \
+  void bpck_strided_copy_##S(T *out, const int64_t *out_strides, const T *in,                      \
+                             const int64_t *in_strides, int rank, const int64_t *shape,            \
+                             int64_t begin, int64_t end);                                           \
+  /* out[i] = v. Range: elements. */                                                                \
+  void bpck_fill_##S(T *out, T v, int64_t begin, int64_t end);
+
+BPCK_DECLARE(float, f32)
+BPCK_DECLARE(double, f64)
+#undef BPCK_DECLARE
+
+// int32 versions of the data movers (ids and labels move through reshape,
+// slice and concat too).
+void bpck_strided_copy_i32(int32_t *out, const int64_t *out_strides, const int32_t *in,
+                           const int64_t *in_strides, int rank, const int64_t *shape,
+                           int64_t begin, int64_t end);
+void bpck_arange_i32(int32_t *out, int64_t begin, int64_t end);
+
+#ifdef __cplusplus
+}
+#endif
