@@ -30,6 +30,8 @@ typedef struct Build {
   const Model *m;
   Diag *d;
   int nmodel_params;  // g->params.v[0..n) are the model's own params
+  const struct Scope *scope;  // the scope being lowered (for messages)
+  struct { const FuncDef **v; int n, cap; } failed;  // functions whose instance failed
 } Build;
 
 static int lower(Build *b, Scope *s, const Expr *e);
@@ -49,7 +51,22 @@ static void unknown_name(Build *b, Loc loc, const char *what, const char *name,
   else diag_error(b->d, loc, "unknown %s '%s'", what, name);
 }
 
+static bool is_tensor_name(Build *b, const char *name) {
+  if (b->scope)  // the names of the scope being lowered
+    for (int i = 0; i < b->scope->local.n; i++)
+      if (!strcmp(b->scope->local.v[i].name, name)) return true;
+  for (int i = 0; i < b->m->ninputs; i++)
+    if (!strcmp(b->m->inputs[i].name, name)) return true;
+  for (int i = 0; i < b->m->nparams; i++)
+    if (!strcmp(b->m->params[i].name, name)) return true;
+  return false;
+}
+
 static void unknown_dim(Build *b, Loc loc, const char *name) {
+  if (is_tensor_name(b, name)) {
+    diag_error(b->d, loc, "'%s' is a tensor; a number or a dim expression is expected here", name);
+    return;
+  }
   const char **c = xmalloc(sizeof(char *) * (size_t)(b->g->dims.n + 1));
   for (int i = 0; i < b->g->dims.n; i++) c[i] = b->g->dims.v[i].name;
   unknown_name(b, loc, "dim", name, c, b->g->dims.n);
@@ -253,8 +270,9 @@ static int lookup(Build *b, Scope *s, const Expr *e) {
   if (s->fn)
     for (int i = 0; i < b->nmodel_params; i++) VEC_PUSH(c, b->g->params.v[i].name);
   bool is_entry_later = false;
-  if (!s->fn)
-    for (int i = 0; i < b->m->nentries; i++) is_entry_later |= !strcmp(b->m->entries[i].name, e->name);
+  int nents = s->fn ? s->fn->nentries : b->m->nentries;
+  const GraphEntry *ents = s->fn ? s->fn->entries : b->m->entries;
+  for (int i = 0; i < nents; i++) is_entry_later |= !strcmp(ents[i].name, e->name);
   if (is_entry_later)
     diag_error(b->d, e->loc, "'%s' is used before its definition (graph entries are evaluated in order)", e->name);
   else if (s->fn) {
@@ -479,9 +497,28 @@ static bool on_stack(const Scope *s, const FuncDef *f) {
 // Inlines one instance of `f` on `args`, params prefixed by `prefix`.
 static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef *f,
                        const int *args, const char *prefix) {
-  if (on_stack(caller, f))
-    return diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed)", f->name), -1;
+  if (on_stack(caller, f)) {  // name the cycle: f -> ... -> the caller -> f
+    char path[512];
+    int len = 0;
+    const Scope *t = caller;
+    while (t->fn != f) t = t->caller;
+    for (const Scope *u = caller; u != t; u = u->caller) len++;
+    const Scope **chain = xmalloc(sizeof(Scope *) * (size_t)(len + 1));
+    int k = 0;
+    for (const Scope *u = caller; u != t; u = u->caller) chain[k++] = u;
+    int w = snprintf(path, sizeof path, "%s", f->name);
+    for (k = len - 1; k >= 0 && w < (int)sizeof path; k--)
+      w += snprintf(path + w, sizeof path - (size_t)w, " -> %s", chain[k]->fn->name);
+    if (w < (int)sizeof path) snprintf(path + w, sizeof path - (size_t)w, " -> %s", f->name);
+    free(chain);
+    if (len == 0) diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed)", f->name);
+    else diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed): %s", f->name, path);
+    return -1;
+  }
+  for (int i = 0; i < b->failed.n; i++)
+    if (b->failed.v[i] == f) return -1;  // its errors were reported at the first failing instance
   Scope s = {.fn = f, .prefix = prefix, .caller = caller};
+  int nerr0 = b->d->nerr;
   bool ok = true;
   // load.c already rejected names that shadow the model's dims and params.
   for (int i = 0; i < f->nargs; i++) bind(&s, f->args[i], args[i]);
@@ -496,7 +533,14 @@ static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef 
       if (!strcmp(s.local.v[i].name, f->ret)) result = s.local.v[i].node;
     if (result < 0) diag_error(b->d, f->retloc, "function '%s' returns unknown name '%s'", f->name, f->ret);
   }
+  b->scope = caller;
   free(s.local.v);
+  if (result < 0) {
+    VEC_PUSH(b->failed, f);
+    size_t n = strlen(prefix);
+    if (b->d->nerr > nerr0)  // where the failing instance came from
+      diag_note(b->d, call->loc, "in '%.*s', an instance of function '%s'", (int)(n ? n - 1 : 0), prefix, f->name);
+  }
   return result;
 }
 
@@ -527,7 +571,7 @@ static int lower_call_entry(Build *b, Scope *s, const Expr *e, const char *full)
     if (!te) return diag_error(b->d, e->loc, "repeat: missing argument 'times'"), -1;
     if (!eval_int(b, te, &times)) return -1;
     if (times < 1 || times > 100000) return diag_error(b->d, te->loc, "repeat: times must be between 1 and 100000, got %lld", (long long)times), -1;
-    if (f->nargs != 1) return diag_error(b->d, e->loc, "repeat needs a one-argument function; '%s' takes %d", f->name, f->nargs), -1;
+    if (f->nargs != 1) return diag_error(b->d, fe->loc, "repeat needs a one-argument function; '%s' takes %d", f->name, f->nargs), -1;
     int x = lower(b, s, e->args[1]);
     for (int64_t k = 0; k < times && x >= 0; k++)
       x = inline_call(b, s, fe, f, &x, arena_printf(&g->arena, "%s.%lld.", full, (long long)k));
@@ -552,6 +596,7 @@ static bool lower_entries(Build *b, Scope *s, int n, const GraphEntry *entries) 
     const char *full = arena_printf(&g->arena, "%s%s", s->prefix, ge->name);
     s->entry = full;
     s->nstate = s->ndrop = 0;
+    b->scope = s;
     const Expr *e = ge->expr;
     bool is_call = e->kind == EX_CALL && (!strcmp(e->name, "repeat") || find_func(b->m, e->name));
     int id = is_call ? lower_call_entry(b, s, e, full) : lower(b, s, e);
@@ -628,7 +673,7 @@ static bool check_functions(Build *b) {
 Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType fdtype) {
   int nerr0 = d->nerr;
   Graph *g = graph_new(d, m, fdtype);
-  Build b = {g, m, d, 0};
+  Build b = {.g = g, .m = m, .d = d};
   bool ok = build_dims(&b, ov, nov);
   ok &= check_functions(&b);
   Scope top = {.prefix = ""};
@@ -648,6 +693,7 @@ Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   if (ok) ok = lower_entries(&b, &top, m->nentries, m->entries);
   if (ok) ok = build_results(&b);
   free(top.local.v);
+  free(b.failed.v);
   if (!ok || d->nerr > nerr0) {
     graph_free(g);
     return NULL;
