@@ -60,6 +60,11 @@ void arena_free(Arena *a);
     (vec).v[(vec).n++] = (x);                                              \
   } while (0)
 
+typedef struct IntVec {
+  int *v;
+  int n, cap;
+} IntVec;
+
 // The candidate closest to `name` by edit distance, or NULL when none is
 // close enough to suggest ("did you mean").
 const char *closest_name(const char *name, const char *const *cands, int n);
@@ -514,9 +519,105 @@ enum {
   SIMP_DCE = 1 << 3,      // drop what no result (loss, metrics, outputs,
                           // grads, state updates) needs
   SIMP_ALL = 15,
+  SIMP_LOWER = 1 << 4,    // for codegen: linear, binary_cross_entropy and mse
+                          // as simpler ops; reductions over scattered axes
+                          // as transpose + reduction over trailing axes
 };
 // A new, simplified copy of g (g is left as it was).
 Graph *simplify(const Graph *g, unsigned flags);
+
+// ============================================================ fuse.c
+// The joint graph cut into kernels, in execution order. An elementwise
+// kernel evaluates a tree of elementwise nodes in one loop (single-use
+// same-shape producers and constants inlined, no intermediate in memory); a
+// call kernel runs one node through the kernel library (bpc_kernels.h); an
+// alias kernel gives a reshape the storage of its operand (no copy); a state
+// kernel copies a batch-norm running-stat update into its state slot at the
+// end of the step.
+typedef enum { KK_EW, KK_CALL, KK_ALIAS, KK_STATE } KernelKind;
+
+typedef struct Kernel {
+  KernelKind kind;
+  int root;     // the node whose value the kernel writes (KK_STATE: the update)
+  int state;    // KK_STATE: index into g->states
+  int nnodes;   // KK_EW: the fused nodes, operands first, root last
+  int *nodes;
+  int nreads;   // materialized values read
+  int *reads;
+  int64_t flops, bytes;  // per step: arithmetic, and bytes read + written
+  int mm;       // KK_EW: a matmul computed into the output first (its epilogue
+                // is this loop, run on the same rows), -1 if none
+} Kernel;
+
+typedef enum { MEM_PARAM, MEM_GRAD, MEM_INPUT, MEM_STATE, MEM_OUTPUT, MEM_ACT, MEM_NCAT } MemCat;
+
+typedef struct Program {
+  const Graph *g;
+  struct { Kernel *v; int n, cap; } kernels;
+  bool *materialized;  // per node: has storage of its own or an alias
+  int *alias;          // per node: the node whose storage it uses (itself if none)
+  // memplan.c:
+  int64_t *offset;     // per node: byte offset in the arena, -1 if not stored
+  int64_t arena_bytes; // fixed part; per-thread scratch follows
+  int64_t scratch_per_thread;  // bytes
+  int64_t naive_bytes; // every stored value kept alive at once
+  int64_t cat_bytes[MEM_NCAT];
+  int64_t status_offset;  // 3 int64 words: the kernels' error status
+  int64_t *temp_offset;   // per kernel: its private temporary (-1: none)
+} Program;
+
+// Cuts g into kernels. `fuse` false: one kernel per node (the reference for
+// "fusion changes nothing").
+Program *program_new(const Graph *g, bool fuse);
+void program_free(Program *p);
+void program_print(FILE *out, const Program *p);  // the kernel list (`bpc check`)
+int64_t dtype_bytes(DType t);
+
+// The native pipeline's front half: g (a simplified joint graph) lowered for
+// the kernel library (SIMP_LOWER), cut into kernels and planned. *lowered
+// receives the graph the Program refers to; free it after the Program.
+Program *program_plan(const Graph *g, bool fuse, Graph **lowered);
+
+// A matmul as `batch` GEMMs of [M, K] x [K, N] (a batch against a shared
+// rank-2 B folds into M). Codegen and the memory plan's scratch agree on it.
+void matmul_dims(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t *K, int64_t *batch);
+
+// The per-kernel temporary a call kernel needs (bytes, 0: none): per-row
+// values of cross_entropy and accuracy, summed in order afterwards.
+int64_t kernel_temp_bytes(const Program *p, const Kernel *k);
+
+// ============================================================ codegen.c
+// LLVM types kept opaque here so only codegen.c and jit.c include llvm-c.
+typedef struct LLVMOpaqueContext *LLVMContextRef_;
+typedef struct LLVMOpaqueModule *LLVMModuleRef_;
+typedef struct LLVMOpaqueTargetMachine *LLVMTargetMachineRef_;
+// A target machine for `cpu` ("native" or NULL: the host, with its
+// features) at -O`opt`. NULL after reporting.
+LLVMTargetMachineRef_ codegen_target(const char *cpu, int opt, Diag *d);
+// The step's module: kernels, `void bpc_step(bpcrt_ctx *)`, the kernel
+// library linked in, optimized with `default<O{opt}>`. NULL after reporting.
+LLVMModuleRef_ codegen_module(LLVMContextRef_ cx, const Program *p, LLVMTargetMachineRef_ tm, int opt, Diag *d);
+// `bpc compile --emit llvm|asm|obj`: the module written to `path` (atomically).
+bool codegen_emit(const Program *p, const char *cpu, int opt, const char *kind, const char *path, Diag *d);
+
+// ============================================================ jit.c
+typedef struct Jit Jit;
+// Compiles p for this CPU and allocates its arena. NULL after reporting.
+Jit *jit_new(const Program *p, int nthreads, Diag *d);
+void jit_free(Jit *j);
+// A stored value in or out, as doubles converted to/from the node's dtype.
+void jit_set(Jit *j, int node, const double *v, int64_t n);
+void jit_get(const Jit *j, int node, double *v);
+// One step. False (err says why) when a kernel met an id or label out of range.
+bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen);
+
+// ============================================================ memplan.c
+// Assigns every stored value an offset in one arena: leaves and results
+// first (they live across steps or are read after the step), then
+// activations and temporaries by liveness over the kernel order, first fit,
+// with an elementwise kernel's dying same-shape operand reused in place.
+void memplan_assign(Program *p);
+void memplan_print(FILE *out, const Program *p);  // bytes by category vs naive
 
 // ============================================================ expand.c
 typedef struct DimOverride {

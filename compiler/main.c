@@ -20,6 +20,10 @@ typedef struct Opts {
   const char *params;   // grad
   uint64_t seed;        // grad
   bool interp;          // grad
+  bool no_fuse;         // grad, compile: one kernel per node
+  const char *emit;     // compile: llvm | asm | obj
+  const char *cpu;      // compile
+  int opt;              // compile: -O0..-O3
 } Opts;
 
 typedef struct Command {
@@ -33,6 +37,7 @@ static int cmd_check(Opts *o);
 static int cmd_show(Opts *o);
 static int cmd_dot(Opts *o);
 static int cmd_grad(Opts *o);
+static int cmd_compile(Opts *o);
 
 static const Command commands[] = {
   {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64]",
@@ -51,8 +56,12 @@ static const Command commands[] = {
    "Evaluates one training step's loss and gradients: writes `loss`, every metric\n"
    "and `grad.<param>` for each trainable param. Without --params, params are\n"
    "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
-   "dropout is active with the seed, as in training. Until native code lands\n"
-   "(see docs/STATUS.md) the reference interpreter evaluates it either way.", cmd_grad},
+   "dropout is active with the seed, as in training. Generated native code\n"
+   "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
+  {"compile", "bpc compile MODEL.yaml -o OUT --emit llvm|asm|obj [-O0..-O3] [--cpu NAME|native]\n"
+   "         [--dtype f32|f64] [-D N=V]...",
+   "Compiles the training step (forward, backward) to LLVM IR, assembly or an\n"
+   "object file for the host CPU (or --cpu).", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -124,6 +133,15 @@ static int parse_args(Opts *o, int argc, char **argv) {
       o->grad = true;
     } else if (!strcmp(a, "--interp")) {
       o->interp = true;
+    } else if (!strcmp(a, "--no-fuse")) {
+      o->no_fuse = true;
+    } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
+      o->opt = a[2] - '0';
+    } else if (!strcmp(a, "--emit") || !strcmp(a, "--cpu")) {
+      if (i + 1 >= argc) return usage_error("%s needs a value", a);
+      if (!strcmp(a, "--cpu")) o->cpu = argv[++i];
+      else if (strcmp(o->emit = argv[++i], "llvm") && strcmp(o->emit, "asm") && strcmp(o->emit, "obj"))
+        return usage_error("--emit takes llvm, asm or obj, got '%s'", o->emit);
     } else if (!strcmp(a, "--after") || !strcmp(a, "--inputs") || !strcmp(a, "--params") || !strcmp(a, "--seed")) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
       const char *v = argv[++i];
@@ -151,6 +169,7 @@ static int parse_args(Opts *o, int argc, char **argv) {
   if (!o->model) return usage_error("%s needs a model file", o->cmd);
   if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
   if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
+  if (!strcmp(o->cmd, "compile") && (!o->out || !o->emit)) return usage_error("%s needs -o OUT and --emit llvm|asm|obj", o->cmd);
   return 0;
 }
 
@@ -196,8 +215,19 @@ static int cmd_check(Opts *o) {
       g = NULL;
       if (j) {
         int njoint = j->nodes.n;
-        Graph *s = simplify(j, SIMP_ALL);
-        printf("nodes: forward %d, joint forward+backward %d, after simplify %d\n", nfwd, njoint, s->nodes.n);
+        Graph *s = simplify(j, SIMP_ALL), *lowered;
+        printf("nodes: forward %d, joint forward+backward %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
+        Program *unfused = program_plan(s, false, &lowered);
+        int nunfused = unfused->kernels.n;
+        program_free(unfused);
+        graph_free(lowered);
+        Program *p = program_plan(s, true, &lowered);
+        printf("kernels: %d without fusion, %d fused\n", nunfused, p->kernels.n);
+        program_print(stdout, p);
+        putchar('\n');
+        memplan_print(stdout, p);
+        program_free(p);
+        graph_free(lowered);
         graph_free(s);
       } else {
         rc = 1;
@@ -271,17 +301,63 @@ static int cmd_grad(Opts *o) {
   }
   g = g ? joint(g, SIMP_ALL) : NULL;
   int rc = 1;
+  Graph *lowered = NULL;
+  Program *p = NULL;
+  Jit *jit = NULL;
+  if (g && !o->interp) {  // native: the lowered graph replaces g
+    p = program_plan(g, !o->no_fuse, &lowered);
+    jit = jit_new(p, (int)sysconf(_SC_NPROCESSORS_ONLN), &d);
+    graph_free(g);
+    g = jit ? lowered : NULL;
+  }
   if (g) {
+    // The interpreter's values hold the leaves and results either way.
     Interp *it = interp_new(g, o->seed, 0, true);
     interp_init_params(it, o->seed);
     bool ok = tensors_load_inputs(it, g, o->inputs, &d);
     if (o->params) ok &= tensors_load_params(it, g, o->params, &d);
-    if (ok && !interp_run(it)) {
-      diag_error(&d, (Loc){0}, "%s: %s", o->inputs, it->err);
-      ok = false;
+    char err[256] = "";
+    if (ok && jit) {
+      for (int id = 0; id < g->nodes.n; id++)
+        if (op_info(graph_node(g, id)->op)->flags & OPF_LEAF)
+          jit_set(jit, id, it->vals[id].v, shape_numel(&graph_node(g, id)->shape));
+      ok = jit_run(jit, o->seed, 0, err, sizeof err);
+      for (int id = 0; id < g->nodes.n && ok; id++)
+        if (p->offset[id] >= 0) jit_get(jit, id, it->vals[id].v);
+    } else if (ok) {
+      ok = interp_run(it);
+      if (!ok) snprintf(err, sizeof err, "%s", it->err);
     }
+    if (!ok && err[0]) diag_error(&d, (Loc){0}, "%s: %s", o->inputs, err);
     if (ok && tensors_write_grads(it, g, o->out, &d)) rc = 0;
     interp_free(it);
+  }
+  jit_free(jit);
+  program_free(p);
+  if (g != lowered) graph_free(lowered);
+  graph_free(g);
+  arena_free(&a);
+  return rc;
+}
+
+static int cmd_compile(Opts *o) {
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Graph *g = front_end(o, &a, &d);
+  if (g && g->loss < 0) {
+    diag_error(&d, g->model->loc, "bpc compile needs a model with a `loss:`");
+    graph_free(g);
+    g = NULL;
+  }
+  g = g ? joint(g, SIMP_ALL) : NULL;
+  int rc = 1;
+  if (g) {
+    Graph *lowered;
+    Program *p = program_plan(g, !o->no_fuse, &lowered);
+    if (codegen_emit(p, o->cpu, o->opt, o->emit, o->out, &d)) rc = 0;
+    program_free(p);
+    graph_free(lowered);
   }
   graph_free(g);
   arena_free(&a);
@@ -310,7 +386,7 @@ int main(int argc, char **argv) {
     return cmd_help(argc, argv);
   const Command *c = find_command(argv[1]);
   if (!c) return usage_error("unknown command '%s'", argv[1]);
-  Opts o = {.cmd = c->name, .dtype = DT_F32};
+  Opts o = {.cmd = c->name, .dtype = DT_F32, .opt = 3};
   int rc = parse_args(&o, argc, argv);
   if (rc == 0) rc = c->run(&o);
   for (int i = 0; i < o.defs.n; i++) free((char *)o.defs.v[i].name);

@@ -73,10 +73,81 @@ static bool passes_through(Rebuild *r, int x, const Node *probe) {
   return shape_eq(&xn->shape, &probe->shape) && xn->dtype == probe->dtype;
 }
 
+static int make2(Rebuild *r, Op op, Loc loc, int x, int y) {
+  int in[2] = {x, y};
+  return make(r, op, loc, 2, in, NULL);
+}
+
+static int cnst(Rebuild *r, Loc loc, double v) {
+  Attr c = attr_default(OP_CONST);
+  c.f[0] = v;
+  return make(r, OP_CONST, loc, 0, NULL, &c);
+}
+
+static bool contiguous(const Attr *a) {
+  for (int i = 1; i < a->naxes; i++)
+    if (a->axes[i] != a->axes[i - 1] + 1) return false;
+  return true;
+}
+
+// The permutation moving the axes of `a` (ascending) after the others, in order.
+static Attr trailing_perm(const Attr *a, int rank) {
+  Attr t = attr_default(OP_TRANSPOSE);
+  bool red[BPC_MAX_RANK] = {0};
+  for (int i = 0; i < a->naxes; i++) red[a->axes[i]] = true;
+  t.naxes = 0;
+  for (int i = 0; i < rank; i++)
+    if (!red[i]) t.axes[t.naxes++] = i;
+  for (int i = 0; i < a->naxes; i++) t.axes[t.naxes++] = a->axes[i];
+  return t;
+}
+
+// Forms the kernel library does not take directly, as ops it does.
+static int lower(Rebuild *r, Op op, Loc loc, int nin, const int *in, const Attr *a, const Node *probe) {
+  switch (op) {
+  case OP_LINEAR: return make2(r, OP_ADD, loc, make2(r, OP_MATMUL, loc, in[0], in[1]), in[2]);
+  case OP_MSE: return make1(r, OP_MEAN, loc, make1(r, OP_SQUARE, loc, make2(r, OP_SUB, loc, in[0], in[1]), NULL), NULL);
+  case OP_BINARY_CROSS_ENTROPY: {  // mean(max(x, 0) - x t + softplus(-|x|)), as the interpreter
+    int x = in[0];
+    int pos = make2(r, OP_MAXIMUM, loc, x, cnst(r, loc, 0));
+    int tail = make1(r, OP_SOFTPLUS, loc, make1(r, OP_NEG, loc, make1(r, OP_ABS, loc, x, NULL), NULL), NULL);
+    int term = make2(r, OP_ADD, loc, make2(r, OP_SUB, loc, pos, make2(r, OP_MUL, loc, x, in[1])), tail);
+    return make1(r, OP_MEAN, loc, term, NULL);
+  }
+  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
+    if (contiguous(a)) return -1;
+    int rank = graph_node(r->g, in[0])->shape.rank;
+    Attr t = trailing_perm(a, rank), ra = *a;
+    int xt = make1(r, OP_TRANSPOSE, loc, in[0], &t);
+    for (int i = 0; i < a->naxes; i++) ra.axes[i] = rank - a->naxes + i;
+    ra.b[0] = false;
+    int red = make1(r, op, loc, xt, &ra);
+    if (!a->b[0]) return red;
+    Attr sh = attr_default(OP_RESHAPE);
+    sh.shape = probe->shape;
+    return make1(r, OP_RESHAPE, loc, red, &sh);
+  }
+  case OP_MAXMIN_GRAD: {
+    if (contiguous(a)) return -1;
+    int rank = graph_node(r->g, in[0])->shape.rank;
+    Attr t = trailing_perm(a, rank), ga = *a, inv = t;
+    int ops[2] = {make1(r, OP_TRANSPOSE, loc, in[0], &t), make1(r, OP_TRANSPOSE, loc, in[1], &t)};
+    for (int i = 0; i < a->naxes; i++) ga.axes[i] = rank - a->naxes + i;
+    for (int i = 0; i < rank; i++) inv.axes[t.axes[i]] = i;
+    return make1(r, OP_TRANSPOSE, loc, make(r, OP_MAXMIN_GRAD, loc, 2, ops, &ga), &inv);
+  }
+  default: return -1;
+  }
+}
+
 // Algebraic identities and numerically safe forms. Returns an existing or
 // new node replacing (op, in, a), or -1 when no rule applies.
 static int rewrite(Rebuild *r, Op op, Loc loc, int nin, const int *in, const Attr *a, const Node *probe) {
   const OpInfo *info = op_info(op);
+  if (r->flags & SIMP_LOWER) {
+    int id = lower(r, op, loc, nin, in, a, probe);
+    if (id >= 0) return id;
+  }
   if ((r->flags & SIMP_FOLD) && (info->flags & OPF_EW) && info->scalar && nin > 0) {
     double x[3];
     bool all = nin <= 3;
@@ -276,7 +347,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
 Graph *simplify(const Graph *g, unsigned flags) {
   Graph *cur = NULL;
   const Graph *in = g;
-  unsigned rules = flags & (SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA);
+  unsigned rules = flags & (SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA | SIMP_LOWER);
   for (int round = 0; round < 8 && rules; round++) {  // until nothing changes
     Graph *next = rebuild(in, rules, NULL);
     bool same = next->nodes.n == in->nodes.n;

@@ -109,6 +109,59 @@ const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key);
 int bpcrt_st_to_f64(const bpcrt_tensor *t, double *out);
 int bpcrt_st_to_f32(const bpcrt_tensor *t, float *out);
 
+// ---- threadpool.c: the thread pool every parallel kernel goes through ----
+// A pool of nthreads threads: the caller is thread 0, and nthreads - 1
+// workers wait for work (spinning briefly, then asleep in the kernel).
+// bpcrt_parallel_for splits [0, n) into contiguous chunks; how many, and
+// which elements each holds, is a pure function of (n, grain, nthreads)
+// (bpcrt_chunks, bpcrt_chunk), and chunk k always runs on thread k, so a
+// kernel that indexes per-thread scratch by `thread` sees the same layout
+// on every run. Kernels are written so that any split gives the same bits.
+//
+// One caller thread at a time: a pool is not meant to be driven by two
+// threads at once. If it happens anyway, the call that finds the pool busy
+// runs its whole range inline as thread 0 (not parallel, and sharing thread
+// 0's id, hence its scratch, with the running call: don't rely on it).
+// A parallel_for from inside a task (on any pool, or NULL) runs inline on
+// the calling thread, with that thread's id: fn(ctx, 0, n, thread).
+
+typedef struct bpcrt_pool bpcrt_pool;
+
+// A task: do elements [begin, end) as thread `thread` (0 <= thread < nthreads).
+typedef void (*bpcrt_task)(void *ctx, int64_t begin, int64_t end, int thread);
+
+// nthreads counts the caller; <= 0 means the CPUs this process may run on
+// (sched_getaffinity), capped at BPCRT_MAX_THREADS. More threads than CPUs
+// works (workers then sleep instead of spinning) but rarely pays off. If the
+// system refuses a thread, the pool keeps those it got: bpcrt_pool_threads
+// tells the truth. Never returns NULL.
+#define BPCRT_MAX_THREADS 1024
+bpcrt_pool *bpcrt_pool_new(int nthreads);
+// Joins the workers and frees the pool; not while a parallel_for runs. NULL is a no-op.
+void bpcrt_pool_free(bpcrt_pool *p);
+// Total threads including the caller; 1 for NULL.
+int bpcrt_pool_threads(const bpcrt_pool *p);
+// How long (ns) an idle worker, or the caller waiting for workers, spins
+// before sleeping. Default 100000 (0 when nthreads exceeds the CPUs). Spinning
+// keeps back-to-back calls well under a microsecond; a sleeping worker costs
+// a futex wake-up (5-40 us on a VM) on the next call. Call only between
+// parallel_fors.
+void bpcrt_pool_set_spin(bpcrt_pool *p, int64_t ns);
+
+// Runs fn over [0, n) split into bpcrt_chunks(n, grain, threads) chunks;
+// chunk k on thread k (thread 0 = the caller, which runs chunk 0 itself).
+// Returns when every chunk is done; the tasks' writes are then visible to
+// the caller. n <= 0 calls nothing. A single chunk (n < 2 * grain, one
+// thread, p == NULL, nested or busy pool) runs inline: fn(ctx, 0, n, t),
+// t = the calling task's thread inside a task, else 0.
+void bpcrt_parallel_for(bpcrt_pool *p, bpcrt_task fn, void *ctx, int64_t n, int64_t grain);
+
+// The partition: min(nthreads, n / grain) chunks (at least 1; grain < 1
+// counts as 1), so each holds >= grain elements. n <= 0 gives 0 chunks.
+int bpcrt_chunks(int64_t n, int64_t grain, int nthreads);
+// Chunk k of nchunks over [0, n): sizes differ by at most one, larger first.
+void bpcrt_chunk(int64_t n, int nchunks, int k, int64_t *begin, int64_t *end);
+
 #ifdef __cplusplus
 }
 #endif

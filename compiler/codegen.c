@@ -1,0 +1,992 @@
+// codegen.c — a Program (kernels over one arena) -> an LLVM module through
+// the C API. Every kernel becomes a function `void kN(ctx, begin, end,
+// thread)` over its parallel range, with all shapes and arena offsets as
+// constants; `bpc_step(ctx)` runs them in order, through the runtime's thread
+// pool where the work is large enough. Elementwise kernels are loops emitted
+// here (a fused tree evaluated per element, inner loop contiguous so LLVM
+// vectorizes it); every other kernel is a call into the kernel library
+// (bpc_kernels.h), whose bitcode is linked into the module so the calls
+// inline with constant shapes. Then the new pass manager optimizes for the
+// target CPU.
+#include <llvm-c/Analysis.h>
+#include <llvm-c/BitReader.h>
+#include <llvm-c/Core.h>
+#include <llvm-c/Linker.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bpcc.h"
+
+// The kernel library's bitcode, embedded by kernels_bc.S.
+extern const char bpc_kernels_bc[], bpc_kernels_bc_end[];
+
+typedef struct Step {  // one entry of bpc_step: run fn over [0, n)
+  LLVMValueRef fn;
+  int64_t n;
+  bool parallel;
+} Step;
+
+typedef struct CG {
+  LLVMContextRef cx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  const Program *p;
+  const Graph *g;
+  LLVMTypeRef i1, i32, i64, f32, f64, ptr, vd, ctxty, taskty;
+  LLVMValueRef fn;                              // kernel being emitted
+  LLVMValueRef arena, scratch, status, seed, step, begin, end, thread;
+  struct { Step *v; int n, cap; } steps;
+  int nfn;
+  struct { char **sig; LLVMValueRef *fn; int n, cap; } bodies;  // shared loop bodies
+} CG;
+
+// The runtime context (bpc.h's bpcrt_ctx): arena, scratch, pool, seed, step.
+enum { CTX_ARENA, CTX_SCRATCH, CTX_POOL, CTX_SEED, CTX_STEP, CTX_NFIELDS };
+
+static LLVMTypeRef ftype(CG *c, DType t) { return t == DT_F64 ? c->f64 : t == DT_I32 ? c->i32 : c->f32; }
+static LLVMValueRef I64(CG *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
+static LLVMValueRef I32(CG *c, int64_t v) { return LLVMConstInt(c->i32, (unsigned long long)v, 1); }
+static LLVMValueRef FC(CG *c, DType t, double v) { return LLVMConstReal(ftype(c, t), v); }
+static const char *sfx(DType t) { return t == DT_F64 ? "f64" : "f32"; }
+
+// ---------------------------------------------------------------- functions
+
+static LLVMValueRef get_fn(CG *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *args, int nargs) {
+  LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
+  if (!f) f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, args, (unsigned)nargs, 0));
+  return f;
+}
+
+static LLVMValueRef call(CG *c, LLVMValueRef f, LLVMValueRef *args, int n) {
+  return LLVMBuildCall2(c->b, LLVMGlobalGetValueType(f), f, args, (unsigned)n, "");
+}
+
+// Calls library function `name` with args; types are taken from the values.
+static LLVMValueRef lib(CG *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
+  LLVMTypeRef tys[32];
+  BPC_ASSERT(n <= 32);
+  for (int i = 0; i < n; i++) tys[i] = LLVMTypeOf(args[i]);
+  return call(c, get_fn(c, name, ret, tys, n), args, n);
+}
+
+static LLVMValueRef ctx_field(CG *c, LLVMValueRef ctx, int field) {
+  LLVMValueRef gep = LLVMBuildStructGEP2(c->b, c->ctxty, ctx, (unsigned)field, "");
+  LLVMTypeRef t = field == CTX_SEED || field == CTX_STEP ? c->i64 : c->ptr;
+  return LLVMBuildLoad2(c->b, t, gep, "");
+}
+
+// Starts `void kN(ptr ctx, i64 begin, i64 end, i32 thread)` and loads the context.
+static LLVMValueRef begin_kernel(CG *c) {
+  char name[32];
+  snprintf(name, sizeof name, "k%d", c->nfn++);
+  LLVMValueRef f = LLVMAddFunction(c->mod, name, c->taskty);
+  LLVMSetLinkage(f, LLVMInternalLinkage);
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
+  c->fn = f;
+  LLVMValueRef ctx = LLVMGetParam(f, 0);
+  c->begin = LLVMGetParam(f, 1);
+  c->end = LLVMGetParam(f, 2);
+  c->thread = LLVMGetParam(f, 3);
+  c->arena = ctx_field(c, ctx, CTX_ARENA);
+  c->scratch = ctx_field(c, ctx, CTX_SCRATCH);
+  c->seed = ctx_field(c, ctx, CTX_SEED);
+  c->step = ctx_field(c, ctx, CTX_STEP);
+  c->status = LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->arena, (LLVMValueRef[]){I64(c, c->p->status_offset)}, 1, "status");
+  return f;
+}
+
+static void end_kernel(CG *c, int64_t n, int64_t work) {
+  LLVMBuildRetVoid(c->b);
+  // Below ~64K operations a kernel runs on the caller: the pool's wake-up costs more.
+  VEC_PUSH(c->steps, ((Step){c->fn, n, n > 1 && work >= 65536}));
+}
+
+static LLVMValueRef byte_ptr(CG *c, LLVMValueRef base, int64_t off) {
+  return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), base, (LLVMValueRef[]){I64(c, off)}, 1, "");
+}
+
+static LLVMValueRef node_ptr(CG *c, int id) {
+  BPC_ASSERT(c->p->offset[id] >= 0);
+  return byte_ptr(c, c->arena, c->p->offset[id]);
+}
+
+static LLVMValueRef scratch_ptr(CG *c) {
+  LLVMValueRef off = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->scratch_per_thread), "");
+  return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->scratch, &off, 1, "");
+}
+
+// A counted loop `for (i = lo; i < hi; i++) body(i)` in the current function.
+typedef struct Loop {
+  LLVMBasicBlockRef head, body, done;
+  LLVMValueRef i;
+  LLVMValueRef lo_block_val;
+  LLVMBasicBlockRef pre;
+} Loop;
+
+static LLVMValueRef loop_begin(CG *c, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
+  l->pre = LLVMGetInsertBlock(c->b);
+  l->head = LLVMAppendBasicBlockInContext(c->cx, c->fn, name);
+  l->body = LLVMAppendBasicBlockInContext(c->cx, c->fn, "body");
+  l->done = LLVMAppendBasicBlockInContext(c->cx, c->fn, "done");
+  LLVMBuildBr(c->b, l->head);
+  LLVMPositionBuilderAtEnd(c->b, l->head);
+  l->i = LLVMBuildPhi(c->b, LLVMTypeOf(lo), "i");
+  LLVMAddIncoming(l->i, &lo, &l->pre, 1);
+  LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, l->i, hi, ""), l->body, l->done);
+  LLVMPositionBuilderAtEnd(c->b, l->body);
+  return l->i;
+}
+
+static void loop_end(CG *c, Loop *l) {
+  LLVMValueRef next = LLVMBuildAdd(c->b, l->i, LLVMConstInt(LLVMTypeOf(l->i), 1, 0), "");
+  LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b);
+  LLVMAddIncoming(l->i, &next, &from, 1);
+  LLVMBuildBr(c->b, l->head);
+  LLVMPositionBuilderAtEnd(c->b, l->done);
+}
+
+// ---------------------------------------------------------------- elementwise
+
+static LLVMValueRef convert(CG *c, LLVMValueRef v, DType from, DType to) {
+  if (from == to) return v;
+  if (from == DT_I32) return LLVMBuildSIToFP(c->b, v, ftype(c, to), "");
+  if (to == DT_I32) return LLVMBuildFPToSI(c->b, v, c->i32, "");
+  return to == DT_F64 ? LLVMBuildFPExt(c->b, v, c->f64, "") : LLVMBuildFPTrunc(c->b, v, c->f32, "");
+}
+
+typedef struct EwRead {
+  int node;
+  int64_t stride[BPC_MAX_RANK];  // per collapsed dim, in elements
+  LLVMValueRef ptr;              // the value's storage (a parameter of the loop body)
+  LLVMValueRef base;             // element offset of the current row
+} EwRead;
+
+typedef struct Ew {
+  const Kernel *k;
+  int rank;                  // collapsed iteration space
+  int64_t d[BPC_MAX_RANK];
+  EwRead r[64];
+  int nr;
+  int64_t block;             // inner length per row (the last dim, or a block of it)
+  LLVMValueRef j;            // inner index
+  LLVMValueRef *val;         // per node id: value in this iteration
+} Ew;
+
+static LLVMValueRef ew_node(CG *c, Ew *e, int id);
+static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs);
+
+static LLVMValueRef ew_operand(CG *c, Ew *e, int id, DType to) {
+  const Node *n = graph_node(c->g, id);
+  if (n->op == OP_CONST) return to == DT_I32 ? I32(c, (int64_t)n->attr.f[0]) : FC(c, to, n->attr.f[0]);
+  return convert(c, ew_node(c, e, id), n->dtype, to);
+}
+
+static LLVMValueRef fcmp(CG *c, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFCmp(c->b, p, a, b, ""); }
+
+// One elementwise node's value at the current element.
+static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
+  DType t = n->dtype;
+  bool is_int = t == DT_I32;
+  // Operands convert to the node's dtype, except compare/where operands.
+  DType opt = t;
+  if (n->op == OP_GREATER || n->op == OP_LESS || n->op == OP_EQUAL) {
+    opt = DT_F32;
+    for (int k = 0; k < n->nin; k++) opt = graph_node(c->g, n->in[k])->dtype == DT_F64 ? DT_F64 : opt;
+    if (t == DT_F64) opt = DT_F64;
+  }
+  LLVMValueRef x[3] = {0};
+  for (int k = 0; k < n->nin && k < 3; k++) {
+    DType want = (n->op == OP_WHERE && k == 0) ? graph_node(c->g, n->in[0])->dtype : opt;
+    if (n->op == OP_WHERE && k == 0 && graph_node(c->g, n->in[0])->op == OP_CONST) want = t == DT_I32 ? DT_F32 : t;
+    x[k] = ew_operand(c, e, n->in[k], want);
+  }
+  LLVMTypeRef ty = ftype(c, t);
+  const char *s = sfx(t);
+  char name[64];
+#define LIB1(fn) (snprintf(name, sizeof name, "bpck_" fn "_%s", s), lib(c, name, ty, (LLVMValueRef[]){x[0]}, 1))
+  switch (n->op) {
+  case OP_CONST: return is_int ? I32(c, (int64_t)n->attr.f[0]) : FC(c, t, n->attr.f[0]);
+  case OP_CAST: return convert(c, ew_operand(c, e, n->in[0], graph_node(c->g, n->in[0])->dtype), graph_node(c->g, n->in[0])->dtype, t);
+  case OP_STOP_GRADIENT: return x[0];
+  case OP_ADD: return is_int ? LLVMBuildAdd(c->b, x[0], x[1], "") : LLVMBuildFAdd(c->b, x[0], x[1], "");
+  case OP_SUB: return is_int ? LLVMBuildSub(c->b, x[0], x[1], "") : LLVMBuildFSub(c->b, x[0], x[1], "");
+  case OP_MUL: return is_int ? LLVMBuildMul(c->b, x[0], x[1], "") : LLVMBuildFMul(c->b, x[0], x[1], "");
+  case OP_DIV: return LLVMBuildFDiv(c->b, x[0], x[1], "");
+  case OP_NEG: return is_int ? LLVMBuildNeg(c->b, x[0], "") : LLVMBuildFNeg(c->b, x[0], "");
+  case OP_SQUARE: return is_int ? LLVMBuildMul(c->b, x[0], x[0], "") : LLVMBuildFMul(c->b, x[0], x[0], "");
+  case OP_MAXIMUM: case OP_MINIMUM: {  // NaN in the first operand wins, as NumPy
+    if (is_int)
+      return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, n->op == OP_MAXIMUM ? LLVMIntSGT : LLVMIntSLT, x[0], x[1], ""), x[0], x[1], "");
+    LLVMValueRef better = fcmp(c, n->op == OP_MAXIMUM ? LLVMRealOGT : LLVMRealOLT, x[0], x[1]);
+    LLVMValueRef nan = fcmp(c, LLVMRealUNO, x[0], x[0]);
+    return LLVMBuildSelect(c->b, LLVMBuildOr(c->b, better, nan, ""), x[0], x[1], "");
+  }
+  case OP_ABS:
+    if (is_int) return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x[0], I32(c, 0), ""), LLVMBuildNeg(c->b, x[0], ""), x[0], "");
+    snprintf(name, sizeof name, "llvm.fabs.%s", s);
+    return lib(c, name, ty, x, 1);
+  case OP_SQRT:
+    snprintf(name, sizeof name, "llvm.sqrt.%s", s);
+    return lib(c, name, ty, x, 1);
+  case OP_RSQRT:
+    snprintf(name, sizeof name, "llvm.sqrt.%s", s);
+    return LLVMBuildFDiv(c->b, FC(c, t, 1), lib(c, name, ty, x, 1), "");
+  case OP_RELU: return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0], FC(c, t, 0), "");
+  case OP_LEAKY_RELU:
+    return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0],
+                           LLVMBuildFMul(c->b, FC(c, t, n->attr.f[0]), x[0], ""), "");
+  case OP_WHERE: {
+    const Node *cn = graph_node(c->g, n->in[0]);
+    LLVMValueRef cond = cn->dtype == DT_I32 && cn->op != OP_CONST ? LLVMBuildICmp(c->b, LLVMIntNE, x[0], I32(c, 0), "")
+                                                                  : fcmp(c, LLVMRealUNE, x[0], LLVMConstReal(LLVMTypeOf(x[0]), 0));
+    return LLVMBuildSelect(c->b, cond, x[1], x[2], "");
+  }
+  case OP_GREATER: case OP_LESS: case OP_EQUAL: {
+    LLVMRealPredicate p = n->op == OP_GREATER ? LLVMRealOGT : n->op == OP_LESS ? LLVMRealOLT : LLVMRealOEQ;
+    return LLVMBuildUIToFP(c->b, fcmp(c, p, x[0], x[1]), ty, "");
+  }
+  case OP_EXP: return LIB1("exp");
+  case OP_LOG: return LIB1("log");
+  case OP_TANH: return LIB1("tanh");
+  case OP_SIN: return LIB1("sin");
+  case OP_COS: return LIB1("cos");
+  case OP_SIGMOID: return LIB1("sigmoid");
+  case OP_SOFTPLUS: return LIB1("softplus");
+  case OP_SILU: return LIB1("silu");
+  case OP_POW: case OP_GELU: case OP_GELU_GRAD: {
+    const char *fn = n->op == OP_POW ? "pow" : n->op == OP_GELU ? "gelu" : "gelu_grad";
+    double p = n->op == OP_POW ? n->attr.f[0] : n->attr.b[0] ? 1.0 : 0.0;
+    snprintf(name, sizeof name, "bpck_%s_%s", fn, s);
+    return lib(c, name, ty, (LLVMValueRef[]){x[0], FC(c, t, p)}, 2);
+  }
+  default: bpc_bug(__FILE__, __LINE__, "no elementwise lowering for '%s'", op_name(n->op));
+  }
+#undef LIB1
+}
+
+static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
+  if (e->val[id]) return e->val[id];
+  for (int i = 0; i < e->nr; i++) {
+    if (e->r[i].node != id) continue;
+    const Node *n = graph_node(c->g, id);
+    LLVMValueRef idx = e->r[i].stride[e->rank - 1] ? LLVMBuildAdd(c->b, e->r[i].base, e->j, "") : e->r[i].base;
+    LLVMValueRef p = LLVMBuildGEP2(c->b, ftype(c, n->dtype), e->r[i].ptr, &idx, 1, "");
+    return e->val[id] = LLVMBuildLoad2(c->b, ftype(c, n->dtype), p, "");
+  }
+  return e->val[id] = ew_scalar(c, e, graph_node(c->g, id));
+}
+
+// Strides (elements) of `s` read broadcast to `out`: 0 on broadcast axes.
+static void bcast_strides(const Shape *s, const Shape *out, int64_t *st) {
+  int64_t acc = 1;
+  for (int i = out->rank - 1; i >= 0; i--) {
+    int k = s->rank - out->rank + i;
+    int64_t dim = k >= 0 ? s->d[k] : 1;
+    st[i] = dim == 1 ? 0 : acc;
+    acc *= dim;
+  }
+}
+
+// Everything a loop body depends on, as text: two kernels with the same
+// signature can share one body.
+static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, int64_t rows) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  fprintf(f, "%lld/%lld/%lld/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0);
+  for (int a = 0; a < e->rank; a++) fprintf(f, "%lld,", (long long)e->d[a]);
+  for (int i = 0; i < e->nr; i++) {
+    fprintf(f, "|r%d", graph_node(c->g, e->r[i].node)->dtype);
+    for (int a = 0; a < e->rank; a++) fprintf(f, ",%lld", (long long)e->r[i].stride[a]);
+  }
+  for (int t = 0; t < k->nnodes; t++) {
+    const Node *n = graph_node(c->g, k->nodes[t]);
+    fprintf(f, "|%d/%d/%a/%a/%d(", n->op, n->dtype, n->attr.f[0], n->attr.f[1], n->attr.b[0]);
+    for (int x = 0; x < n->nin; x++) {
+      int id = n->in[x], slot = -1;
+      const Node *xn = graph_node(c->g, id);
+      for (int i = 0; i < e->nr; i++) slot = e->r[i].node == id ? i : slot;
+      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
+      else if (slot >= 0) fprintf(f, "r%d,", slot);
+      else
+        for (int u = 0; u < t; u++)
+          if (k->nodes[u] == id) fprintf(f, "n%d,", u);
+    }
+    fputc(')', f);
+  }
+  fclose(f);
+  return buf;
+}
+
+// `void ewN(out, reads..., begin, end)`: the loop over rows [begin, end).
+static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner, int64_t rows) {
+  const Node *root = graph_node(c->g, k->root);
+  LLVMTypeRef params[66];
+  for (int i = 0; i <= e->nr; i++) params[i] = c->ptr;
+  params[e->nr + 1] = params[e->nr + 2] = c->i64;
+  char name[32];
+  snprintf(name, sizeof name, "ew%d", c->bodies.n);
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)e->nr + 3, 0));
+  LLVMSetLinkage(fn, LLVMInternalLinkage);
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
+  // No noalias on the pointers: an in-place kernel or an epilogue reads the
+  // storage it writes (element by element, which is safe).
+  LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
+  LLVMValueRef saved_fn = c->fn;
+  c->fn = fn;
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
+  LLVMValueRef out_ptr = LLVMGetParam(fn, 0);
+  for (int i = 0; i < e->nr; i++) e->r[i].ptr = LLVMGetParam(fn, (unsigned)i + 1);
+  LLVMValueRef begin = LLVMGetParam(fn, (unsigned)e->nr + 1), end = LLVMGetParam(fn, (unsigned)e->nr + 2);
+  e->val = xcalloc((size_t)c->g->nodes.n, sizeof(LLVMValueRef));
+  Loop lr, lj;
+  LLVMValueRef r = loop_begin(c, &lr, begin, end, "rows");
+  LLVMValueRef jlo = I64(c, 0), jhi = I64(c, e->block);
+  bool blocked = e->block != inner;
+  if (blocked) {
+    jlo = LLVMBuildMul(c->b, r, I64(c, e->block), "");
+    LLVMValueRef hi = LLVMBuildAdd(c->b, jlo, I64(c, e->block), "");
+    jhi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, inner), ""), hi, I64(c, inner), "");
+  }
+  // Row bases: decompose r over the outer collapsed axes.
+  for (int i = 0; i < e->nr; i++) {
+    LLVMValueRef base = I64(c, 0), rem = r;
+    if (!blocked)
+      for (int a = e->rank - 2; a >= 0; a--) {
+        LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, e->d[a]), "");
+        rem = LLVMBuildSDiv(c->b, rem, I64(c, e->d[a]), "");
+        if (e->r[i].stride[a]) base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, coord, I64(c, e->r[i].stride[a]), ""), "");
+      }
+    e->r[i].base = base;
+  }
+  LLVMValueRef out_base = blocked ? I64(c, 0) : LLVMBuildMul(c->b, r, I64(c, inner), "");
+  LLVMValueRef j = loop_begin(c, &lj, jlo, jhi, "inner");
+  e->j = j;
+  LLVMValueRef v = ew_node(c, e, k->root);
+  LLVMValueRef oi = LLVMBuildAdd(c->b, out_base, j, "");
+  LLVMBuildStore(c->b, v, LLVMBuildGEP2(c->b, ftype(c, root->dtype), out_ptr, &oi, 1, ""));
+  loop_end(c, &lj);
+  loop_end(c, &lr);
+  LLVMBuildRetVoid(c->b);
+  free(e->val);
+  (void)rows;
+  c->fn = saved_fn;
+  if (saved) LLVMPositionBuilderAtEnd(c->b, saved);
+  return fn;
+}
+
+// Is `id` an operand of one of the kernel's tree nodes?
+static bool tree_reads(const Graph *g, const Kernel *k, int id) {
+  for (int t = 0; t < k->nnodes; t++) {
+    const Node *n = graph_node(g, k->nodes[t]);
+    for (int x = 0; x < n->nin; x++)
+      if (n->in[x] == id) return true;
+  }
+  return false;
+}
+
+static void emit_ew(CG *c, const Kernel *k) {
+  const Node *root = graph_node(c->g, k->root);
+  Ew e = {.k = k};
+  Shape out = root->shape;
+  if (out.rank == 0) out = (Shape){.rank = 1, .d = {1}};
+  int64_t st[65][BPC_MAX_RANK];
+  bcast_strides(&out, &out, st[0]);
+  for (int i = 0; i < k->nreads; i++) {
+    if (!tree_reads(c->g, k, k->reads[i])) continue;  // an epilogue matmul's operand
+    BPC_ASSERT(e.nr < 64);
+    e.r[e.nr].node = k->reads[i];
+    bcast_strides(&graph_node(c->g, k->reads[i])->shape, &out, st[++e.nr]);
+  }
+  int rank = 0;
+  if (k->mm >= 0) {  // a matmul epilogue walks the GEMM's [rows, N]
+    rank = 2;
+    e.d[0] = shape_numel(&out) / out.d[out.rank - 1];
+    e.d[1] = out.d[out.rank - 1];
+    for (int i = 0; i <= e.nr; i++) st[i][0] = st[i][out.rank - 2], st[i][1] = st[i][out.rank - 1];
+  } else {
+    // Collapse adjacent axes that every operand walks contiguously.
+    for (int a = 0; a < out.rank; a++) {
+      bool merge = rank > 0;
+      for (int i = 0; i <= e.nr && merge; i++) merge = st[i][rank - 1] == st[i][a] * out.d[a];
+      if (merge) {
+        e.d[rank - 1] *= out.d[a];
+        for (int i = 0; i <= e.nr; i++) st[i][rank - 1] = st[i][a];
+      } else {
+        e.d[rank] = out.d[a];
+        for (int i = 0; i <= e.nr; i++) st[i][rank] = st[i][a];
+        rank++;
+      }
+    }
+  }
+  e.rank = rank;
+  for (int i = 0; i < e.nr; i++) memcpy(e.r[i].stride, st[i + 1], sizeof e.r[i].stride);
+  int64_t inner = e.d[rank - 1], rows = shape_numel(&out) / inner;
+  e.block = inner;
+  if (rows == 1 && inner > 4096 && k->mm < 0) {  // one long row: blocks give the pool work to split
+    e.block = 4096;
+    rows = (inner + 4095) / 4096;
+  }
+  // Loops with the same structure (the same block of every layer) share one
+  // body taking the storage as arguments: compile time grows with the
+  // distinct loops, not with depth.
+  char *sig = ew_signature(c, &e, k, inner, rows);
+  LLVMValueRef body = NULL;
+  for (int i = 0; i < c->bodies.n && !body; i++)
+    if (!strcmp(c->bodies.sig[i], sig)) body = c->bodies.fn[i];
+  if (!body) {
+    body = emit_ew_body(c, &e, k, inner, rows);
+    if (c->bodies.n == c->bodies.cap) {
+      c->bodies.cap = c->bodies.cap ? 2 * c->bodies.cap : 16;
+      c->bodies.sig = xrealloc(c->bodies.sig, sizeof(char *) * (size_t)c->bodies.cap);
+      c->bodies.fn = xrealloc(c->bodies.fn, sizeof(LLVMValueRef) * (size_t)c->bodies.cap);
+    }
+    c->bodies.sig[c->bodies.n] = sig;
+    c->bodies.fn[c->bodies.n++] = body;
+  } else {
+    free(sig);
+  }
+  begin_kernel(c);
+  if (k->mm >= 0) {  // the GEMM writes these rows, then the epilogue rewrites them in place
+    const Node *m = graph_node(c->g, k->mm);
+    int64_t M, N, K, batch;
+    matmul_dims(c->g, m, &M, &N, &K, &batch);
+    const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
+    LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), node_ptr(c, m->in[0]), I64(c, as->d[as->rank - 1]),
+                             I32(c, m->attr.b[0]), node_ptr(c, m->in[1]), I64(c, bs->d[bs->rank - 1]), I32(c, m->attr.b[1]),
+                             node_ptr(c, k->root), I64(c, N), I32(c, 0), scratch_ptr(c), c->begin, c->end};
+    libcall(c, "gemm", m->dtype, args, 15);
+  }
+  LLVMValueRef args[66];
+  args[0] = node_ptr(c, k->root);
+  for (int i = 0; i < e.nr; i++) args[i + 1] = node_ptr(c, e.r[i].node);
+  args[e.nr + 1] = c->begin;
+  args[e.nr + 2] = c->end;
+  call(c, body, args, e.nr + 3);
+  end_kernel(c, rows, k->flops + k->bytes);
+}
+
+// ---------------------------------------------------------------- library calls
+
+static LLVMValueRef global_i64s(CG *c, const int64_t *v, int n) {
+  LLVMValueRef vals[BPC_MAX_RANK];
+  for (int i = 0; i < n; i++) vals[i] = I64(c, v[i]);
+  LLVMTypeRef at = LLVMArrayType2(c->i64, (uint64_t)n);
+  LLVMValueRef g = LLVMAddGlobal(c->mod, at, "dims");
+  LLVMSetInitializer(g, LLVMConstArray2(c->i64, vals, (uint64_t)n));
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetLinkage(g, LLVMPrivateLinkage);
+  return g;
+}
+
+static void contiguous_strides(const Shape *s, int64_t *st) {
+  int64_t acc = 1;
+  for (int i = s->rank - 1; i >= 0; i--) st[i] = acc, acc *= s->d[i];
+}
+
+// A strided copy kernel: out (+ out_off elements) <- in (+ in_off) over `shape`.
+static void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int64_t in_off,
+                      const int64_t *ist, const Shape *shape, DType t, bool own_kernel) {
+  Shape s = *shape;
+  if (s.rank == 0) s = (Shape){.rank = 1, .d = {1}};
+  int64_t n = shape_numel(&s);
+  if (own_kernel) begin_kernel(c);
+  char name[48];
+  snprintf(name, sizeof name, "bpck_strided_copy_%s", t == DT_I32 ? "i32" : sfx(t));
+  LLVMValueRef op = node_ptr(c, out), ip = node_ptr(c, in);
+  op = LLVMBuildGEP2(c->b, ftype(c, t), op, (LLVMValueRef[]){I64(c, out_off)}, 1, "");
+  ip = LLVMBuildGEP2(c->b, ftype(c, t), ip, (LLVMValueRef[]){I64(c, in_off)}, 1, "");
+  LLVMValueRef args[8] = {op, global_i64s(c, ost, s.rank), ip, global_i64s(c, ist, s.rank), I32(c, s.rank),
+                          global_i64s(c, s.d, s.rank), own_kernel ? c->begin : I64(c, 0), own_kernel ? c->end : I64(c, n)};
+  lib(c, name, LLVMVoidTypeInContext(c->cx), args, 8);
+  if (own_kernel) end_kernel(c, n, 2 * n);
+}
+
+static int64_t last_dim(const Shape *s) { return s->rank ? s->d[s->rank - 1] : 1; }
+
+// [O, R, I] view of a reduction over a contiguous block of axes.
+static void ori(const Shape *x, const int *axes, int naxes, int64_t *O, int64_t *R, int64_t *I) {
+  *O = 1, *R = 1, *I = 1;
+  int lo = naxes ? axes[0] : x->rank, hi = naxes ? axes[naxes - 1] : x->rank - 1;
+  for (int a = 0; a < x->rank; a++) *(a < lo ? O : a <= hi ? R : I) *= x->d[a];
+}
+
+static bool contiguous_axes(const Attr *a) {
+  for (int i = 1; i < a->naxes; i++)
+    if (a->axes[i] != a->axes[i - 1] + 1) return false;
+  return true;
+}
+
+#define P(id) node_ptr(c, id)
+#define IN(k) n->in[k]
+#define XS(k) (&graph_node(c->g, n->in[k])->shape)
+#define VOID LLVMVoidTypeInContext(c->cx)
+
+static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs) {
+  char name[64];
+  snprintf(name, sizeof name, "bpck_%s_%s", base, sfx(t));
+  lib(c, name, VOID, args, nargs);
+}
+
+// One library kernel over [begin, end) (a fresh kernel function).
+static void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work) {
+  LLVMValueRef all[32];
+  memcpy(all, args, sizeof(LLVMValueRef) * (size_t)nargs);
+  all[nargs] = c->begin, all[nargs + 1] = c->end;
+  libcall(c, base, t, all, nargs + 2);
+  end_kernel(c, n, work);
+}
+
+static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
+  DType t = n->dtype;
+  const Shape *as = XS(0), *bs = XS(1), *os = &n->shape;
+  bool ta = n->attr.b[0], tb = n->attr.b[1];
+  int64_t M, N, K, batch;
+  int64_t lda = as->d[as->rank - 1], ldb = bs->d[bs->rank - 1];
+  BPC_ASSERT(n->op == OP_MATMUL);  // linear is lowered to matmul + add first
+  matmul_dims(c->g, n, &M, &N, &K, &batch);
+  begin_kernel(c);
+  LLVMValueRef sp = scratch_ptr(c);
+  if (batch == 1) {
+    LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), P(IN(0)), I64(c, lda), I32(c, ta), P(IN(1)), I64(c, ldb),
+                             I32(c, tb), P(k->root), I64(c, N), I32(c, 0), sp, c->begin, c->end};
+    libcall(c, "gemm", t, args, 15);
+    LLVMBuildRetVoid(c->b);
+    VEC_PUSH(c->steps, ((Step){c->fn, M, k->flops >= 65536}));
+    return;
+  }
+  // Batched: the range is over batch entries; operand batch offsets broadcast.
+  Shape ob = {.rank = os->rank - 2}, ab = {.rank = as->rank - 2}, bb = {.rank = bs->rank - 2};
+  memcpy(ob.d, os->d, sizeof(int64_t) * (size_t)ob.rank);
+  memcpy(ab.d, as->d, sizeof(int64_t) * (size_t)ab.rank);
+  memcpy(bb.d, bs->d, sizeof(int64_t) * (size_t)bb.rank);
+  int64_t sa[BPC_MAX_RANK], sb[BPC_MAX_RANK];
+  bcast_strides(&ab, &ob, sa);
+  bcast_strides(&bb, &ob, sb);
+  int64_t amat = as->d[as->rank - 1] * as->d[as->rank - 2], bmat = bs->d[bs->rank - 1] * bs->d[bs->rank - 2];
+  Loop l;
+  LLVMValueRef bi = loop_begin(c, &l, c->begin, c->end, "batch");
+  LLVMValueRef aoff = I64(c, 0), boff = I64(c, 0), rem = bi;
+  for (int a = ob.rank - 1; a >= 0; a--) {
+    LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, ob.d[a]), "");
+    rem = LLVMBuildSDiv(c->b, rem, I64(c, ob.d[a]), "");
+    aoff = LLVMBuildAdd(c->b, aoff, LLVMBuildMul(c->b, coord, I64(c, sa[a] * amat), ""), "");
+    boff = LLVMBuildAdd(c->b, boff, LLVMBuildMul(c->b, coord, I64(c, sb[a] * bmat), ""), "");
+  }
+  LLVMTypeRef et = ftype(c, t);
+  LLVMValueRef ap = LLVMBuildGEP2(c->b, et, P(IN(0)), &aoff, 1, "");
+  LLVMValueRef bp = LLVMBuildGEP2(c->b, et, P(IN(1)), &boff, 1, "");
+  LLVMValueRef coff = LLVMBuildMul(c->b, bi, I64(c, M * N), "");
+  LLVMValueRef cp = LLVMBuildGEP2(c->b, et, P(k->root), &coff, 1, "");
+  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), ap, I64(c, lda), I32(c, ta), bp, I64(c, ldb),
+                           I32(c, tb), cp, I64(c, N), I32(c, 0), sp, I64(c, 0), I64(c, M)};
+  libcall(c, "gemm", t, args, 15);
+  loop_end(c, &l);
+  LLVMBuildRetVoid(c->b);
+  VEC_PUSH(c->steps, ((Step){c->fn, batch, k->flops >= 65536}));
+}
+
+// Sequential phase of a two-phase kernel: out[0] = scale * sum(tmp[0..n)).
+static void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DType t) {
+  begin_kernel(c);
+  LLVMValueRef tmp = byte_ptr(c, c->arena, tmp_off);
+  libcall(c, "sum_scale", t, (LLVMValueRef[]){P(out), tmp, I64(c, n), FC(c, t, scale)}, 4);
+  end_kernel(c, 1, 0);
+}
+
+static void emit_call(CG *c, const Kernel *k) {
+  const Node *n = graph_node(c->g, k->root);
+  DType t = n->dtype == DT_I32 ? graph_node(c->g, n->in[0])->dtype : n->dtype;
+  int64_t numel = shape_numel(&n->shape), work = k->flops + k->bytes;
+  const Attr *a = &n->attr;
+  if (op_info(n->op)->lower == LK_MATMUL) return emit_matmul(c, k, n);
+  switch (n->op) {
+  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
+    BPC_ASSERT(contiguous_axes(a));
+    int64_t O, R, I;
+    ori(XS(0), a->axes, a->naxes, &O, &R, &I);
+    int kind = n->op == OP_SUM ? 0 : n->op == OP_MEAN ? 1 : n->op == OP_MAX ? 2 : n->op == OP_MIN ? 3 : n->op == OP_VAR ? 4 : 5;
+    begin_kernel(c);
+    if (n->dtype == DT_I32) bpc_bug(__FILE__, __LINE__, "integer reductions are not lowered yet");
+    return call_kernel(c, "reduce", t, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 6, O * I, work);
+  }
+  case OP_MAXMIN_GRAD: {
+    int64_t O, R, I;
+    BPC_ASSERT(contiguous_axes(a));
+    ori(XS(0), a->axes, a->naxes, &O, &R, &I);
+    begin_kernel(c);
+    return call_kernel(c, "maxmin_grad", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, O), I64(c, R), I64(c, I), I32(c, a->b[1])}, 7, O * I, work);
+  }
+  case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_ARGMAX: {
+    int axis = (int)a->i[0];
+    int64_t O, R, I;
+    ori(XS(0), &axis, 1, &O, &R, &I);
+    begin_kernel(c);
+    if (n->op == OP_ARGMAX)
+      return call_kernel(c, "argmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 5, O * I, work);
+    return call_kernel(c, "softmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), I32(c, n->op == OP_LOG_SOFTMAX)}, 6, O * I, work);
+  }
+  case OP_TRANSPOSE: {
+    int64_t ost[BPC_MAX_RANK], xst[BPC_MAX_RANK], ist[BPC_MAX_RANK];
+    contiguous_strides(&n->shape, ost);
+    contiguous_strides(XS(0), xst);
+    for (int i = 0; i < n->shape.rank; i++) ist[i] = xst[a->axes[i]];
+    return emit_copy(c, k->root, 0, ost, IN(0), 0, ist, &n->shape, n->dtype, true);
+  }
+  case OP_BROADCAST_TO: {
+    int64_t ost[BPC_MAX_RANK], ist[BPC_MAX_RANK];
+    contiguous_strides(&n->shape, ost);
+    bcast_strides(XS(0), &n->shape, ist);
+    return emit_copy(c, k->root, 0, ost, IN(0), 0, ist, &n->shape, n->dtype, true);
+  }
+  case OP_SLICE: case OP_SLICE_GRAD: {
+    bool grad = n->op == OP_SLICE_GRAD;
+    const Shape *big = grad ? &n->shape : XS(0), *small = grad ? XS(0) : &n->shape;
+    int64_t bst[BPC_MAX_RANK], sst[BPC_MAX_RANK];
+    contiguous_strides(big, bst);
+    contiguous_strides(small, sst);
+    int64_t off = a->i[0] * bst[a->i[2]];
+    if (!grad) return emit_copy(c, k->root, 0, sst, IN(0), off, bst, small, n->dtype, true);
+    begin_kernel(c);  // zeros, then gy into its window: one thread
+    libcall(c, "fill", n->dtype, (LLVMValueRef[]){P(k->root), FC(c, n->dtype, 0), I64(c, 0), I64(c, numel)}, 4);
+    emit_copy(c, k->root, off, bst, IN(0), 0, sst, small, n->dtype, false);
+    return end_kernel(c, 1, 0);
+  }
+  case OP_CONCAT: {
+    begin_kernel(c);
+    int64_t ost[BPC_MAX_RANK], off = 0;
+    contiguous_strides(&n->shape, ost);
+    for (int i = 0; i < n->nin; i++) {
+      int64_t ist[BPC_MAX_RANK];
+      contiguous_strides(XS(i), ist);
+      emit_copy(c, k->root, off * ost[a->i[0]], ost, IN(i), 0, ist, XS(i), n->dtype, false);
+      off += XS(i)->d[a->i[0]];
+    }
+    return end_kernel(c, 1, 0);
+  }
+  case OP_ZEROS: case OP_ONES: case OP_FULL: {
+    double v = n->op == OP_ZEROS ? 0 : n->op == OP_ONES ? 1 : a->f[0];
+    begin_kernel(c);
+    return call_kernel(c, "fill", n->dtype, (LLVMValueRef[]){P(k->root), FC(c, n->dtype, v)}, 2, numel, numel);
+  }
+  case OP_ARANGE:
+    begin_kernel(c);
+    lib(c, "bpck_arange_i32", VOID, (LLVMValueRef[]){P(k->root), c->begin, c->end}, 3);
+    return end_kernel(c, numel, numel);
+  case OP_EMBEDDING: {
+    int64_t V = XS(1)->d[0], C = XS(1)->d[1], ids = shape_numel(XS(0));
+    begin_kernel(c);
+    return call_kernel(c, "embedding", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C), c->status}, 7, ids, work);
+  }
+  case OP_EMBEDDING_GRAD: {
+    int64_t V = n->shape.d[0], C = n->shape.d[1], ids = shape_numel(XS(0));
+    begin_kernel(c);
+    return call_kernel(c, "embedding_grad", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 6, C, work);
+  }
+  case OP_ONE_HOT: {
+    int64_t ids = shape_numel(XS(0));
+    begin_kernel(c);
+    return call_kernel(c, "one_hot", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, ids), I64(c, a->i[0])}, 4, ids, work);
+  }
+  case OP_LAYER_NORM: case OP_RMS_NORM: case OP_LAYER_NORM_DX: case OP_RMS_NORM_DX: {
+    int64_t C = last_dim(XS(0)), rows = shape_numel(XS(0)) / C, gn = shape_numel(XS(1));
+    begin_kernel(c);
+    LLVMValueRef eps = FC(c, t, a->f[0]);
+    if (n->op == OP_LAYER_NORM)
+      return call_kernel(c, "layer_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), I64(c, rows), I64(c, C), eps}, 9, rows, work);
+    if (n->op == OP_RMS_NORM)
+      return call_kernel(c, "rms_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), I64(c, rows), I64(c, C), eps}, 7, rows, work);
+    return call_kernel(c, n->op == OP_LAYER_NORM_DX ? "layer_norm_dx" : "rms_norm_dx", t,
+                       (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, rows), I64(c, C), eps}, 8, rows, work);
+  }
+  case OP_BATCH_NORM: case OP_BATCH_NORM_DX: {
+    int64_t C = last_dim(XS(0)), N = shape_numel(XS(0)) / C, gn = shape_numel(XS(1));
+    begin_kernel(c);
+    LLVMValueRef eps = FC(c, t, a->f[0]);
+    if (n->op == OP_BATCH_NORM)
+      return call_kernel(c, "batch_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), P(IN(3)), P(IN(4)), I64(c, N), I64(c, C), eps, I32(c, 1)}, 12, C, work);
+    return call_kernel(c, "batch_norm_dx", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, N), I64(c, C), eps}, 8, C, work);
+  }
+  case OP_ATTENTION: case OP_ATTENTION_GRAD: {
+    const Shape *q = XS(0), *kk = XS(1);
+    int64_t B = q->d[0], Tq = q->d[1], Tk = kk->d[1], C = q->d[2], H = a->i[0];
+    begin_kernel(c);
+    LLVMValueRef sp = scratch_ptr(c);
+    if (n->op == OP_ATTENTION)
+      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 11, B * H, work);
+    LLVMValueRef null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
+    outs[a->i[1]] = P(k->root);
+    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 14, B * H, work);
+  }
+  case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
+    int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
+    begin_kernel(c);
+    return call_kernel(c, "causal_mask", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, R), I64(c, Cc), I32(c, n->op == OP_CAUSAL_MASK_GRAD)}, 5, numel / Cc, work);
+  }
+  case OP_CONV2D: case OP_CONV2D_DX: case OP_CONV2D_DW: {
+    const Shape *xs = n->op == OP_CONV2D_DX ? &n->shape : XS(0);
+    const Shape *ws = n->op == OP_CONV2D ? XS(1) : n->op == OP_CONV2D_DX ? XS(1) : &n->shape;
+    LLVMValueRef geo[9] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, ws->d[0]),
+                           I64(c, ws->d[1]), I64(c, ws->d[3]), I64(c, a->i[0]), I64(c, a->i[1])};
+    begin_kernel(c);
+    LLVMValueRef args[12];
+    args[0] = P(k->root);
+    args[1] = P(IN(0));
+    args[2] = P(IN(1));
+    memcpy(args + 3, geo, sizeof(LLVMValueRef) * 9);
+    int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1];
+    return call_kernel(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw", t, args, 12, range, work);
+  }
+  case OP_MAX_POOL2D: case OP_AVG_POOL2D: case OP_MAX_POOL2D_GRAD: case OP_AVG_POOL2D_GRAD: {
+    const Shape *xs = XS(0);
+    bool grad = n->op == OP_MAX_POOL2D_GRAD || n->op == OP_AVG_POOL2D_GRAD;
+    bool is_max = n->op == OP_MAX_POOL2D || n->op == OP_MAX_POOL2D_GRAD;
+    begin_kernel(c);
+    LLVMValueRef geo[7] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, a->i[0]), I64(c, a->i[1]), I32(c, is_max)};
+    if (!grad) {
+      LLVMValueRef args[9] = {P(k->root), P(IN(0))};
+      memcpy(args + 2, geo, sizeof geo);
+      return call_kernel(c, "pool2d", t, args, 9, n->shape.d[0] * n->shape.d[1], work);
+    }
+    LLVMValueRef args[10] = {P(k->root), P(IN(0)), P(IN(1))};
+    memcpy(args + 3, geo, sizeof geo);
+    return call_kernel(c, "pool2d_grad", t, args, 10, xs->d[0], work);
+  }
+  case OP_DROPOUT: {
+    begin_kernel(c);
+    return call_kernel(c, "dropout", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, t, a->f[0]), c->seed, LLVMConstInt(c->i64, a->salt, 0), c->step}, 7, numel, work);
+  }
+  case OP_CROSS_ENTROPY: case OP_ACCURACY: {
+    int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
+    begin_kernel(c);
+    int64_t tmp_off = c->p->temp_offset[k - c->p->kernels.v];
+    LLVMValueRef tmp = byte_ptr(c, c->arena, tmp_off);
+    if (n->op == OP_CROSS_ENTROPY)
+      call_kernel(c, "cross_entropy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K), c->status}, 6, rows, work);
+    else
+      call_kernel(c, "accuracy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K)}, 5, rows, work);
+    return emit_sum_scale(c, k->root, tmp_off, rows, 1.0 / (double)rows, t);
+  }
+  case OP_CROSS_ENTROPY_GRAD: {
+    int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
+    begin_kernel(c);
+    return call_kernel(c, "cross_entropy_grad", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, rows), I64(c, K)}, 6, rows, work);
+  }
+  default: bpc_bug(__FILE__, __LINE__, "no lowering for '%s'", op_name(n->op));
+  }
+}
+
+static void emit_state(CG *c, const Kernel *k) {
+  const GState *s = &c->g->states.v[k->state];
+  const Node *n = graph_node(c->g, s->node);
+  int64_t st[BPC_MAX_RANK];
+  contiguous_strides(&n->shape, st);
+  emit_copy(c, s->node, 0, st, k->root, 0, st, &n->shape, n->dtype, true);
+}
+
+// ---------------------------------------------------------------- the module
+
+static void emit_step(CG *c) {
+  LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->cx), &c->ptr, 1, 0);
+  LLVMValueRef f = LLVMAddFunction(c->mod, "bpc_step", ft);
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
+  LLVMValueRef ctx = LLVMGetParam(f, 0);
+  LLVMValueRef pool = ctx_field(c, ctx, CTX_POOL);
+  LLVMTypeRef pf[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64};
+  LLVMValueRef pfor = get_fn(c, "bpcrt_parallel_for", LLVMVoidTypeInContext(c->cx), pf, 5);
+  for (int i = 0; i < c->steps.n; i++) {
+    Step *s = &c->steps.v[i];
+    if (s->parallel)
+      call(c, pfor, (LLVMValueRef[]){pool, s->fn, ctx, I64(c, s->n), I64(c, 1)}, 5);
+    else
+      LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){ctx, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
+  }
+  LLVMBuildRetVoid(c->b);
+}
+
+// Turns a function definition into a declaration (its blocks deleted).
+// bpck_<exp|log|...>_<f32|f64>: the scalar math generated loops inline.
+static bool is_scalar_math(const char *name) {
+  static const char *scalar[] = {"exp", "log", "tanh", "sin", "cos", "erf", "pow", "sigmoid", "softplus",
+                                 "gelu", "gelu_grad", "silu"};
+  for (size_t i = 0; i < sizeof scalar / sizeof *scalar; i++) {
+    size_t len = strlen(scalar[i]);
+    if (!strncmp(name + 5, scalar[i], len) && (!strcmp(name + 5 + len, "_f32") || !strcmp(name + 5 + len, "_f64")))
+      return true;
+  }
+  return false;
+}
+
+static void drop_body(LLVMValueRef f) {
+  for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(f); bb;) {
+    LLVMBasicBlockRef next = LLVMGetNextBasicBlock(bb);
+    LLVMDeleteBasicBlock(bb);
+    bb = next;
+  }
+}
+
+// Links the kernel library's scalar math into the module (it must inline
+// into the generated loops to vectorize) and gives it the target's CPU and
+// features. The kernels themselves stay calls into the runtime's compiled
+// library (libbpcrt, built for this CPU): compiling them again per model
+// would multiply compile time for nothing.
+static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) {
+  LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRange(
+      bpc_kernels_bc, (size_t)(bpc_kernels_bc_end - bpc_kernels_bc), "kernels.bc", 0);
+  LLVMModuleRef lib;
+  if (LLVMParseBitcodeInContext2(c->cx, buf, &lib)) {
+    LLVMDisposeMemoryBuffer(buf);
+    diag_error(d, (Loc){0}, "internal: the embedded kernel library does not parse");
+    return false;
+  }
+  LLVMDisposeMemoryBuffer(buf);
+  LLVMSetTarget(lib, LLVMGetTarget(c->mod));
+  LLVMSetDataLayout(lib, LLVMGetDataLayoutStr(c->mod));
+  if (LLVMLinkModules2(c->mod, lib)) {
+    diag_error(d, (Loc){0}, "internal: linking the kernel library failed");
+    return false;
+  }
+  for (LLVMValueRef f = LLVMGetFirstFunction(c->mod); f; f = LLVMGetNextFunction(f)) {
+    if (LLVMIsDeclaration(f)) continue;
+    const char *fname = LLVMGetValueName2(f, &(size_t){0});
+    if (!strncmp(fname, "bpck_", 5) && !is_scalar_math(fname)) {
+      drop_body(f);
+      LLVMSetLinkage(f, LLVMExternalLinkage);
+      continue;
+    }
+    LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-cpu", 10);
+    LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-features", 15);
+    LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "tune-cpu", 8);
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(c->cx, "target-cpu", 10, cpu, (unsigned)strlen(cpu)));
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(c->cx, "target-features", 15, features, (unsigned)strlen(features)));
+    if (!strncmp(fname, "bpck_", 5)) LLVMSetLinkage(f, LLVMInternalLinkage);  // unused ones are dropped
+  }
+  return true;
+}
+
+LLVMTargetMachineRef codegen_target(const char *cpu_in, int opt, Diag *d) {
+  static bool ready;
+  if (!ready) {
+    LLVMInitializeNativeTarget();
+    LLVMInitializeNativeAsmPrinter();
+    ready = true;
+  }
+  char *triple = LLVMGetDefaultTargetTriple();
+  LLVMTargetRef target;
+  char *err = NULL;
+  if (LLVMGetTargetFromTriple(triple, &target, &err)) {
+    diag_error(d, (Loc){0}, "no LLVM target for %s: %s", triple, err);
+    LLVMDisposeMessage(err);
+    LLVMDisposeMessage(triple);
+    return NULL;
+  }
+  bool native = !cpu_in || !strcmp(cpu_in, "native");
+  char *cpu = native ? LLVMGetHostCPUName() : NULL;
+  char *features = native ? LLVMGetHostCPUFeatures() : NULL;
+  LLVMCodeGenOptLevel lvl = opt <= 0 ? LLVMCodeGenLevelNone : opt == 1 ? LLVMCodeGenLevelLess : opt == 2 ? LLVMCodeGenLevelDefault : LLVMCodeGenLevelAggressive;
+  LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, native ? cpu : cpu_in, native ? features : "", lvl,
+                                                    LLVMRelocPIC, LLVMCodeModelDefault);
+  if (cpu) LLVMDisposeMessage(cpu);
+  if (features) LLVMDisposeMessage(features);
+  LLVMDisposeMessage(triple);
+  return tm;
+}
+
+LLVMModuleRef codegen_module(LLVMContextRef cx, const Program *p, LLVMTargetMachineRef tm, int opt, Diag *d) {
+  CG c = {.cx = cx, .p = p, .g = p->g};
+  c.mod = LLVMModuleCreateWithNameInContext(p->g->model ? p->g->model->name : "bpc", cx);
+  char *triple = LLVMGetTargetMachineTriple(tm);
+  LLVMSetTarget(c.mod, triple);
+  LLVMDisposeMessage(triple);
+  LLVMTargetDataRef td = LLVMCreateTargetDataLayout(tm);
+  char *dl = LLVMCopyStringRepOfTargetData(td);
+  LLVMSetDataLayout(c.mod, dl);
+  LLVMDisposeMessage(dl);
+  LLVMDisposeTargetData(td);
+  c.b = LLVMCreateBuilderInContext(cx);
+  c.i1 = LLVMInt1TypeInContext(cx);
+  c.i32 = LLVMInt32TypeInContext(cx);
+  c.i64 = LLVMInt64TypeInContext(cx);
+  c.f32 = LLVMFloatTypeInContext(cx);
+  c.f64 = LLVMDoubleTypeInContext(cx);
+  c.ptr = LLVMPointerTypeInContext(cx, 0);
+  c.vd = LLVMVoidTypeInContext(cx);
+  LLVMTypeRef fields[CTX_NFIELDS] = {c.ptr, c.ptr, c.ptr, c.i64, c.i64};
+  c.ctxty = LLVMStructTypeInContext(cx, fields, CTX_NFIELDS, 0);
+  LLVMTypeRef targs[4] = {c.ptr, c.i64, c.i64, c.i32};
+  c.taskty = LLVMFunctionType(c.vd, targs, 4, 0);
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.v[i];
+    switch (k->kind) {
+    case KK_EW: emit_ew(&c, k); break;
+    case KK_CALL: emit_call(&c, k); break;
+    case KK_STATE: emit_state(&c, k); break;
+    case KK_ALIAS: break;
+    }
+  }
+  emit_step(&c);
+  LLVMDisposeBuilder(c.b);
+  free(c.steps.v);
+  for (int i = 0; i < c.bodies.n; i++) free(c.bodies.sig[i]);
+  free(c.bodies.sig);
+  free(c.bodies.fn);
+  char *cpu = LLVMGetTargetMachineCPU(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+  bool ok = link_kernels(&c, cpu, features, d);
+  LLVMDisposeMessage(cpu);
+  LLVMDisposeMessage(features);
+  char *err = NULL;
+  if (ok && LLVMVerifyModule(c.mod, LLVMReturnStatusAction, &err)) {
+    diag_error(d, (Loc){0}, "internal: generated module does not verify: %.2000s", err);
+    ok = false;
+  }
+  if (err) LLVMDisposeMessage(err);
+  if (ok) {
+    char pipeline[32];
+    snprintf(pipeline, sizeof pipeline, "default<O%d>", opt < 0 ? 0 : opt > 3 ? 3 : opt);
+    LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef e = LLVMRunPasses(c.mod, pipeline, tm, po);
+    LLVMDisposePassBuilderOptions(po);
+    if (e) {
+      char *m = LLVMGetErrorMessage(e);
+      diag_error(d, (Loc){0}, "internal: LLVM passes failed: %s", m);
+      LLVMDisposeErrorMessage(m);
+      ok = false;
+    }
+  }
+  if (!ok) {
+    LLVMDisposeModule(c.mod);
+    return NULL;
+  }
+  return c.mod;
+}
+
+bool codegen_emit(const Program *p, const char *cpu, int opt, const char *kind, const char *path, Diag *d) {
+  LLVMTargetMachineRef tm = codegen_target(cpu, opt, d);
+  if (!tm) return false;
+  LLVMContextRef cx = LLVMContextCreate();
+  LLVMModuleRef mod = codegen_module(cx, p, tm, opt, d);
+  bool ok = mod != NULL;
+  if (ok) {
+    size_t n = strlen(path) + 32;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    char *err = NULL;
+    if (!strcmp(kind, "llvm")) ok = !LLVMPrintModuleToFile(mod, tmp, &err);
+    else ok = !LLVMTargetMachineEmitToFile(tm, mod, tmp, !strcmp(kind, "asm") ? LLVMAssemblyFile : LLVMObjectFile, &err);
+    if (ok && rename(tmp, path) != 0) ok = false, err = NULL;
+    if (!ok) {
+      diag_error(d, (Loc){0}, "cannot write '%s': %s", path, err ? err : "rename failed");
+      remove(tmp);
+    }
+    if (err) LLVMDisposeMessage(err);
+    free(tmp);
+    LLVMDisposeModule(mod);
+  }
+  LLVMContextDispose(cx);
+  LLVMDisposeTargetMachine(tm);
+  return ok;
+}

@@ -1,0 +1,284 @@
+// fuse.c — the joint graph cut into kernels (see bpcc.h). Takes a simplified
+// Graph; guarantees every value a later kernel, the loss, a metric, an
+// output, a gradient or a state update reads is materialized, and each kernel
+// reads only values materialized by earlier kernels or leaves. Fusion here is
+// elementwise trees (a producer with one consumer of the same shape is
+// computed inside the consumer's loop); the heavy fused ops (softmax,
+// layer_norm, cross_entropy, attention and their backward) are single nodes
+// already, each one library kernel.
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpcc.h"
+
+int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
+
+static bool is_ew(const Node *n) {
+  const OpInfo *info = op_info(n->op);
+  return (info->flags & OPF_EW) && info->scalar && n->op != OP_CONST;
+}
+
+// Values the step's caller reads after the step: never fused away.
+static bool *result_nodes(const Graph *g) {
+  bool *r = xcalloc((size_t)g->nodes.n, 1);
+  if (g->loss >= 0) r[g->loss] = true;
+  for (int i = 0; i < g->metrics.n; i++) r[g->metrics.v[i].node] = true;
+  for (int i = 0; i < g->outputs.n; i++) r[g->outputs.v[i].node] = true;
+  for (int i = 0; i < g->params.n; i++)
+    if (g->params.v[i].grad >= 0) r[g->params.v[i].grad] = true;
+  for (int i = 0; i < g->states.n; i++)
+    if (g->states.v[i].update >= 0) r[g->states.v[i].update] = true;
+  return r;
+}
+
+// inline_into[id] = the consumer an elementwise node is computed inside, or -1.
+static int *inline_targets(const Graph *g, const bool *result, bool fuse) {
+  int n = g->nodes.n;
+  int *uses = xcalloc((size_t)n, sizeof(int)), *consumer = xmalloc(sizeof(int) * (size_t)n);
+  for (int id = 0; id < n; id++) consumer[id] = -1;
+  for (int id = 0; id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    for (int k = 0; k < nd->nin; k++) {
+      uses[nd->in[k]]++;
+      consumer[nd->in[k]] = id;
+    }
+  }
+  int *into = xmalloc(sizeof(int) * (size_t)n);
+  for (int id = 0; id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    into[id] = -1;
+    if (!fuse || !is_ew(nd) || result[id] || uses[id] != 1) continue;
+    const Node *c = graph_node(g, consumer[id]);
+    if (is_ew(c) && shape_eq(&c->shape, &nd->shape)) into[id] = consumer[id];
+  }
+  free(uses);
+  free(consumer);
+  return into;
+}
+
+// The elementwise tree rooted at `id`, operands first.
+static void collect_tree(const Graph *g, const int *into, int id, IntVec *nodes, IntVec *reads, const bool *mat) {
+  const Node *nd = graph_node(g, id);
+  for (int k = 0; k < nd->nin; k++) {
+    int x = nd->in[k];
+    const Node *xn = graph_node(g, x);
+    if (xn->op == OP_CONST) continue;
+    if (into[x] == id) {
+      collect_tree(g, into, x, nodes, reads, mat);
+    } else {
+      BPC_ASSERT(mat[x]);
+      bool seen = false;
+      for (int i = 0; i < reads->n; i++) seen |= reads->v[i] == x;
+      if (!seen) VEC_PUSH(*reads, x);
+    }
+  }
+  VEC_PUSH(*nodes, id);
+}
+
+static int64_t node_cost(const Graph *g, const Node *n) {
+  int64_t numel = shape_numel(&n->shape);
+  if (op_info(n->op)->lower == LK_MATMUL) {
+    const Node *a = graph_node(g, n->in[0]);
+    int64_t k = n->attr.b[0] ? a->shape.d[a->shape.rank - 2] : a->shape.d[a->shape.rank - 1];
+    return 2 * numel * k;
+  }
+  int64_t big = numel;
+  for (int i = 0; i < n->nin; i++) {
+    int64_t m = shape_numel(&graph_node(g, n->in[i])->shape);
+    big = m > big ? m : big;
+  }
+  return (int64_t)(op_info(n->op)->flops * (double)big);
+}
+
+static void add_kernel(Program *p, Kernel k) {
+  const Graph *g = p->g;
+  int64_t bytes = 0;
+  for (int i = 0; i < k.nreads; i++) {
+    const Node *r = graph_node(g, k.reads[i]);
+    bytes += shape_numel(&r->shape) * dtype_bytes(r->dtype);
+  }
+  const Node *root = graph_node(g, k.root);
+  if (k.kind != KK_ALIAS) bytes += shape_numel(&root->shape) * dtype_bytes(root->dtype);
+  k.bytes = bytes;
+  k.flops = k.mm >= 0 ? node_cost(g, graph_node(g, k.mm)) : 0;
+  for (int i = 0; i < k.nnodes; i++) k.flops += node_cost(g, graph_node(g, k.nodes[i]));
+  VEC_PUSH(p->kernels, k);
+}
+
+// Can elementwise node e (the only consumer of matmul m) run as m's
+// epilogue on m's rows? Needs one GEMM (no batch loop), e of m's shape and
+// dtype, and every other operand addressable as [rows, N] (its leading axes
+// contiguous or broadcast).
+static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
+  int64_t M, N, K, batch;
+  matmul_dims(g, m, &M, &N, &K, &batch);
+  if (batch != 1 || !shape_eq(&m->shape, &e->shape) || m->dtype != e->dtype) return false;
+  const Shape *os = &e->shape;
+  for (int k = 0; k < e->nin; k++) {
+    const Shape *s = &graph_node(g, e->in[k])->shape;
+    int64_t st[BPC_MAX_RANK], acc = 1;
+    for (int i = os->rank - 1; i >= 0; i--) {
+      int j = s->rank - os->rank + i;
+      int64_t dim = j >= 0 ? s->d[j] : 1;
+      st[i] = dim == 1 ? 0 : acc;
+      acc *= dim;
+    }
+    for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
+      if (st[i] != st[i + 1] * os->d[i + 1]) return false;
+  }
+  return true;
+}
+
+Program *program_new(const Graph *g, bool fuse) {
+  Program *p = xcalloc(1, sizeof(Program));
+  p->g = g;
+  int n = g->nodes.n;
+  p->materialized = xcalloc((size_t)n, 1);
+  p->alias = xmalloc(sizeof(int) * (size_t)n);
+  bool *result = result_nodes(g);
+  int *into = inline_targets(g, result, fuse);
+  // epi[e] = the matmul whose epilogue elementwise kernel e is.
+  int *epi = xmalloc(sizeof(int) * (size_t)(n ? n : 1)), *uses = xcalloc((size_t)(n ? n : 1), sizeof(int));
+  for (int id = 0; id < n; id++) {
+    epi[id] = -1;
+    for (int k = 0; k < graph_node(g, id)->nin; k++) uses[graph_node(g, id)->in[k]]++;
+  }
+  for (int id = 0; fuse && id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    if (!is_ew(nd) || into[id] >= 0) continue;
+    for (int k = 0; k < nd->nin; k++) {
+      const Node *m = graph_node(g, nd->in[k]);
+      if (m->op == OP_MATMUL && uses[m->id] == 1 && !result[m->id] && epi[id] < 0 && epilogue_ok(g, m, nd)) epi[id] = m->id;
+    }
+  }
+  bool *is_epi_mm = xcalloc((size_t)(n ? n : 1), 1);
+  for (int id = 0; id < n; id++)
+    if (epi[id] >= 0) is_epi_mm[epi[id]] = true;
+  // A constant is an immediate inside loops; a call kernel needs it stored.
+  for (int id = 0; id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    if (is_ew(nd) || nd->op == OP_CONST) continue;
+    for (int k = 0; k < nd->nin; k++)
+      if (graph_node(g, nd->in[k])->op == OP_CONST) result[nd->in[k]] = true;
+  }
+  for (int id = 0; id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    p->alias[id] = id;
+    if (op_info(nd->op)->flags & OPF_LEAF) {
+      p->materialized[id] = true;
+      continue;
+    }
+    if (nd->op == OP_CONST && !result[id]) continue;  // an immediate in its consumers
+    if (into[id] >= 0) continue;                    // computed inside its consumer
+    p->materialized[id] = true;
+    if (is_epi_mm[id]) continue;  // written by its epilogue's kernel, into that kernel's output
+    Kernel k = {.root = id, .state = -1, .mm = epi[id]};
+    if (epi[id] >= 0) p->alias[epi[id]] = id;
+    IntVec nodes = {0}, reads = {0};
+    if (nd->op == OP_RESHAPE) {
+      k.kind = KK_ALIAS;
+      p->alias[id] = p->alias[nd->in[0]];
+      VEC_PUSH(nodes, id);
+      VEC_PUSH(reads, nd->in[0]);
+    } else if (is_ew(nd) || nd->op == OP_CONST) {
+      k.kind = KK_EW;
+      collect_tree(g, into, id, &nodes, &reads, p->materialized);
+      for (int i = 0; k.mm >= 0 && i < 2; i++) {  // the epilogue's matmul reads its operands here
+        int x = graph_node(g, k.mm)->in[i];
+        bool seen = false;
+        for (int j = 0; j < reads.n; j++) seen |= reads.v[j] == x;
+        if (!seen) VEC_PUSH(reads, x);
+      }
+    } else {
+      k.kind = KK_CALL;
+      VEC_PUSH(nodes, id);
+      for (int i = 0; i < nd->nin; i++) {
+        int x = nd->in[i];
+        bool seen = false;
+        for (int j = 0; j < reads.n; j++) seen |= reads.v[j] == x;
+        if (!seen) VEC_PUSH(reads, x);
+      }
+    }
+    k.nodes = nodes.v, k.nnodes = nodes.n, k.reads = reads.v, k.nreads = reads.n;
+    add_kernel(p, k);
+  }
+  for (int ki = 0; ki < p->kernels.n; ki++)
+    for (int i = 0; i < p->kernels.v[ki].nreads; i++) BPC_ASSERT(p->materialized[p->kernels.v[ki].reads[i]]);
+  for (int i = 0; i < g->states.n; i++) {
+    if (g->states.v[i].update < 0) continue;
+    Kernel k = {.kind = KK_STATE, .root = g->states.v[i].update, .state = i, .mm = -1};
+    k.reads = xmalloc(sizeof(int));
+    k.reads[0] = g->states.v[i].update;
+    k.nreads = 1;
+    add_kernel(p, k);
+  }
+  free(into);
+  free(result);
+  free(epi);
+  free(uses);
+  free(is_epi_mm);
+  return p;
+}
+
+void program_free(Program *p) {
+  if (!p) return;
+  for (int i = 0; i < p->kernels.n; i++) {
+    free(p->kernels.v[i].nodes);
+    free(p->kernels.v[i].reads);
+  }
+  free(p->kernels.v);
+  free(p->materialized);
+  free(p->alias);
+  free(p->offset);
+  free(p->temp_offset);
+  free(p);
+}
+
+static const char *kind_name(KernelKind k) {
+  return k == KK_EW ? "loop" : k == KK_CALL ? "call" : k == KK_ALIAS ? "alias" : "state";
+}
+
+void program_print(FILE *out, const Program *p) {
+  const Graph *g = p->g;
+  int64_t flops = 0, bytes = 0;
+  fprintf(out, "kernels (%d):\n", p->kernels.n);
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.v[i];
+    const Node *root = graph_node(g, k->root);
+    char sh[96];
+    fprintf(out, "  k%-4d %-5s %-22s %-18s %10lld flop %10lld B  ", i, kind_name(k->kind),
+            root->name ? root->name : op_name(root->op), shape_str(&root->shape, sh, sizeof sh),
+            (long long)k->flops, (long long)k->bytes);
+    if (k->mm >= 0) fprintf(out, "matmul+");
+    for (int j = 0; j < k->nnodes; j++) fprintf(out, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
+    fputc('\n', out);
+    flops += k->flops;
+    bytes += k->bytes;
+  }
+  fprintf(out, "  total: %lld FLOPs, %lld bytes moved per step\n", (long long)flops, (long long)bytes);
+}
+
+int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
+  if (k->kind != KK_CALL) return 0;
+  const Node *n = graph_node(p->g, k->root);
+  if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;
+  const Node *l = graph_node(p->g, n->in[0]);
+  return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);
+}
+
+Program *program_plan(const Graph *g, bool fuse, Graph **lowered) {
+  *lowered = simplify(g, SIMP_ALL | SIMP_LOWER);
+  Program *p = program_new(*lowered, fuse);
+  memplan_assign(p);
+  return p;
+}
+
+void matmul_dims(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t *K, int64_t *batch) {
+  const Shape *as = &graph_node(g, n->in[0])->shape, *bs = &graph_node(g, n->in[1])->shape, *os = &n->shape;
+  *M = os->d[os->rank - 2];
+  *N = os->d[os->rank - 1];
+  *K = n->attr.b[0] ? as->d[as->rank - 2] : as->d[as->rank - 1];
+  *batch = shape_numel(os) / (*M * *N);
+  // A batch of A against one shared B (x @ w) is a single tall GEMM.
+  if (*batch > 1 && bs->rank == 2 && !n->attr.b[0] && shape_numel(as) == *batch * *M * *K) *M *= *batch, *batch = 1;
+}

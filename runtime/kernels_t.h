@@ -1,0 +1,888 @@
+// kernels_t.h — the type-generic bodies of bpc_kernels.h, included by
+// kernels.c once per element type. The includer defines T (float or double),
+// S (f32 or f64), VL (lanes of a 32-byte vector), SQRT_T and the GEMM
+// blocking GEMM_MR/NR/MC/KC/NC; the scalar math bpck_*_S is already defined.
+//
+// Determinism: every output element is owned by one index of the kernel's
+// range and reduced in an order fixed by the shapes alone (never by begin or
+// end), so any split of the range gives bit-identical results. Sums that are
+// vectorized use a fixed lane layout per row, the same for every split.
+// No function here takes or returns a vector by value (that would change
+// the ABI between AVX and non-AVX builds); vectors move through memcpy.
+
+#define KCAT2(a, b) a##_##b
+#define KCAT(a, b) KCAT2(a, b)
+#define FN(name) KCAT(name, S)
+#define V FN(vec)
+#define EXP_T FN(bpck_exp)
+#define LOG_T FN(bpck_log)
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
+#define VSTORE(p, v) memcpy((p), &(v), sizeof(v))
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+// Column chunk of the strided reductions ([O, R, I] with I > 1): per-column
+// accumulators live on the stack, the loop over R runs outside.
+#define CW 128
+
+typedef T V __attribute__((vector_size(VL * sizeof(T))));
+
+// ============================================================ row helpers
+
+// sum of x[0..n): 2*VL lane accumulators, lanes folded in order, then the tail.
+static T FN(sum_row)(const T *x, int64_t n) {
+  V a0 = {0}, a1 = {0}, x0, x1;
+  int64_t i = 0;
+  for (; i + 2 * VL <= n; i += 2 * VL) {
+    VLOAD(x0, x + i);
+    VLOAD(x1, x + i + VL);
+    a0 += x0;
+    a1 += x1;
+  }
+  a0 += a1;
+  T s = 0;
+  for (int l = 0; l < VL; l++) s += a0[l];
+  for (; i < n; i++) s += x[i];
+  return s;
+}
+
+// dot product of a[0..n) and b[0..n), lane layout as sum_row.
+static T FN(dot)(const T *a, const T *b, int64_t n) {
+  V s0 = {0}, s1 = {0}, a0, a1, b0, b1;
+  int64_t i = 0;
+  for (; i + 2 * VL <= n; i += 2 * VL) {
+    VLOAD(a0, a + i);
+    VLOAD(a1, a + i + VL);
+    VLOAD(b0, b + i);
+    VLOAD(b1, b + i + VL);
+    s0 += a0 * b0;
+    s1 += a1 * b1;
+  }
+  s0 += s1;
+  T s = 0;
+  for (int l = 0; l < VL; l++) s += s0[l];
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+// sum of (x - m)^2.
+static T FN(sumsq_dev)(const T *x, int64_t n, T m) {
+  V a0 = {0}, x0;
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL) {
+    VLOAD(x0, x + i);
+    x0 -= m;
+    a0 += x0 * x0;
+  }
+  T s = 0;
+  for (int l = 0; l < VL; l++) s += a0[l];
+  for (; i < n; i++) s += (x[i] - m) * (x[i] - m);
+  return s;
+}
+
+// sum of exp(x - m), VL at a time.
+static T FN(sum_exp)(const T *x, int64_t n, T m) {
+  V a0 = {0}, t0;
+  T t[VL];
+  int64_t i = 0;
+  for (; i + VL <= n; i += VL) {
+    for (int l = 0; l < VL; l++) t[l] = EXP_T(x[i + l] - m);
+    VLOAD(t0, t);
+    a0 += t0;
+  }
+  T s = 0;
+  for (int l = 0; l < VL; l++) s += a0[l];
+  for (; i < n; i++) s += EXP_T(x[i] - m);
+  return s;
+}
+
+// fmax semantics (a NaN is skipped unless all are NaN), as the interpreter's
+// softmax and cross_entropy.
+static inline T FN(fmax_acc)(T m, T v) { return v > m || m != m ? v : m; }
+
+static T FN(fmax_row)(const T *x, int64_t n, int64_t st) {
+  T m = x[0];
+  for (int64_t k = 1; k < n; k++) m = FN(fmax_acc)(m, x[k * st]);
+  return m;
+}
+
+// max/min of a reduction: a NaN sticks (np.max).
+static inline T FN(ext_acc)(T m, T v, int is_min) {
+  return (is_min ? v < m : v > m) || (v != v && m == m) ? v : m;
+}
+
+// First maximum; a NaN wins (np.argmax), as the interpreter's argmax_strided.
+static int64_t FN(argmax_row)(const T *x, int64_t n, int64_t st) {
+  int64_t best = 0;
+  for (int64_t k = 1; k < n; k++) {
+    if (x[best * st] != x[best * st]) break;
+    if (x[k * st] > x[best * st] || x[k * st] != x[k * st]) best = k;
+  }
+  return best;
+}
+
+// Sets the status words on the first problem (one winner across threads).
+static void FN(report)(int64_t *status, int64_t code, int64_t bad, int64_t limit) {
+  int64_t zero = 0;
+  if (status && __atomic_compare_exchange_n(&status[0], &zero, code, 0, __ATOMIC_RELAXED,
+                                            __ATOMIC_RELAXED)) {
+    status[1] = bad;
+    status[2] = limit;
+  }
+}
+
+// ============================================================ GEMM
+// BLIS structure: for each NC block of columns and KC block of k, op(B) is
+// packed into KC x NR panels; for each MC block of the caller's rows, op(A)
+// is packed into MR-row slivers (k-major); the MR x NR microkernel keeps the
+// C tile in 2*MR vector accumulators and adds it to C once per KC block. The
+// k order and KC blocking depend only on K, so each C element's sum is the
+// same whatever rows a range holds.
+
+size_t FN(bpck_gemm_scratch)(int64_t M, int64_t N, int64_t K) {
+  int64_t kc = KMIN(K, GEMM_KC), nc = KMIN((N + GEMM_NR - 1) / GEMM_NR * GEMM_NR, GEMM_NC);
+  int64_t mc = KMIN((M + GEMM_MR - 1) / GEMM_MR * GEMM_MR, GEMM_MC);
+  return kc > 0 ? (size_t)(kc * (nc + mc)) : 1;
+}
+
+// Ap (slivers of kc x MR, k-major) = op(A)[i0 .. i0+mc, p0 .. p0+kc), rows past mc zero.
+static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, int64_t mc,
+                       int64_t p0, int64_t kc) {
+  for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
+    int64_t mr = KMIN(GEMM_MR, mc - is);
+    if (!transa) {
+      for (int64_t r = 0; r < GEMM_MR; r++) {
+        const T *s = A + (i0 + is + r) * lda + p0;
+        for (int64_t k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < mr ? s[k] : 0;
+      }
+    } else {
+      for (int64_t k = 0; k < kc; k++) {
+        const T *s = A + (p0 + k) * lda + i0 + is;
+        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = r < mr ? s[r] : 0;
+      }
+    }
+  }
+}
+
+// Bp (panels of kc x NR, k-major) = op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
+static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
+                       int64_t j0, int64_t nc) {
+  for (int64_t js = 0; js < nc; js += GEMM_NR, Bp += GEMM_NR * kc) {
+    int64_t nr = KMIN(GEMM_NR, nc - js);
+    if (!transb) {
+      for (int64_t k = 0; k < kc; k++) {
+        const T *s = B + (p0 + k) * ldb + j0 + js;
+        for (int64_t c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < nr ? s[c] : 0;
+      }
+    } else {
+      for (int64_t c = 0; c < GEMM_NR; c++) {
+        const T *s = B + (j0 + js + c) * ldb + p0;
+        for (int64_t k = 0; k < kc; k++) Bp[k * GEMM_NR + c] = c < nr ? s[k] : 0;
+      }
+    }
+  }
+}
+
+#if GEMM_MR != 6 || GEMM_NR != 2 * VL
+#error "the microkernel is written for MR = 6, NR = 2 vectors"
+#endif
+
+// C[mr, nr] (=|+=) a-sliver x b-panel over kc. One expression per update
+// (`c += b * a`) so clang contracts it to an FMA.
+#define UK_ROW(r)                                                      \
+  {                                                                    \
+    T ar = a[r];                                                       \
+    c##r##0 += b0 * ar;                                                \
+    c##r##1 += b1 * ar;                                                \
+  }
+#define UK_STORE(r)                 \
+  VSTORE(tile + r * GEMM_NR, c##r##0); \
+  VSTORE(tile + r * GEMM_NR + VL, c##r##1);
+
+static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr,
+                        int64_t nr, int first) {
+  V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+  V c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+  V b0, b1;
+  for (int64_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
+    VLOAD(b0, b);
+    VLOAD(b1, b + VL);
+    UK_ROW(0) UK_ROW(1) UK_ROW(2) UK_ROW(3) UK_ROW(4) UK_ROW(5)
+  }
+  T tile[GEMM_MR * GEMM_NR];
+  UK_STORE(0) UK_STORE(1) UK_STORE(2) UK_STORE(3) UK_STORE(4) UK_STORE(5)
+  for (int64_t r = 0; r < mr; r++) {
+    T *cr = c + r * ldc;
+    const T *tr = tile + r * GEMM_NR;
+    if (first)
+      for (int64_t j = 0; j < nr; j++) cr[j] = tr[j];
+    else
+      for (int64_t j = 0; j < nr; j++) cr[j] += tr[j];
+  }
+}
+#undef UK_ROW
+#undef UK_STORE
+
+// One KC x NC block of B against the rows [begin, end): MC blocks of A.
+static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *Ap, T *C,
+                           int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+                           int first, int64_t begin, int64_t end) {
+  for (int64_t ic = begin; ic < end; ic += GEMM_MC) {
+    int64_t mc = KMIN(GEMM_MC, end - ic);
+    FN(pack_a)(Ap, A, lda, transa, ic, mc, pc, kc);
+    for (int64_t jr = 0; jr < nc; jr += GEMM_NR)
+      for (int64_t ir = 0; ir < mc; ir += GEMM_MR)
+        FN(ukernel)(kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                    KMIN(GEMM_MR, mc - ir), KMIN(GEMM_NR, nc - jr), first);
+  }
+}
+
+// (M,N) = (M,K) @ (K,N)
+void FN(bpck_gemm)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,
+                   const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,
+                   T *scratch, int64_t begin, int64_t end) {
+  (void)M;
+  if (begin >= end || N <= 0) return;
+  if (K <= 0) {
+    for (int64_t i = begin; !accumulate && i < end; i++)
+      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = 0;
+    return;
+  }
+  int64_t nmax = KMIN((N + GEMM_NR - 1) / GEMM_NR * GEMM_NR, GEMM_NC);
+  T *Bp = scratch, *Ap = scratch + KMIN(K, GEMM_KC) * nmax;
+  for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
+    int64_t nc = KMIN(GEMM_NC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
+      int64_t kc = KMIN(GEMM_KC, K - pc);
+      FN(pack_b)(Bp, B, ldb, transb, pc, kc, jc, nc);
+      FN(gemm_block)(A, lda, transa, Bp, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
+                     begin, end);
+    }
+  }
+}
+
+// ============================================================ reductions
+
+// One contiguous row (I == 1) of a reduction.
+static T FN(reduce_row)(int kind, const T *x, int64_t R) {
+  T m;
+  switch (kind) {
+  case BPCK_SUM: return FN(sum_row)(x, R);
+  case BPCK_MEAN: return FN(sum_row)(x, R) / (T)R;
+  case BPCK_VAR: return FN(sumsq_dev)(x, R, FN(sum_row)(x, R) / (T)R) / (T)R;
+  case BPCK_MAX:
+  case BPCK_MIN:
+  case BPCK_LOGSUMEXP:
+    m = x[0];
+    for (int64_t r = 1; r < R; r++) m = FN(ext_acc)(m, x[r], kind == BPCK_MIN);
+    if (kind != BPCK_LOGSUMEXP || !__builtin_isfinite(m)) return m;
+    return m + LOG_T(FN(sum_exp)(x, R, m));
+  }
+  return 0;
+}
+
+// w columns of one outer index: x points at [o, 0, i0] (row stride I), out at [o, i0].
+// Sequential along R per column, vectorizable along the columns.
+static void FN(reduce_cols)(int kind, T *out, const T *x, int64_t R, int64_t I, int64_t w) {
+  T m[CW], acc[CW];
+  int sum = kind == BPCK_SUM || kind == BPCK_MEAN || kind == BPCK_VAR;
+  for (int64_t i = 0; i < w; i++) m[i] = x[i];
+  for (int64_t r = 1; r < R; r++) {
+    const T *xr = x + r * I;
+    if (sum)
+      for (int64_t i = 0; i < w; i++) m[i] += xr[i];
+    else
+      for (int64_t i = 0; i < w; i++) m[i] = FN(ext_acc)(m[i], xr[i], kind == BPCK_MIN);
+  }
+  if (kind == BPCK_SUM || kind == BPCK_MAX || kind == BPCK_MIN) {
+    for (int64_t i = 0; i < w; i++) out[i] = m[i];
+    return;
+  }
+  if (kind == BPCK_MEAN) {
+    for (int64_t i = 0; i < w; i++) out[i] = m[i] / (T)R;
+    return;
+  }
+  for (int64_t i = 0; i < w; i++) acc[i] = 0;
+  for (int64_t r = 0; r < R; r++) {
+    const T *xr = x + r * I;
+    if (kind == BPCK_VAR)
+      for (int64_t i = 0; i < w; i++) {
+        T d = xr[i] - m[i] / (T)R;
+        acc[i] += d * d;
+      }
+    else
+      for (int64_t i = 0; i < w; i++) acc[i] += __builtin_isfinite(m[i]) ? EXP_T(xr[i] - m[i]) : 0;
+  }
+  for (int64_t i = 0; i < w; i++)
+    out[i] = kind == BPCK_VAR ? acc[i] / (T)R
+             : __builtin_isfinite(m[i]) ? m[i] + LOG_T(acc[i]) : m[i];
+}
+
+// Calls body(o, i0, w) over the output range [begin, end) of an [O, I]
+// result, in column chunks of at most CW that never cross an outer index.
+#define FOR_COL_CHUNKS(I, begin, end, body)                   \
+  for (int64_t idx_ = (begin); idx_ < (end);) {               \
+    int64_t o = idx_ / (I), i0 = idx_ % (I);                  \
+    int64_t w = KMIN(KMIN((I) - i0, (end) - idx_), (int64_t)CW); \
+    body;                                                     \
+    idx_ += w;                                                \
+  }
+
+// (O,R,I) -> (O,I)
+void FN(bpck_reduce)(int kind, T *out, const T *in, int64_t O, int64_t R, int64_t I,
+                     int64_t begin, int64_t end) {
+  (void)O;
+  if (I == 1) {
+    for (int64_t o = begin; o < end; o++) out[o] = FN(reduce_row)(kind, in + o * R, R);
+    return;
+  }
+  FOR_COL_CHUNKS(I, begin, end,
+                 FN(reduce_cols)(kind, out + o * I + i0, in + o * R * I + i0, R, I, w))
+}
+
+// First extremal element of each column (strict comparison, as interp_grad).
+static void FN(maxmin_cols)(T *dx, const T *x, const T *gy, int64_t R, int64_t I, int64_t w,
+                            int is_min) {
+  int64_t best[CW];
+  for (int64_t i = 0; i < w; i++) best[i] = 0;
+  for (int64_t r = 1; r < R; r++)
+    for (int64_t i = 0; i < w; i++) {
+      T v = x[r * I + i], b = x[best[i] * I + i];
+      if (is_min ? v < b : v > b) best[i] = r;
+    }
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t i = 0; i < w; i++) dx[r * I + i] = r == best[i] ? gy[i] : 0;
+}
+
+// (O,R,I), gy (O,I) -> dx (O,R,I)
+void FN(bpck_maxmin_grad)(T *dx, const T *x, const T *gy, int64_t O, int64_t R, int64_t I,
+                          int is_min, int64_t begin, int64_t end) {
+  (void)O;
+  FOR_COL_CHUNKS(I, begin, end,
+                 FN(maxmin_cols)(dx + o * R * I + i0, x + o * R * I + i0, gy + o * I + i0, R, I,
+                                 w, is_min))
+}
+
+static void FN(softmax_row)(T *y, const T *x, int64_t n, int log) {
+  T m = FN(fmax_row)(x, n, 1);
+  for (int64_t k = 0; k < n; k++) y[k] = EXP_T(x[k] - m);
+  T s = FN(sum_row)(y, n);
+  if (log) {
+    T ls = LOG_T(s);
+    for (int64_t k = 0; k < n; k++) y[k] = x[k] - m - ls;
+  } else {
+    for (int64_t k = 0; k < n; k++) y[k] /= s;
+  }
+}
+
+static void FN(softmax_cols)(T *y, const T *x, int64_t R, int64_t I, int64_t w, int log) {
+  T m[CW], s[CW];
+  for (int64_t i = 0; i < w; i++) m[i] = x[i], s[i] = 0;
+  for (int64_t r = 1; r < R; r++)
+    for (int64_t i = 0; i < w; i++) m[i] = FN(fmax_acc)(m[i], x[r * I + i]);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t i = 0; i < w; i++) s[i] += EXP_T(x[r * I + i] - m[i]);
+  if (log)
+    for (int64_t i = 0; i < w; i++) s[i] = LOG_T(s[i]);
+  for (int64_t r = 0; r < R; r++)
+    for (int64_t i = 0; i < w; i++)
+      y[r * I + i] = log ? x[r * I + i] - m[i] - s[i] : EXP_T(x[r * I + i] - m[i]) / s[i];
+}
+
+// (O,R,I) -> (O,R,I), normalized along R
+void FN(bpck_softmax)(T *out, const T *x, int64_t O, int64_t R, int64_t I, int log,
+                      int64_t begin, int64_t end) {
+  (void)O;
+  if (I == 1) {
+    for (int64_t o = begin; o < end; o++) FN(softmax_row)(out + o * R, x + o * R, R, log);
+    return;
+  }
+  FOR_COL_CHUNKS(I, begin, end,
+                 FN(softmax_cols)(out + o * R * I + i0, x + o * R * I + i0, R, I, w, log))
+}
+
+// ============================================================ normalization
+
+// (rows,C) -> (rows,C)
+void FN(bpck_layer_norm)(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,
+                         int64_t bn, int64_t rows, int64_t C, T eps, int64_t begin,
+                         int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = x + r * C;
+    T *yr = out + r * C;
+    T mean = FN(sum_row)(xr, C) / (T)C;
+    T rstd = 1 / SQRT_T(FN(sumsq_dev)(xr, C, mean) / (T)C + eps);
+    for (int64_t c = 0; c < C; c++)
+      yr[c] = (xr[c] - mean) * rstd * gamma[gn == 1 ? 0 : c] + beta[bn == 1 ? 0 : c];
+  }
+}
+
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = gy * gamma
+void FN(bpck_layer_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
+                            int64_t rows, int64_t C, T eps, int64_t begin, int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = x + r * C, *gr = gy + r * C;
+    T *dr = dx + r * C;
+    T mean = FN(sum_row)(xr, C) / (T)C;
+    T rstd = 1 / SQRT_T(FN(sumsq_dev)(xr, C, mean) / (T)C + eps);
+    T m1 = 0, m2 = 0;
+    for (int64_t c = 0; c < C; c++) {
+      T dxh = gr[c] * gamma[gn == 1 ? 0 : c], xh = (xr[c] - mean) * rstd;
+      m1 += dxh;
+      m2 += dxh * xh;
+    }
+    m1 /= (T)C;
+    m2 /= (T)C;
+    for (int64_t c = 0; c < C; c++) {
+      T dxh = gr[c] * gamma[gn == 1 ? 0 : c], xh = (xr[c] - mean) * rstd;
+      dr[c] = rstd * (dxh - m1 - xh * m2);
+    }
+  }
+}
+
+// x / sqrt(mean(x^2) + eps) * gamma
+void FN(bpck_rms_norm)(T *out, const T *x, const T *gamma, int64_t gn, int64_t rows, int64_t C,
+                       T eps, int64_t begin, int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = x + r * C;
+    T rms = SQRT_T(FN(dot)(xr, xr, C) / (T)C + eps);
+    for (int64_t c = 0; c < C; c++) out[r * C + c] = xr[c] / rms * gamma[gn == 1 ? 0 : c];
+  }
+}
+
+// dx_j = rs g_j gy_j - rs^3 x_j / C * sum_i gy_i g_i x_i
+void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
+                          int64_t rows, int64_t C, T eps, int64_t begin, int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = x + r * C, *gr = gy + r * C;
+    T dot = 0;
+    for (int64_t c = 0; c < C; c++) dot += gr[c] * gamma[gn == 1 ? 0 : c] * xr[c];
+    T rs = 1 / SQRT_T(FN(dot)(xr, xr, C) / (T)C + eps);
+    for (int64_t c = 0; c < C; c++)
+      dx[r * C + c] = rs * gamma[gn == 1 ? 0 : c] * gr[c] - rs * rs * rs * xr[c] * dot / (T)C;
+  }
+}
+
+// Per-channel batch mean and rstd of w channels starting at x[0] (row stride C).
+static void FN(bn_stats)(T *mean, T *rstd, const T *x, int64_t N, int64_t C, int64_t w, T eps) {
+  T var[CW];
+  for (int64_t c = 0; c < w; c++) mean[c] = 0, var[c] = 0;
+  for (int64_t r = 0; r < N; r++)
+    for (int64_t c = 0; c < w; c++) mean[c] += x[r * C + c];
+  for (int64_t c = 0; c < w; c++) mean[c] /= (T)N;
+  for (int64_t r = 0; r < N; r++)
+    for (int64_t c = 0; c < w; c++) {
+      T d = x[r * C + c] - mean[c];
+      var[c] += d * d;
+    }
+  for (int64_t c = 0; c < w; c++) rstd[c] = 1 / SQRT_T(var[c] / (T)N + eps);
+}
+
+// (N,C) -> (N,C), statistics per channel; channels in chunks of CW.
+void FN(bpck_batch_norm)(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,
+                         int64_t bn, const T *running_mean, const T *running_var, int64_t N,
+                         int64_t C, T eps, int training, int64_t begin, int64_t end) {
+  T mean[CW], rstd[CW], g[CW], b[CW];
+  for (int64_t c0 = begin; c0 < end; c0 += CW) {
+    int64_t w = KMIN((int64_t)CW, end - c0);
+    if (training) FN(bn_stats)(mean, rstd, x + c0, N, C, w, eps);
+    for (int64_t c = 0; c < w; c++) {
+      if (!training) {
+        mean[c] = running_mean[c0 + c];
+        rstd[c] = 1 / SQRT_T(running_var[c0 + c] + eps);
+      }
+      g[c] = gamma[gn == 1 ? 0 : c0 + c];
+      b[c] = beta[bn == 1 ? 0 : c0 + c];
+    }
+    for (int64_t r = 0; r < N; r++)
+      for (int64_t c = 0; c < w; c++)
+        out[r * C + c0 + c] = (x[r * C + c0 + c] - mean[c]) * rstd[c] * g[c] + b[c];
+  }
+}
+
+void FN(bpck_batch_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
+                            int64_t N, int64_t C, T eps, int64_t begin, int64_t end) {
+  T mean[CW], rstd[CW], g[CW], m1[CW], m2[CW];
+  for (int64_t c0 = begin; c0 < end; c0 += CW) {
+    int64_t w = KMIN((int64_t)CW, end - c0);
+    FN(bn_stats)(mean, rstd, x + c0, N, C, w, eps);
+    for (int64_t c = 0; c < w; c++) g[c] = gamma[gn == 1 ? 0 : c0 + c], m1[c] = m2[c] = 0;
+    for (int64_t r = 0; r < N; r++)
+      for (int64_t c = 0; c < w; c++) {
+        T dxh = gy[r * C + c0 + c] * g[c], xh = (x[r * C + c0 + c] - mean[c]) * rstd[c];
+        m1[c] += dxh;
+        m2[c] += dxh * xh;
+      }
+    for (int64_t c = 0; c < w; c++) m1[c] /= (T)N, m2[c] /= (T)N;
+    for (int64_t r = 0; r < N; r++)
+      for (int64_t c = 0; c < w; c++) {
+        T dxh = gy[r * C + c0 + c] * g[c], xh = (x[r * C + c0 + c] - mean[c]) * rstd[c];
+        dx[r * C + c0 + c] = rstd[c] * (dxh - m1[c] - xh * m2[c]);
+      }
+  }
+}
+
+// ============================================================ attention
+
+size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk) {
+  (void)Tq;
+  return (size_t)(Tk > 0 ? Tk : 1);
+}
+
+size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk) {
+  return (size_t)(2 * Tq * Tk + Tk + 1);
+}
+
+// p[0..nk) = softmax of query row qi against keys K (row stride C), scaled.
+// Returns the sum of the exponentials; p holds them unnormalized.
+static T FN(att_scores)(T *p, const T *qi, const T *K, int64_t C, int64_t hs, int64_t nk,
+                        T scale) {
+  T m = -INFINITY;
+  for (int64_t j = 0; j < nk; j++) {
+    p[j] = FN(dot)(qi, K + j * C, hs) * scale;
+    m = FN(fmax_acc)(m, p[j]);
+  }
+  for (int64_t j = 0; j < nk; j++) p[j] = EXP_T(p[j] - m);
+  return FN(sum_row)(p, nk);
+}
+
+// q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
+void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
+                        int64_t Tk, int64_t C, int64_t H, int causal, T *scratch,
+                        int64_t begin, int64_t end) {
+  (void)B;
+  int64_t hs = C / H;
+  T scale = 1 / SQRT_T((T)hs);
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / H, h = u % H;
+    const T *Q = q + b * Tq * C + h * hs, *K = k + b * Tk * C + h * hs;
+    const T *Vv = v + b * Tk * C + h * hs;
+    for (int64_t i = 0; i < Tq; i++) {
+      int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
+      T s = FN(att_scores)(scratch, Q + i * C, K, C, hs, nk, scale);
+      T *oi = out + (b * Tq + i) * C + h * hs;
+      for (int64_t d = 0; d < hs; d++) oi[d] = 0;
+      for (int64_t j = 0; j < nk; j++) {
+        T wj = scratch[j] / s;
+        const T *vj = Vv + j * C;
+        for (int64_t d = 0; d < hs; d++) oi[d] += wj * vj[d];
+      }
+    }
+  }
+}
+
+// P = softmax rows, dS = P * (dP - rowsum(dP * P)) with dP = dO V^T; (Tq,Tk) each.
+static void FN(att_bwd_probs)(T *P, T *dS, const T *Q, const T *K, const T *Vv, const T *dO,
+                              int64_t Tq, int64_t Tk, int64_t C, int64_t hs, int causal,
+                              T scale) {
+  for (int64_t i = 0; i < Tq; i++) {
+    T *pi = P + i * Tk, *si = dS + i * Tk;
+    int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
+    T s = FN(att_scores)(pi, Q + i * C, K, C, hs, nk, scale), dot = 0;
+    for (int64_t j = 0; j < nk; j++) {
+      pi[j] /= s;
+      si[j] = FN(dot)(dO + i * C, Vv + j * C, hs);
+      dot += si[j] * pi[j];
+    }
+    for (int64_t j = 0; j < nk; j++) si[j] = pi[j] * (si[j] - dot);
+    for (int64_t j = nk; j < Tk; j++) pi[j] = 0, si[j] = 0;
+  }
+}
+
+// Out (n,C-strided rows of hs) = sum_i W[i, j] * X_i, W (Tq,Tk): rows of Out are j
+// when by_col (dK, dV), else i (dQ); then times scale.
+static void FN(att_accum)(T *Out, const T *W, const T *X, int64_t Tq, int64_t Tk, int64_t C,
+                          int64_t hs, int by_col, T scale) {
+  int64_t nout = by_col ? Tk : Tq, nin = by_col ? Tq : Tk;
+  for (int64_t o = 0; o < nout; o++) {
+    T *row = Out + o * C;
+    for (int64_t d = 0; d < hs; d++) row[d] = 0;
+    for (int64_t t = 0; t < nin; t++) {
+      T wt = by_col ? W[t * Tk + o] : W[o * Tk + t];
+      const T *xt = X + t * C;
+      for (int64_t d = 0; d < hs; d++) row[d] += wt * xt[d];
+    }
+    for (int64_t d = 0; scale != 1 && d < hs; d++) row[d] *= scale;
+  }
+}
+
+// dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h)
+void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
+                            const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
+                            int64_t H, int causal, T *scratch, int64_t begin, int64_t end) {
+  (void)B;
+  int64_t hs = C / H;
+  T scale = 1 / SQRT_T((T)hs);
+  T *P = scratch, *dS = scratch + Tq * Tk;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / H, h = u % H, qo = b * Tq * C + h * hs, ko = b * Tk * C + h * hs;
+    FN(att_bwd_probs)(P, dS, q + qo, k + ko, v + ko, gy + qo, Tq, Tk, C, hs, causal, scale);
+    if (dq) FN(att_accum)(dq + qo, dS, k + ko, Tq, Tk, C, hs, 0, scale);
+    if (dk) FN(att_accum)(dk + ko, dS, q + qo, Tq, Tk, C, hs, 1, scale);
+    if (dv) FN(att_accum)(dv + ko, P, gy + qo, Tq, Tk, C, hs, 1, 1);
+  }
+}
+
+// (rows*R, Cc): -inf (grad: 0) where column > row % R
+void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,
+                          int64_t end) {
+  T fillv = grad ? (T)0 : (T)-INFINITY;
+  for (int64_t ri = begin; ri < end; ri++) {
+    int64_t row = ri % R;
+    for (int64_t c = 0; c < Cc; c++) out[ri * Cc + c] = c > row ? fillv : x[ri * Cc + c];
+  }
+}
+
+// ============================================================ convolution
+
+// x (N,H,W,Ci), w (KH,KW,Ci,Co) -> out (N,OH,OW,Co); unit: one output row (b, oh).
+// Per output pixel the sum runs over kh, kw, ci in order (as the interpreter).
+void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W,
+                     int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
+                     int64_t pad, int64_t begin, int64_t end) {
+  (void)N;
+  int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / OH, oh = u % OH;
+    for (int64_t ow = 0; ow < OW; ow++) {
+      T *o = out + (u * OW + ow) * Co;
+      for (int64_t co = 0; co < Co; co++) o[co] = 0;
+      for (int64_t kh = 0; kh < KH; kh++) {
+        int64_t ih = oh * stride - pad + kh;
+        if (ih < 0 || ih >= H) continue;
+        for (int64_t kw = 0; kw < KW; kw++) {
+          int64_t iw = ow * stride - pad + kw;
+          if (iw < 0 || iw >= W) continue;
+          const T *xp = x + ((b * H + ih) * W + iw) * Ci, *wp = w + (kh * KW + kw) * Ci * Co;
+          for (int64_t ci = 0; ci < Ci; ci++)
+            for (int64_t co = 0; co < Co; co++) o[co] += xp[ci] * wp[ci * Co + co];
+        }
+      }
+    }
+  }
+}
+
+// gy (N,OH,OW,Co), w -> dx (N,H,W,Ci); unit: one input row (b, ih).
+void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W,
+                        int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
+                        int64_t pad, int64_t begin, int64_t end) {
+  (void)N;
+  int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / H, ih = u % H;
+    T *d = dx + u * W * Ci;
+    for (int64_t i = 0; i < W * Ci; i++) d[i] = 0;
+    for (int64_t kh = 0; kh < KH; kh++) {
+      int64_t t = ih + pad - kh, oh = t / stride;
+      if (t < 0 || t % stride || oh >= OH) continue;
+      for (int64_t iw = 0; iw < W; iw++)
+        for (int64_t kw = 0; kw < KW; kw++) {
+          int64_t s = iw + pad - kw, ow = s / stride;
+          if (s < 0 || s % stride || ow >= OW) continue;
+          const T *g = gy + ((b * OH + oh) * OW + ow) * Co, *wp = w + (kh * KW + kw) * Ci * Co;
+          for (int64_t ci = 0; ci < Ci; ci++) d[iw * Ci + ci] += FN(dot)(g, wp + ci * Co, Co);
+        }
+    }
+  }
+}
+
+// x, gy -> dw (KH,KW,Ci,Co); unit: one filter tap (kh, kw).
+void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
+                        int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
+                        int64_t pad, int64_t begin, int64_t end) {
+  int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t kh = u / KW, kw = u % KW;
+    T *d = dw + u * Ci * Co;
+    for (int64_t i = 0; i < Ci * Co; i++) d[i] = 0;
+    for (int64_t b = 0; b < N; b++)
+      for (int64_t oh = 0; oh < OH; oh++) {
+        int64_t ih = oh * stride - pad + kh;
+        if (ih < 0 || ih >= H) continue;
+        for (int64_t ow = 0; ow < OW; ow++) {
+          int64_t iw = ow * stride - pad + kw;
+          if (iw < 0 || iw >= W) continue;
+          const T *xp = x + ((b * H + ih) * W + iw) * Ci, *g = gy + ((b * OH + oh) * OW + ow) * Co;
+          for (int64_t ci = 0; ci < Ci; ci++)
+            for (int64_t co = 0; co < Co; co++) d[ci * Co + co] += xp[ci] * g[co];
+        }
+      }
+  }
+}
+
+// x (N,H,W,C) -> (N,OH,OW,C); unit: one output row (b, oh).
+void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+                     int64_t S_, int is_max, int64_t begin, int64_t end) {
+  (void)N;
+  int64_t OH = (H - K) / S_ + 1, OW = (W - K) / S_ + 1;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / OH, oh = u % OH;
+    for (int64_t ow = 0; ow < OW; ow++) {
+      T *o = out + (u * OW + ow) * C;
+      for (int64_t kh = 0; kh < K; kh++)
+        for (int64_t kw = 0; kw < K; kw++) {
+          const T *xp = x + ((b * H + oh * S_ + kh) * W + ow * S_ + kw) * C;
+          int first = kh == 0 && kw == 0;
+          if (first)
+            for (int64_t c = 0; c < C; c++) o[c] = xp[c];
+          else if (is_max)
+            for (int64_t c = 0; c < C; c++) o[c] = FN(ext_acc)(o[c], xp[c], 0);
+          else
+            for (int64_t c = 0; c < C; c++) o[c] += xp[c];
+        }
+      for (int64_t c = 0; !is_max && c < C; c++) o[c] /= (T)(K * K);
+    }
+  }
+}
+
+// gy (N,OH,OW,C) -> dx (N,H,W,C); unit: one image (windows may overlap).
+void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
+                          int64_t C, int64_t K, int64_t S_, int is_max, int64_t begin,
+                          int64_t end) {
+  (void)N;
+  int64_t OH = (H - K) / S_ + 1, OW = (W - K) / S_ + 1;
+  for (int64_t b = begin; b < end; b++) {
+    T *d = dx + b * H * W * C;
+    for (int64_t i = 0; i < H * W * C; i++) d[i] = 0;
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++)
+        for (int64_t c = 0; c < C; c++) {
+          T g = gy[((b * OH + oh) * OW + ow) * C + c];
+          int64_t best = -1;
+          for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t kw = 0; kw < K; kw++) {
+              int64_t xi = ((oh * S_ + kh) * W + ow * S_ + kw) * C + c;
+              if (!is_max) d[xi] += g / (T)(K * K);
+              else if (best < 0 || x[b * H * W * C + xi] > x[b * H * W * C + best]) best = xi;
+            }
+          if (is_max) d[best] += g;
+        }
+  }
+}
+
+// ============================================================ indexing
+
+// ids (n), table (V,C) -> (n,C)
+void FN(bpck_embedding)(T *out, const int32_t *ids, const T *table, int64_t n, int64_t V_,
+                        int64_t C, int64_t *status, int64_t begin, int64_t end) {
+  (void)n;
+  for (int64_t i = begin; i < end; i++) {
+    int64_t id = ids[i];
+    if (id < 0 || id >= V_) {
+      FN(report)(status, BPCK_ERR_EMBEDDING_ID, id, V_);
+      for (int64_t c = 0; c < C; c++) out[i * C + c] = 0;
+      continue;
+    }
+    memcpy(out + i * C, table + id * C, sizeof(T) * (size_t)C);
+  }
+}
+
+// gy (n,C) -> dtable (V,C); the range owns columns [begin, end) of every row.
+void FN(bpck_embedding_grad)(T *dtable, const int32_t *ids, const T *gy, int64_t n, int64_t V_,
+                             int64_t C, int64_t begin, int64_t end) {
+  for (int64_t r = 0; r < V_; r++)
+    for (int64_t c = begin; c < end; c++) dtable[r * C + c] = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t id = ids[i];
+    if (id < 0 || id >= V_) continue;  // the forward kernel reports it
+    T *d = dtable + id * C;
+    const T *g = gy + i * C;
+    for (int64_t c = begin; c < end; c++) d[c] += g[c];
+  }
+}
+
+void FN(bpck_one_hot)(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t begin,
+                      int64_t end) {
+  (void)n;
+  for (int64_t i = begin; i < end; i++) {
+    for (int64_t c = 0; c < K; c++) out[i * K + c] = 0;
+    if (ids[i] >= 0 && ids[i] < K) out[i * K + ids[i]] = 1;
+  }
+}
+
+// (O,R,I) -> (O,I) int32
+void FN(bpck_argmax)(int32_t *out, const T *x, int64_t O, int64_t R, int64_t I, int64_t begin,
+                     int64_t end) {
+  (void)O;
+  for (int64_t idx = begin; idx < end; idx++) {
+    int64_t o = idx / I, i = idx % I;
+    out[idx] = (int32_t)FN(argmax_row)(x + o * R * I + i, R, I);
+  }
+}
+
+// ============================================================ losses, metrics
+
+// logits (rows,K), labels (rows) -> row_loss (rows)
+void FN(bpck_cross_entropy_rows)(T *row_loss, const T *logits, const int32_t *labels,
+                                 int64_t rows, int64_t K, int64_t *status, int64_t begin,
+                                 int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = logits + r * K;
+    int64_t y = labels[r];
+    if (y < 0 || y >= K) {
+      FN(report)(status, BPCK_ERR_LABEL, y, K);
+      row_loss[r] = 0;
+      continue;
+    }
+    T m = FN(fmax_row)(xr, K, 1);
+    row_loss[r] = m + LOG_T(FN(sum_exp)(xr, K, m)) - xr[y];
+  }
+}
+
+// dl (rows,K) = (softmax(l) - onehot(y)) * gy[0] / rows
+void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, const T *gy,
+                                 int64_t rows, int64_t K, int64_t begin, int64_t end) {
+  T scale = gy[0] / (T)rows;
+  for (int64_t r = begin; r < end; r++) {
+    const T *xr = logits + r * K;
+    T *dr = dl + r * K, mx = -INFINITY;
+    for (int64_t c = 0; c < K; c++) mx = xr[c] > mx ? xr[c] : mx;
+    for (int64_t c = 0; c < K; c++) dr[c] = EXP_T(xr[c] - mx);
+    T s = FN(sum_row)(dr, K);
+    for (int64_t c = 0; c < K; c++) dr[c] = (dr[c] / s - (T)(c == labels[r])) * scale;
+  }
+}
+
+void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, int64_t rows,
+                            int64_t K, int64_t begin, int64_t end) {
+  (void)rows;
+  for (int64_t r = begin; r < end; r++)
+    row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
+}
+
+void FN(bpck_sum_scale)(T *out, const T *x, int64_t n, T scale) {
+  T s = 0;
+  for (int64_t i = 0; i < n; i++) s += x[i];
+  out[0] = scale * s;
+}
+
+// ============================================================ regularization, fill
+
+void FN(bpck_dropout)(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,
+                      uint64_t step, int64_t begin, int64_t end) {
+  (void)n;
+  uint64_t stream = bpcrt_dropout_stream(salt, step);
+  for (int64_t i = begin; i < end; i++) {
+    double u = bpcrt_uniform24(seed, stream, (uint64_t)i);
+    out[i] = u >= (double)p ? x[i] / (1 - p) : 0;  // p == 1: u < 1 drops all
+  }
+}
+
+void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
+  for (int64_t i = begin; i < end; i++) out[i] = v;
+}
+
+#undef KCAT2
+#undef KCAT
+#undef FN
+#undef V
+#undef EXP_T
+#undef LOG_T
+#undef VLOAD
+#undef VSTORE
+#undef KMIN
+#undef CW
+#undef FOR_COL_CHUNKS
