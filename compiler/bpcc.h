@@ -60,6 +60,11 @@ void arena_free(Arena *a);
     (vec).v[(vec).n++] = (x);                                              \
   } while (0)
 
+typedef struct DimOverride {
+  const char *name;
+  int64_t value;
+} DimOverride;
+
 typedef struct IntVec {
   int *v;
   int n, cap;
@@ -373,6 +378,7 @@ typedef struct Node {
   int *in;  // operand node ids, all < id
   Attr attr;
   const char *name;  // entry/input/param/state name, NULL for temporaries
+  int phase;         // 0: the step (forward, backward); 1: the optimizer update
 } Node;
 
 typedef struct GDim {
@@ -388,6 +394,7 @@ typedef struct GParam {
   bool trainable;
   bool decay;  // resolved: default is rank >= 2
   int grad;    // after autodiff: node of d loss / d param, -1 if not trainable
+  int update;  // after optim: the param's new value, -1 if none
 } GParam;
 
 typedef struct GInput {
@@ -395,11 +402,12 @@ typedef struct GInput {
   int node;
 } GInput;
 
-typedef struct GState {  // batch_norm running stats
-  const char *name;      // "<entry>.running_mean" (saved as state.<name>)
+typedef struct GState {  // batch_norm running stats and optimizer slots
+  const char *name;      // "<entry>.running_mean" (saved as state.<name>), "opt.exp_avg.w1"
   int node;              // the STATE leaf
   int update;            // node computing its new value in training, -1 if none
-  double init;           // 0 for means, 1 for variances
+  double init;           // 0 for means, 1 for variances, slots' initial values
+  bool opt;              // an optimizer slot (saved under its own name)
 } GState;
 
 typedef struct GNamed {  // a value the user named (graph entries, expanded)
@@ -421,6 +429,8 @@ typedef struct Graph {
   int loss;  // -1 if the model has none
   struct { GNamed *v; int n, cap; } metrics;
   struct { GNamed *v; int n, cap; } outputs;
+  struct { GInput *v; int n, cap; } scalars;  // runtime-fed optimizer scalars (__lr, ...)
+  int phase;  // phase given to the nodes g_op makes now
 } Graph;
 
 // One parameter of an op's call signature (parsed from the schema string).
@@ -510,6 +520,15 @@ int ad_const(AD *ad, double v);
 // Sums `x` down to `shape` (the reverse of broadcasting).
 int ad_sum_to(AD *ad, int x, const Shape *shape);
 
+// ============================================================ optim.c
+// Appends the optimizer update (torch.optim's formulas) to a joint graph, as
+// phase-1 nodes: gradient clipping by global norm, weight decay (L2 or
+// decoupled, skipped for decay: false params), the update of every trainable
+// param and its slots (optimizer-slot STATE leaves, `opt.<slot>.<param>`).
+// Per-update scalars (scheduled lr and bias corrections) are INPUT leaves the
+// runtime writes (docs/ABI.md). Sets GParam.update.
+bool optim_append(Graph *g, const TrainCfg *cfg);
+
 // ============================================================ simplify.c
 enum {
   SIMP_CSE = 1 << 0,      // share equal nodes
@@ -519,6 +538,7 @@ enum {
   SIMP_DCE = 1 << 3,      // drop what no result (loss, metrics, outputs,
                           // grads, state updates) needs
   SIMP_ALL = 15,
+  SIMP_EVAL = 1 << 5,     // eval mode: dropout is the identity
   SIMP_LOWER = 1 << 4,    // for codegen: linear, binary_cross_entropy and mse
                           // as simpler ops; reductions over scattered axes
                           // as transpose + reduction over trailing axes
@@ -547,12 +567,14 @@ typedef struct Kernel {
   int64_t flops, bytes;  // per step: arithmetic, and bytes read + written
   int mm;       // KK_EW: a matmul computed into the output first (its epilogue
                 // is this loop, run on the same rows), -1 if none
+  int phase;    // 0: the step's kernels; 1: the optimizer update's
 } Kernel;
 
 typedef enum { MEM_PARAM, MEM_GRAD, MEM_INPUT, MEM_STATE, MEM_OUTPUT, MEM_ACT, MEM_NCAT } MemCat;
 
 typedef struct Program {
   const Graph *g;
+  bool training;  // batch_norm with batch statistics (else running stats)
   struct { Kernel *v; int n, cap; } kernels;
   bool *materialized;  // per node: has storage of its own or an alias
   int *alias;          // per node: the node whose storage it uses (itself if none)
@@ -568,7 +590,7 @@ typedef struct Program {
 
 // Cuts g into kernels. `fuse` false: one kernel per node (the reference for
 // "fusion changes nothing").
-Program *program_new(const Graph *g, bool fuse);
+Program *program_new(const Graph *g, bool fuse, bool training);
 void program_free(Program *p);
 void program_print(FILE *out, const Program *p);  // the kernel list (`bpc check`)
 int64_t dtype_bytes(DType t);
@@ -576,7 +598,7 @@ int64_t dtype_bytes(DType t);
 // The native pipeline's front half: g (a simplified joint graph) lowered for
 // the kernel library (SIMP_LOWER), cut into kernels and planned. *lowered
 // receives the graph the Program refers to; free it after the Program.
-Program *program_plan(const Graph *g, bool fuse, Graph **lowered);
+Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered);
 
 // A matmul as `batch` GEMMs of [M, K] x [K, N] (a batch against a shared
 // rank-2 B folds into M). Codegen and the memory plan's scratch agree on it.
@@ -594,13 +616,46 @@ typedef struct LLVMOpaqueTargetMachine *LLVMTargetMachineRef_;
 // A target machine for `cpu` ("native" or NULL: the host, with its
 // features) at -O`opt`. NULL after reporting.
 LLVMTargetMachineRef_ codegen_target(const char *cpu, int opt, Diag *d);
-// The step's module: kernels, `void bpc_step(bpcrt_ctx *)`, the kernel
-// library linked in, optimized with `default<O{opt}>`. NULL after reporting.
-LLVMModuleRef_ codegen_module(LLVMContextRef_ cx, const Program *p, LLVMTargetMachineRef_ tm, int opt, Diag *d);
+
+#define CODEGEN_MAX_PROGRAMS 3
+// One program of a module and its entry points `void f(bpcrt_ctx *)`:
+// entry[0] runs the step's kernels (phase 0; all of them when entry[1] is
+// NULL), entry[1] the optimizer update's (phase 1).
+typedef struct CodegenProgram {
+  const Program *p;
+  const char *entry[2];
+} CodegenProgram;
+
+typedef struct CodegenUnit {
+  const char *name;
+  int nprograms;  // train, eval, sample (docs/ABI.md), or one for bpc grad
+  CodegenProgram programs[CODEGEN_MAX_PROGRAMS];
+  const char *json;  // bpc_model_json, or NULL
+  bool with_main;    // a standalone trainer's main()
+} CodegenUnit;
+
+// The module: every program's kernels and entry points, the kernel
+// library's scalar math linked in, optimized with `default<O{opt}>`. NULL
+// after reporting.
+LLVMModuleRef_ codegen_module(LLVMContextRef_ cx, const CodegenUnit *u, LLVMTargetMachineRef_ tm, int opt, Diag *d);
 // `bpc compile --emit llvm|asm|obj`: the module written to `path` (atomically).
-bool codegen_emit(const Program *p, const char *cpu, int opt, const char *kind, const char *path, Diag *d);
+bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *kind, const char *path, Diag *d);
+
+// ============================================================ describe.c
+// The model description of docs/ABI.md as JSON (free() it): m's sections with
+// defaults filled in, and the train, eval and (if not NULL) sample programs'
+// arenas and tensors. `fwd` is the forward graph (dims, dtype).
+char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
+                     const Program *sample, const char *compile_flags);
 
 // ============================================================ jit.c
+// A compiled module in this process (ORC LLJIT): look its entry points up.
+typedef struct JitModule JitModule;
+JitModule *jit_compile(const CodegenUnit *u, Diag *d);
+void *jit_lookup(JitModule *j, const char *name, Diag *d);
+void jit_module_free(JitModule *j);
+
+// One program with its own arena, for `bpc grad` and the tests.
 typedef struct Jit Jit;
 // Compiles p for this CPU and allocates its arena. NULL after reporting.
 Jit *jit_new(const Program *p, int nthreads, Diag *d);
@@ -611,6 +666,29 @@ void jit_get(const Jit *j, int node, double *v);
 // One step. False (err says why) when a kernel met an id or label out of range.
 bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen);
 
+// ============================================================ aot.c
+// The trainer's three programs (docs/ABI.md) built from a model: train
+// (forward, backward, optimizer), eval (eval-mode forward) and sample (batch
+// 1, logits only; when the model has `generate:`), plus the description.
+typedef struct TrainerBuild {
+  Graph *fwd;
+  Graph *lowered[3];
+  Program *programs[3];  // train, eval, sample (NULL without generate)
+  char *json;
+} TrainerBuild;
+
+bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
+                   const char *flags, TrainerBuild *out);
+void trainer_build_free(TrainerBuild *b);
+// The module of a trainer: its entry points, bpc_model_json, and main()
+// when `with_main`.
+CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
+// `bpc compile --emit exe`: the object linked with libbpcrt by the system C
+// compiler into a standalone trainer at `path` (atomically). `lib`: path.o
+// and path.h for a C program that drives the step itself.
+bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
+bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
+
 // ============================================================ memplan.c
 // Assigns every stored value an offset in one arena: leaves and results
 // first (they live across steps or are read after the step), then
@@ -620,10 +698,6 @@ void memplan_assign(Program *p);
 void memplan_print(FILE *out, const Program *p);  // bytes by category vs naive
 
 // ============================================================ expand.c
-typedef struct DimOverride {
-  const char *name;
-  int64_t value;
-} DimOverride;
 
 // Model -> forward Graph in dtype `fdtype`: dims evaluated (overrides
 // applied), inputs/params/state leaves, every entry lowered through the

@@ -24,10 +24,11 @@
 // The kernel library's bitcode, embedded by kernels_bc.S.
 extern const char bpc_kernels_bc[], bpc_kernels_bc_end[];
 
-typedef struct Step {  // one entry of bpc_step: run fn over [0, n)
+typedef struct Step {  // one call of an entry point: run fn over [0, n)
   LLVMValueRef fn;
   int64_t n;
   bool parallel;
+  int phase;
 } Step;
 
 typedef struct CG {
@@ -41,6 +42,7 @@ typedef struct CG {
   LLVMValueRef arena, scratch, status, seed, step, begin, end, thread;
   struct { Step *v; int n, cap; } steps;
   int nfn;
+  int phase;  // of the kernel being emitted
   struct { char **sig; LLVMValueRef *fn; int n, cap; } bodies;  // shared loop bodies
 } CG;
 
@@ -102,7 +104,7 @@ static LLVMValueRef begin_kernel(CG *c) {
 static void end_kernel(CG *c, int64_t n, int64_t work) {
   LLVMBuildRetVoid(c->b);
   // Below ~64K operations a kernel runs on the caller: the pool's wake-up costs more.
-  VEC_PUSH(c->steps, ((Step){c->fn, n, n > 1 && work >= 65536}));
+  VEC_PUSH(c->steps, ((Step){c->fn, n, n > 1 && work >= 65536, c->phase}));
 }
 
 static LLVMValueRef byte_ptr(CG *c, LLVMValueRef base, int64_t off) {
@@ -556,7 +558,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
                              I32(c, tb), P(k->root), I64(c, N), I32(c, 0), sp, c->begin, c->end};
     libcall(c, "gemm", t, args, 15);
     LLVMBuildRetVoid(c->b);
-    VEC_PUSH(c->steps, ((Step){c->fn, M, k->flops >= 65536}));
+    VEC_PUSH(c->steps, ((Step){c->fn, M, k->flops >= 65536, c->phase}));
     return;
   }
   // Batched: the range is over batch entries; operand batch offsets broadcast.
@@ -587,7 +589,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
   libcall(c, "gemm", t, args, 15);
   loop_end(c, &l);
   LLVMBuildRetVoid(c->b);
-  VEC_PUSH(c->steps, ((Step){c->fn, batch, k->flops >= 65536}));
+  VEC_PUSH(c->steps, ((Step){c->fn, batch, k->flops >= 65536, c->phase}));
 }
 
 // Sequential phase of a two-phase kernel: out[0] = scale * sum(tmp[0..n)).
@@ -708,7 +710,7 @@ static void emit_call(CG *c, const Kernel *k) {
     begin_kernel(c);
     LLVMValueRef eps = FC(c, t, a->f[0]);
     if (n->op == OP_BATCH_NORM)
-      return call_kernel(c, "batch_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), P(IN(3)), P(IN(4)), I64(c, N), I64(c, C), eps, I32(c, 1)}, 12, C, work);
+      return call_kernel(c, "batch_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), P(IN(3)), P(IN(4)), I64(c, N), I64(c, C), eps, I32(c, c->p->training)}, 12, C, work);
     return call_kernel(c, "batch_norm_dx", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, N), I64(c, C), eps}, 8, C, work);
   }
   case OP_ATTENTION: case OP_ATTENTION_GRAD: {
@@ -781,18 +783,20 @@ static void emit_call(CG *c, const Kernel *k) {
 }
 
 static void emit_state(CG *c, const Kernel *k) {
-  const GState *s = &c->g->states.v[k->state];
-  const Node *n = graph_node(c->g, s->node);
+  int leaf = k->nodes[0];  // the state or param the update is copied into
+  const Node *n = graph_node(c->g, leaf);
   int64_t st[BPC_MAX_RANK];
   contiguous_strides(&n->shape, st);
-  emit_copy(c, s->node, 0, st, k->root, 0, st, &n->shape, n->dtype, true);
+  emit_copy(c, leaf, 0, st, k->root, 0, st, &n->shape, n->dtype, true);
 }
 
 // ---------------------------------------------------------------- the module
 
-static void emit_step(CG *c) {
+// An entry point `void name(bpcrt_ctx *)` running the steps of `phase`
+// (-1: all) in order, each directly or through the thread pool.
+static LLVMValueRef emit_entry(CG *c, const char *name, int phase) {
   LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->cx), &c->ptr, 1, 0);
-  LLVMValueRef f = LLVMAddFunction(c->mod, "bpc_step", ft);
+  LLVMValueRef f = LLVMAddFunction(c->mod, name, ft);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
   LLVMValueRef ctx = LLVMGetParam(f, 0);
   LLVMValueRef pool = ctx_field(c, ctx, CTX_POOL);
@@ -800,12 +804,42 @@ static void emit_step(CG *c) {
   LLVMValueRef pfor = get_fn(c, "bpcrt_parallel_for", LLVMVoidTypeInContext(c->cx), pf, 5);
   for (int i = 0; i < c->steps.n; i++) {
     Step *s = &c->steps.v[i];
+    if (phase >= 0 && s->phase != phase) continue;
     if (s->parallel)
       call(c, pfor, (LLVMValueRef[]){pool, s->fn, ctx, I64(c, s->n), I64(c, 1)}, 5);
     else
       LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){ctx, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
   }
   LLVMBuildRetVoid(c->b);
+  return f;
+}
+
+// A constant NUL-terminated string global.
+static LLVMValueRef const_string(CG *c, const char *name, const char *text) {
+  LLVMValueRef str = LLVMConstStringInContext2(c->cx, text, strlen(text), 0);
+  LLVMValueRef g = LLVMAddGlobal(c->mod, LLVMTypeOf(str), name);
+  LLVMSetInitializer(g, str);
+  LLVMSetGlobalConstant(g, 1);
+  return g;
+}
+
+// `int main(argc, argv)`: the standalone trainer's, handing everything to
+// the runtime: bpcrt_main(bpc_model_json, &entries, argc, argv).
+static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries) {
+  LLVMValueRef vals[4];
+  for (int i = 0; i < 4; i++) vals[i] = entries[i] ? entries[i] : LLVMConstNull(c->ptr);
+  LLVMTypeRef ety[4] = {c->ptr, c->ptr, c->ptr, c->ptr};
+  LLVMTypeRef st = LLVMStructTypeInContext(c->cx, ety, 4, 0);
+  LLVMValueRef table = LLVMAddGlobal(c->mod, st, "bpc_entries");
+  LLVMSetInitializer(table, LLVMConstNamedStruct(st, vals, 4));
+  LLVMSetGlobalConstant(table, 1);
+  LLVMTypeRef margs[2] = {c->i32, c->ptr};
+  LLVMValueRef mainf = LLVMAddFunction(c->mod, "main", LLVMFunctionType(c->i32, margs, 2, 0));
+  LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, mainf, "entry"));
+  LLVMTypeRef bargs[4] = {c->ptr, c->ptr, c->i32, c->ptr};
+  LLVMValueRef bm = get_fn(c, "bpcrt_main", c->i32, bargs, 4);
+  LLVMValueRef r = call(c, bm, (LLVMValueRef[]){json, table, LLVMGetParam(mainf, 0), LLVMGetParam(mainf, 1)}, 4);
+  LLVMBuildRet(c->b, r);
 }
 
 // Turns a function definition into a declaration (its blocks deleted).
@@ -896,9 +930,9 @@ LLVMTargetMachineRef codegen_target(const char *cpu_in, int opt, Diag *d) {
   return tm;
 }
 
-LLVMModuleRef codegen_module(LLVMContextRef cx, const Program *p, LLVMTargetMachineRef tm, int opt, Diag *d) {
-  CG c = {.cx = cx, .p = p, .g = p->g};
-  c.mod = LLVMModuleCreateWithNameInContext(p->g->model ? p->g->model->name : "bpc", cx);
+LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTargetMachineRef tm, int opt, Diag *d) {
+  CG c = {.cx = cx};
+  c.mod = LLVMModuleCreateWithNameInContext(u->name ? u->name : "bpc", cx);
   char *triple = LLVMGetTargetMachineTriple(tm);
   LLVMSetTarget(c.mod, triple);
   LLVMDisposeMessage(triple);
@@ -919,16 +953,33 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const Program *p, LLVMTargetMach
   c.ctxty = LLVMStructTypeInContext(cx, fields, CTX_NFIELDS, 0);
   LLVMTypeRef targs[4] = {c.ptr, c.i64, c.i64, c.i32};
   c.taskty = LLVMFunctionType(c.vd, targs, 4, 0);
-  for (int i = 0; i < p->kernels.n; i++) {
-    const Kernel *k = &p->kernels.v[i];
-    switch (k->kind) {
-    case KK_EW: emit_ew(&c, k); break;
-    case KK_CALL: emit_call(&c, k); break;
-    case KK_STATE: emit_state(&c, k); break;
-    case KK_ALIAS: break;
+  LLVMValueRef entries[CODEGEN_MAX_PROGRAMS][2] = {{0}};
+  for (int pi = 0; pi < u->nprograms; pi++) {
+    const CodegenProgram *cp = &u->programs[pi];
+    c.p = cp->p;
+    c.g = cp->p->g;
+    c.steps.n = 0;
+    for (int i = 0; i < c.p->kernels.n; i++) {
+      const Kernel *k = &c.p->kernels.v[i];
+      c.phase = k->phase;
+      switch (k->kind) {
+      case KK_EW: emit_ew(&c, k); break;
+      case KK_CALL: emit_call(&c, k); break;
+      case KK_STATE: emit_state(&c, k); break;
+      case KK_ALIAS: break;
+      }
+    }
+    entries[pi][0] = emit_entry(&c, cp->entry[0], cp->entry[1] ? 0 : -1);
+    if (cp->entry[1]) entries[pi][1] = emit_entry(&c, cp->entry[1], 1);
+  }
+  if (u->json) {
+    LLVMValueRef json = const_string(&c, "bpc_model_json", u->json);
+    if (u->with_main) {
+      LLVMValueRef e[4] = {entries[0][0], entries[0][1], u->nprograms > 1 ? entries[1][0] : NULL,
+                           u->nprograms > 2 ? entries[2][0] : NULL};
+      emit_main(&c, json, e);
     }
   }
-  emit_step(&c);
   LLVMDisposeBuilder(c.b);
   free(c.steps.v);
   for (int i = 0; i < c.bodies.n; i++) free(c.bodies.sig[i]);
@@ -964,11 +1015,11 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const Program *p, LLVMTargetMach
   return c.mod;
 }
 
-bool codegen_emit(const Program *p, const char *cpu, int opt, const char *kind, const char *path, Diag *d) {
+bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *kind, const char *path, Diag *d) {
   LLVMTargetMachineRef tm = codegen_target(cpu, opt, d);
   if (!tm) return false;
   LLVMContextRef cx = LLVMContextCreate();
-  LLVMModuleRef mod = codegen_module(cx, p, tm, opt, d);
+  LLVMModuleRef mod = codegen_module(cx, u, tm, opt, d);
   bool ok = mod != NULL;
   if (ok) {
     size_t n = strlen(path) + 32;

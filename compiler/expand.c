@@ -249,7 +249,7 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix) {
   const char *name = arena_printf(&b->g->arena, "%s%s", prefix, t->name);
   int id = g_leaf(b->g, OP_PARAM, name, leaf_dtype(b, t->dtype), &s, t->loc);
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
-  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1}));
+  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1, -1}));
   return id;
 }
 
@@ -332,8 +332,8 @@ static bool add_bn_state(Build *b, Scope *s, const Expr *e, int x, double moment
   int keep = g_const(g, 1 - momentum, e->loc), mom = g_const(g, momentum, e->loc);
   int um = g_binary(g, OP_ADD, g_binary(g, OP_MUL, keep, *rm, e->loc), g_binary(g, OP_MUL, mom, mean, e->loc), e->loc);
   int uv = g_binary(g, OP_ADD, g_binary(g, OP_MUL, keep, *rv, e->loc), g_binary(g, OP_MUL, mom, var, e->loc), e->loc);
-  VEC_PUSH(g->states, ((GState){graph_node(g, *rm)->name, *rm, um, 0.0}));
-  VEC_PUSH(g->states, ((GState){graph_node(g, *rv)->name, *rv, uv, 1.0}));
+  VEC_PUSH(g->states, ((GState){graph_node(g, *rm)->name, *rm, um, 0.0, false}));
+  VEC_PUSH(g->states, ((GState){graph_node(g, *rv)->name, *rv, uv, 1.0, false}));
   return true;
 }
 

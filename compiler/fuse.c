@@ -28,6 +28,8 @@ static bool *result_nodes(const Graph *g) {
     if (g->params.v[i].grad >= 0) r[g->params.v[i].grad] = true;
   for (int i = 0; i < g->states.n; i++)
     if (g->states.v[i].update >= 0) r[g->states.v[i].update] = true;
+  for (int i = 0; i < g->params.n; i++)
+    if (g->params.v[i].update >= 0) r[g->params.v[i].update] = true;
   return r;
 }
 
@@ -99,6 +101,7 @@ static void add_kernel(Program *p, Kernel k) {
   }
   const Node *root = graph_node(g, k.root);
   if (k.kind != KK_ALIAS) bytes += shape_numel(&root->shape) * dtype_bytes(root->dtype);
+  if (k.kind == KK_STATE) k.phase = 1;
   k.bytes = bytes;
   k.flops = k.mm >= 0 ? node_cost(g, graph_node(g, k.mm)) : 0;
   for (int i = 0; i < k.nnodes; i++) k.flops += node_cost(g, graph_node(g, k.nodes[i]));
@@ -129,9 +132,40 @@ static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
   return true;
 }
 
-Program *program_new(const Graph *g, bool fuse) {
+// A leaf whose new value (a state or param update) an elementwise kernel
+// computes, with no later kernel reading the old value, is updated in place:
+// the kernel writes the leaf's storage and no copy kernel is needed.
+static bool update_in_place(Program *p, int leaf, int upd, bool *copied) {
+  int nk = p->kernels.n, kupd = -1;
+  for (int k = 0; k < nk; k++)
+    if (p->kernels.v[k].root == upd && p->kernels.v[k].kind == KK_EW && p->kernels.v[k].mm < 0) kupd = k;
+  if (kupd < 0 || p->alias[upd] != upd) return false;
+  for (int k = kupd + 1; k < nk; k++)
+    for (int r = 0; r < p->kernels.v[k].nreads; r++)
+      if (p->alias[p->kernels.v[k].reads[r]] == leaf) return false;
+  // The update must not be shared with another leaf's update.
+  if (copied[upd]) return false;
+  copied[upd] = true;
+  p->alias[upd] = leaf;
+  return true;
+}
+
+static void add_writeback(Program *p, int leaf, int upd, int state, bool *copied) {
+  if (upd < 0 || update_in_place(p, leaf, upd, copied)) return;
+  Kernel k = {.kind = KK_STATE, .root = upd, .state = state, .mm = -1, .phase = 1};
+  k.reads = xmalloc(sizeof(int));
+  k.reads[0] = upd;
+  k.nreads = 1;
+  k.nodes = xmalloc(sizeof(int));
+  k.nodes[0] = leaf;  // the destination
+  k.nnodes = 1;
+  add_kernel(p, k);
+}
+
+Program *program_new(const Graph *g, bool fuse, bool training) {
   Program *p = xcalloc(1, sizeof(Program));
   p->g = g;
+  p->training = training;
   int n = g->nodes.n;
   p->materialized = xcalloc((size_t)n, 1);
   p->alias = xmalloc(sizeof(int) * (size_t)n);
@@ -172,7 +206,7 @@ Program *program_new(const Graph *g, bool fuse) {
     if (into[id] >= 0) continue;                    // computed inside its consumer
     p->materialized[id] = true;
     if (is_epi_mm[id]) continue;  // written by its epilogue's kernel, into that kernel's output
-    Kernel k = {.root = id, .state = -1, .mm = epi[id]};
+    Kernel k = {.root = id, .state = -1, .mm = epi[id], .phase = nd->phase};
     if (epi[id] >= 0) p->alias[epi[id]] = id;
     IntVec nodes = {0}, reads = {0};
     if (nd->op == OP_RESHAPE) {
@@ -204,14 +238,10 @@ Program *program_new(const Graph *g, bool fuse) {
   }
   for (int ki = 0; ki < p->kernels.n; ki++)
     for (int i = 0; i < p->kernels.v[ki].nreads; i++) BPC_ASSERT(p->materialized[p->kernels.v[ki].reads[i]]);
-  for (int i = 0; i < g->states.n; i++) {
-    if (g->states.v[i].update < 0) continue;
-    Kernel k = {.kind = KK_STATE, .root = g->states.v[i].update, .state = i, .mm = -1};
-    k.reads = xmalloc(sizeof(int));
-    k.reads[0] = g->states.v[i].update;
-    k.nreads = 1;
-    add_kernel(p, k);
-  }
+  bool *copied = xcalloc((size_t)(n ? n : 1), 1);
+  for (int i = 0; i < g->states.n; i++) add_writeback(p, g->states.v[i].node, g->states.v[i].update, i, copied);
+  for (int i = 0; i < g->params.n; i++) add_writeback(p, g->params.v[i].node, g->params.v[i].update, -1, copied);
+  free(copied);
   free(into);
   free(result);
   free(epi);
@@ -266,9 +296,9 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);
 }
 
-Program *program_plan(const Graph *g, bool fuse, Graph **lowered) {
-  *lowered = simplify(g, SIMP_ALL | SIMP_LOWER);
-  Program *p = program_new(*lowered, fuse);
+Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered) {
+  *lowered = simplify(g, SIMP_ALL | SIMP_LOWER | (training ? 0 : SIMP_EVAL));
+  Program *p = program_new(*lowered, fuse, training);
   memplan_assign(p);
   return p;
 }

@@ -109,6 +109,7 @@ void graph_free(Graph *g) {
   free(g->named.v);
   free(g->metrics.v);
   free(g->outputs.v);
+  free(g->scalars.v);
   arena_free(&g->arena);
   free(g);
 }
@@ -121,6 +122,7 @@ Node *graph_node(const Graph *g, int id) {
 static Node *new_node(Graph *g, Op op, Loc loc, int nin, const int *in) {
   Node *n = arena_alloc(&g->arena, sizeof(Node));
   n->id = g->nodes.n;
+  n->phase = g->phase;
   n->op = op;
   n->loc = loc;
   n->nin = nin;

@@ -22,8 +22,12 @@ typedef struct StepCtx {
   uint64_t seed, step;
 } StepCtx;
 
-struct Jit {
+struct JitModule {
   LLVMOrcLLJITRef lljit;
+};
+
+struct Jit {
+  JitModule *mod;
   void (*step)(StepCtx *);
   const Program *p;
   bpcrt_pool *pool;
@@ -54,11 +58,11 @@ static bool define_runtime(LLVMOrcLLJITRef j, Diag *d) {
   return llvm_ok(LLVMOrcJITDylibDefine(main, LLVMOrcAbsoluteSymbols(syms, sizeof syms / sizeof *syms)), d, "runtime symbols");
 }
 
-Jit *jit_new(const Program *p, int nthreads, Diag *d) {
+JitModule *jit_compile(const CodegenUnit *u, Diag *d) {
   LLVMTargetMachineRef tm = codegen_target("native", 3, d);
   if (!tm) return NULL;
   LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LLVMModuleRef mod = codegen_module(LLVMOrcThreadSafeContextGetContext(tsc), p, tm, 3, d);
+  LLVMModuleRef mod = codegen_module(LLVMOrcThreadSafeContextGetContext(tsc), u, tm, 3, d);
   if (!mod) {
     LLVMOrcDisposeThreadSafeContext(tsc);
     LLVMDisposeTargetMachine(tm);
@@ -66,21 +70,46 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
   }
   LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
   LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
-  Jit *j = xcalloc(1, sizeof(Jit));
-  j->p = p;
+  JitModule *j = xcalloc(1, sizeof(JitModule));
   LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
   LLVMOrcDisposeThreadSafeContext(tsc);
   bool ok = llvm_ok(LLVMOrcCreateLLJIT(&j->lljit, builder), d, "creating the JIT");
   if (ok) ok = define_runtime(j->lljit, d);
   if (ok) ok = llvm_ok(LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm), d, "adding the module");
   else LLVMOrcDisposeThreadSafeModule(tsm);
-  LLVMOrcExecutorAddress addr = 0;
-  if (ok) ok = llvm_ok(LLVMOrcLLJITLookup(j->lljit, &addr, "bpc_step"), d, "looking up bpc_step");
   if (!ok) {
-    jit_free(j);
+    jit_module_free(j);
     return NULL;
   }
-  j->step = (void (*)(StepCtx *))(uintptr_t)addr;
+  return j;
+}
+
+void *jit_lookup(JitModule *j, const char *name, Diag *d) {
+  LLVMOrcExecutorAddress addr = 0;
+  char what[128];
+  snprintf(what, sizeof what, "looking up %s", name);
+  if (!llvm_ok(LLVMOrcLLJITLookup(j->lljit, &addr, name), d, what)) return NULL;
+  return (void *)(uintptr_t)addr;
+}
+
+void jit_module_free(JitModule *j) {
+  if (!j) return;
+  if (j->lljit) LLVMOrcDisposeLLJIT(j->lljit);
+  free(j);
+}
+
+Jit *jit_new(const Program *p, int nthreads, Diag *d) {
+  CodegenUnit u = {.name = "bpc", .nprograms = 1, .programs = {{p, {"bpc_step", NULL}}}};
+  JitModule *m = jit_compile(&u, d);
+  void *step = m ? jit_lookup(m, "bpc_step", d) : NULL;
+  if (!step) {
+    jit_module_free(m);
+    return NULL;
+  }
+  Jit *j = xcalloc(1, sizeof(Jit));
+  j->mod = m;
+  j->p = p;
+  j->step = (void (*)(StepCtx *))step;
   j->nthreads = nthreads < 1 ? 1 : nthreads;
   j->pool = j->nthreads > 1 ? bpcrt_pool_new(j->nthreads) : NULL;
   size_t bytes = (size_t)(p->arena_bytes + p->scratch_per_thread * j->nthreads);
@@ -93,7 +122,7 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
 
 void jit_free(Jit *j) {
   if (!j) return;
-  if (j->lljit) LLVMOrcDisposeLLJIT(j->lljit);
+  jit_module_free(j->mod);
   bpcrt_pool_free(j->pool);
   free(j->mem);
   free(j);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bpc.h"
 #include "bpcc.h"
 
 typedef struct Opts {
@@ -38,6 +39,7 @@ static int cmd_show(Opts *o);
 static int cmd_dot(Opts *o);
 static int cmd_grad(Opts *o);
 static int cmd_compile(Opts *o);
+static int cmd_run(int argc, char **argv);
 
 static const Command commands[] = {
   {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64]",
@@ -58,16 +60,21 @@ static const Command commands[] = {
    "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
    "dropout is active with the seed, as in training. Generated native code\n"
    "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
-  {"compile", "bpc compile MODEL.yaml -o OUT --emit llvm|asm|obj [-O0..-O3] [--cpu NAME|native]\n"
+  {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
    "         [--dtype f32|f64] [-D N=V]...",
-   "Compiles the training step (forward, backward) to LLVM IR, assembly or an\n"
-   "object file for the host CPU (or --cpu).", cmd_compile},
+   "Compiles the model's trainer: the training step (forward, backward,\n"
+   "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
+   "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
+   "the module as an object, LLVM IR or assembly.", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out) {
   fprintf(out, "usage: bpc COMMAND MODEL.yaml [options]\n\ncommands:\n");
   for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
+  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [trainer options]\n"
+               "          JIT-compile the trainer and run it in this process (trainer options as\n"
+               "          the standalone trainer's: train|eval|sample|info, --steps, --data, ...)\n");
   fprintf(out, "  bpc --version\n  bpc help [COMMAND]\n");
 }
 
@@ -140,8 +147,9 @@ static int parse_args(Opts *o, int argc, char **argv) {
     } else if (!strcmp(a, "--emit") || !strcmp(a, "--cpu")) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
       if (!strcmp(a, "--cpu")) o->cpu = argv[++i];
-      else if (strcmp(o->emit = argv[++i], "llvm") && strcmp(o->emit, "asm") && strcmp(o->emit, "obj"))
-        return usage_error("--emit takes llvm, asm or obj, got '%s'", o->emit);
+      else if (strcmp(o->emit = argv[++i], "llvm") && strcmp(o->emit, "asm") && strcmp(o->emit, "obj") &&
+               strcmp(o->emit, "exe") && strcmp(o->emit, "lib"))
+        return usage_error("--emit takes exe, obj, lib, llvm or asm, got '%s'", o->emit);
     } else if (!strcmp(a, "--after") || !strcmp(a, "--inputs") || !strcmp(a, "--params") || !strcmp(a, "--seed")) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
       const char *v = argv[++i];
@@ -169,7 +177,7 @@ static int parse_args(Opts *o, int argc, char **argv) {
   if (!o->model) return usage_error("%s needs a model file", o->cmd);
   if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
   if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
-  if (!strcmp(o->cmd, "compile") && (!o->out || !o->emit)) return usage_error("%s needs -o OUT and --emit llvm|asm|obj", o->cmd);
+  if (!strcmp(o->cmd, "compile") && !o->out) return usage_error("%s needs -o OUT", o->cmd);
   return 0;
 }
 
@@ -217,11 +225,11 @@ static int cmd_check(Opts *o) {
         int njoint = j->nodes.n;
         Graph *s = simplify(j, SIMP_ALL), *lowered;
         printf("nodes: forward %d, joint forward+backward %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
-        Program *unfused = program_plan(s, false, &lowered);
+        Program *unfused = program_plan(s, false, true, &lowered);
         int nunfused = unfused->kernels.n;
         program_free(unfused);
         graph_free(lowered);
-        Program *p = program_plan(s, true, &lowered);
+        Program *p = program_plan(s, true, true, &lowered);
         printf("kernels: %d without fusion, %d fused\n", nunfused, p->kernels.n);
         program_print(stdout, p);
         putchar('\n');
@@ -305,7 +313,7 @@ static int cmd_grad(Opts *o) {
   Program *p = NULL;
   Jit *jit = NULL;
   if (g && !o->interp) {  // native: the lowered graph replaces g
-    p = program_plan(g, !o->no_fuse, &lowered);
+    p = program_plan(g, !o->no_fuse, true, &lowered);
     jit = jit_new(p, (int)sysconf(_SC_NPROCESSORS_ONLN), &d);
     graph_free(g);
     g = jit ? lowered : NULL;
@@ -340,27 +348,91 @@ static int cmd_grad(Opts *o) {
   return rc;
 }
 
+static void compile_flags(const Opts *o, char *buf, size_t size) {
+  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
+           dtype_name(o->dtype), o->no_fuse ? " --no-fuse" : "");
+}
+
 static int cmd_compile(Opts *o) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
-  Graph *g = front_end(o, &a, &d);
-  if (g && g->loss < 0) {
-    diag_error(&d, g->model->loc, "bpc compile needs a model with a `loss:`");
-    graph_free(g);
-    g = NULL;
+  Model *m = model_load(&a, &d, o->model);
+  TrainerBuild b;
+  char flags[256];
+  compile_flags(o, flags, sizeof flags);
+  bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, flags, &b);
+  const char *emit = o->emit ? o->emit : "exe";
+  if (ok) {
+    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->out, &d);
+    else if (!strcmp(emit, "lib")) ok = aot_write_lib(&b, o->cpu, o->opt, o->out, &d);
+    else {
+      CodegenUnit u = trainer_unit(&b, true);
+      ok = codegen_emit(&u, o->cpu, o->opt, emit, o->out, &d);
+    }
   }
-  g = g ? joint(g, SIMP_ALL) : NULL;
-  int rc = 1;
-  if (g) {
-    Graph *lowered;
-    Program *p = program_plan(g, !o->no_fuse, &lowered);
-    if (codegen_emit(p, o->cpu, o->opt, o->emit, o->out, &d)) rc = 0;
-    program_free(p);
-    graph_free(lowered);
-  }
-  graph_free(g);
+  if (m) trainer_build_free(&b);
   arena_free(&a);
+  return ok ? 0 : 1;
+}
+
+// bpc run MODEL [-D N=V]... [--dtype f32|f64] [--no-fuse] [trainer options]:
+// the trainer JIT-compiled in this process, driven by the same runtime.
+static int cmd_run(int argc, char **argv) {
+  if (argc < 3 || argv[2][0] == '-') return usage_error("%s", "run needs a model file");
+  Opts o = {.cmd = "run", .model = argv[2], .dtype = DT_F32, .opt = 3};
+  char **rest = xmalloc(sizeof(char *) * (size_t)(argc + 1));
+  int nrest = 0;
+  rest[nrest++] = "bpc run";
+  for (int i = 3; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strncmp(a, "-D", 2)) {
+      const char *def = a[2] ? a + 2 : (i + 1 < argc ? argv[++i] : NULL);
+      if (!def || !parse_define(&o, def)) {
+        free(rest);
+        return usage_error("-D needs NAME=INTEGER, got '%s'", def ? def : "");
+      }
+    } else if (!strcmp(a, "--dtype") && i + 1 < argc) {
+      const char *t = argv[++i];
+      if (strcmp(t, "f32") && strcmp(t, "f64")) {
+        free(rest);
+        return usage_error("--dtype takes f32 or f64, got '%s'", t);
+      }
+      o.dtype = !strcmp(t, "f64") ? DT_F64 : DT_F32;
+    } else if (!strcmp(a, "--no-fuse")) {
+      o.no_fuse = true;
+    } else {
+      rest[nrest++] = argv[i];
+    }
+  }
+  rest[nrest] = NULL;
+  Arena a = {0};
+  Diag d;
+  diag_init(&d, stderr);
+  Model *m = model_load(&a, &d, o.model);
+  TrainerBuild b;
+  char flags[256];
+  compile_flags(&o, flags, sizeof flags);
+  int rc = 1;
+  if (m && trainer_build(m, &d, o.defs.v, o.defs.n, o.dtype, !o.no_fuse, flags, &b)) {
+    CodegenUnit u = trainer_unit(&b, false);
+    JitModule *j = jit_compile(&u, &d);
+    bpcrt_entries e = {0};
+    const char *json = j ? jit_lookup(j, "bpc_model_json", &d) : NULL;
+    if (json) {
+      e.train_step = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_step", &d);
+      e.train_update = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_update", &d);
+      e.eval_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_eval_forward", &d);
+      if (b.programs[2]) e.sample_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_sample_forward", &d);
+    }
+    if (json && e.train_step && e.train_update && e.eval_forward) rc = bpcrt_main(json, &e, nrest, rest);
+    jit_module_free(j);
+  }
+  if (m) trainer_build_free(&b);
+  arena_free(&a);
+  for (int i = 0; i < o.defs.n; i++) free((char *)o.defs.v[i].name);
+  free(o.defs.v);
+  free(rest);
   return rc;
 }
 
@@ -384,6 +456,7 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
     return cmd_help(argc, argv);
+  if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
   const Command *c = find_command(argv[1]);
   if (!c) return usage_error("unknown command '%s'", argv[1]);
   Opts o = {.cmd = c->name, .dtype = DT_F32, .opt = 3};

@@ -95,6 +95,8 @@ static bool is_result(const Graph *g, int id, MemCat *cat) {
     if (g->outputs.v[i].node == id) return *cat = MEM_OUTPUT, true;
   for (int i = 0; i < g->states.n; i++)
     if (g->states.v[i].update == id) return *cat = MEM_OUTPUT, true;
+  for (int i = 0; i < g->params.n; i++)
+    if (g->params.v[i].update == id) return *cat = MEM_OUTPUT, true;
   return false;
 }
 
@@ -140,7 +142,7 @@ void memplan_assign(Program *p) {
     p->temp_offset[k] = tb ? base + fl_alloc(&fl, tb) : -1;
     if (kr->kind == KK_STATE || kr->kind == KK_ALIAS) goto release;
     int out = kr->root;
-    if (p->offset[out] < 0) {
+    if (p->offset[p->alias[out]] < 0) {
       const Node *on = graph_node(g, out);
       int reuse = -1;
       if (kr->kind == KK_EW && kr->mm < 0)  // in place over a dying operand (not under a GEMM: it writes first)

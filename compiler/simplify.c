@@ -278,6 +278,7 @@ static bool *live_nodes(const Graph *g) {
   for (int i = 0; i < g->params.n; i++) {
     live[g->params.v[i].node] = true;
     if (g->params.v[i].grad >= 0) live[g->params.v[i].grad] = true;
+    if (g->params.v[i].update >= 0) live[g->params.v[i].update] = true;
   }
   for (int i = 0; i < g->states.n; i++) {
     live[g->states.v[i].node] = true;
@@ -305,10 +306,15 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
       r.map[id] = g_leaf(r.g, n->op, keep(r.g, n->name), n->dtype, &n->shape, n->loc);
       continue;
     }
+    if ((flags & SIMP_EVAL) && n->op == OP_DROPOUT) {  // eval mode: the identity
+      r.map[id] = r.map[n->in[0]];
+      continue;
+    }
     int in[64];
     BPC_ASSERT(n->nin <= 64);
     for (int k = 0; k < n->nin; k++) in[k] = r.map[n->in[k]], BPC_ASSERT(in[k] >= 0);
     int before = r.g->nodes.n;
+    r.g->phase = n->phase;
     r.map[id] = make(&r, n->op, n->loc, n->nin, in, &n->attr);
     Node *made = graph_node(r.g, r.map[id]);
     if (n->name && !made->name && r.g->nodes.n > before) made->name = keep(r.g, n->name);
@@ -321,6 +327,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     p.name = keep(g, p.name);
     p.node = remap(&r, p.node);
     p.grad = remap(&r, p.grad);
+    p.update = remap(&r, p.update);
     VEC_PUSH(g->params, p);
   }
   for (int i = 0; i < src->states.n; i++) {
@@ -334,6 +341,8 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     int id = remap(&r, src->named.v[i].node);
     if (id >= 0) VEC_PUSH(g->named, ((GNamed){keep(g, src->named.v[i].name), id}));
   }
+  for (int i = 0; i < src->scalars.n; i++)
+    VEC_PUSH(g->scalars, ((GInput){keep(g, src->scalars.v[i].name), remap(&r, src->scalars.v[i].node)}));
   for (int i = 0; i < src->metrics.n; i++)
     VEC_PUSH(g->metrics, ((GNamed){keep(g, src->metrics.v[i].name), remap(&r, src->metrics.v[i].node)}));
   for (int i = 0; i < src->outputs.n; i++)
@@ -347,7 +356,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
 Graph *simplify(const Graph *g, unsigned flags) {
   Graph *cur = NULL;
   const Graph *in = g;
-  unsigned rules = flags & (SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA | SIMP_LOWER);
+  unsigned rules = flags & (SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA | SIMP_LOWER | SIMP_EVAL);
   for (int round = 0; round < 8 && rules; round++) {  // until nothing changes
     Graph *next = rebuild(in, rules, NULL);
     bool same = next->nodes.n == in->nodes.n;

@@ -17,7 +17,7 @@ typedef struct Native {
 
 static Native native(const Graph *g, bool fuse, int threads, Captured *c) {
   Native n = {0};
-  n.p = program_plan(g, fuse, &n.lowered);
+  n.p = program_plan(g, fuse, true, &n.lowered);
   n.jit = jit_new(n.p, threads, &c->d);
   cr_assert(n.jit, "codegen failed: %s", cap_text(c));
   return n;
@@ -167,7 +167,7 @@ Test(codegen, memory_plan_has_no_overlaps) {
   Graph *g = graph_build(m, &c.d, ov, 5, DT_F32);
   cr_assert(g && ad_backward(g));
   Graph *s = simplify(g, SIMP_ALL), *lowered;
-  Program *p = program_plan(s, true, &lowered);
+  Program *p = program_plan(s, true, true, &lowered);
   const Graph *lg = p->g;
   int n = lg->nodes.n, nk = p->kernels.n;
   int *def = malloc(sizeof(int) * (size_t)n), *last = malloc(sizeof(int) * (size_t)n);

@@ -1,0 +1,184 @@
+// aot.c — trainers. Builds the three programs a trainer runs (train with the
+// optimizer appended, eval, batch-1 sample) from one model, describes them
+// (describe.c), and for `bpc compile` emits the object and links it with
+// libbpcrt into a standalone executable that needs neither LLVM nor Python
+// (the kernel library inside libbpcrt is compiled for this machine).
+#include <errno.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bpcc.h"
+
+extern char **environ;
+
+static Graph *plan(Graph *g, bool fuse, bool training, Graph **lowered, Program **prog) {
+  *prog = program_plan(g, fuse, training, lowered);
+  return g;
+}
+
+// The dim naming the batch: the first dim of the `tokens` input, if it is a name.
+static const char *batch_dim(const Model *m, Diag *d) {
+  for (int i = 0; i < m->ninputs; i++) {
+    const TensorDecl *t = &m->inputs[i];
+    if (strcmp(t->name, m->gen.tokens)) continue;
+    if (t->rank == 2 && t->shape[0]->kind == EX_NAME) return t->shape[0]->name;
+    diag_error(d, t->loc, "generate: the tokens input '%s' must have shape [B, T] with B a dim name "
+               "(sampling specializes it to 1)", t->name);
+    return NULL;
+  }
+  diag_error(d, m->gen.loc, "generate: no input named '%s'", m->gen.tokens);
+  return NULL;
+}
+
+bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
+                   const char *flags, TrainerBuild *out) {
+  memset(out, 0, sizeof *out);
+  out->fwd = graph_build(m, d, ov, nov, dt);
+  if (!out->fwd) return false;
+  if (out->fwd->loss < 0) {
+    diag_error(d, m->loc, "a trainer needs a model with a `loss:`");
+    return false;
+  }
+  // train: forward, backward, optimizer
+  Graph *t = graph_build(m, d, ov, nov, dt);
+  if (!ad_backward(t) || !optim_append(t, &m->train)) {
+    graph_free(t);
+    return false;
+  }
+  Graph *ts = simplify(t, SIMP_ALL);
+  graph_free(t);
+  plan(ts, fuse, true, &out->lowered[0], &out->programs[0]);
+  graph_free(ts);
+  // eval: the forward graph in eval mode; running stats are read, not written
+  Graph *e = graph_build(m, d, ov, nov, dt);
+  for (int i = 0; i < e->states.n; i++) e->states.v[i].update = -1;
+  plan(e, fuse, false, &out->lowered[1], &out->programs[1]);
+  graph_free(e);
+  // sample: batch 1, logits only
+  if (m->gen.present) {
+    const char *bdim = batch_dim(m, d);
+    if (!bdim) return false;
+    DimOverride *ov1 = xmalloc(sizeof(DimOverride) * (size_t)(nov + 1));
+    memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
+    ov1[nov] = (DimOverride){bdim, 1};
+    Graph *sg = graph_build(m, d, ov1, nov + 1, dt);
+    free(ov1);
+    if (!sg) return false;
+    int logits = -1;
+    for (int i = 0; i < sg->named.n; i++)
+      if (!strcmp(sg->named.v[i].name, m->gen.logits)) logits = sg->named.v[i].node;
+    if (logits < 0) {
+      diag_error(d, m->gen.loc, "generate: no graph value named '%s'", m->gen.logits);
+      graph_free(sg);
+      return false;
+    }
+    for (int i = 0; i < sg->states.n; i++) sg->states.v[i].update = -1;
+    sg->loss = -1;
+    sg->metrics.n = 0;
+    sg->outputs.n = 0;
+    VEC_PUSH(sg->outputs, ((GNamed){m->gen.logits, logits}));
+    plan(sg, fuse, false, &out->lowered[2], &out->programs[2]);
+    graph_free(sg);
+  }
+  out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2], flags);
+  return true;
+}
+
+void trainer_build_free(TrainerBuild *b) {
+  for (int i = 0; i < 3; i++) {
+    program_free(b->programs[i]);
+    graph_free(b->lowered[i]);
+  }
+  graph_free(b->fwd);
+  free(b->json);
+  memset(b, 0, sizeof *b);
+}
+
+CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main) {
+  CodegenUnit u = {.name = b->fwd->model->name, .json = b->json, .with_main = with_main};
+  u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
+  u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
+  if (b->programs[2]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[2], {"bpc_sample_forward", NULL}};
+  return u;
+}
+
+// Runs argv (argv[0] found on PATH); true when it exits 0.
+static bool run(char *const argv[], Diag *d) {
+  pid_t pid;
+  int rc = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
+  if (rc) {
+    diag_error(d, (Loc){0}, "cannot run '%s': %s", argv[0], strerror(rc));
+    return false;
+  }
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+  diag_error(d, (Loc){0}, "'%s' failed linking the trainer", argv[0]);
+  return false;
+}
+
+bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d) {
+  size_t n = strlen(path) + 64;
+  char *obj = xmalloc(n), *tmp = xmalloc(n);
+  snprintf(obj, n, "%s.tmp.%ld.o", path, (long)getpid());
+  snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+  CodegenUnit u = trainer_unit(b, true);
+  bool ok = codegen_emit(&u, cpu, opt, "obj", obj, d);
+  if (ok) {
+    // The system C compiler links the object with libbpcrt and its libraries.
+    char *argv[16] = {"cc", "-o", tmp, obj, BPC_RUNTIME_LIB};
+    int k = 5;
+    char libs[] = BPC_RUNTIME_LINK;
+    for (char *tok = strtok(libs, " "); tok && k < 15; tok = strtok(NULL, " ")) argv[k++] = tok;
+    argv[k] = NULL;
+    ok = run(argv, d);
+    if (ok && rename(tmp, path) != 0) {
+      diag_error(d, (Loc){0}, "cannot write '%s': %s", path, strerror(errno));
+      ok = false;
+    }
+  }
+  remove(obj);
+  remove(tmp);
+  free(obj);
+  free(tmp);
+  return ok;
+}
+
+static const char *header_text =
+    "// Generated by bpc: the C interface of a compiled model (docs/ABI.md).\n"
+    "// Link this object with libbpcrt. Fill the arena's inputs at the offsets\n"
+    "// bpc_model_json gives, call bpc_train_step / bpc_train_update, read the\n"
+    "// results; or hand everything to bpcrt_main.\n"
+    "#pragma once\n#include \"bpc.h\"\n\n"
+    "extern const char bpc_model_json[];\n"
+    "void bpc_train_step(bpcrt_ctx *ctx);\n"
+    "void bpc_train_update(bpcrt_ctx *ctx);\n"
+    "void bpc_eval_forward(bpcrt_ctx *ctx);\n"
+    "void bpc_sample_forward(bpcrt_ctx *ctx);  // only with generate:\n";
+
+bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d) {
+  size_t n = strlen(path) + 8;
+  char *obj = xmalloc(n), *hdr = xmalloc(n + 32);
+  snprintf(obj, n, "%s.o", path);
+  snprintf(hdr, n + 32, "%s.h.tmp.%ld", path, (long)getpid());
+  CodegenUnit u = trainer_unit(b, false);
+  bool ok = codegen_emit(&u, cpu, opt, "obj", obj, d);
+  if (ok) {
+    FILE *f = fopen(hdr, "w");
+    ok = f && fputs(header_text, f) >= 0;
+    if (f) ok &= fclose(f) == 0;
+    char final[4096];
+    snprintf(final, sizeof final, "%s.h", path);
+    if (ok) ok = rename(hdr, final) == 0;
+    if (!ok) {
+      diag_error(d, (Loc){0}, "cannot write '%s': %s", final, strerror(errno));
+      remove(hdr);
+    }
+  }
+  free(obj);
+  free(hdr);
+  return ok;
+}

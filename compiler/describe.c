@@ -1,0 +1,200 @@
+// describe.c — the model description a trainer reads (docs/ABI.md): the
+// model's train, data and generate sections with every default filled in,
+// and for each compiled program its arena size and every tensor the runtime
+// touches (name, role, dtype, shape, byte offset, init). Built with cJSON;
+// the returned string is the caller's to free().
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bpcc.h"
+
+static const char *init_kind_name(InitKind k) {
+  static const char *n[] = {"zeros", "ones", "constant", "normal", "uniform", "xavier_uniform",
+                            "xavier_normal", "he_uniform", "he_normal"};
+  return n[k];
+}
+
+static cJSON *shape_json(const Shape *s) {
+  cJSON *a = cJSON_CreateArray();
+  for (int i = 0; i < s->rank; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)s->d[i]));
+  return a;
+}
+
+static cJSON *tensor(cJSON *list, const Program *p, int node, const char *name, const char *role) {
+  const Node *n = graph_node(p->g, node);
+  BPC_ASSERT(p->offset[node] >= 0);
+  cJSON *t = cJSON_CreateObject();
+  cJSON_AddStringToObject(t, "name", name);
+  cJSON_AddStringToObject(t, "role", role);
+  cJSON_AddStringToObject(t, "dtype", dtype_name(n->dtype));
+  cJSON_AddItemToObject(t, "shape", shape_json(&n->shape));
+  cJSON_AddNumberToObject(t, "offset", (double)p->offset[node]);
+  cJSON_AddItemToArray(list, t);
+  return t;
+}
+
+static cJSON *program_json(const Program *p) {
+  const Graph *g = p->g;
+  cJSON *o = cJSON_CreateObject(), *ts = cJSON_CreateArray();
+  cJSON_AddNumberToObject(o, "arena", (double)p->arena_bytes);
+  cJSON_AddNumberToObject(o, "scratch", (double)p->scratch_per_thread);
+  cJSON_AddNumberToObject(o, "status", (double)p->status_offset);
+  for (int i = 0; i < g->params.n; i++) {
+    const GParam *gp = &g->params.v[i];
+    const Shape *s = &graph_node(g, gp->node)->shape;
+    cJSON *t = tensor(ts, p, gp->node, gp->name, "param");
+    cJSON *init = cJSON_AddObjectToObject(t, "init");
+    cJSON_AddStringToObject(init, "kind", init_kind_name(gp->init.kind));
+    cJSON_AddNumberToObject(init, "a", gp->init.a);
+    cJSON_AddNumberToObject(init, "b", gp->init.b);
+    int64_t fan_in = 1;
+    for (int d = 0; d + 1 < s->rank; d++) fan_in *= s->d[d];
+    cJSON_AddNumberToObject(init, "fan_in", (double)fan_in);
+    cJSON_AddNumberToObject(init, "fan_out", (double)(s->rank ? s->d[s->rank - 1] : 1));
+    cJSON_AddBoolToObject(t, "trainable", gp->trainable);
+    cJSON_AddBoolToObject(t, "decay", gp->decay);
+  }
+  char name[512];
+  for (int i = 0; i < g->params.n; i++) {
+    if (g->params.v[i].grad < 0 || p->offset[g->params.v[i].grad] < 0) continue;
+    snprintf(name, sizeof name, "grad.%s", g->params.v[i].name);
+    tensor(ts, p, g->params.v[i].grad, name, "grad");
+  }
+  for (int i = 0; i < g->states.n; i++) {
+    const GState *st = &g->states.v[i];
+    if (p->offset[st->node] < 0) continue;
+    snprintf(name, sizeof name, st->opt ? "%s" : "state.%s", st->name);
+    cJSON *t = tensor(ts, p, st->node, name, st->opt ? "opt" : "state");
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, "init"), "value", st->init);
+  }
+  for (int i = 0; i < g->inputs.n; i++)
+    if (p->offset[g->inputs.v[i].node] >= 0) tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, "input");
+  for (int i = 0; i < g->scalars.n; i++) tensor(ts, p, g->scalars.v[i].node, g->scalars.v[i].name, "scalar");
+  if (g->loss >= 0) tensor(ts, p, g->loss, "loss", "loss");
+  for (int i = 0; i < g->metrics.n; i++)
+    if (strcmp(g->metrics.v[i].name, "loss")) tensor(ts, p, g->metrics.v[i].node, g->metrics.v[i].name, "metric");
+  for (int i = 0; i < g->outputs.n; i++) tensor(ts, p, g->outputs.v[i].node, g->outputs.v[i].name, "output");
+  cJSON_AddItemToObject(o, "tensors", ts);
+  return o;
+}
+
+static const char *opt_name(OptKind k) {
+  static const char *n[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+  return n[k];
+}
+
+static const char *sched_name(SchedKind k) {
+  static const char *n[] = {"constant", "step", "linear", "cosine"};
+  return n[k];
+}
+
+static cJSON *train_json(const TrainCfg *t) {
+  cJSON *o = cJSON_CreateObject(), *opt = cJSON_AddObjectToObject(o, "optimizer");
+  const OptimCfg *c = &t->opt;
+  cJSON_AddStringToObject(opt, "type", opt_name(c->kind));
+  cJSON_AddNumberToObject(opt, "lr", c->lr);
+  cJSON *betas = cJSON_AddArrayToObject(opt, "betas");
+  cJSON_AddItemToArray(betas, cJSON_CreateNumber(c->beta1));
+  cJSON_AddItemToArray(betas, cJSON_CreateNumber(c->beta2));
+  cJSON_AddNumberToObject(opt, "eps", c->eps);
+  cJSON_AddNumberToObject(opt, "weight_decay", c->weight_decay);
+  cJSON_AddNumberToObject(opt, "momentum", c->momentum);
+  cJSON_AddNumberToObject(opt, "dampening", c->dampening);
+  cJSON_AddBoolToObject(opt, "nesterov", c->nesterov);
+  cJSON_AddNumberToObject(opt, "alpha", c->alpha);
+  cJSON_AddBoolToObject(opt, "centered", c->centered);
+  cJSON_AddNumberToObject(opt, "lr_decay", c->lr_decay);
+  cJSON_AddNumberToObject(opt, "initial_accumulator_value", c->initial_accumulator_value);
+  cJSON *s = cJSON_AddObjectToObject(o, "schedule");
+  cJSON_AddStringToObject(s, "type", sched_name(t->sched.kind));
+  cJSON_AddNumberToObject(s, "warmup_steps", (double)t->sched.warmup_steps);
+  cJSON_AddNumberToObject(s, "min_lr", t->sched.min_lr);
+  cJSON_AddNumberToObject(s, "step_size", (double)t->sched.step_size);
+  cJSON_AddNumberToObject(s, "gamma", t->sched.gamma);
+  cJSON_AddNumberToObject(o, "clip_grad_norm", t->clip_grad_norm);
+  cJSON_AddNumberToObject(o, "grad_accum", (double)t->grad_accum);
+  cJSON_AddNumberToObject(o, "steps", (double)t->steps);
+  cJSON_AddNumberToObject(o, "epochs", (double)t->epochs);
+  cJSON_AddNumberToObject(o, "eval_every", (double)t->eval_every);
+  cJSON_AddNumberToObject(o, "checkpoint_every", (double)t->checkpoint_every);
+  cJSON_AddNumberToObject(o, "seed", (double)t->seed);
+  return o;
+}
+
+static const char *format_name(DataFormat f) {
+  static const char *n[] = {"text", "csv", "safetensors", "idx"};
+  return n[f];
+}
+
+static cJSON *data_json(const DataCfg *d) {
+  if (!d->present) return cJSON_CreateNull();
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "format", format_name(d->format));
+#define STR(k, v) if (v) cJSON_AddStringToObject(o, k, v)
+  STR("path", d->path);
+  STR("tokens", d->tokens);
+  STR("targets", d->targets);
+  STR("images", d->images);
+  STR("labels", d->labels);
+  STR("x", d->x);
+  STR("y", d->y);
+#undef STR
+  cJSON_AddNumberToObject(o, "val_fraction", d->val_fraction);
+  cJSON_AddBoolToObject(o, "header", d->header);
+  cJSON_AddBoolToObject(o, "shuffle", d->shuffle);
+  cJSON *cols = cJSON_AddObjectToObject(o, "columns");
+  for (int i = 0; i < d->ncolumns; i++) {
+    cJSON *c = cJSON_AddObjectToObject(cols, d->columns[i].input);
+    cJSON_AddNumberToObject(c, "lo", (double)d->columns[i].lo);
+    cJSON_AddNumberToObject(c, "hi", (double)d->columns[i].hi);
+    cJSON_AddBoolToObject(c, "range", d->columns[i].is_range);
+  }
+  cJSON *scale = cJSON_AddObjectToObject(o, "scale");
+  for (int i = 0; i < d->nscales; i++)
+    cJSON_AddNumberToObject(scale, d->scales[i].input ? d->scales[i].input : "*", d->scales[i].scale);
+  return o;
+}
+
+// FNV-1a over the train program's tensor layout and the dtype: two models
+// with the same hash have checkpoints of the same names, shapes and dtypes.
+static uint64_t layout_hash(const cJSON *train) {
+  char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(train, "tensors"));
+  uint64_t h = hash_str(text);
+  free(text);
+  return h;
+}
+
+char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
+                     const Program *sample, const char *compile_flags) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "abi", 1);
+  cJSON_AddStringToObject(o, "name", m->name);
+  cJSON_AddStringToObject(o, "dtype", dtype_name(fwd->fdtype));
+  cJSON_AddStringToObject(o, "model_path", m->file->path);
+  cJSON_AddStringToObject(o, "compile", compile_flags);
+  cJSON *dims = cJSON_AddObjectToObject(o, "dims");
+  for (int i = 0; i < fwd->dims.n; i++) cJSON_AddNumberToObject(dims, fwd->dims.v[i].name, (double)fwd->dims.v[i].value);
+  cJSON_AddItemToObject(o, "train", train_json(&m->train));
+  cJSON *data = cJSON_AddObjectToObject(o, "data");
+  cJSON_AddItemToObject(data, "train", data_json(&m->data_train));
+  cJSON_AddItemToObject(data, "test", data_json(&m->data_test));
+  if (m->gen.present) {
+    cJSON *gen = cJSON_AddObjectToObject(o, "generate");
+    cJSON_AddStringToObject(gen, "tokens", m->gen.tokens);
+    cJSON_AddStringToObject(gen, "logits", m->gen.logits);
+  } else {
+    cJSON_AddNullToObject(o, "generate");
+  }
+  cJSON *progs = cJSON_AddObjectToObject(o, "programs");
+  cJSON *tj = program_json(train);
+  cJSON_AddItemToObject(progs, "train", tj);
+  cJSON_AddItemToObject(progs, "eval", program_json(eval));
+  if (sample) cJSON_AddItemToObject(progs, "sample", program_json(sample));
+  char hash[32];
+  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj));
+  cJSON_AddStringToObject(o, "hash", hash);
+  char *text = cJSON_Print(o);
+  cJSON_Delete(o);
+  return text;
+}

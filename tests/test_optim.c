@@ -1,0 +1,185 @@
+// test_optim.c — the optimizers as generated code against torch.optim's
+// formulas written out here in double: several updates of a small model
+// (f64 build), with weight decay on the matrix only (rank-1 params get none),
+// clipping, and every option of SGD, Adam, AdamW, RMSprop and Adagrad. The
+// gradients for the reference come from the interpreter.
+#include <criterion/criterion.h>
+
+#include "bpc.h"
+#include "gradcheck.h"
+
+typedef struct Ref {  // the reference state of one param
+  double *p, *m, *v, *buf, *ga;
+  int64_t n;
+  bool decay;
+} Ref;
+
+static const char *MODEL =
+    "bpc: 1\nname: o\ninputs:\n  x: {shape: [5, 3]}\n  t: {shape: [5, 4]}\n"
+    "params:\n  w: {shape: [3, 4], init: normal(1)}\n  b: {shape: [4], init: normal(1)}\n"
+    "graph:\n  y: tanh(x @ w + b)\n  loss: mse(y, t)\nloss: loss\n";
+
+// The torch.optim update of one param (single-tensor path), in double.
+static void ref_update(const OptimCfg *c, Ref *r, const double *grad, int s, double lr, double coef) {
+  double wd = r->decay ? c->weight_decay : 0;
+  for (int64_t i = 0; i < r->n; i++) {
+    double g = grad[i] * coef, p = r->p[i];
+    if (c->kind != OPT_ADAMW) g += wd * p;
+    switch (c->kind) {
+    case OPT_SGD:
+      if (c->momentum != 0) {
+        r->buf[i] = s == 0 ? g : c->momentum * r->buf[i] + (1 - c->dampening) * g;
+        g = c->nesterov ? g + c->momentum * r->buf[i] : r->buf[i];
+      }
+      p -= lr * g;
+      break;
+    case OPT_ADAM: case OPT_ADAMW: {
+      if (c->kind == OPT_ADAMW) p *= 1 - lr * wd;
+      r->m[i] = c->beta1 * r->m[i] + (1 - c->beta1) * g;
+      r->v[i] = c->beta2 * r->v[i] + (1 - c->beta2) * g * g;
+      double bc1 = 1 - pow(c->beta1, s + 1), bc2 = 1 - pow(c->beta2, s + 1);
+      p -= lr / bc1 * r->m[i] / (sqrt(r->v[i]) / sqrt(bc2) + c->eps);
+      break;
+    }
+    case OPT_RMSPROP: {
+      r->v[i] = c->alpha * r->v[i] + (1 - c->alpha) * g * g;
+      double avg;
+      if (c->centered) {
+        r->ga[i] = c->alpha * r->ga[i] + (1 - c->alpha) * g;
+        avg = sqrt(r->v[i] - r->ga[i] * r->ga[i]) + c->eps;
+      } else {
+        avg = sqrt(r->v[i]) + c->eps;
+      }
+      if (c->momentum > 0) {
+        r->buf[i] = c->momentum * r->buf[i] + g / avg;
+        p -= lr * r->buf[i];
+      } else {
+        p -= lr * g / avg;
+      }
+      break;
+    }
+    case OPT_ADAGRAD: {
+      double clr = lr / (1 + s * c->lr_decay);
+      r->v[i] += g * g;
+      p -= clr * g / (sqrt(r->v[i]) + c->eps);
+      break;
+    }
+    }
+    r->p[i] = p;
+  }
+}
+
+static int64_t offset_of(const Program *p, const char *name, bool param) {
+  const Graph *g = p->g;
+  if (param)
+    for (int i = 0; i < g->params.n; i++)
+      if (!strcmp(g->params.v[i].name, name)) return p->offset[g->params.v[i].node];
+  for (int i = 0; i < g->scalars.n; i++)
+    if (!strcmp(g->scalars.v[i].name, name)) return p->offset[g->scalars.v[i].node];
+  for (int i = 0; i < g->inputs.n; i++)
+    if (!strcmp(g->inputs.v[i].name, name)) return p->offset[g->inputs.v[i].node];
+  return -1;
+}
+
+static void check(const char *train_yaml, double lr) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml, "%s%s", MODEL, train_yaml);
+  Model *m = model_load_text(&a, &c.d, "o.yaml", yaml, strlen(yaml));
+  cr_assert(m, "%s", cap_text(&c));
+  TrainerBuild b;
+  cr_assert(trainer_build(m, &c.d, NULL, 0, DT_F64, true, "test", &b), "%s", cap_text(&c));
+  CodegenUnit u = trainer_unit(&b, false);
+  JitModule *jm = jit_compile(&u, &c.d);
+  cr_assert(jm, "%s", cap_text(&c));
+  void (*step)(bpcrt_ctx *) = (void (*)(bpcrt_ctx *))jit_lookup(jm, "bpc_train_step", &c.d);
+  void (*update)(bpcrt_ctx *) = (void (*)(bpcrt_ctx *))jit_lookup(jm, "bpc_train_update", &c.d);
+  const Program *tp = b.programs[0];
+  char *mem = aligned_alloc(64, (size_t)(tp->arena_bytes + tp->scratch_per_thread + 64) / 64 * 64);
+  memset(mem, 0, (size_t)tp->arena_bytes);
+  bpcrt_ctx ctx = {mem, mem + tp->arena_bytes, NULL, 0, 0};
+  // The reference: interpreter gradients of the same model.
+  Graph *rg = graph_build(m, &c.d, NULL, 0, DT_F64);
+  cr_assert(rg && ad_backward(rg));
+  Interp *it = interp_new(rg, 0, 0, true);
+  interp_init_params(it, 3);
+  gc_fill_inputs(it, rg);
+  Ref refs[2];
+  for (int i = 0; i < 2; i++) {
+    const GParam *gp = &rg->params.v[i];
+    int64_t n = shape_numel(&graph_node(rg, gp->node)->shape);
+    refs[i] = (Ref){calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), n, gp->decay};
+    memcpy(refs[i].p, interp_value(it, gp->node)->v, sizeof(double) * (size_t)n);
+    if (m->train.opt.kind == OPT_ADAGRAD)
+      for (int64_t j = 0; j < n; j++) refs[i].v[j] = m->train.opt.initial_accumulator_value;
+    memcpy(mem + offset_of(tp, gp->name, true), refs[i].p, sizeof(double) * (size_t)n);
+  }
+  // The optimizer slots start at their init values (the runtime's job).
+  for (int i = 0; i < tp->g->states.n; i++) {
+    const GState *st = &tp->g->states.v[i];
+    double *dst = (double *)(mem + tp->offset[st->node]);
+    for (int64_t j = 0; j < shape_numel(&graph_node(tp->g, st->node)->shape); j++) dst[j] = st->init;
+  }
+  for (int i = 0; i < rg->inputs.n; i++) {
+    const Value *v = interp_value(it, rg->inputs.v[i].node);
+    memcpy(mem + offset_of(tp, rg->inputs.v[i].name, false), v->v, sizeof(double) * (size_t)shape_numel(&v->shape));
+  }
+  const OptimCfg *oc = &m->train.opt;
+  for (int s = 0; s < 5; s++) {
+    // Scalars per docs/ABI.md (constant schedule here).
+    double scal[5] = {lr, lr / (1 - pow(oc->beta1, s + 1)), sqrt(1 - pow(oc->beta2, s + 1)), lr / (1 + s * oc->lr_decay), s == 0};
+    const char *names[5] = {"__lr", "__lr_bc1", "__sqrt_bc2", "__clr", "__first"};
+    for (int k = 0; k < 5; k++) {
+      int64_t off = offset_of(tp, names[k], false);
+      if (off >= 0) *(double *)(mem + off) = scal[k];
+    }
+    step(&ctx);
+    update(&ctx);
+    // Reference: grads at the reference params, clipping, the update.
+    for (int i = 0; i < 2; i++) interp_set(it, rg->params.v[i].node, refs[i].p, refs[i].n);
+    cr_assert(interp_run(it));
+    double norm2 = 0;
+    for (int i = 0; i < 2; i++) {
+      const Value *gv = interp_value(it, rg->params.v[i].grad);
+      for (int64_t j = 0; j < refs[i].n; j++) norm2 += gv->v[j] * gv->v[j];
+    }
+    double coef = m->train.clip_grad_norm > 0 ? fmin(1, m->train.clip_grad_norm / (sqrt(norm2) + 1e-6)) : 1;
+    for (int i = 0; i < 2; i++) ref_update(oc, &refs[i], interp_value(it, rg->params.v[i].grad)->v, s, lr, coef);
+    for (int i = 0; i < 2; i++) {
+      const double *got = (const double *)(mem + offset_of(tp, rg->params.v[i].name, true));
+      for (int64_t j = 0; j < refs[i].n; j++)
+        cr_expect(fabs(got[j] - refs[i].p[j]) <= 1e-10 * fmax(1, fabs(refs[i].p[j])), "%s step %d: %s[%lld] = %.17g, torch formula %.17g",
+                  train_yaml, s, rg->params.v[i].name, (long long)j, got[j], refs[i].p[j]);
+    }
+  }
+  for (int i = 0; i < 2; i++) free(refs[i].p), free(refs[i].m), free(refs[i].v), free(refs[i].buf), free(refs[i].ga);
+  interp_free(it);
+  graph_free(rg);
+  free(mem);
+  jit_module_free(jm);
+  trainer_build_free(&b);
+  cap_close(&c);
+  arena_free(&a);
+}
+
+Test(optim, sgd) {
+  check("train: {optimizer: {type: sgd, lr: 0.1}}\n", 0.1);
+  check("train: {optimizer: {type: sgd, lr: 0.1, momentum: 0.9, dampening: 0.3, weight_decay: 0.01}}\n", 0.1);
+  check("train: {optimizer: {type: sgd, lr: 0.05, momentum: 0.8, nesterov: true}, clip_grad_norm: 0.1}\n", 0.05);
+}
+
+Test(optim, adam_and_adamw) {
+  check("train: {optimizer: {type: adam, lr: 0.01, betas: [0.8, 0.99], eps: 1e-6, weight_decay: 0.1}}\n", 0.01);
+  check("train: {optimizer: {type: adamw, lr: 0.01, weight_decay: 0.1}, clip_grad_norm: 0.5}\n", 0.01);
+}
+
+Test(optim, rmsprop) {
+  check("train: {optimizer: {type: rmsprop, lr: 0.01}}\n", 0.01);
+  check("train: {optimizer: {type: rmsprop, lr: 0.01, alpha: 0.9, centered: true, momentum: 0.5, weight_decay: 0.01}}\n", 0.01);
+}
+
+Test(optim, adagrad) {
+  check("train: {optimizer: {type: adagrad, lr: 0.1, lr_decay: 0.01, initial_accumulator_value: 0.1, weight_decay: 0.05}}\n", 0.1);
+}
