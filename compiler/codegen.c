@@ -29,6 +29,8 @@ typedef struct Step {  // one call of an entry point: run fn over [0, n)
   int64_t n;
   bool parallel;
   int phase;
+  int nslots;
+  int64_t *slots;  // the closure: arena offsets the wrapper reads
 } Step;
 
 typedef struct CG {
@@ -43,6 +45,11 @@ typedef struct CG {
   struct { Step *v; int n, cap; } steps;
   int nfn;
   int phase;  // of the kernel being emitted
+  char *sig;  // what the wrapper being emitted computes, offsets aside
+  int part;   // wrappers emitted for the current kernel so far
+  LLVMValueRef closure;
+  struct { int64_t *v; int n, cap; } slots;  // offsets the current wrapper reads
+  struct { char **sig; LLVMValueRef *fn; int n, cap; } wrappers;  // shared wrappers
   struct { char **sig; LLVMValueRef *fn; int n, cap; } bodies;  // shared loop bodies
 } CG;
 
@@ -81,15 +88,41 @@ static LLVMValueRef ctx_field(CG *c, LLVMValueRef ctx, int field) {
   return LLVMBuildLoad2(c->b, t, gep, "");
 }
 
-// Starts `void kN(ptr ctx, i64 begin, i64 end, i32 thread)` and loads the context.
+// Marks glue code (kernel wrappers, entry points) optnone: it only computes
+// pointers and calls, and optimizing hundreds of tiny functions costs more
+// compile time than it saves at run time. Loop bodies and the kernel
+// library get the full pipeline.
+static void cheap(CG *c, LLVMValueRef f) {
+  static const char *attrs[] = {"optnone", "noinline"};
+  for (int i = 0; i < 2; i++)
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                            LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName(attrs[i], strlen(attrs[i])), 0));
+}
+
+// A byte pointer into the arena at `off`. Wrappers take their offsets from a
+// closure (slot k+1 of the i64 array they get instead of the context), so
+// kernels that differ only in where their data lives share one wrapper.
+static LLVMValueRef arena_off(CG *c, int64_t off) {
+  VEC_PUSH(c->slots, off);
+  LLVMValueRef idx = I64(c, c->slots.n);
+  LLVMValueRef slot = LLVMBuildGEP2(c->b, c->i64, c->closure, &idx, 1, "");
+  LLVMValueRef o = LLVMBuildLoad2(c->b, c->i64, slot, "off");
+  return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->arena, &o, 1, "");
+}
+
+// Starts `void kN(i64 *closure, i64 begin, i64 end, i32 thread)`: closure[0]
+// is the context, closure[1..] the arena offsets (slot 1: the status words).
 static LLVMValueRef begin_kernel(CG *c) {
   char name[32];
   snprintf(name, sizeof name, "k%d", c->nfn++);
   LLVMValueRef f = LLVMAddFunction(c->mod, name, c->taskty);
   LLVMSetLinkage(f, LLVMInternalLinkage);
+  cheap(c, f);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
   c->fn = f;
-  LLVMValueRef ctx = LLVMGetParam(f, 0);
+  c->closure = LLVMGetParam(f, 0);
+  c->slots.n = 0;
+  LLVMValueRef ctx = LLVMBuildIntToPtr(c->b, LLVMBuildLoad2(c->b, c->i64, c->closure, ""), c->ptr, "ctx");
   c->begin = LLVMGetParam(f, 1);
   c->end = LLVMGetParam(f, 2);
   c->thread = LLVMGetParam(f, 3);
@@ -97,23 +130,44 @@ static LLVMValueRef begin_kernel(CG *c) {
   c->scratch = ctx_field(c, ctx, CTX_SCRATCH);
   c->seed = ctx_field(c, ctx, CTX_SEED);
   c->step = ctx_field(c, ctx, CTX_STEP);
-  c->status = LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->arena, (LLVMValueRef[]){I64(c, c->p->status_offset)}, 1, "status");
+  c->status = arena_off(c, c->p->status_offset);
   return f;
 }
 
+// Ends the wrapper: an identical earlier one (same signature) replaces it.
 static void end_kernel(CG *c, int64_t n, int64_t work) {
   LLVMBuildRetVoid(c->b);
+  char *sig = arena_printf(&((Graph *)c->g)->arena, "%s#%d", c->sig, c->part++);
+  LLVMValueRef fn = c->fn;
+  for (int i = 0; i < c->wrappers.n; i++)
+    if (!strcmp(c->wrappers.sig[i], sig)) {
+      LLVMDeleteFunction(fn);
+      fn = c->wrappers.fn[i];
+      break;
+    }
+  if (fn == c->fn) {
+    if (c->wrappers.n == c->wrappers.cap) {
+      c->wrappers.cap = c->wrappers.cap ? 2 * c->wrappers.cap : 64;
+      c->wrappers.sig = xrealloc(c->wrappers.sig, sizeof(char *) * (size_t)c->wrappers.cap);
+      c->wrappers.fn = xrealloc(c->wrappers.fn, sizeof(LLVMValueRef) * (size_t)c->wrappers.cap);
+    }
+    c->wrappers.sig[c->wrappers.n] = xstrdup(sig);
+    c->wrappers.fn[c->wrappers.n++] = fn;
+  }
+  int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)(c->slots.n ? c->slots.n : 1));
+  memcpy(slots, c->slots.v, sizeof(int64_t) * (size_t)c->slots.n);
   // Below ~64K operations a kernel runs on the caller: the pool's wake-up costs more.
-  VEC_PUSH(c->steps, ((Step){c->fn, n, n > 1 && work >= 65536, c->phase}));
+  VEC_PUSH(c->steps, ((Step){fn, n, n > 1 && work >= 65536, c->phase, c->slots.n, slots}));
 }
 
 static LLVMValueRef byte_ptr(CG *c, LLVMValueRef base, int64_t off) {
-  return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), base, (LLVMValueRef[]){I64(c, off)}, 1, "");
+  (void)base;
+  return arena_off(c, off);
 }
 
 static LLVMValueRef node_ptr(CG *c, int id) {
   BPC_ASSERT(c->p->offset[id] >= 0);
-  return byte_ptr(c, c->arena, c->p->offset[id]);
+  return arena_off(c, c->p->offset[id]);
 }
 
 static LLVMValueRef scratch_ptr(CG *c) {
@@ -452,6 +506,10 @@ static void emit_ew(CG *c, const Kernel *k) {
   } else {
     free(sig);
   }
+  char *wsig = xmalloc(strlen(c->sig) + 32);  // the wrapper calls this body
+  sprintf(wsig, "%s|%p", c->sig, (void *)body);
+  free(c->sig);
+  c->sig = wsig;
   begin_kernel(c);
   if (k->mm >= 0) {  // the GEMM writes these rows, then the epilogue rewrites them in place
     const Node *m = graph_node(c->g, k->mm);
@@ -557,8 +615,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
     LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), P(IN(0)), I64(c, lda), I32(c, ta), P(IN(1)), I64(c, ldb),
                              I32(c, tb), P(k->root), I64(c, N), I32(c, 0), sp, c->begin, c->end};
     libcall(c, "gemm", t, args, 15);
-    LLVMBuildRetVoid(c->b);
-    VEC_PUSH(c->steps, ((Step){c->fn, M, k->flops >= 65536, c->phase}));
+    end_kernel(c, M, k->flops);
     return;
   }
   // Batched: the range is over batch entries; operand batch offsets broadcast.
@@ -588,8 +645,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
                            I32(c, tb), cp, I64(c, N), I32(c, 0), sp, I64(c, 0), I64(c, M)};
   libcall(c, "gemm", t, args, 15);
   loop_end(c, &l);
-  LLVMBuildRetVoid(c->b);
-  VEC_PUSH(c->steps, ((Step){c->fn, batch, k->flops >= 65536, c->phase}));
+  end_kernel(c, batch, k->flops);
 }
 
 // Sequential phase of a two-phase kernel: out[0] = scale * sum(tmp[0..n)).
@@ -790,6 +846,38 @@ static void emit_state(CG *c, const Kernel *k) {
   emit_copy(c, leaf, 0, st, k->root, 0, st, &n->shape, n->dtype, true);
 }
 
+// What a kernel's wrapper computes, apart from where its data lives: two
+// kernels with the same signature share one wrapper (read offsets from
+// the closure).
+static void node_desc(FILE *f, const Graph *g, int id) {
+  const Node *n = graph_node(g, id);
+  char sh[160];
+  const Attr *a = &n->attr;
+  fprintf(f, "[%d %d %s %a %a %lld %lld %lld %d %d %d %llx %s:", n->op, n->dtype, shape_str(&n->shape, sh, sizeof sh),
+          a->f[0], a->f[1], (long long)a->i[0], (long long)a->i[1], (long long)a->i[2], a->b[0], a->b[1], a->naxes,
+          (unsigned long long)a->salt, shape_str(&a->shape, sh, sizeof sh));
+  for (int i = 0; i < a->naxes; i++) fprintf(f, "%d,", a->axes[i]);
+  for (int i = 0; i < n->nin; i++) {
+    const Node *x = graph_node(g, n->in[i]);
+    fprintf(f, " %d%s", x->dtype, shape_str(&x->shape, sh, sizeof sh));
+    if (x->op == OP_CONST) fprintf(f, "=%a", x->attr.f[0]);  // an immediate in loops
+  }
+  fputc(']', f);
+}
+
+static char *kernel_signature(CG *c, const Kernel *k) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  fprintf(f, "%d|%d|%lld|%d|", k->kind, c->p->training, (long long)c->p->scratch_per_thread, k->nnodes);
+  for (int i = 0; i < k->nnodes; i++) node_desc(f, c->g, k->nodes[i]);
+  node_desc(f, c->g, k->root);
+  if (k->mm >= 0) node_desc(f, c->g, k->mm);
+  for (int i = 0; i < k->nreads; i++) node_desc(f, c->g, k->reads[i]);
+  fclose(f);
+  return buf;
+}
+
 // ---------------------------------------------------------------- the module
 
 // An entry point `void name(bpcrt_ctx *)` running the steps of `phase`
@@ -797,18 +885,25 @@ static void emit_state(CG *c, const Kernel *k) {
 static LLVMValueRef emit_entry(CG *c, const char *name, int phase) {
   LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->cx), &c->ptr, 1, 0);
   LLVMValueRef f = LLVMAddFunction(c->mod, name, ft);
+  cheap(c, f);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
   LLVMValueRef ctx = LLVMGetParam(f, 0);
   LLVMValueRef pool = ctx_field(c, ctx, CTX_POOL);
   LLVMTypeRef pf[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64};
   LLVMValueRef pfor = get_fn(c, "bpcrt_parallel_for", LLVMVoidTypeInContext(c->cx), pf, 5);
+  int most = 0;
+  for (int i = 0; i < c->steps.n; i++) most = c->steps.v[i].nslots > most ? c->steps.v[i].nslots : most;
+  LLVMValueRef clo = LLVMBuildArrayAlloca(c->b, c->i64, I64(c, most + 1), "closure");
+  LLVMBuildStore(c->b, LLVMBuildPtrToInt(c->b, ctx, c->i64, ""), clo);
   for (int i = 0; i < c->steps.n; i++) {
     Step *s = &c->steps.v[i];
     if (phase >= 0 && s->phase != phase) continue;
+    for (int k = 0; k < s->nslots; k++)
+      LLVMBuildStore(c->b, I64(c, s->slots[k]), LLVMBuildGEP2(c->b, c->i64, clo, (LLVMValueRef[]){I64(c, k + 1)}, 1, ""));
     if (s->parallel)
-      call(c, pfor, (LLVMValueRef[]){pool, s->fn, ctx, I64(c, s->n), I64(c, 1)}, 5);
+      call(c, pfor, (LLVMValueRef[]){pool, s->fn, clo, I64(c, s->n), I64(c, 1)}, 5);
     else
-      LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){ctx, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
+      LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){clo, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
   }
   LLVMBuildRetVoid(c->b);
   return f;
@@ -958,16 +1053,20 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     const CodegenProgram *cp = &u->programs[pi];
     c.p = cp->p;
     c.g = cp->p->g;
+    for (int i = 0; i < c.steps.n; i++) free(c.steps.v[i].slots);
     c.steps.n = 0;
     for (int i = 0; i < c.p->kernels.n; i++) {
       const Kernel *k = &c.p->kernels.v[i];
       c.phase = k->phase;
+      c.part = 0;
+      c.sig = kernel_signature(&c, k);
       switch (k->kind) {
       case KK_EW: emit_ew(&c, k); break;
       case KK_CALL: emit_call(&c, k); break;
       case KK_STATE: emit_state(&c, k); break;
       case KK_ALIAS: break;
       }
+      free(c.sig);
     }
     entries[pi][0] = emit_entry(&c, cp->entry[0], cp->entry[1] ? 0 : -1);
     if (cp->entry[1]) entries[pi][1] = emit_entry(&c, cp->entry[1], 1);
@@ -981,7 +1080,12 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     }
   }
   LLVMDisposeBuilder(c.b);
+  for (int i = 0; i < c.steps.n; i++) free(c.steps.v[i].slots);
   free(c.steps.v);
+  free(c.slots.v);
+  for (int i = 0; i < c.wrappers.n; i++) free(c.wrappers.sig[i]);
+  free(c.wrappers.sig);
+  free(c.wrappers.fn);
   for (int i = 0; i < c.bodies.n; i++) free(c.bodies.sig[i]);
   free(c.bodies.sig);
   free(c.bodies.fn);
@@ -999,6 +1103,10 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     char pipeline[32];
     snprintf(pipeline, sizeof pipeline, "default<O%d>", opt < 0 ? 0 : opt > 3 ? 3 : opt);
     LLVMPassBuilderOptionsRef po = LLVMCreatePassBuilderOptions();
+    // Vectorize, but don't interleave or unroll the vector loops: the loops are
+    // memory bound, and interleaving multiplies compile time.
+    LLVMPassBuilderOptionsSetLoopInterleaving(po, 0);
+    LLVMPassBuilderOptionsSetLoopUnrolling(po, 0);
     LLVMErrorRef e = LLVMRunPasses(c.mod, pipeline, tm, po);
     LLVMDisposePassBuilderOptions(po);
     if (e) {

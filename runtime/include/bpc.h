@@ -162,6 +162,41 @@ int bpcrt_chunks(int64_t n, int64_t grain, int nthreads);
 // Chunk k of nchunks over [0, n): sizes differ by at most one, larger first.
 void bpcrt_chunk(int64_t n, int nchunks, int k, int64_t *begin, int64_t *end);
 
+// ---- trainer.c: the trainer every compiled model links (SPEC 2.2) --------
+// The interface with generated code is docs/ABI.md: the model description
+// (JSON), one arena per program at fixed offsets, and these entry points.
+
+// What each entry point gets. `scratch` is `threads * scratch` bytes right
+// after the arena; `step` is the dropout counter (update * grad_accum + micro).
+typedef struct {
+  char *arena;
+  char *scratch;
+  bpcrt_pool *pool;
+  uint64_t seed;
+  uint64_t step;
+} bpcrt_ctx;
+
+typedef struct {
+  void (*train_step)(bpcrt_ctx *);      // forward + backward: loss, metrics, grads
+  void (*train_update)(bpcrt_ctx *);    // optimizer on the grads
+  void (*eval_forward)(bpcrt_ctx *);    // eval-mode forward: loss, metrics, outputs
+  void (*sample_forward)(bpcrt_ctx *);  // batch-1 logits; NULL without `generate:`
+} bpcrt_entries;
+
+// The trainer's whole command line (train, eval, sample, info). Returns the
+// process exit status: 0, 1 (bad input, with a message on stderr; nothing
+// written), 2 (usage), 130 (SIGINT, after saving a checkpoint). Never exits.
+int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, char **argv);
+
+// FNV-1a 64 of a string: the stream of a param's init (and of other named
+// random streams). The compiler uses the same function.
+static inline uint64_t bpcrt_fnv1a64(const char *s) {
+  uint64_t h = 14695981039346656037ULL;
+  for (; *s; s++)
+    h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return h;
+}
+
 #ifdef __cplusplus
 }
 #endif

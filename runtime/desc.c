@@ -1,0 +1,295 @@
+// desc.c — reads the model description of docs/ABI.md (the JSON the
+// compiler embeds in every trainer) into a Desc. The compiler wrote it, so a
+// malformed one is a bug on that side: reported as an error, never a crash.
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer.h"
+
+typedef struct {
+  char *err;
+  size_t errlen;
+  bool bad;
+} P;
+
+static void fail(P *p, const char *fmt, ...) {
+  if (p->bad)
+    return;
+  p->bad = true;
+  int k = snprintf(p->err, p->errlen, "model description: ");
+  va_list ap;
+  va_start(ap, fmt);
+  if (k >= 0 && (size_t)k < p->errlen)
+    vsnprintf(p->err + k, p->errlen - (size_t)k, fmt, ap);
+  va_end(ap);
+}
+
+static const cJSON *get(const cJSON *o, const char *k) {
+  return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, k) : NULL;
+}
+
+static double num(P *p, const cJSON *o, const char *k, double dflt) {
+  const cJSON *v = get(o, k);
+  if (!v || cJSON_IsNull(v))
+    return dflt;
+  if (cJSON_IsBool(v))
+    return cJSON_IsTrue(v);
+  if (!cJSON_IsNumber(v))
+    fail(p, "'%s' is not a number", k);
+  return cJSON_IsNumber(v) ? v->valuedouble : dflt;
+}
+
+static int64_t inum(P *p, const cJSON *o, const char *k, int64_t dflt) {
+  return (int64_t)num(p, o, k, (double)dflt);
+}
+
+static char *str(const cJSON *o, const char *k) {
+  const cJSON *v = get(o, k);
+  return cJSON_IsString(v) ? strdup(v->valuestring) : NULL;
+}
+
+static bool flag(const cJSON *o, const char *k, bool dflt) {
+  const cJSON *v = get(o, k);
+  return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+static const char *const role_names[] = {"param", "grad", "opt", "state", "input",
+                                         "scalar", "loss", "metric", "output", "other"};
+const char *role_name(Role r) { return role_names[r]; }
+
+static const char *const init_names[] = {"zeros", "ones", "constant", "normal", "uniform",
+                                         "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"};
+
+static bool dtype_of(const char *s, bpcrt_dtype *dt) {
+  if (!s)
+    return false;
+  if (!strcmp(s, "f32") || !strcmp(s, "F32"))
+    return *dt = BPCRT_F32, true;
+  if (!strcmp(s, "f64") || !strcmp(s, "F64"))
+    return *dt = BPCRT_F64, true;
+  if (!strcmp(s, "i32") || !strcmp(s, "I32"))
+    return *dt = BPCRT_I32, true;
+  return false;
+}
+
+static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
+  t->name = str(j, "name");
+  char *role = str(j, "role"), *dt = str(j, "dtype");
+  t->role = ROLE_OTHER;
+  for (int r = 0; r < ROLE_OTHER; r++)
+    if (role && !strcmp(role, role_names[r]))
+      t->role = (Role)r;
+  if (!t->name || !dtype_of(dt, &t->dtype))
+    fail(p, "a tensor without a name or a dtype");
+  const cJSON *shape = get(j, "shape");
+  t->rank = cJSON_GetArraySize(shape);
+  if (!cJSON_IsArray(shape) || t->rank > BPCRT_MAX_RANK)
+    fail(p, "tensor '%s': bad shape", t->name ? t->name : "?");
+  t->numel = 1;
+  for (int i = 0; i < t->rank && i < BPCRT_MAX_RANK; i++) {
+    const cJSON *d = cJSON_GetArrayItem(shape, i);
+    t->shape[i] = cJSON_IsNumber(d) ? (int64_t)d->valuedouble : -1;
+    if (t->shape[i] < 0 || t->shape[i] > ((int64_t)1 << 40))
+      fail(p, "tensor '%s': bad shape", t->name ? t->name : "?");
+    else
+      t->numel *= t->shape[i];
+  }
+  t->offset = inum(p, j, "offset", -1);
+  if (t->offset < 0 || t->offset + t->numel * (int64_t)bpcrt_dtype_size(t->dtype) > arena)
+    fail(p, "tensor '%s' lies outside its arena", t->name ? t->name : "?");
+  const cJSON *init = get(j, "init");
+  char *kind = str(init, "kind");
+  t->init_kind = BPCRT_INIT_ZEROS;
+  for (int k = 0; kind && k < (int)(sizeof init_names / sizeof *init_names); k++)
+    if (!strcmp(kind, init_names[k]))
+      t->init_kind = k;
+  t->init_a = num(p, init, "a", 0);
+  t->init_b = num(p, init, "b", 0);
+  t->fan_in = inum(p, init, "fan_in", 1);
+  t->fan_out = inum(p, init, "fan_out", 1);
+  t->init_value = num(p, init, "value", 0);
+  t->trainable = flag(j, "trainable", true);
+  free(role), free(dt), free(kind);
+}
+
+static void program(P *p, const cJSON *j, Prog *g) {
+  if (!cJSON_IsObject(j))
+    return;
+  g->present = true;
+  g->arena = inum(p, j, "arena", -1);
+  g->scratch = inum(p, j, "scratch", 0);
+  g->status = inum(p, j, "status", -1);
+  if (g->arena < 0 || g->scratch < 0 || g->status < 0 || g->status + 24 > g->arena || g->status % 8)
+    fail(p, "a program with a bad arena, scratch or status");
+  const cJSON *ts = get(j, "tensors");
+  g->n = cJSON_GetArraySize(ts);
+  g->t = calloc((size_t)g->n + 1, sizeof *g->t);
+  for (int i = 0; i < g->n; i++)
+    tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
+}
+
+static void data(P *p, const cJSON *j, DataDesc *d) {
+  if (!cJSON_IsObject(j))
+    return;
+  char *fmt = str(j, "format");
+  d->format = !fmt ? FMT_NONE : !strcmp(fmt, "text") ? FMT_TEXT : !strcmp(fmt, "csv") ? FMT_CSV
+            : !strcmp(fmt, "safetensors") ? FMT_ST : !strcmp(fmt, "idx") ? FMT_IDX : FMT_NONE;
+  if (d->format == FMT_NONE)
+    fail(p, "data format '%s' is not text, csv, safetensors or idx", fmt ? fmt : "?");
+  free(fmt);
+  d->path = str(j, "path");
+  d->images = str(j, "images");
+  d->labels = str(j, "labels");
+  d->x = str(j, "x");
+  d->y = str(j, "y");
+  d->tokens = str(j, "tokens");
+  d->targets = str(j, "targets");
+  if (!d->x) d->x = strdup("x");
+  if (!d->y) d->y = strdup("y");
+  if (!d->tokens) d->tokens = strdup("tokens");
+  if (!d->targets) d->targets = strdup("targets");
+  d->header = flag(j, "header", false);
+  d->shuffle = flag(j, "shuffle", true);
+  d->val_fraction = num(p, j, "val_fraction", d->format == FMT_TEXT ? 0.1 : 0);
+  if (!(d->val_fraction >= 0 && d->val_fraction < 1))
+    fail(p, "val_fraction must be in [0, 1)");
+  const cJSON *cols = get(j, "columns"), *c;
+  d->cols = calloc((size_t)cJSON_GetArraySize(cols) + 1, sizeof *d->cols);
+  cJSON_ArrayForEach(c, cols) {
+    CsvCol *k = &d->cols[d->ncols++];
+    k->name = strdup(c->string);
+    if (cJSON_IsNumber(c)) {  // tolerate the short form {"y": 64}
+      k->lo = (int64_t)c->valuedouble, k->hi = k->lo + 1;
+    } else {
+      k->lo = inum(p, c, "lo", -1), k->hi = inum(p, c, "hi", -1);
+      k->range = flag(c, "range", false);
+    }
+    if (k->lo < 0 || k->hi <= k->lo)
+      fail(p, "csv column '%s': bad range", k->name);
+  }
+  // scale: {"x": 0.0625}; {"*": v} (from a bare `scale: v`); or one number
+  const cJSON *sc = get(j, "scale");
+  d->scale = calloc((size_t)cJSON_GetArraySize(sc) + 2, sizeof *d->scale);
+  if (cJSON_IsNumber(sc))
+    d->scale[d->nscale++] = (Scale){strdup("*"), sc->valuedouble};
+  const cJSON *sco = cJSON_IsObject(sc) ? sc : NULL;
+  cJSON_ArrayForEach(c, sco)
+    if (cJSON_IsNumber(c))
+      d->scale[d->nscale++] = (Scale){strdup(c->string), c->valuedouble};
+}
+
+static void train(P *p, const cJSON *j, TrainCfg *t) {
+  const cJSON *o = get(j, "optimizer"), *s = get(j, "schedule");
+  t->opt_type = str(o, "type");
+  if (!t->opt_type)
+    t->opt_type = strdup("adam");
+  t->lr = num(p, o, "lr", 1e-3);
+  const cJSON *betas = get(o, "betas");
+  t->beta1 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 0)) ? cJSON_GetArrayItem(betas, 0)->valuedouble : 0.9;
+  t->beta2 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 1)) ? cJSON_GetArrayItem(betas, 1)->valuedouble : 0.999;
+  t->lr_decay = num(p, o, "lr_decay", 0);
+  char *st = str(s, "type");
+  t->sched = !st || !strcmp(st, "constant") ? SCHED_CONSTANT : !strcmp(st, "step") ? SCHED_STEP
+           : !strcmp(st, "linear") ? SCHED_LINEAR : !strcmp(st, "cosine") ? SCHED_COSINE : SCHED_CONSTANT;
+  if (st && strcmp(st, "constant") && t->sched == SCHED_CONSTANT)
+    fail(p, "unknown schedule '%s'", st);
+  free(st);
+  t->warmup = inum(p, s, "warmup_steps", 0);
+  t->min_lr = num(p, s, "min_lr", 0);
+  t->step_size = inum(p, s, "step_size", 0);
+  t->gamma = num(p, s, "gamma", 0.1);
+  t->grad_accum = inum(p, j, "grad_accum", 1);
+  t->steps = inum(p, j, "steps", 0);
+  t->epochs = inum(p, j, "epochs", 0);
+  t->eval_every = inum(p, j, "eval_every", 0);
+  t->checkpoint_every = inum(p, j, "checkpoint_every", 0);
+  t->seed = (uint64_t)num(p, j, "seed", 0);
+  if (t->grad_accum < 1 || t->steps < 0 || t->epochs < 0 || t->warmup < 0)
+    fail(p, "bad train section");
+}
+
+static char *dims_text(const cJSON *dims) {
+  size_t cap = 256, len = 0;
+  char *s = calloc(cap, 1);
+  const cJSON *d;
+  cJSON_ArrayForEach(d, dims) {
+    char b[160];
+    int k = snprintf(b, sizeof b, "%s%s=%.17g", len ? " " : "", d->string, cJSON_IsNumber(d) ? d->valuedouble : 0);
+    if (k < 0 || (size_t)k >= sizeof b)
+      continue;
+    if (len + (size_t)k + 1 > cap)
+      s = realloc(s, cap = 2 * (len + (size_t)k + 1));
+    memcpy(s + len, b, (size_t)k + 1);
+    len += (size_t)k;
+  }
+  return s;
+}
+
+bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
+  memset(d, 0, sizeof *d);
+  P p = {err, errlen, false};
+  cJSON *root = cJSON_Parse(json);
+  if (!cJSON_IsObject(root)) {
+    cJSON_Delete(root);
+    fail(&p, "not a JSON object");
+    return false;
+  }
+  if (num(&p, root, "abi", 0) != 1)
+    fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, "abi", 0));
+  d->name = str(root, "name");
+  d->hash = str(root, "hash");
+  d->model_path = str(root, "model_path");
+  d->compile = str(root, "compile");
+  char *dt = str(root, "dtype");
+  if (!d->name || !d->hash || !dtype_of(dt, &d->dtype) || d->dtype == BPCRT_I32)
+    fail(&p, "missing name, hash or float dtype");
+  free(dt);
+  d->dims_text = dims_text(get(root, "dims"));
+  train(&p, get(root, "train"), &d->train);
+  const cJSON *data_j = get(root, "data");
+  data(&p, get(data_j, "train"), &d->data_train);
+  data(&p, get(data_j, "test"), &d->data_test);
+  const cJSON *gen = get(root, "generate");
+  d->gen_tokens = str(gen, "tokens");
+  d->gen_logits = str(gen, "logits");
+  const cJSON *progs = get(root, "programs");
+  program(&p, get(progs, "train"), &d->prog[PROG_TRAIN]);
+  program(&p, get(progs, "eval"), &d->prog[PROG_EVAL]);
+  program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
+  if (!d->prog[PROG_TRAIN].present)
+    fail(&p, "no train program");
+  cJSON_Delete(root);
+  return !p.bad;
+}
+
+static void data_desc_free(DataDesc *d) {
+  free(d->path), free(d->images), free(d->labels), free(d->x), free(d->y);
+  free(d->tokens), free(d->targets);
+  for (int i = 0; i < d->ncols; i++)
+    free(d->cols[i].name);
+  for (int i = 0; i < d->nscale; i++)
+    free(d->scale[i].name);
+  free(d->cols), free(d->scale);
+}
+
+void desc_free(Desc *d) {
+  free(d->name), free(d->hash), free(d->model_path), free(d->compile), free(d->dims_text);
+  free(d->train.opt_type), free(d->gen_tokens), free(d->gen_logits);
+  data_desc_free(&d->data_train);
+  data_desc_free(&d->data_test);
+  for (int k = 0; k < NPROG; k++) {
+    for (int i = 0; i < d->prog[k].n; i++)
+      free(d->prog[k].t[i].name);
+    free(d->prog[k].t);
+  }
+  memset(d, 0, sizeof *d);
+}
+
+const TDesc *prog_find(const Prog *p, const char *name) {
+  for (int i = 0; i < p->n; i++)
+    if (p->t[i].name && !strcmp(p->t[i].name, name))
+      return &p->t[i];
+  return NULL;
+}

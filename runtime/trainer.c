@@ -1,0 +1,1234 @@
+// trainer.c — bpcrt_main: the command line of every compiled trainer (SPEC
+// 2.2) over the entry points and arenas of docs/ABI.md.
+//
+// Takes: the model description, the generated entry points, argv.
+// Guarantees: a run is a pure function of (description, data, seed, steps):
+// the batch of micro-step g is drawn from the counter RNG keyed by (seed, g)
+// (finite sets: the epoch's permutation), so a run resumed from its step-S
+// checkpoint ends with the same bits as one that never stopped. Bad input is
+// an error naming the file and row before anything is written; a label out of
+// range (found by the generated code) stops the run and removes its log.
+// Leaves out: anything the generated code does (the math, clipping, decay).
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "trainer.h"
+
+#define ERRLEN 8192
+
+typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_INFO = 8 } Cmd;
+
+typedef struct {
+  Cmd cmd;
+  const char *data, *init, *resume, *save, *log, *params, *prompt;
+  int64_t steps, epochs, eval_every, ckpt_every, tokens, top_k, threads;
+  double lr, temperature;
+  uint64_t seed;
+  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet;
+} Opts;
+
+typedef struct {
+  const Prog *p;
+  char *mem;
+  bpcrt_ctx ctx;
+} Arena;
+
+typedef struct {
+  Desc d;
+  Opts o;
+  const bpcrt_entries *e;
+  bpcrt_pool *pool;
+  int threads;
+  Arena ar[NPROG];
+  char err[ERRLEN];
+  // training
+  uint64_t seed;
+  int64_t S, B, K, start;
+  Dataset train, test, val;   // val: a split of train (borrowed) or test
+  const Dataset *eval_set;
+  const char *eval_name;      // "test" or "val"
+  int64_t *perm, perm_epoch, *batch;
+  double t0;
+  FILE *log;
+  bool log_csv, log_created;
+  char *log_path;
+  long log_size0;
+  int nmcols;
+  char **mcols;               // metric columns of the log
+} T;
+
+static void usage(FILE *f) {
+  fputs("usage: trainer [train] [--data PATH] [--steps N | --epochs N] [--lr X] [--seed N] [--threads N]\n"
+        "                       [--init P.safetensors] [--resume CKPT.safetensors] [--save OUT.safetensors]\n"
+        "                       [--log metrics.csv|metrics.jsonl] [--eval-every N] [--checkpoint-every N]\n"
+        "                       [--grad-stats] [--quiet]\n"
+        "       trainer eval    --params P.safetensors [--data PATH] [--threads N] [--log F] [--quiet]\n"
+        "       trainer sample  --params P.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
+        "                       [--top-k K] [--seed N] [--threads N]\n"
+        "       trainer info\n",
+        f);
+}
+
+static bool fail(char *err, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, ERRLEN, fmt, ap);
+  va_end(ap);
+  return false;
+}
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ---- the command line --------------------------------------------------------
+
+enum { A_NONE, A_STR, A_INT, A_NUM };
+typedef struct {
+  const char *name;
+  int arg;
+  int cmds;
+  size_t off;       // into Opts
+  size_t has;       // the has_ flag, or (size_t)-1
+} OptDef;
+
+#define O(f) offsetof(Opts, f)
+#define NOHAS ((size_t)-1)
+static const OptDef opt_defs[] = {
+  {"--data", A_STR, CMD_TRAIN | CMD_EVAL, O(data), NOHAS},
+  {"--steps", A_INT, CMD_TRAIN, O(steps), O(has_steps)},
+  {"--epochs", A_INT, CMD_TRAIN, O(epochs), O(has_epochs)},
+  {"--lr", A_NUM, CMD_TRAIN, O(lr), O(has_lr)},
+  {"--seed", A_INT, CMD_TRAIN | CMD_SAMPLE, O(seed), O(has_seed)},
+  {"--threads", A_INT, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(threads), NOHAS},
+  {"--init", A_STR, CMD_TRAIN, O(init), NOHAS},
+  {"--resume", A_STR, CMD_TRAIN, O(resume), NOHAS},
+  {"--save", A_STR, CMD_TRAIN, O(save), NOHAS},
+  {"--log", A_STR, CMD_TRAIN | CMD_EVAL, O(log), NOHAS},
+  {"--eval-every", A_INT, CMD_TRAIN, O(eval_every), O(has_eval_every)},
+  {"--checkpoint-every", A_INT, CMD_TRAIN, O(ckpt_every), O(has_ckpt_every)},
+  {"--grad-stats", A_NONE, CMD_TRAIN, O(grad_stats), NOHAS},
+  {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(quiet), NOHAS},
+  {"--params", A_STR, CMD_EVAL | CMD_SAMPLE, O(params), NOHAS},
+  {"--prompt", A_STR, CMD_SAMPLE, O(prompt), NOHAS},
+  {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
+  {"--temperature", A_NUM, CMD_SAMPLE, O(temperature), NOHAS},
+  {"--top-k", A_INT, CMD_SAMPLE, O(top_k), NOHAS},
+};
+
+static bool parse_int(const char *s, int64_t *v) {
+  char *e;
+  errno = 0;
+  long long x = strtoll(s, &e, 10);
+  if (!*s || *e || errno || x < 0)
+    return false;
+  *v = x;
+  return true;
+}
+
+// Parses argv into o; false (after printing why) on wrong usage.
+static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
+  memset(o, 0, sizeof *o);
+  o->cmd = CMD_TRAIN;
+  o->tokens = 256;
+  o->temperature = 1;
+  int i = 1;
+  if (argc > 1 && argv[1][0] != '-') {
+    const char *c = argv[1];
+    o->cmd = !strcmp(c, "train") ? CMD_TRAIN : !strcmp(c, "eval") ? CMD_EVAL : !strcmp(c, "sample") ? CMD_SAMPLE
+           : !strcmp(c, "info") ? CMD_INFO : 0;
+    if (!o->cmd)
+      return fprintf(stderr, "error: unknown command '%s'\n", c), false;
+    i = 2;
+  }
+  for (; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+      return *help = true, false;
+    const char *eq = strchr(a, '=');
+    size_t nlen = eq && !strncmp(a, "--", 2) ? (size_t)(eq - a) : strlen(a);
+    const OptDef *d = NULL;
+    for (size_t k = 0; k < sizeof opt_defs / sizeof *opt_defs; k++)
+      if (strlen(opt_defs[k].name) == nlen && !strncmp(opt_defs[k].name, a, nlen))
+        d = &opt_defs[k];
+    if (!d)
+      return fprintf(stderr, "error: unknown option '%s'\n", a), false;
+    if (!(d->cmds & o->cmd))
+      return fprintf(stderr, "error: %.*s does not apply to this command\n", (int)nlen, a), false;
+    char *base = (char *)o;
+    if (d->has != NOHAS)
+      *(bool *)(base + d->has) = true;
+    if (d->arg == A_NONE) {
+      if (eq && nlen != strlen(a))
+        return fprintf(stderr, "error: %.*s takes no value\n", (int)nlen, a), false;
+      *(bool *)(base + d->off) = true;
+      continue;
+    }
+    const char *v = eq && nlen != strlen(a) ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+    if (!v)
+      return fprintf(stderr, "error: %s needs a value\n", d->name), false;
+    int64_t n;
+    char *e;
+    switch (d->arg) {
+    case A_STR: *(const char **)(base + d->off) = v; break;
+    case A_INT:
+      if (!parse_int(v, &n))
+        return fprintf(stderr, "error: %s takes a non-negative integer, not '%s'\n", d->name, v), false;
+      if (d->off == O(seed))
+        o->seed = (uint64_t)n;
+      else
+        *(int64_t *)(base + d->off) = n;
+      break;
+    case A_NUM: {
+      double x = strtod(v, &e);
+      if (!*v || *e || !isfinite(x) || x < 0)
+        return fprintf(stderr, "error: %s takes a non-negative number, not '%s'\n", d->name, v), false;
+      *(double *)(base + d->off) = x;
+      break;
+    }
+    }
+  }
+  if (o->has_steps && o->has_epochs)
+    return fprintf(stderr, "error: --steps and --epochs exclude each other\n"), false;
+  if ((o->has_steps && o->steps < 1) || (o->has_epochs && o->epochs < 1))
+    return fprintf(stderr, "error: --steps and --epochs take a positive count\n"), false;
+  if ((o->cmd & (CMD_EVAL | CMD_SAMPLE)) && !o->params)
+    return fprintf(stderr, "error: %s needs --params P.safetensors\n", o->cmd == CMD_EVAL ? "eval" : "sample"), false;
+  if (o->resume && o->init)
+    return fprintf(stderr, "error: --resume and --init exclude each other\n"), false;
+  return true;
+}
+#undef O
+
+// ---- arenas and tensors ---------------------------------------------------------
+
+static double get_el(const void *p, bpcrt_dtype dt, int64_t i) {
+  return dt == BPCRT_F32 ? ((const float *)p)[i] : dt == BPCRT_F64 ? ((const double *)p)[i] : ((const int32_t *)p)[i];
+}
+
+static void set_el(void *p, bpcrt_dtype dt, int64_t i, double v) {
+  if (dt == BPCRT_F32)
+    ((float *)p)[i] = (float)v;
+  else if (dt == BPCRT_F64)
+    ((double *)p)[i] = v;
+  else
+    ((int32_t *)p)[i] = (int32_t)v;
+}
+
+static void *tp(const Arena *a, const TDesc *t) { return a->mem + t->offset; }
+
+static double scalar_of(const Arena *a, const TDesc *t) { return get_el(tp(a, t), t->dtype, 0); }
+
+static void arena_open(T *t, int k) {
+  Arena *a = &t->ar[k];
+  a->p = &t->d.prog[k];
+  size_t bytes = (size_t)(a->p->arena + a->p->scratch * t->threads);
+  bytes = (bytes + 63) / 64 * 64 + 64;
+  a->mem = aligned_alloc(64, bytes);
+  if (!a->mem) {
+    fprintf(stderr, "fatal: out of memory for a %zu-byte arena\n", bytes);
+    abort();
+  }
+  memset(a->mem, 0, bytes);
+  a->ctx = (bpcrt_ctx){a->mem, a->mem + a->p->arena, t->pool, t->seed, 0};
+}
+
+static const TDesc *find_role(const Prog *p, Role r) {
+  for (int i = 0; i < p->n; i++)
+    if (p->t[i].role == r)
+      return &p->t[i];
+  return NULL;
+}
+
+// Params from the seed (SPEC 1.8), optimizer slots and state from their values.
+static void init_params(T *t, Arena *a) {
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role != ROLE_PARAM && d->role != ROLE_OPT && d->role != ROLE_STATE)
+      continue;
+    double *v = malloc((size_t)d->numel * sizeof *v + 1);
+    if (d->role == ROLE_PARAM)
+      bpcrt_init_fill(d->init_kind, d->init_a, d->init_b, d->fan_in, d->fan_out, t->seed, bpcrt_fnv1a64(d->name),
+                      d->numel, v);
+    else
+      for (int64_t k = 0; k < d->numel; k++)
+        v[k] = d->init_value;
+    for (int64_t k = 0; k < d->numel; k++)
+      set_el(tp(a, d), d->dtype, k, v[k]);
+    free(v);
+  }
+}
+
+// Copies params and state by name from arena `from` into arena `to`.
+static bool copy_state(const Arena *from, Arena *to, char *err) {
+  for (int i = 0; i < to->p->n; i++) {
+    const TDesc *d = &to->p->t[i];
+    if (d->role != ROLE_PARAM && d->role != ROLE_STATE)
+      continue;
+    const TDesc *s = prog_find(from->p, d->name);
+    if (!s || s->numel != d->numel || s->dtype != d->dtype)
+      return fail(err, "model description: '%s' differs between programs", d->name);
+    memcpy(tp(to, d), tp(from, s), (size_t)d->numel * bpcrt_dtype_size(d->dtype));
+  }
+  return true;
+}
+
+static bool has_role(unsigned mask, Role r) { return mask & (1u << r); }
+#define BIT(r) (1u << (r))
+
+static void shape_str(char *buf, size_t len, int rank, const int64_t *shape) {
+  size_t k = (size_t)snprintf(buf, len, "[");
+  for (int i = 0; i < rank && k < len; i++)
+    k += (size_t)snprintf(buf + k, len - k, "%s%lld", i ? ", " : "", (long long)shape[i]);
+  if (k < len)
+    snprintf(buf + k, len - k, "]");
+}
+
+// Loads file tensors into arena a: every tensor of a role in `need` must be
+// there; `opt` roles are loaded when present; names starting "opt." are
+// skipped when `skip_opt`. Any other name is unknown. Every mismatch is
+// listed; nothing is copied unless all match.
+static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, unsigned need, unsigned opt,
+                         bool skip_opt, char *err) {
+  size_t len = (size_t)snprintf(err, ERRLEN, "%s: does not match the model:", path), len0 = len;
+#define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (!has_role(need | opt, d->role))
+      continue;
+    const bpcrt_tensor *ft = bpcrt_st_find(f, d->name);
+    char s1[200], s2[200];
+    if (!ft) {
+      if (has_role(need, d->role))
+        ADD("\n  missing %s '%s'", role_name(d->role), d->name);
+      continue;
+    }
+    bool same = ft->rank == d->rank;
+    for (int k = 0; same && k < d->rank; k++)
+      same = ft->shape[k] == d->shape[k];
+    shape_str(s1, sizeof s1, ft->rank, ft->shape);
+    shape_str(s2, sizeof s2, d->rank, d->shape);
+    if (!same)
+      ADD("\n  '%s': shape %s in the file, %s in the model", d->name, s1, s2);
+    if ((ft->dtype == BPCRT_I32) != (d->dtype == BPCRT_I32))
+      ADD("\n  '%s': %s in the file, the model has %s", d->name, bpcrt_dtype_name(ft->dtype),
+          bpcrt_dtype_name(d->dtype));
+  }
+  for (int i = 0; i < f->n; i++) {
+    const TDesc *d = prog_find(a->p, f->t[i].name);
+    if (skip_opt && !strncmp(f->t[i].name, "opt.", 4))
+      continue;
+    if (!d || !has_role(need | opt, d->role))
+      ADD("\n  unknown tensor '%s'", f->t[i].name);
+  }
+#undef ADD
+  if (len != len0)
+    return false;
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    const bpcrt_tensor *ft = has_role(need | opt, d->role) ? bpcrt_st_find(f, d->name) : NULL;
+    if (!ft)
+      continue;
+    if (d->dtype == BPCRT_I32) {
+      memcpy(tp(a, d), ft->data, ft->nbytes);
+    } else if (d->dtype == BPCRT_F64) {
+      bpcrt_st_to_f64(ft, tp(a, d));
+    } else {
+      bpcrt_st_to_f32(ft, tp(a, d));
+    }
+  }
+  return true;
+}
+
+// ---- checkpoints -----------------------------------------------------------------
+
+static bool save_ckpt(T *t, const char *path, int64_t step, char *err) {
+  const Arena *a = &t->ar[PROG_TRAIN];
+  bpcrt_tensors f = {0};
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role == ROLE_PARAM || d->role == ROLE_OPT || d->role == ROLE_STATE)
+      bpcrt_st_add(&f, d->name, d->dtype, d->rank, d->shape, tp(a, d));
+  }
+  char b[32];
+  snprintf(b, sizeof b, "%lld", (long long)step);
+  bpcrt_st_set_meta(&f, "step", b);
+  snprintf(b, sizeof b, "%llu", (unsigned long long)t->seed);
+  bpcrt_st_set_meta(&f, "seed", b);
+  bpcrt_st_set_meta(&f, "format", "1");
+  bpcrt_st_set_meta(&f, "model_hash", t->d.hash);
+  int rc = bpcrt_st_write(path, &f, err, ERRLEN);
+  bpcrt_st_free(&f);
+  return rc == 0;
+}
+
+static bool meta_u64(const bpcrt_tensors *f, const char *k, uint64_t *v) {
+  const char *s = bpcrt_st_meta(f, k);
+  char *e;
+  if (!s || !*s || *s == '-')
+    return false;
+  errno = 0;
+  *v = strtoull(s, &e, 10);
+  return !*e && !errno;
+}
+
+// --resume: everything of the train arena plus the step; lists every problem.
+static bool load_resume(T *t, const char *path, char *err) {
+  bpcrt_tensors f;
+  if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
+    return false;
+  Arena *a = &t->ar[PROG_TRAIN];
+  bool ok = load_tensors(a, &f, path, BIT(ROLE_PARAM) | BIT(ROLE_OPT) | BIT(ROLE_STATE), 0, false, err);
+  size_t len = ok ? (size_t)snprintf(err, ERRLEN, "%s: cannot resume:", path) : strlen(err), len0 = len;
+#define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
+  const char *h = bpcrt_st_meta(&f, "model_hash"), *fmt = bpcrt_st_meta(&f, "format");
+  uint64_t step = 0, seed = 0;
+  if (!h || strcmp(h, t->d.hash))
+    ADD("\n  model_hash %s in the file, this model is %s", h ? h : "(none)", t->d.hash);
+  if (!fmt || strcmp(fmt, "1"))
+    ADD("\n  format '%s' in the file, expected '1'", fmt ? fmt : "(none)");
+  if (!meta_u64(&f, "step", &step))
+    ADD("\n  no valid 'step' in the metadata");
+  if (!meta_u64(&f, "seed", &seed))
+    ADD("\n  no valid 'seed' in the metadata");
+  else if (t->o.has_seed && seed != t->o.seed)
+    ADD("\n  seed %llu in the file, --seed %llu", (unsigned long long)seed, (unsigned long long)t->o.seed);
+#undef ADD
+  bpcrt_st_free(&f);
+  if (!ok || len != len0)
+    return false;
+  t->start = (int64_t)step;
+  t->seed = seed;
+  for (int k = 0; k < NPROG; k++)
+    t->ar[k].ctx.seed = seed;
+  return true;
+}
+
+// --init / --params: params (and state, when `need_state`) by name; opt.* ignored.
+static bool load_params(Arena *a, const char *path, bool need_state, char *err) {
+  bpcrt_tensors f;
+  if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
+    return false;
+  unsigned need = BIT(ROLE_PARAM) | (need_state ? BIT(ROLE_STATE) : 0);
+  bool ok = load_tensors(a, &f, path, need, BIT(ROLE_STATE), true, err);
+  bpcrt_st_free(&f);
+  return ok;
+}
+
+static char *ckpt_step_path(const char *out, int64_t step) {
+  size_t n = strlen(out), sfx = strlen(".safetensors");
+  if (n >= sfx && !strcmp(out + n - sfx, ".safetensors"))
+    n -= sfx;
+  char *p = malloc(n + 64);
+  snprintf(p, n + 64, "%.*s.step%lld.safetensors", (int)n, out, (long long)step);
+  return p;
+}
+
+// ---- the schedule (SPEC 5) -----------------------------------------------------
+
+static double lr_at(const TrainCfg *c, double lr, int64_t s, int64_t S) {
+  int64_t W = c->warmup;
+  if (s < W)
+    return lr * (double)(s + 1) / (double)W;
+  double span = (double)(S - W > 0 ? S - W : 1), x = (double)(s - W) / span;
+  switch (c->sched) {
+  case SCHED_CONSTANT: return lr;
+  case SCHED_COSINE: return c->min_lr + (lr - c->min_lr) * (1 + cos(M_PI * x)) / 2;
+  case SCHED_LINEAR: return lr + (c->min_lr - lr) * x;
+  case SCHED_STEP: return c->step_size > 0 ? lr * pow(c->gamma, floor((double)s / (double)c->step_size)) : lr;
+  }
+  return lr;
+}
+
+// Writes the scalars of update s that the program has.
+static bool write_scalars(T *t, int64_t s, double lr_s, char *err) {
+  const Arena *a = &t->ar[PROG_TRAIN];
+  const TrainCfg *c = &t->d.train;
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role != ROLE_SCALAR)
+      continue;
+    double v;
+    if (!strcmp(d->name, "__lr"))
+      v = lr_s;
+    else if (!strcmp(d->name, "__lr_bc1"))
+      v = lr_s / (1 - pow(c->beta1, (double)(s + 1)));
+    else if (!strcmp(d->name, "__sqrt_bc2"))
+      v = sqrt(1 - pow(c->beta2, (double)(s + 1)));
+    else if (!strcmp(d->name, "__clr"))
+      v = lr_s / (1 + (double)s * c->lr_decay);
+    else if (!strcmp(d->name, "__first"))
+      v = s == 0;
+    else
+      return fail(err, "model description: unknown scalar '%s'", d->name);
+    set_el(tp(a, d), d->dtype, 0, v);
+  }
+  return true;
+}
+
+// ---- running the generated code -----------------------------------------------------
+
+// Runs one entry point, then reads the status words (docs/ABI.md). On a bad
+// id or label, finds the sample that holds it among the batch's i32 inputs.
+static bool run(Arena *a, void (*fn)(bpcrt_ctx *), const Dataset *ds, const int64_t *idx, int64_t nb, char *err) {
+  int64_t *st = (int64_t *)(a->mem + a->p->status);
+  st[0] = st[1] = st[2] = 0;
+  fn(&a->ctx);
+  if (!st[0])
+    return true;
+  const char *what = st[0] == 1 ? "embedding id" : st[0] == 2 ? "label" : "value";
+  char where[600] = "";
+  for (int i = 0; i < a->p->n && !where[0] && ds; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role != ROLE_INPUT || d->dtype != BPCRT_I32 || d->rank < 1)
+      continue;
+    int64_t per = d->numel / d->shape[0];
+    for (int64_t b = 0; b < nb && !where[0]; b++)
+      for (int64_t k = 0; k < per && !where[0]; k++)
+        if (((int32_t *)tp(a, d))[b * per + k] == st[1]) {
+          int64_t pos = ds->format == FMT_TEXT ? idx[b] + k + (!strcmp(d->name, ds->tgt_name) ? 1 : 0) : idx[b];
+          data_where(ds, pos, where, sizeof where);
+          snprintf(where + strlen(where), sizeof where - strlen(where), " (input '%s')", d->name);
+        }
+  }
+  if (!where[0])
+    snprintf(where, sizeof where, "%s", ds ? ds->path : "the input");
+  return fail(err, "%s: %s %lld out of range [0, %lld)", where, what, (long long)st[1], (long long)st[2]);
+}
+
+// Every column of ds matches an input of p in dtype and per-sample size.
+static bool data_fits(const Dataset *ds, const Prog *p) {
+  for (int i = 0; i < ds->ncols; i++) {
+    const TDesc *d = prog_find(p, ds->cols[i].name);
+    if (!d || d->role != ROLE_INPUT || d->dtype != ds->cols[i].dtype || d->rank < 1 ||
+        d->numel / (d->shape[0] ? d->shape[0] : 1) != ds->cols[i].per)
+      return false;
+  }
+  return true;
+}
+
+static int64_t batch_of(const Prog *p) {
+  for (int i = 0; i < p->n; i++)
+    if (p->t[i].role == ROLE_INPUT && p->t[i].rank >= 1)
+      return p->t[i].shape[0];
+  return 1;
+}
+
+static int64_t text_T(const T *t, const Prog *p) {
+  const TDesc *d = prog_find(p, t->train.tok_name ? t->train.tok_name : t->d.data_train.tokens);
+  return d && d->rank == 2 ? d->shape[1] : 1;
+}
+
+// Fills the inputs of micro-step g (a pure function of seed and g).
+static void fill_batch(T *t, int64_t g) {
+  Arena *a = &t->ar[PROG_TRAIN];
+  const Dataset *ds = &t->train;
+  if (ds->format == FMT_TEXT) {
+    int64_t Tn = text_T(t, a->p), count = ds->nbytes - Tn;
+    uint64_t stream = bpcrt_fnv1a64("text");
+    for (int64_t b = 0; b < t->B; b++) {
+      t->batch[b] = (int64_t)(bpcrt_rand64(t->seed, stream, (uint64_t)(g * t->B + b)) % (uint64_t)count);
+      data_put_window(ds, a->p, a->mem, t->batch[b], b);
+    }
+    return;
+  }
+  int64_t bpe = ds->n / t->B, epoch = g / bpe, j = g % bpe;
+  if (epoch != t->perm_epoch) {
+    data_perm(ds->n, t->seed, (uint64_t)epoch, t->d.data_train.shuffle, t->perm);
+    t->perm_epoch = epoch;
+  }
+  for (int64_t b = 0; b < t->B; b++) {
+    t->batch[b] = t->perm[j * t->B + b];
+    data_put(ds, a->p, a->mem, t->batch[b], b);
+  }
+}
+
+// ---- eval ------------------------------------------------------------------------
+
+typedef struct {
+  double loss;
+  int n;
+  const char *names[64];
+  double v[64];
+} Results;
+
+static void results_add(Results *r, const Arena *a, double w) {
+  r->n = 0;
+  for (int i = 0; i < a->p->n && r->n < 64; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role == ROLE_LOSS && d == find_role(a->p, ROLE_LOSS))
+      r->loss += w * scalar_of(a, d);
+    else if (d->role == ROLE_METRIC) {
+      r->names[r->n] = d->name;
+      r->v[r->n++] += w * scalar_of(a, d);
+    }
+  }
+}
+
+// The exact mean of loss and metrics over the whole set (finite sets; a final
+// partial batch is padded with its first sample, whose contribution is then
+// measured alone and subtracted) or over 32 fixed batches of windows (text).
+static bool evaluate(T *t, const Dataset *ds, Results *r, char *err) {
+  Arena *a = &t->ar[PROG_EVAL];
+  int64_t B = batch_of(a->p);
+  int64_t idx[B > 0 ? B : 1];
+  memset(r, 0, sizeof *r);
+  a->ctx.step = 0;
+  if (ds->format == FMT_TEXT) {
+    int64_t Tn = text_T(t, a->p), count = ds->nbytes - Tn, nb = 32;
+    if (count <= 0)
+      return fail(err, "%s: the validation split has %lld bytes; a window needs %lld", ds->path,
+                  (long long)ds->nbytes, (long long)(Tn + 1));
+    uint64_t stream = bpcrt_fnv1a64("eval");
+    for (int64_t i = 0; i < nb; i++) {
+      for (int64_t b = 0; b < B; b++) {
+        idx[b] = (int64_t)(bpcrt_rand64(0, stream, (uint64_t)(i * B + b)) % (uint64_t)count);
+        data_put_window(ds, a->p, a->mem, idx[b], b);
+      }
+      if (!run(a, t->e->eval_forward, ds, idx, B, err))
+        return false;
+      results_add(r, a, 1.0 / (double)nb);
+    }
+    return true;
+  }
+  int64_t N = ds->n, full = N / B, rem = N % B;
+  if (N == 0)
+    return fail(err, "%s: the evaluation set is empty", ds->path);
+  for (int64_t i = 0; i < full; i++) {
+    for (int64_t b = 0; b < B; b++)
+      data_put(ds, a->p, a->mem, idx[b] = i * B + b, b);
+    if (!run(a, t->e->eval_forward, ds, idx, B, err))
+      return false;
+    results_add(r, a, (double)B);
+  }
+  if (rem) {
+    int64_t first = full * B;
+    for (int64_t b = 0; b < B; b++)
+      data_put(ds, a->p, a->mem, idx[b] = b < rem ? first + b : first, b);
+    if (!run(a, t->e->eval_forward, ds, idx, B, err))
+      return false;
+    results_add(r, a, (double)B);
+    for (int64_t b = 0; b < B; b++)
+      data_put(ds, a->p, a->mem, idx[b] = first, b);
+    if (!run(a, t->e->eval_forward, ds, idx, B, err))
+      return false;
+    results_add(r, a, -(double)(B - rem));
+  }
+  r->loss /= (double)N;
+  for (int k = 0; k < r->n; k++)
+    r->v[k] /= (double)N;
+  return true;
+}
+
+// ---- the log -------------------------------------------------------------------------
+
+static void add_mcol(T *t, const char *name) {
+  for (int i = 0; i < t->nmcols; i++)
+    if (!strcmp(t->mcols[i], name))
+      return;
+  t->mcols = realloc(t->mcols, (size_t)(t->nmcols + 1) * sizeof *t->mcols);
+  t->mcols[t->nmcols++] = (char *)name;
+}
+
+static bool log_open(T *t, bool append, char *err) {
+  const char *p = t->o.log;
+  size_t n = strlen(p);
+  t->log_csv = !(n >= 6 && !strcmp(p + n - 6, ".jsonl"));
+  if (t->log_csv && !(n >= 4 && !strcmp(p + n - 4, ".csv")))
+    return fail(err, "%s: --log takes a .csv or .jsonl file", p);
+  struct stat sb;
+  bool exists = stat(p, &sb) == 0;
+  t->log = fopen(p, append ? "a" : "w");
+  if (!t->log)
+    return fail(err, "%s: cannot write: %s", p, strerror(errno));
+  t->log_path = strdup(p);
+  t->log_created = !exists || !append;
+  t->log_size0 = exists && append ? (long)sb.st_size : 0;
+  for (int k = 0; k < NPROG; k++)
+    for (int i = 0; t->d.prog[k].present && i < t->d.prog[k].n; i++)
+      if (t->d.prog[k].t[i].role == ROLE_METRIC)
+        add_mcol(t, t->d.prog[k].t[i].name);
+  if (t->log_csv && (!exists || !append || sb.st_size == 0)) {
+    fputs("kind,step,loss,lr", t->log);
+    for (int i = 0; i < t->nmcols; i++)
+      fprintf(t->log, ",%s", t->mcols[i]);
+    fputs(",seconds", t->log);
+    const Prog *tp_ = &t->d.prog[PROG_TRAIN];
+    for (int i = 0; t->o.grad_stats && i < tp_->n; i++)
+      if (tp_->t[i].role == ROLE_GRAD)
+        fprintf(t->log, ",norm.%s", tp_->t[i].name + 5);
+    fputc('\n', t->log);
+  }
+  return true;
+}
+
+// Removes (or cuts back) the log after a failed run: no partial output.
+static void log_abandon(T *t) {
+  if (!t->log)
+    return;
+  fclose(t->log);
+  t->log = NULL;
+  if (t->log_created)
+    unlink(t->log_path);
+  else if (truncate(t->log_path, t->log_size0) != 0)
+    fprintf(stderr, "warning: %s: cannot cut back: %s\n", t->log_path, strerror(errno));
+}
+
+// One row; lr < 0 for eval rows; norms (per grad tensor) may be NULL.
+static void log_row(T *t, const char *kind, int64_t step, double loss, double lr, const Results *m,
+                    const double *norms) {
+  if (!t->log)
+    return;
+  FILE *f = t->log;
+  double sec = now() - t->t0;
+  const Prog *p = &t->d.prog[PROG_TRAIN];
+  if (t->log_csv) {
+    fprintf(f, "%s,%lld,%.17g,", kind, (long long)step, loss);
+    if (lr >= 0)
+      fprintf(f, "%.17g", lr);
+    for (int i = 0; i < t->nmcols; i++) {
+      fputc(',', f);
+      for (int k = 0; k < m->n; k++)
+        if (!strcmp(m->names[k], t->mcols[i]))
+          fprintf(f, "%.17g", m->v[k]);
+    }
+    fprintf(f, ",%.3f", sec);
+    for (int i = 0, g = 0; t->o.grad_stats && i < p->n; i++)
+      if (p->t[i].role == ROLE_GRAD) {
+        fputc(',', f);
+        if (norms)
+          fprintf(f, "%.9g", norms[g]);
+        g++;
+      }
+    fputc('\n', f);
+  } else {
+    fprintf(f, "{\"kind\": \"%s\", \"step\": %lld, \"loss\": %.17g", kind, (long long)step, loss);
+    if (lr >= 0)
+      fprintf(f, ", \"lr\": %.17g", lr);
+    for (int k = 0; k < m->n; k++)
+      fprintf(f, ", \"%s\": %.17g", m->names[k], m->v[k]);
+    fprintf(f, ", \"seconds\": %.3f", sec);
+    if (norms) {
+      fputs(", \"grad_norms\": {", f);
+      for (int i = 0, g = 0; i < p->n; i++)
+        if (p->t[i].role == ROLE_GRAD)
+          fprintf(f, "%s\"%s\": %.9g", g ? ", " : "", p->t[i].name + 5, norms[g]), g++;
+      fputc('}', f);
+    }
+    fputs("}\n", f);
+  }
+  fflush(f);
+}
+
+// ---- progress ----------------------------------------------------------------------
+
+static void print_results(FILE *f, const char *what, const Results *r) {
+  fprintf(f, "%s loss %.6g", what, r->loss);
+  for (int k = 0; k < r->n; k++)
+    fprintf(f, "  %s %.4f", r->names[k], r->v[k]);
+  fputc('\n', f);
+}
+
+static void fmt_time(char *b, size_t n, double s) {
+  long x = (long)(s + 0.5);
+  if (x >= 3600)
+    snprintf(b, n, "%ld:%02ld:%02ld", x / 3600, x / 60 % 60, x % 60);
+  else
+    snprintf(b, n, "%ld:%02ld", x / 60, x % 60);
+}
+
+static void progress(T *t, int64_t done, double loss, double lr, const Results *m, double rate_t0, bool tty) {
+  double el = now() - rate_t0, per = (double)(done - t->start) / (el > 1e-9 ? el : 1e-9);
+  bool text = t->train.format == FMT_TEXT;
+  double units = per * (double)(t->B * t->K) * (text ? (double)text_T(t, &t->d.prog[PROG_TRAIN]) : 1);
+  char eta[32];
+  fmt_time(eta, sizeof eta, per > 0 ? (double)(t->S - done) / per : 0);
+  fprintf(stderr, "%sstep %lld/%lld  loss %.6g  lr %.3g", tty ? "\r\033[K" : "", (long long)done, (long long)t->S,
+          loss, lr);
+  for (int k = 0; k < m->n; k++)
+    fprintf(stderr, "  %s %.4f", m->names[k], m->v[k]);
+  fprintf(stderr, "  %.0f %s/s  ETA %s%s", units, text ? "tokens" : "samples", eta, tty ? "" : "\n");
+  fflush(stderr);
+}
+
+// ---- --grad-stats --------------------------------------------------------------------
+
+static void grad_norms(T *t, double *norms) {
+  const Arena *a = &t->ar[PROG_TRAIN];
+  for (int i = 0, g = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role != ROLE_GRAD)
+      continue;
+    double s = 0;
+    for (int64_t k = 0; k < d->numel; k++) {
+      double v = get_el(tp(a, d), d->dtype, k);
+      s += v * v;
+    }
+    norms[g++] = sqrt(s);
+  }
+}
+
+static void print_grad_stats(T *t, int64_t step, const double *norms, bool tty) {
+  const Prog *p = &t->d.prog[PROG_TRAIN];
+  fprintf(stderr, "%sgrad norms at step %lld:", tty ? "\r\033[K" : "", (long long)step);
+  for (int i = 0, g = 0; i < p->n; i++)
+    if (p->t[i].role == ROLE_GRAD) {
+      double v = norms[g++];
+      fprintf(stderr, " %s %.3e%s", p->t[i].name + 5, v, v < 1e-7 ? " (vanishing)" : v > 1e3 ? " (exploding)" : "");
+    }
+  fputc('\n', stderr);
+}
+
+// ---- train ------------------------------------------------------------------------------
+
+static volatile sig_atomic_t got_sigint;
+static void on_sigint(int sig) { got_sigint = sig; }
+
+static int64_t count_role(const Prog *p, Role r) {
+  int64_t n = 0;
+  for (int i = 0; i < p->n; i++)
+    n += p->t[i].role == r;
+  return n;
+}
+
+// Loads the data sets and fixes S (total updates).
+static bool setup_data(T *t, char *err) {
+  const Desc *d = &t->d;
+  if (d->data_train.format == FMT_NONE)
+    return fail(err, "the model has no data section: nothing to train on");
+  if (!data_load(&t->train, &d->data_train, &d->prog[PROG_TRAIN], t->o.data, err, ERRLEN))
+    return false;
+  const Prog *ep = d->prog[PROG_EVAL].present ? &d->prog[PROG_EVAL] : &d->prog[PROG_TRAIN];
+  if (d->data_test.format != FMT_NONE) {
+    if (!data_load(&t->test, &d->data_test, ep, NULL, err, ERRLEN))
+      return false;
+    t->eval_set = &t->test, t->eval_name = "test";
+  }
+  if (d->data_train.val_fraction > 0) {
+    data_split(&t->train, d->data_train.val_fraction, &t->val);
+    if (!t->eval_set && (t->val.n > 0 || t->val.nbytes > text_T(t, ep)))
+      t->eval_set = &t->val, t->eval_name = "val";
+  }
+  if (!d->prog[PROG_EVAL].present || !t->e->eval_forward)
+    t->eval_set = NULL;
+  if (t->eval_set && !data_fits(t->eval_set, &d->prog[PROG_EVAL]))
+    return fail(err, "model description: the eval program's inputs differ from the train program's");
+  t->B = batch_of(&d->prog[PROG_TRAIN]);
+  t->K = d->train.grad_accum;
+  bool text = t->train.format == FMT_TEXT;
+  if (text && t->train.nbytes < text_T(t, &d->prog[PROG_TRAIN]) + 1)
+    return fail(err, "%s: the training split has %lld bytes; a window needs %lld", t->train.path,
+                (long long)t->train.nbytes, (long long)text_T(t, &d->prog[PROG_TRAIN]) + 1);
+  int64_t per_epoch = text ? 0 : t->train.n / t->B / t->K;
+  if (!text && per_epoch == 0)
+    return fail(err, "%s: %lld training samples, fewer than one update (batch %lld x grad_accum %lld)", t->train.path,
+                (long long)t->train.n, (long long)t->B, (long long)t->K);
+  int64_t epochs = t->o.has_epochs ? t->o.epochs : 0;
+  if (t->o.has_steps)
+    t->S = t->o.steps;
+  else if (!epochs && d->train.steps > 0)
+    t->S = d->train.steps;
+  else {
+    if (!epochs)
+      epochs = d->train.epochs > 0 ? d->train.epochs : 1;
+    if (text && (t->o.has_epochs || d->train.epochs > 0))
+      return fail(err, "%s: epochs need a finite data set (csv, safetensors, idx); text data takes --steps",
+                  t->train.path);
+    t->S = text ? 1000 : epochs * per_epoch;
+  }
+  if (!text)
+    t->perm = malloc((size_t)t->train.n * sizeof *t->perm);
+  t->perm_epoch = -1;
+  t->batch = malloc((size_t)t->B * sizeof *t->batch);
+  return true;
+}
+
+// One update: K micro-steps, grads averaged, scalars, the optimizer.
+static bool update(T *t, int64_t s, double lr_s, double *loss, Results *m, double *gacc, double *norms, char *err) {
+  Arena *a = &t->ar[PROG_TRAIN];
+  const TDesc *ld = find_role(a->p, ROLE_LOSS);
+  Results r = {0};
+  int64_t ng = 0;
+  for (int64_t k = 0; k < t->K; k++) {
+    int64_t g = s * t->K + k;
+    fill_batch(t, g);
+    a->ctx.step = (uint64_t)g;
+    if (!run(a, t->e->train_step, &t->train, t->batch, t->B, err))
+      return false;
+    results_add(&r, a, 1.0 / (double)t->K);
+    if (t->K == 1)
+      continue;
+    ng = 0;
+    for (int i = 0; i < a->p->n; i++) {
+      const TDesc *d = &a->p->t[i];
+      for (int64_t e = 0; d->role == ROLE_GRAD && e < d->numel; e++)
+        gacc[ng++] += get_el(tp(a, d), d->dtype, e);
+    }
+  }
+  if (t->K > 1) {
+    ng = 0;
+    for (int i = 0; i < a->p->n; i++) {
+      const TDesc *d = &a->p->t[i];
+      for (int64_t e = 0; d->role == ROLE_GRAD && e < d->numel; e++)
+        set_el(tp(a, d), d->dtype, e, gacc[ng] / (double)t->K), gacc[ng++] = 0;
+    }
+  }
+  if (norms)
+    grad_norms(t, norms);
+  if (!write_scalars(t, s, lr_s, err))
+    return false;
+  t->e->train_update(&a->ctx);
+  *loss = ld ? r.loss : NAN;
+  *m = r;
+  return true;
+}
+
+static bool periodic_eval(T *t, int64_t step, bool tty, char *err) {
+  Results r;
+  if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
+    return false;
+  log_row(t, "eval", step, r.loss, -1, &r, NULL);
+  if (!t->o.quiet) {
+    char w[64];
+    snprintf(w, sizeof w, "%sstep %lld: %s", tty ? "\r\033[K" : "", (long long)step, t->eval_name);
+    print_results(stderr, w, &r);
+  }
+  return true;
+}
+
+static int cmd_train(T *t) {
+  char *err = t->err;
+  const Opts *o = &t->o;
+  const Desc *d = &t->d;
+  if (!t->e->train_step || !t->e->train_update)
+    return fail(err, "this trainer has no training entry points"), 1;
+  if (!setup_data(t, err))
+    return 1;
+  arena_open(t, PROG_TRAIN);
+  if (d->prog[PROG_EVAL].present)
+    arena_open(t, PROG_EVAL);
+  init_params(t, &t->ar[PROG_TRAIN]);
+  if (o->resume && !load_resume(t, o->resume, err))
+    return 1;
+  if (o->init && !load_params(&t->ar[PROG_TRAIN], o->init, false, err))
+    return 1;
+  char *out = strdup(o->save ? o->save : d->name);
+  if (!o->save) {
+    out = realloc(out, strlen(out) + 16);
+    strcat(out, ".safetensors");
+  }
+  int64_t eval_every = o->has_eval_every ? o->eval_every : d->train.eval_every;
+  int64_t ckpt_every = o->has_ckpt_every ? o->ckpt_every : d->train.checkpoint_every;
+  double base_lr = o->has_lr ? o->lr : d->train.lr;
+  if (o->log && !log_open(t, o->resume != NULL, err))
+    return free(out), 1;
+  int64_t ngrad = 0, ngt = count_role(t->ar[PROG_TRAIN].p, ROLE_GRAD);
+  for (int i = 0; i < t->ar[PROG_TRAIN].p->n; i++)
+    if (t->ar[PROG_TRAIN].p->t[i].role == ROLE_GRAD)
+      ngrad += t->ar[PROG_TRAIN].p->t[i].numel;
+  double *gacc = t->K > 1 ? calloc((size_t)ngrad + 1, sizeof *gacc) : NULL;
+  double *norms = o->grad_stats ? calloc((size_t)ngt + 1, sizeof *norms) : NULL;
+  struct sigaction sa = {0}, old;
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  got_sigint = 0;
+  sigaction(SIGINT, &sa, &old);
+  bool tty = isatty(2) && !o->quiet;
+  int64_t every = t->S - t->start >= 20 ? (t->S - t->start) / 20 : 1;
+  double loss = NAN, last_print = 0, rate_t0 = now();
+  Results m = {0};
+  int rc = 0;
+  t->t0 = now();
+  for (int64_t s = t->start; s < t->S; s++) {
+    double lr_s = lr_at(&d->train, base_lr, s, t->S);
+    if (!update(t, s, lr_s, &loss, &m, gacc, norms, err)) {
+      rc = 1;
+      break;
+    }
+    int64_t done = s + 1;
+    log_row(t, "train", done, loss, lr_s, &m, norms);
+    bool show = tty ? now() - last_print > 0.1 || done == t->S : done % every == 0 || done == t->S;
+    if (norms && !o->quiet && (done % every == 0 || done == t->S))
+      print_grad_stats(t, done, norms, tty);
+    if (!o->quiet && show) {
+      progress(t, done, loss, lr_s, &m, rate_t0, tty);
+      last_print = now();
+    }
+    if (ckpt_every > 0 && done % ckpt_every == 0) {
+      char *p = ckpt_step_path(out, done);
+      bool ok = save_ckpt(t, p, done, err);
+      free(p);
+      if (!ok) {
+        rc = 1;
+        break;
+      }
+    }
+    if (got_sigint) {
+      if (tty)
+        fputc('\n', stderr);
+      if (!save_ckpt(t, out, done, err)) {
+        rc = 1;
+        break;
+      }
+      fprintf(stderr, "interrupted at step %lld: checkpoint saved to %s\n", (long long)done, out);
+      rc = 130;
+      break;
+    }
+    if (t->eval_set && eval_every > 0 && done % eval_every == 0 && done < t->S && !periodic_eval(t, done, tty, err)) {
+      rc = 1;
+      break;
+    }
+  }
+  if (tty && t->S > t->start)
+    fputc('\n', stderr);
+  if (rc == 0 && !save_ckpt(t, out, t->S > t->start ? t->S : t->start, err))
+    rc = 1;
+  if (rc == 0) {
+    if (isnan(loss))
+      printf("train: nothing to do (checkpoint at step %lld of %lld)\n", (long long)t->start, (long long)t->S);
+    else {
+      printf("train loss %.6g", loss);
+      for (int k = 0; k < m.n; k++)
+        printf("  %s %.4f", m.names[k], m.v[k]);
+      putchar('\n');
+    }
+    Results r;
+    if (t->eval_set) {
+      if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
+        rc = 1;
+      else {
+        log_row(t, "eval", t->S, r.loss, -1, &r, NULL);
+        print_results(stdout, t->eval_name, &r);
+      }
+    }
+    if (rc == 0 && !o->quiet)
+      fprintf(stderr, "saved %s (step %lld)\n", out, (long long)(t->S > t->start ? t->S : t->start));
+    fflush(stdout);
+  }
+  sigaction(SIGINT, &old, NULL);
+  if (rc == 1)
+    log_abandon(t);
+  free(out), free(gacc), free(norms);
+  return rc;
+}
+
+// ---- eval ---------------------------------------------------------------------------------
+
+static int cmd_eval(T *t) {
+  char *err = t->err;
+  const Desc *d = &t->d;
+  if (!d->prog[PROG_EVAL].present || !t->e->eval_forward)
+    return fail(err, "this trainer has no eval program"), 1;
+  arena_open(t, PROG_EVAL);
+  Arena *a = &t->ar[PROG_EVAL];
+  init_params(t, a);
+  if (!load_params(a, t->o.params, count_role(a->p, ROLE_STATE) > 0, err))
+    return 1;
+  const DataDesc *dd = t->o.data ? (d->data_test.format != FMT_NONE ? &d->data_test : &d->data_train)
+                     : d->data_test.format != FMT_NONE ? &d->data_test : &d->data_train;
+  if (dd->format == FMT_NONE)
+    return fail(err, "the model has no data section: nothing to evaluate on"), 1;
+  if (!data_load(&t->test, dd, a->p, t->o.data, err, ERRLEN))
+    return 1;
+  const char *name = "test";
+  t->eval_set = &t->test;
+  if (!t->o.data && dd == &d->data_train) {
+    if (dd->val_fraction <= 0)
+      return fail(err, "the model has no test set and no validation split: pass --data"), 1;
+    data_split(&t->test, dd->val_fraction, &t->val);
+    t->eval_set = &t->val, name = "val";
+  }
+  if (t->o.log && !log_open(t, false, err))
+    return 1;
+  t->t0 = now();
+  Results r;
+  if (!evaluate(t, t->eval_set, &r, err))
+    return log_abandon(t), 1;
+  log_row(t, "eval", 0, r.loss, -1, &r, NULL);
+  print_results(stdout, name, &r);
+  return 0;
+}
+
+// ---- sample -------------------------------------------------------------------------------
+
+static int cmd_sample(T *t) {
+  char *err = t->err;
+  const Desc *d = &t->d;
+  const Prog *p = &d->prog[PROG_SAMPLE];
+  if (!p->present || !t->e->sample_forward || !d->gen_tokens || !d->gen_logits)
+    return fail(err, "this model has no generate section: nothing to sample"), 1;
+  const TDesc *tok = prog_find(p, d->gen_tokens), *lg = prog_find(p, d->gen_logits);
+  if (!tok || !lg || tok->dtype != BPCRT_I32 || tok->rank < 1 || lg->rank < 1)
+    return fail(err, "model description: bad generate section"), 1;
+  arena_open(t, PROG_SAMPLE);
+  Arena *a = &t->ar[PROG_SAMPLE];
+  init_params(t, a);
+  if (!load_params(a, t->o.params, count_role(p, ROLE_STATE) > 0, err))
+    return 1;
+  int64_t Tn = tok->numel, V = lg->shape[lg->rank - 1];
+  if (V < 1 || lg->numel < Tn * V)
+    return fail(err, "model description: logits '%s' are not [.., T, V]", lg->name), 1;
+  const char *prompt = t->o.prompt && *t->o.prompt ? t->o.prompt : "\n";
+  size_t np = strlen(prompt), cap = np + (size_t)t->o.tokens + 1;
+  uint8_t *seq = malloc(cap);
+  memcpy(seq, prompt, np);
+  double *prob = malloc((size_t)V * sizeof *prob);
+  int64_t *order = malloc((size_t)V * sizeof *order);
+  uint64_t stream = bpcrt_fnv1a64("sample"), seed = t->o.has_seed ? t->o.seed : d->train.seed;
+  fwrite(prompt, 1, np, stdout);
+  fflush(stdout);
+  size_t n = np;
+  for (int64_t i = 0; i < t->o.tokens; i++) {
+    int32_t *ids = tp(a, tok);
+    for (int64_t k = 0; k < Tn; k++) {
+      int64_t src = (int64_t)n - Tn + k;  // right-aligned: left-pad with the first byte
+      ids[k] = seq[src < 0 ? 0 : src];
+      if (ids[k] >= V)
+        ids[k] = 0;
+    }
+    if (!run(a, t->e->sample_forward, NULL, NULL, 0, err))
+      return free(seq), free(prob), free(order), 1;
+    const void *row = (const char *)tp(a, lg) + (size_t)((Tn - 1) * V) * bpcrt_dtype_size(lg->dtype);
+    int64_t best = 0;
+    double mx = -INFINITY;
+    for (int64_t v = 0; v < V; v++) {
+      prob[v] = get_el(row, lg->dtype, v);
+      if (prob[v] > mx)
+        mx = prob[v], best = v;
+    }
+    int64_t pick = best;
+    if (t->o.temperature > 0) {
+      int64_t k = t->o.top_k > 0 && t->o.top_k < V ? t->o.top_k : V;
+      // threshold = the k-th largest logit (ties kept)
+      double thr = -INFINITY;
+      if (k < V) {
+        for (int64_t v = 0; v < V; v++)
+          order[v] = v;
+        for (int64_t j = 0; j < k; j++) {
+          int64_t b = j;
+          for (int64_t v = j + 1; v < V; v++)
+            if (prob[order[v]] > prob[order[b]])
+              b = v;
+          int64_t tmp = order[j];
+          order[j] = order[b], order[b] = tmp;
+        }
+        thr = prob[order[k - 1]];
+      }
+      double z = 0;
+      for (int64_t v = 0; v < V; v++)
+        z += prob[v] = prob[v] >= thr ? exp((prob[v] - mx) / t->o.temperature) : 0;
+      double u = bpcrt_uniform24(seed, stream, (uint64_t)i) * z, c = 0;
+      pick = -1;
+      for (int64_t v = 0; v < V && pick < 0; v++)
+        if (prob[v] > 0 && (c += prob[v]) > u)
+          pick = v;
+      if (pick < 0)
+        pick = best;
+    }
+    seq[n++] = (uint8_t)pick;
+    putchar((int)(uint8_t)pick);
+    fflush(stdout);
+  }
+  if (!t->o.quiet && isatty(1))
+    putchar('\n');
+  free(seq), free(prob), free(order);
+  return 0;
+}
+
+// ---- info ---------------------------------------------------------------------------------
+
+static int cmd_info(T *t) {
+  const Desc *d = &t->d;
+  printf("model    %s (hash %s)\n", d->name, d->hash);
+  printf("dtype    %s\n", d->dtype == BPCRT_F64 ? "f64" : "f32");
+  if (d->model_path)
+    printf("source   %s\n", d->model_path);
+  if (d->compile)
+    printf("compile  %s\n", d->compile);
+  if (d->dims_text && *d->dims_text)
+    printf("dims     %s\n", d->dims_text);
+  const TrainCfg *c = &d->train;
+  printf("train    %s lr %g, schedule %s (warmup %lld), grad_accum %lld, steps %lld, epochs %lld, seed %llu\n",
+         c->opt_type, c->lr, (const char *[]){"constant", "step", "linear", "cosine"}[c->sched],
+         (long long)c->warmup, (long long)c->grad_accum, (long long)c->steps, (long long)c->epochs,
+         (unsigned long long)c->seed);
+  static const char *fmts[] = {"none", "text", "csv", "safetensors", "idx"};
+  for (int k = 0; k < 2; k++) {
+    const DataDesc *dd = k ? &d->data_test : &d->data_train;
+    if (dd->format != FMT_NONE)
+      printf("data     %s: %s %s%s%s\n", k ? "test" : "train", fmts[dd->format],
+             dd->format == FMT_IDX ? dd->images : dd->path ? dd->path : "", dd->format == FMT_IDX ? " " : "",
+             dd->format == FMT_IDX ? dd->labels : "");
+  }
+  int64_t nparams = 0, pbytes = 0;
+  const Prog *tp_ = &d->prog[PROG_TRAIN];
+  for (int i = 0; i < tp_->n; i++)
+    if (tp_->t[i].role == ROLE_PARAM)
+      nparams += tp_->t[i].numel, pbytes += tp_->t[i].numel * (int64_t)bpcrt_dtype_size(tp_->t[i].dtype);
+  printf("params   %lld (%lld bytes)\n", (long long)nparams, (long long)pbytes);
+  static const char *pn[] = {"train", "eval", "sample"};
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  for (int k = 0; k < NPROG; k++) {
+    const Prog *p = &d->prog[k];
+    if (!p->present)
+      continue;
+    printf("program  %s: arena %lld bytes, scratch %lld bytes per thread (%lld bytes with %ld threads)\n", pn[k],
+           (long long)p->arena, (long long)p->scratch, (long long)(p->arena + p->scratch * cpus), cpus);
+    for (int i = 0; i < p->n; i++) {
+      char s[200];
+      shape_str(s, sizeof s, p->t[i].rank, p->t[i].shape);
+      printf("  %-7s %-28s %s %s\n", role_name(p->t[i].role), p->t[i].name, p->t[i].dtype == BPCRT_I32 ? "i32"
+             : p->t[i].dtype == BPCRT_F64 ? "f64" : "f32", s);
+    }
+  }
+  return 0;
+}
+
+// ---- main -------------------------------------------------------------------------------------
+
+int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, char **argv) {
+  T *t = calloc(1, sizeof *t);
+  bool help = false;
+  if (!parse_args(&t->o, argc, argv, &help)) {
+    usage(help ? stdout : stderr);
+    free(t);
+    return help ? 0 : 2;
+  }
+  int rc;
+  if (!desc_parse(&t->d, model_json, t->err, ERRLEN)) {
+    rc = 1;
+  } else {
+    t->e = entries;
+    t->seed = t->o.has_seed ? t->o.seed : t->d.train.seed;
+    if (t->o.cmd != CMD_INFO) {
+      long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+      t->pool = bpcrt_pool_new(t->o.threads > 0 ? (int)(t->o.threads < BPCRT_MAX_THREADS ? t->o.threads : BPCRT_MAX_THREADS)
+                                                : (int)(cpus > 0 ? cpus : 1));
+      t->threads = bpcrt_pool_threads(t->pool);
+    }
+    rc = t->o.cmd == CMD_TRAIN ? cmd_train(t) : t->o.cmd == CMD_EVAL ? cmd_eval(t)
+       : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : cmd_info(t);
+  }
+  if (rc == 1)
+    fprintf(stderr, "error: %s\n", t->err);
+  fflush(stdout);
+  if (t->log)
+    fclose(t->log);
+  free(t->log_path), free(t->mcols), free(t->perm), free(t->batch);
+  for (int k = 0; k < NPROG; k++)
+    free(t->ar[k].mem);
+  data_free(&t->val), data_free(&t->train), data_free(&t->test);
+  bpcrt_pool_free(t->pool);
+  desc_free(&t->d);
+  free(t);
+  return rc;
+}

@@ -1,0 +1,139 @@
+// trainer.h — libbpcrt's internal header for the trainer: the parsed model
+// description (desc.c), data sets (data.c) and the trainer (trainer.c).
+// Not installed; generated code sees only bpc.h.
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "bpc.h"
+
+// ---- desc.c: the model description of docs/ABI.md -----------------------
+
+typedef enum {
+  ROLE_PARAM, ROLE_GRAD, ROLE_OPT, ROLE_STATE, ROLE_INPUT, ROLE_SCALAR,
+  ROLE_LOSS, ROLE_METRIC, ROLE_OUTPUT, ROLE_OTHER,
+} Role;
+
+typedef struct {
+  char *name;
+  Role role;
+  bpcrt_dtype dtype;
+  int rank;
+  int64_t shape[BPCRT_MAX_RANK];
+  int64_t numel;
+  int64_t offset;        // bytes from the arena's start
+  int init_kind;         // BPCRT_INIT_* (params)
+  double init_a, init_b, init_value;
+  int64_t fan_in, fan_out;
+  bool trainable;
+} TDesc;
+
+typedef struct {
+  bool present;
+  int64_t arena, scratch, status;
+  int n;
+  TDesc *t;
+} Prog;
+
+enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, NPROG };
+
+typedef enum { FMT_NONE, FMT_TEXT, FMT_CSV, FMT_ST, FMT_IDX } DataFormat;
+
+typedef struct {
+  char *name;
+  int64_t lo, hi;        // columns [lo, hi)
+  bool range;            // "lo:hi" (a trailing axis) rather than one column
+} CsvCol;
+
+typedef struct {
+  char *name;
+  double v;
+} Scale;
+
+typedef struct {
+  DataFormat format;
+  char *path;            // text, csv, safetensors
+  char *images, *labels; // idx
+  char *x, *y;           // idx: the inputs fed by images and labels
+  char *tokens, *targets;  // text
+  bool header, shuffle;
+  double val_fraction;
+  int ncols;
+  CsvCol *cols;
+  int nscale;
+  Scale *scale;
+} DataDesc;
+
+typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_LINEAR, SCHED_COSINE } SchedType;
+
+typedef struct {
+  char *opt_type;
+  double lr, beta1, beta2, lr_decay;
+  SchedType sched;
+  int64_t warmup, step_size;
+  double min_lr, gamma;
+  int64_t grad_accum, steps, epochs, eval_every, checkpoint_every;
+  uint64_t seed;
+} TrainCfg;
+
+typedef struct {
+  char *name, *hash, *model_path, *compile;
+  bpcrt_dtype dtype;
+  TrainCfg train;
+  DataDesc data_train, data_test;   // format FMT_NONE when absent
+  char *gen_tokens, *gen_logits;    // NULL without generate
+  Prog prog[NPROG];
+  char *dims_text;                  // "B=64 D=64" for info
+} Desc;
+
+// Parses the description; false with err filled on a malformed one.
+bool desc_parse(Desc *d, const char *json, char *err, size_t errlen);
+void desc_free(Desc *d);
+const TDesc *prog_find(const Prog *p, const char *name);
+const char *role_name(Role r);
+
+// ---- data.c: data sets (SPEC 1.6) ------------------------------------------
+// A finite set holds every sample of each input it feeds, converted to the
+// input's dtype and scaled; a text set holds the bytes. Loading validates the
+// whole file: a bad file is an error naming it and the row or offset.
+
+typedef struct {
+  char *name;            // the input tensor
+  bpcrt_dtype dtype;
+  int64_t per;           // elements per sample
+  char *data;            // n * per elements
+} DataCol;
+
+typedef struct {
+  DataFormat format;
+  char *path;            // for messages (idx: the images file)
+  char *path2;           // idx: the labels file
+  int64_t n;             // samples (finite sets)
+  int ncols;
+  DataCol *cols;
+  int64_t base;          // index of sample (text: byte) 0 in the file: a split's offset
+  bool borrowed;         // a view made by data_split: data_free does nothing
+  int64_t *line;         // csv: the file line of each sample
+  uint8_t *bytes;        // text
+  int64_t nbytes;
+  char *tok_name, *tgt_name;
+} Dataset;
+
+// Loads `dd` for the inputs of program `p` (batch axis 0 of each input).
+// path_override replaces the file (idx: a folder holding both files).
+bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path_override,
+               char *err, size_t errlen);
+void data_free(Dataset *ds);
+// Splits off the last `fraction` of the samples (text: bytes) into val.
+// Both views share storage with ds (val borrows; free only ds).
+void data_split(Dataset *ds, double fraction, Dataset *val);
+// Writes sample idx into batch row b of every input it feeds.
+void data_put(const Dataset *ds, const Prog *p, char *arena, int64_t idx, int64_t b);
+// Text: writes a window starting at byte `start` into batch row b.
+void data_put_window(const Dataset *ds, const Prog *p, char *arena, int64_t start, int64_t b);
+// Where sample idx comes from, e.g. "line 12", "item 7 (offset 6288)".
+void data_where(const Dataset *ds, int64_t idx, char *buf, size_t len);
+// The permutation of epoch `epoch`: Fisher-Yates with the counter RNG.
+void data_perm(int64_t n, uint64_t seed, uint64_t epoch, bool shuffle, int64_t *perm);
