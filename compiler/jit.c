@@ -32,9 +32,12 @@ struct Jit {
   const Program *p;
   bpcrt_pool *pool;
   int nthreads;
-  char *mem;  // arena + per-thread scratch, 64-byte aligned
+  char *mem;  // arena + per-thread scratch, 64-byte aligned, then GUARD bytes
+  size_t bytes;
   StepCtx ctx;
 };
+
+#define GUARD 4096
 
 static bool llvm_ok(LLVMErrorRef e, Diag *d, const char *what) {
   if (!e) return true;
@@ -113,9 +116,13 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
   j->nthreads = nthreads < 1 ? 1 : nthreads;
   j->pool = j->nthreads > 1 ? bpcrt_pool_new(j->nthreads) : NULL;
   size_t bytes = (size_t)(p->arena_bytes + p->scratch_per_thread * j->nthreads);
-  j->mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  j->bytes = bytes;
+  // A guard zone after the arena and scratch: a kernel writing past what the
+  // plan gave it is a bug in bpc, caught here instead of corrupting the heap.
+  j->mem = aligned_alloc(64, (bytes + GUARD + 63) / 64 * 64);
   if (!j->mem) bpc_bug(__FILE__, __LINE__, "out of memory for a %zu-byte arena", bytes);
   memset(j->mem, 0, bytes);
+  memset(j->mem + bytes, 0xa5, GUARD);
   j->ctx = (StepCtx){j->mem, j->mem + p->arena_bytes, j->pool, 0, 0};
   return j;
 }
@@ -154,6 +161,8 @@ bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen) {
   j->ctx.seed = seed;
   j->ctx.step = step;
   j->step(&j->ctx);
+  for (size_t i = 0; i < GUARD; i++)
+    if ((unsigned char)j->mem[j->bytes + i] != 0xa5) bpc_bug(__FILE__, __LINE__, "generated code wrote past its arena");
   if (!status[0]) return true;
   const char *what = status[0] == 1 ? "embedding: id" : "cross_entropy: label";
   snprintf(err, errlen, "%s %lld out of range [0, %lld)", what, (long long)status[1], (long long)status[2]);

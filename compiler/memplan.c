@@ -186,8 +186,10 @@ void memplan_assign(Program *p) {
   p->naive_bytes = 0;
   for (int k = 0; k < nk; k++) {
     const Kernel *kr = &p->kernels.v[k];
-    if (kr->kind == KK_CALL) {
-      int64_t s = scratch_bytes(g, graph_node(g, kr->root));
+    // A call kernel's library routine, or the GEMM under an epilogue.
+    int node = kr->kind == KK_CALL ? kr->root : kr->kind == KK_EW ? kr->mm : -1;
+    if (node >= 0) {
+      int64_t s = scratch_bytes(g, graph_node(g, node));
       if (s > p->scratch_per_thread) p->scratch_per_thread = s;
     }
   }
