@@ -389,8 +389,13 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner, i
   LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)e->nr + 3, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
-  // No noalias on the pointers: an in-place kernel or an epilogue reads the
-  // storage it writes (element by element, which is safe).
+  // noalias: without it the vectorizer guards every loop with overlap checks,
+  // and an in-place kernel or a matmul epilogue (the output is one of the
+  // operands, element for element) always fails them and runs scalar. The
+  // only aliasing is out[i] with an operand's element i, read before it is
+  // written in the same iteration; no two iterations touch the same element.
+  for (int i = 0; i <= e->nr; i++)
+    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
   LLVMValueRef saved_fn = c->fn;
   c->fn = fn;

@@ -216,6 +216,21 @@ static int rewrite(Rebuild *r, Op op, Loc loc, int nin, const int *in, const Att
     }
     break;
   }
+  case OP_SUM: {  // sum over the batch of a^T b: one GEMM over the flattened batch
+    const Node *m = N(r, in[0]);
+    if (m->op != OP_MATMUL || !m->attr.b[0] || m->attr.b[1] || a->b[0]) break;
+    const Shape *as = &N(r, m->in[0])->shape, *bs = &N(r, m->in[1])->shape;
+    int lead = m->shape.rank - 2;
+    bool ok = lead >= 1 && a->naxes == lead && as->rank == lead + 2 && bs->rank == lead + 2;
+    for (int i = 0; ok && i < lead; i++) ok = a->axes[i] == i && as->d[i] == bs->d[i] && as->d[i] == m->shape.d[i];
+    if (!ok) break;
+    int64_t rows = shape_numel(as) / as->d[lead + 1];
+    Attr ra = attr_default(OP_RESHAPE), rb = ra, mm = m->attr;
+    ra.shape = (Shape){.rank = 2, .d = {rows, as->d[lead + 1]}};
+    rb.shape = (Shape){.rank = 2, .d = {rows, bs->d[lead + 1]}};
+    int ops[2] = {make1(r, OP_RESHAPE, loc, m->in[0], &ra), make1(r, OP_RESHAPE, loc, m->in[1], &rb)};
+    return make(r, OP_MATMUL, loc, 2, ops, &mm);
+  }
   case OP_LOG: {
     const Node *x = N(r, in[0]);
     if (x->op == OP_SOFTMAX) return make1(r, OP_LOG_SOFTMAX, loc, x->in[0], &x->attr);
