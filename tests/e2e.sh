@@ -43,5 +43,26 @@ else
   bad "examples/capi: $out"
 fi
 
+# the poetry model, shrunk, trains briefly on the Psalms and its loss falls
+if "$root/examples/poetry/prepare.sh" >/dev/null 2>&1 &&
+   "$bpc" compile "$root/models/gpt_poetry.yaml" -D B=4 -D T=32 -D C=32 -D NH=2 -D L=1 -o gpt >/dev/null; then
+  ./gpt --quiet --steps 120 --log poetry.csv --save poetry.safetensors >/dev/null 2>&1
+  first=$(awk -F, '$1 == "train" { print $3; exit }' poetry.csv)
+  last=$(awk -F, '$1 == "train" { l = $3 } END { print l }' poetry.csv)
+  if awk -v f="${first:-0}" -v l="${last:-9}" 'BEGIN { exit !(l < f - 1) }'; then
+    ok "gpt_poetry (small) loss falls: $first -> $last"
+  else
+    bad "gpt_poetry loss did not fall: '$first' -> '$last'"
+  fi
+  ./gpt sample --params poetry.safetensors --prompt "The LORD " --tokens 40 --seed 1 > sample.txt 2>/dev/null
+  if [ "$(head -c 9 sample.txt)" = "The LORD " ] && [ "$(wc -c < sample.txt)" -ge 49 ]; then
+    ok "gpt_poetry samples"
+  else
+    bad "gpt_poetry sample"
+  fi
+else
+  bad "poetry: data or compile"
+fi
+
 echo "e2e: $pass passed, $fail failed"
 [ $fail -eq 0 ]
