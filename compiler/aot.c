@@ -14,9 +14,8 @@
 
 extern char **environ;
 
-static Graph *plan(Graph *g, bool fuse, bool training, Graph **lowered, Program **prog) {
+static void plan(Graph *g, bool fuse, bool training, Graph **lowered, Program **prog) {
   *prog = program_plan(g, fuse, training, lowered);
-  return g;
 }
 
 // The dim naming the batch: the first dim of the `tokens` input, if it is a name.

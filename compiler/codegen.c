@@ -137,7 +137,9 @@ static LLVMValueRef begin_kernel(CG *c) {
 // Ends the wrapper: an identical earlier one (same signature) replaces it.
 static void end_kernel(CG *c, int64_t n, int64_t work) {
   LLVMBuildRetVoid(c->b);
-  char *sig = arena_printf(&((Graph *)c->g)->arena, "%s#%d", c->sig, c->part++);
+  size_t len = strlen(c->sig) + 16;
+  char *sig = xmalloc(len);
+  snprintf(sig, len, "%s#%d", c->sig, c->part++);
   LLVMValueRef fn = c->fn;
   for (int i = 0; i < c->wrappers.n; i++)
     if (!strcmp(c->wrappers.sig[i], sig)) {
@@ -151,8 +153,10 @@ static void end_kernel(CG *c, int64_t n, int64_t work) {
       c->wrappers.sig = xrealloc(c->wrappers.sig, sizeof(char *) * (size_t)c->wrappers.cap);
       c->wrappers.fn = xrealloc(c->wrappers.fn, sizeof(LLVMValueRef) * (size_t)c->wrappers.cap);
     }
-    c->wrappers.sig[c->wrappers.n] = xstrdup(sig);
+    c->wrappers.sig[c->wrappers.n] = sig;
     c->wrappers.fn[c->wrappers.n++] = fn;
+  } else {
+    free(sig);
   }
   int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)(c->slots.n ? c->slots.n : 1));
   memcpy(slots, c->slots.v, sizeof(int64_t) * (size_t)c->slots.n);

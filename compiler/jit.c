@@ -14,13 +14,8 @@
 #include "bpc.h"
 #include "bpcc.h"
 
-// The step's context, field for field the struct codegen.c's ctx type describes.
-typedef struct StepCtx {
-  char *arena;
-  char *scratch;
-  bpcrt_pool *pool;
-  uint64_t seed, step;
-} StepCtx;
+// The step's context is bpc.h's bpcrt_ctx, field for field codegen.c's ctx type.
+typedef bpcrt_ctx StepCtx;
 
 struct JitModule {
   LLVMOrcLLJITRef lljit;
