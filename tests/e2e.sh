@@ -43,6 +43,14 @@ else
   bad "examples/capi: $out"
 fi
 
+# a CNN (conv2d, batch_norm, max_pool, dropout) on the same digits
+if "$bpc" compile "$root/models/cnn_digits.yaml" -o cnn; then
+  acc=$(./cnn train --quiet 2>/dev/null | awk '/^test/ { for (i = 1; i < NF; i++) if ($i == "acc") print $(i + 1) }')
+  if awk -v a="${acc:-0}" 'BEGIN { exit !(a >= 0.95) }'; then ok "cnn_digits test accuracy $acc >= 0.95"; else bad "cnn_digits test accuracy '$acc'"; fi
+else
+  bad "compile cnn_digits"
+fi
+
 # the poetry model, shrunk, trains briefly on the Psalms and its loss falls
 if "$root/examples/poetry/prepare.sh" >/dev/null 2>&1 &&
    "$bpc" compile "$root/models/gpt_poetry.yaml" -D B=4 -D T=32 -D C=32 -D NH=2 -D L=1 -o gpt >/dev/null; then
