@@ -43,7 +43,8 @@ Test(grad, finite_differences_every_op) {
 // Every model in models/, shrunk with -D so the check stays quick.
 Test(grad, finite_differences_every_model) {
   static const DimOverride small[] = {{"B", 2}, {"T", 4}, {"C", 8}, {"NH", 2}, {"L", 2}, {"V", 5},
-                                      {"H", 6}, {"D", 5}, {"K", 3}};
+                                      {"H", 6}, {"D", 5}, {"K", 3}, {"H1", 6}, {"H2", 5}, {"C1", 2},
+                                      {"C2", 3}, {"F", 3}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");
   cr_assert(dir);
   struct dirent *e;
@@ -58,7 +59,7 @@ Test(grad, finite_differences_every_model) {
     cap_open(&c);
     Model *m = model_load(&a, &c.d, path);
     cr_assert(m, "%s", cap_text(&c));
-    DimOverride ov[16];
+    DimOverride ov[32];
     int nov = 0;
     for (size_t k = 0; k < sizeof small / sizeof *small; k++)
       for (int d = 0; d < m->ndims; d++)
