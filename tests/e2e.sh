@@ -51,6 +51,24 @@ else
   bad "compile cnn_digits"
 fi
 
+# loss falls: the first vs the last logged train loss of a brief run
+falls() {  # name, trainer, steps, extra args...
+  local name=$1 bin=$2 steps=$3
+  shift 3
+  "./$bin" --quiet --steps "$steps" --log "$bin.csv" --save "$bin.safetensors" "$@" >/dev/null 2>&1
+  local first last
+  first=$(awk -F, '$1 == "train" { print $3; exit }' "$bin.csv" 2>/dev/null)
+  last=$(awk -F, '$1 == "train" { l = $3 } END { print l }' "$bin.csv" 2>/dev/null)
+  if awk -v f="${first:-0}" -v l="${last:-9}" 'BEGIN { exit !(l < 0.7 * f) }'; then ok "$name: loss falls $first -> $last"; else bad "$name: loss '$first' -> '$last'"; fi
+}
+"$bpc" compile "$root/examples/vanishing/relu_bn.yaml" -o relu_bn && falls "vanishing relu_bn" relu_bn 60
+if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
+   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
+  "$bpc" compile "$root/models/fashion_mlp.yaml" -o fmlp && falls "fashion_mlp" fmlp 60
+else
+  bad "fashion-mnist data"
+fi
+
 # the poetry model, shrunk, trains briefly on the Psalms and its loss falls
 if "$root/examples/poetry/prepare.sh" >/dev/null 2>&1 &&
    "$bpc" compile "$root/models/gpt_poetry.yaml" -D B=4 -D T=32 -D C=32 -D NH=2 -D L=1 -o gpt >/dev/null; then
