@@ -65,6 +65,7 @@ falls() {  # name, trainer, steps, extra args...
 if [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1; then
   "$bpc" compile "$root/models/fashion_mlp.yaml" -o fmlp && falls "fashion_mlp" fmlp 60
+  "$bpc" compile "$root/models/fashion_cnn.yaml" -o fcnn && falls "fashion_cnn" fcnn 40
 else
   bad "fashion-mnist data"
 fi
