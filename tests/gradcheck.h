@@ -64,7 +64,7 @@ static inline double gc_check(Graph *g, const char *what, double tol) {
       interp_set(it, gp->node, x, n);
       // A relu or max kink within 2h changes the difference with the step:
       // the loss is not smooth there, so the point says nothing (counted).
-      if (fabs(fd - fd8) > 1e-4 * fmax(fmax(fabs(fd), fabs(fd8)), 1e-3)) {
+      if (fabs(fd - fd8) > 10 * tol * fmax(fmax(fabs(fd), fabs(fd8)), 1e-3)) {
         kinks++;
         continue;
       }
