@@ -14,10 +14,6 @@
 
 extern char **environ;
 
-static void plan(Graph *g, bool fuse, bool training, Graph **lowered, Program **prog) {
-  *prog = program_plan(g, fuse, training, lowered);
-}
-
 // The dim naming the batch: the first dim of the `tokens` input, if it is a name.
 static const char *batch_dim(const Model *m, Diag *d) {
   for (int i = 0; i < m->ninputs; i++) {
@@ -49,12 +45,12 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   }
   Graph *ts = simplify(t, SIMP_ALL);
   graph_free(t);
-  plan(ts, fuse, true, &out->lowered[0], &out->programs[0]);
+  out->programs[0] = program_plan(ts, fuse, true, &out->lowered[0]);
   graph_free(ts);
   // eval: the forward graph in eval mode; running stats are read, not written
   Graph *e = graph_build(m, d, ov, nov, dt);
   for (int i = 0; i < e->states.n; i++) e->states.v[i].update = -1;
-  plan(e, fuse, false, &out->lowered[1], &out->programs[1]);
+  out->programs[1] = program_plan(e, fuse, false, &out->lowered[1]);
   graph_free(e);
   // sample: batch 1, logits only
   if (m->gen.present) {
@@ -79,7 +75,7 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     sg->metrics.n = 0;
     sg->outputs.n = 0;
     VEC_PUSH(sg->outputs, ((GNamed){m->gen.logits, logits}));
-    plan(sg, fuse, false, &out->lowered[2], &out->programs[2]);
+    out->programs[2] = program_plan(sg, fuse, false, &out->lowered[2]);
     graph_free(sg);
   }
   out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2], flags);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdnoreturn.h>
 
+#include "bpc.h"
 #include "ops.h"
 
 #define BPC_VERSION "0.1.0"
@@ -75,7 +76,10 @@ typedef struct IntVec {
 const char *closest_name(const char *name, const char *const *cands, int n);
 // Reads a whole file; false (errno set) on failure. *data is NUL terminated.
 bool read_whole_file(const char *path, char **data, size_t *len);
-uint64_t hash_str(const char *s);  // FNV-1a 64
+// Byte counts for people: "812 B", "37.5 KiB", "100.9 MiB".
+void format_bytes(char *buf, size_t size, int64_t b);
+// Name hashes (param init streams, dropout salts) are the runtime's
+// bpcrt_fnv1a64 (bpc.h), so the compiler and trainers agree.
 
 // ============================================================ diag.c
 typedef struct SrcFile {
@@ -176,6 +180,8 @@ typedef struct InitSpec {
   InitKind kind;
   double a, b;
 } InitSpec;
+
+const char *init_name(InitKind k);  // "zeros", "he_normal", ...
 
 typedef struct DimDef {
   const char *name;
@@ -335,6 +341,9 @@ int64_t shape_numel(const Shape *s);
 bool shape_eq(const Shape *a, const Shape *b);
 // NumPy broadcasting of a and b into *out; false if incompatible.
 bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+// Per-axis strides (elements) of a contiguous tensor of shape `s` read as if
+// broadcast to `out`: trailing axes aligned, missing and size-1 axes 0.
+void shape_bcast_strides(const Shape *s, const Shape *out, int64_t *st);
 // "[2, 3]"; returns buf.
 char *shape_str(const Shape *s, char *buf, size_t size);
 

@@ -164,11 +164,6 @@ static void end_kernel(CG *c, int64_t n, int64_t work) {
   VEC_PUSH(c->steps, ((Step){fn, n, n > 1 && work >= 65536, c->phase, c->slots.n, slots}));
 }
 
-static LLVMValueRef byte_ptr(CG *c, LLVMValueRef base, int64_t off) {
-  (void)base;
-  return arena_off(c, off);
-}
-
 static LLVMValueRef node_ptr(CG *c, int id) {
   BPC_ASSERT(c->p->offset[id] >= 0);
   return arena_off(c, c->p->offset[id]);
@@ -340,17 +335,6 @@ static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
   return e->val[id] = ew_scalar(c, e, graph_node(c->g, id));
 }
 
-// Strides (elements) of `s` read broadcast to `out`: 0 on broadcast axes.
-static void bcast_strides(const Shape *s, const Shape *out, int64_t *st) {
-  int64_t acc = 1;
-  for (int i = out->rank - 1; i >= 0; i--) {
-    int k = s->rank - out->rank + i;
-    int64_t dim = k >= 0 ? s->d[k] : 1;
-    st[i] = dim == 1 ? 0 : acc;
-    acc *= dim;
-  }
-}
-
 // Everything a loop body depends on, as text: two kernels with the same
 // signature can share one body.
 static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, int64_t rows) {
@@ -383,7 +367,7 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
 }
 
 // `void ewN(out, reads..., begin, end)`: the loop over rows [begin, end).
-static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner, int64_t rows) {
+static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   const Node *root = graph_node(c->g, k->root);
   LLVMTypeRef params[66];
   for (int i = 0; i <= e->nr; i++) params[i] = c->ptr;
@@ -438,7 +422,6 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner, i
   loop_end(c, &lr);
   LLVMBuildRetVoid(c->b);
   free(e->val);
-  (void)rows;
   c->fn = saved_fn;
   if (saved) LLVMPositionBuilderAtEnd(c->b, saved);
   return fn;
@@ -460,12 +443,12 @@ static void emit_ew(CG *c, const Kernel *k) {
   Shape out = root->shape;
   if (out.rank == 0) out = (Shape){.rank = 1, .d = {1}};
   int64_t st[65][BPC_MAX_RANK];
-  bcast_strides(&out, &out, st[0]);
+  shape_bcast_strides(&out, &out, st[0]);
   for (int i = 0; i < k->nreads; i++) {
     if (!tree_reads(c->g, k, k->reads[i])) continue;  // an epilogue matmul's operand
     BPC_ASSERT(e.nr < 64);
     e.r[e.nr].node = k->reads[i];
-    bcast_strides(&graph_node(c->g, k->reads[i])->shape, &out, st[++e.nr]);
+    shape_bcast_strides(&graph_node(c->g, k->reads[i])->shape, &out, st[++e.nr]);
   }
   int rank = 0;
   if (k->mm >= 0) {  // a matmul epilogue walks the GEMM's [rows, N]
@@ -504,7 +487,7 @@ static void emit_ew(CG *c, const Kernel *k) {
   for (int i = 0; i < c->bodies.n && !body; i++)
     if (!strcmp(c->bodies.sig[i], sig)) body = c->bodies.fn[i];
   if (!body) {
-    body = emit_ew_body(c, &e, k, inner, rows);
+    body = emit_ew_body(c, &e, k, inner);
     if (c->bodies.n == c->bodies.cap) {
       c->bodies.cap = c->bodies.cap ? 2 * c->bodies.cap : 16;
       c->bodies.sig = xrealloc(c->bodies.sig, sizeof(char *) * (size_t)c->bodies.cap);
@@ -633,8 +616,8 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
   memcpy(ab.d, as->d, sizeof(int64_t) * (size_t)ab.rank);
   memcpy(bb.d, bs->d, sizeof(int64_t) * (size_t)bb.rank);
   int64_t sa[BPC_MAX_RANK], sb[BPC_MAX_RANK];
-  bcast_strides(&ab, &ob, sa);
-  bcast_strides(&bb, &ob, sb);
+  shape_bcast_strides(&ab, &ob, sa);
+  shape_bcast_strides(&bb, &ob, sb);
   int64_t amat = as->d[as->rank - 1] * as->d[as->rank - 2], bmat = bs->d[bs->rank - 1] * bs->d[bs->rank - 2];
   Loop l;
   LLVMValueRef bi = loop_begin(c, &l, c->begin, c->end, "batch");
@@ -660,7 +643,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
 // Sequential phase of a two-phase kernel: out[0] = scale * sum(tmp[0..n)).
 static void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DType t) {
   begin_kernel(c);
-  LLVMValueRef tmp = byte_ptr(c, c->arena, tmp_off);
+  LLVMValueRef tmp = arena_off(c, tmp_off);
   libcall(c, "sum_scale", t, (LLVMValueRef[]){P(out), tmp, I64(c, n), FC(c, t, scale)}, 4);
   end_kernel(c, 1, 0);
 }
@@ -707,7 +690,7 @@ static void emit_call(CG *c, const Kernel *k) {
   case OP_BROADCAST_TO: {
     int64_t ost[BPC_MAX_RANK], ist[BPC_MAX_RANK];
     contiguous_strides(&n->shape, ost);
-    bcast_strides(XS(0), &n->shape, ist);
+    shape_bcast_strides(XS(0), &n->shape, ist);
     return emit_copy(c, k->root, 0, ost, IN(0), 0, ist, &n->shape, n->dtype, true);
   }
   case OP_SLICE: case OP_SLICE_GRAD: {
@@ -831,7 +814,7 @@ static void emit_call(CG *c, const Kernel *k) {
     int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
     begin_kernel(c);
     int64_t tmp_off = c->p->temp_offset[k - c->p->kernels.v];
-    LLVMValueRef tmp = byte_ptr(c, c->arena, tmp_off);
+    LLVMValueRef tmp = arena_off(c, tmp_off);
     if (n->op == OP_CROSS_ENTROPY)
       call_kernel(c, "cross_entropy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K), c->status}, 6, rows, work);
     else

@@ -9,12 +9,6 @@
 
 #include "bpcc.h"
 
-static const char *init_kind_name(InitKind k) {
-  static const char *n[] = {"zeros", "ones", "constant", "normal", "uniform", "xavier_uniform",
-                            "xavier_normal", "he_uniform", "he_normal"};
-  return n[k];
-}
-
 static cJSON *shape_json(const Shape *s) {
   cJSON *a = cJSON_CreateArray();
   for (int i = 0; i < s->rank; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)s->d[i]));
@@ -45,7 +39,7 @@ static cJSON *program_json(const Program *p) {
     const Shape *s = &graph_node(g, gp->node)->shape;
     cJSON *t = tensor(ts, p, gp->node, gp->name, "param");
     cJSON *init = cJSON_AddObjectToObject(t, "init");
-    cJSON_AddStringToObject(init, "kind", init_kind_name(gp->init.kind));
+    cJSON_AddStringToObject(init, "kind", init_name(gp->init.kind));
     cJSON_AddNumberToObject(init, "a", gp->init.a);
     cJSON_AddNumberToObject(init, "b", gp->init.b);
     int64_t fan_in = 1;
@@ -160,7 +154,7 @@ static cJSON *data_json(const DataCfg *d) {
 // with the same hash have checkpoints of the same names, shapes and dtypes.
 static uint64_t layout_hash(const cJSON *train) {
   char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(train, "tensors"));
-  uint64_t h = hash_str(text);
+  uint64_t h = bpcrt_fnv1a64(text);
   free(text);
   return h;
 }

@@ -429,7 +429,7 @@ static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
     if (!add_bn_state(b, s, e, in[0], a.f[1], &in[3], &in[4])) goto out;
     nin = 5;
   }
-  if (op == OP_DROPOUT) a.salt = hash_str(arena_printf(&b->g->arena, "%s#%d", s->entry, s->ndrop++));
+  if (op == OP_DROPOUT) a.salt = bpcrt_fnv1a64(arena_printf(&b->g->arena, "%s#%d", s->entry, s->ndrop++));
   result = g_op(b->g, op, e->loc, nin, in, &a);
 out:
   free(rest.v);

@@ -118,14 +118,8 @@ static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
   if (batch != 1 || !shape_eq(&m->shape, &e->shape) || m->dtype != e->dtype) return false;
   const Shape *os = &e->shape;
   for (int k = 0; k < e->nin; k++) {
-    const Shape *s = &graph_node(g, e->in[k])->shape;
-    int64_t st[BPC_MAX_RANK], acc = 1;
-    for (int i = os->rank - 1; i >= 0; i--) {
-      int j = s->rank - os->rank + i;
-      int64_t dim = j >= 0 ? s->d[j] : 1;
-      st[i] = dim == 1 ? 0 : acc;
-      acc *= dim;
-    }
+    int64_t st[BPC_MAX_RANK];
+    shape_bcast_strides(&graph_node(g, e->in[k])->shape, os, st);
     for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
       if (st[i] != st[i + 1] * os->d[i + 1]) return false;
   }

@@ -99,23 +99,6 @@ double s_equal(const double *x, const Attr *a) { return x[0] == x[1] ? 1.0 : 0.0
 
 // ============================================================ index helpers
 
-// Per-axis strides of a tensor of shape `s` read as if broadcast to `out`
-// (NumPy: trailing axes aligned; missing and size-1 axes get stride 0).
-static void bcast_strides(const Shape *s, const Shape *out, int64_t *st) {
-  BPC_ASSERT(s->rank <= out->rank);
-  int64_t stride = 1;
-  for (int i = out->rank - 1; i >= 0; i--) {
-    int j = s->rank - out->rank + i;
-    if (j < 0) {
-      st[i] = 0;
-      continue;
-    }
-    BPC_ASSERT(s->d[j] == 1 || s->d[j] == out->d[i]);
-    st[i] = s->d[j] == 1 ? 0 : stride;
-    stride *= s->d[j];
-  }
-}
-
 // Offset of flat element i of `out` in a tensor with strides `st`.
 static int64_t bcast_off(int64_t i, const Shape *out, const int64_t *st) {
   int64_t off = 0;
@@ -131,7 +114,7 @@ static void ew_apply(const Shape *os, double *o, int nin, const Value *const *in
                      ScalarFn fn, const Attr *a) {
   BPC_ASSERT(nin <= 3);
   int64_t st[3][BPC_MAX_RANK];
-  for (int k = 0; k < nin; k++) bcast_strides(&in[k]->shape, os, st[k]);
+  for (int k = 0; k < nin; k++) shape_bcast_strides(&in[k]->shape, os, st[k]);
   int64_t n = shape_numel(os);
   for (int64_t i = 0; i < n; i++) {
     double x[3] = {0, 0, 0};
@@ -346,8 +329,8 @@ static void matmul_into(const Value *a, const Value *b, double *o, int64_t cap, 
   Shape lo;
   BPC_ASSERT(shape_broadcast(&la, &lb, &lo));
   int64_t sta[BPC_MAX_RANK], stb[BPC_MAX_RANK];
-  bcast_strides(&la, &lo, sta);
-  bcast_strides(&lb, &lo, stb);
+  shape_bcast_strides(&la, &lo, sta);
+  shape_bcast_strides(&lb, &lo, stb);
   int64_t nb = shape_numel(&lo);
   BPC_ASSERT(nb * M * N <= cap);
   for (int64_t t = 0; t < nb; t++) {
@@ -759,7 +742,7 @@ void interp_init_params(Interp *it, uint64_t seed) {
     for (int k = 0; k + 1 < s->rank; k++) fan_in *= s->d[k];
     int64_t cnt = shape_numel(s);
     bpcrt_init_fill((int)p->init.kind, p->init.a, p->init.b, fan_in, fan_out, seed,
-                    hash_str(p->name), cnt, v->v);
+                    bpcrt_fnv1a64(p->name), cnt, v->v);
     round_to(v->dtype, v->v, cnt);
   }
   for (int i = 0; i < g->states.n; i++) {

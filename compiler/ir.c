@@ -81,6 +81,18 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out) {
   return true;
 }
 
+void shape_bcast_strides(const Shape *s, const Shape *out, int64_t *st) {
+  BPC_ASSERT(s->rank <= out->rank);
+  int64_t acc = 1;
+  for (int i = out->rank - 1; i >= 0; i--) {
+    int j = s->rank - out->rank + i;
+    int64_t dim = j >= 0 ? s->d[j] : 1;
+    BPC_ASSERT(dim == 1 || dim == out->d[i]);
+    st[i] = dim == 1 ? 0 : acc;
+    acc *= dim;
+  }
+}
+
 char *shape_str(const Shape *s, char *buf, size_t size) {
   size_t k = 0;
   k += (size_t)snprintf(buf + k, size - k, "[");

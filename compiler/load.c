@@ -330,6 +330,12 @@ static const InitName inits[] = {
     {"he_normal", INIT_HE_NORMAL, 0, 0},
 };
 
+const char *init_name(InitKind k) {
+  for (int i = 0; i < COUNT(inits); i++)
+    if (inits[i].kind == k) return inits[i].name;
+  return "?";
+}
+
 static const InitName *find_init(Loader *L, const Expr *e) {
   const char *names[COUNT(inits)];
   for (int i = 0; i < COUNT(inits); i++) {

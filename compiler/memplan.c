@@ -200,26 +200,20 @@ void memplan_assign(Program *p) {
   free(fixed);
 }
 
-static void human(char *buf, size_t size, int64_t b) {
-  if (b < 10 * 1024) snprintf(buf, size, "%lld B", (long long)b);
-  else if (b < 10 * 1024 * 1024) snprintf(buf, size, "%.1f KiB", (double)b / 1024);
-  else snprintf(buf, size, "%.1f MiB", (double)b / (1024 * 1024));
-}
-
 void memplan_print(FILE *out, const Program *p) {
   static const char *names[MEM_NCAT] = {"params", "gradients", "inputs", "state", "loss, metrics, outputs",
                                         "activations + temporaries (peak)"};
   char buf[64];
   fputs("memory plan:\n", out);
   for (int c = 0; c < MEM_NCAT; c++) {
-    human(buf, sizeof buf, p->cat_bytes[c]);
+    format_bytes(buf, sizeof buf, p->cat_bytes[c]);
     fprintf(out, "  %-34s %12s\n", names[c], buf);
   }
-  human(buf, sizeof buf, p->scratch_per_thread);
+  format_bytes(buf, sizeof buf, p->scratch_per_thread);
   fprintf(out, "  %-34s %12s\n", "scratch per thread", buf);
-  human(buf, sizeof buf, p->arena_bytes);
+  format_bytes(buf, sizeof buf, p->arena_bytes);
   fprintf(out, "  %-34s %12s", "arena (without scratch)", buf);
-  human(buf, sizeof buf, p->naive_bytes);
+  format_bytes(buf, sizeof buf, p->naive_bytes);
   fprintf(out, "   vs every value kept alive: %s (%.2fx)\n", buf,
           p->arena_bytes ? (double)p->naive_bytes / (double)p->arena_bytes : 0.0);
 }

@@ -79,12 +79,6 @@ static void print_expr(FILE *out, const Graph *g, const Node *n) {
   fputc(')', out);
 }
 
-static const char *init_name(InitKind k) {
-  static const char *names[] = {"zeros", "ones", "constant", "normal", "uniform",
-                                "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"};
-  return names[k];
-}
-
 static void print_init(FILE *out, InitSpec s) {
   switch (s.kind) {
   case INIT_CONSTANT: fprintf(out, "constant(%.9g)", s.a); break;
@@ -213,14 +207,6 @@ int64_t graph_flops(const Graph *g) {
   return total;
 }
 
-static int64_t dtype_size(DType t) { return t == DT_F64 ? 8 : 4; }
-
-static void human_bytes(char *buf, size_t size, int64_t b) {
-  if (b < 10 * 1024) snprintf(buf, size, "%" PRId64 " B", b);
-  else if (b < 10 * 1024 * 1024) snprintf(buf, size, "%.1f KiB", (double)b / 1024);
-  else snprintf(buf, size, "%.1f MiB", (double)b / (1024 * 1024));
-}
-
 void show_check(FILE *out, const Graph *g) {
   char buf[128], bytes[64];
   fprintf(out, "%s: ok (%d nodes, float dtype %s)\n", g->model ? g->model->name : "graph", g->nodes.n,
@@ -238,11 +224,11 @@ void show_check(FILE *out, const Graph *g) {
     int64_t e = shape_numel(&n->shape);
     total += e;
     trainable += p->trainable ? e : 0;
-    pbytes += e * dtype_size(n->dtype);
+    pbytes += e * dtype_bytes(n->dtype);
     fprintf(out, "  %-24s %-20s %12" PRId64 "  %s%s\n", p->name, shape_str(&n->shape, buf, sizeof buf), e,
             p->trainable ? "" : "frozen ", p->decay ? "decay" : "");
   }
-  human_bytes(bytes, sizeof bytes, pbytes);
+  format_bytes(bytes, sizeof bytes, pbytes);
   fprintf(out, "  total: %d tensors, %" PRId64 " elements (%" PRId64 " trainable), %s\n", g->params.n, total,
           trainable, bytes);
   if (g->states.n) {
@@ -263,11 +249,11 @@ void show_check(FILE *out, const Graph *g) {
   }
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = graph_node(g, id);
-    if (!(op_info(n->op)->flags & OPF_LEAF)) act += shape_numel(&n->shape) * dtype_size(n->dtype);
+    if (!(op_info(n->op)->flags & OPF_LEAF)) act += shape_numel(&n->shape) * dtype_bytes(n->dtype);
   }
   int64_t fl = graph_flops(g);
   fprintf(out, "\nforward FLOPs/step: %" PRId64 " (%.3f GFLOP)\n", fl, (double)fl / 1e9);
-  human_bytes(bytes, sizeof bytes, act);
+  format_bytes(bytes, sizeof bytes, act);
   fprintf(out, "forward values, all kept alive: %s\n", bytes);
   if (g->loss >= 0) fprintf(out, "loss: %s\n", node_ref(g, g->loss, buf, sizeof buf));
 }

@@ -156,8 +156,8 @@ bool read_whole_file(const char *path, char **data, size_t *len) {
   return true;
 }
 
-uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
+void format_bytes(char *buf, size_t size, int64_t b) {
+  if (b < 10 * 1024) snprintf(buf, size, "%lld B", (long long)b);
+  else if (b < 10 * 1024 * 1024) snprintf(buf, size, "%.1f KiB", (double)b / 1024);
+  else snprintf(buf, size, "%.1f MiB", (double)b / (1024 * 1024));
 }

@@ -1209,14 +1209,14 @@ Test(interp, init_params_and_state) {
   interp_init_params(it, 5);
   // Fans: w [4,6] -> (4, 6); h [2,3,5] -> (6, 5); the scalar z -> (1, 1).
   double want[30];
-  bpcrt_init_fill(BPCRT_INIT_XAVIER_UNIFORM, 0, 0, 4, 6, 5, hash_str("w"), 24, want);
+  bpcrt_init_fill(BPCRT_INIT_XAVIER_UNIFORM, 0, 0, 4, 6, 5, bpcrt_fnv1a64("w"), 24, want);
   const Value *v = interp_value(it, w);
   double bound = sqrt(6.0 / 10);
   for (int i = 0; i < 24; i++) {
     cr_assert_eq(v->v[i], (double)(float)want[i]);
     cr_assert(fabs(v->v[i]) <= bound);
   }
-  bpcrt_init_fill(BPCRT_INIT_HE_NORMAL, 0, 0, 6, 5, 5, hash_str("blk.h"), 30, want);
+  bpcrt_init_fill(BPCRT_INIT_HE_NORMAL, 0, 0, 6, 5, 5, bpcrt_fnv1a64("blk.h"), 30, want);
   v = interp_value(it, h);
   for (int i = 0; i < 30; i++) cr_assert_eq(v->v[i], (double)(float)want[i]);
   CHECK(it, c, 0, (double)0.1f, (double)0.1f, (double)0.1f);
