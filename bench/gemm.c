@@ -1,12 +1,17 @@
-// bench/gemm.c — single-thread GFLOP/s of bpck_gemm_f32/f64 at square sizes,
-// beside cblas_sgemm/dgemm when OpenBLAS was found (BPC_HAVE_OPENBLAS; run
-// with OPENBLAS_NUM_THREADS=1 for a fair comparison: main() sets it too).
-// Not a test: built by the `bench_gemm` target with -O3 -march=native.
+// bench/gemm.c — GFLOP/s of the kernel library's f32 GEMM (bpck_gemm_f32, the
+// one every generated matmul calls) beside OpenBLAS's cblas_sgemm in the same
+// process, on square sizes and on the shapes a transformer's backward pass
+// produces (transposed operands, skinny K or M), on 1 thread and on 2 threads
+// (bpck through the runtime's pool, split over rows as generated code does;
+// OpenBLAS through its own threads). One line per case:
+//   gemm LABEL M N K TA TB THREADS BPCK_GFLOPS OPENBLAS_GFLOPS
+// Not a test: the bench_gemm target, -O3 -march=native; run by bench/bench.py.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "bpc.h"
 #include "bpc_kernels.h"
 #ifdef BPC_HAVE_OPENBLAS
 #include <cblas.h>
@@ -18,64 +23,74 @@ static double now(void) {
   return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-// Best of a few timed runs, each repeated until ~0.2 s.
+// Best of 5 timed runs, each repeated until ~0.1 s.
 #define BENCH(call)                                            \
   ({                                                           \
     double best_ = 1e30;                                       \
-    for (int rep_ = 0; rep_ < 3; rep_++) {                     \
+    for (int rep_ = 0; rep_ < 5; rep_++) {                     \
       int iters_ = 0;                                          \
       double t0_ = now(), t1_;                                 \
       do {                                                     \
         call;                                                  \
         iters_++;                                              \
-      } while ((t1_ = now()) - t0_ < 0.2);                     \
+      } while ((t1_ = now()) - t0_ < 0.1);                     \
       double per_ = (t1_ - t0_) / iters_;                      \
       best_ = per_ < best_ ? per_ : best_;                     \
     }                                                          \
     best_;                                                     \
   })
 
-static void run_f32(int n) {
-  float *A = malloc(sizeof(float) * (size_t)n * n), *B = malloc(sizeof(float) * (size_t)n * n);
-  float *C = malloc(sizeof(float) * (size_t)n * n);
-  float *ws = malloc(sizeof(float) * bpck_gemm_scratch_f32(n, n, n));
-  for (long i = 0; i < (long)n * n; i++) A[i] = (float)(i % 7) - 3, B[i] = (float)(i % 5) - 2;
-  double flop = 2.0 * n * n * n;
-  double t = BENCH(bpck_gemm_f32(n, n, n, A, n, 0, B, n, 0, C, n, 0, ws, 0, n));
-  printf("f32 %5d  bpck %7.1f GFLOP/s", n, flop / t * 1e-9);
-#ifdef BPC_HAVE_OPENBLAS
-  double to = BENCH(cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n,
-                                B, n, 0.0f, C, n));
-  printf("  openblas %7.1f GFLOP/s  ratio %.2f", flop / to * 1e-9, to / t);
-#endif
-  printf("\n");
-  free(A), free(B), free(C), free(ws);
+typedef struct {
+  int64_t M, N, K, lda, ldb;
+  int ta, tb;
+  const float *A, *B;
+  float *C, *ws;
+  size_t ws_per;
+} Job;
+
+static void task(void *ctx, int64_t begin, int64_t end, int thread) {
+  Job *j = ctx;
+  bpck_gemm_f32(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
+                j->ws + (size_t)thread * j->ws_per, begin, end);
 }
 
-static void run_f64(int n) {
-  double *A = malloc(sizeof(double) * (size_t)n * n), *B = malloc(sizeof(double) * (size_t)n * n);
-  double *C = malloc(sizeof(double) * (size_t)n * n);
-  double *ws = malloc(sizeof(double) * bpck_gemm_scratch_f64(n, n, n));
-  for (long i = 0; i < (long)n * n; i++) A[i] = (double)(i % 7) - 3, B[i] = (double)(i % 5) - 2;
-  double flop = 2.0 * n * n * n;
-  double t = BENCH(bpck_gemm_f64(n, n, n, A, n, 0, B, n, 0, C, n, 0, ws, 0, n));
-  printf("f64 %5d  bpck %7.1f GFLOP/s", n, flop / t * 1e-9);
+static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int tb, bpcrt_pool *pool) {
+  int threads = bpcrt_pool_threads(pool);
+  float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+  float *C = malloc(sizeof(float) * (size_t)(M * N));
+  Job j = {M, N, K, ta ? M : K, tb ? K : N, ta, tb, A, B, C, NULL, bpck_gemm_scratch_f32(M, N, K) + 16};
+  j.ws = malloc(sizeof(float) * j.ws_per * (size_t)threads);
+  for (int64_t i = 0; i < M * K; i++) A[i] = (float)(i % 7) - 3;
+  for (int64_t i = 0; i < K * N; i++) B[i] = (float)(i % 5) - 2;
+  double flop = 2.0 * (double)M * (double)N * (double)K;
+  double t = BENCH(bpcrt_parallel_for(pool, task, &j, M, 6));
+  double to = 0;
 #ifdef BPC_HAVE_OPENBLAS
-  double to = BENCH(cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, A, n,
-                                B, n, 0.0, C, n));
-  printf("  openblas %7.1f GFLOP/s  ratio %.2f", flop / to * 1e-9, to / t);
+  openblas_set_num_threads(threads);
+  to = BENCH(cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M,
+                         (int)N, (int)K, 1.0f, A, (int)j.lda, B, (int)j.ldb, 0.0f, C, (int)N));
 #endif
-  printf("\n");
-  free(A), free(B), free(C), free(ws);
+  printf("gemm %s %lld %lld %lld %d %d %d %.1f %.1f\n", label, (long long)M, (long long)N, (long long)K, ta, tb,
+         threads, flop / t * 1e-9, to > 0 ? flop / to * 1e-9 : 0.0);
+  fflush(stdout);
+  free(A), free(B), free(C), free(j.ws);
 }
 
 int main(int argc, char **argv) {
-  setenv("OPENBLAS_NUM_THREADS", "1", 0);
-#ifdef BPC_HAVE_OPENBLAS
-  openblas_set_num_threads(1);
-#endif
-  int sizes[] = {256, 512, 1024};
-  for (int i = 0; i < 3; i++) run_f32(sizes[i]);
-  for (int i = 0; i < 3 && !(argc > 1 && strcmp(argv[1], "f32") == 0); i++) run_f64(sizes[i]);
+  int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  for (int threads = 1; threads <= 2; threads++) {
+    bpcrt_pool *pool = bpcrt_pool_new(threads);
+    int64_t sq[] = {512, 1024, 1536, 2048};
+    for (int i = 0; i < (quick ? 2 : 4); i++) run("square", sq[i], sq[i], sq[i], 0, 0, pool);
+    // GPT-2-small, B*T = 256 tokens, C = 768: forward x@W, dX = dY@W^T, dW = X^T@dY
+    run("fwd_fc", 256, 3072, 768, 0, 0, pool);
+    run("bwd_dx_fc", 256, 768, 3072, 0, 1, pool);
+    run("bwd_dw_fc", 768, 3072, 256, 1, 0, pool);
+    // gpt_poetry, B*T = 1024 tokens, C = 256; the tied output layer's dW (V = 256)
+    run("fwd_qkv", 1024, 768, 256, 0, 0, pool);
+    run("bwd_dw_qkv", 256, 768, 1024, 1, 0, pool);
+    run("bwd_dx_out", 1024, 256, 1024, 0, 1, pool);
+    bpcrt_pool_free(pool);
+  }
   return 0;
 }

@@ -799,4 +799,5 @@ bool tensors_write_grads(const Interp *it, const Graph *g, const char *path, Dia
 void show_graph(FILE *out, const Graph *g);  // `bpc show`
 void show_dot(FILE *out, const Graph *g);    // `bpc dot`
 void show_check(FILE *out, const Graph *g);  // `bpc check` report
+int64_t node_flops(const Graph *g, const Node *n);
 int64_t graph_flops(const Graph *g);          // FLOPs of one forward step

@@ -77,21 +77,6 @@ static void collect_tree(const Graph *g, const int *into, int id, IntVec *nodes,
   VEC_PUSH(*nodes, id);
 }
 
-static int64_t node_cost(const Graph *g, const Node *n) {
-  int64_t numel = shape_numel(&n->shape);
-  if (op_info(n->op)->lower == LK_MATMUL) {
-    const Node *a = graph_node(g, n->in[0]);
-    int64_t k = n->attr.b[0] ? a->shape.d[a->shape.rank - 2] : a->shape.d[a->shape.rank - 1];
-    return 2 * numel * k;
-  }
-  int64_t big = numel;
-  for (int i = 0; i < n->nin; i++) {
-    int64_t m = shape_numel(&graph_node(g, n->in[i])->shape);
-    big = m > big ? m : big;
-  }
-  return (int64_t)(op_info(n->op)->flops * (double)big);
-}
-
 static void add_kernel(Program *p, Kernel k) {
   const Graph *g = p->g;
   int64_t bytes = 0;
@@ -103,8 +88,8 @@ static void add_kernel(Program *p, Kernel k) {
   if (k.kind != KK_ALIAS) bytes += shape_numel(&root->shape) * dtype_bytes(root->dtype);
   if (k.kind == KK_STATE) k.phase = 1;
   k.bytes = bytes;
-  k.flops = k.mm >= 0 ? node_cost(g, graph_node(g, k.mm)) : 0;
-  for (int i = 0; i < k.nnodes; i++) k.flops += node_cost(g, graph_node(g, k.nodes[i]));
+  k.flops = k.mm >= 0 ? node_flops(g, graph_node(g, k.mm)) : 0;
+  for (int i = 0; i < k.nnodes; i++) k.flops += node_flops(g, graph_node(g, k.nodes[i]));
   VEC_PUSH(p->kernels, k);
 }
 

@@ -175,23 +175,30 @@ void show_dot(FILE *out, const Graph *g) {
   fputs("}\n", out);
 }
 
-// FLOPs of one node: matmuls and convolutions count 2 per multiply-add, other
-// ops their registry cost per element of their largest operand or result.
-static int64_t node_flops(const Graph *g, const Node *n) {
+// FLOPs of one node: matmuls and convolutions (and their gradient ops) count 2
+// per multiply-add, attention 2 per multiply-add of its four score-sized
+// products (full T x T even when causal, as PyTorch and llm.c count it) plus 5
+// per score for the softmax, its gradient twice that; other ops their registry
+// cost per element of their largest operand or result.
+int64_t node_flops(const Graph *g, const Node *n) {
   const OpInfo *info = op_info(n->op);
   int64_t numel = shape_numel(&n->shape);
   if (info->lower == LK_MATMUL) {
     const Shape *a = &graph_node(g, n->in[0])->shape;
-    return 2 * numel * a->d[a->rank - 1] + (n->nin > 2 ? numel : 0);
+    int64_t k = n->attr.b[0] ? a->d[a->rank - 2] : a->d[a->rank - 1];
+    return 2 * numel * k + (n->nin > 2 ? numel : 0);
   }
-  if (n->op == OP_CONV2D) {
-    const Shape *w = &graph_node(g, n->in[1])->shape;
-    return 2 * numel * w->d[0] * w->d[1] * w->d[2];
+  if (n->op == OP_CONV2D || n->op == OP_CONV2D_DX) {  // out/dx [N,H,W,*] from gy/x and w [KH,KW,Ci,Co]
+    const Shape *w = &graph_node(g, n->in[1])->shape, *y = n->op == OP_CONV2D ? &n->shape : &graph_node(g, n->in[0])->shape;
+    return 2 * shape_numel(y) * w->d[0] * w->d[1] * w->d[2];
   }
-  if (n->op == OP_ATTENTION) {  // QK^T and PV: 2 * 2*B*Tq*Tk*C, plus the softmax
+  if (n->op == OP_CONV2D_DW)  // dw [KH,KW,Ci,Co] from gy [N,OH,OW,Co]
+    return 2 * shape_numel(&graph_node(g, n->in[1])->shape) * n->shape.d[0] * n->shape.d[1] * n->shape.d[2];
+  if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
     const Shape *q = &graph_node(g, n->in[0])->shape, *k = &graph_node(g, n->in[1])->shape;
     int64_t scores = q->d[0] * q->d[1] * k->d[1] * n->attr.i[0];
-    return 4 * q->d[0] * q->d[1] * k->d[1] * q->d[2] + 5 * scores;
+    int64_t fwd = 4 * q->d[0] * q->d[1] * k->d[1] * q->d[2] + 5 * scores;
+    return n->op == OP_ATTENTION ? fwd : 2 * fwd / 3;  // each of dq, dk, dv: a third of twice forward
   }
   int64_t big = numel;
   for (int i = 0; i < n->nin; i++) {

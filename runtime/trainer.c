@@ -31,7 +31,7 @@ typedef struct {
   int64_t steps, epochs, eval_every, ckpt_every, tokens, top_k, threads;
   double lr, temperature;
   uint64_t seed;
-  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet;
+  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing;
 } Opts;
 
 typedef struct {
@@ -68,7 +68,7 @@ static void usage(FILE *f) {
   fputs("usage: trainer [train] [--data PATH] [--steps N | --epochs N] [--lr X] [--seed N] [--threads N]\n"
         "                       [--init P.safetensors] [--resume CKPT.safetensors] [--save OUT.safetensors]\n"
         "                       [--log metrics.csv|metrics.jsonl] [--eval-every N] [--checkpoint-every N]\n"
-        "                       [--grad-stats] [--quiet]\n"
+        "                       [--grad-stats] [--quiet] [--timing]\n"
         "       trainer eval    --params P.safetensors [--data PATH] [--threads N] [--log F] [--quiet]\n"
         "       trainer sample  --params P.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
         "                       [--top-k K] [--seed N] [--threads N]\n"
@@ -118,6 +118,7 @@ static const OptDef opt_defs[] = {
   {"--checkpoint-every", A_INT, CMD_TRAIN, O(ckpt_every), O(has_ckpt_every)},
   {"--grad-stats", A_NONE, CMD_TRAIN, O(grad_stats), NOHAS},
   {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(quiet), NOHAS},
+  {"--timing", A_NONE, CMD_TRAIN, O(timing), NOHAS},
   {"--params", A_STR, CMD_EVAL | CMD_SAMPLE, O(params), NOHAS},
   {"--prompt", A_STR, CMD_SAMPLE, O(prompt), NOHAS},
   {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
@@ -760,6 +761,28 @@ static void progress(T *t, int64_t done, double loss, double lr, const Results *
   fflush(stderr);
 }
 
+// ---- --timing -------------------------------------------------------------------------
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+// One line on stdout: the wall time of each update (batch, forward, backward,
+// optimizer) after the first fifth of the steps (at most 10) as warm-up.
+static void print_timing(double *sec, int64_t n) {
+  int64_t w = n / 5 < 10 ? n / 5 : 10, k = n - w;
+  if (k <= 0)
+    return;
+  double *x = sec + w, sum = 0;
+  qsort(x, (size_t)k, sizeof *x, cmp_double);
+  for (int64_t i = 0; i < k; i++)
+    sum += x[i];
+  printf("timing: steps %lld warmup %lld median_ms %.6f mean_ms %.6f min_ms %.6f p90_ms %.6f\n", (long long)k,
+         (long long)w, 1e3 * (k % 2 ? x[k / 2] : 0.5 * (x[k / 2 - 1] + x[k / 2])), 1e3 * sum / (double)k, 1e3 * x[0],
+         1e3 * x[(k * 9) / 10 < k ? (k * 9) / 10 : k - 1]);
+}
+
 // ---- --grad-stats --------------------------------------------------------------------
 
 static void grad_norms(T *t, double *norms) {
@@ -937,6 +960,7 @@ static int cmd_train(T *t) {
       ngrad += t->ar[PROG_TRAIN].p->t[i].numel;
   double *gacc = t->K > 1 ? calloc((size_t)ngrad + 1, sizeof *gacc) : NULL;
   double *norms = o->grad_stats ? calloc((size_t)ngt + 1, sizeof *norms) : NULL;
+  double *step_sec = o->timing ? calloc((size_t)(t->S - t->start) + 1, sizeof *step_sec) : NULL;
   struct sigaction sa = {0}, old;
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
@@ -949,11 +973,13 @@ static int cmd_train(T *t) {
   int rc = 0;
   t->t0 = now();
   for (int64_t s = t->start; s < t->S; s++) {
-    double lr_s = lr_at(&d->train, base_lr, s, t->S);
+    double lr_s = lr_at(&d->train, base_lr, s, t->S), ts0 = step_sec ? now() : 0;
     if (!update(t, s, lr_s, &loss, &m, gacc, norms, err)) {
       rc = 1;
       break;
     }
+    if (step_sec)
+      step_sec[s - t->start] = now() - ts0;
     int64_t done = s + 1;
     log_row(t, "train", done, loss, lr_s, &m, norms);
     bool show = tty ? now() - last_print > 0.1 || done == t->S : done % every == 0 || done == t->S;
@@ -1001,6 +1027,8 @@ static int cmd_train(T *t) {
         printf("  %s %.4f", m.names[k], m.v[k]);
       putchar('\n');
     }
+    if (step_sec)
+      print_timing(step_sec, t->S - t->start);
     Results r;
     if (t->eval_set) {
       if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
@@ -1017,7 +1045,7 @@ static int cmd_train(T *t) {
   sigaction(SIGINT, &old, NULL);
   if (rc == 1)
     log_abandon(t);
-  free(out), free(gacc), free(norms);
+  free(out), free(gacc), free(norms), free(step_sec);
   return rc;
 }
 

@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""bench/bench.py — bpc against the peers a user would pick instead, in one run.
+
+    python3 bench/bench.py [--quick] [--out DIR] [--build DIR] [--venv DIR] [--threads N]
+
+(`make bench` installs what is missing, builds, and runs this.) For each model of
+bench/models it compiles a bpc trainer (timing the compile), trains on a
+synthetic data file, and trains the same model, shapes, optimizer and data in
+PyTorch eager (Debian's python3-torch, OpenMP OpenBLAS, same thread count), and
+in torch.compile and JAX jit when bench/setup.sh could install them. Each
+framework runs in a process of its own (its peak RSS read by wait4); ms/step is
+the median over the steps after warm-up, and the median of the runs. It also
+measures this machine's peak FP32 (bench_peak) and GEMM against OpenBLAS
+(bench_gemm), and writes DIR/bench.md, DIR/bench.csv, DIR/gemm.csv, DIR/bench.png.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPENBLAS_OMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+
+# label, bench/models file, -D dims, steps per run, runs
+MODELS = [
+    ("xor", "xor", {}, 2000, 3),
+    ("mlp", "mlp", {}, 60, 3),
+    ("gpt_poetry", "gpt", {}, 30, 3),
+    ("gpt2_small", "gpt", dict(L=12, C=768, NH=12, T=64, B=4, V=50257), 10, 1),
+    ("convnet", "convnet", {}, 60, 3),
+]
+PEER_DIMS = {"xor": dict(B=4, H=8), "mlp": dict(B=256), "gpt": dict(B=8, T=128, C=256, NH=4, L=4, V=256),
+             "convnet": dict(B=64)}
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def write_safetensors(path, tensors):
+    head, off, blobs = {}, 0, []
+    for k, a in tensors.items():
+        a = np.ascontiguousarray(a)
+        dt = {np.float32: "F32", np.int32: "I32"}[a.dtype.type]
+        head[k] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+        blobs.append(a.tobytes())
+    h = json.dumps(head).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def make_data(model, dims, path):
+    rng = np.random.default_rng(0)
+    if model == "xor":
+        x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+        write_safetensors(path, {"x": x, "y": (x[:, :1] != x[:, 1:]).astype(np.float32)})
+    elif model in ("mlp", "convnet"):
+        n = 32 * (256 if model == "mlp" else 64)
+        write_safetensors(path, {"x": rng.random((n, 784), dtype=np.float32),
+                                 "y": rng.integers(0, 10, n, dtype=np.int32)})
+    else:
+        d = dict(PEER_DIMS["gpt"], **dims)
+        n = 16 * d["B"]
+        toks = rng.integers(0, d["V"], (n, d["T"] + 1), dtype=np.int32)
+        write_safetensors(path, {"tokens": toks[:, :-1].copy(), "targets": toks[:, 1:].copy()})
+
+
+def run_rss(cmd, env=None, cwd=None):
+    """Runs cmd; returns (stdout, seconds, the child's own peak RSS in MiB from wait4)."""
+    t0 = time.perf_counter()
+    r, w = os.pipe()
+    er, ew = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(w, 1)
+        os.dup2(ew, 2)
+        os.close(r)
+        os.close(er)
+        if cwd:
+            os.chdir(cwd)
+        try:
+            os.execvpe(cmd[0], cmd, env if env is not None else os.environ)
+        finally:
+            os._exit(127)
+    os.close(w)
+    os.close(ew)
+    import threading
+
+    def drain(fd, acc):
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            acc.append(b)
+    eacc, oacc = [], []
+    th = threading.Thread(target=drain, args=(er, eacc))
+    th.start()
+    drain(r, oacc)
+    th.join()
+    _, status, ru = os.wait4(pid, 0)
+    dt = time.perf_counter() - t0
+    os.close(r)
+    os.close(er)
+    out, err = b"".join(oacc).decode(errors="replace"), b"".join(eacc).decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}:\n{err[-3000:]}")
+    return out, dt, ru.ru_maxrss / 1024.0
+
+
+def torch_env(threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if os.path.isdir(OPENBLAS_OMP):
+        env["LD_LIBRARY_PATH"] = OPENBLAS_OMP + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    return env
+
+
+def peers_available(venv):
+    out = [("torch", "/usr/bin/python3")]
+    vpy = os.path.join(venv, "bin", "python3")
+    if os.path.exists(vpy):
+        for fw, mod in (("torch.compile", "torch"), ("jax", "jax")):
+            ok = subprocess.run([vpy, "-c", f"import {mod}" + ("; import torch._dynamo" if mod == "torch" else "")],
+                                capture_output=True).returncode == 0
+            if ok:
+                out.append((fw, vpy))
+            else:
+                log(f"bench: {fw} not installed in {venv}; skipped")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer steps and runs (a smoke test)")
+    ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
+    ap.add_argument("--out", default=None, help="results folder (default BUILD/results)")
+    ap.add_argument("--venv", default=None, help="venv with jax and torch for torch.compile (default BUILD/venv)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default=None, help="comma-separated model labels")
+    ap.add_argument("--frameworks", default=None, help="comma-separated: bpc,torch,torch.compile,jax")
+    a = ap.parse_args()
+    out_dir = a.out or os.path.join(a.build, "results")
+    venv = a.venv or os.path.join(a.build, "venv")
+    os.makedirs(out_dir, exist_ok=True)
+    work = os.path.join(a.build, "bench-work")
+    os.makedirs(os.path.join(work, "data"), exist_ok=True)
+    bpc = os.path.join(a.build, "bpc")
+    want = set(a.frameworks.split(",")) if a.frameworks else None
+
+    # ---- peak and GEMM
+    peak = {}
+    o = subprocess.run([os.path.join(a.build, "bench_peak"), str(a.threads)], capture_output=True, text=True,
+                       check=True).stdout
+    for m in re.finditer(r"peak_gflops (\d+) ([\d.]+)", o):
+        peak[int(m.group(1))] = float(m.group(2))
+    log(f"bench: peak FP32 {peak[1]:.1f} GFLOP/s on 1 thread, {peak.get(a.threads, peak[1]):.1f} on {a.threads}")
+    gemm = []
+    if not a.only:
+        o = subprocess.run([os.path.join(a.build, "bench_gemm")] + (["--quick"] if a.quick else []),
+                           capture_output=True, text=True, check=True).stdout
+        for line in o.splitlines():
+            f = line.split()
+            if f and f[0] == "gemm":
+                gemm.append(dict(label=f[1], M=int(f[2]), N=int(f[3]), K=int(f[4]), ta=int(f[5]), tb=int(f[6]),
+                                 threads=int(f[7]), bpck=float(f[8]), openblas=float(f[9])))
+                log("bench: " + line)
+
+    peers = [p for p in peers_available(venv) if not want or p[0] in want]
+    rows = []
+    for label, mfile, dims, steps, runs in MODELS:
+        if a.only and label not in a.only.split(","):
+            continue
+        if a.quick:
+            steps, runs = max(5, steps // 4), 1
+        yaml = os.path.join(ROOT, "bench", "models", mfile + ".yaml")
+        data = os.path.join(work, "data", label + ".safetensors")
+        make_data(mfile, dims, data)
+        dflags = sum((["-D", f"{k}={v}"] for k, v in dims.items()), [])
+        chk = subprocess.run([bpc, "check", yaml] + dflags, capture_output=True, text=True, check=True).stdout
+        flops = int(re.search(r"total: (\d+) FLOPs", chk).group(1))
+        res = {}
+        if not want or "bpc" in want:
+            exe = os.path.join(work, "trainer_" + label)
+            _, ctime, crss = run_rss([bpc, "compile", yaml, "-o", exe] + dflags)
+            meds, rss = [], 0
+            for _ in range(runs):
+                o, _, r = run_rss([exe, "train", "--data", data, "--steps", str(steps), "--threads", str(a.threads),
+                                   "--timing", "--quiet", "--save", os.path.join(work, label + ".safetensors")])
+                meds.append(float(re.search(r"median_ms ([\d.]+)", o).group(1)))
+                rss = max(rss, r)
+            res["bpc"] = dict(ms=statistics.median(meds), compile_s=ctime, rss=rss, runs=meds, version="bpc")
+            log(f"bench: {label:11s} bpc            {res['bpc']['ms']:10.3f} ms/step  compile {ctime:.2f} s  "
+                f"RSS {rss:.0f} MiB")
+        for fw, py in peers:
+            meds, rss, first, ver = [], 0, [], ""
+            try:
+                for _ in range(runs):
+                    cmd = [py, os.path.join(ROOT, "bench", "peers.py"), fw, mfile, "--data", data, "--steps",
+                           str(steps), "--threads", str(a.threads)] + sum((["-D", f"{k}={v}"] for k, v in dims.items()), [])
+                    o, _, r = run_rss(cmd, env=torch_env(a.threads))
+                    j = json.loads(o.strip().splitlines()[-1])
+                    meds.append(j["median_ms"])
+                    first.append(j["first_ms"])
+                    ver = j["version"]
+                    rss = max(rss, r)
+            except Exception as e:  # a peer that fails is reported, not fatal
+                log(f"bench: {label} {fw} failed: {e}")
+                continue
+            ms = statistics.median(meds)
+            comp = max(0.0, (statistics.median(first) - ms) / 1e3) if fw != "torch" else None
+            res[fw] = dict(ms=ms, compile_s=comp, rss=rss, runs=meds, version=ver)
+            log(f"bench: {label:11s} {fw:14s} {ms:10.3f} ms/step  RSS {rss:.0f} MiB")
+        rows.append(dict(model=label, flops=flops, dims=dims, res=res))
+    report(rows, gemm, peak, a.threads, out_dir)
+    return 0
+
+
+TARGETS = {  # model: (min speedup vs PyTorch eager, min fraction of peak, max compile s)
+    "xor": (50, None, None), "mlp": (1.5, None, None), "gpt_poetry": (2, 0.5, 1.0),
+    "gpt2_small": (2, 0.5, 10.0), "convnet": (1.0, None, None),
+}
+
+
+def report(rows, gemm, peak, threads, out_dir):
+    pk = peak.get(threads, peak[1])
+    fws = []
+    for r in rows:
+        for fw in r["res"]:
+            if fw not in fws:
+                fws.append(fw)
+    peers = [f for f in fws if f != "bpc"]
+    with open(os.path.join(out_dir, "bench.csv"), "w") as f:
+        f.write("model,framework,version,ms_per_step,gflops,pct_peak,speedup_of_bpc,compile_s,peak_rss_mib,"
+                "flops_per_step,threads,runs_ms\n")
+        for r in rows:
+            b = r["res"].get("bpc")
+            for fw, x in r["res"].items():
+                g = r["flops"] / (x["ms"] * 1e-3) * 1e-9
+                sp = x["ms"] / b["ms"] if b else float("nan")
+                cs = "" if x["compile_s"] is None else f"{x['compile_s']:.3f}"
+                f.write(f"{r['model']},{fw},{x['version']},{x['ms']:.6f},{g:.2f},{100 * g / pk:.1f},{sp:.3f},{cs},"
+                        f"{x['rss']:.1f},{r['flops']},{threads},{' '.join(f'{v:.6f}' for v in x['runs'])}\n")
+    with open(os.path.join(out_dir, "gemm.csv"), "w") as f:
+        f.write("label,M,N,K,transa,transb,threads,bpck_gflops,openblas_gflops,bpck_pct_peak\n")
+        for g in gemm:
+            p = peak.get(g["threads"], peak[1])
+            f.write(f"{g['label']},{g['M']},{g['N']},{g['K']},{g['ta']},{g['tb']},{g['threads']},{g['bpck']},"
+                    f"{g['openblas']},{100 * g['bpck'] / p:.1f}\n")
+    L = []
+    L.append(f"# bpc benchmark\n")
+    L.append(f"{time.strftime('%Y-%m-%d %H:%M')} · {threads} threads · peak FP32 measured by bench_peak: "
+             f"{peak[1]:.1f} GFLOP/s on 1 thread, {pk:.1f} on {threads} · "
+             + ", ".join(sorted({x['version'] for r in rows for x in r['res'].values()})) + "\n")
+    L.append("ms/step is the median over the timed steps (after warm-up) of each run, then the median of runs. "
+             "'x' columns: the peer's time over bpc's (above 1: bpc is faster). GFLOP/s counts the training "
+             "step's FLOPs as `bpc check` does (matmul, conv and attention 2 per multiply-add, full T x T). "
+             "Compile: `bpc compile` wall time (exe, linked); for torch.compile and JAX, first step minus a "
+             "median step. RSS: the process's peak resident set.\n")
+    hdr = "| model | GFLOP/step | bpc ms | " + " | ".join(f"{p} ms | x" for p in peers) + \
+          " | bpc GFLOP/s | % peak | compile s | RSS MiB bpc | " + " | ".join(f"RSS {p}" for p in peers) + " |"
+    L.append(hdr)
+    L.append("|" + "---|" * (hdr.count("|") - 1))
+    for r in rows:
+        b = r["res"].get("bpc")
+        if not b:
+            continue
+        g = r["flops"] / (b["ms"] * 1e-3) * 1e-9
+        cells = [r["model"], f"{r['flops'] / 1e9:.3f}", fmt_ms(b["ms"])]
+        for p in peers:
+            x = r["res"].get(p)
+            cells += [fmt_ms(x["ms"]), f"{x['ms'] / b['ms']:.2f}"] if x else ["-", "-"]
+        cells += [f"{g:.1f}", f"{100 * g / pk:.1f}", f"{b['compile_s']:.2f}", f"{b['rss']:.0f}"]
+        cells += [f"{r['res'][p]['rss']:.0f}" if p in r["res"] else "-" for p in peers]
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("\n## Targets (issue 6)\n")
+    for r in rows:
+        b, t = r["res"].get("bpc"), TARGETS.get(r["model"])
+        if not b or not t:
+            continue
+        g = r["flops"] / (b["ms"] * 1e-3) * 1e-9
+        checks = []
+        tv = r["res"].get("torch")
+        if tv:
+            checks.append((f">= {t[0]}x PyTorch eager", tv["ms"] / b["ms"] >= t[0], f"{tv['ms'] / b['ms']:.2f}x"))
+            checks.append(("peak RSS <= PyTorch's", b["rss"] <= tv["rss"], f"{b['rss']:.0f} vs {tv['rss']:.0f} MiB"))
+        for p in peers:
+            x = r["res"].get(p)
+            if x and p != "torch":
+                checks.append((f"not slower than {p}", x["ms"] >= b["ms"], f"{x['ms'] / b['ms']:.2f}x"))
+        if t[1]:
+            checks.append((f">= {100 * t[1]:.0f}% of peak", g >= t[1] * pk, f"{100 * g / pk:.1f}%"))
+        if t[2]:
+            checks.append((f"compile < {t[2]:g} s", b["compile_s"] < t[2], f"{b['compile_s']:.2f} s"))
+        L.append(f"- **{r['model']}**: " + "; ".join(f"{n}: {v} ({'met' if ok else 'NOT met'})" for n, ok, v in checks))
+    if gemm:
+        L.append("\n## GEMM (f32, GFLOP/s; bpck = the kernel library's GEMM every matmul calls)\n")
+        L.append("| shape | M | N | K | op | threads | bpck | OpenBLAS | bpck/OpenBLAS | bpck % peak |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        for g in gemm:
+            p = peak.get(g["threads"], peak[1])
+            op = ("A^T" if g["ta"] else "A") + ("B^T" if g["tb"] else "B")
+            rat = f"{g['bpck'] / g['openblas']:.2f}" if g["openblas"] else "-"
+            L.append(f"| {g['label']} | {g['M']} | {g['N']} | {g['K']} | {op} | {g['threads']} | {g['bpck']:.1f} | "
+                     f"{g['openblas']:.1f} | {rat} | {100 * g['bpck'] / p:.0f} |")
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write("\n".join(L) + "\n")
+    chart(rows, peers, os.path.join(out_dir, "bench.png"))
+    print("\n".join(L))
+    log(f"bench: wrote {out_dir}/bench.md, bench.csv, gemm.csv, bench.png")
+
+
+def fmt_ms(ms):
+    return f"{ms:.4f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def chart(rows, peers, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("bench: matplotlib missing; no chart")
+        return
+    rows = [r for r in rows if "bpc" in r["res"]]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    w = 0.8 / max(1, len(peers))
+    for i, p in enumerate(peers):
+        xs, ys = [], []
+        for j, r in enumerate(rows):
+            if p in r["res"]:
+                xs.append(j + (i - (len(peers) - 1) / 2) * w)
+                ys.append(r["res"][p]["ms"] / r["res"]["bpc"]["ms"])
+        bars = ax.bar(xs, ys, w, label=p)
+        ax.bar_label(bars, labels=[f"{y:.1f}x" for y in ys], fontsize=7)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
+    ax.set_ylabel("peer ms/step ÷ bpc ms/step (log)")
+    ax.set_title("bpc training-step speedup over each peer (above 1: bpc faster)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
