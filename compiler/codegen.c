@@ -769,7 +769,13 @@ static void emit_call(CG *c, const Kernel *k) {
     if (n->op == OP_ATTENTION)
       return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 11, B * H, work);
     LLVMValueRef null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
-    outs[a->i[1]] = P(k->root);
+    if (a->i[1] == 3) {  // dq, dk, dv flattened one after the other
+      int64_t offs[3] = {0, B * Tq * C, B * (Tq + Tk) * C};
+      for (int w = 0; w < 3; w++)
+        outs[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), (LLVMValueRef[]){I64(c, offs[w])}, 1, "");
+    } else {
+      outs[a->i[1]] = P(k->root);
+    }
     return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 14, B * H, work);
   }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {

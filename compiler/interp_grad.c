@@ -140,7 +140,8 @@ void interp_batch_norm_dx(Interp *it, const Node *n, Value *out, const Value *co
 
 // Per batch and head: S = Q K^T * scale (masked), P = softmax(S), O = P V.
 // dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = dS K * scale,
-// dK = dS^T Q * scale. attr.i[1] picks which of dQ, dK, dV this node is.
+// dK = dS^T Q * scale. attr.i[1] picks which of dQ, dK, dV this node is; 3: all
+// three, flattened one after the other (dq, dk, dv).
 void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *const *in) {
   const Value *q = in[0], *k = in[1], *v = in[2], *gy = in[3];
   int64_t B = q->shape.d[0], Tq = q->shape.d[1], Tk = k->shape.d[1], C = q->shape.d[2];
@@ -176,14 +177,18 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
         }
         for (int64_t j = 0; j < Tk; j++) dS[i * Tk + j] = P[i * Tk + j] * (dS[i * Tk + j] - dot);
       }
-      double *O = out->v + b * (which == 0 ? Tq : Tk) * C + h * hs;
-      for (int64_t i = 0; i < Tq; i++)
-        for (int64_t j = 0; j < Tk; j++)
-          for (int64_t c = 0; c < hs; c++) {
-            if (which == 0) O[i * C + c] += dS[i * Tk + j] * K[j * C + c] * scale;
-            else if (which == 1) O[j * C + c] += dS[i * Tk + j] * Q[i * C + c] * scale;
-            else O[j * C + c] += P[i * Tk + j] * dO[i * C + c];
-          }
+      for (int w = 0; w < 3; w++) {
+        if (which != 3 && which != w) continue;
+        int64_t base = which != 3 ? 0 : w == 0 ? 0 : w == 1 ? B * Tq * C : B * (Tq + Tk) * C;
+        double *O = out->v + base + b * (w == 0 ? Tq : Tk) * C + h * hs;
+        for (int64_t i = 0; i < Tq; i++)
+          for (int64_t j = 0; j < Tk; j++)
+            for (int64_t c = 0; c < hs; c++) {
+              if (w == 0) O[i * C + c] += dS[i * Tk + j] * K[j * C + c] * scale;
+              else if (w == 1) O[j * C + c] += dS[i * Tk + j] * Q[i * C + c] * scale;
+              else O[j * C + c] += P[i * Tk + j] * dO[i * C + c];
+            }
+      }
     }
   free(P);
   free(dS);

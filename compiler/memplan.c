@@ -75,9 +75,11 @@ static int64_t scratch_bytes(const Graph *g, const Node *n) {
     matmul_dims(g, n, &M, &N, &K, &batch);
     elems = f64 ? bpck_gemm_scratch_f64(M, N, K) : bpck_gemm_scratch_f32(M, N, K);
   } else if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
-    int64_t Tq = graph_node(g, n->in[0])->shape.d[1], Tk = graph_node(g, n->in[1])->shape.d[1];
-    elems = n->op == OP_ATTENTION ? (f64 ? bpck_attention_scratch_f64(Tq, Tk) : bpck_attention_scratch_f32(Tq, Tk))
-                                  : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk) : bpck_attention_bwd_scratch_f32(Tq, Tk));
+    const Shape *q = &graph_node(g, n->in[0])->shape;
+    int64_t Tq = q->d[1], Tk = graph_node(g, n->in[1])->shape.d[1], hs = q->d[2] / n->attr.i[0];
+    elems = n->op == OP_ATTENTION ? (f64 ? bpck_attention_scratch_f64(Tq, Tk, hs) : bpck_attention_scratch_f32(Tq, Tk, hs))
+                                  : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk, hs)
+                                         : bpck_attention_bwd_scratch_f32(Tq, Tk, hs));
   } else if (n->op == OP_CROSS_ENTROPY || n->op == OP_ACCURACY || n->op == OP_BINARY_CROSS_ENTROPY ||
              n->op == OP_MSE) {
     return 0;  // their per-row temporaries are planned values (codegen asks for them)

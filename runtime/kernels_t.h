@@ -526,26 +526,44 @@ void FN(bpck_batch_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const
 
 // ============================================================ attention
 
-size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk) {
-  (void)Tq;
-  return (size_t)(Tk > 0 ? Tk : 1);
+// Per unit (b, h) the products are GEMMs through bpck_gemm on the head's
+// strided columns (no copies): S = Q K^T, then the masked softmax in place,
+// then O = P V; the backward recomputes P and runs dP = dO V^T, dS, dQ = dS K,
+// dK = dS^T Q, dV = P^T dO. S is one Tq x Tk block per thread (64 KiB at T =
+// 128), so the T x T matrix never leaves the cache; causal rows keep their
+// full width (the masked half is computed and zeroed: GEMM speed pays more).
+
+static int64_t FN(att_gemm_dim)(int64_t Tq, int64_t Tk, int64_t hs) {
+  int64_t n = Tq > Tk ? Tq : Tk;
+  return n > hs ? n : hs;
 }
 
-size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk) {
-  return (size_t)(2 * Tq * Tk + Tk + 1);
+size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
+  int64_t n = FN(att_gemm_dim)(Tq, Tk, hs);
+  return (size_t)(Tq * Tk) + FN(bpck_gemm_scratch)(n, n, n) + 16;
 }
 
-// p[0..nk) = softmax of query row qi against keys K (row stride C), scaled.
-// Returns the sum of the exponentials; p holds them unnormalized.
-static T FN(att_scores)(T *p, const T *qi, const T *K, int64_t C, int64_t hs, int64_t nk,
-                        T scale) {
-  T m = -INFINITY;
-  for (int64_t j = 0; j < nk; j++) {
-    p[j] = FN(dot)(qi, K + j * C, hs) * scale;
-    m = FN(fmax_acc)(m, p[j]);
+size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
+  int64_t n = FN(att_gemm_dim)(Tq, Tk, hs);
+  return (size_t)(2 * Tq * Tk) + FN(bpck_gemm_scratch)(n, n, n) + 16;
+}
+
+// S (Tq, Tk) of raw scores -> P = softmax(S * scale) per row, masked (causal:
+// column j > row i) entries 0.
+static void FN(att_softmax)(T *S, int64_t Tq, int64_t Tk, int causal, T scale) {
+  for (int64_t i = 0; i < Tq; i++) {
+    T *r = S + i * Tk, m = -INFINITY, sum = 0;
+    int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
+    for (int64_t j = 0; j < nk; j++) m = FN(fmax_acc)(m, r[j]);
+    m *= scale;
+    for (int64_t j = 0; j < nk; j++) {
+      r[j] = EXP_T(r[j] * scale - m);
+      sum += r[j];
+    }
+    T inv = 1 / sum;
+    for (int64_t j = 0; j < nk; j++) r[j] *= inv;
+    for (int64_t j = nk; j < Tk; j++) r[j] = 0;
   }
-  for (int64_t j = 0; j < nk; j++) p[j] = EXP_T(p[j] - m);
-  return FN(sum_row)(p, nk);
 }
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
@@ -554,74 +572,39 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
                         int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H;
-  T scale = 1 / SQRT_T((T)hs);
+  T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
   for (int64_t u = begin; u < end; u++) {
-    int64_t b = u / H, h = u % H;
-    const T *Q = q + b * Tq * C + h * hs, *K = k + b * Tk * C + h * hs;
-    const T *Vv = v + b * Tk * C + h * hs;
-    for (int64_t i = 0; i < Tq; i++) {
-      int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
-      T s = FN(att_scores)(scratch, Q + i * C, K, C, hs, nk, scale);
-      T *oi = out + (b * Tq + i) * C + h * hs;
-      for (int64_t d = 0; d < hs; d++) oi[d] = 0;
-      for (int64_t j = 0; j < nk; j++) {
-        T wj = scratch[j] / s;
-        const T *vj = Vv + j * C;
-        for (int64_t d = 0; d < hs; d++) oi[d] += wj * vj[d];
-      }
-    }
+    int64_t b = u / H, h = u % H, qo = b * Tq * C + h * hs, ko = b * Tk * C + h * hs;
+    FN(bpck_gemm)(Tq, Tk, hs, q + qo, C, 0, k + ko, C, 1, S, Tk, 0, ws, 0, Tq);
+    FN(att_softmax)(S, Tq, Tk, causal, scale);
+    FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ko, C, 0, out + qo, C, 0, ws, 0, Tq);
   }
 }
 
-// P = softmax rows, dS = P * (dP - rowsum(dP * P)) with dP = dO V^T; (Tq,Tk) each.
-static void FN(att_bwd_probs)(T *P, T *dS, const T *Q, const T *K, const T *Vv, const T *dO,
-                              int64_t Tq, int64_t Tk, int64_t C, int64_t hs, int causal,
-                              T scale) {
-  for (int64_t i = 0; i < Tq; i++) {
-    T *pi = P + i * Tk, *si = dS + i * Tk;
-    int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
-    T s = FN(att_scores)(pi, Q + i * C, K, C, hs, nk, scale), dot = 0;
-    for (int64_t j = 0; j < nk; j++) {
-      pi[j] /= s;
-      si[j] = FN(dot)(dO + i * C, Vv + j * C, hs);
-      dot += si[j] * pi[j];
-    }
-    for (int64_t j = 0; j < nk; j++) si[j] = pi[j] * (si[j] - dot);
-    for (int64_t j = nk; j < Tk; j++) pi[j] = 0, si[j] = 0;
-  }
-}
-
-// Out (n,C-strided rows of hs) = sum_i W[i, j] * X_i, W (Tq,Tk): rows of Out are j
-// when by_col (dK, dV), else i (dQ); then times scale.
-static void FN(att_accum)(T *Out, const T *W, const T *X, int64_t Tq, int64_t Tk, int64_t C,
-                          int64_t hs, int by_col, T scale) {
-  int64_t nout = by_col ? Tk : Tq, nin = by_col ? Tq : Tk;
-  for (int64_t o = 0; o < nout; o++) {
-    T *row = Out + o * C;
-    for (int64_t d = 0; d < hs; d++) row[d] = 0;
-    for (int64_t t = 0; t < nin; t++) {
-      T wt = by_col ? W[t * Tk + o] : W[o * Tk + t];
-      const T *xt = X + t * C;
-      for (int64_t d = 0; d < hs; d++) row[d] += wt * xt[d];
-    }
-    for (int64_t d = 0; scale != 1 && d < hs; d++) row[d] *= scale;
-  }
-}
-
-// dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h)
+// dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h); any of
+// dq, dk, dv may be NULL (not computed).
 void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
                             const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
                             int64_t H, int causal, T *scratch, int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H;
   T scale = 1 / SQRT_T((T)hs);
-  T *P = scratch, *dS = scratch + Tq * Tk;
+  T *P = scratch, *dS = scratch + Tq * Tk, *ws = dS + Tq * Tk;
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qo = b * Tq * C + h * hs, ko = b * Tk * C + h * hs;
-    FN(att_bwd_probs)(P, dS, q + qo, k + ko, v + ko, gy + qo, Tq, Tk, C, hs, causal, scale);
-    if (dq) FN(att_accum)(dq + qo, dS, k + ko, Tq, Tk, C, hs, 0, scale);
-    if (dk) FN(att_accum)(dk + ko, dS, q + qo, Tq, Tk, C, hs, 1, scale);
-    if (dv) FN(att_accum)(dv + ko, P, gy + qo, Tq, Tk, C, hs, 1, 1);
+    FN(bpck_gemm)(Tq, Tk, hs, q + qo, C, 0, k + ko, C, 1, P, Tk, 0, ws, 0, Tq);
+    FN(att_softmax)(P, Tq, Tk, causal, scale);
+    if (dq || dk) {
+      FN(bpck_gemm)(Tq, Tk, hs, gy + qo, C, 0, v + ko, C, 1, dS, Tk, 0, ws, 0, Tq);  // dP
+      for (int64_t i = 0; i < Tq; i++) {
+        T *pi = P + i * Tk, *si = dS + i * Tk, dot = 0;
+        for (int64_t j = 0; j < Tk; j++) dot += si[j] * pi[j];
+        for (int64_t j = 0; j < Tk; j++) si[j] = pi[j] * (si[j] - dot) * scale;
+      }
+      if (dq) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ko, C, 0, dq + qo, C, 0, ws, 0, Tq);
+      if (dk) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qo, C, 0, dk + ko, C, 0, ws, 0, Tk);
+    }
+    if (dv) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + qo, C, 0, dv + ko, C, 0, ws, 0, Tk);
   }
 }
 

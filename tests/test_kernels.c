@@ -439,8 +439,8 @@ Test(kernels, attention_forward_backward) {
         a.i[0] = H, a.b[0] = causal, a.i[1] = which < 0 ? 0 : which;
         int y = which < 0 ? ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi)
                           : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi);
-        size_t scr = which < 0 ? bpck_attention_scratch_f64(Tq, Tk)
-                               : bpck_attention_bwd_scratch_f64(Tq, Tk);
+        size_t scr = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
+                               : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
         verify(&(Case){.what = which < 0 ? "attention" : "attention_bwd",
                        .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = 4,
                        .args = {ARG(q, B * Tq * C), ARG(k, B * Tk * C), ARG(v, B * Tk * C),

@@ -91,11 +91,11 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   /* Multi-head attention, q [B, Tq, C], k and v [B, Tk, C], H heads of C/H channels, scale      \
      1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence).           \
      attention_bwd writes any of dq, dk, dv that is not NULL. */                                   \
-  size_t bpck_attention_scratch_##S(int64_t Tq, int64_t Tk);                                        \
+  size_t bpck_attention_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                     \
   void bpck_attention_##S(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,       \
                           int64_t Tk, int64_t C, int64_t H, int causal, T *scratch, int64_t begin, \
                           int64_t end);                                                             \
-  size_t bpck_attention_bwd_scratch_##S(int64_t Tq, int64_t Tk);                                    \
+  size_t bpck_attention_bwd_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                 \
   void bpck_attention_bwd_##S(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,             \
                               const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,           \
                               int64_t H, int causal, T *scratch, int64_t begin, int64_t end);       \
