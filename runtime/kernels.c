@@ -370,7 +370,7 @@ double bpck_gelu_grad_f64(double x, double p) {
 #define GEMM_MR 6
 #define GEMM_NR 16
 #define GEMM_MC 144
-#define GEMM_KC 256
+#define GEMM_KC 384
 #define GEMM_NC 4080
 #include "kernels_t.h"
 #undef T

@@ -148,7 +148,11 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
                        int64_t p0, int64_t kc) {
   for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
     int64_t mr = KMIN(GEMM_MR, mc - is);
-    if (!transa) {
+    if (!transa && mr == GEMM_MR) {  // six rows at a time, written in order
+      const T *s0 = A + (i0 + is) * lda + p0;
+      for (int64_t k = 0; k < kc; k++)
+        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s0[r * lda + k];
+    } else if (!transa) {
       for (int64_t r = 0; r < GEMM_MR; r++) {
         const T *s = A + (i0 + is + r) * lda + p0;
         for (int64_t k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < mr ? s[k] : 0;
@@ -167,7 +171,9 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
                        int64_t j0, int64_t nc) {
   for (int64_t js = 0; js < nc; js += GEMM_NR, Bp += GEMM_NR * kc) {
     int64_t nr = KMIN(GEMM_NR, nc - js);
-    if (!transb) {
+    if (!transb && nr == GEMM_NR) {
+      for (int64_t k = 0; k < kc; k++) memcpy(Bp + k * GEMM_NR, B + (p0 + k) * ldb + j0 + js, sizeof(T) * GEMM_NR);
+    } else if (!transb) {
       for (int64_t k = 0; k < kc; k++) {
         const T *s = B + (p0 + k) * ldb + j0 + js;
         for (int64_t c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < nr ? s[c] : 0;
@@ -197,15 +203,37 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
   VSTORE(tile + r * GEMM_NR, c##r##0); \
   VSTORE(tile + r * GEMM_NR + VL, c##r##1);
 
+#define UK_FULL(r)                                           \
+  {                                                          \
+    T *cr = c + r * ldc;                                     \
+    if (!first) {                                            \
+      V t0, t1;                                              \
+      VLOAD(t0, cr);                                         \
+      VLOAD(t1, cr + VL);                                    \
+      c##r##0 += t0;                                         \
+      c##r##1 += t1;                                         \
+    }                                                        \
+    VSTORE(cr, c##r##0);                                     \
+    VSTORE(cr + VL, c##r##1);                                \
+  }
+
 static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr,
                         int64_t nr, int first) {
   V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   V c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
   V b0, b1;
+  for (int64_t r = 0; r < mr; r++) {  // the C tile arrives while the loop runs
+    __builtin_prefetch(c + r * ldc, 1);
+    __builtin_prefetch(c + r * ldc + GEMM_NR - 1, 1);
+  }
   for (int64_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
     VLOAD(b0, b);
     VLOAD(b1, b + VL);
     UK_ROW(0) UK_ROW(1) UK_ROW(2) UK_ROW(3) UK_ROW(4) UK_ROW(5)
+  }
+  if (mr == GEMM_MR && nr == GEMM_NR) {  // a whole tile: straight to C
+    UK_FULL(0) UK_FULL(1) UK_FULL(2) UK_FULL(3) UK_FULL(4) UK_FULL(5)
+    return;
   }
   T tile[GEMM_MR * GEMM_NR];
   UK_STORE(0) UK_STORE(1) UK_STORE(2) UK_STORE(3) UK_STORE(4) UK_STORE(5)
@@ -218,6 +246,7 @@ static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, i
       for (int64_t j = 0; j < nr; j++) cr[j] += tr[j];
   }
 }
+#undef UK_FULL
 #undef UK_ROW
 #undef UK_STORE
 
