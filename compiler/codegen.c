@@ -789,13 +789,14 @@ static void emit_call(CG *c, const Kernel *k) {
     LLVMValueRef geo[9] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, ws->d[0]),
                            I64(c, ws->d[1]), I64(c, ws->d[3]), I64(c, a->i[0]), I64(c, a->i[1])};
     begin_kernel(c);
-    LLVMValueRef args[12];
+    LLVMValueRef args[13];
     args[0] = P(k->root);
     args[1] = P(IN(0));
     args[2] = P(IN(1));
     memcpy(args + 3, geo, sizeof(LLVMValueRef) * 9);
-    int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1];
-    return call_kernel(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw", t, args, 12, range, work);
+    args[12] = scratch_ptr(c);
+    int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1] * ws->d[2];
+    return call_kernel(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw", t, args, 13, range, work);
   }
   case OP_MAX_POOL2D: case OP_AVG_POOL2D: case OP_MAX_POOL2D_GRAD: case OP_AVG_POOL2D_GRAD: {
     const Shape *xs = XS(0);

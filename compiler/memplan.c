@@ -80,6 +80,12 @@ static int64_t scratch_bytes(const Graph *g, const Node *n) {
     elems = n->op == OP_ATTENTION ? (f64 ? bpck_attention_scratch_f64(Tq, Tk, hs) : bpck_attention_scratch_f32(Tq, Tk, hs))
                                   : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk, hs)
                                          : bpck_attention_bwd_scratch_f32(Tq, Tk, hs));
+  } else if (n->op == OP_CONV2D || n->op == OP_CONV2D_DX || n->op == OP_CONV2D_DW) {
+    const Shape *x = n->op == OP_CONV2D_DX ? &n->shape : &graph_node(g, n->in[0])->shape;
+    const Shape *w = n->op == OP_CONV2D_DW ? &n->shape : &graph_node(g, n->in[1])->shape;
+    int which = n->op == OP_CONV2D ? 0 : n->op == OP_CONV2D_DX ? 1 : 2;
+    elems = (f64 ? bpck_conv2d_scratch_f64 : bpck_conv2d_scratch_f32)(which, x->d[2], x->d[3], w->d[0], w->d[1], w->d[3],
+                                                                    n->attr.i[0], n->attr.i[1]);
   } else if (n->op == OP_CROSS_ENTROPY || n->op == OP_ACCURACY || n->op == OP_BINARY_CROSS_ENTROPY ||
              n->op == OP_MSE) {
     return 0;  // their per-row temporaries are planned values (codegen asks for them)

@@ -649,78 +649,128 @@ void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, i
 
 // ============================================================ convolution
 
-// x (N,H,W,Ci), w (KH,KW,Ci,Co) -> out (N,OH,OW,Co); unit: one output row (b, oh).
-// Per output pixel the sum runs over kh, kw, ci in order (as the interpreter).
+// Each is im2col + GEMM: the kernel gathers a block of patches (rows of
+// KH*KW*Ci, or KH*KW*Co for dx, zeros where the window leaves the image) into
+// per-thread scratch and multiplies it by the filter with bpck_gemm. Blocks
+// hold CONV_PIX pixels; a GEMM row's sum depends only on K, so any split of
+// the range gives the same bits.
+#ifndef CONV_PIX
+#define CONV_PIX 256
+#endif
+
+static int64_t FN(conv_rows)(int64_t width) { return width >= CONV_PIX ? 1 : CONV_PIX / width; }
+
+// which: 0 conv2d, 1 conv2d_dx, 2 conv2d_dw; elements of per-thread scratch.
+size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int64_t KW, int64_t Co,
+                               int64_t stride, int64_t pad) {
+  int64_t OW = (W + 2 * pad - KW) / stride + 1, KK = KH * KW;
+  if (which == 0) {
+    int64_t P = FN(conv_rows)(OW) * OW;
+    return (size_t)(P * KK * Ci) + FN(bpck_gemm_scratch)(P, Co, KK * Ci) + 16;
+  }
+  if (which == 1) {
+    int64_t P = FN(conv_rows)(W) * W;
+    return (size_t)(P * KK * Co + KK * Co * Ci) + FN(bpck_gemm_scratch)(P, Ci, KK * Co) + 16;
+  }
+  return (size_t)(CONV_PIX * KK * Ci) + FN(bpck_gemm_scratch)(KK * Ci, Co, CONV_PIX) + 16;
+}
+
+// x (N,H,W,Ci), w (KH,KW,Ci,Co) = [KH*KW*Ci, Co] -> out (N,OH,OW,Co); unit: one
+// output row (b, oh).
 void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W,
                      int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                     int64_t pad, int64_t begin, int64_t end) {
+                     int64_t pad, T *scratch, int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
-  for (int64_t u = begin; u < end; u++) {
-    int64_t b = u / OH, oh = u % OH;
-    for (int64_t ow = 0; ow < OW; ow++) {
-      T *o = out + (u * OW + ow) * Co;
-      for (int64_t co = 0; co < Co; co++) o[co] = 0;
-      for (int64_t kh = 0; kh < KH; kh++) {
-        int64_t ih = oh * stride - pad + kh;
-        if (ih < 0 || ih >= H) continue;
-        for (int64_t kw = 0; kw < KW; kw++) {
-          int64_t iw = ow * stride - pad + kw;
-          if (iw < 0 || iw >= W) continue;
-          const T *xp = x + ((b * H + ih) * W + iw) * Ci, *wp = w + (kh * KW + kw) * Ci * Co;
-          for (int64_t ci = 0; ci < Ci; ci++)
-            for (int64_t co = 0; co < Co; co++) o[co] += xp[ci] * wp[ci * Co + co];
+  int64_t KKC = KH * KW * Ci, G = FN(conv_rows)(OW);
+  T *col = scratch, *ws = scratch + G * OW * KKC;
+  for (int64_t u0 = begin; u0 < end; u0 += G) {
+    int64_t g = KMIN(G, end - u0);
+    for (int64_t r = 0; r < g; r++) {
+      int64_t b = (u0 + r) / OH, oh = (u0 + r) % OH;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        T *cp = col + (r * OW + ow) * KKC;
+        for (int64_t kh = 0; kh < KH; kh++) {
+          int64_t ih = oh * stride - pad + kh;
+          for (int64_t kw = 0; kw < KW; kw++, cp += Ci) {
+            int64_t iw = ow * stride - pad + kw;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+              memset(cp, 0, sizeof(T) * (size_t)Ci);
+            else
+              memcpy(cp, x + ((b * H + ih) * W + iw) * Ci, sizeof(T) * (size_t)Ci);
+          }
         }
       }
     }
+    FN(bpck_gemm)(g * OW, Co, KKC, col, KKC, 0, w, Co, 0, out + u0 * OW * Co, Co, 0, ws, 0, g * OW);
   }
 }
 
-// gy (N,OH,OW,Co), w -> dx (N,H,W,Ci); unit: one input row (b, ih).
+// gy (N,OH,OW,Co), w -> dx (N,H,W,Ci); unit: one input row (b, ih). Each input
+// pixel gathers the gy of every output pixel whose window covers it (zeros
+// elsewhere, and where the stride skips it) against wt[(kh,kw,co), ci].
 void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W,
                         int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                        int64_t pad, int64_t begin, int64_t end) {
+                        int64_t pad, T *scratch, int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
-  for (int64_t u = begin; u < end; u++) {
-    int64_t b = u / H, ih = u % H;
-    T *d = dx + u * W * Ci;
-    for (int64_t i = 0; i < W * Ci; i++) d[i] = 0;
-    for (int64_t kh = 0; kh < KH; kh++) {
-      int64_t t = ih + pad - kh, oh = t / stride;
-      if (t < 0 || t % stride || oh >= OH) continue;
-      for (int64_t iw = 0; iw < W; iw++)
-        for (int64_t kw = 0; kw < KW; kw++) {
-          int64_t s = iw + pad - kw, ow = s / stride;
-          if (s < 0 || s % stride || ow >= OW) continue;
-          const T *g = gy + ((b * OH + oh) * OW + ow) * Co, *wp = w + (kh * KW + kw) * Ci * Co;
-          for (int64_t ci = 0; ci < Ci; ci++) d[iw * Ci + ci] += FN(dot)(g, wp + ci * Co, Co);
+  int64_t KKO = KH * KW * Co, G = FN(conv_rows)(W);
+  T *wt = scratch, *col = wt + KKO * Ci, *ws = col + G * W * KKO;
+  for (int64_t t = 0; t < KH * KW; t++)
+    for (int64_t ci = 0; ci < Ci; ci++)
+      for (int64_t co = 0; co < Co; co++) wt[(t * Co + co) * Ci + ci] = w[(t * Ci + ci) * Co + co];
+  for (int64_t u0 = begin; u0 < end; u0 += G) {
+    int64_t g = KMIN(G, end - u0);
+    for (int64_t r = 0; r < g; r++) {
+      int64_t b = (u0 + r) / H, ih = (u0 + r) % H;
+      for (int64_t iw = 0; iw < W; iw++) {
+        T *cp = col + (r * W + iw) * KKO;
+        for (int64_t kh = 0; kh < KH; kh++) {
+          int64_t t = ih + pad - kh, oh = t / stride;
+          int hok = t >= 0 && t % stride == 0 && oh < OH;
+          for (int64_t kw = 0; kw < KW; kw++, cp += Co) {
+            int64_t s2 = iw + pad - kw, ow = s2 / stride;
+            if (hok && s2 >= 0 && s2 % stride == 0 && ow < OW)
+              memcpy(cp, gy + ((b * OH + oh) * OW + ow) * Co, sizeof(T) * (size_t)Co);
+            else
+              memset(cp, 0, sizeof(T) * (size_t)Co);
+          }
         }
+      }
     }
+    FN(bpck_gemm)(g * W, Ci, KKO, col, KKO, 0, wt, Ci, 0, dx + u0 * W * Ci, Ci, 0, ws, 0, g * W);
   }
 }
 
-// x, gy -> dw (KH,KW,Ci,Co); unit: one filter tap (kh, kw).
+// x, gy -> dw (KH,KW,Ci,Co) = [KH*KW*Ci, Co]; unit: one row (kh, kw, ci) of dw.
+// dw[rows] = col^T gy over blocks of CONV_PIX pixels, accumulated in pixel order.
 void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
                         int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                        int64_t pad, int64_t begin, int64_t end) {
+                        int64_t pad, T *scratch, int64_t begin, int64_t end) {
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
-  for (int64_t u = begin; u < end; u++) {
-    int64_t kh = u / KW, kw = u % KW;
-    T *d = dw + u * Ci * Co;
-    for (int64_t i = 0; i < Ci * Co; i++) d[i] = 0;
-    for (int64_t b = 0; b < N; b++)
-      for (int64_t oh = 0; oh < OH; oh++) {
-        int64_t ih = oh * stride - pad + kh;
-        if (ih < 0 || ih >= H) continue;
-        for (int64_t ow = 0; ow < OW; ow++) {
-          int64_t iw = ow * stride - pad + kw;
-          if (iw < 0 || iw >= W) continue;
-          const T *xp = x + ((b * H + ih) * W + iw) * Ci, *g = gy + ((b * OH + oh) * OW + ow) * Co;
-          for (int64_t ci = 0; ci < Ci; ci++)
-            for (int64_t co = 0; co < Co; co++) d[ci * Co + co] += xp[ci] * g[co];
-        }
+  int64_t P = N * OH * OW, m = end - begin;
+  T *col = scratch, *ws = scratch + CONV_PIX * KH * KW * Ci;
+  if (m <= 0) return;
+  if (P == 0) {
+    memset(dw + begin * Co, 0, sizeof(T) * (size_t)(m * Co));
+    return;
+  }
+  for (int64_t p0 = 0; p0 < P; p0 += CONV_PIX) {
+    int64_t pc = KMIN(CONV_PIX, P - p0);
+    for (int64_t i = 0; i < pc; i++) {
+      int64_t p = p0 + i, b = p / (OH * OW), oh = p / OW % OH, ow = p % OW;
+      T *cp = col + i * m;
+      for (int64_t r = begin; r < end;) {
+        int64_t t = r / Ci, ci0 = r % Ci, n = KMIN(Ci - ci0, end - r);
+        int64_t ih = oh * stride - pad + t / KW, iw = ow * stride - pad + t % KW;
+        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+          memset(cp + (r - begin), 0, sizeof(T) * (size_t)n);
+        else
+          memcpy(cp + (r - begin), x + ((b * H + ih) * W + iw) * Ci + ci0, sizeof(T) * (size_t)n);
+        r += n;
       }
+    }
+    FN(bpck_gemm)(m, Co, pc, col, m, 1, gy + p0 * Co, Co, 0, dw + begin * Co, Co, p0 > 0, ws, 0, m);
   }
 }
 

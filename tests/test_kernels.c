@@ -476,15 +476,15 @@ Test(kernels, causal_mask_and_grad) {
 
 static void r_conv2d(K *k, int64_t b, int64_t e) {
   int64_t *d = k->d;
-  CALL(conv2d, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], b, e);
+  CALL(conv2d, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], k->scratch, b, e);
 }
 static void r_conv2d_dx(K *k, int64_t b, int64_t e) {
   int64_t *d = k->d;
-  CALL(conv2d_dx, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], b, e);
+  CALL(conv2d_dx, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], k->scratch, b, e);
 }
 static void r_conv2d_dw(K *k, int64_t b, int64_t e) {
   int64_t *d = k->d;
-  CALL(conv2d_dw, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], b, e);
+  CALL(conv2d_dw, k->out, k->in[0], k->in[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], k->scratch, b, e);
 }
 
 Test(kernels, conv2d_forward_dx_dw) {
@@ -526,11 +526,12 @@ Test(kernels, conv2d_forward_dx_dw) {
           a.i[0] = st, a.i[1] = pad, a.shape = ws;
           int xi = ref_in(&r, DT_F64, xs, x), gi = ref_in(&r, DT_F64, gs, gy);
           y = ref_op(&r, OP_CONV2D_DW, &a, 2, xi, gi);
-          cs.what = "conv2d_dw", cs.fn = r_conv2d_dw, cs.total = KH * KW;
+          cs.what = "conv2d_dw", cs.fn = r_conv2d_dw, cs.total = KH * KW * Ci;
           cs.args[0] = ARG(x, N * H * W * Ci), cs.args[1] = ARG(gy, N * OH * OW * Co);
           free(w);
         }
         if (kind == 0 && shp(&r, y)->d[1] != OH) cr_assert_fail("conv2d output size");
+        cs.scratch = bpck_conv2d_scratch_f64(kind, W, Ci, KH, KW, Co, st, pad);
         cs.nout = numel(&r, y), cs.want = ref_run(&r, y, true, 0, 0);
         verify(&cs);
         ref_free(&r);

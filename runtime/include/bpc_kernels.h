@@ -104,17 +104,20 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   void bpck_causal_mask_##S(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,    \
                             int64_t end);                                                           \
                                                                                                     \
-  /* conv2d NHWC, x [N,H,W,Ci], w [KH,KW,Ci,Co], out [N,OH,OW,Co], zero padding. Ranges: conv2d  \
-     N*OH output rows; conv2d_dx N*H input rows; conv2d_dw KH*KW filter taps. */                    \
+  /* conv2d NHWC, x [N,H,W,Ci], w [KH,KW,Ci,Co], out [N,OH,OW,Co], zero padding; im2col + GEMM. \
+     Ranges: conv2d N*OH output rows; conv2d_dx N*H input rows; conv2d_dw KH*KW*Ci rows of dw. \
+     conv2d_scratch: per-thread elements; which 0 conv2d, 1 conv2d_dx, 2 conv2d_dw. */              \
+  size_t bpck_conv2d_scratch_##S(int which, int64_t W, int64_t Ci, int64_t KH, int64_t KW,          \
+                                 int64_t Co, int64_t stride, int64_t pad);                          \
   void bpck_conv2d_##S(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W,            \
                        int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,             \
-                       int64_t pad, int64_t begin, int64_t end);                                    \
+                       int64_t pad, T *scratch, int64_t begin, int64_t end);                        \
   void bpck_conv2d_dx_##S(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W,         \
                           int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,          \
-                          int64_t pad, int64_t begin, int64_t end);                                 \
+                          int64_t pad, T *scratch, int64_t begin, int64_t end);                     \
   void bpck_conv2d_dw_##S(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,         \
                           int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,          \
-                          int64_t pad, int64_t begin, int64_t end);                                 \
+                          int64_t pad, T *scratch, int64_t begin, int64_t end);                     \
   /* Pools, no padding, window K, stride S; max takes the first maximum. Ranges: forward N*OH,  \
      backward N (windows may overlap within an image). */                                           \
   void bpck_pool2d_##S(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, \
