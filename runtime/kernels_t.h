@@ -809,18 +809,37 @@ void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, 
     T *d = dx + b * H * W * C;
     for (int64_t i = 0; i < H * W * C; i++) d[i] = 0;
     for (int64_t oh = 0; oh < OH; oh++)
-      for (int64_t ow = 0; ow < OW; ow++)
-        for (int64_t c = 0; c < C; c++) {
-          T g = gy[((b * OH + oh) * OW + ow) * C + c];
-          int64_t best = -1;
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const T *g = gy + ((b * OH + oh) * OW + ow) * C;
+        for (int64_t c0 = 0; c0 < C; c0 += CW) {  // CW channels at a time, vectorized
+          int64_t w = KMIN(CW, C - c0);
+          if (!is_max) {
+            for (int64_t kh = 0; kh < K; kh++)
+              for (int64_t kw = 0; kw < K; kw++) {
+                T *dp = d + ((oh * S_ + kh) * W + ow * S_ + kw) * C + c0;
+                for (int64_t c = 0; c < w; c++) dp[c] += g[c0 + c] / (T)(K * K);
+              }
+            continue;
+          }
+          // The first maximum of each channel's window (as the forward).
+          T bv[CW];
+          int32_t bk[CW];
+          const T *x0 = x + b * H * W * C + ((oh * S_) * W + ow * S_) * C + c0;
+          for (int64_t c = 0; c < w; c++) bv[c] = x0[c], bk[c] = 0;
           for (int64_t kh = 0; kh < K; kh++)
             for (int64_t kw = 0; kw < K; kw++) {
-              int64_t xi = ((oh * S_ + kh) * W + ow * S_ + kw) * C + c;
-              if (!is_max) d[xi] += g / (T)(K * K);
-              else if (best < 0 || x[b * H * W * C + xi] > x[b * H * W * C + best]) best = xi;
+              const T *xp = x0 + (kh * W + kw) * C;
+              int32_t kk = (int32_t)(kh * K + kw);
+              for (int64_t c = 0; c < w; c++) {
+                int gt = xp[c] > bv[c];
+                bv[c] = gt ? xp[c] : bv[c];
+                bk[c] = gt ? kk : bk[c];
+              }
             }
-          if (is_max) d[best] += g;
+          for (int64_t c = 0; c < w; c++)
+            d[((oh * S_ + bk[c] / K) * W + ow * S_ + bk[c] % K) * C + c0 + c] += g[c0 + c];
         }
+      }
   }
 }
 
