@@ -33,6 +33,8 @@ static bool *result_nodes(const Graph *g) {
   return r;
 }
 
+#define EW_MAX_READS 48
+
 // inline_into[id] = the consumer an elementwise node is computed inside, or -1.
 static int *inline_targets(const Graph *g, const bool *result, bool fuse) {
   int n = g->nodes.n;
@@ -53,6 +55,27 @@ static int *inline_targets(const Graph *g, const bool *result, bool fuse) {
     const Node *c = graph_node(g, consumer[id]);
     if (is_ew(c) && shape_eq(&c->shape, &nd->shape)) into[id] = consumer[id];
   }
+  // A loop reads at most EW_MAX_READS values: where a tree would read more (a
+  // sum of squares over every gradient, for clipping), its largest inlined
+  // subtrees become loops of their own. reads[] over-counts (a value read
+  // twice counts twice), which keeps the bound safe.
+  int *reads = xcalloc((size_t)n, sizeof(int));
+  for (int id = 0; id < n; id++) {
+    const Node *nd = graph_node(g, id);
+    for (;;) {
+      int total = 0, big = -1;
+      for (int k = 0; k < nd->nin; k++) {
+        int x = nd->in[k];
+        if (graph_node(g, x)->op == OP_CONST) continue;
+        total += into[x] == id ? reads[x] : 1;
+        if (into[x] == id && (big < 0 || reads[x] > reads[big])) big = x;
+      }
+      reads[id] = total;
+      if (total <= EW_MAX_READS || big < 0) break;
+      into[big] = -1;
+    }
+  }
+  free(reads);
   free(uses);
   free(consumer);
   return into;

@@ -125,6 +125,27 @@ Test(codegen, every_case_f64_and_f32, .timeout = 600) {
     }
 }
 
+// One elementwise tree over 70 params (more than a loop takes operands):
+// fusion splits it, and the result still matches the interpreter.
+Test(codegen, elementwise_tree_of_70_params) {
+  char text[8192], *o = text;
+  o += sprintf(o, "params:\n");
+  for (int i = 0; i < 70; i++) o += sprintf(o, "  p%d: {shape: [5], init: normal(1)}\n", i);
+  o += sprintf(o, "graph:\n  out: p0");
+  for (int i = 1; i < 70; i++) o += sprintf(o, " %s p%d", i % 3 ? "+" : "*", i);
+  sprintf(o, "\n");
+  for (int t = 0; t < 2; t++) {
+    Arena a = {0};
+    Captured c;
+    cap_open(&c);
+    Graph *g = case_graph(&a, &c, text, t ? DT_F32 : DT_F64);
+    compare(g, "70 params", &c);
+    graph_free(g);
+    cap_close(&c);
+    arena_free(&a);
+  }
+}
+
 Test(codegen, every_model, .timeout = 600) {
   static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");
