@@ -177,7 +177,7 @@ static const char *find_duplicate(const char **names, int n) {
 
 void bpcrt_st_free(bpcrt_tensors *t) {
   for (int i = 0; i < t->n; i++)
-    free(t->t[i].name), free(t->t[i].data);
+    free(t->t[i].name), free(t->t[i].borrowed ? NULL : t->t[i].data);
   for (int i = 0; i < t->nmeta; i++)
     free(t->meta_keys[i]), free(t->meta_vals[i]);
   free(t->t), free(t->meta_keys), free(t->meta_vals);
@@ -230,6 +230,17 @@ bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype
   else
     memset(buf, 0, (size_t)nbytes);
   return push(t, xstrdup(name), dtype, rank, shape, buf, (size_t)nbytes);
+}
+
+bpcrt_tensor *bpcrt_st_add_ref(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
+                               int rank, const int64_t *shape, const void *data) {
+  uint64_t nbytes;
+  if (!name || !data || !dtype_valid(dtype) || rank < 0 || rank > BPCRT_MAX_RANK ||
+      (rank > 0 && !shape) || !shape_bytes(dtype, rank, shape, &nbytes) || bpcrt_st_find(t, name))
+    return NULL;
+  bpcrt_tensor *x = push(t, xstrdup(name), dtype, rank, shape, (void *)data, (size_t)nbytes);
+  x->borrowed = 1;
+  return x;
 }
 
 void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val) {

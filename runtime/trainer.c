@@ -358,7 +358,7 @@ static bool save_ckpt(T *t, const char *path, int64_t step, char *err) {
   for (int i = 0; i < a->p->n; i++) {
     const TDesc *d = &a->p->t[i];
     if (d->role == ROLE_PARAM || d->role == ROLE_OPT || d->role == ROLE_STATE)
-      bpcrt_st_add(&f, d->name, d->dtype, d->rank, d->shape, tp(a, d));
+      bpcrt_st_add_ref(&f, d->name, d->dtype, d->rank, d->shape, tp(a, d));
   }
   char b[32];
   snprintf(b, sizeof b, "%lld", (long long)step);
@@ -937,7 +937,7 @@ static int cmd_train(T *t) {
   if (!setup_data(t, err))
     return 1;
   arena_open(t, PROG_TRAIN);
-  if (d->prog[PROG_EVAL].present)
+  if (d->prog[PROG_EVAL].present && t->eval_set)  // no eval data: no eval arena (its params copy alone is the model's size)
     arena_open(t, PROG_EVAL);
   init_params(t, &t->ar[PROG_TRAIN]);
   if (o->resume && !load_resume(t, o->resume, err))

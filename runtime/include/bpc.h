@@ -67,8 +67,9 @@ typedef struct {
   bpcrt_dtype dtype;
   int rank;                       // 0 for a scalar
   int64_t shape[BPCRT_MAX_RANK];
-  void *data;                     // owned, little-endian; never NULL (even when nbytes is 0)
+  void *data;                     // little-endian; never NULL (even when nbytes is 0)
   size_t nbytes;                  // numel * element size
+  int borrowed;                   // data belongs to the caller (bpcrt_st_add_ref), not freed
 } bpcrt_tensor;
 
 // A set of named tensors plus string metadata. `{0}` is an empty set; every
@@ -100,6 +101,11 @@ const bpcrt_tensor *bpcrt_st_find(const bpcrt_tensors *t, const char *name);
 // name is taken, rank is outside 0..8 or a dim is negative.
 bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
                            int rank, const int64_t *shape, const void *data);
+// Like bpcrt_st_add without the copy: the set points at `data`, which must
+// stay valid and unchanged until the set is written and freed (checkpoints of
+// a 124M-param model would otherwise double the trainer's peak memory).
+bpcrt_tensor *bpcrt_st_add_ref(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
+                               int rank, const int64_t *shape, const void *data);
 // Sets (or replaces) a metadata key; the value of `key`, or NULL.
 void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val);
 const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key);
