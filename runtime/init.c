@@ -17,6 +17,11 @@ static double normal(uint64_t seed, uint64_t stream, uint64_t i) {
 
 void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
                      uint64_t seed, uint64_t stream, int64_t n, double *out) {
+  bpcrt_init_fill_at(kind, a, b, fan_in, fan_out, seed, stream, 0, n, out);
+}
+
+void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
+                        uint64_t seed, uint64_t stream, int64_t first, int64_t n, double *out) {
   double lo = 0, hi = 0, mean = 0, std = 0;
   int is_normal = 0;
   switch (kind) {
@@ -32,6 +37,6 @@ void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_o
   default: for (int64_t i = 0; i < n; i++) out[i] = 0; return;
   }
   for (int64_t i = 0; i < n; i++)
-    out[i] = is_normal ? mean + std * normal(seed, stream, (uint64_t)i)
-                       : lo + (hi - lo) * uniform53(seed, stream, (uint64_t)i);
+    out[i] = is_normal ? mean + std * normal(seed, stream, (uint64_t)(first + i))
+                       : lo + (hi - lo) * uniform53(seed, stream, (uint64_t)(first + i));
 }

@@ -256,16 +256,19 @@ static void init_params(T *t, Arena *a) {
     const TDesc *d = &a->p->t[i];
     if (d->role != ROLE_PARAM && d->role != ROLE_OPT && d->role != ROLE_STATE)
       continue;
-    double *v = malloc((size_t)d->numel * sizeof *v + 1);
-    if (d->role == ROLE_PARAM)
-      bpcrt_init_fill(d->init_kind, d->init_a, d->init_b, d->fan_in, d->fan_out, t->seed, bpcrt_fnv1a64(d->name),
-                      d->numel, v);
-    else
-      for (int64_t k = 0; k < d->numel; k++)
-        v[k] = d->init_value;
-    for (int64_t k = 0; k < d->numel; k++)
-      set_el(tp(a, d), d->dtype, k, v[k]);
-    free(v);
+    enum { CHUNK = 65536 };  // element k is a function of k alone: fill in chunks
+    static double v[CHUNK];
+    for (int64_t k0 = 0; k0 < d->numel; k0 += CHUNK) {
+      int64_t n = d->numel - k0 < CHUNK ? d->numel - k0 : CHUNK;
+      if (d->role == ROLE_PARAM)
+        bpcrt_init_fill_at(d->init_kind, d->init_a, d->init_b, d->fan_in, d->fan_out, t->seed,
+                           bpcrt_fnv1a64(d->name), k0, n, v);
+      else
+        for (int64_t k = 0; k < n; k++)
+          v[k] = d->init_value;
+      for (int64_t k = 0; k < n; k++)
+        set_el(tp(a, d), d->dtype, k0 + k, v[k]);
+    }
   }
 }
 

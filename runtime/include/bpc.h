@@ -50,6 +50,9 @@ enum {
 // in double; an f32 trainer rounds them, exactly as the interpreter does.
 void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
                      uint64_t seed, uint64_t stream, int64_t n, double *out);
+// Elements [first, first + n) of the same fill (each is a function of its index).
+void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
+                        uint64_t seed, uint64_t stream, int64_t first, int64_t n, double *out);
 
 // ---- safetensors.c: tensor files (SPEC 3) -------------------------------
 // A file is an 8-byte little-endian header length N, N bytes of JSON header,
