@@ -2,11 +2,12 @@
 #   make demo   install what is missing, build, run the main job
 #   make test   install what is missing, build, run every suite (plain, then
 #               ASan+UBSan), then the loader fuzzer for FUZZ_SECONDS
+#   make bench  bpc against PyTorch eager, torch.compile and JAX (bench/README.md)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build demo test test-plain test-asan fuzz clean
+.PHONY: all deps build demo test test-plain test-asan fuzz bench clean
 
 all: build
 
@@ -35,5 +36,11 @@ fuzz: deps
 
 test: test-plain test-asan fuzz
 
+bench: deps
+	bench/setup.sh build-bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build-bench -j$(JOBS) --target bpc bench_peak bench_gemm
+	/usr/bin/python3 bench/bench.py --build build-bench $(BENCH_FLAGS)
+
 clean:
-	rm -rf build build-test build-asan build-fuzz
+	rm -rf build build-test build-asan build-fuzz build-bench
