@@ -21,9 +21,12 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
+
+from peers import DIMS  # the models' default dims, shared with the peers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPENBLAS_OMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
@@ -36,8 +39,6 @@ MODELS = [
     ("gpt2_small", "gpt", dict(L=12, C=768, NH=12, T=64, B=4, V=50257), 10, 1),
     ("convnet", "convnet", {}, 60, 3),
 ]
-PEER_DIMS = {"xor": dict(B=4, H=8), "mlp": dict(B=256), "gpt": dict(B=8, T=128, C=256, NH=4, L=4, V=256),
-             "convnet": dict(B=64)}
 
 
 def log(*a):
@@ -68,7 +69,7 @@ def make_data(model, dims, path):
         write_safetensors(path, {"x": rng.random((n, 784), dtype=np.float32),
                                  "y": rng.integers(0, 10, n, dtype=np.int32)})
     else:
-        d = dict(PEER_DIMS["gpt"], **dims)
+        d = dict(DIMS["gpt"], **dims)
         n = 16 * d["B"]
         toks = rng.integers(0, d["V"], (n, d["T"] + 1), dtype=np.int32)
         write_safetensors(path, {"tokens": toks[:, :-1].copy(), "targets": toks[:, 1:].copy()})
@@ -93,7 +94,6 @@ def run_rss(cmd, env=None, cwd=None):
             os._exit(127)
     os.close(w)
     os.close(ew)
-    import threading
 
     def drain(fd, acc):
         while True:
@@ -189,7 +189,7 @@ def main():
         res = {}
         if not want or "bpc" in want:
             exe = os.path.join(work, "trainer_" + label)
-            _, ctime, crss = run_rss([bpc, "compile", yaml, "-o", exe] + dflags)
+            _, ctime, _ = run_rss([bpc, "compile", yaml, "-o", exe] + dflags)
             meds, rss = [], 0
             for _ in range(runs):
                 o, _, r = run_rss([exe, "train", "--data", data, "--steps", str(steps), "--threads", str(a.threads),
@@ -204,7 +204,7 @@ def main():
             try:
                 for _ in range(runs):
                     cmd = [py, os.path.join(ROOT, "bench", "peers.py"), fw, mfile, "--data", data, "--steps",
-                           str(steps), "--threads", str(a.threads)] + sum((["-D", f"{k}={v}"] for k, v in dims.items()), [])
+                           str(steps), "--threads", str(a.threads)] + dflags
                     o, _, r = run_rss(cmd, env=torch_env(a.threads))
                     j = json.loads(o.strip().splitlines()[-1])
                     meds.append(j["median_ms"])

@@ -344,6 +344,9 @@ bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
 // Per-axis strides (elements) of a contiguous tensor of shape `s` read as if
 // broadcast to `out`: trailing axes aligned, missing and size-1 axes 0.
 void shape_bcast_strides(const Shape *s, const Shape *out, int64_t *st);
+// attention_grad with which=3 writes dq, dk, dv flattened one after the other:
+// the element offset of part 0 (dq), 1 (dk), 2 (dv), or 3 (the total size).
+int64_t attention_grad_offset(const Shape *q, const Shape *k, int part);
 // "[2, 3]"; returns buf.
 char *shape_str(const Shape *s, char *buf, size_t size);
 
@@ -564,6 +567,10 @@ Graph *simplify(const Graph *g, unsigned flags);
 // kernel copies a batch-norm running-stat update into its state slot at the
 // end of the step.
 typedef enum { KK_EW, KK_CALL, KK_ALIAS, KK_STATE } KernelKind;
+
+// The most values one elementwise loop reads: fusion splits larger trees,
+// codegen sizes its tables by it.
+#define EW_MAX_READS 48
 
 typedef struct Kernel {
   KernelKind kind;

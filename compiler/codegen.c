@@ -224,7 +224,7 @@ typedef struct Ew {
   const Kernel *k;
   int rank;                  // collapsed iteration space
   int64_t d[BPC_MAX_RANK];
-  EwRead r[64];
+  EwRead r[EW_MAX_READS];
   int nr;
   int64_t block;             // inner length per row (the last dim, or a block of it)
   LLVMValueRef j;            // inner index
@@ -369,7 +369,7 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
 // `void ewN(out, reads..., begin, end)`: the loop over rows [begin, end).
 static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   const Node *root = graph_node(c->g, k->root);
-  LLVMTypeRef params[66];
+  LLVMTypeRef params[EW_MAX_READS + 3];
   for (int i = 0; i <= e->nr; i++) params[i] = c->ptr;
   params[e->nr + 1] = params[e->nr + 2] = c->i64;
   char name[32];
@@ -442,11 +442,11 @@ static void emit_ew(CG *c, const Kernel *k) {
   Ew e = {.k = k};
   Shape out = root->shape;
   if (out.rank == 0) out = (Shape){.rank = 1, .d = {1}};
-  int64_t st[65][BPC_MAX_RANK];
+  int64_t st[EW_MAX_READS + 1][BPC_MAX_RANK];
   shape_bcast_strides(&out, &out, st[0]);
   for (int i = 0; i < k->nreads; i++) {
     if (!tree_reads(c->g, k, k->reads[i])) continue;  // an epilogue matmul's operand
-    BPC_ASSERT(e.nr < 64);
+    BPC_ASSERT(e.nr < EW_MAX_READS);
     e.r[e.nr].node = k->reads[i];
     shape_bcast_strides(&graph_node(c->g, k->reads[i])->shape, &out, st[++e.nr]);
   }
@@ -513,7 +513,7 @@ static void emit_ew(CG *c, const Kernel *k) {
                              node_ptr(c, k->root), I64(c, N), I32(c, 0), scratch_ptr(c), c->begin, c->end};
     libcall(c, "gemm", m->dtype, args, 15);
   }
-  LLVMValueRef args[66];
+  LLVMValueRef args[EW_MAX_READS + 3];
   args[0] = node_ptr(c, k->root);
   for (int i = 0; i < e.nr; i++) args[i + 1] = node_ptr(c, e.r[i].node);
   args[e.nr + 1] = c->begin;
@@ -770,9 +770,10 @@ static void emit_call(CG *c, const Kernel *k) {
       return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 11, B * H, work);
     LLVMValueRef null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
     if (a->i[1] == 3) {  // dq, dk, dv flattened one after the other
-      int64_t offs[3] = {0, B * Tq * C, B * (Tq + Tk) * C};
-      for (int w = 0; w < 3; w++)
-        outs[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), (LLVMValueRef[]){I64(c, offs[w])}, 1, "");
+      for (int w = 0; w < 3; w++) {
+        LLVMValueRef off = I64(c, attention_grad_offset(q, kk, w));
+        outs[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), &off, 1, "");
+      }
     } else {
       outs[a->i[1]] = P(k->root);
     }

@@ -33,8 +33,6 @@ static bool *result_nodes(const Graph *g) {
   return r;
 }
 
-#define EW_MAX_READS 48
-
 // inline_into[id] = the consumer an elementwise node is computed inside, or -1.
 static int *inline_targets(const Graph *g, const bool *result, bool fuse) {
   int n = g->nodes.n;

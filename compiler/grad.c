@@ -230,26 +230,6 @@ void grad_slice(AD *ad, const Node *n, int gy, int *gin) {
   gin[0] = ad_op(ad, OP_SLICE_GRAD, 1, &gy, &a);
 }
 
-// One backward kernel computes dq, dk and dv together (they share P and dS):
-// a node with which=3 writes them flattened one after the other, and each
-// gradient is a slice of it, reshaped.
-void grad_attention(AD *ad, const Node *n, int gy, int *gin) {
-  Attr a = attr_default(OP_ATTENTION_GRAD);
-  a.i[0] = n->attr.i[0], a.b[0] = n->attr.b[0], a.i[1] = 3;
-  int in[4] = {X_(0), X_(1), X_(2), gy};
-  int all = ad_op(ad, OP_ATTENTION_GRAD, 4, in, &a);
-  int64_t off = 0;
-  for (int k = 0; k < 3; k++) {
-    int64_t len = shape_numel(shape_of(ad, X_(k)));
-    int part = slice_of(ad, all, off, off + len, 0);
-    Attr r = attr_default(OP_RESHAPE);
-    r.shape = *shape_of(ad, X_(k));
-    gin[k] = ad_op(ad, OP_RESHAPE, 1, &part, &r);
-    off += len;
-  }
-}
-
-
 // slice_grad is linear: its adjoint is the slice itself.
 void grad_slice_grad(AD *ad, const Node *n, int gy, int *gin) {
   gin[0] = slice_of(ad, gy, n->attr.i[0], n->attr.i[1], n->attr.i[2]);
@@ -344,6 +324,23 @@ void grad_log_softmax(AD *ad, const Node *n, int gy, int *gin) {
 }
 
 // ---------------------------------------------------------------- attention, conv
+
+// One backward kernel computes dq, dk and dv together (they share P and dS):
+// a node with which=3 writes them flattened one after the other, and each
+// gradient is a slice of it, reshaped.
+void grad_attention(AD *ad, const Node *n, int gy, int *gin) {
+  Attr a = attr_default(OP_ATTENTION_GRAD);
+  a.i[0] = n->attr.i[0], a.b[0] = n->attr.b[0], a.i[1] = 3;
+  int in[4] = {X_(0), X_(1), X_(2), gy};
+  int all = ad_op(ad, OP_ATTENTION_GRAD, 4, in, &a);
+  const Shape *q = shape_of(ad, X_(0)), *kk = shape_of(ad, X_(1));
+  for (int k = 0; k < 3; k++) {
+    int part = slice_of(ad, all, attention_grad_offset(q, kk, k), attention_grad_offset(q, kk, k + 1), 0);
+    Attr r = attr_default(OP_RESHAPE);
+    r.shape = *shape_of(ad, X_(k));
+    gin[k] = ad_op(ad, OP_RESHAPE, 1, &part, &r);
+  }
+}
 
 void grad_causal_mask(AD *ad, const Node *n, int gy, int *gin) { gin[0] = ad_un(ad, OP_CAUSAL_MASK_GRAD, gy); }
 void grad_causal_mask_grad(AD *ad, const Node *n, int gy, int *gin) { gin[0] = ad_un(ad, OP_CAUSAL_MASK_GRAD, gy); }

@@ -179,7 +179,7 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
       }
       for (int w = 0; w < 3; w++) {
         if (which != 3 && which != w) continue;
-        int64_t base = which != 3 ? 0 : w == 0 ? 0 : w == 1 ? B * Tq * C : B * (Tq + Tk) * C;
+        int64_t base = which == 3 ? attention_grad_offset(&q->shape, &k->shape, w) : 0;
         double *O = out->v + base + b * (w == 0 ? Tq : Tk) * C + h * hs;
         for (int64_t i = 0; i < Tq; i++)
           for (int64_t j = 0; j < Tk; j++)

@@ -93,6 +93,10 @@ void shape_bcast_strides(const Shape *s, const Shape *out, int64_t *st) {
   }
 }
 
+int64_t attention_grad_offset(const Shape *q, const Shape *k, int part) {
+  return (part > 0 ? shape_numel(q) : 0) + (part > 1 ? (part - 1) * shape_numel(k) : 0);
+}
+
 char *shape_str(const Shape *s, char *buf, size_t size) {
   size_t k = 0;
   k += (size_t)snprintf(buf + k, size - k, "[");

@@ -540,7 +540,7 @@ bool shape_norm_dx(Graph *g, Node *n) {
 
 bool shape_attention_grad(Graph *g, Node *n) {
   if (n->attr.i[1] == 3)  // dq, dk, dv flattened one after the other
-    n->shape = (Shape){.rank = 1, .d = {shape_numel(&IN(0)->shape) + 2 * shape_numel(&IN(1)->shape)}};
+    n->shape = (Shape){.rank = 1, .d = {attention_grad_offset(&IN(0)->shape, &IN(1)->shape, 3)}};
   else
     n->shape = IN(n->attr.i[1])->shape;
   n->dtype = float_of(g, n);

@@ -217,12 +217,17 @@ static void push_meta(bpcrt_tensors *t, const char *key, const char *val) {
   t->meta_vals[t->nmeta++] = xstrdup(val);
 }
 
+// Whether a tensor so described may join the set; its size in *nbytes.
+static bool can_add(const bpcrt_tensors *t, const char *name, bpcrt_dtype dtype, int rank,
+                    const int64_t *shape, uint64_t *nbytes) {
+  return name && dtype_valid(dtype) && rank >= 0 && rank <= BPCRT_MAX_RANK && (rank == 0 || shape) &&
+         shape_bytes(dtype, rank, shape, nbytes) && !bpcrt_st_find(t, name);
+}
+
 bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
                            int rank, const int64_t *shape, const void *data) {
   uint64_t nbytes;
-  if (!name || !dtype_valid(dtype) || rank < 0 || rank > BPCRT_MAX_RANK ||
-      (rank > 0 && !shape) || !shape_bytes(dtype, rank, shape, &nbytes) ||
-      bpcrt_st_find(t, name))
+  if (!can_add(t, name, dtype, rank, shape, &nbytes))
     return NULL;
   void *buf = xrealloc(NULL, (size_t)nbytes);
   if (data && nbytes)
@@ -235,8 +240,7 @@ bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype
 bpcrt_tensor *bpcrt_st_add_ref(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
                                int rank, const int64_t *shape, const void *data) {
   uint64_t nbytes;
-  if (!name || !data || !dtype_valid(dtype) || rank < 0 || rank > BPCRT_MAX_RANK ||
-      (rank > 0 && !shape) || !shape_bytes(dtype, rank, shape, &nbytes) || bpcrt_st_find(t, name))
+  if (!data || !can_add(t, name, dtype, rank, shape, &nbytes))
     return NULL;
   bpcrt_tensor *x = push(t, xstrdup(name), dtype, rank, shape, (void *)data, (size_t)nbytes);
   x->borrowed = 1;

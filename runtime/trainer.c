@@ -252,12 +252,12 @@ static const TDesc *find_role(const Prog *p, Role r) {
 
 // Params from the seed (SPEC 1.8), optimizer slots and state from their values.
 static void init_params(T *t, Arena *a) {
+  enum { CHUNK = 65536 };  // element k is a function of k alone: fill in chunks
+  double *v = malloc(CHUNK * sizeof *v);
   for (int i = 0; i < a->p->n; i++) {
     const TDesc *d = &a->p->t[i];
     if (d->role != ROLE_PARAM && d->role != ROLE_OPT && d->role != ROLE_STATE)
       continue;
-    enum { CHUNK = 65536 };  // element k is a function of k alone: fill in chunks
-    static double v[CHUNK];
     for (int64_t k0 = 0; k0 < d->numel; k0 += CHUNK) {
       int64_t n = d->numel - k0 < CHUNK ? d->numel - k0 : CHUNK;
       if (d->role == ROLE_PARAM)
@@ -270,6 +270,7 @@ static void init_params(T *t, Arena *a) {
         set_el(tp(a, d), d->dtype, k0 + k, v[k]);
     }
   }
+  free(v);
 }
 
 // Copies params and state by name from arena `from` into arena `to`.
