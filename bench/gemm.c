@@ -78,6 +78,12 @@ static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int 
 
 int main(int argc, char **argv) {
   int quick = argc > 1 && !strcmp(argv[1], "--quick");
+  if (argc == 8 && !strcmp(argv[1], "--shape")) {  // --shape M N K TA TB THREADS: one case
+    bpcrt_pool *pool = bpcrt_pool_new(atoi(argv[7]));
+    run("shape", atoll(argv[2]), atoll(argv[3]), atoll(argv[4]), atoi(argv[5]), atoi(argv[6]), pool);
+    bpcrt_pool_free(pool);
+    return 0;
+  }
   for (int threads = 1; threads <= 2; threads++) {
     bpcrt_pool *pool = bpcrt_pool_new(threads);
     int64_t sq[] = {512, 1024, 1536, 2048};

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bpc_kernels.h"
 #include "bpcc.h"
 
 // The kernel library's bitcode, embedded by kernels_bc.S.
@@ -366,15 +367,17 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
   return buf;
 }
 
-// `void ewN(out, reads..., begin, end)`: the loop over rows [begin, end).
+// `void ewN(out, reads..., begin, end)`: the loop over rows [begin, end);
+// a matmul epilogue's `(..., begin, end, j0, j1)` walks columns [j0, j1) of them.
 static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   const Node *root = graph_node(c->g, k->root);
-  LLVMTypeRef params[EW_MAX_READS + 3];
+  bool mm = k->mm >= 0;  // a matmul epilogue also takes its columns [j0, j1)
+  LLVMTypeRef params[EW_MAX_READS + 5];
   for (int i = 0; i <= e->nr; i++) params[i] = c->ptr;
-  params[e->nr + 1] = params[e->nr + 2] = c->i64;
+  params[e->nr + 1] = params[e->nr + 2] = params[e->nr + 3] = params[e->nr + 4] = c->i64;
   char name[32];
   snprintf(name, sizeof name, "ew%d", c->bodies.n);
-  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)e->nr + 3, 0));
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)e->nr + 3 + 2 * mm, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
   // noalias: without it the vectorizer guards every loop with overlap checks,
@@ -395,6 +398,7 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   Loop lr, lj;
   LLVMValueRef r = loop_begin(c, &lr, begin, end, "rows");
   LLVMValueRef jlo = I64(c, 0), jhi = I64(c, e->block);
+  if (mm) jlo = LLVMGetParam(fn, (unsigned)e->nr + 3), jhi = LLVMGetParam(fn, (unsigned)e->nr + 4);
   bool blocked = e->block != inner;
   if (blocked) {
     jlo = LLVMBuildMul(c->b, r, I64(c, e->block), "");
@@ -435,6 +439,40 @@ static bool tree_reads(const Graph *g, const Kernel *k, int id) {
       if (n->in[x] == id) return true;
   }
   return false;
+}
+
+// One unbatched matmul node into `out` over the kernel's range. The range
+// counts whole microkernel tiles: rows in units of BPCK_GEMM_ROW_UNIT or,
+// when N > M, columns in units of BPCK_GEMM_COL_UNIT. A row split makes
+// every thread pack all of op(B) (N x K) and its share of op(A); a column
+// split, all of op(A) and its share of op(B): the smaller total when N > M
+// (M = 256 tokens against N = 3072 in GPT-2's MLP). Sums do not depend on
+// the split.
+typedef struct {
+  int64_t units;                  // the range's length
+  LLVMValueRef r0, r1, j0, j1;  // the block of C this range computes
+} Gemm;
+
+static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs);
+
+static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
+  int64_t M, N, K, batch;
+  matmul_dims(c->g, m, &M, &N, &K, &batch);
+  BPC_ASSERT(batch == 1);
+  bool cols = N > M;
+  int64_t unit = cols ? BPCK_GEMM_COL_UNIT : BPCK_GEMM_ROW_UNIT, total = cols ? N : M;
+  Gemm g = {.units = (total + unit - 1) / unit};
+  LLVMValueRef lo = LLVMBuildMul(c->b, c->begin, I64(c, unit), "");
+  LLVMValueRef hi = LLVMBuildMul(c->b, c->end, I64(c, unit), "");
+  hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, total), ""), hi, I64(c, total), "");
+  g.r0 = cols ? I64(c, 0) : lo, g.r1 = cols ? I64(c, M) : hi;
+  g.j0 = cols ? lo : I64(c, 0), g.j1 = cols ? hi : I64(c, N);
+  const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
+  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), node_ptr(c, m->in[0]), I64(c, as->d[as->rank - 1]),
+                           I32(c, m->attr.b[0]), node_ptr(c, m->in[1]), I64(c, bs->d[bs->rank - 1]), I32(c, m->attr.b[1]),
+                           out, I64(c, N), I32(c, 0), scratch_ptr(c), lo, hi};
+  libcall(c, cols ? "gemm_cols" : "gemm", m->dtype, args, 15);
+  return g;
 }
 
 static void emit_ew(CG *c, const Kernel *k) {
@@ -503,22 +541,19 @@ static void emit_ew(CG *c, const Kernel *k) {
   free(c->sig);
   c->sig = wsig;
   begin_kernel(c);
-  if (k->mm >= 0) {  // the GEMM writes these rows, then the epilogue rewrites them in place
-    const Node *m = graph_node(c->g, k->mm);
-    int64_t M, N, K, batch;
-    matmul_dims(c->g, m, &M, &N, &K, &batch);
-    const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
-    LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), node_ptr(c, m->in[0]), I64(c, as->d[as->rank - 1]),
-                             I32(c, m->attr.b[0]), node_ptr(c, m->in[1]), I64(c, bs->d[bs->rank - 1]), I32(c, m->attr.b[1]),
-                             node_ptr(c, k->root), I64(c, N), I32(c, 0), scratch_ptr(c), c->begin, c->end};
-    libcall(c, "gemm", m->dtype, args, 15);
-  }
-  LLVMValueRef args[EW_MAX_READS + 3];
-  args[0] = node_ptr(c, k->root);
-  for (int i = 0; i < e.nr; i++) args[i + 1] = node_ptr(c, e.r[i].node);
+  LLVMValueRef args[EW_MAX_READS + 5];
+  int nargs = e.nr + 3;
   args[e.nr + 1] = c->begin;
   args[e.nr + 2] = c->end;
-  call(c, body, args, e.nr + 3);
+  if (k->mm >= 0) {  // the GEMM writes its block of C, then the epilogue rewrites it in place
+    Gemm gs = emit_gemm(c, graph_node(c->g, k->mm), node_ptr(c, k->root));
+    args[e.nr + 1] = gs.r0, args[e.nr + 2] = gs.r1, args[e.nr + 3] = gs.j0, args[e.nr + 4] = gs.j1;
+    nargs += 2;
+    rows = gs.units;
+  }
+  args[0] = node_ptr(c, k->root);
+  for (int i = 0; i < e.nr; i++) args[i + 1] = node_ptr(c, e.r[i].node);
+  call(c, body, args, nargs);
   end_kernel(c, rows, k->flops + k->bytes);
 }
 
@@ -604,10 +639,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
   begin_kernel(c);
   LLVMValueRef sp = scratch_ptr(c);
   if (batch == 1) {
-    LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), P(IN(0)), I64(c, lda), I32(c, ta), P(IN(1)), I64(c, ldb),
-                             I32(c, tb), P(k->root), I64(c, N), I32(c, 0), sp, c->begin, c->end};
-    libcall(c, "gemm", t, args, 15);
-    end_kernel(c, M, k->flops);
+    end_kernel(c, emit_gemm(c, n, P(k->root)).units, k->flops);
     return;
   }
   // Batched: the range is over batch entries; operand batch offsets broadcast.

@@ -148,15 +148,38 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
                        int64_t p0, int64_t kc) {
   for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
     int64_t mr = KMIN(GEMM_MR, mc - is);
-    if (!transa && mr == GEMM_MR) {  // six rows at a time, written in order
+    if (!transa && mr == GEMM_MR) {  // six rows, VL k at a time: loads along k, stores in order
       const T *s0 = A + (i0 + is) * lda + p0;
-      for (int64_t k = 0; k < kc; k++)
+      int64_t k = 0;
+      for (; k + VL <= kc; k += VL) {
+        V r0, r1, r2, r3, r4, r5;
+        VLOAD(r0, s0 + k);
+        VLOAD(r1, s0 + lda + k);
+        VLOAD(r2, s0 + 2 * lda + k);
+        VLOAD(r3, s0 + 3 * lda + k);
+        VLOAD(r4, s0 + 4 * lda + k);
+        VLOAD(r5, s0 + 5 * lda + k);
+        T *d = Ap + k * GEMM_MR;
+        for (int l = 0; l < VL; l++) {
+          d[l * GEMM_MR + 0] = r0[l];
+          d[l * GEMM_MR + 1] = r1[l];
+          d[l * GEMM_MR + 2] = r2[l];
+          d[l * GEMM_MR + 3] = r3[l];
+          d[l * GEMM_MR + 4] = r4[l];
+          d[l * GEMM_MR + 5] = r5[l];
+        }
+      }
+      for (; k < kc; k++)
         for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s0[r * lda + k];
     } else if (!transa) {
       for (int64_t r = 0; r < GEMM_MR; r++) {
         const T *s = A + (i0 + is + r) * lda + p0;
         for (int64_t k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < mr ? s[k] : 0;
       }
+    } else if (mr == GEMM_MR) {  // op(A) = A^T: each k's six values are adjacent
+      const T *s = A + p0 * lda + i0 + is;
+      for (int64_t k = 0; k < kc; k++, s += lda)
+        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s[r];
     } else {
       for (int64_t k = 0; k < kc; k++) {
         const T *s = A + (p0 + k) * lda + i0 + is;
@@ -169,21 +192,38 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
 // Bp (panels of kc x NR, k-major) = op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
 static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
                        int64_t j0, int64_t nc) {
+  int64_t full = nc / GEMM_NR * GEMM_NR;
+  if (!transb) {  // row by row of B: one contiguous read, NR-wide pieces to each panel
+    for (int64_t k = 0; k < kc; k++) {
+      const T *s = B + (p0 + k) * ldb + j0;
+      T *d = Bp + k * GEMM_NR;
+      for (int64_t js = 0; js < full; js += GEMM_NR, d += GEMM_NR * kc) {
+        V x0, x1;
+        VLOAD(x0, s + js);
+        VLOAD(x1, s + js + VL);
+        VSTORE(d, x0);
+        VSTORE(d + VL, x1);
+      }
+      if (full < nc)
+        for (int64_t c = 0; c < GEMM_NR; c++) d[c] = full + c < nc ? s[full + c] : 0;
+    }
+    return;
+  }
+  // op(B) = B^T: NR rows of B, VL k at a time, transposed through registers.
   for (int64_t js = 0; js < nc; js += GEMM_NR, Bp += GEMM_NR * kc) {
     int64_t nr = KMIN(GEMM_NR, nc - js);
-    if (!transb && nr == GEMM_NR) {
-      for (int64_t k = 0; k < kc; k++) memcpy(Bp + k * GEMM_NR, B + (p0 + k) * ldb + j0 + js, sizeof(T) * GEMM_NR);
-    } else if (!transb) {
-      for (int64_t k = 0; k < kc; k++) {
-        const T *s = B + (p0 + k) * ldb + j0 + js;
-        for (int64_t c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < nr ? s[c] : 0;
+    const T *s = B + (j0 + js) * ldb + p0;
+    int64_t k = 0;
+    if (nr == GEMM_NR)
+      for (; k + VL <= kc; k += VL) {
+        V r[GEMM_NR];
+        for (int c = 0; c < GEMM_NR; c++) VLOAD(r[c], s + c * ldb + k);
+        T *d = Bp + k * GEMM_NR;
+        for (int l = 0; l < VL; l++)
+          for (int c = 0; c < GEMM_NR; c++) d[l * GEMM_NR + c] = r[c][l];
       }
-    } else {
-      for (int64_t c = 0; c < GEMM_NR; c++) {
-        const T *s = B + (j0 + js + c) * ldb + p0;
-        for (int64_t k = 0; k < kc; k++) Bp[k * GEMM_NR + c] = c < nr ? s[k] : 0;
-      }
-    }
+    for (; k < kc; k++)
+      for (int64_t c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < nr ? s[c * ldb + k] : 0;
   }
 }
 
@@ -264,28 +304,52 @@ static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *
   }
 }
 
-// (M,N) = (M,K) @ (K,N)
+#if BPCK_GEMM_ROW_UNIT % GEMM_MR || BPCK_GEMM_COL_UNIT % GEMM_NR
+#error "the GEMM split units must be whole tiles"
+#endif
+
+// C[i0..i1, j0..j1) of (M,N) = (M,K) @ (K,N).
+static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int transa,
+                           const T *B, int64_t ldb, int transb, T *C, int64_t ldc,
+                           int accumulate, T *scratch, int64_t i0, int64_t i1, int64_t j0,
+                           int64_t j1) {
+  if (i0 >= i1 || j0 >= j1) return;
+  if (K <= 0) {
+    for (int64_t i = i0; !accumulate && i < i1; i++)
+      for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = 0;
+    return;
+  }
+  int64_t nmax = KMIN((N + GEMM_NR - 1) / GEMM_NR * GEMM_NR, GEMM_NC);
+  // K in equal blocks of at most KC (784 = 392 + 392, not 384 + 384 + 16): a
+  // short last block pays the C tile's load and store for little work.
+  int64_t nkb = (K + GEMM_KC - 1) / GEMM_KC, kb = (K + nkb - 1) / nkb;
+  T *Bp = scratch, *Ap = scratch + KMIN(K, GEMM_KC) * nmax;
+  for (int64_t jc = j0; jc < j1; jc += GEMM_NC) {
+    int64_t nc = KMIN(GEMM_NC, j1 - jc);
+    for (int64_t pc = 0; pc < K; pc += kb) {
+      int64_t kc = KMIN(kb, K - pc);
+      FN(pack_b)(Bp, B, ldb, transb, pc, kc, jc, nc);
+      FN(gemm_block)(A, lda, transa, Bp, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
+                     i0, i1);
+    }
+  }
+}
+
+// (M,N) = (M,K) @ (K,N), rows [begin, end)
 void FN(bpck_gemm)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,
                    const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,
                    T *scratch, int64_t begin, int64_t end) {
   (void)M;
-  if (begin >= end || N <= 0) return;
-  if (K <= 0) {
-    for (int64_t i = begin; !accumulate && i < end; i++)
-      for (int64_t j = 0; j < N; j++) C[i * ldc + j] = 0;
-    return;
-  }
-  int64_t nmax = KMIN((N + GEMM_NR - 1) / GEMM_NR * GEMM_NR, GEMM_NC);
-  T *Bp = scratch, *Ap = scratch + KMIN(K, GEMM_KC) * nmax;
-  for (int64_t jc = 0; jc < N; jc += GEMM_NC) {
-    int64_t nc = KMIN(GEMM_NC, N - jc);
-    for (int64_t pc = 0; pc < K; pc += GEMM_KC) {
-      int64_t kc = KMIN(GEMM_KC, K - pc);
-      FN(pack_b)(Bp, B, ldb, transb, pc, kc, jc, nc);
-      FN(gemm_block)(A, lda, transa, Bp, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
-                     begin, end);
-    }
-  }
+  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, begin, end,
+                 0, N);
+}
+
+// (M,N) = (M,K) @ (K,N), columns [begin, end)
+void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,
+                        const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,
+                        T *scratch, int64_t begin, int64_t end) {
+  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, 0, M, begin,
+                 end);
 }
 
 // ============================================================ reductions

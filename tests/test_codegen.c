@@ -146,6 +146,33 @@ Test(codegen, elementwise_tree_of_70_params) {
   }
 }
 
+// GEMMs big enough for the pool (two threads), split over rows (N <= M) and
+// over columns (N > M), with fused epilogues, plain and transposed operands,
+// and dims that are not whole tiles: each matches the interpreter and is
+// bit-identical to one thread unfused.
+Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
+  static const char *texts[] = {
+      P2("a", "[20, 70]", "b", "[70, 91]") "  c: {shape: [91], init: normal(1)}\n"
+      "graph:\n  out: relu(a @ b + c) * 0.1\n",
+      P2("a", "[95, 70]", "b", "[70, 19]") "graph:\n  out: tanh(a @ b)\n",
+      P2("a", "[33, 40]", "b", "[130, 40]") "graph:\n  out: matmul(a, b, transpose_b=true)\n",
+      P2("a", "[40, 130]", "b", "[40, 17]") "graph:\n  out: matmul(a, b, transpose_a=true) - 1\n",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+    for (int t = 0; t < 2; t++) {
+      Arena a = {0};
+      Captured c;
+      cap_open(&c);
+      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
+      char what[32];
+      snprintf(what, sizeof what, "gemm split %zu", i);
+      compare(g, what, &c);
+      graph_free(g);
+      cap_close(&c);
+      arena_free(&a);
+    }
+}
+
 Test(codegen, every_model, .timeout = 600) {
   static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");

@@ -821,9 +821,13 @@ Test(kernels, fill_arange_rank0) {
 // ---------------------------------------------------------------- gemm
 
 static void r_gemm(K *k, int64_t b, int64_t e) {
-  int64_t *d = k->d;  // M N K lda transa ldb transb ldc accumulate
-  CALL(gemm, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out,
-       d[7], (int)d[8], k->scratch, b, e);
+  int64_t *d = k->d;  // M N K lda transa ldb transb ldc accumulate by_cols
+  if (d[9])
+    CALL(gemm_cols, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out,
+         d[7], (int)d[8], k->scratch, b, e);
+  else
+    CALL(gemm, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out,
+         d[7], (int)d[8], k->scratch, b, e);
 }
 
 // C (M,N) over ldc from the naive triple loop; A, B stored per transa/transb.
@@ -844,17 +848,20 @@ static double *naive_gemm(const int64_t *d, const double *A, const double *B, co
 Test(kernels, gemm_against_naive_loop) {
   static const int64_t mnk[][3] = {{1, 1, 1},   {1, 1, 7},   {7, 1, 1},    {1, 17, 3},  {6, 16, 8},
                                    {7, 17, 9},  {13, 33, 5}, {33, 8, 300}, {5, 40, 0},  {150, 20, 7},
-                                   {12, 4100, 3}, {64, 64, 64}, {9, 9, 513}};
+                                   {12, 4100, 3}, {64, 64, 64}, {9, 9, 513}, {14, 40, 785},
+                                   {18, 35, 24}};
+  // v: transa, transb, accumulate, and the range over rows (bpck_gemm) or columns (bpck_gemm_cols)
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
-    for (int v = 0; v < 8; v++) {
-      int64_t M = mnk[s][0], N = mnk[s][1], K = mnk[s][2], ta = v & 1, tb = v >> 1 & 1, acc = v >> 2;
+    for (int v = 0; v < 16; v++) {
+      int64_t M = mnk[s][0], N = mnk[s][1], K = mnk[s][2], ta = v & 1, tb = v >> 1 & 1, acc = v >> 2 & 1;
+      int64_t cols = v >> 3;
       int64_t lda = (ta ? M : K) + (v % 3), ldb = (tb ? K : N) + (v % 2), ldc = N + (v % 3);
-      int64_t d[16] = {M, N, K, lda, ta, ldb, tb, ldc, acc};
+      int64_t d[16] = {M, N, K, lda, ta, ldb, tb, ldc, acc, cols};
       int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb;
       double *A = rvec(na, -1, 1), *B = rvec(nb, -1, 1), *C0 = rvec(M * ldc, -1, 1);
       double *want = naive_gemm(d, A, B, C0);
       Case c = {.what = "gemm", .fn = r_gemm, .nargs = 2, .args = {ARG(A, na), ARG(B, nb)},
-                .nout = M * ldc, .want = want, .out_init = C0, .total = M,
+                .nout = M * ldc, .want = want, .out_init = C0, .total = cols ? N : M,
                 .scratch = bpck_gemm_scratch_f32(M, N, K), .tol32 = 1e-5 * (1 + sqrt((double)K))};
       memcpy(c.d, d, sizeof d);
       cr_assert_geq(bpck_gemm_scratch_f32(M, N, K), bpck_gemm_scratch_f64(M, N, K) / 2);

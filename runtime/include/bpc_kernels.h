@@ -31,6 +31,12 @@ extern "C" {
 #endif
 
 enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
+// GEMM ranges are best split at whole microkernel tiles: generated code
+// splits rows in units of BPCK_GEMM_ROW_UNIT and columns in units of
+// BPCK_GEMM_COL_UNIT (multiples of the f32 and f64 tile sizes).
+#define BPCK_GEMM_ROW_UNIT 6
+#define BPCK_GEMM_COL_UNIT 16
+
 enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
 
 #define BPCK_DECLARE(T, S)                                                                          \
@@ -52,11 +58,15 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
                                                                                                     \
   /* C[M,N] = op(A)[M,K] @ op(B)[K,N] (+ C when accumulate). op(A) = A^T when transa (A is then   \
      [K,M] with row stride lda), likewise B. Packed, register-blocked (BLIS structure). Range:    \
-     rows of C. */                                                                                  \
+     rows of C. bpck_gemm_cols: the same, range over columns of C (all rows): each thread then  \
+     packs all of A and its share of B, cheaper than the row split when N > M. */                 \
   size_t bpck_gemm_scratch_##S(int64_t M, int64_t N, int64_t K);                                    \
   void bpck_gemm_##S(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,          \
                      const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,        \
                      T *scratch, int64_t begin, int64_t end);                                       \
+  void bpck_gemm_cols_##S(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,     \
+                          const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,   \
+                          T *scratch, int64_t begin, int64_t end);                                  \
                                                                                                     \
   /* Reductions of in viewed as [O, R, I] over R: out[O, I]. kind: BPCK_SUM..BPCK_LOGSUMEXP (VAR \
      is the population variance). Range: flat output index in [0, O*I). */                         \
