@@ -68,7 +68,7 @@ static inline float clamp_f(float x, float lo, float hi) {
 // Cephes expf: n = round(x / ln 2), r = x - n ln 2 in two parts, a degree-6
 // polynomial, and 2^n applied in two halves so that results near the
 // overflow and subnormal ends are right.
-MATH_INLINE float bpck_exp_f32(float x) {
+static inline __attribute__((always_inline)) float exp_in_f32(float x) {
   float xc = clamp_f(x != x ? 0.0f : x, -104.0f, 89.0f);
   float n = rint_f(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;
@@ -88,7 +88,7 @@ MATH_INLINE float bpck_exp_f32(float x) {
 
 // Cephes logf: x = m 2^e with m in [sqrt(1/2), sqrt(2)), a degree-9
 // polynomial in m - 1; subnormals are scaled by 2^25 first.
-MATH_INLINE float bpck_log_f32(float x) {
+static inline __attribute__((always_inline)) float log_in_f32(float x) {
   int tiny = x < 1.17549435e-38f;
   float xs = tiny ? x * 33554432.0f : x;
   uint32_t u = f2u(xs);
@@ -118,6 +118,11 @@ MATH_INLINE float bpck_log_f32(float x) {
   r = x == INFINITY ? x : r;
   return x != x ? x : r;
 }
+
+// The exported names; the kernels below call the always-inlined bodies (GCC
+// would otherwise call these per element and the loops would not vectorize).
+MATH_INLINE float bpck_exp_f32(float x) { return exp_in_f32(x); }
+MATH_INLINE float bpck_log_f32(float x) { return log_in_f32(x); }
 
 // Cephes tanhf: an odd polynomial below 0.625, else 1 - 2 / (e^2|x| + 1).
 MATH_INLINE float bpck_tanh_f32(float x) {
@@ -331,6 +336,8 @@ MATH_INLINE float bpck_gelu_grad_f32(float x, float p) {
 // libm, the same formulas as the interpreter (interp.c, interp_grad.c).
 
 double bpck_exp_f64(double x) { return exp(x); }
+static inline double exp_in_f64(double x) { return exp(x); }
+static inline double log_in_f64(double x) { return log(x); }
 double bpck_log_f64(double x) { return log(x); }
 double bpck_tanh_f64(double x) { return tanh(x); }
 double bpck_sin_f64(double x) { return sin(x); }
@@ -361,11 +368,44 @@ double bpck_gelu_grad_f64(double x, double p) {
   return 0.5 * (1 + erf(x / sqrt(2.0))) + x * k * exp(-0.5 * x * x);
 }
 
+// ============================================================ f32 vector math
+// exp_in_f32 on 8 lanes, step for step, for the kernels' exp loops (softmax,
+// attention, cross_entropy): GCC does not vectorize the scalar version.
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+// Vectors move through pointers, never by value (kernels_t.h's rule: the ABI
+// of vector arguments changes with -mavx).
+#define VSEL_F32(m, a, b) ((v8f)(((v8i)(a) & (m)) | ((v8i)(b) & ~(m))))
+
+static inline void vexp_f32(v8f *v) {
+  v8f x = *v;
+  v8i nan = x != x;
+  v8f xc = VSEL_F32(nan, (v8f){0}, x);
+  xc = VSEL_F32(xc > 89.0f, (v8f){0} + 89.0f, xc);
+  xc = VSEL_F32(xc < -104.0f, (v8f){0} - 104.0f, xc);
+  v8f n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  v8f r = xc - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  v8f z = r * r;
+  v8f y = (v8f){0} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  v8i ni = __builtin_convertvector(n, v8i), n1 = ni / 2, n2 = ni - n1;
+  y = y * (v8f)((n1 + 127) << 23) * (v8f)((n2 + 127) << 23);
+  *v = VSEL_F32(nan, x, y);
+}
+
 // ============================================================ type-generic kernels
 
 #define T float
 #define S f32
 #define VL 8
+#define HAVE_VEXP 1
 #define SQRT_T __builtin_sqrtf
 #define GEMM_MR 6
 #define GEMM_NR 16
@@ -376,6 +416,7 @@ double bpck_gelu_grad_f64(double x, double p) {
 #undef T
 #undef S
 #undef VL
+#undef HAVE_VEXP
 #undef SQRT_T
 #undef GEMM_MR
 #undef GEMM_NR
@@ -386,6 +427,7 @@ double bpck_gelu_grad_f64(double x, double p) {
 #define T double
 #define S f64
 #define VL 4
+#define HAVE_VEXP 0
 #define SQRT_T __builtin_sqrt
 #define GEMM_MR 6
 #define GEMM_NR 8

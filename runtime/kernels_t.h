@@ -14,8 +14,9 @@
 #define KCAT(a, b) KCAT2(a, b)
 #define FN(name) KCAT(name, S)
 #define V FN(vec)
-#define EXP_T FN(bpck_exp)
-#define LOG_T FN(bpck_log)
+#define VM FN(vmask)
+#define EXP_T FN(exp_in)
+#define LOG_T FN(log_in)
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
 #define VSTORE(p, v) memcpy((p), &(v), sizeof(v))
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
@@ -24,6 +25,7 @@
 #define CW 128
 
 typedef T V __attribute__((vector_size(VL * sizeof(T))));
+typedef __typeof__((V){0} > (V){0}) VM;  // a lane mask of V's width
 
 // ============================================================ row helpers
 
@@ -78,13 +80,28 @@ static T FN(sumsq_dev)(const T *x, int64_t n, T m) {
   return s;
 }
 
+// y[0..n) = exp(x * scale - shift); y may be x.
+static void FN(exp_row)(T *y, const T *x, int64_t n, T scale, T shift) {
+  int64_t i = 0;
+#if HAVE_VEXP
+  for (; i + VL <= n; i += VL) {
+    V v;
+    VLOAD(v, x + i);
+    v = v * scale - shift;
+    FN(vexp)(&v);
+    VSTORE(y + i, v);
+  }
+#endif
+  for (; i < n; i++) y[i] = EXP_T(x[i] * scale - shift);
+}
+
 // sum of exp(x - m), VL at a time.
 static T FN(sum_exp)(const T *x, int64_t n, T m) {
   V a0 = {0}, t0;
   T t[VL];
   int64_t i = 0;
   for (; i + VL <= n; i += VL) {
-    for (int l = 0; l < VL; l++) t[l] = EXP_T(x[i + l] - m);
+    FN(exp_row)(t, x + i, VL, 1, m);
     VLOAD(t0, t);
     a0 += t0;
   }
@@ -100,7 +117,18 @@ static inline T FN(fmax_acc)(T m, T v) { return v > m || m != m ? v : m; }
 
 static T FN(fmax_row)(const T *x, int64_t n, int64_t st) {
   T m = x[0];
-  for (int64_t k = 1; k < n; k++) m = FN(fmax_acc)(m, x[k * st]);
+  int64_t k = 1;
+  if (st == 1 && n >= 2 * VL) {  // lane-wise, then the lanes (the same rule, any order)
+    V a, v;
+    VLOAD(a, x);
+    for (k = VL; k + VL <= n; k += VL) {
+      VLOAD(v, x + k);
+      VM take = (v > a) | (a != a);
+      a = (V)(((VM)v & take) | ((VM)a & ~take));
+    }
+    for (int l = 0; l < VL; l++) m = FN(fmax_acc)(m, a[l]);
+  }
+  for (; k < n; k++) m = FN(fmax_acc)(m, x[k * st]);
   return m;
 }
 
@@ -456,7 +484,7 @@ void FN(bpck_maxmin_grad)(T *dx, const T *x, const T *gy, int64_t O, int64_t R, 
 
 static void FN(softmax_row)(T *y, const T *x, int64_t n, int log) {
   T m = FN(fmax_row)(x, n, 1);
-  for (int64_t k = 0; k < n; k++) y[k] = EXP_T(x[k] - m);
+  FN(exp_row)(y, x, n, 1, m);
   T s = FN(sum_row)(y, n);
   if (log) {
     T ls = LOG_T(s);
@@ -645,14 +673,11 @@ size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
 // column j > row i) entries 0.
 static void FN(att_softmax)(T *S, int64_t Tq, int64_t Tk, int causal, T scale) {
   for (int64_t i = 0; i < Tq; i++) {
-    T *r = S + i * Tk, m = -INFINITY, sum = 0;
+    T *r = S + i * Tk;
     int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
-    for (int64_t j = 0; j < nk; j++) m = FN(fmax_acc)(m, r[j]);
-    m *= scale;
-    for (int64_t j = 0; j < nk; j++) {
-      r[j] = EXP_T(r[j] * scale - m);
-      sum += r[j];
-    }
+    T m = FN(fmax_row)(r, nk, 1) * scale;
+    FN(exp_row)(r, r, nk, scale, m);
+    T sum = FN(sum_row)(r, nk);
     T inv = 1 / sum;
     for (int64_t j = 0; j < nk; j++) r[j] *= inv;
     for (int64_t j = nk; j < Tk; j++) r[j] = 0;
@@ -985,7 +1010,7 @@ void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, 
     const T *xr = logits + r * K;
     T *dr = dl + r * K, mx = -INFINITY;
     for (int64_t c = 0; c < K; c++) mx = xr[c] > mx ? xr[c] : mx;
-    for (int64_t c = 0; c < K; c++) dr[c] = EXP_T(xr[c] - mx);
+    FN(exp_row)(dr, xr, K, 1, mx);
     T s = FN(sum_row)(dr, K);
     for (int64_t c = 0; c < K; c++) dr[c] = (dr[c] / s - (T)(c == labels[r])) * scale;
   }
@@ -1024,6 +1049,7 @@ void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
 #undef KCAT
 #undef FN
 #undef V
+#undef VM
 #undef EXP_T
 #undef LOG_T
 #undef VLOAD
