@@ -263,7 +263,7 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
 // (`c += b * a`) so clang contracts it to an FMA.
 #define UK_ROW(r)                                                      \
   {                                                                    \
-    T ar = a[r];                                                       \
+    T ar = a##r[ka];                                                   \
     c##r##0 += b0 * ar;                                                \
     c##r##1 += b1 * ar;                                                \
   }
@@ -285,8 +285,12 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
     VSTORE(cr + VL, c##r##1);                                \
   }
 
-static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr,
-                        int64_t nr, int first) {
+// op(A)'s sliver is read in place: element (r, k) at a[r * rsa + k * csa]
+// (a packed sliver: rsa 1, csa MR; A itself: rsa lda, csa 1; A^T: rsa 1, csa lda).
+static void FN(ukernel)(int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b, T *c,
+                        int64_t ldc, int64_t mr, int64_t nr, int first) {
+  const T *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa,
+          *a5 = a + 5 * rsa;
   V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   V c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
   V b0, b1;
@@ -294,7 +298,7 @@ static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, i
     __builtin_prefetch(c + r * ldc, 1);
     __builtin_prefetch(c + r * ldc + GEMM_NR - 1, 1);
   }
-  for (int64_t k = 0; k < kc; k++, a += GEMM_MR, b += GEMM_NR) {
+  for (int64_t k = 0, ka = 0; k < kc; k++, ka += csa, b += GEMM_NR) {
     VLOAD(b0, b);
     VLOAD(b1, b + VL);
     UK_ROW(0) UK_ROW(1) UK_ROW(2) UK_ROW(3) UK_ROW(4) UK_ROW(5)
@@ -322,13 +326,20 @@ static void FN(ukernel)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, i
 static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *Ap, T *C,
                            int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
                            int first, int64_t begin, int64_t end) {
+  // Whole slivers of a plain A are read in place (six rows, each along k:
+  // the same lines a packed sliver would fill); A^T, whose sliver spans a
+  // line per k, and a last partial sliver (zero rows past the end) are packed.
   for (int64_t ic = begin; ic < end; ic += GEMM_MC) {
-    int64_t mc = KMIN(GEMM_MC, end - ic);
-    FN(pack_a)(Ap, A, lda, transa, ic, mc, pc, kc);
+    int64_t mc = KMIN(GEMM_MC, end - ic), mfull = transa ? 0 : mc / GEMM_MR * GEMM_MR;
+    if (mfull < mc) FN(pack_a)(Ap, A, lda, transa, ic + mfull, mc - mfull, pc, kc);
+    const T *A0 = A + ic * lda + pc;
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR)
-      for (int64_t ir = 0; ir < mc; ir += GEMM_MR)
-        FN(ukernel)(kc, Ap + ir * kc, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+      for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
+        int inplace = ir < mfull;
+        FN(ukernel)(kc, inplace ? A0 + ir * lda : Ap + (ir - mfull) * kc, inplace ? lda : 1,
+                    inplace ? 1 : GEMM_MR, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
                     KMIN(GEMM_MR, mc - ir), KMIN(GEMM_NR, nc - jr), first);
+      }
   }
 }
 
