@@ -584,6 +584,8 @@ typedef struct Kernel {
   int mm;       // KK_EW: a matmul computed into the output first (its epilogue
                 // is this loop, run on the same rows), -1 if none
   int phase;    // 0: the step's kernels; 1: the optimizer update's
+  int nouts;    // KK_EW without mm: more values the same loop computes and
+  int *outs;    // stores (siblings merged by fuse.c), before the root
 } Kernel;
 
 typedef enum { MEM_PARAM, MEM_GRAD, MEM_INPUT, MEM_STATE, MEM_OUTPUT, MEM_ACT, MEM_NCAT } MemCat;

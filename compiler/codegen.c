@@ -342,7 +342,11 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
-  fprintf(f, "%lld/%lld/%lld/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0);
+  fprintf(f, "%lld/%lld/%lld/%d/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0,
+          k->nouts);
+  for (int o = 0; o < k->nouts; o++)  // which tree nodes the extra outputs are
+    for (int u = 0; u < k->nnodes; u++)
+      if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
   for (int a = 0; a < e->rank; a++) fprintf(f, "%lld,", (long long)e->d[a]);
   for (int i = 0; i < e->nr; i++) {
     fprintf(f, "|r%d", graph_node(c->g, e->r[i].node)->dtype);
@@ -372,12 +376,13 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
 static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   const Node *root = graph_node(c->g, k->root);
   bool mm = k->mm >= 0;  // a matmul epilogue also takes its columns [j0, j1)
-  LLVMTypeRef params[EW_MAX_READS + 5];
-  for (int i = 0; i <= e->nr; i++) params[i] = c->ptr;
-  params[e->nr + 1] = params[e->nr + 2] = params[e->nr + 3] = params[e->nr + 4] = c->i64;
+  int no = 1 + k->nouts;  // stored values: the root, then the merged siblings
+  LLVMTypeRef params[EW_MAX_READS + EW_MAX_READS + 5];
+  for (int i = 0; i < no + e->nr; i++) params[i] = c->ptr;
+  for (int i = 0; i < 4; i++) params[no + e->nr + i] = c->i64;
   char name[32];
   snprintf(name, sizeof name, "ew%d", c->bodies.n);
-  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)e->nr + 3 + 2 * mm, 0));
+  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)(no + e->nr + 2 + 2 * mm), 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
   // noalias: without it the vectorizer guards every loop with overlap checks,
@@ -385,20 +390,21 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   // operands, element for element) always fails them and runs scalar. The
   // only aliasing is out[i] with an operand's element i, read before it is
   // written in the same iteration; no two iterations touch the same element.
-  for (int i = 0; i <= e->nr; i++)
+  // A merged kernel's loads all come before its stores (below), so the
+  // same holds with several outputs.
+  for (int i = 0; i < no + e->nr; i++)
     LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
   LLVMValueRef saved_fn = c->fn;
   c->fn = fn;
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
-  LLVMValueRef out_ptr = LLVMGetParam(fn, 0);
-  for (int i = 0; i < e->nr; i++) e->r[i].ptr = LLVMGetParam(fn, (unsigned)i + 1);
-  LLVMValueRef begin = LLVMGetParam(fn, (unsigned)e->nr + 1), end = LLVMGetParam(fn, (unsigned)e->nr + 2);
+  for (int i = 0; i < e->nr; i++) e->r[i].ptr = LLVMGetParam(fn, (unsigned)(no + i));
+  LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(no + e->nr)), end = LLVMGetParam(fn, (unsigned)(no + e->nr + 1));
   e->val = xcalloc((size_t)c->g->nodes.n, sizeof(LLVMValueRef));
   Loop lr, lj;
   LLVMValueRef r = loop_begin(c, &lr, begin, end, "rows");
   LLVMValueRef jlo = I64(c, 0), jhi = I64(c, e->block);
-  if (mm) jlo = LLVMGetParam(fn, (unsigned)e->nr + 3), jhi = LLVMGetParam(fn, (unsigned)e->nr + 4);
+  if (mm) jlo = LLVMGetParam(fn, (unsigned)(no + e->nr + 2)), jhi = LLVMGetParam(fn, (unsigned)(no + e->nr + 3));
   bool blocked = e->block != inner;
   if (blocked) {
     jlo = LLVMBuildMul(c->b, r, I64(c, e->block), "");
@@ -419,9 +425,11 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   LLVMValueRef out_base = blocked ? I64(c, 0) : LLVMBuildMul(c->b, r, I64(c, inner), "");
   LLVMValueRef j = loop_begin(c, &lj, jlo, jhi, "inner");
   e->j = j;
-  LLVMValueRef v = ew_node(c, e, k->root);
+  LLVMValueRef v[EW_MAX_READS + 1];
+  for (int o = 0; o < no; o++) v[o] = ew_node(c, e, o ? k->outs[o - 1] : k->root);
   LLVMValueRef oi = LLVMBuildAdd(c->b, out_base, j, "");
-  LLVMBuildStore(c->b, v, LLVMBuildGEP2(c->b, ftype(c, root->dtype), out_ptr, &oi, 1, ""));
+  for (int o = 0; o < no; o++)
+    LLVMBuildStore(c->b, v[o], LLVMBuildGEP2(c->b, ftype(c, root->dtype), LLVMGetParam(fn, (unsigned)o), &oi, 1, ""));
   loop_end(c, &lj);
   loop_end(c, &lr);
   LLVMBuildRetVoid(c->b);
@@ -541,18 +549,19 @@ static void emit_ew(CG *c, const Kernel *k) {
   free(c->sig);
   c->sig = wsig;
   begin_kernel(c);
-  LLVMValueRef args[EW_MAX_READS + 5];
-  int nargs = e.nr + 3;
-  args[e.nr + 1] = c->begin;
-  args[e.nr + 2] = c->end;
+  LLVMValueRef args[EW_MAX_READS + EW_MAX_READS + 5];
+  int no = 1 + k->nouts, nargs = no + e.nr + 2;
+  args[no + e.nr] = c->begin;
+  args[no + e.nr + 1] = c->end;
   if (k->mm >= 0) {  // the GEMM writes its block of C, then the epilogue rewrites it in place
     Gemm gs = emit_gemm(c, graph_node(c->g, k->mm), node_ptr(c, k->root));
-    args[e.nr + 1] = gs.r0, args[e.nr + 2] = gs.r1, args[e.nr + 3] = gs.j0, args[e.nr + 4] = gs.j1;
+    args[no + e.nr] = gs.r0, args[no + e.nr + 1] = gs.r1, args[no + e.nr + 2] = gs.j0, args[no + e.nr + 3] = gs.j1;
     nargs += 2;
     rows = gs.units;
   }
   args[0] = node_ptr(c, k->root);
-  for (int i = 0; i < e.nr; i++) args[i + 1] = node_ptr(c, e.r[i].node);
+  for (int o = 1; o < no; o++) args[o] = node_ptr(c, k->outs[o - 1]);
+  for (int i = 0; i < e.nr; i++) args[no + i] = node_ptr(c, e.r[i].node);
   call(c, body, args, nargs);
   end_kernel(c, rows, k->flops + k->bytes);
 }
@@ -905,6 +914,7 @@ static char *kernel_signature(CG *c, const Kernel *k) {
   for (int i = 0; i < k->nnodes; i++) node_desc(f, c->g, k->nodes[i]);
   node_desc(f, c->g, k->root);
   if (k->mm >= 0) node_desc(f, c->g, k->mm);
+  for (int i = 0; i < k->nouts; i++) node_desc(f, c->g, k->outs[i]);
   for (int i = 0; i < k->nreads; i++) node_desc(f, c->g, k->reads[i]);
   fclose(f);
   return buf;

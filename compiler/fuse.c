@@ -98,20 +98,93 @@ static void collect_tree(const Graph *g, const int *into, int id, IntVec *nodes,
   VEC_PUSH(*nodes, id);
 }
 
+static int64_t value_bytes(const Graph *g, int id) {
+  const Node *n = graph_node(g, id);
+  return shape_numel(&n->shape) * dtype_bytes(n->dtype);
+}
+
 static void add_kernel(Program *p, Kernel k) {
   const Graph *g = p->g;
   int64_t bytes = 0;
-  for (int i = 0; i < k.nreads; i++) {
-    const Node *r = graph_node(g, k.reads[i]);
-    bytes += shape_numel(&r->shape) * dtype_bytes(r->dtype);
-  }
-  const Node *root = graph_node(g, k.root);
-  if (k.kind != KK_ALIAS) bytes += shape_numel(&root->shape) * dtype_bytes(root->dtype);
+  for (int i = 0; i < k.nreads; i++) bytes += value_bytes(g, k.reads[i]);
+  if (k.kind != KK_ALIAS) bytes += value_bytes(g, k.root);
+  for (int i = 0; i < k.nouts; i++) bytes += value_bytes(g, k.outs[i]);
   if (k.kind == KK_STATE) k.phase = 1;
   k.bytes = bytes;
   k.flops = k.mm >= 0 ? node_flops(g, graph_node(g, k.mm)) : 0;
   for (int i = 0; i < k.nnodes; i++) k.flops += node_flops(g, graph_node(g, k.nodes[i]));
   VEC_PUSH(p->kernels, k);
+}
+
+static bool has(const int *v, int n, int x) {
+  for (int i = 0; i < n; i++)
+    if (v[i] == x) return true;
+  return false;
+}
+
+// Can loop b (the next kernel) absorb loop a, one loop computing and storing
+// both? Same iteration space (root shape and dtype), no GEMM under either,
+// same phase, and a reason: b reads a's value (Adam's p update reads the new
+// m and v) or they share an operand (m and v both read the gradient).
+static bool can_merge(const Graph *g, const Kernel *a, const Kernel *b) {
+  if (a->kind != KK_EW || b->kind != KK_EW || a->mm >= 0 || b->mm >= 0 || a->phase != b->phase ||
+      a->nouts + 1 >= EW_MAX_READS)
+    return false;
+  const Node *ra = graph_node(g, a->root), *rb = graph_node(g, b->root);
+  if (!shape_eq(&ra->shape, &rb->shape) || ra->dtype != rb->dtype) return false;
+  bool related = false;
+  int nreads = a->nreads;
+  for (int i = 0; i < b->nreads; i++) {
+    int x = b->reads[i];
+    bool from_a = x == a->root || has(a->outs, a->nouts, x);
+    related |= from_a || has(a->reads, a->nreads, x);
+    nreads += !from_a && !has(a->reads, a->nreads, x);
+  }
+  return related && nreads <= EW_MAX_READS;
+}
+
+// One kernel for a and b (a first): a's values become outputs computed in
+// the loop, no longer read from memory.
+static Kernel merge(const Graph *g, Kernel *a, Kernel *b) {
+  Kernel m = *b;
+  m.nouts = a->nouts + 1;
+  m.outs = xmalloc(sizeof(int) * (size_t)m.nouts);
+  for (int i = 0; i < a->nouts; i++) m.outs[i] = a->outs[i];
+  m.outs[a->nouts] = a->root;
+  m.nnodes = a->nnodes + b->nnodes;
+  m.nodes = xmalloc(sizeof(int) * (size_t)m.nnodes);
+  memcpy(m.nodes, a->nodes, sizeof(int) * (size_t)a->nnodes);
+  memcpy(m.nodes + a->nnodes, b->nodes, sizeof(int) * (size_t)b->nnodes);
+  m.reads = xmalloc(sizeof(int) * (size_t)(a->nreads + b->nreads + 1));
+  m.nreads = 0;
+  for (int i = 0; i < a->nreads; i++) m.reads[m.nreads++] = a->reads[i];
+  for (int i = 0; i < b->nreads; i++) {
+    int x = b->reads[i];
+    if (x != a->root && !has(a->outs, a->nouts, x) && !has(m.reads, m.nreads, x)) m.reads[m.nreads++] = x;
+  }
+  m.flops = a->flops + b->flops;
+  m.bytes = 0;
+  for (int i = 0; i < m.nreads; i++) m.bytes += value_bytes(g, m.reads[i]);
+  m.bytes += value_bytes(g, m.root);
+  for (int i = 0; i < m.nouts; i++) m.bytes += value_bytes(g, m.outs[i]);
+  free(a->outs), free(a->nodes), free(a->reads);
+  free(b->outs), free(b->nodes), free(b->reads);
+  return m;
+}
+
+// Adjacent related loops of one shape become one loop with several outputs:
+// Adam's m, v and param updates are one pass over each param instead of
+// three (the gradient, m and v read once, not twice).
+static void merge_siblings(Program *p) {
+  int n = 0;
+  for (int k = 0; k < p->kernels.n; k++) {
+    Kernel *kb = &p->kernels.v[k];
+    if (n > 0 && can_merge(p->g, &p->kernels.v[n - 1], kb))
+      p->kernels.v[n - 1] = merge(p->g, &p->kernels.v[n - 1], kb);
+    else
+      p->kernels.v[n++] = *kb;
+  }
+  p->kernels.n = n;
 }
 
 // Can elementwise node e (the only consumer of matmul m) run as m's
@@ -137,8 +210,10 @@ static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
 // the kernel writes the leaf's storage and no copy kernel is needed.
 static bool update_in_place(Program *p, int leaf, int upd, bool *copied) {
   int nk = p->kernels.n, kupd = -1;
-  for (int k = 0; k < nk; k++)
-    if (p->kernels.v[k].root == upd && p->kernels.v[k].kind == KK_EW && p->kernels.v[k].mm < 0) kupd = k;
+  for (int k = 0; k < nk; k++) {
+    const Kernel *kr = &p->kernels.v[k];
+    if ((kr->root == upd || has(kr->outs, kr->nouts, upd)) && kr->kind == KK_EW && kr->mm < 0) kupd = k;
+  }
   if (kupd < 0 || p->alias[upd] != upd) return false;
   for (int k = kupd + 1; k < nk; k++)
     for (int r = 0; r < p->kernels.v[k].nreads; r++)
@@ -236,6 +311,7 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
     k.nodes = nodes.v, k.nnodes = nodes.n, k.reads = reads.v, k.nreads = reads.n;
     add_kernel(p, k);
   }
+  if (fuse) merge_siblings(p);
   for (int ki = 0; ki < p->kernels.n; ki++)
     for (int i = 0; i < p->kernels.v[ki].nreads; i++) BPC_ASSERT(p->materialized[p->kernels.v[ki].reads[i]]);
   bool *copied = xcalloc((size_t)(n ? n : 1), 1);
@@ -255,6 +331,7 @@ void program_free(Program *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     free(p->kernels.v[i].nodes);
     free(p->kernels.v[i].reads);
+    free(p->kernels.v[i].outs);
   }
   free(p->kernels.v);
   free(p->materialized);
@@ -281,6 +358,11 @@ void program_print(FILE *out, const Program *p) {
             (long long)k->flops, (long long)k->bytes);
     if (k->mm >= 0) fprintf(out, "matmul+");
     for (int j = 0; j < k->nnodes; j++) fprintf(out, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
+    for (int j = 0; j < k->nouts; j++) {
+      const Node *o = graph_node(g, k->outs[j]);
+      fprintf(out, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
+    }
+    if (k->nouts) fputc(')', out);
     fputc('\n', out);
     flops += k->flops;
     bytes += k->bytes;

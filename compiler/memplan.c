@@ -108,6 +108,31 @@ static bool is_result(const Graph *g, int id, MemCat *cat) {
   return false;
 }
 
+// Storage for `out`, a value kernel k stores: over an operand that dies
+// here when the shapes allow, else fresh from the free list.
+static void place(Program *p, const Kernel *kr, int k, int out, int *last, const bool *fixed, FreeList *fl,
+                  int64_t base) {
+  const Graph *g = p->g;
+  if (p->offset[p->alias[out]] >= 0) return;
+  const Node *on = graph_node(g, out);
+  int reuse = -1;
+  if (kr->kind == KK_EW && kr->mm < 0)  // in place over a dying operand (not under a GEMM: it writes first)
+    for (int r = 0; r < kr->nreads && reuse < 0; r++) {
+      int s = p->alias[kr->reads[r]];
+      const Node *sn = graph_node(g, s), *rn = graph_node(g, kr->reads[r]);
+      if (!fixed[s] && last[s] == k && p->offset[s] >= base && shape_eq(&rn->shape, &on->shape) &&
+          sn->dtype == on->dtype && value_bytes(sn) == value_bytes(on))
+        reuse = s;
+    }
+  if (reuse >= 0) {
+    p->offset[out] = p->offset[reuse];
+    last[reuse] = -2;  // handed over: not freed below
+  } else {
+    p->offset[out] = base + fl_alloc(fl, value_bytes(on));
+  }
+  if (last[out] < 0 && last[out] != -2) last[out] = k;  // never read: free right away
+}
+
 void memplan_assign(Program *p) {
   const Graph *g = p->g;
   int n = g->nodes.n;
@@ -149,26 +174,8 @@ void memplan_assign(Program *p) {
     int64_t tb = align_up(kernel_temp_bytes(p, kr));
     p->temp_offset[k] = tb ? base + fl_alloc(&fl, tb) : -1;
     if (kr->kind == KK_STATE || kr->kind == KK_ALIAS) goto release;
-    int out = kr->root;
-    if (p->offset[p->alias[out]] < 0) {
-      const Node *on = graph_node(g, out);
-      int reuse = -1;
-      if (kr->kind == KK_EW && kr->mm < 0)  // in place over a dying operand (not under a GEMM: it writes first)
-        for (int r = 0; r < kr->nreads && reuse < 0; r++) {
-          int s = p->alias[kr->reads[r]];
-          const Node *sn = graph_node(g, s), *rn = graph_node(g, kr->reads[r]);
-          if (!fixed[s] && last[s] == k && p->offset[s] >= base && shape_eq(&rn->shape, &on->shape) &&
-              sn->dtype == on->dtype && value_bytes(sn) == value_bytes(on))
-            reuse = s;
-        }
-      if (reuse >= 0) {
-        p->offset[out] = p->offset[reuse];
-        last[reuse] = -2;  // handed over: not freed below
-      } else {
-        p->offset[out] = base + fl_alloc(&fl, value_bytes(on));
-      }
-      if (last[out] < 0 && last[out] != -2) last[out] = k;  // never read: free right away
-    }
+    for (int o = 0; o <= kr->nouts; o++)  // each value the kernel stores, the root last
+      place(p, kr, k, o < kr->nouts ? kr->outs[o] : kr->root, last, fixed, &fl, base);
   release:
     for (int r = 0; r < kr->nreads; r++) {
       int s = p->alias[kr->reads[r]];
@@ -178,9 +185,12 @@ void memplan_assign(Program *p) {
       }
     }
     if (tb) fl_free(&fl, p->temp_offset[k] - base, tb);
-    if (kr->kind != KK_STATE && kr->kind != KK_ALIAS && last[kr->root] == k && p->offset[kr->root] >= base) {
-      fl_free(&fl, p->offset[kr->root] - base, value_bytes(graph_node(g, kr->root)));
-      last[kr->root] = -3;
+    for (int o = 0; kr->kind != KK_STATE && kr->kind != KK_ALIAS && o <= kr->nouts; o++) {
+      int out = o < kr->nouts ? kr->outs[o] : kr->root;
+      if (last[out] == k && p->offset[out] >= base) {
+        fl_free(&fl, p->offset[out] - base, value_bytes(graph_node(g, out)));
+        last[out] = -3;
+      }
     }
   }
   p->cat_bytes[MEM_ACT] = fl.peak;

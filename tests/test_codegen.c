@@ -222,8 +222,10 @@ Test(codegen, memory_plan_has_no_overlaps) {
   for (int i = 0; i < n; i++) def[i] = -1, last[i] = -1;
   for (int k = 0; k < nk; k++) {
     const Kernel *kr = &p->kernels.v[k];
-    int r = p->alias[kr->root];
-    if (def[r] < 0) def[r] = k;
+    for (int o = -1; o < kr->nouts; o++) {  // every value the kernel stores
+      int r = p->alias[o < 0 ? kr->root : kr->outs[o]];
+      if (def[r] < 0) def[r] = k;
+    }
     for (int i = 0; i < kr->nreads; i++) last[p->alias[kr->reads[i]]] = k;
   }
   int checked = 0;

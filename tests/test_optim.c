@@ -97,6 +97,26 @@ static void check(const char *train_yaml, double lr) {
   void (*step)(bpcrt_ctx *) = (void (*)(bpcrt_ctx *))jit_lookup(jm, "bpc_train_step", &c.d);
   void (*update)(bpcrt_ctx *) = (void (*)(bpcrt_ctx *))jit_lookup(jm, "bpc_train_update", &c.d);
   const Program *tp = b.programs[0];
+  // One pass per param: the loop that writes a param's update also writes
+  // every optimizer slot of that param (opt.<slot>.<param>).
+  for (int i = 0; i < tp->g->params.n; i++) {
+    const GParam *gp = &tp->g->params.v[i];
+    const Kernel *home = NULL;
+    for (int k = 0; k < tp->kernels.n; k++) {
+      const Kernel *kr = &tp->kernels.v[k];
+      for (int o = -1; o < kr->nouts; o++)
+        if ((o < 0 ? kr->root : kr->outs[o]) == gp->update) home = kr;
+    }
+    cr_assert(home, "%s: no kernel writes %s's update", train_yaml, gp->name);
+    for (int j = 0; j < tp->g->states.n; j++) {
+      const GState *st = &tp->g->states.v[j];
+      size_t ln = strlen(st->name), lp = strlen(gp->name);
+      if (st->update < 0 || ln <= lp + 1 || strcmp(st->name + ln - lp, gp->name) || st->name[ln - lp - 1] != '.') continue;
+      bool same = home->root == st->update;
+      for (int o = 0; o < home->nouts; o++) same |= home->outs[o] == st->update;
+      cr_expect(same, "%s: %s is not updated in the loop that updates %s", train_yaml, st->name, gp->name);
+    }
+  }
   char *mem = aligned_alloc(64, (size_t)(tp->arena_bytes + tp->scratch_per_thread + 64) / 64 * 64);
   memset(mem, 0, (size_t)tp->arena_bytes);
   bpcrt_ctx ctx = {mem, mem + tp->arena_bytes, NULL, 0, 0};
