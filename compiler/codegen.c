@@ -554,7 +554,8 @@ static void emit_ew(CG *c, const Kernel *k) {
   args[no + e.nr] = c->begin;
   args[no + e.nr + 1] = c->end;
   if (k->mm >= 0) {  // the GEMM writes its block of C, then the epilogue rewrites it in place
-    Gemm gs = emit_gemm(c, graph_node(c->g, k->mm), node_ptr(c, k->root));
+    // (into the matmul's storage: the root's, or a merged sibling's)
+    Gemm gs = emit_gemm(c, graph_node(c->g, k->mm), node_ptr(c, k->mm));
     args[no + e.nr] = gs.r0, args[no + e.nr + 1] = gs.r1, args[no + e.nr + 2] = gs.j0, args[no + e.nr + 3] = gs.j1;
     nargs += 2;
     rows = gs.units;

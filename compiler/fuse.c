@@ -126,12 +126,15 @@ static bool has(const int *v, int n, int x) {
 // both? Same iteration space (root shape and dtype), no GEMM under either,
 // same phase, and a reason: b reads a's value (Adam's p update reads the new
 // m and v) or they share an operand (m and v both read the gradient).
+static bool rows_addressable(const Graph *g, int x, const Shape *os);
+
 static bool can_merge(const Graph *g, const Kernel *a, const Kernel *b) {
-  if (a->kind != KK_EW || b->kind != KK_EW || a->mm >= 0 || b->mm >= 0 || a->phase != b->phase ||
-      a->nouts + 1 >= EW_MAX_READS)
+  if (a->kind != KK_EW || b->kind != KK_EW || b->mm >= 0 || a->phase != b->phase || a->nouts + 1 >= EW_MAX_READS)
     return false;
   const Node *ra = graph_node(g, a->root), *rb = graph_node(g, b->root);
   if (!shape_eq(&ra->shape, &rb->shape) || ra->dtype != rb->dtype) return false;
+  for (int i = 0; a->mm >= 0 && i < b->nreads; i++)  // b joins a's GEMM epilogue: on its rows
+    if (!rows_addressable(g, b->reads[i], &rb->shape)) return false;
   bool related = false;
   int nreads = a->nreads;
   for (int i = 0; i < b->nreads; i++) {
@@ -147,6 +150,7 @@ static bool can_merge(const Graph *g, const Kernel *a, const Kernel *b) {
 // the loop, no longer read from memory.
 static Kernel merge(const Graph *g, Kernel *a, Kernel *b) {
   Kernel m = *b;
+  m.mm = a->mm;  // b joins a's GEMM epilogue, if a has one
   m.nouts = a->nouts + 1;
   m.outs = xmalloc(sizeof(int) * (size_t)m.nouts);
   for (int i = 0; i < a->nouts; i++) m.outs[i] = a->outs[i];
@@ -187,21 +191,25 @@ static void merge_siblings(Program *p) {
   p->kernels.n = n;
 }
 
+// Can x, read by a loop over shape os, be addressed as [rows, N] (its
+// leading axes contiguous or broadcast), as a GEMM epilogue walks it?
+static bool rows_addressable(const Graph *g, int x, const Shape *os) {
+  int64_t st[BPC_MAX_RANK];
+  shape_bcast_strides(&graph_node(g, x)->shape, os, st);
+  for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
+    if (st[i] != st[i + 1] * os->d[i + 1]) return false;
+  return true;
+}
+
 // Can elementwise node e (the only consumer of matmul m) run as m's
 // epilogue on m's rows? Needs one GEMM (no batch loop), e of m's shape and
-// dtype, and every other operand addressable as [rows, N] (its leading axes
-// contiguous or broadcast).
+// dtype, and every other operand addressable as [rows, N].
 static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
   int64_t M, N, K, batch;
   matmul_dims(g, m, &M, &N, &K, &batch);
   if (batch != 1 || !shape_eq(&m->shape, &e->shape) || m->dtype != e->dtype) return false;
-  const Shape *os = &e->shape;
-  for (int k = 0; k < e->nin; k++) {
-    int64_t st[BPC_MAX_RANK];
-    shape_bcast_strides(&graph_node(g, e->in[k])->shape, os, st);
-    for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
-      if (st[i] != st[i + 1] * os->d[i + 1]) return false;
-  }
+  for (int k = 0; k < e->nin; k++)
+    if (!rows_addressable(g, e->in[k], &e->shape)) return false;
   return true;
 }
 

@@ -155,6 +155,10 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
       P2("a", "[20, 70]", "b", "[70, 91]") "  c: {shape: [91], init: normal(1)}\n"
       "graph:\n  out: relu(a @ b + c) * 0.1\n",
       P2("a", "[95, 70]", "b", "[70, 19]") "graph:\n  out: tanh(a @ b)\n",
+      // h is read twice: stored by the epilogue, which also computes out (a merged loop)
+      P2("a", "[20, 70]", "b", "[70, 91]") "  c: {shape: [91], init: normal(1)}\n"
+      "graph:\n  h: a @ b + c\n  out: relu(h) * h + sin(c)\n",
+      P2("a", "[95, 70]", "b", "[70, 19]") "graph:\n  h: a @ b\n  out: exp(h * 0.1) * h\n",
       P2("a", "[33, 40]", "b", "[130, 40]") "graph:\n  out: matmul(a, b, transpose_b=true)\n",
       P2("a", "[40, 130]", "b", "[40, 17]") "graph:\n  out: matmul(a, b, transpose_a=true) - 1\n",
   };
