@@ -285,8 +285,8 @@ static int remap(const Rebuild *r, int id) { return id < 0 ? -1 : r->map[id]; }
 
 // Marks every node the step's results need: loss, metrics, outputs, grads,
 // state updates (and all leaves, which define the step's interface).
-static bool *live_nodes(const Graph *g) {
-  bool *live = xcalloc((size_t)g->nodes.n, 1);
+static bool *live_nodes_roots(const Graph *g) {
+  bool *live = xcalloc((size_t)(g->nodes.n ? g->nodes.n : 1), 1);
   if (g->loss >= 0) live[g->loss] = true;
   for (int i = 0; i < g->metrics.n; i++) live[g->metrics.v[i].node] = true;
   for (int i = 0; i < g->outputs.n; i++) live[g->outputs.v[i].node] = true;
@@ -300,6 +300,11 @@ static bool *live_nodes(const Graph *g) {
     if (g->states.v[i].update >= 0) live[g->states.v[i].update] = true;
   }
   for (int i = 0; i < g->inputs.n; i++) live[g->inputs.v[i].node] = true;
+  return live;
+}
+
+static bool *live_nodes(const Graph *g) {
+  bool *live = live_nodes_roots(g);
   for (int id = g->nodes.n - 1; id >= 0; id--)
     if (live[id])
       for (int k = 0; k < graph_node(g, id)->nin; k++) live[graph_node(g, id)->in[k]] = true;
@@ -309,8 +314,30 @@ static bool *live_nodes(const Graph *g) {
 // Names live in the source graph's arena, which its owner may free: copy.
 static const char *keep(Graph *g, const char *s) { return s ? arena_strdup(&g->arena, s) : NULL; }
 
+// Uses of each node: consumers, plus one for being a step result.
+static int *use_counts(const Graph *g) {
+  int *u = xcalloc((size_t)(g->nodes.n ? g->nodes.n : 1), sizeof(int));
+  for (int id = 0; id < g->nodes.n; id++)
+    for (int k = 0; k < graph_node(g, id)->nin; k++) u[graph_node(g, id)->in[k]]++;
+  bool *res = live_nodes_roots(g);
+  for (int id = 0; id < g->nodes.n; id++) u[id] += res[id];
+  free(res);
+  return u;
+}
+
+// The matmul m when n is transpose(m) swapping a rank-2 m's axes and n is
+// m's only use, else -1. (Autodiff of x @ transpose(w), the tied output
+// layer, gives this: the [C, V] gradient, then a transposed copy.)
+static int transposed_matmul(const Graph *src, const Node *n, const int *uses) {
+  if (n->op != OP_TRANSPOSE || n->attr.naxes != 2 || n->attr.axes[0] != 1 || n->attr.axes[1] != 0) return -1;
+  const Node *m = graph_node(src, n->in[0]);
+  if (m->op != OP_MATMUL || m->shape.rank != 2 || uses[m->id] != 1) return -1;
+  return m->id;
+}
+
 static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
   Rebuild r = {.src = src, .flags = flags};
+  int *uses = (flags & SIMP_ALGEBRA) ? use_counts(src) : NULL;
   r.g = graph_new(src->diag, src->model, src->fdtype);
   r.map = xmalloc(sizeof(int) * (size_t)(src->nodes.n ? src->nodes.n : 1));
   for (int id = 0; id < src->nodes.n; id++) {
@@ -330,7 +357,16 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     for (int k = 0; k < n->nin; k++) in[k] = r.map[n->in[k]], BPC_ASSERT(in[k] >= 0);
     int before = r.g->nodes.n;
     r.g->phase = n->phase;
-    r.map[id] = make(&r, n->op, n->loc, n->nin, in, &n->attr);
+    int mt = uses ? transposed_matmul(src, n, uses) : -1;
+    if (mt >= 0) {  // (a @ b)^T = b^T @ a^T: one GEMM writing the transposed layout, no copy
+      const Node *m = graph_node(src, mt);
+      Attr ma = m->attr;
+      ma.b[0] = !m->attr.b[1], ma.b[1] = !m->attr.b[0];
+      int ops[2] = {r.map[m->in[1]], r.map[m->in[0]]};
+      r.map[id] = make(&r, OP_MATMUL, n->loc, 2, ops, &ma);
+    } else {
+      r.map[id] = make(&r, n->op, n->loc, n->nin, in, &n->attr);
+    }
     Node *made = graph_node(r.g, r.map[id]);
     if (n->name && !made->name && r.g->nodes.n > before) made->name = keep(r.g, n->name);
   }
@@ -363,6 +399,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
   for (int i = 0; i < src->outputs.n; i++)
     VEC_PUSH(g->outputs, ((GNamed){keep(g, src->outputs.v[i].name), remap(&r, src->outputs.v[i].node)}));
   g->loss = remap(&r, src->loss);
+  free(uses);
   free(r.map);
   free(r.table.v);
   return g;

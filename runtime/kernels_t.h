@@ -327,17 +327,20 @@ static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *
                            int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
                            int first, int64_t begin, int64_t end) {
   // Whole slivers of a plain A are read in place (six rows, each along k:
-  // the same lines a packed sliver would fill); A^T, whose sliver spans a
-  // line per k, and a last partial sliver (zero rows past the end) are packed.
+  // the same lines a packed sliver would fill) unless the row stride is a
+  // multiple of 1 KiB, whose rows would crowd a few L1 sets (32 KiB, 8-way:
+  // 64 sets of 64 B). A^T, whose sliver spans a line per k, and a last
+  // partial sliver (zero rows past the end) are packed.
+  int inplace = !transa && ((size_t)lda * sizeof(T)) % 1024 != 0;
   for (int64_t ic = begin; ic < end; ic += GEMM_MC) {
-    int64_t mc = KMIN(GEMM_MC, end - ic), mfull = transa ? 0 : mc / GEMM_MR * GEMM_MR;
+    int64_t mc = KMIN(GEMM_MC, end - ic), mfull = inplace ? mc / GEMM_MR * GEMM_MR : 0;
     if (mfull < mc) FN(pack_a)(Ap, A, lda, transa, ic + mfull, mc - mfull, pc, kc);
     const T *A0 = A + ic * lda + pc;
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR)
       for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
-        int inplace = ir < mfull;
-        FN(ukernel)(kc, inplace ? A0 + ir * lda : Ap + (ir - mfull) * kc, inplace ? lda : 1,
-                    inplace ? 1 : GEMM_MR, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+        int direct = ir < mfull;
+        FN(ukernel)(kc, direct ? A0 + ir * lda : Ap + (ir - mfull) * kc, direct ? lda : 1,
+                    direct ? 1 : GEMM_MR, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
                     KMIN(GEMM_MR, mc - ir), KMIN(GEMM_NR, nc - jr), first);
       }
   }

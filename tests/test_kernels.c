@@ -851,7 +851,7 @@ static double *naive_gemm(const int64_t *d, const double *A, const double *B, co
 Test(kernels, gemm_against_naive_loop) {
   static const int64_t mnk[][3] = {{1, 1, 1},   {1, 1, 7},   {7, 1, 1},    {1, 17, 3},  {6, 16, 8},
                                    {7, 17, 9},  {13, 33, 5}, {33, 8, 300}, {5, 40, 0},  {150, 20, 7},
-                                   {12, 4100, 3}, {64, 64, 64}, {9, 9, 513}, {14, 40, 785},
+                                   {12, 4100, 3}, {64, 64, 64}, {9, 9, 513}, {14, 40, 785}, {13, 20, 256},
                                    {18, 35, 24}};
   // v: transa, transb, accumulate, and the range over rows (bpck_gemm) or columns (bpck_gemm_cols)
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)

@@ -21,7 +21,8 @@ Test(simplify, rewrites) {
                         "graph:\n  ls: log(softmax(x))\n  lg: log(sigmoid(x))\n  tt: transpose(transpose(x))\n"
                         "  rr: reshape(reshape(x, [12]), [2, 6])\n  one: x * 1 + 0\n  mm: x @ transpose(w)\n"
                         "  cf: x * (2 * 3)\n  nn: -(-x)\n  t3: transpose(transpose(reshape(x, [3, 2, 2]), [1, 2, 0]), [2, 0, 1])\n"
-                        "outputs: [ls, lg, tt, rr, one, mm, cf, nn, t3]\n", DT_F32);
+                        "  tm: transpose(x @ transpose(w))\n  t2: transpose(mm)\n"
+                        "outputs: [ls, lg, tt, rr, one, mm, cf, nn, t3, tm, t2]\n", DT_F32);
   cr_assert(f, "%s", cap_text(&c));
   Graph *g = simplify(f, SIMP_ALL);
   const Node *ls = graph_node(g, named(g, "ls"));
@@ -39,6 +40,12 @@ Test(simplify, rewrites) {
   cr_expect_eq(graph_node(g, named(g, "nn"))->op, OP_INPUT);
   const Node *t3 = graph_node(g, named(g, "t3"));
   cr_expect_eq(t3->op, OP_RESHAPE, "composed identity permutation is %s", op_name(t3->op));
+  // (x @ w^T)^T = w @ x^T: one GEMM in the transposed layout; not when the product is used elsewhere
+  const Node *tm = graph_node(g, named(g, "tm"));
+  cr_expect(tm->op == OP_MATMUL && !tm->attr.b[0] && tm->attr.b[1] && graph_node(g, tm->in[0])->op == OP_INPUT &&
+                !strcmp(graph_node(g, tm->in[0])->name, "w"),
+            "transpose(x @ w^T) is %s", op_name(tm->op));
+  cr_expect_eq(graph_node(g, named(g, "t2"))->op, OP_TRANSPOSE);
   graph_free(g);
   graph_free(f);
   cap_close(&c);
