@@ -68,19 +68,24 @@ static inline float clamp_f(float x, float lo, float hi) {
 // Cephes expf: n = round(x / ln 2), r = x - n ln 2 in two parts, a degree-6
 // polynomial, and 2^n applied in two halves so that results near the
 // overflow and subnormal ends are right.
+// The reduction and polynomial, shared by the scalar and the 8-lane version
+// (vexp_f32) so both give the same bits: xc clamped, y = e^r, n = round(x/ln2).
+#define EXPF_POLY(T, xc, n, y)                                 \
+  T r = xc - n * 0.693359375f;                                 \
+  r = r - n * -2.12194440e-4f;                                 \
+  T z = r * r;                                                 \
+  T y = (T){0} + 1.9875691500e-4f;                             \
+  y = y * r + 1.3981999507e-3f;                                \
+  y = y * r + 8.3334519073e-3f;                                \
+  y = y * r + 4.1665795894e-2f;                                \
+  y = y * r + 1.6666665459e-1f;                                \
+  y = y * r + 5.0000001201e-1f;                                \
+  y = y * z + r + 1.0f;
+
 static inline __attribute__((always_inline)) float exp_in_f32(float x) {
   float xc = clamp_f(x != x ? 0.0f : x, -104.0f, 89.0f);
   float n = rint_f(xc * 1.44269504088896341f);
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float z = r * r;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  EXPF_POLY(float, xc, n, y)
   int32_t ni = (int32_t)n, n1 = ni / 2, n2 = ni - n1;
   y = y * u2f((uint32_t)(n1 + 127) << 23) * u2f((uint32_t)(n2 + 127) << 23);
   return x != x ? x : y;
@@ -385,16 +390,7 @@ static inline void vexp_f32(v8f *v) {
   xc = VSEL_F32(xc > 89.0f, (v8f){0} + 89.0f, xc);
   xc = VSEL_F32(xc < -104.0f, (v8f){0} - 104.0f, xc);
   v8f n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  v8f r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  v8f z = r * r;
-  v8f y = (v8f){0} + 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  EXPF_POLY(v8f, xc, n, y)
   v8i ni = __builtin_convertvector(n, v8i), n1 = ni / 2, n2 = ni - n1;
   y = y * (v8f)((n1 + 127) << 23) * (v8f)((n2 + 127) << 23);
   *v = VSEL_F32(nan, x, y);
