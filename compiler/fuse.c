@@ -122,12 +122,21 @@ static bool has(const int *v, int n, int x) {
   return false;
 }
 
-// Can loop b (the next kernel) absorb loop a, one loop computing and storing
-// both? Same iteration space (root shape and dtype), no GEMM under either,
-// same phase, and a reason: b reads a's value (Adam's p update reads the new
-// m and v) or they share an operand (m and v both read the gradient).
-static bool rows_addressable(const Graph *g, int x, const Shape *os);
+// Can x, read by a loop over shape os, be addressed as [rows, N] (its
+// leading axes contiguous or broadcast), as a GEMM epilogue walks it?
+static bool rows_addressable(const Graph *g, int x, const Shape *os) {
+  int64_t st[BPC_MAX_RANK];
+  shape_bcast_strides(&graph_node(g, x)->shape, os, st);
+  for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
+    if (st[i] != st[i + 1] * os->d[i + 1]) return false;
+  return true;
+}
 
+// Can loop b (the next kernel) absorb loop a, one loop computing and storing
+// both? Same iteration space (root shape and dtype), no GEMM under b (under
+// a, b joins its epilogue if b's operands can be walked by rows), same
+// phase, and a reason: b reads a's value (Adam's p update reads the new m
+// and v) or they share an operand (m and v both read the gradient).
 static bool can_merge(const Graph *g, const Kernel *a, const Kernel *b) {
   if (a->kind != KK_EW || b->kind != KK_EW || b->mm >= 0 || a->phase != b->phase || a->nouts + 1 >= EW_MAX_READS)
     return false;
@@ -189,16 +198,6 @@ static void merge_siblings(Program *p) {
       p->kernels.v[n++] = *kb;
   }
   p->kernels.n = n;
-}
-
-// Can x, read by a loop over shape os, be addressed as [rows, N] (its
-// leading axes contiguous or broadcast), as a GEMM epilogue walks it?
-static bool rows_addressable(const Graph *g, int x, const Shape *os) {
-  int64_t st[BPC_MAX_RANK];
-  shape_bcast_strides(&graph_node(g, x)->shape, os, st);
-  for (int i = 0; i + 2 < os->rank; i++)  // leading axes fold into one row index
-    if (st[i] != st[i + 1] * os->d[i + 1]) return false;
-  return true;
 }
 
 // Can elementwise node e (the only consumer of matmul m) run as m's
