@@ -157,6 +157,18 @@ static void FN(report)(int64_t *status, int64_t code, int64_t bad, int64_t limit
   }
 }
 
+// d[0..n) = s[0..n), or zeros when s is NULL: the short runs of im2col (a
+// pixel's channels), inline; memcpy with a run-time length is a libc call.
+static inline void FN(copy_run)(T *d, const T *s, int64_t n) {
+  int64_t i = 0;
+  V v = {0};
+  for (; i + VL <= n; i += VL) {
+    if (s) VLOAD(v, s + i);
+    VSTORE(d + i, v);
+  }
+  for (; i < n; i++) d[i] = s ? s[i] : 0;
+}
+
 // ============================================================ GEMM
 // BLIS structure: for each NC block of columns and KC block of k, op(B) is
 // packed into KC x NR panels; for each MC block of the caller's rows, op(A)
@@ -797,10 +809,8 @@ void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64
           int64_t ih = oh * stride - pad + kh;
           for (int64_t kw = 0; kw < KW; kw++, cp += Ci) {
             int64_t iw = ow * stride - pad + kw;
-            if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-              memset(cp, 0, sizeof(T) * (size_t)Ci);
-            else
-              memcpy(cp, x + ((b * H + ih) * W + iw) * Ci, sizeof(T) * (size_t)Ci);
+            int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
+            FN(copy_run)(cp, in ? x + ((b * H + ih) * W + iw) * Ci : NULL, Ci);
           }
         }
       }
@@ -833,10 +843,8 @@ void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, in
           int hok = t >= 0 && t % stride == 0 && oh < OH;
           for (int64_t kw = 0; kw < KW; kw++, cp += Co) {
             int64_t s2 = iw + pad - kw, ow = s2 / stride;
-            if (hok && s2 >= 0 && s2 % stride == 0 && ow < OW)
-              memcpy(cp, gy + ((b * OH + oh) * OW + ow) * Co, sizeof(T) * (size_t)Co);
-            else
-              memset(cp, 0, sizeof(T) * (size_t)Co);
+            int in = hok && s2 >= 0 && s2 % stride == 0 && ow < OW;
+            FN(copy_run)(cp, in ? gy + ((b * OH + oh) * OW + ow) * Co : NULL, Co);
           }
         }
       }
@@ -858,19 +866,21 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
     memset(dw + begin * Co, 0, sizeof(T) * (size_t)(m * Co));
     return;
   }
+  int64_t kh0 = begin / Ci / KW, kw0 = begin / Ci % KW, ci00 = begin % Ci;  // the range's first tap
   for (int64_t p0 = 0; p0 < P; p0 += CONV_PIX) {
     int64_t pc = KMIN(CONV_PIX, P - p0);
     for (int64_t i = 0; i < pc; i++) {
       int64_t p = p0 + i, b = p / (OH * OW), oh = p / OW % OH, ow = p % OW;
       T *cp = col + i * m;
-      for (int64_t r = begin; r < end;) {
-        int64_t t = r / Ci, ci0 = r % Ci, n = KMIN(Ci - ci0, end - r);
-        int64_t ih = oh * stride - pad + t / KW, iw = ow * stride - pad + t % KW;
-        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-          memset(cp + (r - begin), 0, sizeof(T) * (size_t)n);
-        else
-          memcpy(cp + (r - begin), x + ((b * H + ih) * W + iw) * Ci + ci0, sizeof(T) * (size_t)n);
+      // Taps in order, (kh, kw) stepped rather than divided out per element.
+      for (int64_t r = begin, kh = kh0, kw = kw0, ci0 = ci00; r < end;) {
+        int64_t n = KMIN(Ci - ci0, end - r);
+        int64_t ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
+        int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
+        FN(copy_run)(cp + (r - begin), in ? x + ((b * H + ih) * W + iw) * Ci + ci0 : NULL, n);
         r += n;
+        ci0 = 0;
+        if (++kw == KW) kw = 0, kh++;
       }
     }
     FN(bpck_gemm)(m, Co, pc, col, m, 1, gy + p0 * Co, Co, 0, dw + begin * Co, Co, p0 > 0, ws, 0, m);
