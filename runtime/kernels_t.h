@@ -406,6 +406,66 @@ void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda
                  end);
 }
 
+// A summand kept whole: contraction into an FMA with the sum would differ
+// between a vector lane and the scalar tail, and so between splits.
+#ifdef __clang__
+#define NOFMA(x) __arithmetic_fence(x)
+#else
+#define NOFMA(x) __builtin_assoc_barrier(x)
+#endif
+
+// Column sums over N rows (row stride C) of w columns, kept in registers:
+// even and odd rows in two accumulators, added at the end. A vector lane and
+// the scalar tail add in the same order, so a column's sum does not depend
+// on which columns share its range. TERM(x, c) is the summand of row
+// pointer x, column c; TERM2 a second sum (or 0).
+#define COL_SUMS(s1, s2, N, C, w, TERMV, TERMV2, TERM, TERM2)              \
+  {                                                                        \
+    int64_t c = 0;                                                         \
+    for (; c + VL <= (w); c += VL) {                                       \
+      V a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};                            \
+      int64_t r = 0;                                                       \
+      for (; r + 2 <= (N); r += 2) {                                       \
+        a0 += NOFMA(TERMV(r, c)), a1 += NOFMA(TERMV(r + 1, c));            \
+        b0 += NOFMA(TERMV2(r, c)), b1 += NOFMA(TERMV2(r + 1, c));          \
+      }                                                                    \
+      if (r < (N)) a0 += NOFMA(TERMV(r, c)), b0 += NOFMA(TERMV2(r, c));    \
+      a0 += a1, b0 += b1;                                                  \
+      VSTORE((s1) + c, a0);                                                \
+      VSTORE((s2) + c, b0);                                                \
+    }                                                                      \
+    for (; c < (w); c++) {                                                 \
+      T a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                    \
+      int64_t r = 0;                                                       \
+      for (; r + 2 <= (N); r += 2) {                                       \
+        a0 += NOFMA(TERM(r, c)), a1 += NOFMA(TERM(r + 1, c));              \
+        b0 += NOFMA(TERM2(r, c)), b1 += NOFMA(TERM2(r + 1, c));            \
+      }                                                                    \
+      if (r < (N)) a0 += NOFMA(TERM(r, c)), b0 += NOFMA(TERM2(r, c));      \
+      (s1)[c] = a0 + a1, (s2)[c] = b0 + b1;                                \
+    }                                                                      \
+  }
+
+// A vector load as an expression (a macro: vectors never pass by value).
+#define VAT(p)         \
+  ({                   \
+    V vat_;            \
+    VLOAD(vat_, (p));  \
+    vat_;              \
+  })
+
+// sum over rows of x[r, c] (row stride C), c < w.
+static void FN(col_sum)(T *s, const T *x, int64_t N, int64_t C, int64_t w) {
+  T unused[CW];
+#define TV(r, c) VAT(x + (r) * C + (c))
+#define TS(r, c) x[(r) * C + (c)]
+#define ZV(r, c) ((V){0})
+#define ZS(r, c) ((T)0)
+  COL_SUMS(s, unused, N, C, w, TV, ZV, TS, ZS)
+#undef TV
+#undef TS
+}
+
 // ============================================================ reductions
 
 // One contiguous row (I == 1) of a reduction.
@@ -430,14 +490,12 @@ static T FN(reduce_row)(int kind, const T *x, int64_t R) {
 // Sequential along R per column, vectorizable along the columns.
 static void FN(reduce_cols)(int kind, T *out, const T *x, int64_t R, int64_t I, int64_t w) {
   T m[CW], acc[CW];
-  int sum = kind == BPCK_SUM || kind == BPCK_MEAN || kind == BPCK_VAR;
-  for (int64_t i = 0; i < w; i++) m[i] = x[i];
-  for (int64_t r = 1; r < R; r++) {
-    const T *xr = x + r * I;
-    if (sum)
-      for (int64_t i = 0; i < w; i++) m[i] += xr[i];
-    else
-      for (int64_t i = 0; i < w; i++) m[i] = FN(ext_acc)(m[i], xr[i], kind == BPCK_MIN);
+  if (kind == BPCK_SUM || kind == BPCK_MEAN || kind == BPCK_VAR) {
+    FN(col_sum)(m, x, R, I, w);
+  } else {
+    for (int64_t i = 0; i < w; i++) m[i] = x[i];
+    for (int64_t r = 1; r < R; r++)
+      for (int64_t i = 0; i < w; i++) m[i] = FN(ext_acc)(m[i], x[r * I + i], kind == BPCK_MIN);
   }
   if (kind == BPCK_SUM || kind == BPCK_MAX || kind == BPCK_MIN) {
     for (int64_t i = 0; i < w; i++) out[i] = m[i];
@@ -614,16 +672,14 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 
 // Per-channel batch mean and rstd of w channels starting at x[0] (row stride C).
 static void FN(bn_stats)(T *mean, T *rstd, const T *x, int64_t N, int64_t C, int64_t w, T eps) {
-  T var[CW];
-  for (int64_t c = 0; c < w; c++) mean[c] = 0, var[c] = 0;
-  for (int64_t r = 0; r < N; r++)
-    for (int64_t c = 0; c < w; c++) mean[c] += x[r * C + c];
+  T var[CW], unused[CW];
+  FN(col_sum)(mean, x, N, C, w);
   for (int64_t c = 0; c < w; c++) mean[c] /= (T)N;
-  for (int64_t r = 0; r < N; r++)
-    for (int64_t c = 0; c < w; c++) {
-      T d = x[r * C + c] - mean[c];
-      var[c] += d * d;
-    }
+#define DV(r, c) ((VAT(x + (r) * C + (c)) - VAT(mean + (c))) * (VAT(x + (r) * C + (c)) - VAT(mean + (c))))
+#define DS(r, c) ((x[(r) * C + (c)] - mean[c]) * (x[(r) * C + (c)] - mean[c]))
+  COL_SUMS(var, unused, N, C, w, DV, ZV, DS, ZS)
+#undef DV
+#undef DS
   for (int64_t c = 0; c < w; c++) rstd[c] = 1 / SQRT_T(var[c] / (T)N + eps);
 }
 
@@ -655,13 +711,17 @@ void FN(bpck_batch_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const
   for (int64_t c0 = begin; c0 < end; c0 += CW) {
     int64_t w = KMIN((int64_t)CW, end - c0);
     FN(bn_stats)(mean, rstd, x + c0, N, C, w, eps);
-    for (int64_t c = 0; c < w; c++) g[c] = gamma[gn == 1 ? 0 : c0 + c], m1[c] = m2[c] = 0;
-    for (int64_t r = 0; r < N; r++)
-      for (int64_t c = 0; c < w; c++) {
-        T dxh = gy[r * C + c0 + c] * g[c], xh = (x[r * C + c0 + c] - mean[c]) * rstd[c];
-        m1[c] += dxh;
-        m2[c] += dxh * xh;
-      }
+    for (int64_t c = 0; c < w; c++) g[c] = gamma[gn == 1 ? 0 : c0 + c];
+    const T *xc = x + c0, *gc = gy + c0;
+#define GV(r, c) (VAT(gc + (r) * C + (c)) * VAT(g + (c)))
+#define GS(r, c) (gc[(r) * C + (c)] * g[c])
+#define GXV(r, c) (GV(r, c) * ((VAT(xc + (r) * C + (c)) - VAT(mean + (c))) * VAT(rstd + (c))))
+#define GXS(r, c) (GS(r, c) * ((xc[(r) * C + (c)] - mean[c]) * rstd[c]))
+    COL_SUMS(m1, m2, N, C, w, GV, GXV, GS, GXS)
+#undef GV
+#undef GS
+#undef GXV
+#undef GXS
     for (int64_t c = 0; c < w; c++) m1[c] /= (T)N, m2[c] /= (T)N;
     for (int64_t r = 0; r < N; r++)
       for (int64_t c = 0; c < w; c++) {
@@ -1074,6 +1134,11 @@ void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
 #undef FN
 #undef V
 #undef VM
+#undef COL_SUMS
+#undef NOFMA
+#undef VAT
+#undef ZV
+#undef ZS
 #undef EXP_T
 #undef LOG_T
 #undef VLOAD
