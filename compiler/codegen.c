@@ -219,6 +219,7 @@ typedef struct EwRead {
   int64_t stride[BPC_MAX_RANK];  // per collapsed dim, in elements
   LLVMValueRef ptr;              // the value's storage (a parameter of the loop body)
   LLVMValueRef base;             // element offset of the current row
+  int out;                       // the output whose storage this is (in place), else -1
 } EwRead;
 
 typedef struct Ew {
@@ -229,6 +230,7 @@ typedef struct Ew {
   int nr;
   int64_t block;             // inner length per row (the last dim, or a block of it)
   LLVMValueRef j;            // inner index
+  LLVMValueRef oi;           // the outputs' element index (out_base + j)
   LLVMValueRef *val;         // per node id: value in this iteration
 } Ew;
 
@@ -330,6 +332,7 @@ static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
     if (e->r[i].node != id) continue;
     const Node *n = graph_node(c->g, id);
     LLVMValueRef idx = e->r[i].stride[e->rank - 1] ? LLVMBuildAdd(c->b, e->r[i].base, e->j, "") : e->r[i].base;
+    if (e->r[i].out >= 0) idx = e->oi;  // in place: the very index the store uses, so LLVM sees no dependence
     LLVMValueRef p = LLVMBuildGEP2(c->b, ftype(c, n->dtype), e->r[i].ptr, &idx, 1, "");
     return e->val[id] = LLVMBuildLoad2(c->b, ftype(c, n->dtype), p, "");
   }
@@ -349,7 +352,7 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
       if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
   for (int a = 0; a < e->rank; a++) fprintf(f, "%lld,", (long long)e->d[a]);
   for (int i = 0; i < e->nr; i++) {
-    fprintf(f, "|r%d", graph_node(c->g, e->r[i].node)->dtype);
+    fprintf(f, "|r%d>%d", graph_node(c->g, e->r[i].node)->dtype, e->r[i].out);
     for (int a = 0; a < e->rank; a++) fprintf(f, ",%lld", (long long)e->r[i].stride[a]);
   }
   for (int t = 0; t < k->nnodes; t++) {
@@ -390,15 +393,15 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   // operands, element for element) always fails them and runs scalar. The
   // only aliasing is out[i] with an operand's element i, read before it is
   // written in the same iteration; no two iterations touch the same element.
-  // A merged kernel's loads all come before its stores (below), so the
-  // same holds with several outputs.
+  // A read that shares an output's storage is loaded through the output's
+  // pointer (see emit_ew), so distinct pointers never overlap.
   for (int i = 0; i < no + e->nr; i++)
     LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
   LLVMValueRef saved_fn = c->fn;
   c->fn = fn;
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, fn, "entry"));
-  for (int i = 0; i < e->nr; i++) e->r[i].ptr = LLVMGetParam(fn, (unsigned)(no + i));
+  for (int i = 0; i < e->nr; i++) e->r[i].ptr = LLVMGetParam(fn, (unsigned)(e->r[i].out >= 0 ? e->r[i].out : no + i));
   LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(no + e->nr)), end = LLVMGetParam(fn, (unsigned)(no + e->nr + 1));
   e->val = xcalloc((size_t)c->g->nodes.n, sizeof(LLVMValueRef));
   Loop lr, lj;
@@ -425,9 +428,9 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   LLVMValueRef out_base = blocked ? I64(c, 0) : LLVMBuildMul(c->b, r, I64(c, inner), "");
   LLVMValueRef j = loop_begin(c, &lj, jlo, jhi, "inner");
   e->j = j;
+  LLVMValueRef oi = e->oi = LLVMBuildAdd(c->b, out_base, j, "");
   LLVMValueRef v[EW_MAX_READS + 1];
   for (int o = 0; o < no; o++) v[o] = ew_node(c, e, o ? k->outs[o - 1] : k->root);
-  LLVMValueRef oi = LLVMBuildAdd(c->b, out_base, j, "");
   for (int o = 0; o < no; o++)
     LLVMBuildStore(c->b, v[o], LLVMBuildGEP2(c->b, ftype(c, root->dtype), LLVMGetParam(fn, (unsigned)o), &oi, 1, ""));
   loop_end(c, &lj);
@@ -494,7 +497,19 @@ static void emit_ew(CG *c, const Kernel *k) {
     if (!tree_reads(c->g, k, k->reads[i])) continue;  // an epilogue matmul's operand
     BPC_ASSERT(e.nr < EW_MAX_READS);
     e.r[e.nr].node = k->reads[i];
-    shape_bcast_strides(&graph_node(c->g, k->reads[i])->shape, &out, st[++e.nr]);
+    // A read stored where an output goes (an in-place update, an operand dying
+    // here, a GEMM epilogue's C) is loaded through that output's pointer: the
+    // body's pointers are noalias, and two names for one buffer would let
+    // LLVM move a load past a store of another output.
+    e.r[e.nr].out = -1;
+    const Node *rn = graph_node(c->g, k->reads[i]);
+    for (int o = 0; o <= k->nouts; o++) {
+      int on = o ? k->outs[o - 1] : k->root;
+      if (c->p->offset[k->reads[i]] == c->p->offset[on] && shape_eq(&rn->shape, &graph_node(c->g, on)->shape) &&
+          rn->dtype == graph_node(c->g, on)->dtype)
+        e.r[e.nr].out = o;
+    }
+    shape_bcast_strides(&rn->shape, &out, st[++e.nr]);
   }
   int rank = 0;
   if (k->mm >= 0) {  // a matmul epilogue walks the GEMM's [rows, N]
