@@ -103,14 +103,19 @@ static int64_t value_bytes(const Graph *g, int id) {
   return shape_numel(&n->shape) * dtype_bytes(n->dtype);
 }
 
+// Bytes a kernel reads and writes per step.
+static int64_t kernel_bytes(const Graph *g, const Kernel *k) {
+  int64_t bytes = 0;
+  for (int i = 0; i < k->nreads; i++) bytes += value_bytes(g, k->reads[i]);
+  if (k->kind != KK_ALIAS) bytes += value_bytes(g, k->root);
+  for (int i = 0; i < k->nouts; i++) bytes += value_bytes(g, k->outs[i]);
+  return bytes;
+}
+
 static void add_kernel(Program *p, Kernel k) {
   const Graph *g = p->g;
-  int64_t bytes = 0;
-  for (int i = 0; i < k.nreads; i++) bytes += value_bytes(g, k.reads[i]);
-  if (k.kind != KK_ALIAS) bytes += value_bytes(g, k.root);
-  for (int i = 0; i < k.nouts; i++) bytes += value_bytes(g, k.outs[i]);
   if (k.kind == KK_STATE) k.phase = 1;
-  k.bytes = bytes;
+  k.bytes = kernel_bytes(g, &k);
   k.flops = k.mm >= 0 ? node_flops(g, graph_node(g, k.mm)) : 0;
   for (int i = 0; i < k.nnodes; i++) k.flops += node_flops(g, graph_node(g, k.nodes[i]));
   VEC_PUSH(p->kernels, k);
@@ -176,10 +181,7 @@ static Kernel merge(const Graph *g, Kernel *a, Kernel *b) {
     if (x != a->root && !has(a->outs, a->nouts, x) && !has(m.reads, m.nreads, x)) m.reads[m.nreads++] = x;
   }
   m.flops = a->flops + b->flops;
-  m.bytes = 0;
-  for (int i = 0; i < m.nreads; i++) m.bytes += value_bytes(g, m.reads[i]);
-  m.bytes += value_bytes(g, m.root);
-  for (int i = 0; i < m.nouts; i++) m.bytes += value_bytes(g, m.outs[i]);
+  m.bytes = kernel_bytes(g, &m);
   free(a->outs), free(a->nodes), free(a->reads);
   free(b->outs), free(b->nodes), free(b->reads);
   return m;
