@@ -586,6 +586,10 @@ typedef struct Kernel {
   int phase;    // 0: the step's kernels; 1: the optimizer update's
   int nouts;    // KK_EW without mm: more values the same loop computes and
   int *outs;    // stores (siblings merged by fuse.c), before the root
+  int group;    // optimizer update loops of one structure run as one pass
+                // over all their params (fuse.c's group_updates): on the
+                // group's first kernel, how many follow it; on those, -1;
+                // 0 elsewhere
 } Kernel;
 
 typedef enum { MEM_PARAM, MEM_GRAD, MEM_INPUT, MEM_STATE, MEM_OUTPUT, MEM_ACT, MEM_NCAT } MemCat;

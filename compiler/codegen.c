@@ -229,6 +229,7 @@ typedef struct Ew {
   EwRead r[EW_MAX_READS];
   int nr;
   int64_t block;             // inner length per row (the last dim, or a block of it)
+  bool flat;                 // one loop over elements [begin, end), no rows (update groups)
   LLVMValueRef j;            // inner index
   LLVMValueRef oi;           // the outputs' element index (out_base + j)
   LLVMValueRef *val;         // per node id: value in this iteration
@@ -345,8 +346,8 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
-  fprintf(f, "%lld/%lld/%lld/%d/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0,
-          k->nouts);
+  fprintf(f, "%lld/%lld/%lld/%d/%d/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0,
+          k->nouts, e->flat);
   for (int o = 0; o < k->nouts; o++)  // which tree nodes the extra outputs are
     for (int u = 0; u < k->nnodes; u++)
       if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
@@ -405,27 +406,31 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   LLVMValueRef begin = LLVMGetParam(fn, (unsigned)(no + e->nr)), end = LLVMGetParam(fn, (unsigned)(no + e->nr + 1));
   e->val = xcalloc((size_t)c->g->nodes.n, sizeof(LLVMValueRef));
   Loop lr, lj;
-  LLVMValueRef r = loop_begin(c, &lr, begin, end, "rows");
-  LLVMValueRef jlo = I64(c, 0), jhi = I64(c, e->block);
-  if (mm) jlo = LLVMGetParam(fn, (unsigned)(no + e->nr + 2)), jhi = LLVMGetParam(fn, (unsigned)(no + e->nr + 3));
-  bool blocked = e->block != inner;
-  if (blocked) {
-    jlo = LLVMBuildMul(c->b, r, I64(c, e->block), "");
-    LLVMValueRef hi = LLVMBuildAdd(c->b, jlo, I64(c, e->block), "");
-    jhi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, inner), ""), hi, I64(c, inner), "");
+  LLVMValueRef jlo = begin, jhi = end, out_base = I64(c, 0);
+  for (int i = 0; i < e->nr; i++) e->r[i].base = I64(c, 0);
+  if (!e->flat) {
+    LLVMValueRef r = loop_begin(c, &lr, begin, end, "rows");
+    jlo = I64(c, 0), jhi = I64(c, e->block);
+    if (mm) jlo = LLVMGetParam(fn, (unsigned)(no + e->nr + 2)), jhi = LLVMGetParam(fn, (unsigned)(no + e->nr + 3));
+    bool blocked = e->block != inner;
+    if (blocked) {
+      jlo = LLVMBuildMul(c->b, r, I64(c, e->block), "");
+      LLVMValueRef hi = LLVMBuildAdd(c->b, jlo, I64(c, e->block), "");
+      jhi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, inner), ""), hi, I64(c, inner), "");
+    }
+    // Row bases: decompose r over the outer collapsed axes.
+    for (int i = 0; i < e->nr; i++) {
+      LLVMValueRef base = I64(c, 0), rem = r;
+      if (!blocked)
+        for (int a = e->rank - 2; a >= 0; a--) {
+          LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, e->d[a]), "");
+          rem = LLVMBuildSDiv(c->b, rem, I64(c, e->d[a]), "");
+          if (e->r[i].stride[a]) base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, coord, I64(c, e->r[i].stride[a]), ""), "");
+        }
+      e->r[i].base = base;
+    }
+    if (!blocked) out_base = LLVMBuildMul(c->b, r, I64(c, inner), "");
   }
-  // Row bases: decompose r over the outer collapsed axes.
-  for (int i = 0; i < e->nr; i++) {
-    LLVMValueRef base = I64(c, 0), rem = r;
-    if (!blocked)
-      for (int a = e->rank - 2; a >= 0; a--) {
-        LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, e->d[a]), "");
-        rem = LLVMBuildSDiv(c->b, rem, I64(c, e->d[a]), "");
-        if (e->r[i].stride[a]) base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, coord, I64(c, e->r[i].stride[a]), ""), "");
-      }
-    e->r[i].base = base;
-  }
-  LLVMValueRef out_base = blocked ? I64(c, 0) : LLVMBuildMul(c->b, r, I64(c, inner), "");
   LLVMValueRef j = loop_begin(c, &lj, jlo, jhi, "inner");
   e->j = j;
   LLVMValueRef oi = e->oi = LLVMBuildAdd(c->b, out_base, j, "");
@@ -434,7 +439,7 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   for (int o = 0; o < no; o++)
     LLVMBuildStore(c->b, v[o], LLVMBuildGEP2(c->b, ftype(c, root->dtype), LLVMGetParam(fn, (unsigned)o), &oi, 1, ""));
   loop_end(c, &lj);
-  loop_end(c, &lr);
+  if (!e->flat) loop_end(c, &lr);
   LLVMBuildRetVoid(c->b);
   free(e->val);
   c->fn = saved_fn;
@@ -486,100 +491,189 @@ static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
   return g;
 }
 
-static void emit_ew(CG *c, const Kernel *k) {
+// The loop's reads and iteration space: e's reads with their strides over
+// the collapsed axes; *inner and *rows the loop's extent.
+static void ew_setup(CG *c, const Kernel *k, Ew *e, int64_t *inner, int64_t *rows) {
   const Node *root = graph_node(c->g, k->root);
-  Ew e = {.k = k};
+  *e = (Ew){.k = k};
   Shape out = root->shape;
   if (out.rank == 0) out = (Shape){.rank = 1, .d = {1}};
   int64_t st[EW_MAX_READS + 1][BPC_MAX_RANK];
   shape_bcast_strides(&out, &out, st[0]);
   for (int i = 0; i < k->nreads; i++) {
     if (!tree_reads(c->g, k, k->reads[i])) continue;  // an epilogue matmul's operand
-    BPC_ASSERT(e.nr < EW_MAX_READS);
-    e.r[e.nr].node = k->reads[i];
+    BPC_ASSERT(e->nr < EW_MAX_READS);
+    e->r[e->nr].node = k->reads[i];
     // A read stored where an output goes (an in-place update, an operand dying
     // here, a GEMM epilogue's C) is loaded through that output's pointer: the
     // body's pointers are noalias, and two names for one buffer would let
     // LLVM move a load past a store of another output.
-    e.r[e.nr].out = -1;
+    e->r[e->nr].out = -1;
     const Node *rn = graph_node(c->g, k->reads[i]);
     for (int o = 0; o <= k->nouts; o++) {
       int on = o ? k->outs[o - 1] : k->root;
       if (c->p->offset[k->reads[i]] == c->p->offset[on] && shape_eq(&rn->shape, &graph_node(c->g, on)->shape) &&
           rn->dtype == graph_node(c->g, on)->dtype)
-        e.r[e.nr].out = o;
+        e->r[e->nr].out = o;
     }
-    shape_bcast_strides(&rn->shape, &out, st[++e.nr]);
+    shape_bcast_strides(&rn->shape, &out, st[++e->nr]);
   }
   int rank = 0;
   if (k->mm >= 0) {  // a matmul epilogue walks the GEMM's [rows, N]
     rank = 2;
-    e.d[0] = shape_numel(&out) / out.d[out.rank - 1];
-    e.d[1] = out.d[out.rank - 1];
-    for (int i = 0; i <= e.nr; i++) st[i][0] = st[i][out.rank - 2], st[i][1] = st[i][out.rank - 1];
+    e->d[0] = shape_numel(&out) / out.d[out.rank - 1];
+    e->d[1] = out.d[out.rank - 1];
+    for (int i = 0; i <= e->nr; i++) st[i][0] = st[i][out.rank - 2], st[i][1] = st[i][out.rank - 1];
   } else {
-    // Collapse adjacent axes that every operand walks contiguously.
+    // Collapse adjacent axes that every operand walks contiguously; axes of
+    // extent 1 (stride 0 when broadcast) go.
     for (int a = 0; a < out.rank; a++) {
+      if (out.d[a] == 1) continue;
       bool merge = rank > 0;
-      for (int i = 0; i <= e.nr && merge; i++) merge = st[i][rank - 1] == st[i][a] * out.d[a];
+      for (int i = 0; i <= e->nr && merge; i++) merge = st[i][rank - 1] == st[i][a] * out.d[a];
       if (merge) {
-        e.d[rank - 1] *= out.d[a];
-        for (int i = 0; i <= e.nr; i++) st[i][rank - 1] = st[i][a];
+        e->d[rank - 1] *= out.d[a];
+        for (int i = 0; i <= e->nr; i++) st[i][rank - 1] = st[i][a];
       } else {
-        e.d[rank] = out.d[a];
-        for (int i = 0; i <= e.nr; i++) st[i][rank] = st[i][a];
+        e->d[rank] = out.d[a];
+        for (int i = 0; i <= e->nr; i++) st[i][rank] = st[i][a];
         rank++;
       }
     }
-  }
-  e.rank = rank;
-  for (int i = 0; i < e.nr; i++) memcpy(e.r[i].stride, st[i + 1], sizeof e.r[i].stride);
-  int64_t inner = e.d[rank - 1], rows = shape_numel(&out) / inner;
-  e.block = inner;
-  if (rows == 1 && inner > 4096 && k->mm < 0) {  // one long row: blocks give the pool work to split
-    e.block = 4096;
-    rows = (inner + 4095) / 4096;
-  }
-  // Loops with the same structure (the same block of every layer) share one
-  // body taking the storage as arguments: compile time grows with the
-  // distinct loops, not with depth.
-  char *sig = ew_signature(c, &e, k, inner, rows);
-  LLVMValueRef body = NULL;
-  for (int i = 0; i < c->bodies.n && !body; i++)
-    if (!strcmp(c->bodies.sig[i], sig)) body = c->bodies.fn[i];
-  if (!body) {
-    body = emit_ew_body(c, &e, k, inner);
-    if (c->bodies.n == c->bodies.cap) {
-      c->bodies.cap = c->bodies.cap ? 2 * c->bodies.cap : 16;
-      c->bodies.sig = xrealloc(c->bodies.sig, sizeof(char *) * (size_t)c->bodies.cap);
-      c->bodies.fn = xrealloc(c->bodies.fn, sizeof(LLVMValueRef) * (size_t)c->bodies.cap);
+    if (rank == 0) {  // a single element: operands of its shape walk it as others do theirs
+      rank = 1, e->d[0] = 1, st[0][0] = 1;
+      for (int i = 0; i < e->nr; i++) st[i + 1][0] = shape_eq(&graph_node(c->g, e->r[i].node)->shape, &root->shape);
     }
-    c->bodies.sig[c->bodies.n] = sig;
-    c->bodies.fn[c->bodies.n++] = body;
-  } else {
-    free(sig);
   }
+  e->rank = rank;
+  for (int i = 0; i < e->nr; i++) memcpy(e->r[i].stride, st[i + 1], sizeof e->r[i].stride);
+  *inner = e->d[rank - 1], *rows = shape_numel(&out) / *inner;
+  e->block = *inner;
+  if (*rows == 1 && *inner > 4096 && k->mm < 0) {  // one long row: blocks give the pool work to split
+    e->block = 4096;
+    *rows = (*inner + 4095) / 4096;
+  }
+}
+
+// Loops with the same structure (the same block of every layer) share one
+// body taking the storage as arguments: compile time grows with the
+// distinct loops, not with depth.
+static LLVMValueRef ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner, int64_t rows) {
+  char *sig = ew_signature(c, e, k, inner, rows);
+  for (int i = 0; i < c->bodies.n; i++)
+    if (!strcmp(c->bodies.sig[i], sig)) {
+      free(sig);
+      return c->bodies.fn[i];
+    }
+  LLVMValueRef body = emit_ew_body(c, e, k, inner);
+  if (c->bodies.n == c->bodies.cap) {
+    c->bodies.cap = c->bodies.cap ? 2 * c->bodies.cap : 16;
+    c->bodies.sig = xrealloc(c->bodies.sig, sizeof(char *) * (size_t)c->bodies.cap);
+    c->bodies.fn = xrealloc(c->bodies.fn, sizeof(LLVMValueRef) * (size_t)c->bodies.cap);
+  }
+  c->bodies.sig[c->bodies.n] = sig;
+  c->bodies.fn[c->bodies.n++] = body;
+  return body;
+}
+
+// The pointers a body takes before its range: outputs (root first), reads.
+static int ew_args(CG *c, const Kernel *k, const Ew *e, LLVMValueRef *args) {
+  int no = 1 + k->nouts;
+  args[0] = node_ptr(c, k->root);
+  for (int o = 1; o < no; o++) args[o] = node_ptr(c, k->outs[o - 1]);
+  for (int i = 0; i < e->nr; i++) args[no + i] = node_ptr(c, e->r[i].node);
+  return no + e->nr;
+}
+
+static void emit_ew(CG *c, const Kernel *k) {
+  Ew e;
+  int64_t inner, rows;
+  ew_setup(c, k, &e, &inner, &rows);
+  LLVMValueRef body = ew_body(c, &e, k, inner, rows);
   char *wsig = xmalloc(strlen(c->sig) + 32);  // the wrapper calls this body
   sprintf(wsig, "%s|%p", c->sig, (void *)body);
   free(c->sig);
   c->sig = wsig;
   begin_kernel(c);
   LLVMValueRef args[EW_MAX_READS + EW_MAX_READS + 5];
-  int no = 1 + k->nouts, nargs = no + e.nr + 2;
-  args[no + e.nr] = c->begin;
-  args[no + e.nr + 1] = c->end;
+  int np = 1 + k->nouts + e.nr, nargs = np + 2;
+  args[np] = c->begin;
+  args[np + 1] = c->end;
   if (k->mm >= 0) {  // the GEMM writes its block of C, then the epilogue rewrites it in place
     // (into the matmul's storage: the root's, or a merged sibling's)
     Gemm gs = emit_gemm(c, graph_node(c->g, k->mm), node_ptr(c, k->mm));
-    args[no + e.nr] = gs.r0, args[no + e.nr + 1] = gs.r1, args[no + e.nr + 2] = gs.j0, args[no + e.nr + 3] = gs.j1;
+    args[np] = gs.r0, args[np + 1] = gs.r1, args[np + 2] = gs.j0, args[np + 3] = gs.j1;
     nargs += 2;
     rows = gs.units;
   }
-  args[0] = node_ptr(c, k->root);
-  for (int o = 1; o < no; o++) args[o] = node_ptr(c, k->outs[o - 1]);
-  for (int i = 0; i < e.nr; i++) args[no + i] = node_ptr(c, e.r[i].node);
+  ew_args(c, k, &e, args);
   call(c, body, args, nargs);
   end_kernel(c, rows, k->flops + k->bytes);
+}
+
+static char *kernel_signature(CG *c, const Kernel *k);
+
+// An update group (fuse.c's group_updates): n update loops of one
+// structure as one parallel loop over the concatenation of their params'
+// elements, cut in blocks of UPDATE_BLOCK. A block range calls the shared
+// flat body once for each param it covers, on that param's part of the
+// range. Elementwise: the split changes no result.
+#define UPDATE_BLOCK 4096
+static void emit_update_group(CG *c, const Kernel *ks, int n) {
+  Ew *e = xmalloc(sizeof(Ew) * (size_t)n);
+  int64_t *start = xmalloc(sizeof(int64_t) * (size_t)(n + 1)), work = 0;
+  LLVMValueRef body = NULL;
+  char *sig0 = NULL;
+  start[0] = 0;
+  for (int m = 0; m < n; m++) {
+    int64_t inner, rows;
+    ew_setup(c, &ks[m], &e[m], &inner, &rows);
+    BPC_ASSERT(e[m].rank == 1 && ks[m].mm < 0);
+    start[m + 1] = start[m] + inner;
+    work += ks[m].flops + ks[m].bytes;
+    e[m].flat = true;
+    e[m].d[0] = e[m].block = 0;  // sizes are arguments
+    char *sig = ew_signature(c, &e[m], &ks[m], 0, 0);
+    if (!m) {
+      body = ew_body(c, &e[0], &ks[0], 0, 0);
+      sig0 = sig;
+    } else {
+      BPC_ASSERT(!strcmp(sig, sig0));  // fuse.c's key promised one body
+      free(sig);
+    }
+  }
+  free(sig0);
+  for (int m = 1; m < n; m++) {  // the wrapper's signature: every member's
+    char *ms = kernel_signature(c, &ks[m]), *ws = xmalloc(strlen(c->sig) + strlen(ms) + 2);
+    sprintf(ws, "%s&%s", c->sig, ms);
+    free(c->sig), free(ms);
+    c->sig = ws;
+  }
+  begin_kernel(c);
+  int64_t total = start[n];
+  LLVMValueRef lo = LLVMBuildMul(c->b, c->begin, I64(c, UPDATE_BLOCK), "");
+  LLVMValueRef hi = LLVMBuildMul(c->b, c->end, I64(c, UPDATE_BLOCK), "");
+  hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, total), ""), hi, I64(c, total), "");
+  for (int m = 0; m < n; m++) {
+    // This param's elements [start, start + len) met with [lo, hi), in its own indices.
+    int64_t len = start[m + 1] - start[m];
+    LLVMValueRef a = LLVMBuildSub(c->b, lo, I64(c, start[m]), ""), b = LLVMBuildSub(c->b, hi, I64(c, start[m]), "");
+    a = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSGT, a, I64(c, 0), ""), a, I64(c, 0), "");
+    b = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, b, I64(c, len), ""), b, I64(c, len), "");
+    LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(c->cx, c->fn, "param");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(c->cx, c->fn, "next");
+    LLVMBuildCondBr(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, a, b, ""), run, next);
+    LLVMPositionBuilderAtEnd(c->b, run);
+    LLVMValueRef args[EW_MAX_READS + EW_MAX_READS + 5];
+    int np = ew_args(c, &ks[m], &e[m], args);
+    args[np] = a, args[np + 1] = b;
+    call(c, body, args, np + 2);
+    LLVMBuildBr(c->b, next);
+    LLVMPositionBuilderAtEnd(c->b, next);
+  }
+  end_kernel(c, (total + UPDATE_BLOCK - 1) / UPDATE_BLOCK, work);
+  free(e);
+  free(start);
 }
 
 // ---------------------------------------------------------------- library calls
@@ -1119,7 +1213,10 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
       c.part = 0;
       c.sig = kernel_signature(&c, k);
       switch (k->kind) {
-      case KK_EW: emit_ew(&c, k); break;
+      case KK_EW:
+        if (k->group > 0) emit_update_group(&c, k, 1 + k->group);
+        else if (k->group == 0) emit_ew(&c, k);  // (-1: emitted with its group)
+        break;
       case KK_CALL: emit_call(&c, k); break;
       case KK_STATE: emit_state(&c, k); break;
       case KK_ALIAS: break;

@@ -187,19 +187,61 @@ static Kernel merge(const Graph *g, Kernel *a, Kernel *b) {
   return m;
 }
 
-// Adjacent related loops of one shape become one loop with several outputs:
-// Adam's m, v and param updates are one pass over each param instead of
-// three (the gradient, m and v read once, not twice).
+static bool conflict(const Program *p, const Kernel *a, const Kernel *b);
+
+// Related loops of one shape become one loop with several outputs: Adam's
+// m, v and param updates are one pass over each param instead of three (the
+// gradient, m and v read once, not twice). A loop merges into a later one
+// across up to MERGE_WINDOW kernels in between when it can run after them
+// (no conflict): the merged loop takes the later one's place.
+#define MERGE_WINDOW 4
 static void merge_siblings(Program *p) {
   int n = 0;
   for (int k = 0; k < p->kernels.n; k++) {
-    Kernel *kb = &p->kernels.v[k];
-    if (n > 0 && can_merge(p->g, &p->kernels.v[n - 1], kb))
-      p->kernels.v[n - 1] = merge(p->g, &p->kernels.v[n - 1], kb);
-    else
-      p->kernels.v[n++] = *kb;
+    Kernel kb = p->kernels.v[k];
+    int a = -1;
+    for (int i = n - 1; i >= 0 && i >= n - MERGE_WINDOW && a < 0; i--) {
+      if (!can_merge(p->g, &p->kernels.v[i], &kb)) continue;
+      bool free_path = true;
+      for (int j = i + 1; j < n && free_path; j++) free_path = !conflict(p, &p->kernels.v[i], &p->kernels.v[j]);
+      if (free_path) a = i;
+    }
+    if (a < 0) {
+      p->kernels.v[n++] = kb;
+      continue;
+    }
+    Kernel m = merge(p->g, &p->kernels.v[a], &kb);
+    memmove(&p->kernels.v[a], &p->kernels.v[a + 1], sizeof(Kernel) * (size_t)(n - a - 1));
+    p->kernels.v[n - 1] = m;
   }
   p->kernels.n = n;
+}
+
+// A merged loop stores a sibling's value only when something else needs
+// it: a later kernel, the step's caller, or the GEMM under the loop (which
+// writes there first). The clipped gradient g * coef, used by Adam's m and
+// v, stays in registers.
+static void drop_unneeded_outs(Program *p, const bool *result) {
+  const Graph *g = p->g;
+  int *readers = xcalloc((size_t)(g->nodes.n ? g->nodes.n : 1), sizeof(int));
+  for (int k = 0; k < p->kernels.n; k++)
+    for (int r = 0; r < p->kernels.v[k].nreads; r++) readers[p->kernels.v[k].reads[r]]++;
+  for (int k = 0; k < p->kernels.n; k++) {
+    Kernel *kr = &p->kernels.v[k];
+    int n = 0;
+    for (int o = 0; o < kr->nouts; o++) {
+      int x = kr->outs[o];
+      if (result[x] || readers[x] || (kr->mm >= 0 && p->alias[kr->mm] == x))
+        kr->outs[n++] = x;
+      else
+        p->materialized[x] = false;
+    }
+    if (n != kr->nouts) {
+      kr->nouts = n;
+      kr->bytes = kernel_bytes(g, kr);
+    }
+  }
+  free(readers);
 }
 
 // Can elementwise node e (the only consumer of matmul m) run as m's
@@ -244,6 +286,116 @@ static void add_writeback(Program *p, int leaf, int upd, int state, bool *copied
   k.nodes[0] = leaf;  // the destination
   k.nnodes = 1;
   add_kernel(p, k);
+}
+
+// The structure of loop k with its sizes left out (two loops with one key
+// share one flat body), or NULL when k is not an update loop that can join
+// a group: an optimizer-phase elementwise loop without a GEMM, whose every
+// stored value updates a param or slot in place, and whose every read is
+// either of the root's shape or a scalar.
+static char *update_key(const Program *p, const Kernel *k) {
+  const Graph *g = p->g;
+  if (k->kind != KK_EW || k->mm >= 0 || k->phase != 1) return NULL;
+  const Node *root = graph_node(g, k->root);
+  for (int o = 0; o <= k->nouts; o++) {
+    int v = o < k->nouts ? k->outs[o] : k->root;
+    const Node *vn = graph_node(g, v);
+    if (p->alias[v] == v || !(op_info(graph_node(g, p->alias[v])->op)->flags & OPF_LEAF) ||
+        !shape_eq(&vn->shape, &root->shape) || vn->dtype != root->dtype)
+      return NULL;
+  }
+  for (int i = 0; i < k->nreads; i++) {
+    const Node *rn = graph_node(g, k->reads[i]);
+    if (rn->shape.rank != 0 && !shape_eq(&rn->shape, &root->shape)) return NULL;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  fprintf(f, "%d/%d:", root->dtype, k->nouts);
+  for (int o = 0; o < k->nouts; o++)
+    for (int u = 0; u < k->nnodes; u++)
+      if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
+  for (int i = 0; i < k->nreads; i++) {  // dtype, scalar or not, the output stored over it
+    const Node *rn = graph_node(g, k->reads[i]);
+    int over = -1;
+    for (int o = 0; o <= k->nouts; o++)
+      if (p->alias[o < k->nouts ? k->outs[o] : k->root] == p->alias[k->reads[i]]) over = o;
+    fprintf(f, "|r%d/%d/%d", rn->dtype, rn->shape.rank == 0, over);
+  }
+  for (int t = 0; t < k->nnodes; t++) {
+    const Node *n = graph_node(g, k->nodes[t]);
+    fprintf(f, "|%d/%d/%a/%a/%d(", n->op, n->dtype, n->attr.f[0], n->attr.f[1], n->attr.b[0]);
+    for (int x = 0; x < n->nin; x++) {
+      int id = n->in[x];
+      const Node *xn = graph_node(g, id);
+      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
+      for (int i = 0; i < k->nreads; i++)
+        if (k->reads[i] == id) fprintf(f, "r%d,", i);
+      for (int u = 0; u < t; u++)
+        if (k->nodes[u] == id) fprintf(f, "n%d,", u);
+    }
+    fputc(')', f);
+  }
+  fclose(f);
+  return buf;
+}
+
+// Would running b before a (a comes first) change anything? Yes when one
+// stores into storage the other reads or stores. Before the memory plan,
+// storage is the alias: distinct non-leaf values get distinct space.
+static bool conflict(const Program *p, const Kernel *a, const Kernel *b) {
+  const Kernel *ks[2] = {a, b};
+  for (int w = 0; w < 2; w++) {
+    const Kernel *x = ks[w], *y = ks[1 - w];
+    if (x->kind == KK_ALIAS) continue;
+    for (int o = 0; o <= x->nouts; o++) {
+      int s = p->alias[o < x->nouts ? x->outs[o] : x->root];
+      if (x->kind == KK_STATE) s = p->alias[x->nodes[0]];  // a copy into the state leaf
+      for (int r = 0; r < y->nreads; r++)
+        if (p->alias[y->reads[r]] == s) return true;
+      for (int o2 = 0; y->kind != KK_ALIAS && o2 <= y->nouts; o2++)
+        if (p->alias[o2 < y->nouts ? y->outs[o2] : y->root] == s) return true;
+    }
+  }
+  return false;
+}
+
+// The optimizer as one pass over all params, as torch's fused/foreach Adam:
+// update loops of one structure (every matrix under AdamW; every bias and
+// gain) move to the end of the update, side by side, and become a group
+// that codegen runs as one parallel loop over the concatenation of their
+// elements. A loop moves only past kernels it does not conflict with.
+static void group_updates(Program *p) {
+  int n = p->kernels.n;
+  char **key = xcalloc((size_t)(n ? n : 1), sizeof(char *));
+  bool *moved = xcalloc((size_t)(n ? n : 1), 1);
+  for (int i = 0; i < n; i++) {
+    key[i] = update_key(p, &p->kernels.v[i]);
+    moved[i] = key[i] != NULL;
+    for (int j = i + 1; j < n && moved[i]; j++) moved[i] = !conflict(p, &p->kernels.v[i], &p->kernels.v[j]);
+  }
+  Kernel *out = xmalloc(sizeof(Kernel) * (size_t)(n ? n : 1));
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (!moved[i]) out[m++] = p->kernels.v[i];
+  for (int i = 0; i < n; i++) {  // the moved loops, one key after another, in order
+    if (!moved[i]) continue;
+    int first = m;
+    for (int j = i; j < n; j++)
+      if (moved[j] && !strcmp(key[j], key[i])) {
+        out[m] = p->kernels.v[j];
+        out[m].group = m == first ? 0 : -1;
+        m++;
+        if (j > i) moved[j] = false;
+      }
+    out[first].group = m - first - 1;
+  }
+  BPC_ASSERT(m == n);
+  memcpy(p->kernels.v, out, sizeof(Kernel) * (size_t)n);
+  for (int i = 0; i < n; i++) free(key[i]);
+  free(key);
+  free(moved);
+  free(out);
 }
 
 Program *program_new(const Graph *g, bool fuse, bool training) {
@@ -320,13 +472,17 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
     k.nodes = nodes.v, k.nnodes = nodes.n, k.reads = reads.v, k.nreads = reads.n;
     add_kernel(p, k);
   }
-  if (fuse) merge_siblings(p);
+  if (fuse) {
+    merge_siblings(p);
+    drop_unneeded_outs(p, result);
+  }
   for (int ki = 0; ki < p->kernels.n; ki++)
     for (int i = 0; i < p->kernels.v[ki].nreads; i++) BPC_ASSERT(p->materialized[p->kernels.v[ki].reads[i]]);
   bool *copied = xcalloc((size_t)(n ? n : 1), 1);
   for (int i = 0; i < g->states.n; i++) add_writeback(p, g->states.v[i].node, g->states.v[i].update, i, copied);
   for (int i = 0; i < g->params.n; i++) add_writeback(p, g->params.v[i].node, g->params.v[i].update, -1, copied);
   free(copied);
+  if (fuse) group_updates(p);
   free(into);
   free(result);
   free(epi);
@@ -372,6 +528,7 @@ void program_print(FILE *out, const Program *p) {
       fprintf(out, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
     }
     if (k->nouts) fputc(')', out);
+    if (k->group > 0) fprintf(out, "  [one pass with k%d-k%d]", i + 1, i + k->group);
     fputc('\n', out);
     flops += k->flops;
     bytes += k->bytes;

@@ -219,12 +219,18 @@ static int cmd_check(Opts *o) {
     show_check(stdout, g);
     int nfwd = g->nodes.n;
     if (g->loss >= 0) {
-      Graph *j = joint(g, 0);
+      const Model *model = g->model;
+      Graph *j = joint(g, 0);  // the training step: forward, backward, optimizer
       g = NULL;
+      if (j && !optim_append(j, &model->train)) {
+        graph_free(j);
+        j = NULL;
+        rc = 1;
+      }
       if (j) {
         int njoint = j->nodes.n;
         Graph *s = simplify(j, SIMP_ALL), *lowered;
-        printf("nodes: forward %d, joint forward+backward %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
+        printf("nodes: forward %d, training step (forward, backward, optimizer) %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
         Program *unfused = program_plan(s, false, true, &lowered);
         int nunfused = unfused->kernels.n;
         program_free(unfused);

@@ -1,8 +1,11 @@
 // test_optim.c — the optimizers as generated code against torch.optim's
 // formulas written out here in double: several updates of a small model
-// (f64 build), with weight decay on the matrix only (rank-1 params get none),
-// clipping, and every option of SGD, Adam, AdamW, RMSprop and Adagrad. The
-// gradients for the reference come from the interpreter.
+// (f64 build, two threads), with weight decay on the matrices only (rank-1
+// params get none), clipping, and every option of SGD, Adam, AdamW, RMSprop
+// and Adagrad. The gradients for the reference come from the interpreter.
+// The update runs as one pass per group of params (matrices, vectors): the
+// matrices' 6460 elements span two blocks of the pass, split over the two
+// threads in the middle of w2.
 #include <criterion/criterion.h>
 
 #include "bpc.h"
@@ -15,9 +18,12 @@ typedef struct Ref {  // the reference state of one param
 } Ref;
 
 static const char *MODEL =
-    "bpc: 1\nname: o\ninputs:\n  x: {shape: [5, 3]}\n  t: {shape: [5, 4]}\n"
-    "params:\n  w: {shape: [3, 4], init: normal(1)}\n  b: {shape: [4], init: normal(1)}\n"
-    "graph:\n  y: tanh(x @ w + b)\n  loss: mse(y, t)\nloss: loss\n";
+    "bpc: 1\nname: o\ninputs:\n  x: {shape: [5, 30]}\n  t: {shape: [5, 4]}\n"
+    "params:\n  w1: {shape: [30, 90], init: normal(0.2)}\n  b1: {shape: [90], init: normal(1)}\n"
+    "  w2: {shape: [90, 40], init: normal(0.1)}\n  b2: {shape: [40], init: normal(1)}\n"
+    "  w3: {shape: [40, 4], init: normal(0.2)}\n  b3: {shape: [4], init: normal(1)}\n"
+    "graph:\n  h1: tanh(x @ w1 + b1)\n  h2: tanh(h1 @ w2 + b2)\n  y: tanh(h2 @ w3 + b3)\n  loss: mse(y, t)\nloss: loss\n";
+#define NPARAMS 6
 
 // The torch.optim update of one param (single-tensor path), in double.
 static void ref_update(const OptimCfg *c, Ref *r, const double *grad, int s, double lr, double coef) {
@@ -117,17 +123,36 @@ static void check(const char *train_yaml, double lr) {
       cr_expect(same, "%s: %s is not updated in the loop that updates %s", train_yaml, st->name, gp->name);
     }
   }
-  char *mem = aligned_alloc(64, (size_t)(tp->arena_bytes + tp->scratch_per_thread + 64) / 64 * 64);
-  memset(mem, 0, (size_t)tp->arena_bytes);
-  bpcrt_ctx ctx = {mem, mem + tp->arena_bytes, NULL, 0, 0};
+  // One pass over all params: the update loops form at most two groups (the
+  // matrices with weight decay, the vectors without), each a single kernel.
+  int passes = 0, grouped = 0;
+  for (int k = 0; k < tp->kernels.n; k++) {
+    const Kernel *kr = &tp->kernels.v[k];
+    bool upd = false;
+    for (int i = 0; i < tp->g->params.n; i++)
+      for (int o = -1; o < kr->nouts; o++) upd |= (o < 0 ? kr->root : kr->outs[o]) == tp->g->params.v[i].update;
+    if (!upd) continue;
+    passes += kr->group >= 0;
+    grouped += kr->group != 0;
+  }
+  cr_expect_eq(grouped, NPARAMS, "%s: %d of %d update loops in groups", train_yaml, grouped, NPARAMS);
+  int want = m->train.opt.weight_decay != 0 ? 2 : 1;
+  cr_expect_eq(passes, want, "%s: %d update passes, want %d", train_yaml, passes, want);
+  bpcrt_pool *pool = bpcrt_pool_new(2);
+  int nth = bpcrt_pool_threads(pool);
+  size_t bytes = (size_t)(tp->arena_bytes + nth * tp->scratch_per_thread + 64) / 64 * 64;
+  char *mem = aligned_alloc(64, bytes);
+  memset(mem, 0, bytes);
+  bpcrt_ctx ctx = {mem, mem + tp->arena_bytes, pool, 0, 0};
   // The reference: interpreter gradients of the same model.
   Graph *rg = graph_build(m, &c.d, NULL, 0, DT_F64);
   cr_assert(rg && ad_backward(rg));
   Interp *it = interp_new(rg, 0, 0, true);
   interp_init_params(it, 3);
   gc_fill_inputs(it, rg);
-  Ref refs[2];
-  for (int i = 0; i < 2; i++) {
+  Ref refs[NPARAMS];
+  cr_assert_eq(rg->params.n, NPARAMS);
+  for (int i = 0; i < NPARAMS; i++) {
     const GParam *gp = &rg->params.v[i];
     int64_t n = shape_numel(&graph_node(rg, gp->node)->shape);
     refs[i] = (Ref){calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), n, gp->decay};
@@ -158,26 +183,27 @@ static void check(const char *train_yaml, double lr) {
     step(&ctx);
     update(&ctx);
     // Reference: grads at the reference params, clipping, the update.
-    for (int i = 0; i < 2; i++) interp_set(it, rg->params.v[i].node, refs[i].p, refs[i].n);
+    for (int i = 0; i < NPARAMS; i++) interp_set(it, rg->params.v[i].node, refs[i].p, refs[i].n);
     cr_assert(interp_run(it));
     double norm2 = 0;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NPARAMS; i++) {
       const Value *gv = interp_value(it, rg->params.v[i].grad);
       for (int64_t j = 0; j < refs[i].n; j++) norm2 += gv->v[j] * gv->v[j];
     }
     double coef = m->train.clip_grad_norm > 0 ? fmin(1, m->train.clip_grad_norm / (sqrt(norm2) + 1e-6)) : 1;
-    for (int i = 0; i < 2; i++) ref_update(oc, &refs[i], interp_value(it, rg->params.v[i].grad)->v, s, lr, coef);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < NPARAMS; i++) ref_update(oc, &refs[i], interp_value(it, rg->params.v[i].grad)->v, s, lr, coef);
+    for (int i = 0; i < NPARAMS; i++) {
       const double *got = (const double *)(mem + offset_of(tp, rg->params.v[i].name, true));
       for (int64_t j = 0; j < refs[i].n; j++)
         cr_expect(fabs(got[j] - refs[i].p[j]) <= 1e-10 * fmax(1, fabs(refs[i].p[j])), "%s step %d: %s[%lld] = %.17g, torch formula %.17g",
                   train_yaml, s, rg->params.v[i].name, (long long)j, got[j], refs[i].p[j]);
     }
   }
-  for (int i = 0; i < 2; i++) free(refs[i].p), free(refs[i].m), free(refs[i].v), free(refs[i].buf), free(refs[i].ga);
+  for (int i = 0; i < NPARAMS; i++) free(refs[i].p), free(refs[i].m), free(refs[i].v), free(refs[i].buf), free(refs[i].ga);
   interp_free(it);
   graph_free(rg);
   free(mem);
+  bpcrt_pool_free(pool);
   jit_module_free(jm);
   trainer_build_free(&b);
   cap_close(&c);
