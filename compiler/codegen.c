@@ -32,6 +32,7 @@ typedef struct Step {  // one call of an entry point: run fn over [0, n)
   int phase;
   int nslots;
   int64_t *slots;  // the closure: arena offsets the wrapper reads
+  int kernel;      // the Program's kernel this step belongs to (for bpcrt_profile)
 } Step;
 
 typedef struct CG {
@@ -46,6 +47,7 @@ typedef struct CG {
   struct { Step *v; int n, cap; } steps;
   int nfn;
   int phase;  // of the kernel being emitted
+  int kernel; // the index of the kernel being emitted
   char *sig;  // what the wrapper being emitted computes, offsets aside
   int part;   // wrappers emitted for the current kernel so far
   LLVMValueRef closure;
@@ -162,7 +164,7 @@ static void end_kernel(CG *c, int64_t n, int64_t work) {
   int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)(c->slots.n ? c->slots.n : 1));
   memcpy(slots, c->slots.v, sizeof(int64_t) * (size_t)c->slots.n);
   // Below ~64K operations a kernel runs on the caller: the pool's wake-up costs more.
-  VEC_PUSH(c->steps, ((Step){fn, n, n > 1 && work >= 65536, c->phase, c->slots.n, slots}));
+  VEC_PUSH(c->steps, ((Step){fn, n, n > 1 && work >= 65536, c->phase, c->slots.n, slots, c->kernel}));
 }
 
 static LLVMValueRef node_ptr(CG *c, int id) {
@@ -1033,20 +1035,44 @@ static char *kernel_signature(CG *c, const Kernel *k) {
 // ---------------------------------------------------------------- the module
 
 // An entry point `void name(bpcrt_ctx *)` running the steps of `phase`
-// (-1: all) in order, each directly or through the thread pool.
-static LLVMValueRef emit_entry(CG *c, const char *name, int phase) {
+// (-1: all) in order, each directly or through the thread pool. With the
+// runtime's profiler hook set (bpcrt_profile, bpc.h), it reports the start
+// (kernel -1) and the end of every kernel's steps of program `prog`.
+static LLVMValueRef emit_entry(CG *c, const char *name, int phase, int prog) {
   LLVMTypeRef ft = LLVMFunctionType(LLVMVoidTypeInContext(c->cx), &c->ptr, 1, 0);
   LLVMValueRef f = LLVMAddFunction(c->mod, name, ft);
   cheap(c, f);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
+  c->fn = f;
   LLVMValueRef ctx = LLVMGetParam(f, 0);
   LLVMValueRef pool = ctx_field(c, ctx, CTX_POOL);
   LLVMTypeRef pf[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64};
   LLVMValueRef pfor = get_fn(c, "bpcrt_parallel_for", LLVMVoidTypeInContext(c->cx), pf, 5);
+  LLVMValueRef hook_var = LLVMGetNamedGlobal(c->mod, "bpcrt_profile");
+  if (!hook_var) {
+    hook_var = LLVMAddGlobal(c->mod, c->ptr, "bpcrt_profile");
+    LLVMSetLinkage(hook_var, LLVMExternalLinkage);
+  }
+  LLVMTypeRef hargs[2] = {c->i32, c->i32};
+  LLVMTypeRef hook_ty = LLVMFunctionType(LLVMVoidTypeInContext(c->cx), hargs, 2, 0);
+  LLVMValueRef hook = LLVMBuildLoad2(c->b, c->ptr, hook_var, "hook");
+  LLVMValueRef profiling = LLVMBuildICmp(c->b, LLVMIntNE, hook, LLVMConstNull(c->ptr), "profiling");
+  // tick(k): if (hook) hook(prog, k)
+#define TICK(k)                                                                                          \
+  do {                                                                                                   \
+    LLVMBasicBlockRef on_ = LLVMAppendBasicBlockInContext(c->cx, f, "tick"),                            \
+                      next_ = LLVMAppendBasicBlockInContext(c->cx, f, "run");                           \
+    LLVMBuildCondBr(c->b, profiling, on_, next_);                                                        \
+    LLVMPositionBuilderAtEnd(c->b, on_);                                                                 \
+    LLVMBuildCall2(c->b, hook_ty, hook, (LLVMValueRef[]){I32(c, prog), I32(c, k)}, 2, "");              \
+    LLVMBuildBr(c->b, next_);                                                                            \
+    LLVMPositionBuilderAtEnd(c->b, next_);                                                               \
+  } while (0)
   int most = 0;
   for (int i = 0; i < c->steps.n; i++) most = c->steps.v[i].nslots > most ? c->steps.v[i].nslots : most;
   LLVMValueRef clo = LLVMBuildArrayAlloca(c->b, c->i64, I64(c, most + 1), "closure");
   LLVMBuildStore(c->b, LLVMBuildPtrToInt(c->b, ctx, c->i64, ""), clo);
+  TICK(-1);
   for (int i = 0; i < c->steps.n; i++) {
     Step *s = &c->steps.v[i];
     if (phase >= 0 && s->phase != phase) continue;
@@ -1056,7 +1082,12 @@ static LLVMValueRef emit_entry(CG *c, const char *name, int phase) {
       call(c, pfor, (LLVMValueRef[]){pool, s->fn, clo, I64(c, s->n), I64(c, 1)}, 5);
     else
       LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){clo, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
+    bool last_of_kernel = true;  // the kernel's next step, if any, follows in this entry
+    for (int j = i + 1; j < c->steps.n && last_of_kernel; j++)
+      if (phase < 0 || c->steps.v[j].phase == phase) last_of_kernel = c->steps.v[j].kernel != s->kernel;
+    if (last_of_kernel) TICK(s->kernel);
   }
+#undef TICK
   LLVMBuildRetVoid(c->b);
   return f;
 }
@@ -1210,6 +1241,7 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     for (int i = 0; i < c.p->kernels.n; i++) {
       const Kernel *k = &c.p->kernels.v[i];
       c.phase = k->phase;
+      c.kernel = i;
       c.part = 0;
       c.sig = kernel_signature(&c, k);
       switch (k->kind) {
@@ -1223,8 +1255,8 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
       }
       free(c.sig);
     }
-    entries[pi][0] = emit_entry(&c, cp->entry[0], cp->entry[1] ? 0 : -1);
-    if (cp->entry[1]) entries[pi][1] = emit_entry(&c, cp->entry[1], 1);
+    entries[pi][0] = emit_entry(&c, cp->entry[0], cp->entry[1] ? 0 : -1, pi);
+    if (cp->entry[1]) entries[pi][1] = emit_entry(&c, cp->entry[1], 1, pi);
   }
   if (u->json) {
     LLVMValueRef json = const_string(&c, "bpc_model_json", u->json);

@@ -70,6 +70,21 @@ static cJSON *program_json(const Program *p) {
     if (strcmp(g->metrics.v[i].name, "loss")) tensor(ts, p, g->metrics.v[i].node, g->metrics.v[i].name, "metric");
   for (int i = 0; i < g->outputs.n; i++) tensor(ts, p, g->outputs.v[i].node, g->outputs.v[i].name, "output");
   cJSON_AddItemToObject(o, "tensors", ts);
+  // The kernels, for the trainer's --profile: the kernel index the entry
+  // points report (bpcrt_profile) indexes this list.
+  cJSON *ks = cJSON_AddArrayToObject(o, "kernels");
+  char text[1200];
+  for (int i = 0; i < p->kernels.n; i++) {
+    cJSON *k = cJSON_CreateObject();
+    snprintf(name, sizeof name, "k%d", i);
+    kernel_text(p, i, text, sizeof text);
+    cJSON_AddStringToObject(k, "name", name);
+    cJSON_AddStringToObject(k, "text", text);
+    cJSON_AddNumberToObject(k, "flops", (double)p->kernels.v[i].flops);
+    cJSON_AddNumberToObject(k, "bytes", (double)p->kernels.v[i].bytes);
+    cJSON_AddNumberToObject(k, "group", p->kernels.v[i].group);
+    cJSON_AddItemToArray(ks, k);
+  }
   return o;
 }
 

@@ -510,26 +510,46 @@ static const char *kind_name(KernelKind k) {
   return k == KK_EW ? "loop" : k == KK_CALL ? "call" : k == KK_ALIAS ? "alias" : "state";
 }
 
-void program_print(FILE *out, const Program *p) {
+// A kernel's description in two parts: `head` (kind, value, shape, padded
+// to columns) and `ops` (the fused ops, what else it stores, its group).
+static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char *ops, size_t olen) {
   const Graph *g = p->g;
+  const Kernel *k = &p->kernels.v[i];
+  const Node *root = graph_node(g, k->root);
+  char sh[96];
+  snprintf(head, hlen, "%-5s %-22s %-18s ", kind_name(k->kind), root->name ? root->name : op_name(root->op),
+           shape_str(&root->shape, sh, sizeof sh));
+  FILE *out = fmemopen(ops, olen, "w");
+  if (!out) {
+    ops[0] = 0;
+    return;
+  }
+  if (k->mm >= 0) fprintf(out, "matmul+");
+  for (int j = 0; j < k->nnodes; j++) fprintf(out, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
+  for (int j = 0; j < k->nouts; j++) {
+    const Node *o = graph_node(g, k->outs[j]);
+    fprintf(out, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
+  }
+  if (k->nouts) fputc(')', out);
+  if (k->group > 0) fprintf(out, "  [one pass with k%d-k%d]", i + 1, i + k->group);
+  fclose(out);
+  ops[olen - 1] = 0;
+}
+
+void kernel_text(const Program *p, int i, char *buf, size_t len) {
+  char head[160], ops[1024];
+  kernel_parts(p, i, head, sizeof head, ops, sizeof ops);
+  snprintf(buf, len, "%s%s", head, ops);
+}
+
+void program_print(FILE *out, const Program *p) {
   int64_t flops = 0, bytes = 0;
   fprintf(out, "kernels (%d):\n", p->kernels.n);
+  char head[160], ops[1024];
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = &p->kernels.v[i];
-    const Node *root = graph_node(g, k->root);
-    char sh[96];
-    fprintf(out, "  k%-4d %-5s %-22s %-18s %10lld flop %10lld B  ", i, kind_name(k->kind),
-            root->name ? root->name : op_name(root->op), shape_str(&root->shape, sh, sizeof sh),
-            (long long)k->flops, (long long)k->bytes);
-    if (k->mm >= 0) fprintf(out, "matmul+");
-    for (int j = 0; j < k->nnodes; j++) fprintf(out, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
-    for (int j = 0; j < k->nouts; j++) {
-      const Node *o = graph_node(g, k->outs[j]);
-      fprintf(out, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
-    }
-    if (k->nouts) fputc(')', out);
-    if (k->group > 0) fprintf(out, "  [one pass with k%d-k%d]", i + 1, i + k->group);
-    fputc('\n', out);
+    kernel_parts(p, i, head, sizeof head, ops, sizeof ops);
+    fprintf(out, "  k%-4d %s%10lld flop %10lld B  %s\n", i, head, (long long)k->flops, (long long)k->bytes, ops);
     flops += k->flops;
     bytes += k->bytes;
   }

@@ -52,6 +52,8 @@ static bool define_runtime(LLVMOrcLLJITRef j, Diag *d) {
   LLVMJITSymbolFlags fl = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
   LLVMOrcCSymbolMapPair syms[] = {
       {LLVMOrcLLJITMangleAndIntern(j, "bpcrt_parallel_for"), {(LLVMOrcExecutorAddress)(uintptr_t)bpcrt_parallel_for, fl}},
+      {LLVMOrcLLJITMangleAndIntern(j, "bpcrt_profile"),
+       {(LLVMOrcExecutorAddress)(uintptr_t)&bpcrt_profile, {LLVMJITSymbolGenericFlagsExported, 0}}},
   };
   return llvm_ok(LLVMOrcJITDylibDefine(main, LLVMOrcAbsoluteSymbols(syms, sizeof syms / sizeof *syms)), d, "runtime symbols");
 }

@@ -128,6 +128,24 @@ static void program(P *p, const cJSON *j, Prog *g) {
   g->t = calloc((size_t)g->n + 1, sizeof *g->t);
   for (int i = 0; i < g->n; i++)
     tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
+  const cJSON *ks = cJSON_GetObjectItemCaseSensitive(j, "kernels");  // optional
+  g->nk = cJSON_IsArray(ks) ? cJSON_GetArraySize(ks) : 0;
+  g->k = calloc((size_t)g->nk + 1, sizeof *g->k);
+  for (int i = 0; i < g->nk; i++) {
+    const cJSON *k = cJSON_GetArrayItem(ks, i);
+    char *t = str(k, "text");
+    g->k[i].text = t ? t : strdup("?");
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(k, "flops"), *b = cJSON_GetObjectItemCaseSensitive(k, "bytes");
+    g->k[i].flops = cJSON_IsNumber(f) ? f->valuedouble : 0;
+    g->k[i].bytes = cJSON_IsNumber(b) ? b->valuedouble : 0;
+    const cJSON *gr = cJSON_GetObjectItemCaseSensitive(k, "group");
+    g->k[i].group = cJSON_IsNumber(gr) ? gr->valueint : 0;
+    if (g->k[i].group >= g->nk - i || g->k[i].group < -1)
+      g->k[i].group = 0;
+  }
+  for (int i = 0; i < g->nk; i++)  // a group's first kernel reports for all of them
+    for (int m = 1; m <= g->k[i].group && i + m < g->nk; m++)
+      g->k[i].flops += g->k[i + m].flops, g->k[i].bytes += g->k[i + m].bytes;
 }
 
 static void data(P *p, const cJSON *j, DataDesc *d) {
@@ -283,6 +301,9 @@ void desc_free(Desc *d) {
     for (int i = 0; i < d->prog[k].n; i++)
       free(d->prog[k].t[i].name);
     free(d->prog[k].t);
+    for (int i = 0; i < d->prog[k].nk; i++)
+      free(d->prog[k].k[i].text);
+    free(d->prog[k].k);
   }
   memset(d, 0, sizeof *d);
 }

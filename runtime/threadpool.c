@@ -295,6 +295,8 @@ void bpcrt_pool_set_spin(bpcrt_pool *p, int64_t ns) {
     atomic_store_explicit(&p->spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
 }
 
+bpcrt_profile_fn bpcrt_profile;
+
 // ---- parallel_for --------------------------------------------------------
 
 void bpcrt_parallel_for(bpcrt_pool *p, bpcrt_task fn, void *ctx, int64_t n, int64_t grain) {

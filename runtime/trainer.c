@@ -31,7 +31,7 @@ typedef struct {
   int64_t steps, epochs, eval_every, ckpt_every, tokens, top_k, threads;
   double lr, temperature;
   uint64_t seed;
-  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing;
+  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing, profile;
 } Opts;
 
 typedef struct {
@@ -69,7 +69,7 @@ static void usage(FILE *f) {
   fputs("usage: trainer [train] [--data PATH] [--steps N | --epochs N] [--lr X] [--seed N] [--threads N]\n"
         "                       [--init P.safetensors] [--resume CKPT.safetensors] [--save OUT.safetensors]\n"
         "                       [--log metrics.csv|metrics.jsonl] [--eval-every N] [--checkpoint-every N]\n"
-        "                       [--grad-stats] [--quiet] [--timing]\n"
+        "                       [--grad-stats] [--quiet] [--timing] [--profile]\n"
         "       trainer eval    --params P.safetensors [--data PATH] [--threads N] [--log F] [--quiet]\n"
         "       trainer sample  --params P.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
         "                       [--top-k K] [--seed N] [--threads N]\n"
@@ -120,6 +120,7 @@ static const OptDef opt_defs[] = {
   {"--grad-stats", A_NONE, CMD_TRAIN, O(grad_stats), NOHAS},
   {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(quiet), NOHAS},
   {"--timing", A_NONE, CMD_TRAIN, O(timing), NOHAS},
+  {"--profile", A_NONE, CMD_TRAIN, O(profile), NOHAS},
   {"--params", A_STR, CMD_EVAL | CMD_SAMPLE, O(params), NOHAS},
   {"--prompt", A_STR, CMD_SAMPLE, O(prompt), NOHAS},
   {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
@@ -794,6 +795,66 @@ static void print_timing(double *sec, double *opt, int64_t n) {
          1e3 * x[(k * 9) / 10 < k ? (k * 9) / 10 : k - 1], 1e3 * median(opt + w, k));
 }
 
+// ---- --profile ------------------------------------------------------------------------
+// The wall time of each kernel of the training program (forward, backward and
+// optimizer), through the generated code's hook (bpcrt_profile): the time
+// from the previous report to the end of the kernel's steps, summed over the
+// updates after warm-up. Single-threaded caller: plain statics.
+
+static struct {
+  double last, *sec;
+  int nk;
+} prof;
+
+static void prof_hook(int program, int kernel) {
+  if (program != PROG_TRAIN)
+    return;
+  double t = now();
+  if (kernel >= 0 && kernel < prof.nk)
+    prof.sec[kernel] += t - prof.last;
+  prof.last = t;
+}
+
+static int cmp_kernel_time(const void *a, const void *b) {
+  double x = prof.sec[*(const int *)a], y = prof.sec[*(const int *)b];
+  return (x < y) - (x > y);
+}
+
+// The kernels by time, largest first, then the rest in one line.
+static void print_profile(const Prog *p, int64_t updates, int64_t warmup, double wall) {
+  if (updates <= 0 || p->nk != prof.nk)
+    return;
+  int *order = malloc(sizeof(int) * (size_t)(prof.nk + 1));
+  double total = 0;
+  for (int i = 0; i < prof.nk; i++)
+    order[i] = i, total += prof.sec[i];
+  qsort(order, (size_t)prof.nk, sizeof *order, cmp_kernel_time);
+  double u = (double)updates;
+  printf("profile: %lld updates after %lld warm-up; per update %.3f ms in %d kernels, %.3f ms wall\n",
+         (long long)updates, (long long)warmup, 1e3 * total / u, prof.nk, 1e3 * wall / u);
+  printf("  %-6s %10s %6s %8s %8s  %s\n", "kernel", "ms/update", "%", "GFLOP/s", "GB/s", "what (bpc check)");
+  int shown = 0, hidden = 0;
+  double rest = 0;
+  for (int r = 0; r < prof.nk; r++) {
+    int k = order[r];
+    double sec = prof.sec[k] / u;
+    if (p->k[k].group < 0)  // runs in its group's first kernel
+      continue;
+    if (shown == 30) {
+      rest += sec, hidden++;
+      continue;
+    }
+    shown++;
+    char name[16];
+    snprintf(name, sizeof name, "k%d", k);
+    printf("  %-6s %10.4f %6.1f %8.1f %8.1f  %s\n", name, 1e3 * sec, total > 0 ? 100 * prof.sec[k] / total : 0,
+           sec > 0 ? p->k[k].flops / sec * 1e-9 : 0, sec > 0 ? p->k[k].bytes / sec * 1e-9 : 0, p->k[k].text);
+  }
+  if (hidden)
+    printf("  (%d more kernels: %.3f ms per update)\n", hidden, 1e3 * rest);
+  free(order);
+}
+
 // ---- --grad-stats --------------------------------------------------------------------
 
 static void grad_norms(T *t, double *norms) {
@@ -986,14 +1047,25 @@ static int cmd_train(T *t) {
   Results m = {0};
   int rc = 0;
   t->t0 = now();
+  // --profile: kernels timed after the warm-up (as --timing: the first fifth, at most 10)
+  int64_t prof_warm = (t->S - t->start) / 5 < 10 ? (t->S - t->start) / 5 : 10;
+  double prof_wall = 0;
+  if (o->profile) {
+    prof.nk = t->ar[PROG_TRAIN].p->nk;
+    prof.sec = calloc((size_t)prof.nk + 1, sizeof *prof.sec);
+  }
   for (int64_t s = t->start; s < t->S; s++) {
-    double lr_s = lr_at(&d->train, base_lr, s, t->S), ts0 = step_sec ? now() : 0;
+    if (o->profile && s == t->start + prof_warm)
+      bpcrt_profile = prof_hook;
+    double lr_s = lr_at(&d->train, base_lr, s, t->S), ts0 = step_sec || bpcrt_profile ? now() : 0;
     if (!update(t, s, lr_s, &loss, &m, gacc, norms, err)) {
       rc = 1;
       break;
     }
     if (step_sec)
       step_sec[s - t->start] = now() - ts0, opt_sec[s - t->start] = t->opt_sec;
+    if (bpcrt_profile)
+      prof_wall += now() - ts0;
     int64_t done = s + 1;
     log_row(t, "train", done, loss, lr_s, &m, norms);
     bool show = tty ? now() - last_print > 0.1 || done == t->S : done % every == 0 || done == t->S;
@@ -1043,6 +1115,8 @@ static int cmd_train(T *t) {
     }
     if (step_sec)
       print_timing(step_sec, opt_sec, t->S - t->start);
+    if (o->profile)
+      print_profile(t->ar[PROG_TRAIN].p, t->S - t->start - prof_warm, prof_warm, prof_wall);
     Results r;
     if (t->eval_set) {
       if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
@@ -1060,6 +1134,9 @@ static int cmd_train(T *t) {
   if (rc == 1)
     log_abandon(t);
   free(out), free(gacc), free(norms), free(step_sec), free(opt_sec);
+  bpcrt_profile = NULL;
+  free(prof.sec);
+  prof.sec = NULL, prof.nk = 0;
   return rc;
 }
 

@@ -31,10 +31,18 @@ typedef struct {
 } TDesc;
 
 typedef struct {
+  char *text;            // as `bpc check` lists it
+  double flops, bytes;   // per step
+  int group;             // an update group's first kernel: how many follow; -1 on those
+} KDesc;
+
+typedef struct {
   bool present;
   int64_t arena, scratch, status;
   int n;
   TDesc *t;
+  int nk;
+  KDesc *k;              // the kernels (for --profile; may be empty)
 } Prog;
 
 enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, NPROG };

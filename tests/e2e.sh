@@ -30,6 +30,19 @@ if cmp -s aot.safetensors jit.safetensors; then ok "bpc run and the trainer end 
 ./xor --quiet --resume half.safetensors --save resumed.safetensors --steps 400 >/dev/null 2>&1
 if cmp -s aot.safetensors resumed.safetensors; then ok "resume is bit-identical"; else bad "resume differs"; fi
 
+# --profile: one line per kernel of the training program (forward, backward, the
+# optimizer's one pass), whose times add up to no more than the updates' wall time
+./xor --quiet --seed 3 --steps 400 --profile > prof.txt 2>&1
+nk=$("$bpc" check "$root/models/xor.yaml" | awk '/^kernels \(/ { gsub(/[():]/, "", $2); print $2 }')
+if awk -v nk="${nk:-0}" '
+  /^profile:/ { for (i = 1; i <= NF; i++) { if ($i == "update") t = $(i + 1); if ($i == "wall") w = $(i - 2) } }
+  /^  k[0-9]+ / { n++; s += $2; if ($0 ~ /one pass with k/) grouped = 1 }
+  END { exit !(n > 0 && n < nk && grouped && s <= t + 0.01 && t <= w + 0.001) }' prof.txt; then
+  ok "--profile lists the kernels ($nk, one optimizer pass)"
+else
+  bad "--profile: $(head -3 prof.txt)"
+fi
+
 # bad input: exit 1, nothing written
 printf '0,0\n1\n' > bad.csv
 ./xor --quiet --data bad.csv --save never.safetensors >/dev/null 2>err.txt

@@ -171,6 +171,13 @@ int bpcrt_chunks(int64_t n, int64_t grain, int nthreads);
 // Chunk k of nchunks over [0, n): sizes differ by at most one, larger first.
 void bpcrt_chunk(int64_t n, int nchunks, int k, int64_t *begin, int64_t *end);
 
+// The profiler hook generated entry points call when it is set (NULL: not
+// profiling, one load and branch per kernel): hook(program, -1) when an
+// entry starts, hook(program, k) when kernel k of that program (its index in
+// the description's "kernels") has finished. Set it between steps only.
+typedef void (*bpcrt_profile_fn)(int program, int kernel);
+extern bpcrt_profile_fn bpcrt_profile;
+
 // ---- trainer.c: the trainer every compiled model links (SPEC 2.2) --------
 // The interface with generated code is docs/ABI.md: the model description
 // (JSON), one arena per program at fixed offsets, and these entry points.
