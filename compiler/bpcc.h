@@ -615,8 +615,9 @@ typedef struct Program {
 Program *program_new(const Graph *g, bool fuse, bool training);
 void program_free(Program *p);
 void program_print(FILE *out, const Program *p);  // the kernel list (`bpc check`)
-// One kernel as `bpc check` lists it: kind, value, shape, ops.
-void kernel_text(const Program *p, int i, char *buf, size_t len);
+// One kernel as `bpc check` lists it: kind, value, shape, ops (without the
+// value's name: what kernels of one kind share).
+void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name);
 int64_t dtype_bytes(DType t);
 
 // The native pipeline's front half: g (a simplified joint graph) lowered for

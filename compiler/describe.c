@@ -77,9 +77,11 @@ static cJSON *program_json(const Program *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     cJSON *k = cJSON_CreateObject();
     snprintf(name, sizeof name, "k%d", i);
-    kernel_text(p, i, text, sizeof text);
+    kernel_text(p, i, text, sizeof text, true);
     cJSON_AddStringToObject(k, "name", name);
     cJSON_AddStringToObject(k, "text", text);
+    kernel_text(p, i, text, sizeof text, false);
+    cJSON_AddStringToObject(k, "kind", text);
     cJSON_AddNumberToObject(k, "flops", (double)p->kernels.v[i].flops);
     cJSON_AddNumberToObject(k, "bytes", (double)p->kernels.v[i].bytes);
     cJSON_AddNumberToObject(k, "group", p->kernels.v[i].group);

@@ -536,10 +536,16 @@ static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char 
   ops[olen - 1] = 0;
 }
 
-void kernel_text(const Program *p, int i, char *buf, size_t len) {
+void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name) {
   char head[160], ops[1024];
   kernel_parts(p, i, head, sizeof head, ops, sizeof ops);
-  snprintf(buf, len, "%s%s", head, ops);
+  if (with_name) {
+    snprintf(buf, len, "%s%s", head, ops);
+  } else {
+    char sh[96];
+    const Kernel *k = &p->kernels.v[i];
+    snprintf(buf, len, "%s %s %s", kind_name(k->kind), shape_str(&graph_node(p->g, k->root)->shape, sh, sizeof sh), ops);
+  }
 }
 
 void program_print(FILE *out, const Program *p) {

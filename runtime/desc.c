@@ -135,6 +135,8 @@ static void program(P *p, const cJSON *j, Prog *g) {
     const cJSON *k = cJSON_GetArrayItem(ks, i);
     char *t = str(k, "text");
     g->k[i].text = t ? t : strdup("?");
+    t = str(k, "kind");
+    g->k[i].kind = t ? t : strdup(g->k[i].text);
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(k, "flops"), *b = cJSON_GetObjectItemCaseSensitive(k, "bytes");
     g->k[i].flops = cJSON_IsNumber(f) ? f->valuedouble : 0;
     g->k[i].bytes = cJSON_IsNumber(b) ? b->valuedouble : 0;
@@ -302,7 +304,7 @@ void desc_free(Desc *d) {
       free(d->prog[k].t[i].name);
     free(d->prog[k].t);
     for (int i = 0; i < d->prog[k].nk; i++)
-      free(d->prog[k].k[i].text);
+      free(d->prog[k].k[i].text), free(d->prog[k].k[i].kind);
     free(d->prog[k].k);
   }
   memset(d, 0, sizeof *d);

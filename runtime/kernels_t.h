@@ -414,36 +414,51 @@ void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda
 #define NOFMA(x) __builtin_assoc_barrier(x)
 #endif
 
-// Column sums over N rows (row stride C) of w columns, kept in registers:
-// even and odd rows in two accumulators, added at the end. A vector lane and
+// Column sums over N rows (row stride C) of w <= CW columns: even and odd
+// rows in two accumulators per column, added at the end. A vector lane and
 // the scalar tail add in the same order, so a column's sum does not depend
-// on which columns share its range. TERM(x, c) is the summand of row
-// pointer x, column c; TERM2 a second sum (or 0).
-#define COL_SUMS(s1, s2, N, C, w, TERMV, TERMV2, TERM, TERM2)              \
-  {                                                                        \
-    int64_t c = 0;                                                         \
-    for (; c + VL <= (w); c += VL) {                                       \
-      V a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0};                            \
-      int64_t r = 0;                                                       \
-      for (; r + 2 <= (N); r += 2) {                                       \
-        a0 += NOFMA(TERMV(r, c)), a1 += NOFMA(TERMV(r + 1, c));            \
-        b0 += NOFMA(TERMV2(r, c)), b1 += NOFMA(TERMV2(r + 1, c));          \
-      }                                                                    \
-      if (r < (N)) a0 += NOFMA(TERMV(r, c)), b0 += NOFMA(TERMV2(r, c));    \
-      a0 += a1, b0 += b1;                                                  \
-      VSTORE((s1) + c, a0);                                                \
-      VSTORE((s2) + c, b0);                                                \
-    }                                                                      \
-    for (; c < (w); c++) {                                                 \
-      T a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                    \
-      int64_t r = 0;                                                       \
-      for (; r + 2 <= (N); r += 2) {                                       \
-        a0 += NOFMA(TERM(r, c)), a1 += NOFMA(TERM(r + 1, c));              \
-        b0 += NOFMA(TERM2(r, c)), b1 += NOFMA(TERM2(r + 1, c));            \
-      }                                                                    \
-      if (r < (N)) a0 += NOFMA(TERM(r, c)), b0 += NOFMA(TERM2(r, c));      \
-      (s1)[c] = a0 + a1, (s2)[c] = b0 + b1;                                \
-    }                                                                      \
+// on which columns share its range. The rows stream in order (each row's w
+// columns at once, the accumulators in L1): a column at a time would walk
+// the rows with stride C once per vector, reading every line twice. TERM(r,
+// c) is the summand of row r, column c; TERM2 a second sum when `two`.
+#define COL_SUMS(s1, s2, two, N, C, w, TERMV, TERMV2, TERM, TERM2)                 \
+  {                                                                                \
+    int64_t nv_ = (w) / VL, wv_ = nv_ * VL;                                        \
+    V A0_[CW / VL], A1_[CW / VL], B0_[CW / VL], B1_[CW / VL];                      \
+    for (int64_t q = 0; q < nv_; q++)                                              \
+      A0_[q] = A1_[q] = B0_[q] = B1_[q] = (V){0};                                  \
+    int64_t r = 0;                                                                 \
+    for (; r + 2 <= (N); r += 2)                                                   \
+      for (int64_t q = 0, c = 0; q < nv_; q++, c += VL) {                          \
+        A0_[q] += NOFMA(TERMV(r, c)), A1_[q] += NOFMA(TERMV(r + 1, c));            \
+        if (two) B0_[q] += NOFMA(TERMV2(r, c)), B1_[q] += NOFMA(TERMV2(r + 1, c)); \
+      }                                                                            \
+    if (r < (N))                                                                   \
+      for (int64_t q = 0, c = 0; q < nv_; q++, c += VL) {                          \
+        A0_[q] += NOFMA(TERMV(r, c));                                              \
+        if (two) B0_[q] += NOFMA(TERMV2(r, c));                                    \
+      }                                                                            \
+    for (int64_t q = 0; q < nv_; q++) {                                            \
+      V sa_ = A0_[q] + A1_[q], sb_ = B0_[q] + B1_[q];                              \
+      VSTORE((s1) + q * VL, sa_);                                                  \
+      if (two) VSTORE((s2) + q * VL, sb_);                                         \
+    }                                                                              \
+    /* the tail (< VL columns) a column at a time, rows inside: a loop over   */  \
+    /* columns here could be vectorized and contracted differently            */  \
+    for (int64_t c = wv_; c < (w); c++) {                                          \
+      T a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                            \
+      int64_t r2 = 0;                                                              \
+      for (; r2 + 2 <= (N); r2 += 2) {                                             \
+        a0 += NOFMA(TERM(r2, c)), a1 += NOFMA(TERM(r2 + 1, c));                    \
+        if (two) b0 += NOFMA(TERM2(r2, c)), b1 += NOFMA(TERM2(r2 + 1, c));         \
+      }                                                                            \
+      if (r2 < (N)) {                                                              \
+        a0 += NOFMA(TERM(r2, c));                                                  \
+        if (two) b0 += NOFMA(TERM2(r2, c));                                        \
+      }                                                                            \
+      (s1)[c] = a0 + a1;                                                           \
+      if (two) (s2)[c] = b0 + b1;                                                  \
+    }                                                                              \
   }
 
 // A vector load as an expression (a macro: vectors never pass by value).
@@ -461,7 +476,7 @@ static void FN(col_sum)(T *s, const T *x, int64_t N, int64_t C, int64_t w) {
 #define TS(r, c) x[(r) * C + (c)]
 #define ZV(r, c) ((V){0})
 #define ZS(r, c) ((T)0)
-  COL_SUMS(s, unused, N, C, w, TV, ZV, TS, ZS)
+  COL_SUMS(s, unused, 0, N, C, w, TV, ZV, TS, ZS)
 #undef TV
 #undef TS
 }
@@ -677,7 +692,7 @@ static void FN(bn_stats)(T *mean, T *rstd, const T *x, int64_t N, int64_t C, int
   for (int64_t c = 0; c < w; c++) mean[c] /= (T)N;
 #define DV(r, c) ((VAT(x + (r) * C + (c)) - VAT(mean + (c))) * (VAT(x + (r) * C + (c)) - VAT(mean + (c))))
 #define DS(r, c) ((x[(r) * C + (c)] - mean[c]) * (x[(r) * C + (c)] - mean[c]))
-  COL_SUMS(var, unused, N, C, w, DV, ZV, DS, ZS)
+  COL_SUMS(var, unused, 0, N, C, w, DV, ZV, DS, ZS)
 #undef DV
 #undef DS
   for (int64_t c = 0; c < w; c++) rstd[c] = 1 / SQRT_T(var[c] / (T)N + eps);
@@ -717,7 +732,7 @@ void FN(bpck_batch_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const
 #define GS(r, c) (gc[(r) * C + (c)] * g[c])
 #define GXV(r, c) (GV(r, c) * ((VAT(xc + (r) * C + (c)) - VAT(mean + (c))) * VAT(rstd + (c))))
 #define GXS(r, c) (GS(r, c) * ((xc[(r) * C + (c)] - mean[c]) * rstd[c]))
-    COL_SUMS(m1, m2, N, C, w, GV, GXV, GS, GXS)
+    COL_SUMS(m1, m2, 1, N, C, w, GV, GXV, GS, GXS)
 #undef GV
 #undef GS
 #undef GXV

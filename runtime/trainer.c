@@ -852,6 +852,34 @@ static void print_profile(const Prog *p, int64_t updates, int64_t warmup, double
   }
   if (hidden)
     printf("  (%d more kernels: %.3f ms per update)\n", hidden, 1e3 * rest);
+  // The same by kind (op, shape, fused ops): layers add up.
+  int nkind = 0, *first = malloc(sizeof(int) * (size_t)(prof.nk + 1)), *count = calloc((size_t)prof.nk + 1, sizeof(int));
+  double *ksec = calloc((size_t)prof.nk + 1, sizeof(double)), *kfl = calloc((size_t)prof.nk + 1, sizeof(double));
+  for (int k = 0; k < prof.nk; k++) {
+    if (p->k[k].group < 0)
+      continue;
+    int c = 0;
+    while (c < nkind && strcmp(p->k[first[c]].kind, p->k[k].kind))
+      c++;
+    if (c == nkind)
+      first[nkind++] = k;
+    count[c]++, ksec[c] += prof.sec[k] / u, kfl[c] += p->k[k].flops;
+  }
+  int *korder = malloc(sizeof(int) * (size_t)(nkind + 1));
+  for (int c = 0; c < nkind; c++)
+    korder[c] = c;
+  for (int a = 1; a < nkind; a++)  // insertion sort by time, largest first
+    for (int b = a; b > 0 && ksec[korder[b]] > ksec[korder[b - 1]]; b--) {
+      int x = korder[b];
+      korder[b] = korder[b - 1], korder[b - 1] = x;
+    }
+  printf("  by kind:\n  %-6s %10s %6s %8s  %s\n", "count", "ms/update", "%", "GFLOP/s", "what");
+  for (int r = 0; r < nkind && r < 25; r++) {
+    int c = korder[r];
+    printf("  %-6d %10.4f %6.1f %8.1f  %s\n", count[c], 1e3 * ksec[c], total > 0 ? 100 * ksec[c] * u / total : 0,
+           ksec[c] > 0 ? kfl[c] / ksec[c] * 1e-9 : 0, p->k[first[c]].kind);
+  }
+  free(first), free(count), free(ksec), free(kfl), free(korder);
   free(order);
 }
 

@@ -32,6 +32,7 @@ typedef struct {
 
 typedef struct {
   char *text;            // as `bpc check` lists it
+  char *kind;            // the same without the value's name
   double flops, bytes;   // per step
   int group;             // an update group's first kernel: how many follow; -1 on those
 } KDesc;
