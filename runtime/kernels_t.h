@@ -862,7 +862,108 @@ size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int
     int64_t P = FN(conv_rows)(W) * W;
     return (size_t)(P * KK * Co + KK * Co * Ci) + FN(bpck_gemm_scratch)(P, Ci, KK * Co) + 16;
   }
-  return (size_t)(CONV_PIX * KK * Ci) + FN(bpck_gemm_scratch)(KK * Ci, Co, CONV_PIX) + 16;
+  return (size_t)(CONV_PIX * KK * Ci + KK * Ci * Co) + FN(bpck_gemm_scratch)(KK * Ci, Co, CONV_PIX) + 16;
+}
+
+// Filters with few taps (KH*KW*Ci <= CONV_DIRECT_K: a first layer on 1 or 3
+// channels) run directly: im2col would gather 9 values a pixel for a GEMM
+// with K = 9, and spend its time in the gather and the C tile's loads.
+#define CONV_DIRECT_K 32
+
+// One output row (b, oh) at a time, accumulated in place (OW x Co, in L1):
+// each tap (kh, kw, ci) in order adds x times its filter row (held in
+// registers) over the output pixels whose window holds it inside the image;
+// taps in the padding add nothing.
+static void FN(conv2d_direct)(T *out, const T *x, const T *w, int64_t H, int64_t W, int64_t Ci,
+                              int64_t KH, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
+                              int64_t OH, int64_t OW, int64_t begin, int64_t end) {
+  int64_t nv = Co / VL;
+  for (int64_t u = begin; u < end; u++) {
+    int64_t b = u / OH, oh = u % OH;
+    T *o = out + u * OW * Co;
+    for (int64_t i = 0; i < OW * Co; i++) o[i] = 0;
+    for (int64_t kh = 0; kh < KH; kh++) {
+      int64_t ih = oh * stride - pad + kh;
+      if (ih < 0 || ih >= H) continue;
+      for (int64_t kw = 0; kw < KW; kw++) {
+        // output columns whose iw = ow * stride - pad + kw lies in [0, W)
+        int64_t ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
+        int64_t ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
+        if (ow0 >= ow1) continue;
+        int64_t xrow = (b * H + ih) * W;  // x[xrow + iw, ci]
+        for (int64_t ci = 0; ci < Ci; ci++) {
+          const T *wp = w + ((kh * KW + kw) * Ci + ci) * Co;
+          const T *xp = x + (xrow + ow0 * stride - pad + kw) * Ci + ci;
+          int64_t q = 0;
+          for (; q + 2 <= nv; q += 2) {
+            V w0 = VAT(wp + q * VL), w1 = VAT(wp + q * VL + VL);
+            for (int64_t ow = ow0; ow < ow1; ow++) {
+              T xv = xp[(ow - ow0) * stride * Ci], *op = o + ow * Co + q * VL;
+              V a0 = VAT(op) + xv * w0, a1 = VAT(op + VL) + xv * w1;
+              VSTORE(op, a0);
+              VSTORE(op + VL, a1);
+            }
+          }
+          if (q < nv) {
+            V w0 = VAT(wp + q * VL);
+            for (int64_t ow = ow0; ow < ow1; ow++) {
+              T *op = o + ow * Co + q * VL;
+              V a0 = VAT(op) + xp[(ow - ow0) * stride * Ci] * w0;
+              VSTORE(op, a0);
+            }
+          }
+          for (int64_t co = nv * VL; co < Co; co++)
+            for (int64_t ow = ow0; ow < ow1; ow++) o[ow * Co + co] += xp[(ow - ow0) * stride * Ci] * wp[co];
+        }
+      }
+    }
+  }
+}
+
+// Rows [begin, end) of dw (taps (kh, kw, ci)), all of Co. Every tap adds x
+// at the tap times gy over the pixels in order (b, oh, ow); an output row
+// at a time, its gy rows stay in L1 while every tap of the range passes over
+// them, the sums in scratch.
+static void FN(conv2d_dw_direct)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
+                                 int64_t Ci, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
+                                 int64_t OH, int64_t OW, T *acc, int64_t begin, int64_t end) {
+  int64_t m = end - begin, nv = Co / VL;
+  for (int64_t i = 0; i < m * Co; i++) acc[i] = 0;
+  for (int64_t b = 0; b < N; b++)
+    for (int64_t oh = 0; oh < OH; oh++) {
+      const T *g = gy + (b * OH + oh) * OW * Co;
+      for (int64_t r = begin; r < end; r++) {
+        int64_t kh = r / Ci / KW, kw = r / Ci % KW, ci = r % Ci, ih = oh * stride - pad + kh;
+        if (ih < 0 || ih >= H) continue;
+        // columns inside the image: iw = ow * stride - pad + kw in [0, W)
+        int64_t ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
+        int64_t ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
+        if (ow0 >= ow1) continue;
+        const T *xr = x + ((b * H + ih) * W + ow0 * stride - pad + kw) * Ci + ci;  // at ow0
+        T *a = acc + (r - begin) * Co;
+        int64_t q = 0;
+        for (; q + 2 <= nv; q += 2) {
+          V a0 = VAT(a + q * VL), a1 = VAT(a + q * VL + VL);
+          for (int64_t ow = ow0; ow < ow1; ow++) {
+            T xv = xr[(ow - ow0) * stride * Ci];
+            a0 += xv * VAT(g + ow * Co + q * VL), a1 += xv * VAT(g + ow * Co + q * VL + VL);
+          }
+          VSTORE(a + q * VL, a0);
+          VSTORE(a + q * VL + VL, a1);
+        }
+        if (q < nv) {
+          V a0 = VAT(a + q * VL);
+          for (int64_t ow = ow0; ow < ow1; ow++) a0 += xr[(ow - ow0) * stride * Ci] * VAT(g + ow * Co + q * VL);
+          VSTORE(a + q * VL, a0);
+        }
+        for (int64_t co = nv * VL; co < Co; co++) {
+          T a0 = a[co];
+          for (int64_t ow = ow0; ow < ow1; ow++) a0 += xr[(ow - ow0) * stride * Ci] * g[ow * Co + co];
+          a[co] = a0;
+        }
+      }
+    }
+  memcpy(dw + begin * Co, acc, sizeof(T) * (size_t)(m * Co));
 }
 
 // x (N,H,W,Ci), w (KH,KW,Ci,Co) = [KH*KW*Ci, Co] -> out (N,OH,OW,Co); unit: one
@@ -873,6 +974,10 @@ void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   int64_t KKC = KH * KW * Ci, G = FN(conv_rows)(OW);
+  if (KKC <= CONV_DIRECT_K) {
+    FN(conv2d_direct)(out, x, w, H, W, Ci, KH, KW, Co, stride, pad, OH, OW, begin, end);
+    return;
+  }
   T *col = scratch, *ws = scratch + G * OW * KKC;
   for (int64_t u0 = begin; u0 < end; u0 += G) {
     int64_t g = KMIN(G, end - u0);
@@ -939,6 +1044,10 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
   if (m <= 0) return;
   if (P == 0) {
     memset(dw + begin * Co, 0, sizeof(T) * (size_t)(m * Co));
+    return;
+  }
+  if (KH * KW * Ci <= CONV_DIRECT_K) {
+    FN(conv2d_dw_direct)(dw, x, gy, N, H, W, Ci, KW, Co, stride, pad, OH, OW, scratch, begin, end);
     return;
   }
   int64_t kh0 = begin / Ci / KW, kw0 = begin / Ci % KW, ci00 = begin % Ci;  // the range's first tap

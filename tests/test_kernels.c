@@ -494,7 +494,11 @@ Test(kernels, conv2d_forward_dx_dw) {
   static const int64_t cfg[][8] = {// N, H, W, Ci, KH, KW, Co, stride, (pad below)
                                    {1, 1, 1, 1, 1, 1, 1, 1}, {2, 7, 7, 3, 3, 3, 8, 1},
                                    {1, 9, 8, 2, 3, 2, 9, 2}, {2, 8, 9, 4, 2, 3, 5, 3},
-                                   {1, 5, 5, 1, 5, 5, 1, 1}};
+                                   {1, 5, 5, 1, 5, 5, 1, 1},
+                                   // Co past four vectors (direct: few taps); more than
+                                   // CONV_DIRECT_K taps (im2col + GEMM)
+                                   {1, 5, 6, 1, 3, 3, 37, 1}, {2, 6, 7, 5, 3, 3, 10, 1},
+                                   {1, 6, 6, 8, 3, 2, 17, 2}};
   for (size_t s = 0; s < sizeof cfg / sizeof *cfg; s++)
     for (int64_t pad = 0; pad < 3; pad++)
       for (int kind = 0; kind < 3; kind++) {
