@@ -1097,11 +1097,87 @@ void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_
 }
 
 // gy (N,OH,OW,C) -> dx (N,H,W,C); unit: one image (windows may overlap).
+// Pooling's backward when the windows tile the image (stride == K): every
+// element of a window gets its gy (max: only the window's first maximum,
+// as the forward picks it; avg: gy / K^2), the rows and columns no window
+// covers get 0. The same values as the general path's zeros plus one add.
+static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int64_t W, int64_t C,
+                                  int64_t K, int64_t OH, int64_t OW, int is_max, int64_t begin,
+                                  int64_t end) {
+  for (int64_t b = begin; b < end; b++) {
+    T *d = dx + b * H * W * C;
+    const T *xb = x + b * H * W * C;
+    for (int64_t h = 0; h < H; h++)  // what no window covers
+      for (int64_t w0 = h < OH * K ? OW * K : 0; w0 < W; w0++)
+        for (int64_t c = 0; c < C; c++) d[(h * W + w0) * C + c] = 0;
+    for (int64_t oh = 0; oh < OH; oh++)
+      for (int64_t ow = 0; ow < OW; ow++) {
+        const T *g = gy + ((b * OH + oh) * OW + ow) * C;
+        int64_t base = (oh * K * W + ow * K) * C;
+        int64_t cv = is_max ? C / VL * VL : 0;
+        for (int64_t c0 = 0; c0 < cv; c0 += VL) {  // a vector of channels: lanes hold tap indices
+          const T *x0 = xb + base + c0;
+          V bv = VAT(x0), gv = VAT(g + c0);
+          VM zero = (VM)(V){0}, bk = zero;
+          typedef __typeof__(zero[0]) lane_t;
+          for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t kw = 0; kw < K; kw++) {
+              V xv = VAT(x0 + (kh * W + kw) * C);
+              VM gt = xv > bv, kk = zero + (lane_t)(kh * K + kw);
+              bv = (V)(((VM)xv & gt) | ((VM)bv & ~gt));
+              bk = (kk & gt) | (bk & ~gt);
+            }
+          for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t kw = 0; kw < K; kw++) {
+              VM hit = bk == (zero + (lane_t)(kh * K + kw));
+              V dv = (V)((VM)gv & hit);
+              VSTORE(d + base + (kh * W + kw) * C + c0, dv);
+            }
+        }
+        for (int64_t c0 = cv; c0 < C; c0 += CW) {
+          int64_t w = KMIN(CW, C - c0);
+          if (!is_max) {
+            for (int64_t kh = 0; kh < K; kh++)
+              for (int64_t kw = 0; kw < K; kw++) {
+                T *dp = d + base + (kh * W + kw) * C + c0;
+                for (int64_t c = 0; c < w; c++) dp[c] = g[c0 + c] / (T)(K * K);
+              }
+            continue;
+          }
+          T bv[CW];
+          int32_t bk[CW];
+          const T *x0 = xb + base + c0;
+          for (int64_t c = 0; c < w; c++) bv[c] = x0[c], bk[c] = 0;
+          for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t kw = 0; kw < K; kw++) {
+              const T *xp = x0 + (kh * W + kw) * C;
+              int32_t kk = (int32_t)(kh * K + kw);
+              for (int64_t c = 0; c < w; c++) {
+                int gt = xp[c] > bv[c];
+                bv[c] = gt ? xp[c] : bv[c];
+                bk[c] = gt ? kk : bk[c];
+              }
+            }
+          for (int64_t kh = 0; kh < K; kh++)
+            for (int64_t kw = 0; kw < K; kw++) {
+              T *dp = d + base + (kh * W + kw) * C + c0;
+              int32_t kk = (int32_t)(kh * K + kw);
+              for (int64_t c = 0; c < w; c++) dp[c] = bk[c] == kk ? g[c0 + c] : 0;
+            }
+        }
+      }
+  }
+}
+
 void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
                           int64_t C, int64_t K, int64_t S_, int is_max, int64_t begin,
                           int64_t end) {
   (void)N;
   int64_t OH = (H - K) / S_ + 1, OW = (W - K) / S_ + 1;
+  if (S_ == K) {  // windows tile the image: each dx element written once, no zeroing pass
+    FN(pool2d_grad_tiled)(dx, x, gy, H, W, C, K, OH, OW, is_max, begin, end);
+    return;
+  }
   for (int64_t b = begin; b < end; b++) {
     T *d = dx + b * H * W * C;
     for (int64_t i = 0; i < H * W * C; i++) d[i] = 0;

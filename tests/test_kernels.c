@@ -557,7 +557,7 @@ static void r_pool2d_grad(K *k, int64_t b, int64_t e) {
 Test(kernels, pool2d_forward_backward) {
   static const int64_t cfg[][6] = {// N, H, W, C, K, S
                                    {1, 1, 1, 1, 1, 1}, {2, 7, 7, 3, 2, 2}, {1, 9, 8, 9, 3, 1},
-                                   {3, 8, 9, 8, 3, 2}, {1, 4, 4, 33, 4, 4}};
+                                   {3, 8, 9, 8, 3, 2}, {1, 4, 4, 33, 4, 4}, {1, 5, 7, 130, 2, 2}};
   for (size_t s = 0; s < sizeof cfg / sizeof *cfg; s++)
     for (int is_max = 0; is_max < 2; is_max++)
       for (int grad = 0; grad < 2; grad++) {
