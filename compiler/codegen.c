@@ -982,6 +982,13 @@ static void emit_call(CG *c, const Kernel *k) {
       call_kernel(c, "accuracy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K)}, 5, rows, work);
     return emit_sum_scale(c, k->root, tmp_off, rows, 1.0 / (double)rows, t);
   }
+  case OP_SUM_SQUARES: {  // block partials in parallel, then their sum in order
+    int64_t n_el = shape_numel(XS(0)), nb = (n_el + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK;
+    begin_kernel(c);
+    int64_t tmp_off = c->p->temp_offset[k - c->p->kernels.v];
+    call_kernel(c, "sum_squares_blocks", t, (LLVMValueRef[]){arena_off(c, tmp_off), P(IN(0)), I64(c, n_el)}, 3, nb, work);
+    return emit_sum_scale(c, k->root, tmp_off, nb, 1.0, t);
+  }
   case OP_CROSS_ENTROPY_GRAD: {
     int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
     begin_kernel(c);

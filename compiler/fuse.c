@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpc_kernels.h"
 #include "bpcc.h"
 
 int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
@@ -565,6 +566,8 @@ void program_print(FILE *out, const Program *p) {
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   if (k->kind != KK_CALL) return 0;
   const Node *n = graph_node(p->g, k->root);
+  if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
+    return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
   if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;
   const Node *l = graph_node(p->g, n->in[0]);
   return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);

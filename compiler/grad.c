@@ -156,6 +156,10 @@ void grad_sum(AD *ad, const Node *n, int gy, int *gin) {
   gin[0] = expand_to(ad, keepdims_of(ad, n, gy), shape_of(ad, X_(0)));
 }
 
+void grad_sum_squares(AD *ad, const Node *n, int gy, int *gin) {
+  gin[0] = MUL(MUL(X_(0), C(2)), expand_to(ad, gy, shape_of(ad, X_(0))));
+}
+
 void grad_mean(AD *ad, const Node *n, int gy, int *gin) {
   int g = MUL(keepdims_of(ad, n, gy), C(1 / reduce_count(ad, n)));
   gin[0] = expand_to(ad, g, shape_of(ad, X_(0)));

@@ -221,6 +221,13 @@ static void reduce_pass1(Op op, const Value *x, const int64_t *map, double *m, i
 
 // SUM MEAN MAX MIN VAR (population) LOGSUMEXP over attr.axes. VAR subtracts
 // the mean and LOGSUMEXP the max in a second pass.
+void interp_sum_squares(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  (void)it, (void)n;
+  double s = 0;
+  for (int64_t i = 0; i < shape_numel(&in[0]->shape); i++) s += in[0]->v[i] * in[0]->v[i];
+  out->v[0] = s;
+}
+
 void interp_reduce(Interp *it, const Node *n, Value *out, const Value *const *in) {
   const Value *x = in[0];
   int64_t nx = shape_numel(&x->shape), no = shape_numel(&out->shape);

@@ -110,6 +110,7 @@
   /* internal backward ops, emitted by gradient rules (grad.c); kernels in interp_grad.c */ \
   X(GELU_GRAD,  gelu_grad,  "x:t approximate:b0=true", OPF_INTERNAL|OPF_EW, LK_EW, 12, shape_float, interp_ew, s_gelu_grad, grad_missing) \
   X(MAXMIN_GRAD, maxmin_grad, "x:t gy:t axis:a=all is_min:b1=false", OPF_INTERNAL, LK_SPECIAL, 2, shape_maxmin_grad, interp_maxmin_grad, NULL, grad_missing) \
+  X(SUM_SQUARES, sum_squares, "x:t",                 OPF_INTERNAL, LK_SPECIAL, 2, shape_sum_squares, interp_sum_squares, NULL, grad_sum_squares) \
   X(SLICE_GRAD, slice_grad, "gy:t start:i0 stop:i1 axis:i2 shape:s", OPF_INTERNAL, LK_SHAPE, 0, shape_slice_grad, interp_slice_grad, NULL, grad_slice_grad) \
   X(EMBEDDING_GRAD, embedding_grad, "ids:t gy:t n:i0", OPF_INTERNAL, LK_SPECIAL, 1, shape_embedding_grad, interp_embedding_grad, NULL, grad_missing) \
   X(LAYER_NORM_DX, layer_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_layer_norm_dx, NULL, grad_missing) \

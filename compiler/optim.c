@@ -129,7 +129,7 @@ bool optim_append(Graph *g, const TrainCfg *cfg) {
     for (int i = 0; i < g->params.n; i++) {
       int gr = g->params.v[i].grad;
       if (gr < 0) continue;
-      int sq = g_unary(g, OP_SUM, MUL(gr, gr), opt.loc);
+      int sq = g_unary(g, OP_SUM_SQUARES, gr, opt.loc);  // one parallel pass, nothing stored
       total = total < 0 ? sq : ADD(total, sq);
     }
     if (total >= 0) {

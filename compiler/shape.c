@@ -519,6 +519,13 @@ bool shape_maxmin_grad(Graph *g, Node *n) {
   return true;
 }
 
+// sum_squares(x): the sum of x^2 over every element, a scalar (clipping's norm).
+bool shape_sum_squares(Graph *g, Node *n) {
+  n->shape = (Shape){0};
+  n->dtype = float_of(g, n);
+  return true;
+}
+
 bool shape_slice_grad(Graph *g, Node *n) {
   n->shape = n->attr.shape;
   n->dtype = IN(0)->dtype;

@@ -1307,6 +1307,23 @@ void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, 
     row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
 }
 
+void FN(bpck_sum_squares_blocks)(T *partial, const T *x, int64_t n, int64_t begin, int64_t end) {
+  for (int64_t b = begin; b < end; b++) {
+    const T *xb = x + b * BPCK_SQ_BLOCK;
+    int64_t m = KMIN((int64_t)BPCK_SQ_BLOCK, n - b * BPCK_SQ_BLOCK), i = 0;
+    V a0 = {0}, a1 = {0};
+    for (; i + 2 * VL <= m; i += 2 * VL) {
+      V v0 = VAT(xb + i), v1 = VAT(xb + i + VL);
+      a0 += NOFMA(v0 * v0), a1 += NOFMA(v1 * v1);
+    }
+    a0 += a1;
+    T s = 0;
+    for (int l = 0; l < VL; l++) s += a0[l];
+    for (; i < m; i++) s += NOFMA(xb[i] * xb[i]);
+    partial[b] = s;
+  }
+}
+
 void FN(bpck_sum_scale)(T *out, const T *x, int64_t n, T scale) {
   T s = 0;
   for (int64_t i = 0; i < n; i++) s += x[i];

@@ -252,6 +252,32 @@ Test(kernels, reduce_all_kinds) {
     }
 }
 
+// sum_squares: block partials (the parallel part, any split), then their sum.
+static void r_sum_squares(K *k, int64_t b, int64_t e) {
+  CALL(sum_squares_blocks, k->out, k->in[0], k->d[0], b, e);
+}
+
+Test(kernels, sum_squares_blocks) {
+  static const int64_t sizes[] = {1, 15, 16, 17, BPCK_SQ_BLOCK - 1, BPCK_SQ_BLOCK, 3 * BPCK_SQ_BLOCK + 5};
+  for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+    int64_t n = sizes[s], nb = (n + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK;
+    double *x = rvec(n, -3, 3), *want = calloc((size_t)nb, sizeof(double));
+    for (int64_t i = 0; i < n; i++) want[i / BPCK_SQ_BLOCK] += x[i] * x[i];
+    verify(&(Case){.what = "sum_squares_blocks", .fn = r_sum_squares, .nargs = 1, .args = {ARG(x, n)},
+                   .nout = nb, .want = want, .total = nb, .d = {n}});
+    // the op as a whole (the interpreter's kernel) agrees with the partials' sum
+    Ref r = ref_new();
+    int xi = ref_in(&r, DT_F64, SH(n), x);
+    Attr a = attr_default(OP_SUM_SQUARES);
+    const double *op = ref_run(&r, ref_op(&r, OP_SUM_SQUARES, &a, 1, xi), true, 0, 0);
+    double total = 0;
+    for (int64_t b = 0; b < nb; b++) total += want[b];
+    cr_assert(close_enough(op[0], total, 1e-12, 0), "sum_squares(%lld): %.17g vs %.17g", (long long)n, op[0], total);
+    ref_free(&r);  // frees x
+    free(want);
+  }
+}
+
 static void r_maxmin_grad(K *k, int64_t b, int64_t e) {
   CALL(maxmin_grad, k->out, k->in[0], k->in[1], k->d[0], k->d[1], k->d[2], (int)k->d[3], b, e);
 }

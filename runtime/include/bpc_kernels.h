@@ -34,6 +34,8 @@ enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
 // GEMM ranges are best split at whole microkernel tiles: generated code
 // splits rows in units of BPCK_GEMM_ROW_UNIT and columns in units of
 // BPCK_GEMM_COL_UNIT (multiples of the f32 and f64 tile sizes).
+// sum_squares' blocks: partial sums of this many elements, added in order.
+#define BPCK_SQ_BLOCK 8192
 #define BPCK_GEMM_ROW_UNIT 6
 #define BPCK_GEMM_COL_UNIT 16
 
@@ -160,6 +162,9 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   /* Per-row correctness (1 or 0) of accuracy: argmax(l[r]) == y[r]. Range: rows. */               \
   void bpck_accuracy_rows_##S(T *row_hit, const T *logits, const int32_t *labels, int64_t rows,    \
                               int64_t K, int64_t begin, int64_t end);                               \
+  /* partial[b] = sum of x^2 over block b (BPCK_SQ_BLOCK elements; the last may be shorter),      \
+     lanes then folded in order: a block's sum does not depend on the split. Range: blocks. */     \
+  void bpck_sum_squares_blocks_##S(T *partial, const T *x, int64_t n, int64_t begin, int64_t end); \
   /* out[0] = scale * sum(x[0..n)), summed in index order (one thread). */                         \
   void bpck_sum_scale_##S(T *out, const T *x, int64_t n, T scale);                                  \
                                                                                                     \
