@@ -198,7 +198,8 @@ int64_t node_flops(const Graph *g, const Node *n) {
     const Shape *q = &graph_node(g, n->in[0])->shape, *k = &graph_node(g, n->in[1])->shape;
     int64_t scores = q->d[0] * q->d[1] * k->d[1] * n->attr.i[0];
     int64_t fwd = 4 * q->d[0] * q->d[1] * k->d[1] * q->d[2] + 5 * scores;
-    return n->op == OP_ATTENTION ? fwd : 2 * fwd / 3;  // each of dq, dk, dv: a third of twice forward
+    if (n->op == OP_ATTENTION) return fwd;
+    return n->attr.i[1] == 3 ? 2 * fwd : 2 * fwd / 3;  // all of dq, dk, dv: twice forward; one: a third
   }
   int64_t big = numel;
   for (int i = 0; i < n->nin; i++) {
