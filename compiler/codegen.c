@@ -854,10 +854,11 @@ static void emit_call(CG *c, const Kernel *k) {
     contiguous_strides(small, sst);
     int64_t off = a->i[0] * bst[a->i[2]];
     if (!grad) return emit_copy(c, k->root, 0, sst, IN(0), off, bst, small, n->dtype, true);
-    begin_kernel(c);  // zeros, then gy into its window: one thread
-    libcall(c, "fill", n->dtype, (LLVMValueRef[]){P(k->root), FC(c, n->dtype, 0), I64(c, 0), I64(c, numel)}, 4);
-    emit_copy(c, k->root, off, bst, IN(0), 0, sst, small, n->dtype, false);
-    return end_kernel(c, 1, 0);
+    // [O, D] rows (the axes up to the sliced one, then the rest): zeros, gy's row in the window
+    int64_t O = 1;
+    for (int i = 0; i < a->i[2]; i++) O *= big->d[i];
+    begin_kernel(c);
+    return call_kernel(c, "window", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel / O), I64(c, off), I64(c, shape_numel(small) / O)}, 5, O, work);
   }
   case OP_CONCAT: {
     begin_kernel(c);

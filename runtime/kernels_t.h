@@ -1342,6 +1342,16 @@ void FN(bpck_dropout)(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_
   }
 }
 
+void FN(bpck_window)(T *out, const T *in, int64_t D, int64_t start, int64_t len, int64_t begin,
+                     int64_t end) {
+  for (int64_t o = begin; o < end; o++) {
+    T *r = out + o * D;
+    for (int64_t i = 0; i < start; i++) r[i] = 0;
+    memcpy(r + start, in + o * len, sizeof(T) * (size_t)len);
+    for (int64_t i = start + len; i < D; i++) r[i] = 0;
+  }
+}
+
 void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; i++) out[i] = v;
 }

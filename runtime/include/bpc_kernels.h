@@ -175,6 +175,10 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   /* out[idx * out_strides] = in[idx * in_strides] over an index space `shape` of `rank` axes     \
      (strides in elements; 0 broadcasts). Transpose, slice, broadcast_to, concat and slice_grad   \
      are all this copy. Range: flat index over shape. */                                           \
+  /* slice's backward: out [O, D] row o = zeros, in [O, len] row o at columns [start, start +   \
+     len), zeros. Range: rows. */                                                                   \
+  void bpck_window_##S(T *out, const T *in, int64_t D, int64_t start, int64_t len, int64_t begin, \
+                       int64_t end);                                                                \
   void bpck_strided_copy_##S(T *out, const int64_t *out_strides, const T *in,                      \
                              const int64_t *in_strides, int rank, const int64_t *shape,            \
                              int64_t begin, int64_t end);                                           \
