@@ -921,7 +921,7 @@ static void emit_call(CG *c, const Kernel *k) {
     begin_kernel(c);
     LLVMValueRef sp = scratch_ptr(c);
     if (n->op == OP_ATTENTION)
-      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 11, B * H, work);
+      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, C), sp}, 12, B * H, work);
     LLVMValueRef null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
     if (a->i[1] == 3) {  // dq, dk, dv flattened one after the other
       for (int w = 0; w < 3; w++) {
@@ -931,7 +931,18 @@ static void emit_call(CG *c, const Kernel *k) {
     } else {
       outs[a->i[1]] = P(k->root);
     }
-    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), sp}, 14, B * H, work);
+    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, C), I64(c, C), sp}, 16, B * H, work);
+  }
+  case OP_ATTENTION_QKV: case OP_ATTENTION_QKV_GRAD: {  // q, k, v (and dq, dk, dv) packed: rows 3C apart
+    const Shape *x = XS(0);
+    int64_t B = x->d[0], T = x->d[1], C = x->d[2] / 3, H = a->i[0];
+    begin_kernel(c);
+    LLVMValueRef sp = scratch_ptr(c), q = P(IN(0)), kv[2], d[3];
+    for (int w = 0; w < 2; w++) kv[w] = LLVMBuildGEP2(c->b, ftype(c, t), q, (LLVMValueRef[]){I64(c, (w + 1) * C)}, 1, "");
+    if (n->op == OP_ATTENTION_QKV)
+      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), q, kv[0], kv[1], I64(c, B), I64(c, T), I64(c, T), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, 3 * C), sp}, 12, B * H, work);
+    for (int w = 0; w < 3; w++) d[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), (LLVMValueRef[]){I64(c, w * C)}, 1, "");
+    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){d[0], d[1], d[2], q, kv[0], kv[1], P(IN(1)), I64(c, B), I64(c, T), I64(c, T), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, 3 * C), I64(c, 3 * C), sp}, 16, B * H, work);
   }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
     int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];

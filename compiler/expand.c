@@ -670,6 +670,36 @@ static bool check_functions(Build *b) {
   return ok;
 }
 
+// attention(q, k, v) whose q, k and v are the three thirds of one tensor's
+// last axis, in order (`qkv: h @ w_qkv`, then slices: GPT's fused
+// projection), becomes attention_qkv(qkv): the kernels read q, k and v in
+// place, rows 3C apart, and the backward writes dq, dk and dv into their
+// places in d(qkv). Without it the forward copies three slices and the
+// backward copies three gradients out of a flat buffer, widens each to
+// [B, T, 3C] with zeros and adds them. Before autodiff, so the gradient rule
+// sees the packed form; the slices stay for any other reader.
+static void pack_attention(Graph *g) {
+  for (int id = 0; id < g->nodes.n; id++) {
+    Node *n = graph_node(g, id);
+    if (n->op != OP_ATTENTION) continue;
+    int x = -1;
+    bool packed = true;
+    int64_t C = n->shape.rank == 3 ? n->shape.d[2] : 0;
+    for (int w = 0; w < 3 && packed; w++) {
+      const Node *s = graph_node(g, n->in[w]);
+      packed = s->op == OP_SLICE && (x < 0 || s->in[0] == x) && s->attr.i[0] == w * C && s->attr.i[1] == (w + 1) * C;
+      if (!packed) break;
+      const Node *xn = graph_node(g, s->in[0]);
+      packed = xn->shape.rank == 3 && s->attr.i[2] == 2 && xn->shape.d[2] == 3 * C && xn->dtype == n->dtype;
+      x = s->in[0];
+    }
+    if (!packed) continue;
+    n->op = OP_ATTENTION_QKV;
+    n->nin = 1;
+    n->in[0] = x;
+  }
+}
+
 Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType fdtype) {
   int nerr0 = d->nerr;
   Graph *g = graph_new(d, m, fdtype);
@@ -698,5 +728,6 @@ Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     graph_free(g);
     return NULL;
   }
+  pack_attention(g);
   return g;
 }

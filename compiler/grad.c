@@ -346,6 +346,14 @@ void grad_attention(AD *ad, const Node *n, int gy, int *gin) {
   }
 }
 
+// The packed form's backward writes dq, dk and dv into their places in dx.
+void grad_attention_qkv(AD *ad, const Node *n, int gy, int *gin) {
+  Attr a = attr_default(OP_ATTENTION_QKV_GRAD);
+  a.i[0] = n->attr.i[0], a.b[0] = n->attr.b[0];
+  int in[2] = {X_(0), gy};
+  gin[0] = ad_op(ad, OP_ATTENTION_QKV_GRAD, 2, in, &a);
+}
+
 void grad_causal_mask(AD *ad, const Node *n, int gy, int *gin) { gin[0] = ad_un(ad, OP_CAUSAL_MASK_GRAD, gy); }
 void grad_causal_mask_grad(AD *ad, const Node *n, int gy, int *gin) { gin[0] = ad_un(ad, OP_CAUSAL_MASK_GRAD, gy); }
 

@@ -194,6 +194,44 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
   free(dS);
 }
 
+// q, k and v of a packed [B, T, 3C] x as values of their own.
+static void unpack_qkv(const Value *x, Value *qkv, double **bufs) {
+  int64_t B = x->shape.d[0], T = x->shape.d[1], C = x->shape.d[2] / 3;
+  for (int w = 0; w < 3; w++) {
+    bufs[w] = xmalloc(sizeof(double) * (size_t)(B * T * C));
+    for (int64_t r = 0; r < B * T; r++) memcpy(bufs[w] + r * C, x->v + r * 3 * C + w * C, sizeof(double) * (size_t)C);
+    qkv[w] = *x;
+    qkv[w].shape.d[2] = C;
+    qkv[w].v = bufs[w];
+  }
+}
+
+void interp_attention_qkv(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  Value qkv[3];
+  double *bufs[3];
+  unpack_qkv(in[0], qkv, bufs);
+  const Value *args[3] = {&qkv[0], &qkv[1], &qkv[2]};
+  interp_attention(it, n, out, args);  // reads heads (i0) and causal (b0), the same slots
+  for (int w = 0; w < 3; w++) free(bufs[w]);
+}
+
+// dq, dk, dv (attention_grad with which = 3, flattened) interleaved back into [B, T, 3C].
+void interp_attention_qkv_grad(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  Value qkv[3], flat = *out;
+  double *bufs[3];
+  unpack_qkv(in[0], qkv, bufs);
+  int64_t BT = in[0]->shape.d[0] * in[0]->shape.d[1], C = in[0]->shape.d[2] / 3;
+  flat.v = xcalloc((size_t)(3 * BT * C), sizeof(double));
+  Node g = *n;
+  g.attr.i[1] = 3;
+  const Value *args[4] = {&qkv[0], &qkv[1], &qkv[2], in[1]};
+  interp_attention_grad(it, &g, &flat, args);
+  for (int w = 0; w < 3; w++)
+    for (int64_t r = 0; r < BT; r++) memcpy(out->v + r * 3 * C + w * C, flat.v + w * BT * C + r * C, sizeof(double) * (size_t)C);
+  free(flat.v);
+  for (int w = 0; w < 3; w++) free(bufs[w]);
+}
+
 // gy with zeros where causal_mask put -inf (column > row of the last two axes).
 void interp_causal_mask_grad(Interp *it, const Node *n, Value *out, const Value *const *in) {
   const Shape *s = &out->shape;

@@ -116,6 +116,8 @@
   X(LAYER_NORM_DX, layer_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_layer_norm_dx, NULL, grad_missing) \
   X(RMS_NORM_DX, rms_norm_dx, "x:t gamma:t gy:t eps:f0=1e-6", OPF_INTERNAL, LK_SPECIAL, 10, shape_norm_dx, interp_rms_norm_dx, NULL, grad_missing) \
   X(BATCH_NORM_DX, batch_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_batch_norm_dx, NULL, grad_missing) \
+  X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
+  X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
   X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
   X(CAUSAL_MASK_GRAD, causal_mask_grad, "gy:t", OPF_INTERNAL, LK_SPECIAL, 0, shape_same, interp_causal_mask_grad, NULL, grad_causal_mask_grad) \
   X(CONV2D_DX,  conv2d_dx,  "gy:t w:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL, LK_SPECIAL, 0, shape_conv2d_dx, interp_conv2d_dx, NULL, grad_missing) \

@@ -407,6 +407,26 @@ bool shape_attention(Graph *g, Node *n) {
   return true;
 }
 
+// attention_qkv(x): attention over q, k, v packed along x's last axis
+// ([B, T, 3C], as a fused projection makes them): out [B, T, C].
+bool shape_attention_qkv(Graph *g, Node *n) {
+  if (!need_rank(g, n, 0, 3, 3, "qkv")) return false;
+  Shape s = IN(0)->shape;
+  int64_t h = n->attr.i[0];
+  if (s.d[2] % 3 || h < 1 || (s.d[2] / 3) % h)
+    FAIL("attention_qkv: %s is not [B, T, 3C] with heads=%lld dividing C", sh(&s), (long long)h);
+  s.d[2] /= 3;
+  n->shape = s;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
+bool shape_attention_qkv_grad(Graph *g, Node *n) {
+  n->shape = IN(0)->shape;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
 bool shape_causal_mask(Graph *g, Node *n) {
   if (!need_rank(g, n, 0, 2, BPC_MAX_RANK, "scores")) return false;
   n->shape = IN(0)->shape;

@@ -194,6 +194,11 @@ int64_t node_flops(const Graph *g, const Node *n) {
   }
   if (n->op == OP_CONV2D_DW)  // dw [KH,KW,Ci,Co] from gy [N,OH,OW,Co]
     return 2 * shape_numel(&graph_node(g, n->in[1])->shape) * n->shape.d[0] * n->shape.d[1] * n->shape.d[2];
+  if (n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD) {  // as attention on q of [B, T, C]
+    const Shape *x = &graph_node(g, n->in[0])->shape;
+    int64_t C = x->d[2] / 3, fwd = 4 * x->d[0] * x->d[1] * x->d[1] * C + 5 * x->d[0] * x->d[1] * x->d[1] * n->attr.i[0];
+    return n->op == OP_ATTENTION_QKV ? fwd : 2 * fwd;
+  }
   if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
     const Shape *q = &graph_node(g, n->in[0])->shape, *k = &graph_node(g, n->in[1])->shape;
     int64_t scores = q->d[0] * q->d[1] * k->d[1] * n->attr.i[0];

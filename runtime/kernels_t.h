@@ -787,16 +787,16 @@ static void FN(att_softmax)(T *S, int64_t Tq, int64_t Tk, int causal, T scale) {
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
 void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
-                        int64_t Tk, int64_t C, int64_t H, int causal, T *scratch,
+                        int64_t Tk, int64_t C, int64_t H, int causal, int64_t ldi, T *scratch,
                         int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H;
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
   for (int64_t u = begin; u < end; u++) {
-    int64_t b = u / H, h = u % H, qo = b * Tq * C + h * hs, ko = b * Tk * C + h * hs;
-    FN(bpck_gemm)(Tq, Tk, hs, q + qo, C, 0, k + ko, C, 1, S, Tk, 0, ws, 0, Tq);
+    int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
+    FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, S, Tk, 0, ws, 0, Tq);
     FN(att_softmax)(S, Tq, Tk, causal, scale);
-    FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ko, C, 0, out + qo, C, 0, ws, 0, Tq);
+    FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ki, ldi, 0, out + b * Tq * C + h * hs, C, 0, ws, 0, Tq);
   }
 }
 
@@ -804,26 +804,29 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
 // dq, dk, dv may be NULL (not computed).
 void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
                             const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
-                            int64_t H, int causal, T *scratch, int64_t begin, int64_t end) {
+                            int64_t H, int causal, int64_t ldi, int64_t ldo, T *scratch,
+                            int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H;
   T scale = 1 / SQRT_T((T)hs);
   T *P = scratch, *dS = scratch + Tq * Tk, *ws = dS + Tq * Tk;
   for (int64_t u = begin; u < end; u++) {
-    int64_t b = u / H, h = u % H, qo = b * Tq * C + h * hs, ko = b * Tk * C + h * hs;
-    FN(bpck_gemm)(Tq, Tk, hs, q + qo, C, 0, k + ko, C, 1, P, Tk, 0, ws, 0, Tq);
+    int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
+    int64_t qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;  // q, k, v rows
+    int64_t qo = b * Tq * ldo + h * hs, ko = b * Tk * ldo + h * hs;  // dq, dk, dv rows
+    FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, P, Tk, 0, ws, 0, Tq);
     FN(att_softmax)(P, Tq, Tk, causal, scale);
     if (dq || dk) {
-      FN(bpck_gemm)(Tq, Tk, hs, gy + qo, C, 0, v + ko, C, 1, dS, Tk, 0, ws, 0, Tq);  // dP
+      FN(bpck_gemm)(Tq, Tk, hs, gy + go, C, 0, v + ki, ldi, 1, dS, Tk, 0, ws, 0, Tq);  // dP
       for (int64_t i = 0; i < Tq; i++) {
         T *pi = P + i * Tk, *si = dS + i * Tk, dot = 0;
         for (int64_t j = 0; j < Tk; j++) dot += si[j] * pi[j];
         for (int64_t j = 0; j < Tk; j++) si[j] = pi[j] * (si[j] - dot) * scale;
       }
-      if (dq) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ko, C, 0, dq + qo, C, 0, ws, 0, Tq);
-      if (dk) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qo, C, 0, dk + ko, C, 0, ws, 0, Tk);
+      if (dq) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ki, ldi, 0, dq + qo, ldo, 0, ws, 0, Tq);
+      if (dk) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qi, ldi, 0, dk + ko, ldo, 0, ws, 0, Tk);
     }
-    if (dv) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + qo, C, 0, dv + ko, C, 0, ws, 0, Tk);
+    if (dv) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + go, C, 0, dv + ko, ldo, 0, ws, 0, Tk);
   }
 }
 

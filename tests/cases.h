@@ -70,6 +70,14 @@ static const GradCase cases[] = {
   {OP_LOG_SOFTMAX, P2("a", "[2, 3, 4]", "b", "[4]") "graph:\n  out: log_softmax(a) * b + log_softmax(a, axis=-2)\n"},
   {OP_ATTENTION, "params:\n" P("q", "[2, 3, 4]") P("k", "[2, 3, 4]") P("v", "[2, 3, 4]") "graph:\n  out: attention(q, k, v, heads=2, causal=true)\n"},
   {OP_ATTENTION, "params:\n" P("q", "[1, 2, 6]") P("k", "[1, 3, 6]") P("v", "[1, 3, 6]") "graph:\n  out: attention(q, k, v, heads=3)\n"},
+  // q, k, v as the thirds of one tensor, in order: attention_qkv (packed, read in place)
+  {OP_ATTENTION_QKV, "params:\n" P("x", "[2, 3, 12]") "graph:\n  q: slice(x, 0, 4)\n  k: slice(x, 4, 8)\n"
+   "  v: slice(x, 8, 12)\n  out: attention(q, k, v, heads=2, causal=true)\n"},
+  {OP_ATTENTION_QKV, "params:\n" P("x", "[1, 5, 9]") "graph:\n  q: slice(x, 0, 3)\n  k: slice(x, 3, 6)\n"
+   "  v: slice(x, 6, 9)\n  out: attention(q, k, v, heads=3) + q\n"},
+  // thirds out of order: plain attention on the slices
+  {OP_ATTENTION, "params:\n" P("x", "[2, 3, 12]") "graph:\n  q: slice(x, 4, 8)\n  k: slice(x, 0, 4)\n"
+   "  v: slice(x, 8, 12)\n  out: attention(q, k, v, heads=2)\n"},
   {OP_CAUSAL_MASK, P2("a", "[2, 3, 3]", "b", "[3]") "graph:\n  out: softmax(causal_mask(a * b))\n"},
   {OP_CONV2D, "params:\n" P("x", "[2, 5, 5, 2]") P("w", "[3, 3, 2, 3]") "graph:\n  out: conv2d(x, w, stride=2, padding=1)\n"},
   {OP_CONV2D, "params:\n" P("x", "[1, 4, 3, 1]") P("w", "[2, 2, 1, 2]") "graph:\n  out: conv2d(x, w)\n"},

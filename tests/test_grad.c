@@ -25,6 +25,27 @@ Test(grad, every_op_has_a_case) {
   }
 }
 
+// The cases labelled attention_qkv do pack (q, k, v read in place from x);
+// thirds out of order keep plain attention.
+Test(grad, attention_packs_qkv_in_order_only) {
+  int packed = 0;
+  for (int i = 0; i < NCASES; i++) {
+    if (!strstr(cases[i].text, "attention(q, k, v") || !strstr(cases[i].text, "slice(x")) continue;
+    Arena a = {0};
+    Captured c;
+    cap_open(&c);
+    Graph *g = case_graph(&a, &c, cases[i].text, DT_F64);
+    bool has = false;
+    for (int id = 0; id < g->nodes.n; id++) has |= graph_node(g, id)->op == OP_ATTENTION_QKV;
+    cr_expect_eq(has, cases[i].op == OP_ATTENTION_QKV, "case %d: attention_qkv %s", i, has ? "formed" : "missing");
+    packed += has;
+    graph_free(g);
+    cap_close(&c);
+    arena_free(&a);
+  }
+  cr_expect_eq(packed, 2);
+}
+
 Test(grad, finite_differences_every_op) {
   for (int i = 0; i < NCASES; i++) {
     Arena a = {0};

@@ -439,14 +439,14 @@ Test(kernels, batch_norm_and_dx) {
 
 static void r_attention(K *k, int64_t b, int64_t e) {
   CALL(attention, k->out, k->in[0], k->in[1], k->in[2], k->d[0], k->d[1], k->d[2], k->d[3],
-       k->d[4], (int)k->d[5], k->scratch, b, e);
+       k->d[4], (int)k->d[5], k->d[3], k->scratch, b, e);
 }
 
 static void r_attention_bwd(K *k, int64_t b, int64_t e) {
   int w = (int)k->d[6];
   CALL(attention_bwd, w == 0 ? k->out : NULL, w == 1 ? k->out : NULL, w == 2 ? k->out : NULL,
        k->in[0], k->in[1], k->in[2], k->in[3], k->d[0], k->d[1], k->d[2], k->d[3], k->d[4],
-       (int)k->d[5], k->scratch, b, e);
+       (int)k->d[5], k->d[3], k->d[3], k->scratch, b, e);
 }
 
 Test(kernels, attention_forward_backward) {

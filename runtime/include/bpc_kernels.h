@@ -101,16 +101,18 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
                               int64_t N, int64_t C, T eps, int64_t begin, int64_t end);            \
                                                                                                     \
   /* Multi-head attention, q [B, Tq, C], k and v [B, Tk, C], H heads of C/H channels, scale      \
-     1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence).           \
-     attention_bwd writes any of dq, dk, dv that is not NULL. */                                   \
+     1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence). q, k and  \
+     v rows are ldi apart (C; 3C for q, k, v packed in one [B, T, 3C] tensor), out and gy rows C \
+     apart, dq, dk and dv rows ldo apart. attention_bwd writes any of dq, dk, dv not NULL. */     \
   size_t bpck_attention_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                     \
   void bpck_attention_##S(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,       \
-                          int64_t Tk, int64_t C, int64_t H, int causal, T *scratch, int64_t begin, \
-                          int64_t end);                                                             \
+                          int64_t Tk, int64_t C, int64_t H, int causal, int64_t ldi, T *scratch,   \
+                          int64_t begin, int64_t end);                                              \
   size_t bpck_attention_bwd_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                 \
   void bpck_attention_bwd_##S(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,             \
                               const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,           \
-                              int64_t H, int causal, T *scratch, int64_t begin, int64_t end);       \
+                              int64_t H, int causal, int64_t ldi, int64_t ldo, T *scratch,         \
+                              int64_t begin, int64_t end);                                          \
   /* x [rows, R, Cc] (rows = product of the leading axes): -inf (grad: 0) where column > row.    \
      Range: rows*R. */                                                                              \
   void bpck_causal_mask_##S(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,    \
