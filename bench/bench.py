@@ -241,7 +241,15 @@ def main():
             log(f"bench: {label:11s} {fw:14s} {ms:10.3f} ms/step  runs " +
                 " ".join(f"{m:.3g}" for m in st["meds"]) + (f"  compile {comp:.2f} s" if comp is not None else "") +
                 f"  RSS {st['rss']:.0f} MiB")
-        rows.append(dict(model=label, flops=flops, dims=dims, res=res))
+        prof = None
+        if "bpc" in runs_of:  # one more bpc run with --profile: where the step's time goes
+            o, _, _ = run_rss([exe, "train", "--data", data, "--steps", str(steps), "--threads", str(a.threads),
+                               "--profile", "--quiet", "--save", os.path.join(work, label + ".safetensors")])
+            prof = o[o.find("profile:"):] if "profile:" in o else None
+            if prof:
+                with open(os.path.join(out_dir, f"profile_{label}.txt"), "w") as f:
+                    f.write(prof)
+        rows.append(dict(model=label, flops=flops, dims=dims, res=res, prof=prof))
     measure_peak()
     report(rows, gemm, peak, a.threads, out_dir)
     return 0
@@ -337,6 +345,16 @@ def report(rows, gemm, peak, threads, out_dir):
             rat = f"{g['bpck'] / g['openblas']:.2f}" if g["openblas"] else "-"
             L.append(f"| {g['label']} | {g['M']} | {g['N']} | {g['K']} | {op} | {g['threads']} | {g['bpck']:.1f} | "
                      f"{g['openblas']:.1f} | {rat} | {100 * g['bpck'] / p:.0f} |")
+    L.append("\n## Where bpc's step goes (`trainer --profile`, one more run; the five largest kinds)\n")
+    L.append("Full tables: profile_<model>.txt. GFLOP/s of a kind: its FLOPs over its time, 2 threads.\n")
+    for r in rows:
+        if not r.get("prof"):
+            continue
+        lines = r["prof"].splitlines()
+        kinds = lines[lines.index("  by kind:") + 2:] if "  by kind:" in lines else []
+        L.append(f"- **{r['model']}** ({lines[0].split(';')[-1].strip()}): " +
+                 "; ".join(" ".join(k.split()[5:]) + f" x{k.split()[0]}: {k.split()[1]} ms ({k.split()[2]}%, "
+                           f"{k.split()[3]} GFLOP/s)" for k in kinds[:5]))
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
         f.write("\n".join(L) + "\n")
     chart(rows, peers, os.path.join(out_dir, "bench.png"))
