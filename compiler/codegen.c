@@ -886,10 +886,11 @@ static void emit_call(CG *c, const Kernel *k) {
     begin_kernel(c);
     return call_kernel(c, "embedding", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C), c->status}, 7, ids, work);
   }
-  case OP_EMBEDDING_GRAD: {
+  case OP_EMBEDDING_GRAD: case OP_EMBEDDING_GRAD_ADD: {  // _ADD: onto its base (in place when it shares storage)
     int64_t V = n->shape.d[0], C = n->shape.d[1], ids = shape_numel(XS(0));
     begin_kernel(c);
-    return call_kernel(c, "embedding_grad", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 6, C, work);
+    LLVMValueRef base = n->op == OP_EMBEDDING_GRAD_ADD ? P(IN(2)) : LLVMConstNull(c->ptr);
+    return call_kernel(c, "embedding_grad", n->dtype, (LLVMValueRef[]){P(k->root), base, P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 7, C, work);
   }
   case OP_ONE_HOT: {
     int64_t ids = shape_numel(XS(0));

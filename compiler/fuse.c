@@ -471,6 +471,13 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
       }
     }
     k.nodes = nodes.v, k.nnodes = nodes.n, k.reads = reads.v, k.nreads = reads.n;
+    // base + scatter of a tied embedding's gradient: the GEMM computing the
+    // base writes straight into the result (fixed storage, never reused), and
+    // the scatter adds onto it in place: no V x C temporary, no copy.
+    int base = nd->op == OP_EMBEDDING_GRAD_ADD ? nd->in[2] : -1;
+    if (base >= 0 && result[id] && !result[base] && uses[base] == 1 && p->alias[base] == base &&
+        graph_node(g, base)->op == OP_MATMUL && !is_epi_mm[base])
+      p->alias[base] = id;
     add_kernel(p, k);
   }
   if (fuse) {

@@ -74,6 +74,11 @@ void interp_embedding_grad(Interp *it, const Node *n, Value *out, const Value *c
   }
 }
 
+void interp_embedding_grad_add(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  memcpy(out->v, in[2]->v, sizeof(double) * (size_t)shape_numel(&out->shape));
+  interp_embedding_grad(it, n, out, in);  // adds the rows onto it
+}
+
 static double chan(const Value *p, int64_t c) {  // gamma broadcast to [C]
   return shape_numel(&p->shape) == 1 ? p->v[0] : p->v[c];
 }

@@ -112,6 +112,7 @@
   X(MAXMIN_GRAD, maxmin_grad, "x:t gy:t axis:a=all is_min:b1=false", OPF_INTERNAL, LK_SPECIAL, 2, shape_maxmin_grad, interp_maxmin_grad, NULL, grad_missing) \
   X(SUM_SQUARES, sum_squares, "x:t",                 OPF_INTERNAL, LK_SPECIAL, 2, shape_sum_squares, interp_sum_squares, NULL, grad_sum_squares) \
   X(SLICE_GRAD, slice_grad, "gy:t start:i0 stop:i1 axis:i2 shape:s", OPF_INTERNAL, LK_SHAPE, 0, shape_slice_grad, interp_slice_grad, NULL, grad_slice_grad) \
+  X(EMBEDDING_GRAD_ADD, embedding_grad_add, "ids:t gy:t base:t n:i0", OPF_INTERNAL, LK_SPECIAL, 1, shape_embedding_grad_add, interp_embedding_grad_add, NULL, grad_missing) \
   X(EMBEDDING_GRAD, embedding_grad, "ids:t gy:t n:i0", OPF_INTERNAL, LK_SPECIAL, 1, shape_embedding_grad, interp_embedding_grad, NULL, grad_missing) \
   X(LAYER_NORM_DX, layer_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_layer_norm_dx, NULL, grad_missing) \
   X(RMS_NORM_DX, rms_norm_dx, "x:t gamma:t gy:t eps:f0=1e-6", OPF_INTERNAL, LK_SPECIAL, 10, shape_norm_dx, interp_rms_norm_dx, NULL, grad_missing) \

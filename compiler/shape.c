@@ -559,6 +559,13 @@ bool shape_embedding_grad(Graph *g, Node *n) {
   return true;
 }
 
+// base + embedding_grad(ids, gy): a tied embedding's two gradient terms.
+bool shape_embedding_grad_add(Graph *g, Node *n) {
+  n->shape = IN(2)->shape;
+  n->dtype = IN(1)->dtype;
+  return true;
+}
+
 bool shape_norm_dx(Graph *g, Node *n) {
   n->shape = IN(0)->shape;
   n->dtype = float_of(g, n);

@@ -335,6 +335,21 @@ static int transposed_matmul(const Graph *src, const Node *n, const int *uses) {
   return m->id;
 }
 
+// For n = a + embedding_grad(ids, gy) (either order; the embedding_grad used
+// only here, no broadcast): the embedding_grad's id, else -1. A tied
+// embedding's gradient: the output layer's GEMM plus the scatter, which then
+// adds onto the GEMM's result instead of zeroing a V x C table and adding it.
+static int embedding_grad_term(const Graph *src, const Node *n, const int *uses) {
+  if (n->op != OP_ADD || n->nin != 2) return -1;
+  for (int k = 0; k < 2; k++) {
+    const Node *e = graph_node(src, n->in[k]), *o = graph_node(src, n->in[1 - k]);
+    if (e->op == OP_EMBEDDING_GRAD && uses[e->id] == 1 && shape_eq(&e->shape, &n->shape) &&
+        shape_eq(&o->shape, &n->shape) && o->dtype == n->dtype && e->dtype == n->dtype)
+      return e->id;
+  }
+  return -1;
+}
+
 static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
   Rebuild r = {.src = src, .flags = flags};
   int *uses = (flags & SIMP_ALGEBRA) ? use_counts(src) : NULL;
@@ -357,8 +372,12 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     for (int k = 0; k < n->nin; k++) in[k] = r.map[n->in[k]], BPC_ASSERT(in[k] >= 0);
     int before = r.g->nodes.n;
     r.g->phase = n->phase;
-    int mt = uses ? transposed_matmul(src, n, uses) : -1;
-    if (mt >= 0) {  // (a @ b)^T = b^T @ a^T: one GEMM writing the transposed layout, no copy
+    int mt = uses ? transposed_matmul(src, n, uses) : -1, eg = uses ? embedding_grad_term(src, n, uses) : -1;
+    if (eg >= 0) {  // base + scatter, one kernel onto the base
+      const Node *e = graph_node(src, eg);
+      int ops[3] = {r.map[e->in[0]], r.map[e->in[1]], r.map[n->in[0] == eg ? n->in[1] : n->in[0]]};
+      r.map[id] = make(&r, OP_EMBEDDING_GRAD_ADD, n->loc, 3, ops, &e->attr);
+    } else if (mt >= 0) {  // (a @ b)^T = b^T @ a^T: one GEMM writing the transposed layout, no copy
       const Node *m = graph_node(src, mt);
       Attr ma = m->attr;
       ma.b[0] = !m->attr.b[1], ma.b[1] = !m->attr.b[0];

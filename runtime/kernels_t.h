@@ -1237,10 +1237,11 @@ void FN(bpck_embedding)(T *out, const int32_t *ids, const T *table, int64_t n, i
 }
 
 // gy (n,C) -> dtable (V,C); the range owns columns [begin, end) of every row.
-void FN(bpck_embedding_grad)(T *dtable, const int32_t *ids, const T *gy, int64_t n, int64_t V_,
-                             int64_t C, int64_t begin, int64_t end) {
-  for (int64_t r = 0; r < V_; r++)
-    for (int64_t c = begin; c < end; c++) dtable[r * C + c] = 0;
+void FN(bpck_embedding_grad)(T *dtable, const T *base, const int32_t *ids, const T *gy, int64_t n,
+                             int64_t V_, int64_t C, int64_t begin, int64_t end) {
+  if (base != dtable)
+    for (int64_t r = 0; r < V_; r++)
+      for (int64_t c = begin; c < end; c++) dtable[r * C + c] = base ? base[r * C + c] : 0;
   for (int64_t i = 0; i < n; i++) {
     int64_t id = ids[i];
     if (id < 0 || id >= V_) continue;  // the forward kernel reports it
@@ -1295,8 +1296,7 @@ void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, 
   T scale = gy[0] / (T)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = logits + r * K;
-    T *dr = dl + r * K, mx = -INFINITY;
-    for (int64_t c = 0; c < K; c++) mx = xr[c] > mx ? xr[c] : mx;
+    T *dr = dl + r * K, mx = FN(fmax_row)(xr, K, 1);  // vector lanes (a NaN row is NaN either way)
     FN(exp_row)(dr, xr, K, 1, mx);
     T s = FN(sum_row)(dr, K);
     for (int64_t c = 0; c < K; c++) dr[c] = (dr[c] / s - (T)(c == labels[r])) * scale;

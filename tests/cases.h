@@ -61,6 +61,9 @@ static const GradCase cases[] = {
   {OP_MATMUL, P2("a", "[4, 3]", "b", "[2, 5, 4]") "graph:\n  out: matmul(a, b, transpose_a=true, transpose_b=true)\n"},
   {OP_LINEAR, "params:\n" P("x", "[2, 3]") P("w", "[3, 4]") P("b", "[4]") "graph:\n  out: linear(x, w, b)\n"},
   {OP_EMBEDDING, "inputs:\n  ids: {shape: [2, 3], dtype: i32}\n" "params:\n" P("t", "[3, 4]") "graph:\n  out: embedding(ids, t)\n"},
+  // tied: the table's gradient is the output GEMM's plus the scatter (embedding_grad_add, in place)
+  {OP_EMBEDDING, "inputs:\n  ids: {shape: [2, 3], dtype: i32}\n" "params:\n" P("t", "[5, 4]")
+   "graph:\n  h: embedding(ids, t)\n  out: tanh(h @ transpose(t))\n"},
   {OP_LAYER_NORM, "params:\n" P("x", "[2, 3, 5]") P("g", "[5]") P("b", "[5]") "graph:\n  out: layer_norm(x, g, b)\n"},
   {OP_LAYER_NORM, "params:\n" P("x", "[3, 4]") "graph:\n  out: layer_norm(x, 1.5, 0, eps=0.01)\n"},
   {OP_RMS_NORM, "params:\n" P("x", "[2, 3, 5]") P("g", "[5]") "graph:\n  out: rms_norm(x, g)\n"},

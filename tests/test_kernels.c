@@ -620,7 +620,7 @@ static void r_embedding(K *k, int64_t b, int64_t e) {
   CALL(embedding, k->out, k->in[0], k->in[1], k->d[0], k->d[1], k->d[2], k->status, b, e);
 }
 static void r_embedding_grad(K *k, int64_t b, int64_t e) {
-  CALL(embedding_grad, k->out, k->in[0], k->in[1], k->d[0], k->d[1], k->d[2], b, e);
+  CALL(embedding_grad, k->out, NULL, k->in[0], k->in[1], k->d[0], k->d[1], k->d[2], b, e);
 }
 static void r_one_hot(K *k, int64_t b, int64_t e) {
   CALL(one_hot, k->out, k->in[0], k->d[0], k->d[1], b, e);

@@ -143,10 +143,10 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   /* out [n, C] = rows of table [V, C] picked by ids. Range: ids. */                                \
   void bpck_embedding_##S(T *out, const int32_t *ids, const T *table, int64_t n, int64_t V,        \
                           int64_t C, int64_t *status, int64_t begin, int64_t end);                  \
-  /* dtable [V, C] = sum of the gy rows each id picked, as a scatter-add without atomics: each    \
-     range owns columns. Range: C. */                                                               \
-  void bpck_embedding_grad_##S(T *dtable, const int32_t *ids, const T *gy, int64_t n, int64_t V,   \
-                               int64_t C, int64_t begin, int64_t end);                              \
+  /* dtable [V, C] = base (NULL: zeros; dtable itself: in place) + the gy rows each id picked,   \
+     added in id order as a scatter-add without atomics: each range owns columns. Range: C. */    \
+  void bpck_embedding_grad_##S(T *dtable, const T *base, const int32_t *ids, const T *gy,          \
+                               int64_t n, int64_t V, int64_t C, int64_t begin, int64_t end);        \
   /* out [n, K]: 1 at the id (an id outside [0, K) gives a zero row). Range: ids. */                \
   void bpck_one_hot_##S(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t begin,           \
                         int64_t end);                                                               \
