@@ -1102,9 +1102,9 @@ static LLVMValueRef emit_entry(CG *c, const char *name, int phase, int prog) {
       call(c, pfor, (LLVMValueRef[]){pool, s->fn, clo, I64(c, s->n), I64(c, 1)}, 5);
     else
       LLVMBuildCall2(c->b, c->taskty, s->fn, (LLVMValueRef[]){clo, I64(c, 0), I64(c, s->n), I32(c, 0)}, 4, "");
-    bool last_of_kernel = true;  // the kernel's next step, if any, follows in this entry
-    for (int j = i + 1; j < c->steps.n && last_of_kernel; j++)
-      if (phase < 0 || c->steps.v[j].phase == phase) last_of_kernel = c->steps.v[j].kernel != s->kernel;
+    int j = i + 1;  // the entry's next step: the same kernel's, or the kernel is done
+    while (j < c->steps.n && phase >= 0 && c->steps.v[j].phase != phase) j++;
+    bool last_of_kernel = j == c->steps.n || c->steps.v[j].kernel != s->kernel;
     if (last_of_kernel) TICK(s->kernel);
   }
 #undef TICK

@@ -155,7 +155,9 @@ static bool can_merge(const Graph *g, const Kernel *a, const Kernel *b) {
   for (int i = 0; i < b->nreads; i++) {
     int x = b->reads[i];
     bool from_a = x == a->root || has(a->outs, a->nouts, x);
-    related |= from_a || has(a->reads, a->nreads, x);
+    // a shared operand relates them when it is walked like the loop (m and v both read the
+    // gradient), not a scalar every update reads (lr, the clip coefficient)
+    related |= from_a || (has(a->reads, a->nreads, x) && shape_eq(&graph_node(g, x)->shape, &rb->shape));
     nreads += !from_a && !has(a->reads, a->nreads, x);
   }
   return related && nreads <= EW_MAX_READS;
@@ -192,9 +194,9 @@ static bool conflict(const Program *p, const Kernel *a, const Kernel *b);
 
 // Related loops of one shape become one loop with several outputs: Adam's
 // m, v and param updates are one pass over each param instead of three (the
-// gradient, m and v read once, not twice). A loop merges into a later one
-// across up to MERGE_WINDOW kernels in between when it can run after them
-// (no conflict): the merged loop takes the later one's place.
+// gradient, m and v read once, not twice). A loop merges into a later one up
+// to MERGE_WINDOW kernels back (MERGE_WINDOW - 1 in between) when it can run
+// after those (no conflict): the merged loop takes the later one's place.
 #define MERGE_WINDOW 4
 static void merge_siblings(Program *p) {
   int n = 0;
@@ -321,7 +323,7 @@ static char *update_key(const Program *p, const Kernel *k) {
     int over = -1;
     for (int o = 0; o <= k->nouts; o++)
       if (p->alias[o < k->nouts ? k->outs[o] : k->root] == p->alias[k->reads[i]]) over = o;
-    fprintf(f, "|r%d/%d/%d", rn->dtype, rn->shape.rank == 0, over);
+    fprintf(f, "|r%d/%d/%d", rn->dtype, rn->shape.rank == 0 && root->shape.rank != 0, over);
   }
   for (int t = 0; t < k->nnodes; t++) {
     const Node *n = graph_node(g, k->nodes[t]);
@@ -518,52 +520,51 @@ static const char *kind_name(KernelKind k) {
   return k == KK_EW ? "loop" : k == KK_CALL ? "call" : k == KK_ALIAS ? "alias" : "state";
 }
 
-// A kernel's description in two parts: `head` (kind, value, shape, padded
-// to columns) and `ops` (the fused ops, what else it stores, its group).
-static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char *ops, size_t olen) {
+// A kernel's description: `head` (kind, value, shape, padded to columns),
+// `ops` (the fused ops) and `extra` (what else it stores, its group).
+static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char *ops, size_t olen, char *extra,
+                         size_t elen) {
   const Graph *g = p->g;
   const Kernel *k = &p->kernels.v[i];
   const Node *root = graph_node(g, k->root);
   char sh[96];
   snprintf(head, hlen, "%-5s %-22s %-18s ", kind_name(k->kind), root->name ? root->name : op_name(root->op),
            shape_str(&root->shape, sh, sizeof sh));
-  FILE *out = fmemopen(ops, olen, "w");
-  if (!out) {
-    ops[0] = 0;
-    return;
-  }
-  if (k->mm >= 0) fprintf(out, "matmul+");
-  for (int j = 0; j < k->nnodes; j++) fprintf(out, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
-  for (int j = 0; j < k->nouts; j++) {
+  size_t n = 0;
+  ops[0] = extra[0] = 0;
+  if (k->mm >= 0) n += (size_t)snprintf(ops + n, n < olen ? olen - n : 0, "matmul+");
+  for (int j = 0; j < k->nnodes && n < olen; j++)
+    n += (size_t)snprintf(ops + n, olen - n, "%s%s", j ? "+" : "", op_name(graph_node(g, k->nodes[j])->op));
+  n = 0;
+  for (int j = 0; j < k->nouts && n < elen; j++) {
     const Node *o = graph_node(g, k->outs[j]);
-    fprintf(out, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
+    n += (size_t)snprintf(extra + n, elen - n, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
   }
-  if (k->nouts) fputc(')', out);
-  if (k->group > 0) fprintf(out, "  [one pass with k%d-k%d]", i + 1, i + k->group);
-  fclose(out);
-  ops[olen - 1] = 0;
+  if (k->nouts && n < elen) n += (size_t)snprintf(extra + n, elen - n, ")");
+  if (k->group > 0 && n < elen) snprintf(extra + n, elen - n, "  [one pass with k%d-k%d]", i + 1, i + k->group);
 }
 
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name) {
-  char head[160], ops[1024];
-  kernel_parts(p, i, head, sizeof head, ops, sizeof ops);
+  char head[160], ops[1024], extra[1024];
+  kernel_parts(p, i, head, sizeof head, ops, sizeof ops, extra, sizeof extra);
   if (with_name) {
-    snprintf(buf, len, "%s%s", head, ops);
-  } else {
+    snprintf(buf, len, "%s%s%s", head, ops, extra);
+  } else {  // what kernels of one kind share: no names, no group
     char sh[96];
     const Kernel *k = &p->kernels.v[i];
-    snprintf(buf, len, "%s %s %s", kind_name(k->kind), shape_str(&graph_node(p->g, k->root)->shape, sh, sizeof sh), ops);
+    snprintf(buf, len, "%s %s %s%s", kind_name(k->kind), shape_str(&graph_node(p->g, k->root)->shape, sh, sizeof sh),
+             ops, k->nouts ? " (more outputs)" : "");
   }
 }
 
 void program_print(FILE *out, const Program *p) {
   int64_t flops = 0, bytes = 0;
   fprintf(out, "kernels (%d):\n", p->kernels.n);
-  char head[160], ops[1024];
+  char head[160], ops[1024], extra[1024];
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = &p->kernels.v[i];
-    kernel_parts(p, i, head, sizeof head, ops, sizeof ops);
-    fprintf(out, "  k%-4d %s%10lld flop %10lld B  %s\n", i, head, (long long)k->flops, (long long)k->bytes, ops);
+    kernel_parts(p, i, head, sizeof head, ops, sizeof ops, extra, sizeof extra);
+    fprintf(out, "  k%-4d %s%10lld flop %10lld B  %s%s\n", i, head, (long long)k->flops, (long long)k->bytes, ops, extra);
     flops += k->flops;
     bytes += k->bytes;
   }

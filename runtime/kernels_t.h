@@ -1133,7 +1133,7 @@ static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int
           for (int64_t kh = 0; kh < K; kh++)
             for (int64_t kw = 0; kw < K; kw++) {
               VM hit = bk == (zero + (lane_t)(kh * K + kw));
-              V dv = (V)((VM)gv & hit);
+              V dv = (V){0} + (V)((VM)gv & hit);  // 0 + g, as the general path (-0 becomes +0)
               VSTORE(d + base + (kh * W + kw) * C + c0, dv);
             }
         }
@@ -1143,7 +1143,7 @@ static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int
             for (int64_t kh = 0; kh < K; kh++)
               for (int64_t kw = 0; kw < K; kw++) {
                 T *dp = d + base + (kh * W + kw) * C + c0;
-                for (int64_t c = 0; c < w; c++) dp[c] = g[c0 + c] / (T)(K * K);
+                for (int64_t c = 0; c < w; c++) dp[c] = 0 + g[c0 + c] / (T)(K * K);
               }
             continue;
           }
@@ -1165,7 +1165,7 @@ static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int
             for (int64_t kw = 0; kw < K; kw++) {
               T *dp = d + base + (kh * W + kw) * C + c0;
               int32_t kk = (int32_t)(kh * K + kw);
-              for (int64_t c = 0; c < w; c++) dp[c] = bk[c] == kk ? g[c0 + c] : 0;
+              for (int64_t c = 0; c < w; c++) dp[c] = bk[c] == kk ? 0 + g[c0 + c] : 0;
             }
         }
       }
