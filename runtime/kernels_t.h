@@ -1100,6 +1100,24 @@ void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_
 }
 
 // gy (N,OH,OW,C) -> dx (N,H,W,C); unit: one image (windows may overlap).
+// The first maximum of each of w channels over a K x K window whose
+// top-left element is x0 (row stride W * C): bk[c] = its tap kh * K + kw
+// (strict >, as the forward picks it).
+static void FN(window_argmax)(int32_t *bk, const T *x0, int64_t W, int64_t C, int64_t K, int64_t w) {
+  T bv[CW];
+  for (int64_t c = 0; c < w; c++) bv[c] = x0[c], bk[c] = 0;
+  for (int64_t kh = 0; kh < K; kh++)
+    for (int64_t kw = 0; kw < K; kw++) {
+      const T *xp = x0 + (kh * W + kw) * C;
+      int32_t kk = (int32_t)(kh * K + kw);
+      for (int64_t c = 0; c < w; c++) {
+        int gt = xp[c] > bv[c];
+        bv[c] = gt ? xp[c] : bv[c];
+        bk[c] = gt ? kk : bk[c];
+      }
+    }
+}
+
 // Pooling's backward when the windows tile the image (stride == K): every
 // element of a window gets its gy (max: only the window's first maximum,
 // as the forward picks it; avg: gy / K^2), the rows and columns no window
@@ -1147,20 +1165,8 @@ static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int
               }
             continue;
           }
-          T bv[CW];
           int32_t bk[CW];
-          const T *x0 = xb + base + c0;
-          for (int64_t c = 0; c < w; c++) bv[c] = x0[c], bk[c] = 0;
-          for (int64_t kh = 0; kh < K; kh++)
-            for (int64_t kw = 0; kw < K; kw++) {
-              const T *xp = x0 + (kh * W + kw) * C;
-              int32_t kk = (int32_t)(kh * K + kw);
-              for (int64_t c = 0; c < w; c++) {
-                int gt = xp[c] > bv[c];
-                bv[c] = gt ? xp[c] : bv[c];
-                bk[c] = gt ? kk : bk[c];
-              }
-            }
+          FN(window_argmax)(bk, xb + base + c0, W, C, K, w);
           for (int64_t kh = 0; kh < K; kh++)
             for (int64_t kw = 0; kw < K; kw++) {
               T *dp = d + base + (kh * W + kw) * C + c0;
@@ -1197,21 +1203,8 @@ void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, 
               }
             continue;
           }
-          // The first maximum of each channel's window (as the forward).
-          T bv[CW];
-          int32_t bk[CW];
-          const T *x0 = x + b * H * W * C + ((oh * S_) * W + ow * S_) * C + c0;
-          for (int64_t c = 0; c < w; c++) bv[c] = x0[c], bk[c] = 0;
-          for (int64_t kh = 0; kh < K; kh++)
-            for (int64_t kw = 0; kw < K; kw++) {
-              const T *xp = x0 + (kh * W + kw) * C;
-              int32_t kk = (int32_t)(kh * K + kw);
-              for (int64_t c = 0; c < w; c++) {
-                int gt = xp[c] > bv[c];
-                bv[c] = gt ? xp[c] : bv[c];
-                bk[c] = gt ? kk : bk[c];
-              }
-            }
+          int32_t bk[CW];  // the first maximum of each channel's window (as the forward)
+          FN(window_argmax)(bk, x + b * H * W * C + ((oh * S_) * W + ow * S_) * C + c0, W, C, K, w);
           for (int64_t c = 0; c < w; c++)
             d[((oh * S_ + bk[c] / K) * W + ow * S_ + bk[c] % K) * C + c0 + c] += g[c0 + c];
         }
