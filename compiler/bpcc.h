@@ -615,6 +615,9 @@ typedef struct Program {
 Program *program_new(const Graph *g, bool fuse, bool training);
 void program_free(Program *p);
 void program_print(FILE *out, const Program *p);  // the kernel list (`bpc check`)
+// An elementwise kernel's tree as text (ops, attributes, which operand is
+// which: reads[i] prints as r<i>), sizes left out: equal text, one loop body.
+void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *reads, int nreads);
 // One kernel as `bpc check` lists it: kind, value, shape, ops (without the
 // value's name: what kernels of one kind share).
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name);

@@ -350,29 +350,14 @@ static char *ew_signature(CG *c, const Ew *e, const Kernel *k, int64_t inner, in
   FILE *f = open_memstream(&buf, &len);
   fprintf(f, "%lld/%lld/%lld/%d/%d/%d/%d:", (long long)inner, (long long)rows, (long long)e->block, e->rank, k->mm >= 0,
           k->nouts, e->flat);
-  for (int o = 0; o < k->nouts; o++)  // which tree nodes the extra outputs are
-    for (int u = 0; u < k->nnodes; u++)
-      if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
   for (int a = 0; a < e->rank; a++) fprintf(f, "%lld,", (long long)e->d[a]);
+  int reads[EW_MAX_READS];
   for (int i = 0; i < e->nr; i++) {
+    reads[i] = e->r[i].node;
     fprintf(f, "|r%d>%d", graph_node(c->g, e->r[i].node)->dtype, e->r[i].out);
     for (int a = 0; a < e->rank; a++) fprintf(f, ",%lld", (long long)e->r[i].stride[a]);
   }
-  for (int t = 0; t < k->nnodes; t++) {
-    const Node *n = graph_node(c->g, k->nodes[t]);
-    fprintf(f, "|%d/%d/%a/%a/%d(", n->op, n->dtype, n->attr.f[0], n->attr.f[1], n->attr.b[0]);
-    for (int x = 0; x < n->nin; x++) {
-      int id = n->in[x], slot = -1;
-      const Node *xn = graph_node(c->g, id);
-      for (int i = 0; i < e->nr; i++) slot = e->r[i].node == id ? i : slot;
-      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
-      else if (slot >= 0) fprintf(f, "r%d,", slot);
-      else
-        for (int u = 0; u < t; u++)
-          if (k->nodes[u] == id) fprintf(f, "n%d,", u);
-    }
-    fputc(')', f);
-  }
+  kernel_tree_print(f, c->g, k, reads, e->nr);
   fclose(f);
   return buf;
 }
@@ -1063,7 +1048,6 @@ static LLVMValueRef emit_entry(CG *c, const char *name, int phase, int prog) {
   LLVMValueRef f = LLVMAddFunction(c->mod, name, ft);
   cheap(c, f);
   LLVMPositionBuilderAtEnd(c->b, LLVMAppendBasicBlockInContext(c->cx, f, "entry"));
-  c->fn = f;
   LLVMValueRef ctx = LLVMGetParam(f, 0);
   LLVMValueRef pool = ctx_field(c, ctx, CTX_POOL);
   LLVMTypeRef pf[5] = {c->ptr, c->ptr, c->ptr, c->i64, c->i64};

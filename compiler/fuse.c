@@ -291,6 +291,27 @@ static void add_writeback(Program *p, int leaf, int upd, int state, bool *copied
   add_kernel(p, k);
 }
 
+void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *reads, int nreads) {
+  for (int o = 0; o < k->nouts; o++)  // which tree nodes the extra outputs are
+    for (int u = 0; u < k->nnodes; u++)
+      if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
+  for (int t = 0; t < k->nnodes; t++) {
+    const Node *n = graph_node(g, k->nodes[t]);
+    fprintf(f, "|%d/%d/%a/%a/%d(", n->op, n->dtype, n->attr.f[0], n->attr.f[1], n->attr.b[0]);
+    for (int x = 0; x < n->nin; x++) {
+      int id = n->in[x], slot = -1;
+      const Node *xn = graph_node(g, id);
+      for (int i = 0; i < nreads; i++) slot = reads[i] == id ? i : slot;
+      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
+      else if (slot >= 0) fprintf(f, "r%d,", slot);
+      else
+        for (int u = 0; u < t; u++)
+          if (k->nodes[u] == id) fprintf(f, "n%d,", u);
+    }
+    fputc(')', f);
+  }
+}
+
 // The structure of loop k with its sizes left out (two loops with one key
 // share one flat body), or NULL when k is not an update loop that can join
 // a group: an optimizer-phase elementwise loop without a GEMM, whose every
@@ -315,9 +336,6 @@ static char *update_key(const Program *p, const Kernel *k) {
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
   fprintf(f, "%d/%d:", root->dtype, k->nouts);
-  for (int o = 0; o < k->nouts; o++)
-    for (int u = 0; u < k->nnodes; u++)
-      if (k->nodes[u] == k->outs[o]) fprintf(f, "o%d,", u);
   for (int i = 0; i < k->nreads; i++) {  // dtype, scalar or not, the output stored over it
     const Node *rn = graph_node(g, k->reads[i]);
     int over = -1;
@@ -325,20 +343,7 @@ static char *update_key(const Program *p, const Kernel *k) {
       if (p->alias[o < k->nouts ? k->outs[o] : k->root] == p->alias[k->reads[i]]) over = o;
     fprintf(f, "|r%d/%d/%d", rn->dtype, rn->shape.rank == 0 && root->shape.rank != 0, over);
   }
-  for (int t = 0; t < k->nnodes; t++) {
-    const Node *n = graph_node(g, k->nodes[t]);
-    fprintf(f, "|%d/%d/%a/%a/%d(", n->op, n->dtype, n->attr.f[0], n->attr.f[1], n->attr.b[0]);
-    for (int x = 0; x < n->nin; x++) {
-      int id = n->in[x];
-      const Node *xn = graph_node(g, id);
-      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
-      for (int i = 0; i < k->nreads; i++)
-        if (k->reads[i] == id) fprintf(f, "r%d,", i);
-      for (int u = 0; u < t; u++)
-        if (k->nodes[u] == id) fprintf(f, "n%d,", u);
-    }
-    fputc(')', f);
-  }
+  kernel_tree_print(f, g, k, k->reads, k->nreads);
   fclose(f);
   return buf;
 }
