@@ -901,34 +901,30 @@ static void emit_call(CG *c, const Kernel *k) {
       return call_kernel(c, "batch_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), P(IN(3)), P(IN(4)), I64(c, N), I64(c, C), eps, I32(c, c->p->training)}, 12, C, work);
     return call_kernel(c, "batch_norm_dx", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, N), I64(c, C), eps}, 8, C, work);
   }
-  case OP_ATTENTION: case OP_ATTENTION_GRAD: {
-    const Shape *q = XS(0), *kk = XS(1);
-    int64_t B = q->d[0], Tq = q->d[1], Tk = kk->d[1], C = q->d[2], H = a->i[0];
+  case OP_ATTENTION: case OP_ATTENTION_GRAD: case OP_ATTENTION_QKV: case OP_ATTENTION_QKV_GRAD: {
+    // q, k, v: three operands (rows C apart), or the thirds of one [B, T, 3C]
+    // (attention_qkv: rows 3C apart). The gradient: dq, dk, dv flattened one
+    // after the other, one of them, or (packed) the thirds of d(qkv).
+    bool packed = n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD;
+    bool fwd = n->op == OP_ATTENTION || n->op == OP_ATTENTION_QKV;
+    const Shape *q = XS(0), *kk = packed ? XS(0) : XS(1);
+    int64_t B = q->d[0], Tq = q->d[1], Tk = kk->d[1], C = packed ? q->d[2] / 3 : q->d[2], H = a->i[0];
+    int64_t ld = packed ? 3 * C : C;
     begin_kernel(c);
-    LLVMValueRef sp = scratch_ptr(c);
-    if (n->op == OP_ATTENTION)
-      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, C), sp}, 12, B * H, work);
-    LLVMValueRef null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
-    if (a->i[1] == 3) {  // dq, dk, dv flattened one after the other
+    LLVMValueRef sp = scratch_ptr(c), in[3], null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
+    for (int w = 0; w < 3; w++)
+      in[w] = packed ? LLVMBuildGEP2(c->b, ftype(c, t), P(IN(0)), (LLVMValueRef[]){I64(c, w * C)}, 1, "") : P(IN(w));
+    if (fwd)
+      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, ld), sp}, 12, B * H, work);
+    if (packed || a->i[1] == 3) {
       for (int w = 0; w < 3; w++) {
-        LLVMValueRef off = I64(c, attention_grad_offset(q, kk, w));
+        LLVMValueRef off = I64(c, packed ? w * C : attention_grad_offset(q, kk, w));
         outs[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), &off, 1, "");
       }
     } else {
       outs[a->i[1]] = P(k->root);
     }
-    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, C), I64(c, C), sp}, 16, B * H, work);
-  }
-  case OP_ATTENTION_QKV: case OP_ATTENTION_QKV_GRAD: {  // q, k, v (and dq, dk, dv) packed: rows 3C apart
-    const Shape *x = XS(0);
-    int64_t B = x->d[0], T = x->d[1], C = x->d[2] / 3, H = a->i[0];
-    begin_kernel(c);
-    LLVMValueRef sp = scratch_ptr(c), q = P(IN(0)), kv[2], d[3];
-    for (int w = 0; w < 2; w++) kv[w] = LLVMBuildGEP2(c->b, ftype(c, t), q, (LLVMValueRef[]){I64(c, (w + 1) * C)}, 1, "");
-    if (n->op == OP_ATTENTION_QKV)
-      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), q, kv[0], kv[1], I64(c, B), I64(c, T), I64(c, T), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, 3 * C), sp}, 12, B * H, work);
-    for (int w = 0; w < 3; w++) d[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), (LLVMValueRef[]){I64(c, w * C)}, 1, "");
-    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){d[0], d[1], d[2], q, kv[0], kv[1], P(IN(1)), I64(c, B), I64(c, T), I64(c, T), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, 3 * C), I64(c, 3 * C), sp}, 16, B * H, work);
+    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, ld), I64(c, ld), sp}, 16, B * H, work);
   }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
     int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
