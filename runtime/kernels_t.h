@@ -873,6 +873,14 @@ size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int
 // with K = 9, and spend its time in the gather and the C tile's loads.
 #define CONV_DIRECT_K 32
 
+// The output columns [*ow0, *ow1) whose input column ow * stride - pad + kw
+// lies inside the image [0, W): the others read the padding.
+static void FN(conv_cols)(int64_t W, int64_t OW, int64_t kw, int64_t stride, int64_t pad, int64_t *ow0,
+                          int64_t *ow1) {
+  *ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
+  *ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
+}
+
 // One output row (b, oh) at a time, accumulated in place (OW x Co, in L1):
 // each tap (kh, kw, ci) in order adds x times its filter row (held in
 // registers) over the output pixels whose window holds it inside the image;
@@ -889,9 +897,8 @@ static void FN(conv2d_direct)(T *out, const T *x, const T *w, int64_t H, int64_t
       int64_t ih = oh * stride - pad + kh;
       if (ih < 0 || ih >= H) continue;
       for (int64_t kw = 0; kw < KW; kw++) {
-        // output columns whose iw = ow * stride - pad + kw lies in [0, W)
-        int64_t ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
-        int64_t ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
+        int64_t ow0, ow1;
+        FN(conv_cols)(W, OW, kw, stride, pad, &ow0, &ow1);
         if (ow0 >= ow1) continue;
         int64_t xrow = (b * H + ih) * W;  // x[xrow + iw, ci]
         for (int64_t ci = 0; ci < Ci; ci++) {
@@ -938,9 +945,8 @@ static void FN(conv2d_dw_direct)(T *dw, const T *x, const T *gy, int64_t N, int6
       for (int64_t r = begin; r < end; r++) {
         int64_t kh = r / Ci / KW, kw = r / Ci % KW, ci = r % Ci, ih = oh * stride - pad + kh;
         if (ih < 0 || ih >= H) continue;
-        // columns inside the image: iw = ow * stride - pad + kw in [0, W)
-        int64_t ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
-        int64_t ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
+        int64_t ow0, ow1;
+        FN(conv_cols)(W, OW, kw, stride, pad, &ow0, &ow1);
         if (ow0 >= ow1) continue;
         const T *xr = x + ((b * H + ih) * W + ow0 * stride - pad + kw) * Ci + ci;  // at ow0
         T *a = acc + (r - begin) * Co;
@@ -1303,21 +1309,10 @@ void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, 
     row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
 }
 
+// A block's length depends only on n, so its sum does not depend on the split.
 void FN(bpck_sum_squares_blocks)(T *partial, const T *x, int64_t n, int64_t begin, int64_t end) {
-  for (int64_t b = begin; b < end; b++) {
-    const T *xb = x + b * BPCK_SQ_BLOCK;
-    int64_t m = KMIN((int64_t)BPCK_SQ_BLOCK, n - b * BPCK_SQ_BLOCK), i = 0;
-    V a0 = {0}, a1 = {0};
-    for (; i + 2 * VL <= m; i += 2 * VL) {
-      V v0 = VAT(xb + i), v1 = VAT(xb + i + VL);
-      a0 += NOFMA(v0 * v0), a1 += NOFMA(v1 * v1);
-    }
-    a0 += a1;
-    T s = 0;
-    for (int l = 0; l < VL; l++) s += a0[l];
-    for (; i < m; i++) s += NOFMA(xb[i] * xb[i]);
-    partial[b] = s;
-  }
+  for (int64_t b = begin; b < end; b++)
+    partial[b] = FN(sumsq_dev)(x + b * BPCK_SQ_BLOCK, KMIN((int64_t)BPCK_SQ_BLOCK, n - b * BPCK_SQ_BLOCK), 0);
 }
 
 void FN(bpck_sum_scale)(T *out, const T *x, int64_t n, T scale) {
