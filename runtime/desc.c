@@ -128,7 +128,7 @@ static void program(P *p, const cJSON *j, Prog *g) {
   g->t = calloc((size_t)g->n + 1, sizeof *g->t);
   for (int i = 0; i < g->n; i++)
     tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
-  const cJSON *ks = cJSON_GetObjectItemCaseSensitive(j, "kernels");  // optional
+  const cJSON *ks = get(j, "kernels");  // optional
   g->nk = cJSON_IsArray(ks) ? cJSON_GetArraySize(ks) : 0;
   g->k = calloc((size_t)g->nk + 1, sizeof *g->k);
   for (int i = 0; i < g->nk; i++) {
@@ -137,11 +137,9 @@ static void program(P *p, const cJSON *j, Prog *g) {
     g->k[i].text = t ? t : strdup("?");
     t = str(k, "kind");
     g->k[i].kind = t ? t : strdup(g->k[i].text);
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(k, "flops"), *b = cJSON_GetObjectItemCaseSensitive(k, "bytes");
-    g->k[i].flops = cJSON_IsNumber(f) ? f->valuedouble : 0;
-    g->k[i].bytes = cJSON_IsNumber(b) ? b->valuedouble : 0;
-    const cJSON *gr = cJSON_GetObjectItemCaseSensitive(k, "group");
-    g->k[i].group = cJSON_IsNumber(gr) ? gr->valueint : 0;
+    g->k[i].flops = num(p, k, "flops", 0);
+    g->k[i].bytes = num(p, k, "bytes", 0);
+    g->k[i].group = (int)inum(p, k, "group", 0);
     if (g->k[i].group >= g->nk - i || g->k[i].group < -1)
       g->k[i].group = 0;
   }
