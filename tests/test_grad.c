@@ -25,6 +25,25 @@ Test(grad, every_op_has_a_case) {
   }
 }
 
+// sum_squares is internal (clipping's norm), so no YAML case reaches it: its
+// gradient rule checked on loss = sum_squares(tanh(x)), built by hand.
+Test(grad, sum_squares_gradient) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  const char *yaml = "bpc: 1\nname: s\nparams:\n  x: {shape: [3, 5], init: normal(1)}\ngraph:\n  y: tanh(x)\n";
+  Model *m = model_load_text(&a, &c.d, "s.yaml", yaml, strlen(yaml));
+  Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F64) : NULL;
+  cr_assert(g, "%s", cap_text(&c));
+  int x = g->params.v[0].node;
+  g->loss = g_unary(g, OP_SUM_SQUARES, g_unary(g, OP_TANH, x, graph_node(g, x)->loc), graph_node(g, x)->loc);
+  cr_assert(g->loss >= 0 && ad_backward(g), "%s", cap_text(&c));
+  gc_check(g, "sum_squares", 1e-6);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
+
 // The cases labelled attention_qkv do pack (q, k, v read in place from x);
 // thirds out of order keep plain attention.
 Test(grad, attention_packs_qkv_in_order_only) {
