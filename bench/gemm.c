@@ -2,8 +2,8 @@
 // one every generated matmul calls) beside OpenBLAS's cblas_sgemm in the same
 // process, on square sizes and on the shapes a transformer's backward pass
 // produces (transposed operands, skinny K or M), on 1 thread and on 2 threads
-// (bpck through the runtime's pool, split over rows as generated code does;
-// OpenBLAS through its own threads). One line per case:
+// (bpck through the runtime's pool, split as generated code splits: over
+// columns when N > M, else over rows; OpenBLAS through its own threads). One line per case:
 //   gemm LABEL M N K TA TB THREADS BPCK_GFLOPS OPENBLAS_GFLOPS
 // Not a test: the bench_gemm target, -O3 -march=native; run by bench/bench.py.
 #include <stdio.h>
@@ -50,8 +50,15 @@ typedef struct {
 
 static void task(void *ctx, int64_t begin, int64_t end, int thread) {
   Job *j = ctx;
+  if (j->N > j->M) {  // codegen's emit_gemm: columns in units of BPCK_GEMM_COL_UNIT
+    int64_t hi = end * BPCK_GEMM_COL_UNIT < j->N ? end * BPCK_GEMM_COL_UNIT : j->N;
+    bpck_gemm_cols_f32(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
+                       j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_COL_UNIT, hi);
+    return;
+  }
+  int64_t hi = end * BPCK_GEMM_ROW_UNIT < j->M ? end * BPCK_GEMM_ROW_UNIT : j->M;
   bpck_gemm_f32(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
-                j->ws + (size_t)thread * j->ws_per, begin, end);
+                j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_ROW_UNIT, hi);
 }
 
 static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int tb, bpcrt_pool *pool) {
@@ -63,7 +70,8 @@ static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int 
   for (int64_t i = 0; i < M * K; i++) A[i] = (float)(i % 7) - 3;
   for (int64_t i = 0; i < K * N; i++) B[i] = (float)(i % 5) - 2;
   double flop = 2.0 * (double)M * (double)N * (double)K;
-  double t = BENCH(bpcrt_parallel_for(pool, task, &j, M, 6));
+  int64_t units = N > M ? (N + BPCK_GEMM_COL_UNIT - 1) / BPCK_GEMM_COL_UNIT : (M + BPCK_GEMM_ROW_UNIT - 1) / BPCK_GEMM_ROW_UNIT;
+  double t = BENCH(bpcrt_parallel_for(pool, task, &j, units, 1));
   double to = 0;
 #ifdef BPC_HAVE_OPENBLAS
   openblas_set_num_threads(threads);

@@ -636,6 +636,11 @@ void matmul_dims(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t 
 // values of cross_entropy and accuracy, summed in order afterwards.
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k);
 
+// A reduction over the leading axes of [R, I] with I <= 256 (sum, mean,
+// max, min, var) or batch_norm (R rows of I channels) runs by row blocks
+// (bpck_col_block): the number of blocks, 0 when the reduction does not.
+int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I);
+
 // ============================================================ codegen.c
 // LLVM types kept opaque here so only codegen.c and jit.c include llvm-c.
 typedef struct LLVMOpaqueContext *LLVMContextRef_;

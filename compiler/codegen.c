@@ -786,12 +786,91 @@ static void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double sc
   end_kernel(c, 1, 0);
 }
 
+// Column statistics by row blocks (fuse.c's col_blocks): a parallel pass
+// leaving each block's partials at `part` (kind BPCK_SUM, MAX, MIN, or VAR
+// about `center`), then one thread combining them in block order into `out`.
+// Offsets into the arena (-1: no center); each step is its own function.
+static void emit_col_part(CG *c, int kind, int x, int64_t center, int64_t part, int64_t R, int64_t I, int64_t nb,
+                          DType t, int64_t work) {
+  begin_kernel(c);
+  LLVMValueRef ctr = center >= 0 ? arena_off(c, center) : LLVMConstNull(c->ptr);
+  call_kernel(c, "col_part", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, part), node_ptr(c, x), ctr, I64(c, R), I64(c, I)}, 6,
+              nb, work);
+}
+
+static void emit_col_finish(CG *c, int kind, int64_t out, int64_t part, int64_t nb, int64_t I, double scale, DType t) {
+  begin_kernel(c);
+  libcall(c, "col_finish", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, out), arena_off(c, part), I64(c, nb), I64(c, I), FC(c, t, scale)}, 6);
+  end_kernel(c, 1, 0);
+}
+
+// Mean and (biased) variance of the columns of x [R, I]: sums, mean, squared
+// deviations about it, variance; two passes over x as the library's.
+static void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb,
+                             DType t, int64_t work) {
+  emit_col_part(c, BPCK_SUM, x, -1, part, R, I, nb, t, work);
+  emit_col_finish(c, BPCK_SUM, mean, part, nb, I, 1.0 / (double)R, t);
+  emit_col_part(c, BPCK_VAR, x, mean, part, R, I, nb, t, work);
+  emit_col_finish(c, BPCK_SUM, var, part, nb, I, 1.0 / (double)R, t);
+}
+
+// A reduction or batch_norm by row blocks. The kernel's temporary
+// (kernel_temp_bytes): partials [nb, 2I], then mean [I], var [I], m [2I].
+static void emit_col_blocks(CG *c, const Kernel *k, int64_t R, int64_t I, int64_t nb, int64_t work) {
+  const Node *n = graph_node(c->g, k->root);
+  DType t = graph_node(c->g, IN(0))->dtype;
+  int64_t sz = dtype_bytes(t), part = c->p->temp_offset[k - c->p->kernels.v];
+  int64_t mean = part + 2 * nb * I * sz, var = mean + I * sz, m = var + I * sz, out = c->p->offset[k->root];
+  switch (n->op) {
+  case OP_SUM: case OP_MEAN:
+    emit_col_part(c, BPCK_SUM, IN(0), -1, part, R, I, nb, t, work);
+    return emit_col_finish(c, BPCK_SUM, out, part, nb, I, n->op == OP_MEAN ? 1.0 / (double)R : 1.0, t);
+  case OP_MAX: case OP_MIN: {
+    int kind = n->op == OP_MAX ? BPCK_MAX : BPCK_MIN;
+    emit_col_part(c, kind, IN(0), -1, part, R, I, nb, t, work);
+    return emit_col_finish(c, kind, out, part, nb, I, 1.0, t);
+  }
+  case OP_VAR:
+    emit_col_moments(c, IN(0), part, mean, out, R, I, nb, t, work);
+    return;
+  case OP_BATCH_NORM: {  // batch statistics when training, else the running ones
+    const Attr *a = &n->attr;
+    LLVMValueRef mp, vp;
+    if (c->p->training) emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
+    begin_kernel(c);
+    mp = c->p->training ? arena_off(c, mean) : P(IN(3));
+    vp = c->p->training ? arena_off(c, var) : P(IN(4));
+    call_kernel(c, "bn_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), mp, vp, P(IN(1)), I64(c, shape_numel(XS(1))), P(IN(2)),
+                                                   I64(c, shape_numel(XS(2))), I64(c, I), FC(c, t, a->f[0])}, 10, R, work);
+    return;
+  }
+  case OP_BATCH_NORM_DX: {
+    LLVMValueRef eps = NULL;
+    int64_t gn = shape_numel(XS(1));
+    emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
+    begin_kernel(c);
+    eps = FC(c, t, n->attr.f[0]);
+    call_kernel(c, "bn_dx_part", t, (LLVMValueRef[]){arena_off(c, part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
+                                                     arena_off(c, var), I64(c, R), I64(c, I), eps}, 10, nb, work);
+    emit_col_finish(c, BPCK_SUM, m, part, nb, 2 * I, 1.0 / (double)R, t);
+    begin_kernel(c);
+    eps = FC(c, t, n->attr.f[0]);
+    call_kernel(c, "bn_dx_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
+                                                      arena_off(c, var), arena_off(c, m), I64(c, I), eps}, 10, R, work);
+    return;
+  }
+  default: bpc_bug(__FILE__, __LINE__, "no row-block lowering for '%s'", op_name(n->op));
+  }
+}
+
 static void emit_call(CG *c, const Kernel *k) {
   const Node *n = graph_node(c->g, k->root);
   DType t = n->dtype == DT_I32 ? graph_node(c->g, n->in[0])->dtype : n->dtype;
   int64_t numel = shape_numel(&n->shape), work = k->flops + k->bytes;
   const Attr *a = &n->attr;
   if (op_info(n->op)->lower == LK_MATMUL) return emit_matmul(c, k, n);
+  int64_t cR, cI, cnb = col_blocks(c->g, n, &cR, &cI);
+  if (cnb) return emit_col_blocks(c, k, cR, cI, cnb, work);
   switch (n->op) {
   case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
     BPC_ASSERT(contiguous_axes(a));
@@ -892,14 +971,6 @@ static void emit_call(CG *c, const Kernel *k) {
       return call_kernel(c, "rms_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), I64(c, rows), I64(c, C), eps}, 7, rows, work);
     return call_kernel(c, n->op == OP_LAYER_NORM_DX ? "layer_norm_dx" : "rms_norm_dx", t,
                        (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, rows), I64(c, C), eps}, 8, rows, work);
-  }
-  case OP_BATCH_NORM: case OP_BATCH_NORM_DX: {
-    int64_t C = last_dim(XS(0)), N = shape_numel(XS(0)) / C, gn = shape_numel(XS(1));
-    begin_kernel(c);
-    LLVMValueRef eps = FC(c, t, a->f[0]);
-    if (n->op == OP_BATCH_NORM)
-      return call_kernel(c, "batch_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), P(IN(3)), P(IN(4)), I64(c, N), I64(c, C), eps, I32(c, c->p->training)}, 12, C, work);
-    return call_kernel(c, "batch_norm_dx", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, N), I64(c, C), eps}, 8, C, work);
   }
   case OP_ATTENTION: case OP_ATTENTION_GRAD: case OP_ATTENTION_QKV: case OP_ATTENTION_QKV_GRAD: {
     // q, k, v: three operands (rows C apart), or the thirds of one [B, T, 3C]

@@ -576,9 +576,29 @@ void program_print(FILE *out, const Program *p) {
   fprintf(out, "  total: %lld FLOPs, %lld bytes moved per step\n", (long long)flops, (long long)bytes);
 }
 
+int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
+  const Shape *x = &graph_node(g, n->in[0])->shape;
+  *R = 1, *I = 1;
+  if (n->op == OP_BATCH_NORM || n->op == OP_BATCH_NORM_DX) {
+    *I = x->d[x->rank - 1];
+    *R = shape_numel(x) / *I;
+    return bpck_col_blocks(*R, *I);
+  }
+  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX && n->op != OP_MIN && n->op != OP_VAR) return 0;
+  const Attr *a = &n->attr;
+  for (int i = 0; i < a->naxes; i++)
+    if (a->axes[i] != i) return 0;  // the leading axes, in order
+  for (int d = 0; d < x->rank; d++) *(d < a->naxes ? R : I) *= x->d[d];
+  int64_t nb = bpck_col_blocks(*R, *I);
+  return *I <= 256 && nb >= 2 && n->dtype != DT_I32 ? nb : 0;
+}
+
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   if (k->kind != KK_CALL) return 0;
   const Node *n = graph_node(p->g, k->root);
+  int64_t R, I, nb = col_blocks(p->g, n, &R, &I);
+  if (nb)  // the blocks' partials [nb, 2I] (batch_norm_dx's two sums), then mean, var, and the two means
+    return (2 * nb + 4) * I * dtype_bytes(n->op == OP_BATCH_NORM_DX || n->op == OP_BATCH_NORM ? n->dtype : graph_node(p->g, n->in[0])->dtype);
   if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
     return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
   if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;

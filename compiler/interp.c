@@ -631,10 +631,12 @@ void interp_dropout(Interp *it, const Node *n, Value *out, const Value *const *i
     memcpy(out->v, in[0]->v, sizeof(double) * (size_t)cnt);
     return;
   }
-  uint64_t stream = bpcrt_dropout_stream(n->attr.salt, it->step);
+  uint64_t key = bpcrt_dropout_key(it->seed, n->attr.salt, it->step);
+  uint32_t thr = bpcrt_dropout_threshold(p);
+  double scale = 1.0 / (1.0 - p);  // as PyTorch; p = 1 keeps nothing
   for (int64_t i = 0; i < cnt; i++) {
-    double u = bpcrt_uniform24(it->seed, stream, (uint64_t)i);
-    out->v[i] = u >= p ? in[0]->v[i] / (1.0 - p) : 0.0;  // p == 1: u < 1 drops all
+    uint32_t draw = bpcrt_dropout_draw(bpcrt_dropout_key32(key, (uint64_t)i), (uint64_t)i);
+    out->v[i] = draw >= thr ? in[0]->v[i] * scale : 0.0;
   }
 }
 

@@ -229,6 +229,40 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
   }
 }
 
+// o[l][c] = r[c][l] for VL x VL: three rounds of two-input shuffles.
+#define SHUF __builtin_shufflevector
+#if VL == 8
+#define TRANSPOSE_VL(r, o)                                                                  \
+  {                                                                                         \
+    V t_[8], u_[8];                                                                         \
+    for (int p_ = 0; p_ < 8; p_ += 2) {                                                     \
+      t_[p_] = SHUF(r[p_], r[p_ + 1], 0, 8, 1, 9, 4, 12, 5, 13);                            \
+      t_[p_ + 1] = SHUF(r[p_], r[p_ + 1], 2, 10, 3, 11, 6, 14, 7, 15);                      \
+    }                                                                                       \
+    for (int p_ = 0; p_ < 8; p_ += 4)                                                       \
+      for (int q_ = 0; q_ < 2; q_++) {                                                      \
+        u_[p_ + 2 * q_] = SHUF(t_[p_ + q_], t_[p_ + q_ + 2], 0, 1, 8, 9, 4, 5, 12, 13);     \
+        u_[p_ + 2 * q_ + 1] = SHUF(t_[p_ + q_], t_[p_ + q_ + 2], 2, 3, 10, 11, 6, 7, 14, 15); \
+      }                                                                                     \
+    for (int l_ = 0; l_ < 4; l_++) {                                                        \
+      o[l_] = SHUF(u_[l_], u_[l_ + 4], 0, 1, 2, 3, 8, 9, 10, 11);                           \
+      o[l_ + 4] = SHUF(u_[l_], u_[l_ + 4], 4, 5, 6, 7, 12, 13, 14, 15);                     \
+    }                                                                                       \
+  }
+#elif VL == 4
+#define TRANSPOSE_VL(r, o)                               \
+  {                                                      \
+    V t0_ = SHUF(r[0], r[1], 0, 4, 2, 6), t1_ = SHUF(r[0], r[1], 1, 5, 3, 7); \
+    V t2_ = SHUF(r[2], r[3], 0, 4, 2, 6), t3_ = SHUF(r[2], r[3], 1, 5, 3, 7); \
+    o[0] = SHUF(t0_, t2_, 0, 1, 4, 5);                   \
+    o[2] = SHUF(t0_, t2_, 2, 3, 6, 7);                   \
+    o[1] = SHUF(t1_, t3_, 0, 1, 4, 5);                   \
+    o[3] = SHUF(t1_, t3_, 2, 3, 6, 7);                   \
+  }
+#else
+#error "TRANSPOSE_VL: VL 4 or 8"
+#endif
+
 // Bp (panels of kc x NR, k-major) = op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
 static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
                        int64_t j0, int64_t nc) {
@@ -249,18 +283,23 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
     }
     return;
   }
-  // op(B) = B^T: NR rows of B, VL k at a time, transposed through registers.
+  // op(B) = B^T: NR rows of B, VL k at a time, as VL x VL blocks transposed
+  // in registers (shuffles, no element-wise stores).
   for (int64_t js = 0; js < nc; js += GEMM_NR, Bp += GEMM_NR * kc) {
     int64_t nr = KMIN(GEMM_NR, nc - js);
     const T *s = B + (j0 + js) * ldb + p0;
     int64_t k = 0;
     if (nr == GEMM_NR)
       for (; k + VL <= kc; k += VL) {
-        V r[GEMM_NR];
-        for (int c = 0; c < GEMM_NR; c++) VLOAD(r[c], s + c * ldb + k);
         T *d = Bp + k * GEMM_NR;
-        for (int l = 0; l < VL; l++)
-          for (int c = 0; c < GEMM_NR; c++) d[l * GEMM_NR + c] = r[c][l];
+        if (k % (64 / sizeof(T)) == 0)  // NR row streams: each row's line four lines ahead
+          for (int c = 0; c < GEMM_NR; c++) __builtin_prefetch(s + c * ldb + k + 256 / sizeof(T));
+        for (int h = 0; h < GEMM_NR; h += VL) {
+          V r[VL], o[VL];
+          for (int c = 0; c < VL; c++) VLOAD(r[c], s + (h + c) * ldb + k);
+          TRANSPOSE_VL(r, o);
+          for (int l = 0; l < VL; l++) VSTORE(d + l * GEMM_NR + h, o[l]);
+        }
       }
     for (; k < kc; k++)
       for (int64_t c = 0; c < GEMM_NR; c++) Bp[k * GEMM_NR + c] = c < nr ? s[c * ldb + k] : 0;
@@ -299,8 +338,11 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
 
 // op(A)'s sliver is read in place: element (r, k) at a[r * rsa + k * csa]
 // (a packed sliver: rsa 1, csa MR; A itself: rsa lda, csa 1; A^T: rsa 1, csa lda).
-static void FN(ukernel)(int64_t kc, const T *a, int64_t rsa, int64_t csa, const T *b, T *c,
-                        int64_t ldc, int64_t mr, int64_t nr, int first) {
+// Inlined into two callers below with (rsa, csa) constant for the packed
+// form: its six loads are then offsets of one pointer.
+static inline __attribute__((always_inline)) void FN(ukernel_t)(int64_t kc, const T *a, int64_t rsa,
+                                                                int64_t csa, const T *b, T *c, int64_t ldc,
+                                                                int64_t mr, int64_t nr, int first) {
   const T *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa,
           *a5 = a + 5 * rsa;
   V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
@@ -334,6 +376,16 @@ static void FN(ukernel)(int64_t kc, const T *a, int64_t rsa, int64_t csa, const 
 #undef UK_ROW
 #undef UK_STORE
 
+static void FN(ukernel_packed)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr,
+                               int64_t nr, int first) {
+  FN(ukernel_t)(kc, a, 1, GEMM_MR, b, c, ldc, mr, nr, first);
+}
+
+static void FN(ukernel_direct)(int64_t kc, const T *a, int64_t lda, const T *b, T *c, int64_t ldc,
+                               int64_t mr, int64_t nr, int first) {
+  FN(ukernel_t)(kc, a, lda, 1, b, c, ldc, mr, nr, first);
+}
+
 // One KC x NC block of B against the rows [begin, end): MC blocks of A.
 static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *Ap, T *C,
                            int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
@@ -350,10 +402,12 @@ static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *
     const T *A0 = A + ic * lda + pc;
     for (int64_t jr = 0; jr < nc; jr += GEMM_NR)
       for (int64_t ir = 0; ir < mc; ir += GEMM_MR) {
-        int direct = ir < mfull;
-        FN(ukernel)(kc, direct ? A0 + ir * lda : Ap + (ir - mfull) * kc, direct ? lda : 1,
-                    direct ? 1 : GEMM_MR, Bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
-                    KMIN(GEMM_MR, mc - ir), KMIN(GEMM_NR, nc - jr), first);
+        T *c = C + (ic + ir) * ldc + jc + jr;
+        int64_t mr = KMIN(GEMM_MR, mc - ir), nr = KMIN(GEMM_NR, nc - jr);
+        if (ir < mfull)
+          FN(ukernel_direct)(kc, A0 + ir * lda, lda, Bp + jr * kc, c, ldc, mr, nr, first);
+        else
+          FN(ukernel_packed)(kc, Ap + (ir - mfull) * kc, Bp + jr * kc, c, ldc, mr, nr, first);
       }
   }
 }
@@ -682,67 +736,6 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
     T rs = 1 / SQRT_T(FN(dot)(xr, xr, C) / (T)C + eps);
     for (int64_t c = 0; c < C; c++)
       dx[r * C + c] = rs * gamma[gn == 1 ? 0 : c] * gr[c] - rs * rs * rs * xr[c] * dot / (T)C;
-  }
-}
-
-// Per-channel batch mean and rstd of w channels starting at x[0] (row stride C).
-static void FN(bn_stats)(T *mean, T *rstd, const T *x, int64_t N, int64_t C, int64_t w, T eps) {
-  T var[CW], unused[CW];
-  FN(col_sum)(mean, x, N, C, w);
-  for (int64_t c = 0; c < w; c++) mean[c] /= (T)N;
-#define DV(r, c) ((VAT(x + (r) * C + (c)) - VAT(mean + (c))) * (VAT(x + (r) * C + (c)) - VAT(mean + (c))))
-#define DS(r, c) ((x[(r) * C + (c)] - mean[c]) * (x[(r) * C + (c)] - mean[c]))
-  COL_SUMS(var, unused, 0, N, C, w, DV, ZV, DS, ZS)
-#undef DV
-#undef DS
-  for (int64_t c = 0; c < w; c++) rstd[c] = 1 / SQRT_T(var[c] / (T)N + eps);
-}
-
-// (N,C) -> (N,C), statistics per channel; channels in chunks of CW.
-void FN(bpck_batch_norm)(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,
-                         int64_t bn, const T *running_mean, const T *running_var, int64_t N,
-                         int64_t C, T eps, int training, int64_t begin, int64_t end) {
-  T mean[CW], rstd[CW], g[CW], b[CW];
-  for (int64_t c0 = begin; c0 < end; c0 += CW) {
-    int64_t w = KMIN((int64_t)CW, end - c0);
-    if (training) FN(bn_stats)(mean, rstd, x + c0, N, C, w, eps);
-    for (int64_t c = 0; c < w; c++) {
-      if (!training) {
-        mean[c] = running_mean[c0 + c];
-        rstd[c] = 1 / SQRT_T(running_var[c0 + c] + eps);
-      }
-      g[c] = gamma[gn == 1 ? 0 : c0 + c];
-      b[c] = beta[bn == 1 ? 0 : c0 + c];
-    }
-    for (int64_t r = 0; r < N; r++)
-      for (int64_t c = 0; c < w; c++)
-        out[r * C + c0 + c] = (x[r * C + c0 + c] - mean[c]) * rstd[c] * g[c] + b[c];
-  }
-}
-
-void FN(bpck_batch_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
-                            int64_t N, int64_t C, T eps, int64_t begin, int64_t end) {
-  T mean[CW], rstd[CW], g[CW], m1[CW], m2[CW];
-  for (int64_t c0 = begin; c0 < end; c0 += CW) {
-    int64_t w = KMIN((int64_t)CW, end - c0);
-    FN(bn_stats)(mean, rstd, x + c0, N, C, w, eps);
-    for (int64_t c = 0; c < w; c++) g[c] = gamma[gn == 1 ? 0 : c0 + c];
-    const T *xc = x + c0, *gc = gy + c0;
-#define GV(r, c) (VAT(gc + (r) * C + (c)) * VAT(g + (c)))
-#define GS(r, c) (gc[(r) * C + (c)] * g[c])
-#define GXV(r, c) (GV(r, c) * ((VAT(xc + (r) * C + (c)) - VAT(mean + (c))) * VAT(rstd + (c))))
-#define GXS(r, c) (GS(r, c) * ((xc[(r) * C + (c)] - mean[c]) * rstd[c]))
-    COL_SUMS(m1, m2, 1, N, C, w, GV, GXV, GS, GXS)
-#undef GV
-#undef GS
-#undef GXV
-#undef GXS
-    for (int64_t c = 0; c < w; c++) m1[c] /= (T)N, m2[c] /= (T)N;
-    for (int64_t r = 0; r < N; r++)
-      for (int64_t c = 0; c < w; c++) {
-        T dxh = gy[r * C + c0 + c] * g[c], xh = (x[r * C + c0 + c] - mean[c]) * rstd[c];
-        dx[r * C + c0 + c] = rstd[c] * (dxh - m1[c] - xh * m2[c]);
-      }
   }
 }
 
@@ -1321,15 +1314,146 @@ void FN(bpck_sum_scale)(T *out, const T *x, int64_t n, T scale) {
   out[0] = scale * s;
 }
 
+// ============================================================ column statistics by row blocks
+// A reduction over the rows of [R, I] with few columns has little to split
+// by column; by row blocks (bpck_col_block rows) it splits any way, and the
+// partials combine in block order, so the result is split-independent.
+
+void FN(bpck_col_part)(int kind, T *part, const T *x, const T *center, int64_t R, int64_t I,
+                       int64_t begin, int64_t end) {
+  int64_t rb = bpck_col_block(I);
+  for (int64_t b = begin; b < end; b++) {
+    int64_t n = KMIN(rb, R - b * rb);
+    const T *xb = x + b * rb * I;
+    T *pb = part + b * I;
+    if (I == 1) {  // one contiguous run
+      pb[0] = kind == BPCK_VAR ? FN(sumsq_dev)(xb, n, center[0]) : FN(reduce_row)(kind, xb, n);
+      continue;
+    }
+    for (int64_t i0 = 0; i0 < I; i0 += CW) {
+      int64_t w = KMIN((int64_t)CW, I - i0);
+      const T *xc = xb + i0, *cc = center ? center + i0 : NULL;
+      if (kind == BPCK_SUM) {
+        FN(col_sum)(pb + i0, xc, n, I, w);
+      } else if (kind == BPCK_VAR) {
+        T unused[CW];
+#define DV(r, c) ((VAT(xc + (r) * I + (c)) - VAT(cc + (c))) * (VAT(xc + (r) * I + (c)) - VAT(cc + (c))))
+#define DS(r, c) ((xc[(r) * I + (c)] - cc[c]) * (xc[(r) * I + (c)] - cc[c]))
+        COL_SUMS(pb + i0, unused, 0, n, I, w, DV, ZV, DS, ZS)
+#undef DV
+#undef DS
+      } else {
+        T m[CW];
+        for (int64_t i = 0; i < w; i++) m[i] = xc[i];
+        for (int64_t r = 1; r < n; r++)
+          for (int64_t i = 0; i < w; i++) m[i] = FN(ext_acc)(m[i], xc[r * I + i], kind == BPCK_MIN);
+        for (int64_t i = 0; i < w; i++) pb[i0 + i] = m[i];
+      }
+    }
+  }
+}
+
+void FN(bpck_col_finish)(int kind, T *out, const T *part, int64_t nb, int64_t I, T scale) {
+  for (int64_t i = 0; i < I; i++) {
+    T s = part[i];
+    for (int64_t b = 1; b < nb; b++)
+      s = kind == BPCK_MAX || kind == BPCK_MIN ? FN(ext_acc)(s, part[b * I + i], kind == BPCK_MIN)
+                                               : s + part[b * I + i];
+    out[i] = kind == BPCK_MAX || kind == BPCK_MIN ? s : s * scale;
+  }
+}
+
+void FN(bpck_bn_apply)(T *out, const T *x, const T *mean, const T *var, const T *gamma, int64_t gn,
+                       const T *beta, int64_t bn, int64_t C, T eps, int64_t begin, int64_t end) {
+  T mu[CW], a[CW], b[CW];
+  for (int64_t c0 = 0; c0 < C; c0 += CW) {
+    int64_t w = KMIN((int64_t)CW, C - c0);
+    for (int64_t c = 0; c < w; c++) {  // (x - mean) * rstd * gamma + beta, in that order
+      mu[c] = mean[c0 + c];
+      a[c] = 1 / SQRT_T(var[c0 + c] + eps);
+      b[c] = beta[bn == 1 ? 0 : c0 + c];
+    }
+    for (int64_t r = begin; r < end; r++) {
+      const T *xr = x + r * C + c0;
+      T *yr = out + r * C + c0;
+      for (int64_t c = 0; c < w; c++) yr[c] = (xr[c] - mu[c]) * a[c] * gamma[gn == 1 ? 0 : c0 + c] + b[c];
+    }
+  }
+}
+
+void FN(bpck_bn_dx_part)(T *part, const T *x, const T *gamma, int64_t gn, const T *gy,
+                         const T *mean, const T *var, int64_t N, int64_t C, T eps, int64_t begin,
+                         int64_t end) {
+  int64_t rb = bpck_col_block(C);
+  T g[CW], mu[CW], rstd[CW];
+  for (int64_t b = begin; b < end; b++) {
+    int64_t n = KMIN(rb, N - b * rb);
+    for (int64_t c0 = 0; c0 < C; c0 += CW) {
+      int64_t w = KMIN((int64_t)CW, C - c0);
+      for (int64_t c = 0; c < w; c++) {
+        g[c] = gamma[gn == 1 ? 0 : c0 + c];
+        mu[c] = mean[c0 + c];
+        rstd[c] = 1 / SQRT_T(var[c0 + c] + eps);
+      }
+      const T *xc = x + b * rb * C + c0, *gc = gy + b * rb * C + c0;
+#define GV(r, c) (VAT(gc + (r) * C + (c)) * VAT(g + (c)))
+#define GS(r, c) (gc[(r) * C + (c)] * g[c])
+#define GXV(r, c) (GV(r, c) * ((VAT(xc + (r) * C + (c)) - VAT(mu + (c))) * VAT(rstd + (c))))
+#define GXS(r, c) (GS(r, c) * ((xc[(r) * C + (c)] - mu[c]) * rstd[c]))
+      COL_SUMS(part + b * 2 * C + c0, part + b * 2 * C + C + c0, 1, n, C, w, GV, GXV, GS, GXS)
+#undef GV
+#undef GS
+#undef GXV
+#undef GXS
+    }
+  }
+}
+
+void FN(bpck_bn_dx_apply)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
+                          const T *mean, const T *var, const T *m, int64_t C, T eps, int64_t begin,
+                          int64_t end) {
+  T g[CW], mu[CW], rstd[CW], m1[CW], m2[CW];
+  for (int64_t c0 = 0; c0 < C; c0 += CW) {
+    int64_t w = KMIN((int64_t)CW, C - c0);
+    for (int64_t c = 0; c < w; c++) {
+      g[c] = gamma[gn == 1 ? 0 : c0 + c];
+      mu[c] = mean[c0 + c];
+      rstd[c] = 1 / SQRT_T(var[c0 + c] + eps);
+      m1[c] = m[c0 + c];
+      m2[c] = m[C + c0 + c];
+    }
+    for (int64_t r = begin; r < end; r++) {
+      const T *xr = x + r * C + c0, *gr = gy + r * C + c0;
+      T *dr = dx + r * C + c0;
+      for (int64_t c = 0; c < w; c++) {
+        T dxh = gr[c] * g[c], xh = (xr[c] - mu[c]) * rstd[c];
+        dr[c] = rstd[c] * (dxh - m1[c] - xh * m2[c]);
+      }
+    }
+  }
+}
+
 // ============================================================ regularization, fill
 
+// GCC keeps x * scale inside the select under -ftrapping-math (its default),
+// and the loop then does not vectorize.
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-trapping-math")))
+#endif
 void FN(bpck_dropout)(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,
                       uint64_t step, int64_t begin, int64_t end) {
   (void)n;
-  uint64_t stream = bpcrt_dropout_stream(salt, step);
-  for (int64_t i = begin; i < end; i++) {
-    double u = bpcrt_uniform24(seed, stream, (uint64_t)i);
-    out[i] = u >= (double)p ? x[i] / (1 - p) : 0;  // p == 1: u < 1 drops all
+  uint64_t key = bpcrt_dropout_key(seed, salt, step);
+  uint32_t thr = bpcrt_dropout_threshold((double)p);
+  T scale = 1 / (1 - p);  // as PyTorch: x * (1 / (1 - p)); p = 1 keeps nothing
+  for (int64_t i0 = begin; i0 < end;) {  // runs of one high word: one key32 each
+    int64_t i1 = KMIN(end, (i0 | 0xffffffffLL) + 1);
+    uint32_t k32 = bpcrt_dropout_key32(key, (uint64_t)i0), lo = (uint32_t)i0;
+    const T *xs = x + i0;
+    T *os = out + i0;
+    for (int64_t j = 0; j < i1 - i0; j++)  // a select in 8 lanes
+      os[j] = bpcrt_dropout_draw(k32, lo + (uint32_t)j) >= thr ? xs[j] * scale : 0;
+    i0 = i1;
   }
 }
 
@@ -1364,3 +1488,5 @@ void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
 #undef KMIN
 #undef CW
 #undef FOR_COL_CHUNKS
+#undef SHUF
+#undef TRANSPOSE_VL

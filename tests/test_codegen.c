@@ -177,6 +177,32 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
     }
 }
 
+// Reductions over leading axes with few columns and batch_norm run by row
+// blocks (partials in parallel, combined in block order): several blocks
+// each, against the interpreter and bit-identical to one thread unfused.
+Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
+  static const char *texts[] = {
+      P2("a", "[3000, 7]", "b", "[7]") "graph:\n  out: sum(a, axis=0) * b + var(a, axis=0)\n",
+      P2("a", "[50, 60, 9]", "b", "[9]") "graph:\n  out: mean(a, axis=[0, 1]) * b + max(a, axis=[0, 1], keepdims=true)\n",
+      P2("a", "[40000]", "b", "[2500, 16]") "graph:\n  out: min(a) + min(b, axis=0) + mean(a)\n",
+      "params:\n" P("x", "[2100, 8]") P("g", "[8]") P("b", "[8]") "graph:\n  out: batch_norm(x * 2 + 1, g, b)\n",
+      "params:\n" P("x", "[30, 10, 130]") P("g", "[130]") P("b", "[1]") "graph:\n  out: batch_norm(x, g, b, eps=0.01)\n",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+    for (int t = 0; t < 2; t++) {
+      Arena a = {0};
+      Captured c;
+      cap_open(&c);
+      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
+      char what[32];
+      snprintf(what, sizeof what, "row blocks %zu", i);
+      compare(g, what, &c);
+      graph_free(g);
+      cap_close(&c);
+      arena_free(&a);
+    }
+}
+
 Test(codegen, every_model, .timeout = 600) {
   static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");

@@ -1014,8 +1014,10 @@ Test(interp, dropout_determinism_and_rate) {
   cr_assert_gt(diff_step, 1000);
   cr_assert_gt(diff_seed, 1000);
   // Element 0 follows the runtime's counter-based draw.
-  double u = bpcrt_uniform24(7, bpcrt_dropout_stream(42, 3), 0);
-  cr_assert_eq(a[0] != 0, u >= 0.3);
+  uint64_t key = bpcrt_dropout_key(7, 42, 3);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(a[i] != 0, bpcrt_dropout_draw(bpcrt_dropout_key32(key, (uint64_t)i), (uint64_t)i) >=
+                                bpcrt_dropout_threshold(0.3));
   dropout_run(g, x, d, 7, 3, false, a);  // eval: identity
   for (int i = 0; i < NDROP; i++) cr_assert_eq(a[i], 1);
   graph_free(g);

@@ -252,6 +252,86 @@ Test(kernels, reduce_all_kinds) {
     }
 }
 
+// Column moments of x [N, C] as generated code takes them (codegen's
+// emit_col_moments): block sums, mean, squared deviations, var, into the
+// scratch after the partials ([nb, 2C] partials, mean [C], var [C], m [2C]).
+// The parallel passes run as two pieces, the second half first.
+#define COL_PART(kind, part, x, ctr, N, C, b, e) \
+  CALL(col_part, kind, (void *)(part), x, (void *)(ctr), N, C, b, e)
+static void col_moments(K *k, void *x, int64_t N, int64_t C, size_t esz) {
+  int64_t nb = bpck_col_blocks(N, C);
+  char *part = k->scratch, *mean = part + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C;
+  COL_PART(BPCK_SUM, part, x, NULL, N, C, nb / 2, nb);
+  COL_PART(BPCK_SUM, part, x, NULL, N, C, 0, nb / 2);
+  CALL(col_finish, BPCK_SUM, (void *)mean, (void *)part, nb, C, 1.0 / (double)N);
+  COL_PART(BPCK_VAR, part, x, mean, N, C, nb / 2, nb);
+  COL_PART(BPCK_VAR, part, x, mean, N, C, 0, nb / 2);
+  CALL(col_finish, BPCK_SUM, (void *)var, (void *)part, nb, C, 1.0 / (double)N);
+}
+
+// Reductions over the rows of [R, I] by row blocks: the partial pass alone
+// (any split) against per-block sums, maxima, minima and squared deviations
+// computed here; then the whole sequence against the interpreter's op.
+static void r_col_part(K *k, int64_t b, int64_t e) {
+  CALL(col_part, (int)k->d[2], k->out, k->in[0], k->d[2] == BPCK_VAR ? k->in[1] : NULL, k->d[0], k->d[1], b, e);
+}
+
+static void r_col_reduce(K *k, int64_t b, int64_t e) {
+  (void)b, (void)e;
+  int64_t R = k->d[0], I = k->d[1], nb = bpck_col_blocks(R, I), kind = k->d[2];
+  size_t esz = k->f32 ? 4 : 8;
+  if (kind == BPCK_VAR) {
+    col_moments(k, k->in[0], R, I, esz);
+    memcpy(k->out, (char *)k->scratch + esz * (size_t)(2 * nb * I + I), esz * (size_t)I);
+    return;
+  }
+  int part_kind = kind == BPCK_MEAN ? BPCK_SUM : (int)kind;
+  COL_PART(part_kind, k->scratch, k->in[0], NULL, R, I, 0, nb);
+  CALL(col_finish, part_kind, k->out, k->scratch, nb, I, kind == BPCK_MEAN ? 1.0 / (double)R : 1.0);
+}
+
+Test(kernels, col_blocks) {
+  static const int64_t shapes[][2] = {{5000, 7}, {40000, 1}, {300, 130}, {3, 5}, {2049, 8}, {256, 64}};
+  static const int kinds[] = {BPCK_SUM, BPCK_MAX, BPCK_MIN, BPCK_VAR};
+  for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+    int64_t R = shapes[s][0], I = shapes[s][1], rb = bpck_col_block(I), nb = bpck_col_blocks(R, I);
+    cr_assert_eq(nb, (R + rb - 1) / rb);
+    double *x = rvec(R * I, -3, 3), *ctr = rvec(I, -1, 1);
+    for (size_t q = 0; q < 4; q++) {
+      double *want = malloc(sizeof(double) * (size_t)(nb * I));
+      for (int64_t b = 0; b < nb; b++)
+        for (int64_t i = 0; i < I; i++) {
+          double acc = kinds[q] == BPCK_MAX ? -INFINITY : kinds[q] == BPCK_MIN ? INFINITY : 0;
+          for (int64_t r = b * rb; r < R && r < (b + 1) * rb; r++) {
+            double v = x[r * I + i];
+            acc = kinds[q] == BPCK_SUM ? acc + v : kinds[q] == BPCK_MAX ? fmax(acc, v)
+                  : kinds[q] == BPCK_MIN ? fmin(acc, v) : acc + (v - ctr[i]) * (v - ctr[i]);
+          }
+          want[b * I + i] = acc;
+        }
+      verify(&(Case){.what = "col_part", .fn = r_col_part, .nargs = 2, .args = {ARG(x, R * I), ARG(ctr, I)},
+                     .nout = nb * I, .want = want, .total = nb, .d = {R, I, kinds[q]}, .tol32 = 1e-3});
+      free(want);
+    }
+    static const Op ops[] = {OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR};
+    static const int opk[] = {BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR};
+    for (int o = 0; o < 5; o++) {
+      Ref r = ref_new();
+      double *xc = malloc(sizeof(double) * (size_t)(R * I));
+      memcpy(xc, x, sizeof(double) * (size_t)(R * I));
+      int xi = ref_in(&r, DT_F64, SH(R, I), xc);
+      Attr a = attr_default(ops[o]);
+      a.naxes = 1, a.axes[0] = 0;
+      int y = ref_op(&r, ops[o], &a, 1, xi);
+      verify(&(Case){.what = op_name(ops[o]), .fn = r_col_reduce, .nargs = 1, .args = {ARG(x, R * I)}, .nout = I,
+                     .want = ref_run(&r, y, true, 0, 0), .total = 1, .d = {R, I, opk[o]}, .tol32 = 1e-3,
+                     .scratch = (size_t)((2 * nb + 4) * I)});
+      ref_free(&r);
+    }
+    free(x), free(ctr);
+  }
+}
+
 // sum_squares: block partials (the parallel part, any split), then their sum.
 static void r_sum_squares(K *k, int64_t b, int64_t e) {
   CALL(sum_squares_blocks, k->out, k->in[0], k->d[0], b, e);
@@ -384,16 +464,33 @@ Test(kernels, layer_norm_rms_norm_and_dx) {
 }
 
 static void r_batch_norm(K *k, int64_t b, int64_t e) {
-  CALL(batch_norm, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[3], k->in[3], k->in[4],
-       k->d[0], k->d[1], k->f[0], (int)k->d[4], b, e);
+  int64_t N = k->d[0], C = k->d[1], nb = bpck_col_blocks(N, C);
+  size_t esz = k->f32 ? 4 : 8;
+  char *mean = (char *)k->scratch + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C;
+  if (k->d[4]) col_moments(k, k->in[0], N, C, esz);
+  CALL(bn_apply, k->out, k->in[0], k->d[4] ? (void *)mean : k->in[3], k->d[4] ? (void *)var : k->in[4],
+       k->in[1], k->d[2], k->in[2], k->d[3], C, k->f[0], b, e);
 }
+
 static void r_batch_norm_dx(K *k, int64_t b, int64_t e) {
-  CALL(batch_norm_dx, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[0], k->d[1], k->f[0],
-       b, e);
+  int64_t N = k->d[0], C = k->d[1], nb = bpck_col_blocks(N, C);
+  size_t esz = k->f32 ? 4 : 8;
+  char *part = k->scratch, *mean = part + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C,
+       *m = var + esz * (size_t)C;
+  col_moments(k, k->in[0], N, C, esz);
+  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C,
+       k->f[0], nb / 2, nb);
+  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C,
+       k->f[0], 0, nb / 2);
+  CALL(col_finish, BPCK_SUM, (void *)m, (void *)part, nb, 2 * C, 1.0 / (double)N);
+  CALL(bn_dx_apply, k->out, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, (void *)m, C,
+       k->f[0], b, e);
 }
 
 Test(kernels, batch_norm_and_dx) {
-  static const int64_t shapes[][2] = {{1, 1}, {7, 1}, {8, 9}, {33, 8}, {5, 130}, {2, 3}};
+  // several row blocks: 2100 x 8 (2048-row blocks), 300 x 130 (126), 20000 x 1 (16384)
+  static const int64_t shapes[][2] = {{1, 1}, {7, 1}, {8, 9}, {33, 8}, {5, 130}, {2, 3},
+                                      {2100, 8}, {300, 130}, {20000, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int variant = 0; variant < 4; variant++) {
       int64_t N = shapes[s][0], C = shapes[s][1], gn = variant & 1 ? 1 : C;
@@ -406,8 +503,8 @@ Test(kernels, batch_norm_and_dx) {
         Attr a = attr_default(dx ? OP_BATCH_NORM_DX : OP_BATCH_NORM);
         a.f[0] = 1e-5;
         int y;
-        Case c = {.nout = N * C, .total = C, .d = {N, C, gn, C, training}, .f = {1e-5},
-                  .tol32 = 1e-4};
+        Case c = {.nout = N * C, .total = N, .d = {N, C, gn, C, training}, .f = {1e-5},
+                  .tol32 = 1e-4, .scratch = (size_t)((2 * bpck_col_blocks(N, C) + 4) * C)};
         if (!dx) {
           int bi = ref_in(&r, DT_F64, SH(C), bt), mi = ref_in(&r, DT_F64, SH(C), rm);
           int vi = ref_in(&r, DT_F64, SH(C), rv);

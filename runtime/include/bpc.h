@@ -33,9 +33,38 @@ static inline double bpcrt_uniform24(uint64_t seed, uint64_t stream, uint64_t ct
   return (double)(bpcrt_rand64(seed, stream, ctr) >> 40) * (1.0 / 16777216.0);
 }
 
-// Dropout's stream for a node (salt) at a training step.
-static inline uint64_t bpcrt_dropout_stream(uint64_t salt, uint64_t step) {
-  return bpcrt_mix64(salt ^ (step * 0xd1b54a32d192ed03ULL));
+// Dropout: element i of a node (salt) at a training step is kept when its
+// 24-bit draw, a 32-bit hash (lowbias32) of i under the step's key, is at
+// least ceil(p * 2^24), i.e. draw / 2^24 >= p. 32-bit multiplies, so the
+// kernel's loop runs in vector lanes (a 64-bit mix per element does not on
+// AVX2); the key mixes seed, salt and step, and i's high word.
+static inline uint32_t bpcrt_hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+static inline uint64_t bpcrt_dropout_key(uint64_t seed, uint64_t salt, uint64_t step) {
+  return bpcrt_rand64(seed, salt ^ (step * 0xd1b54a32d192ed03ULL), 0);
+}
+
+// The key of the 2^32 elements sharing i's high word.
+static inline uint32_t bpcrt_dropout_key32(uint64_t key, uint64_t i) {
+  return (uint32_t)key ^ bpcrt_hash32((uint32_t)(i >> 32) ^ (uint32_t)(key >> 32));
+}
+
+static inline uint32_t bpcrt_dropout_draw(uint32_t key32, uint64_t i) {
+  return bpcrt_hash32((uint32_t)i ^ key32) >> 8;
+}
+
+// ceil(p * 2^24) for p in [0, 1]: p = 1 drops every element.
+static inline uint32_t bpcrt_dropout_threshold(double p) {
+  double t = p * 16777216.0;
+  uint32_t u = (uint32_t)t;
+  return (double)u < t ? u + 1 : u;
 }
 
 // Param initializers of SPEC 1.8 (same numbering as the compiler's InitKind).

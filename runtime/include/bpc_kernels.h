@@ -41,6 +41,16 @@ enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
 
 enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
 
+// Column statistics over row blocks (reductions of [R, I] over R with few
+// columns, batch_norm): a block of bpck_col_block(I) rows (about
+// BPCK_COL_BLOCK elements) leaves one partial per column, and the partials
+// combine in block order, so the bits depend on the shape only.
+#define BPCK_COL_BLOCK 16384
+static inline int64_t bpck_col_block(int64_t I) { return I < BPCK_COL_BLOCK ? BPCK_COL_BLOCK / I : 1; }
+static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
+  return (R + bpck_col_block(I) - 1) / bpck_col_block(I);
+}
+
 #define BPCK_DECLARE(T, S)                                                                          \
   /* ---- scalar math for fused elementwise loops: branch-free and free of libm calls in f32 so \
      loops vectorize; the f64 versions call libm (gradient checking wants exactness). p: the op's \
@@ -92,13 +102,26 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
                          T eps, int64_t begin, int64_t end);                                        \
   void bpck_rms_norm_dx_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,            \
                             int64_t rows, int64_t C, T eps, int64_t begin, int64_t end);           \
-  /* batch_norm over all axes but the last of x [N, C]: batch statistics (biased variance) when    \
-     training, else the running stats. Range: channels. */                                          \
-  void bpck_batch_norm_##S(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,          \
-                           int64_t bn, const T *running_mean, const T *running_var, int64_t N,     \
-                           int64_t C, T eps, int training, int64_t begin, int64_t end);            \
-  void bpck_batch_norm_dx_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,          \
-                              int64_t N, int64_t C, T eps, int64_t begin, int64_t end);            \
+  /* Column statistics of x [R, I] by row blocks (bpck_col_block): part [blocks, I] gets each     \
+     block's sum (kind BPCK_SUM), max, min, or sum of (x - center)^2 (BPCK_VAR). Range: blocks. */ \
+  void bpck_col_part_##S(int kind, T *part, const T *x, const T *center, int64_t R, int64_t I,     \
+                         int64_t begin, int64_t end);                                               \
+  /* out[i] = the blocks' partials part [nb, I] combined in block order (sums times scale; max,   \
+     min), one thread. */                                                                           \
+  void bpck_col_finish_##S(int kind, T *out, const T *part, int64_t nb, int64_t I, T scale);      \
+  /* batch_norm's normalization of x [N, C] with per-channel mean and (biased) var: the batch's   \
+     (col_part, col_finish) or the running stats. Range: rows. */                                   \
+  void bpck_bn_apply_##S(T *out, const T *x, const T *mean, const T *var, const T *gamma,         \
+                         int64_t gn, const T *beta, int64_t bn, int64_t C, T eps, int64_t begin,   \
+                         int64_t end);                                                              \
+  /* batch_norm_dx by row blocks: part [blocks, 2C] gets each block's sums of gy*gamma and        \
+     gy*gamma*xhat (range: blocks); then, with m [2C] their means (col_finish), dx. Range: rows. */ \
+  void bpck_bn_dx_part_##S(T *part, const T *x, const T *gamma, int64_t gn, const T *gy,          \
+                           const T *mean, const T *var, int64_t N, int64_t C, T eps,               \
+                           int64_t begin, int64_t end);                                             \
+  void bpck_bn_dx_apply_##S(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,           \
+                            const T *mean, const T *var, const T *m, int64_t C, T eps,             \
+                            int64_t begin, int64_t end);                                            \
                                                                                                     \
   /* Multi-head attention, q [B, Tq, C], k and v [B, Tk, C], H heads of C/H channels, scale      \
      1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence). q, k and  \
@@ -170,8 +193,9 @@ enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
   /* out[0] = scale * sum(x[0..n)), summed in index order (one thread). */                         \
   void bpck_sum_scale_##S(T *out, const T *x, int64_t n, T scale);                                  \
                                                                                                     \
-  /* Inverted dropout of x [n] with the counter-based RNG of bpc.h: element i is kept when        \
-     bpcrt_uniform24(seed, bpcrt_dropout_stream(salt, step), i) >= p. Range: elements. */          \
+  /* Inverted dropout of x [n] with the counter-based draw of bpc.h: element i is kept when       \
+     bpcrt_dropout_draw >= bpcrt_dropout_threshold(p) under bpcrt_dropout_key(seed, salt, step).  \
+     Range: elements. */                                                                            \
   void bpck_dropout_##S(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,          \
                         uint64_t step, int64_t begin, int64_t end);                                 \
   /* out[idx * out_strides] = in[idx * in_strides] over an index space `shape` of `rank` axes     \
