@@ -183,52 +183,6 @@ size_t FN(bpck_gemm_scratch)(int64_t M, int64_t N, int64_t K) {
   return kc > 0 ? (size_t)(kc * (nc + mc)) : 1;
 }
 
-// Ap (slivers of kc x MR, k-major) = op(A)[i0 .. i0+mc, p0 .. p0+kc), rows past mc zero.
-static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, int64_t mc,
-                       int64_t p0, int64_t kc) {
-  for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
-    int64_t mr = KMIN(GEMM_MR, mc - is);
-    if (!transa && mr == GEMM_MR) {  // six rows, VL k at a time: loads along k, stores in order
-      const T *s0 = A + (i0 + is) * lda + p0;
-      int64_t k = 0;
-      for (; k + VL <= kc; k += VL) {
-        V r0, r1, r2, r3, r4, r5;
-        VLOAD(r0, s0 + k);
-        VLOAD(r1, s0 + lda + k);
-        VLOAD(r2, s0 + 2 * lda + k);
-        VLOAD(r3, s0 + 3 * lda + k);
-        VLOAD(r4, s0 + 4 * lda + k);
-        VLOAD(r5, s0 + 5 * lda + k);
-        T *d = Ap + k * GEMM_MR;
-        for (int l = 0; l < VL; l++) {
-          d[l * GEMM_MR + 0] = r0[l];
-          d[l * GEMM_MR + 1] = r1[l];
-          d[l * GEMM_MR + 2] = r2[l];
-          d[l * GEMM_MR + 3] = r3[l];
-          d[l * GEMM_MR + 4] = r4[l];
-          d[l * GEMM_MR + 5] = r5[l];
-        }
-      }
-      for (; k < kc; k++)
-        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s0[r * lda + k];
-    } else if (!transa) {
-      for (int64_t r = 0; r < GEMM_MR; r++) {
-        const T *s = A + (i0 + is + r) * lda + p0;
-        for (int64_t k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < mr ? s[k] : 0;
-      }
-    } else if (mr == GEMM_MR) {  // op(A) = A^T: each k's six values are adjacent
-      const T *s = A + p0 * lda + i0 + is;
-      for (int64_t k = 0; k < kc; k++, s += lda)
-        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s[r];
-    } else {
-      for (int64_t k = 0; k < kc; k++) {
-        const T *s = A + (p0 + k) * lda + i0 + is;
-        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = r < mr ? s[r] : 0;
-      }
-    }
-  }
-}
-
 // o[l][c] = r[c][l] for VL x VL: three rounds of two-input shuffles.
 #define SHUF __builtin_shufflevector
 #if VL == 8
@@ -262,6 +216,55 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
 #else
 #error "TRANSPOSE_VL: VL 4 or 8"
 #endif
+
+// Ap (slivers of kc x MR, k-major) = op(A)[i0 .. i0+mc, p0 .. p0+kc), rows past mc zero.
+static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, int64_t mc,
+                       int64_t p0, int64_t kc) {
+  for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
+    int64_t mr = KMIN(GEMM_MR, mc - is);
+    if (!transa && mr == GEMM_MR) {  // six rows, VL k at a time, transposed in registers
+      const T *s0 = A + (i0 + is) * lda + p0;
+      int64_t k = 0;
+      for (; k + VL <= kc; k += VL) {
+        T *d = Ap + k * GEMM_MR;
+#if VL == 8  // rows 0-5 and two copies of row 5: one 8 x 8 block, 6 of each column kept
+        V r[8], o[8];
+        for (int q = 0; q < 6; q++) VLOAD(r[q], s0 + q * lda + k);
+        r[6] = r[7] = r[5];
+        TRANSPOSE_VL(r, o);
+        for (int l = 0; l < 8; l++) memcpy(d + l * GEMM_MR, &o[l], GEMM_MR * sizeof(T));
+#else  // VL 4: rows 0-3, and rows 4-5 with two copies of row 5
+        V r[4], o[4], r2[4], o2[4];
+        for (int q = 0; q < 4; q++) VLOAD(r[q], s0 + q * lda + k);
+        VLOAD(r2[0], s0 + 4 * lda + k);
+        VLOAD(r2[1], s0 + 5 * lda + k);
+        r2[2] = r2[3] = r2[1];
+        TRANSPOSE_VL(r, o);
+        TRANSPOSE_VL(r2, o2);
+        for (int l = 0; l < 4; l++) {
+          memcpy(d + l * GEMM_MR, &o[l], 4 * sizeof(T));
+          memcpy(d + l * GEMM_MR + 4, &o2[l], 2 * sizeof(T));
+        }
+#endif
+      }
+      for (; k < kc; k++)
+        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = s0[r * lda + k];
+    } else if (!transa) {
+      for (int64_t r = 0; r < GEMM_MR; r++) {
+        const T *s = A + (i0 + is + r) * lda + p0;
+        for (int64_t k = 0; k < kc; k++) Ap[k * GEMM_MR + r] = r < mr ? s[k] : 0;
+      }
+    } else if (mr == GEMM_MR) {  // op(A) = A^T: each k's six values are adjacent
+      const T *s = A + p0 * lda + i0 + is;
+      for (int64_t k = 0; k < kc; k++, s += lda) memcpy(Ap + k * GEMM_MR, s, GEMM_MR * sizeof(T));
+    } else {
+      for (int64_t k = 0; k < kc; k++) {
+        const T *s = A + (p0 + k) * lda + i0 + is;
+        for (int64_t r = 0; r < GEMM_MR; r++) Ap[k * GEMM_MR + r] = r < mr ? s[r] : 0;
+      }
+    }
+  }
+}
 
 // Bp (panels of kc x NR, k-major) = op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
 static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
