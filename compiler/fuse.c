@@ -590,7 +590,7 @@ int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
     if (a->axes[i] != i) return 0;  // the leading axes, in order
   for (int d = 0; d < x->rank; d++) *(d < a->naxes ? R : I) *= x->d[d];
   int64_t nb = bpck_col_blocks(*R, *I);
-  return *I <= 4096 && nb >= 2 && n->dtype != DT_I32 ? nb : 0;
+  return *I <= 256 && nb >= 2 && n->dtype != DT_I32 ? nb : 0;
 }
 
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
