@@ -95,6 +95,32 @@ static void FN(exp_row)(T *y, const T *x, int64_t n, T scale, T shift) {
   for (; i < n; i++) y[i] = EXP_T(x[i] * scale - shift);
 }
 
+// y = exp(x - shift) and its sum, in one pass; the sum in sum_row's order.
+static T FN(exp_sum_row)(T *y, const T *x, int64_t n, T shift) {
+  V a0 = {0}, a1 = {0};
+  int64_t i = 0;
+#if HAVE_VEXP
+  for (; i + 2 * VL <= n; i += 2 * VL) {
+    V v0, v1;
+    VLOAD(v0, x + i);
+    VLOAD(v1, x + i + VL);
+    v0 = v0 - shift;
+    v1 = v1 - shift;
+    FN(vexp)(&v0);
+    FN(vexp)(&v1);
+    VSTORE(y + i, v0);
+    VSTORE(y + i + VL, v1);
+    a0 += v0;
+    a1 += v1;
+  }
+#endif
+  a0 += a1;
+  T s = 0;
+  for (int l = 0; l < VL; l++) s += a0[l];
+  for (; i < n; i++) s += y[i] = EXP_T(x[i] - shift);
+  return s;
+}
+
 // sum of exp(x - m), VL at a time.
 static T FN(sum_exp)(const T *x, int64_t n, T m) {
   V a0 = {0}, t0;
@@ -1292,9 +1318,9 @@ void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, 
   for (int64_t r = begin; r < end; r++) {
     const T *xr = logits + r * K;
     T *dr = dl + r * K, mx = FN(fmax_row)(xr, K, 1);  // vector lanes (a NaN row is NaN either way)
-    FN(exp_row)(dr, xr, K, 1, mx);
-    T s = FN(sum_row)(dr, K);
-    for (int64_t c = 0; c < K; c++) dr[c] = (dr[c] / s - (T)(c == labels[r])) * scale;
+    T a = scale / FN(exp_sum_row)(dr, xr, K, mx);  // then one pass: softmax * scale - onehot * scale
+    for (int64_t c = 0; c < K; c++) dr[c] *= a;
+    if (labels[r] >= 0 && labels[r] < K) dr[labels[r]] -= scale;
   }
 }
 
