@@ -416,8 +416,10 @@ static void FN(ukernel_direct)(int64_t kc, const T *a, int64_t lda, const T *b, 
 }
 
 // One KC x NC block of B against the rows [begin, end): MC blocks of A.
-static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *Ap, T *C,
-                           int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+// Bp's panels are pstride k apart (kc when packed for this block; more when
+// the block reads the first kc of longer panels, as attention does).
+static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, int64_t pstride, T *Ap,
+                           T *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
                            int first, int64_t begin, int64_t end) {
   // Whole slivers of a plain A are read in place (six rows, each along k:
   // the same lines a packed sliver would fill) unless the row stride is a
@@ -434,9 +436,9 @@ static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, T *
         T *c = C + (ic + ir) * ldc + jc + jr;
         int64_t mr = KMIN(GEMM_MR, mc - ir), nr = KMIN(GEMM_NR, nc - jr);
         if (ir < mfull)
-          FN(ukernel_direct)(kc, A0 + ir * lda, lda, Bp + jr * kc, c, ldc, mr, nr, first);
+          FN(ukernel_direct)(kc, A0 + ir * lda, lda, Bp + jr * pstride, c, ldc, mr, nr, first);
         else
-          FN(ukernel_packed)(kc, Ap + (ir - mfull) * kc, Bp + jr * kc, c, ldc, mr, nr, first);
+          FN(ukernel_packed)(kc, Ap + (ir - mfull) * kc, Bp + jr * pstride, c, ldc, mr, nr, first);
       }
   }
 }
@@ -466,7 +468,7 @@ static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int tr
     for (int64_t pc = 0; pc < K; pc += kb) {
       int64_t kc = KMIN(kb, K - pc);
       FN(pack_b)(Bp, B, ldb, transb, pc, kc, jc, nc);
-      FN(gemm_block)(A, lda, transa, Bp, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
+      FN(gemm_block)(A, lda, transa, Bp, kc, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
                      i0, i1);
     }
   }
@@ -792,10 +794,12 @@ size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
   return (size_t)(2 * Tq * Tk) + FN(bpck_gemm_scratch)(n, n, n) + 16;
 }
 
-// S (Tq, Tk) of raw scores -> P = softmax(S * scale) per row, masked (causal:
-// column j > row i) entries 0.
-static void FN(att_softmax)(T *S, int64_t Tq, int64_t Tk, int causal, T scale) {
-  for (int64_t i = 0; i < Tq; i++) {
+// Rows [i0, i1) of S (Tq, Tk) of raw scores -> P = softmax(S * scale),
+// masked (causal: column j > row i) entries 0 up to column `width` (the
+// columns past it are never read).
+static void FN(att_softmax)(T *S, int64_t Tk, int64_t i0, int64_t i1, int64_t width, int causal,
+                            T scale) {
+  for (int64_t i = i0; i < i1; i++) {
     T *r = S + i * Tk;
     int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
     T m = FN(fmax_row)(r, nk, 1) * scale;
@@ -803,54 +807,128 @@ static void FN(att_softmax)(T *S, int64_t Tq, int64_t Tk, int causal, T scale) {
     T sum = FN(sum_row)(r, nk);
     T inv = 1 / sum;
     for (int64_t j = 0; j < nk; j++) r[j] *= inv;
-    for (int64_t j = nk; j < Tk; j++) r[j] = 0;
+    for (int64_t j = nk; j < width; j++) r[j] = 0;
   }
 }
+
+// Every product of a unit in one GEMM block (K and N within KC and NC), and
+// causal only with Tq == Tk: then rows are taken in blocks of ATT_QB (whole
+// 6-row slivers and 16-column panels), each operand is packed once per unit,
+// and a causal block of rows [i0, i1) multiplies keys [0, i1) only (the
+// backward's key blocks, queries [j0, Tq) only): ~2/3 of the full products at
+// T = 128. Otherwise the products are whole GEMMs (bpck_gemm).
+#define ATT_QB 48
+static int FN(att_blocked)(int64_t Tq, int64_t Tk, int64_t hs, int causal) {
+  return Tq <= GEMM_KC && Tk <= GEMM_KC && hs <= GEMM_KC && (!causal || Tq == Tk);
+}
+
+// Rows [r0, r1) of C (=) op(A)[:, k0 .. k0+kn) @ rows k0 .. k0+kn of a B
+// packed whole (panels of kt x NR), its first nc columns.
+static void FN(att_mm)(const T *A, int64_t lda, int transa, const T *Bp, int64_t kt, int64_t k0,
+                       int64_t kn, int64_t nc, T *C, int64_t ldc, T *Ap, int64_t r0, int64_t r1) {
+  FN(gemm_block)(A, lda, transa, Bp + k0 * GEMM_NR, kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
+}
+
+// The key (or query) limit of a block of rows ending at i1.
+#define ATT_LIM(i1) (causal ? KMIN(Tk, (i1)) : Tk)
+#define ATT_BLOCKS(i0, i1, n) \
+  for (int64_t i0 = 0, i1 = KMIN(ATT_QB, (n)); i0 < (n); i0 = i1, i1 = KMIN(i1 + ATT_QB, (n)))
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
 void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
                         int64_t Tk, int64_t C, int64_t H, int causal, int64_t ldi, T *scratch,
                         int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H;
+  int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
+  T *Bp = ws, *Ap = ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR);
+  int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
-    FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, S, Tk, 0, ws, 0, Tq);
-    FN(att_softmax)(S, Tq, Tk, causal, scale);
-    FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ki, ldi, 0, out + b * Tq * C + h * hs, C, 0, ws, 0, Tq);
+    T *o = out + b * Tq * C + h * hs;
+    if (!blocked) {
+      FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, S, Tk, 0, ws, 0, Tq);
+      FN(att_softmax)(S, Tk, 0, Tq, Tk, causal, scale);
+      FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ki, ldi, 0, o, C, 0, ws, 0, Tq);
+      continue;
+    }
+    FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
+    ATT_BLOCKS(i0, i1, Tq) {
+      FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), S, Tk, Ap, i0, i1);
+      FN(att_softmax)(S, Tk, i0, i1, ATT_LIM(i1), causal, scale);
+    }
+    FN(pack_b)(Bp, v + ki, ldi, 0, 0, Tk, 0, hs);  // V
+    ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(S, Tk, 0, Bp, Tk, 0, ATT_LIM(i1), hs, o, C, Ap, i0, i1);
   }
 }
 
 // dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h); any of
-// dq, dk, dv may be NULL (not computed).
+// dq, dk, dv may be NULL (not computed). P is recomputed; dS = P (dP - rowsum(dP P)).
 void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
                             const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
                             int64_t H, int causal, int64_t ldi, int64_t ldo, T *scratch,
                             int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H;
+  int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs);
   T *P = scratch, *dS = scratch + Tq * Tk, *ws = dS + Tq * Tk;
+  T *Bp = ws, *Ap = ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR);
+  int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
     int64_t qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;  // q, k, v rows
     int64_t qo = b * Tq * ldo + h * hs, ko = b * Tk * ldo + h * hs;  // dq, dk, dv rows
-    FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, P, Tk, 0, ws, 0, Tq);
-    FN(att_softmax)(P, Tq, Tk, causal, scale);
-    if (dq || dk) {
-      FN(bpck_gemm)(Tq, Tk, hs, gy + go, C, 0, v + ki, ldi, 1, dS, Tk, 0, ws, 0, Tq);  // dP
-      for (int64_t i = 0; i < Tq; i++) {
-        T *pi = P + i * Tk, *si = dS + i * Tk, dot = 0;
-        for (int64_t j = 0; j < Tk; j++) dot += si[j] * pi[j];
-        for (int64_t j = 0; j < Tk; j++) si[j] = pi[j] * (si[j] - dot) * scale;
+    if (!blocked) {
+      FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, P, Tk, 0, ws, 0, Tq);
+      FN(att_softmax)(P, Tk, 0, Tq, Tk, causal, scale);
+    } else {
+      FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
+      ATT_BLOCKS(i0, i1, Tq) {
+        FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), P, Tk, Ap, i0, i1);
+        FN(att_softmax)(P, Tk, i0, i1, ATT_LIM(i1), causal, scale);
       }
-      if (dq) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ki, ldi, 0, dq + qo, ldo, 0, ws, 0, Tq);
-      if (dk) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qi, ldi, 0, dk + ko, ldo, 0, ws, 0, Tk);
     }
-    if (dv) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + go, C, 0, dv + ko, ldo, 0, ws, 0, Tk);
+    if (dq || dk) {
+      if (!blocked) {
+        FN(bpck_gemm)(Tq, Tk, hs, gy + go, C, 0, v + ki, ldi, 1, dS, Tk, 0, ws, 0, Tq);  // dP
+      } else {
+        FN(pack_b)(Bp, v + ki, ldi, 1, 0, hs, 0, Tk);  // V^T
+        ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(gy + go, C, 0, Bp, hs, 0, hs, ATT_LIM(i1), dS, Tk, Ap, i0, i1);
+      }
+      ATT_BLOCKS(i0, i1, Tq) {  // columns past the block's limit are P = 0, and never read
+        int64_t lim = blocked ? ATT_LIM(i1) : Tk;
+        for (int64_t i = i0; i < i1; i++) {
+          T *pi = P + i * Tk, *si = dS + i * Tk, dot = 0;
+          for (int64_t j = 0; j < lim; j++) dot += si[j] * pi[j];
+          for (int64_t j = 0; j < lim; j++) si[j] = pi[j] * (si[j] - dot) * scale;
+        }
+      }
+      if (dq && !blocked) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ki, ldi, 0, dq + qo, ldo, 0, ws, 0, Tq);
+      if (dq && blocked) {
+        FN(pack_b)(Bp, k + ki, ldi, 0, 0, Tk, 0, hs);  // K
+        ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(dS, Tk, 0, Bp, Tk, 0, ATT_LIM(i1), hs, dq + qo, ldo, Ap, i0, i1);
+      }
+      if (dk && !blocked) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qi, ldi, 0, dk + ko, ldo, 0, ws, 0, Tk);
+      if (dk && blocked) {  // key block [j0, j1): queries [j0, Tq) when causal
+        FN(pack_b)(Bp, q + qi, ldi, 0, 0, Tq, 0, hs);  // Q
+        ATT_BLOCKS(j0, j1, Tk) {
+          int64_t lo = causal ? j0 : 0;
+          FN(att_mm)(dS, Tk, 1, Bp, Tq, lo, Tq - lo, hs, dk + ko, ldo, Ap, j0, j1);
+        }
+      }
+    }
+    if (dv && !blocked) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + go, C, 0, dv + ko, ldo, 0, ws, 0, Tk);
+    if (dv && blocked) {
+      FN(pack_b)(Bp, gy + go, C, 0, 0, Tq, 0, hs);  // dO
+      ATT_BLOCKS(j0, j1, Tk) {
+        int64_t lo = causal ? j0 : 0;
+        FN(att_mm)(P, Tk, 1, Bp, Tq, lo, Tq - lo, hs, dv + ko, ldo, Ap, j0, j1);
+      }
+    }
   }
 }
+#undef ATT_LIM
+#undef ATT_BLOCKS
 
 // (rows*R, Cc): -inf (grad: 0) where column > row % R
 void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,
