@@ -898,8 +898,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
       ATT_BLOCKS(i0, i1, Tq) {  // columns past the block's limit are P = 0, and never read
         int64_t lim = blocked ? ATT_LIM(i1) : Tk;
         for (int64_t i = i0; i < i1; i++) {
-          T *pi = P + i * Tk, *si = dS + i * Tk, dot = 0;
-          for (int64_t j = 0; j < lim; j++) dot += si[j] * pi[j];
+          T *pi = P + i * Tk, *si = dS + i * Tk, dot = FN(dot)(si, pi, lim);
           for (int64_t j = 0; j < lim; j++) si[j] = pi[j] * (si[j] - dot) * scale;
         }
       }
