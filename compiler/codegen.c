@@ -878,7 +878,11 @@ static void emit_call(CG *c, const Kernel *k) {
     ori(XS(0), a->axes, a->naxes, &O, &R, &I);
     int kind = n->op == OP_SUM ? 0 : n->op == OP_MEAN ? 1 : n->op == OP_MAX ? 2 : n->op == OP_MIN ? 3 : n->op == OP_VAR ? 4 : 5;
     begin_kernel(c);
-    if (n->dtype == DT_I32) bpc_bug(__FILE__, __LINE__, "integer reductions are not lowered yet");
+    if (n->dtype == DT_I32) {  // sum, max, min of i32 (the others promote, ir.c)
+      BPC_ASSERT(n->op == OP_SUM || n->op == OP_MAX || n->op == OP_MIN);
+      lib(c, "bpck_reduce_i32", VOID, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), c->begin, c->end}, 8);
+      return end_kernel(c, O * I, work);
+    }
     return call_kernel(c, "reduce", t, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 6, O * I, work);
   }
   case OP_MAXMIN_GRAD: {
@@ -1034,7 +1038,7 @@ static void emit_call(CG *c, const Kernel *k) {
   }
   case OP_DROPOUT: {
     begin_kernel(c);
-    return call_kernel(c, "dropout", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, t, a->f[0]), c->seed, LLVMConstInt(c->i64, a->salt, 0), c->step}, 7, numel, work);
+    return call_kernel(c, "dropout", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, DT_F64, a->f[0]), c->seed, LLVMConstInt(c->i64, a->salt, 0), c->step}, 7, numel, work);
   }
   case OP_CROSS_ENTROPY: case OP_ACCURACY: {
     int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;

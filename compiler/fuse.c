@@ -14,9 +14,9 @@
 
 int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
 
-static bool is_ew(const Node *n) {
+static bool is_ew(const Node *n) {  // CAST too: an i32 operand promoted (ir.c) converts in the loop
   const OpInfo *info = op_info(n->op);
-  return (info->flags & OPF_EW) && info->scalar && n->op != OP_CONST;
+  return ((info->flags & OPF_EW) || n->op == OP_CAST) && info->scalar && n->op != OP_CONST;
 }
 
 // Values the step's caller reads after the step: never fused away.
@@ -577,26 +577,31 @@ void program_print(FILE *out, const Program *p) {
 }
 
 int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
-  const Shape *x = &graph_node(g, n->in[0])->shape;
   *R = 1, *I = 1;
+  if (n->op != OP_BATCH_NORM && n->op != OP_BATCH_NORM_DX && n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX &&
+      n->op != OP_MIN && n->op != OP_VAR)
+    return 0;
+  const Shape *x = &graph_node(g, n->in[0])->shape;
+  BPC_ASSERT(dtype_is_float(graph_node(g, n->in[0])->dtype) || !dtype_is_float(n->dtype));  // ir.c promotes
+  if (!dtype_is_float(graph_node(g, n->in[0])->dtype)) return 0;  // sum, max, min of i32
   if (n->op == OP_BATCH_NORM || n->op == OP_BATCH_NORM_DX) {
     *I = x->d[x->rank - 1];
     *R = shape_numel(x) / *I;
     return bpck_col_blocks(*R, *I);
   }
-  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX && n->op != OP_MIN && n->op != OP_VAR) return 0;
   const Attr *a = &n->attr;
   for (int i = 0; i < a->naxes; i++)
     if (a->axes[i] != i) return 0;  // the leading axes, in order
   for (int d = 0; d < x->rank; d++) *(d < a->naxes ? R : I) *= x->d[d];
   int64_t nb = bpck_col_blocks(*R, *I);
-  return *I <= 256 && nb >= 2 && n->dtype != DT_I32 ? nb : 0;
+  return *I <= 256 && nb >= 2 ? nb : 0;
 }
 
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   if (k->kind != KK_CALL) return 0;
   const Node *n = graph_node(p->g, k->root);
   int64_t R, I, nb = col_blocks(p->g, n, &R, &I);
+  if (nb && n->op == OP_BATCH_NORM && !p->training) return 0;  // the running stats: no partials
   if (nb)  // the blocks' partials [nb, 2I] (batch_norm_dx's two sums), then mean, var, and the two means
     return (2 * nb + 4) * I * dtype_bytes(n->op == OP_BATCH_NORM_DX || n->op == OP_BATCH_NORM ? n->dtype : graph_node(p->g, n->in[0])->dtype);
   if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums

@@ -167,6 +167,34 @@ Attr attr_default(Op op) {
   return a;
 }
 
+// Is operand k of op an index (ids, labels): i32 by contract, never promoted.
+static bool index_operand(Op op, int k) {
+  const OpInfo *oi = op_info(op);
+  for (int i = 0, t = 0; i < oi->nparams; i++) {
+    if (oi->params[i].kind == 'T') return false;  // variadic data tensors
+    if (oi->params[i].kind != 't') continue;
+    if (t++ == k) return !strcmp(oi->params[i].name, "ids") || !strcmp(oi->params[i].name, "labels");
+  }
+  return false;
+}
+
+// i32 operands of an op computing in floats promote (shape.c's rule, as
+// PyTorch): an elementwise loop converts as it loads, any other op (a
+// reduction, a norm, a matmul, a data mover) gets a CAST in front, so no
+// kernel reads integers as floats. argmax of i32 compares the promoted values.
+static bool promote_operands(Graph *g, const Node *n, int *in) {
+  const OpInfo *oi = op_info(n->op);
+  if (oi->lower == LK_EW || oi->lower == LK_LEAF || (!dtype_is_float(n->dtype) && n->op != OP_ARGMAX)) return false;
+  bool any = false;
+  for (int k = 0; k < n->nin; k++) {
+    in[k] = n->in[k];
+    if (graph_node(g, in[k])->dtype != DT_I32 || index_operand(n->op, k)) continue;
+    in[k] = -1;  // cast by g_op, once the node is dropped
+    any = true;
+  }
+  return any;
+}
+
 int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr) {
   Node *n = new_node(g, op, loc, nin, in);
   n->attr = attr ? *attr : attr_default(op);
@@ -175,6 +203,21 @@ int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr) {
     g->nodes.n--;  // drop the failed node; its arena bytes are harmless
     return -1;
   }
+  int *pin = xmalloc(sizeof(int) * (size_t)(nin ? nin : 1));
+  if (promote_operands(g, n, pin)) {
+    DType ft = dtype_is_float(n->dtype) ? n->dtype : g->fdtype;
+    g->nodes.n--;
+    for (int k = 0; k < nin; k++) {
+      if (pin[k] >= 0) continue;
+      Attr ca = attr_default(OP_CAST);
+      ca.i[0] = ft;
+      pin[k] = g_op(g, OP_CAST, loc, 1, &in[k], &ca);
+    }
+    int id = g_op(g, op, loc, nin, pin, attr);
+    free(pin);
+    return id;
+  }
+  free(pin);
   int64_t numel = 1;
   for (int i = 0; i < n->shape.rank; i++) {
     BPC_ASSERT(n->shape.d[i] >= 1);

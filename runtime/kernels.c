@@ -432,6 +432,24 @@ static inline void vexp_f32(v8f *v) {
 #define GEMM_NC 2040
 #include "kernels_t.h"
 
+// ============================================================ integer reductions
+
+void bpck_reduce_i32(int kind, int32_t *out, const int32_t *in, int64_t O, int64_t R, int64_t I,
+                     int64_t begin, int64_t end) {
+  (void)O;
+  for (int64_t idx = begin; idx < end; idx++) {
+    const int32_t *x = in + idx / I * R * I + idx % I;
+    uint32_t s = 0;
+    int32_t m = x[0];
+    for (int64_t r = 0; r < R; r++) {
+      int32_t v = x[r * I];
+      s += (uint32_t)v;
+      m = kind == BPCK_MAX ? (v > m ? v : m) : (v < m ? v : m);
+    }
+    out[idx] = kind == BPCK_SUM ? (int32_t)s : m;
+  }
+}
+
 // ============================================================ data movers
 // Element-size generic: f32 and i32 move 4-byte words, f64 8-byte ones.
 

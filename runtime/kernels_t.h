@@ -95,7 +95,8 @@ static void FN(exp_row)(T *y, const T *x, int64_t n, T scale, T shift) {
   for (; i < n; i++) y[i] = EXP_T(x[i] * scale - shift);
 }
 
-// y = exp(x - shift) and its sum, in one pass; the sum in sum_row's order.
+// y = exp(x - shift) and its sum, in one pass; the sum in sum_row's order
+// (without vector exp, f64: in index order).
 static T FN(exp_sum_row)(T *y, const T *x, int64_t n, T shift) {
   V a0 = {0}, a1 = {0};
   int64_t i = 0;
@@ -322,7 +323,8 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
       for (; k + VL <= kc; k += VL) {
         T *d = Bp + k * GEMM_NR;
         if (k % (64 / sizeof(T)) == 0)  // NR row streams: each row's line four lines ahead
-          for (int c = 0; c < GEMM_NR; c++) __builtin_prefetch(s + c * ldb + k + 256 / sizeof(T));
+          for (int c = 0; c < GEMM_NR; c++)  // an address, maybe past B: formed as an integer
+            __builtin_prefetch((const void *)((uintptr_t)(s + c * ldb + k) + 256));
         for (int h = 0; h < GEMM_NR; h += VL) {
           V r[VL], o[VL];
           for (int c = 0; c < VL; c++) VLOAD(r[c], s + (h + c) * ldb + k);
@@ -1546,12 +1548,14 @@ void FN(bpck_bn_dx_apply)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-trapping-math")))
 #endif
-void FN(bpck_dropout)(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,
+void FN(bpck_dropout)(T *out, const T *x, int64_t n, double p, uint64_t seed, uint64_t salt,
                       uint64_t step, int64_t begin, int64_t end) {
   (void)n;
   uint64_t key = bpcrt_dropout_key(seed, salt, step);
-  uint32_t thr = bpcrt_dropout_threshold((double)p);
-  T scale = 1 / (1 - p);  // as PyTorch: x * (1 / (1 - p)); p = 1 keeps nothing
+  // p in double, as the interpreter's: the same threshold (a float p would
+  // round 0.7 to a different one)
+  uint32_t thr = bpcrt_dropout_threshold(p);
+  T scale = (T)(1 / (1 - p));  // as PyTorch: x * (1 / (1 - p)); p = 1 keeps nothing
   for (int64_t i0 = begin; i0 < end;) {  // runs of one high word: one key32 each
     int64_t i1 = KMIN(end, (i0 | 0xffffffffLL) + 1);
     uint32_t k32 = bpcrt_dropout_key32(key, (uint64_t)i0), lo = (uint32_t)i0;

@@ -203,6 +203,33 @@ Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
     }
 }
 
+// i32 operands of ops that compute in floats promote (a CAST in front,
+// ir.c): no kernel reads integers as floats; sum, max and min of i32 stay
+// i32 (their own kernel). Reductions by row blocks and batch_norm included.
+Test(codegen, integer_operands, .timeout = 300) {
+  static const char *texts[] = {
+      "inputs:\n  ids: {shape: [3000, 5], dtype: i32}\n" P2("a", "[5]", "b", "[5]")
+      "graph:\n  out: mean(ids, axis=0) * a + var(ids, axis=0) * b + sum(ids, axis=0) + max(ids, axis=0) - min(ids)\n",
+      "inputs:\n  ids: {shape: [300, 4], dtype: i32}\n" P2("g", "[4]", "b", "[4]")
+      "graph:\n  out: batch_norm(ids, g, b) + layer_norm(ids, g, b) + softmax(ids, axis=0) * g\n",
+      "inputs:\n  ids: {shape: [6, 4], dtype: i32}\n" P2("x", "[6, 4]", "w", "[8, 3]") P("v", "[4, 3]")
+      "graph:\n  out: concat(x, ids, axis=-1) @ w + one_hot(argmax(ids, axis=-1), 3) + x @ (transpose(ids) @ x) @ v * 0.1\n",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
+    for (int t = 0; t < 2; t++) {
+      Arena a = {0};
+      Captured c;
+      cap_open(&c);
+      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
+      char what[32];
+      snprintf(what, sizeof what, "integer operands %zu", i);
+      compare(g, what, &c);
+      graph_free(g);
+      cap_close(&c);
+      arena_free(&a);
+    }
+}
+
 Test(codegen, every_model, .timeout = 600) {
   static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");

@@ -41,12 +41,19 @@ enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
 
 enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
 
+// sum (wrapping, two's complement), max or min of in viewed as [O, R, I] over
+// R: out[O, I], i32. Range: output elements.
+void bpck_reduce_i32(int kind, int32_t *out, const int32_t *in, int64_t O, int64_t R, int64_t I,
+                     int64_t begin, int64_t end);
+
 // Column statistics over row blocks (reductions of [R, I] over R with few
 // columns, batch_norm): a block of bpck_col_block(I) rows (about
-// BPCK_COL_BLOCK elements) leaves one partial per column, and the partials
+// BPCK_COL_BLOCK elements, at least 64 rows) leaves one partial per column, and the partials
 // combine in block order, so the bits depend on the shape only.
 #define BPCK_COL_BLOCK 16384
-static inline int64_t bpck_col_block(int64_t I) { return I < BPCK_COL_BLOCK ? BPCK_COL_BLOCK / I : 1; }
+// At least 64 rows: a wide batch_norm keeps its partials and their
+// one-thread combination at 1/64 of x.
+static inline int64_t bpck_col_block(int64_t I) { return BPCK_COL_BLOCK / I > 64 ? BPCK_COL_BLOCK / I : 64; }
 static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
   return (R + bpck_col_block(I) - 1) / bpck_col_block(I);
 }
@@ -196,7 +203,7 @@ static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
   /* Inverted dropout of x [n] with the counter-based draw of bpc.h: element i is kept when       \
      bpcrt_dropout_draw >= bpcrt_dropout_threshold(p) under bpcrt_dropout_key(seed, salt, step).  \
      Range: elements. */                                                                            \
-  void bpck_dropout_##S(T *out, const T *x, int64_t n, T p, uint64_t seed, uint64_t salt,          \
+  void bpck_dropout_##S(T *out, const T *x, int64_t n, double p, uint64_t seed, uint64_t salt,          \
                         uint64_t step, int64_t begin, int64_t end);                                 \
   /* out[idx * out_strides] = in[idx * in_strides] over an index space `shape` of `rank` axes     \
      (strides in elements; 0 broadcasts). Transpose, slice, broadcast_to, concat and slice_grad   \
