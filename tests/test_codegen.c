@@ -109,6 +109,23 @@ static void compare(Graph *j, const char *what, Captured *c) {
   graph_free(g);
 }
 
+// compare() on each case text, f64 and f32.
+static void compare_texts(const char *const *texts, size_t n, const char *label) {
+  for (size_t i = 0; i < n; i++)
+    for (int t = 0; t < 2; t++) {
+      Arena a = {0};
+      Captured c;
+      cap_open(&c);
+      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
+      char what[64];
+      snprintf(what, sizeof what, "%s %zu", label, i);
+      compare(g, what, &c);
+      graph_free(g);
+      cap_close(&c);
+      arena_free(&a);
+    }
+}
+
 Test(codegen, every_case_f64_and_f32, .timeout = 600) {
   for (int i = 0; i < NCASES; i++)
     for (int t = 0; t < 2; t++) {
@@ -162,19 +179,7 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
       P2("a", "[33, 40]", "b", "[130, 40]") "graph:\n  out: matmul(a, b, transpose_b=true)\n",
       P2("a", "[40, 130]", "b", "[40, 17]") "graph:\n  out: matmul(a, b, transpose_a=true) - 1\n",
   };
-  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
-    for (int t = 0; t < 2; t++) {
-      Arena a = {0};
-      Captured c;
-      cap_open(&c);
-      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
-      char what[32];
-      snprintf(what, sizeof what, "gemm split %zu", i);
-      compare(g, what, &c);
-      graph_free(g);
-      cap_close(&c);
-      arena_free(&a);
-    }
+  compare_texts(texts, sizeof texts / sizeof *texts, "gemm split");
 }
 
 // Reductions over leading axes with few columns and batch_norm run by row
@@ -188,19 +193,7 @@ Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
       "params:\n" P("x", "[2100, 8]") P("g", "[8]") P("b", "[8]") "graph:\n  out: batch_norm(x * 2 + 1, g, b)\n",
       "params:\n" P("x", "[30, 10, 130]") P("g", "[130]") P("b", "[1]") "graph:\n  out: batch_norm(x, g, b, eps=0.01)\n",
   };
-  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
-    for (int t = 0; t < 2; t++) {
-      Arena a = {0};
-      Captured c;
-      cap_open(&c);
-      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
-      char what[32];
-      snprintf(what, sizeof what, "row blocks %zu", i);
-      compare(g, what, &c);
-      graph_free(g);
-      cap_close(&c);
-      arena_free(&a);
-    }
+  compare_texts(texts, sizeof texts / sizeof *texts, "row blocks");
 }
 
 // i32 operands of ops that compute in floats promote (a CAST in front,
@@ -215,19 +208,7 @@ Test(codegen, integer_operands, .timeout = 300) {
       "inputs:\n  ids: {shape: [6, 4], dtype: i32}\n" P2("x", "[6, 4]", "w", "[8, 3]") P("v", "[4, 3]")
       "graph:\n  out: concat(x, ids, axis=-1) @ w + one_hot(argmax(ids, axis=-1), 3) + x @ (transpose(ids) @ x) @ v * 0.1\n",
   };
-  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++)
-    for (int t = 0; t < 2; t++) {
-      Arena a = {0};
-      Captured c;
-      cap_open(&c);
-      Graph *g = case_graph(&a, &c, texts[i], t ? DT_F32 : DT_F64);
-      char what[32];
-      snprintf(what, sizeof what, "integer operands %zu", i);
-      compare(g, what, &c);
-      graph_free(g);
-      cap_close(&c);
-      arena_free(&a);
-    }
+  compare_texts(texts, sizeof texts / sizeof *texts, "integer operands");
 }
 
 Test(codegen, every_model, .timeout = 600) {
