@@ -603,7 +603,7 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   int64_t R, I, nb = col_blocks(p->g, n, &R, &I);
   if (nb && n->op == OP_BATCH_NORM && !p->training) return 0;  // the running stats: no partials
   if (nb)  // the blocks' partials [nb, 2I] (batch_norm_dx's two sums), then mean, var, and the two means
-    return (2 * nb + 4) * I * dtype_bytes(n->op == OP_BATCH_NORM_DX || n->op == OP_BATCH_NORM ? n->dtype : graph_node(p->g, n->in[0])->dtype);
+    return (2 * nb + 4) * I * dtype_bytes(graph_node(p->g, n->in[0])->dtype);  // as codegen's emit_col_blocks
   if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
     return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
   if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;

@@ -623,7 +623,7 @@ void interp_avg_pool2d(Interp *it, const Node *n, Value *out, const Value *const
 
 // Inverted dropout. Element i is kept iff its 24-bit draw under the key of
 // (seed, attr.salt, step) reaches ceil(p * 2^24) (bpc.h), so every backend
-// draws the same mask; kept values are x / (1 - p). Eval: identity.
+// draws the same mask; kept values are x * (1 / (1 - p)). Eval: identity.
 void interp_dropout(Interp *it, const Node *n, Value *out, const Value *const *in) {
   int64_t cnt = shape_numel(&out->shape);
   double p = n->attr.f[0];

@@ -178,21 +178,18 @@ static bool index_operand(Op op, int k) {
   return false;
 }
 
-// i32 operands of an op computing in floats promote (shape.c's rule, as
-// PyTorch): an elementwise loop converts as it loads, any other op (a
-// reduction, a norm, a matmul, a data mover) gets a CAST in front, so no
-// kernel reads integers as floats. argmax of i32 compares the promoted values.
-static bool promote_operands(Graph *g, const Node *n, int *in) {
+// Operands promote to the dtype an op computes in (shape.c's rule, as
+// PyTorch): an elementwise loop converts as it loads; any other op (a
+// reduction, a norm, a matmul, a data mover) gets a CAST in front of each
+// operand of another dtype (an i32, or an f32 beside an f64), so no kernel
+// reads one dtype's bits as another's. Index operands stay i32; argmax of
+// i32 compares the promoted values. The dtype to cast operand k to, or -1.
+static int promoted_dtype(const Graph *g, const Node *n, int k) {
   const OpInfo *oi = op_info(n->op);
-  if (oi->lower == LK_EW || oi->lower == LK_LEAF || (!dtype_is_float(n->dtype) && n->op != OP_ARGMAX)) return false;
-  bool any = false;
-  for (int k = 0; k < n->nin; k++) {
-    in[k] = n->in[k];
-    if (graph_node(g, in[k])->dtype != DT_I32 || index_operand(n->op, k)) continue;
-    in[k] = -1;  // cast by g_op, once the node is dropped
-    any = true;
-  }
-  return any;
+  if (oi->lower == LK_EW || oi->lower == LK_LEAF || index_operand(n->op, k)) return -1;
+  DType d = graph_node(g, n->in[k])->dtype;
+  if (dtype_is_float(n->dtype)) return d != n->dtype ? (int)n->dtype : -1;
+  return n->op == OP_ARGMAX && d == DT_I32 ? (int)g->fdtype : -1;
 }
 
 int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr) {
@@ -203,21 +200,22 @@ int g_op(Graph *g, Op op, Loc loc, int nin, const int *in, const Attr *attr) {
     g->nodes.n--;  // drop the failed node; its arena bytes are harmless
     return -1;
   }
-  int *pin = xmalloc(sizeof(int) * (size_t)(nin ? nin : 1));
-  if (promote_operands(g, n, pin)) {
-    DType ft = dtype_is_float(n->dtype) ? n->dtype : g->fdtype;
+  int k = 0;
+  while (k < nin && promoted_dtype(g, n, k) < 0) k++;
+  if (k < nin) {  // drop the node, cast, and build it again on the casts
+    int *pin = xmalloc(sizeof(int) * (size_t)nin), *to = xmalloc(sizeof(int) * (size_t)nin);
+    for (k = 0; k < nin; k++) pin[k] = in[k], to[k] = promoted_dtype(g, n, k);
     g->nodes.n--;
-    for (int k = 0; k < nin; k++) {
-      if (pin[k] >= 0) continue;
+    for (k = 0; k < nin; k++) {
+      if (to[k] < 0) continue;
       Attr ca = attr_default(OP_CAST);
-      ca.i[0] = ft;
+      ca.i[0] = to[k];
       pin[k] = g_op(g, OP_CAST, loc, 1, &in[k], &ca);
     }
     int id = g_op(g, op, loc, nin, pin, attr);
-    free(pin);
+    free(pin), free(to);
     return id;
   }
-  free(pin);
   int64_t numel = 1;
   for (int i = 0; i < n->shape.rank; i++) {
     BPC_ASSERT(n->shape.d[i] >= 1);

@@ -196,10 +196,11 @@ Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
   compare_texts(texts, sizeof texts / sizeof *texts, "row blocks");
 }
 
-// i32 operands of ops that compute in floats promote (a CAST in front,
-// ir.c): no kernel reads integers as floats; sum, max and min of i32 stay
-// i32 (their own kernel). Reductions by row blocks and batch_norm included.
-Test(codegen, integer_operands, .timeout = 300) {
+// Operands of another dtype promote to the op's (a CAST in front, ir.c): no
+// kernel reads integers as floats, or an f32 as an f64 (a param declared f64
+// in the f32 build); sum, max and min of i32 stay i32 (their own kernel).
+// Reductions by row blocks and batch_norm included.
+Test(codegen, operand_promotion, .timeout = 300) {
   static const char *texts[] = {
       "inputs:\n  ids: {shape: [3000, 5], dtype: i32}\n" P2("a", "[5]", "b", "[5]")
       "graph:\n  out: mean(ids, axis=0) * a + var(ids, axis=0) * b + sum(ids, axis=0) + max(ids, axis=0) - min(ids)\n",
@@ -207,8 +208,10 @@ Test(codegen, integer_operands, .timeout = 300) {
       "graph:\n  out: batch_norm(ids, g, b) + layer_norm(ids, g, b) + softmax(ids, axis=0) * g\n",
       "inputs:\n  ids: {shape: [6, 4], dtype: i32}\n" P2("x", "[6, 4]", "w", "[8, 3]") P("v", "[4, 3]")
       "graph:\n  out: concat(x, ids, axis=-1) @ w + one_hot(argmax(ids, axis=-1), 3) + x @ (transpose(ids) @ x) @ v * 0.1\n",
+      P2("x", "[300, 4]", "b", "[4]") "  g: {shape: [4], init: normal(1), dtype: f64}\n  w: {shape: [4, 3], init: normal(1), dtype: f64}\n"
+      "graph:\n  out: layer_norm(x, g, b) * b + mean(x * g, axis=0) + slice(concat(x, g * x, axis=0), 0, 300, axis=0) * 0.5 + (x @ w) @ transpose(w)\n",
   };
-  compare_texts(texts, sizeof texts / sizeof *texts, "integer operands");
+  compare_texts(texts, sizeof texts / sizeof *texts, "operand promotion");
 }
 
 Test(codegen, every_model, .timeout = 600) {
