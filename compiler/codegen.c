@@ -15,8 +15,10 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bpc_kernels.h"
@@ -1255,6 +1257,48 @@ static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) 
   return true;
 }
 
+// Whether LLVM knows `cpu` for this target. LLVM only warns about an
+// unknown name on stderr and, on x86-64, later dies (no 64-bit feature), so
+// a child process builds one small function for it and the parent reads
+// what happened: a clean error instead of an abort.
+static bool cpu_known(LLVMTargetRef target, const char *triple, const char *cpu) {
+  int fds[2];
+  if (pipe(fds) != 0) return true;  // cannot check: let LLVM decide
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(fds[0]), close(fds[1]);
+    return true;
+  }
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    close(fds[0]), close(fds[1]);
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, "", LLVMCodeGenLevelNone, LLVMRelocPIC,
+                                                      LLVMCodeModelDefault);
+    LLVMContextRef cx = LLVMContextCreate();
+    LLVMModuleRef m = LLVMModuleCreateWithNameInContext("cpu", cx);
+    LLVMSetTarget(m, triple);
+    LLVMValueRef f = LLVMAddFunction(m, "f", LLVMFunctionType(LLVMVoidTypeInContext(cx), NULL, 0, 0));
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(cx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cx, f, "entry"));
+    LLVMBuildRetVoid(b);
+    LLVMMemoryBufferRef out = NULL;
+    char *err = NULL;
+    _exit(tm && !LLVMTargetMachineEmitToMemoryBuffer(tm, m, LLVMObjectFile, &err, &out) ? 0 : 1);
+  }
+  close(fds[1]);
+  char buf[4096];
+  size_t len = 0;
+  ssize_t r;
+  while ((r = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0 || (r < 0 && errno == EINTR))
+    if (r > 0) len += (size_t)r;
+  buf[len] = 0;
+  close(fds[0]);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0 && !strstr(buf, "not a recognized processor");
+}
+
 LLVMTargetMachineRef codegen_target(const char *cpu_in, int opt, Diag *d) {
   static bool ready;
   if (!ready) {
@@ -1272,6 +1316,11 @@ LLVMTargetMachineRef codegen_target(const char *cpu_in, int opt, Diag *d) {
     return NULL;
   }
   bool native = !cpu_in || !strcmp(cpu_in, "native");
+  if (!native && !cpu_known(target, triple, cpu_in)) {
+    diag_error(d, (Loc){0}, "--cpu %s: not a processor LLVM knows for %s (`llc -mcpu=help` lists them)", cpu_in, triple);
+    LLVMDisposeMessage(triple);
+    return NULL;
+  }
   char *cpu = native ? LLVMGetHostCPUName() : NULL;
   char *features = native ? LLVMGetHostCPUFeatures() : NULL;
   LLVMCodeGenOptLevel lvl = opt <= 0 ? LLVMCodeGenLevelNone : opt == 1 ? LLVMCodeGenLevelLess : opt == 2 ? LLVMCodeGenLevelDefault : LLVMCodeGenLevelAggressive;

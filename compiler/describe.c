@@ -28,6 +28,29 @@ static cJSON *tensor(cJSON *list, const Program *p, int node, const char *name, 
   return t;
 }
 
+// The bound an int input's values must stay below where it feeds an op
+// that checks it (cross_entropy's labels: the class count; embedding ids:
+// the table's rows), the smallest over its uses; 0 when none. *code is
+// the status code that op reports (1 id, 2 label), so the trainer can check
+// a whole data file when it loads it, with the words the step would use.
+static int64_t index_limit(const Graph *g, int input, int *code) {
+  int64_t lim = 0;
+  *code = 0;
+  for (int i = 0; i < g->nodes.n; i++) {
+    const Node *n = g->nodes.v[i];
+    int64_t l = 0;
+    int c = 0;
+    if (n->op == OP_CROSS_ENTROPY && n->nin > 1 && n->in[1] == input) {
+      const Shape *s = &graph_node(g, n->in[0])->shape;
+      l = s->rank ? s->d[s->rank - 1] : 0, c = 2;
+    } else if (n->op == OP_EMBEDDING && n->in[0] == input) {
+      l = graph_node(g, n->in[1])->shape.d[0], c = 1;
+    }
+    if (l > 0 && (lim == 0 || l < lim)) lim = l, *code = c;
+  }
+  return lim;
+}
+
 static cJSON *program_json(const Program *p) {
   const Graph *g = p->g;
   cJSON *o = cJSON_CreateObject(), *ts = cJSON_CreateArray();
@@ -63,7 +86,15 @@ static cJSON *program_json(const Program *p) {
     cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, "init"), "value", st->init);
   }
   for (int i = 0; i < g->inputs.n; i++)
-    if (p->offset[g->inputs.v[i].node] >= 0) tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, "input");
+    if (p->offset[g->inputs.v[i].node] >= 0) {
+      cJSON *t = tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, "input");
+      int code;
+      int64_t lim = index_limit(g, g->inputs.v[i].node, &code);
+      if (lim > 0) {
+        cJSON_AddNumberToObject(t, "limit", (double)lim);
+        cJSON_AddNumberToObject(t, "limit_code", code);
+      }
+    }
   for (int i = 0; i < g->scalars.n; i++) tensor(ts, p, g->scalars.v[i].node, g->scalars.v[i].name, "scalar");
   if (g->loss >= 0) tensor(ts, p, g->loss, "loss", "loss");
   for (int i = 0; i < g->metrics.n; i++)

@@ -438,13 +438,28 @@ out:
 
 // ---------------------------------------------------------------- expressions
 
+// A numeric constant: a number, or numbers under unary minus and + - * /
+// ** (so `x ** 2 ** 0.5`, right-associative, and `x ** (1 / 3)` have a
+// literal exponent).
+static bool number_value(const Expr *p, double *v) {
+  double l, r;
+  switch (p->kind) {
+  case EX_NUM: *v = p->num; return true;
+  case EX_NEG: return number_value(p->args[0], &l) && (*v = -l, true);
+  case EX_BIN:
+    if (p->op == '@' || !number_value(p->args[0], &l) || !number_value(p->args[1], &r)) return false;
+    *v = p->op == '+' ? l + r : p->op == '-' ? l - r : p->op == '*' ? l * r : p->op == '/' ? l / r : pow(l, r);
+    return true;
+  default: return false;
+  }
+}
+
 static int lower_bin(Build *b, Scope *s, const Expr *e) {
-  if (e->op == 'P') {  // the exponent must be a literal (SPEC 5)
+  if (e->op == 'P') {  // the exponent must be a number (SPEC 5)
     const Expr *p = e->args[1];
     double v;
-    bool lit = p->kind == EX_NUM || (p->kind == EX_NEG && p->args[0]->kind == EX_NUM);
-    if (!lit) return diag_error(b->d, p->loc, "the exponent of ** must be a number"), -1;
-    v = p->kind == EX_NUM ? p->num : -p->args[0]->num;
+    if (!number_value(p, &v)) return diag_error(b->d, p->loc, "the exponent of ** must be a number"), -1;
+    if (!isfinite(v)) return diag_error(b->d, p->loc, "the exponent of ** is %g", v), -1;
     int x = lower(b, s, e->args[0]);
     if (x < 0) return -1;
     Attr a = attr_default(OP_POW);

@@ -16,7 +16,7 @@ int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
 
 static bool is_ew(const Node *n) {  // CAST too: an i32 operand promoted (ir.c) converts in the loop
   const OpInfo *info = op_info(n->op);
-  return ((info->flags & OPF_EW) || n->op == OP_CAST) && info->scalar && n->op != OP_CONST;
+  return ((info->flags & OPF_EW) || n->op == OP_CAST || n->op == OP_STOP_GRADIENT) && info->scalar && n->op != OP_CONST;
 }
 
 // Values the step's caller reads after the step: never fused away.
@@ -115,7 +115,10 @@ static int64_t kernel_bytes(const Graph *g, const Kernel *k) {
 
 static void add_kernel(Program *p, Kernel k) {
   const Graph *g = p->g;
-  if (k.kind == KK_STATE) k.phase = 1;
+  // Writebacks of optimizer slots and params belong to the update; those of
+  // model state (batch_norm's running stats) to the step, as PyTorch updates
+  // them in every forward: once per micro-batch under grad_accum.
+  if (k.kind == KK_STATE) k.phase = k.state >= 0 && !g->states.v[k.state].opt ? 0 : 1;
   k.bytes = kernel_bytes(g, &k);
   k.flops = k.mm >= 0 ? node_flops(g, graph_node(g, k.mm)) : 0;
   for (int i = 0; i < k.nnodes; i++) k.flops += node_flops(g, graph_node(g, k.nodes[i]));
@@ -281,7 +284,7 @@ static bool update_in_place(Program *p, int leaf, int upd, bool *copied) {
 
 static void add_writeback(Program *p, int leaf, int upd, int state, bool *copied) {
   if (upd < 0 || update_in_place(p, leaf, upd, copied)) return;
-  Kernel k = {.kind = KK_STATE, .root = upd, .state = state, .mm = -1, .phase = 1};
+  Kernel k = {.kind = KK_STATE, .root = upd, .state = state, .mm = -1};
   k.reads = xmalloc(sizeof(int));
   k.reads[0] = upd;
   k.nreads = 1;

@@ -117,7 +117,10 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
   // A guard zone after the arena and scratch: a kernel writing past what the
   // plan gave it is a bug in bpc, caught here instead of corrupting the heap.
   j->mem = aligned_alloc(64, (bytes + GUARD + 63) / 64 * 64);
-  if (!j->mem) bpc_bug(__FILE__, __LINE__, "out of memory for a %zu-byte arena", bytes);
+  if (!j->mem) {
+    fprintf(stderr, "error: out of memory: the step needs a %zu-byte arena\n", bytes);
+    exit(1);
+  }
   memset(j->mem, 0, bytes);
   memset(j->mem + bytes, 0xa5, GUARD);
   j->ctx = (StepCtx){j->mem, j->mem + p->arena_bytes, j->pool, 0, 0};

@@ -150,6 +150,17 @@ static bool const_eval(Loader *L, const Expr *e, double *out) {
 
 static bool get_num(Loader *L, const YNode *n, const char *what, double *out) {
   if (!want(L, n, YN_SCALAR, what)) return false;
+  // YAML 1.2 core schema infinities (`clip_grad_norm: .inf`); .nan is a
+  // float there too, but no setting takes it.
+  const char *v = n->str + (n->str[0] == '+' || n->str[0] == '-');
+  if (n->plain && (!strcmp(v, ".inf") || !strcmp(v, ".Inf") || !strcmp(v, ".INF"))) {
+    *out = n->str[0] == '-' ? -INFINITY : INFINITY;
+    return true;
+  }
+  if (n->plain && (!strcmp(n->str, ".nan") || !strcmp(n->str, ".NaN") || !strcmp(n->str, ".NAN"))) {
+    diag_error(L->d, n->loc, "%s must be a number, not NaN", what);
+    return false;
+  }
   Expr *e = expr_parse(L->a, L->d, n);
   return e && const_eval(L, e, out);
 }
@@ -748,8 +759,13 @@ static void load_scales(Loader *L, const YNode *n, DataCfg *c) {
   c->scales = arena_alloc(L->a, sizeof(DataScale) * (size_t)(n->n + 1));
   for (int i = 0; i < n->n; i++) {
     DataScale s = {n->keys[i]->str, 1};
-    if (check_input(L, n->keys[i], "scale input") && get_num(L, n->items[i], "scale", &s.scale))
-      c->scales[c->nscales++] = s;
+    if (!check_input(L, n->keys[i], "scale input")) continue;
+    for (int j = 0; j < L->m->ninputs; j++)
+      if (!strcmp(L->m->inputs[j].name, s.input) && L->m->inputs[j].dtype == DT_I32) {
+        diag_error(L->d, n->keys[i]->loc, "scale applies to float inputs; '%s' is i32", s.input);
+        s.input = NULL;
+      }
+    if (s.input && get_num(L, n->items[i], "scale", &s.scale)) c->scales[c->nscales++] = s;
   }
 }
 
@@ -825,7 +841,18 @@ static void load_generate(Loader *L, const YNode *n) {
   *g = (GenCfg){.present = true, .loc = n->loc};
   check_keys(L, n, keys, COUNT(keys), "generate");
   const YNode *x;
-  if ((x = require(L, n, "tokens", "generate")) && check_input(L, x, "tokens")) g->tokens = x->str;
+  if ((x = require(L, n, "tokens", "generate")) && check_input(L, x, "tokens")) {
+    g->tokens = x->str;
+    // The sampler feeds byte ids as [B, T] and specializes B to 1: `bpc check`
+    // says so here rather than `sample` at run time.
+    for (int i = 0; i < L->m->ninputs; i++) {
+      const TensorDecl *t = &L->m->inputs[i];
+      if (strcmp(t->name, x->str)) continue;
+      if (t->dtype != DT_I32 || t->rank != 2 || t->shape[0]->kind != EX_NAME)
+        diag_error(L->d, x->loc, "generate: the tokens input '%s' must be i32 with shape [B, T], B a dim name "
+                   "(sampling specializes it to 1)", t->name);
+    }
+  }
   if ((x = require(L, n, "logits", "generate")) && want_ident(L, x, "logits") &&
       check_entry(L, x->str, x->loc))
     g->logits = x->str;

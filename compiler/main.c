@@ -2,6 +2,7 @@
 // straight-line calls (load -> expand -> ...); exit 0 on success, 1 when the
 // model has errors (reported as file:line:col), 2 on wrong usage.
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -448,13 +449,21 @@ static int cmd_help(int argc, char **argv) {
     print_usage(stdout);
     return 0;
   }
+  if (!strcmp(argv[2], "run")) {
+    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--no-fuse] [train|eval|sample|info]\n"
+           "               [trainer options]\n\n"
+           "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
+           "process: the commands and options are the standalone trainer's (train, eval,\n"
+           "sample, info; --steps, --data, --save, ...), the results the same bits.\n");
+    return 0;
+  }
   const Command *c = find_command(argv[2]);
   if (!c) return usage_error("no command '%s'", argv[2]);
   printf("usage: %s\n\n%s\n", c->synopsis, c->help);
   return 0;
 }
 
-int main(int argc, char **argv) {
+static int bpc_main(int argc, char **argv) {
   if (argc < 2) return usage_error("%s", "missing command");
   if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
     printf("bpc %s (model format %d)\n", BPC_VERSION, BPC_FORMAT_VERSION);
@@ -471,4 +480,32 @@ int main(int argc, char **argv) {
   for (int i = 0; i < o.defs.n; i++) free((char *)o.defs.v[i].name);
   free(o.defs.v);
   return rc;
+}
+
+// The parser, the passes over the graph and the interpreter recurse along
+// expressions and chains of values: a 50,000-term sum is that deep. They run
+// on a thread with a 1 GiB stack (address space; pages are touched only as
+// deep as the model goes), so a long model is slow, never a segfault.
+typedef struct {
+  int argc, rc;
+  char **argv;
+} MainArgs;
+
+static void *main_thread(void *p) {
+  MainArgs *a = p;
+  a->rc = bpc_main(a->argc, a->argv);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  MainArgs a = {argc, 0, argv};
+  pthread_attr_t attr;
+  pthread_t t;
+  if (pthread_attr_init(&attr) == 0 && pthread_attr_setstacksize(&attr, (size_t)1 << 30) == 0 &&
+      pthread_create(&t, &attr, main_thread, &a) == 0) {
+    pthread_attr_destroy(&attr);
+    pthread_join(t, NULL);
+    return a.rc;
+  }
+  return bpc_main(argc, argv);  // no big stack to be had: run as we are
 }

@@ -105,9 +105,10 @@ void show_graph(FILE *out, const Graph *g) {
   for (int i = 0; i < g->params.n; i++) {
     const GParam *p = &g->params.v[i];
     const Node *n = graph_node(g, p->node);
-    fprintf(out, "  %s: {shape: %s, dtype: %s, init: ", p->name, shape_str(&n->shape, buf, sizeof buf), dtype_name(n->dtype));
+    // Quoted: inside a flow mapping the comma of `normal(0, 0.5)` would end the value.
+    fprintf(out, "  %s: {shape: %s, dtype: %s, init: \"", p->name, shape_str(&n->shape, buf, sizeof buf), dtype_name(n->dtype));
     print_init(out, p->init);
-    fprintf(out, "%s%s}\n", p->trainable ? "" : ", trainable: false", p->decay ? "" : ", decay: false");
+    fprintf(out, "\"%s%s}\n", p->trainable ? "" : ", trainable: false", p->decay ? "" : ", decay: false");
   }
   if (g->states.n) fputs("state:\n", out);
   for (int i = 0; i < g->states.n; i++) {

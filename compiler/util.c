@@ -17,8 +17,11 @@ noreturn void bpc_bug(const char *file, int line, const char *fmt, ...) {
 }
 
 static noreturn void oom(size_t n) {
-  fprintf(stderr, "bpc: out of memory allocating %zu bytes\n", n);
-  abort();
+  // Not a bug in bpc: a model too large for this machine. Exit 1, as for any
+  // other input bpc cannot handle; nothing has been written yet (outputs are
+  // written to a temporary and renamed only once complete).
+  fprintf(stderr, "error: out of memory allocating %zu bytes (is the model too large for this machine?)\n", n);
+  exit(1);
 }
 
 void *xmalloc(size_t n) {

@@ -214,7 +214,9 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
         double v = strtod(t, &e);
         while (*e == ' ' || *e == '\t')
           e++;
-        if (e == t || *e || !isfinite(v))
+        // Decimal only, as Python's float() and numpy read a CSV cell
+        // (strtod alone would take hex like 0x10 too); no nan or inf.
+        if (e == t || *e || !isfinite(v) || strspn(t, "0123456789+-.eE") < (size_t)(e - t))
           ok = fail(err, errlen, "%s:%lld: column %lld: '%.40s' is not a number", path, (long long)line,
                     (long long)f + 1, t);
         else if (!put_val(col, i * col->per + (f - dd->cols[g].lo), v * sc[g]))
@@ -280,8 +282,19 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
     } else {
       double *v = malloc((size_t)(n * c->per) * sizeof *v + 1), s = scale_of(dd, c->name, true);
       bpcrt_st_to_f64(t, v);
-      for (int64_t k = 0; k < n * c->per; k++)
+      int64_t bad = -1;
+      for (int64_t k = 0; k < n * c->per; k++) {
+        if (!isfinite(v[k]) && bad < 0)
+          bad = k;
         put_val(c, k, v[k] * s);
+      }
+      if (bad >= 0 && !len) {  // as a csv cell: nan and inf are not data
+        snprintf(err, errlen, "%s: sample %lld: '%s' holds %g; training data must be finite", path,
+                 (long long)(bad / c->per), c->name, v[bad]);
+        free(v);
+        bpcrt_st_free(&f);
+        return false;
+      }
       free(v);
     }
   }
@@ -384,6 +397,7 @@ static bool load_idx(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
       put_val(cx, k, tx->dtype == BPCRT_I32 ? ib[ihdr + k] : ib[ihdr + k] * sx);
     for (int64_t k = 0; k < lcount; k++)
       put_val(cy, k, lb[lhdr + k] * sy);
+    ds->hdr2 = lhdr;
   }
   free(ib), free(lb);
   return ok;
@@ -410,6 +424,44 @@ static bool load_text(Dataset *ds, const DataDesc *dd, const Prog *p, const char
   return true;
 }
 
+static const DataCol *col_of(const Dataset *ds, const char *name);
+
+// Every value of an int input that feeds a checked op (labels, embedding
+// ids) lies in [0, limit), over the whole file: a bad row is found when the
+// file loads, not at the step that happens to draw it (or never, in a batch
+// the epoch drops). The message is the one the step's own check gives.
+static bool check_limits(const Dataset *ds, const Prog *p, char *err, size_t errlen) {
+  for (int i = 0; i < p->n; i++) {
+    const TDesc *t = &p->t[i];
+    if (t->role != ROLE_INPUT || t->dtype != BPCRT_I32 || t->limit <= 0)
+      continue;
+    const char *what = t->limit_code == 1 ? "embedding id" : "label";
+    char where[600];
+    if (ds->format == FMT_TEXT) {  // tokens and targets are the file's bytes
+      if (strcmp(t->name, ds->tok_name) && (!ds->tgt_name || strcmp(t->name, ds->tgt_name)))
+        continue;
+      for (int64_t k = 0; k < ds->nbytes; k++)
+        if (ds->bytes[k] >= t->limit) {
+          data_where(ds, k, where, sizeof where);
+          return fail(err, errlen, "%s (input '%s'): %s %d out of range [0, %lld)", where, t->name, what,
+                      ds->bytes[k], (long long)t->limit);
+        }
+      continue;
+    }
+    const DataCol *c = col_of(ds, t->name);
+    if (!c || c->dtype != BPCRT_I32)
+      continue;
+    const int32_t *v = (const int32_t *)c->data;
+    for (int64_t k = 0; k < ds->n * c->per; k++)
+      if (v[k] < 0 || v[k] >= t->limit) {
+        data_where(ds, k / c->per, where, sizeof where);
+        return fail(err, errlen, "%s (input '%s'): %s %d out of range [0, %lld)", where, t->name, what, v[k],
+                    (long long)t->limit);
+      }
+  }
+  return true;
+}
+
 // ---- the interface -------------------------------------------------------------
 
 bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *over, char *err, size_t errlen) {
@@ -428,7 +480,7 @@ bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *over,
   case FMT_TEXT: ok = load_text(ds, dd, p, path, err, errlen); break;
   case FMT_NONE: ok = fail(err, errlen, "no data"); break;
   }
-  ok = ok && check_fed(ds, p, ds->path, err, errlen);
+  ok = ok && check_fed(ds, p, ds->path, err, errlen) && check_limits(ds, p, err, errlen);
   if (!ok)
     data_free(ds);
   return ok;
@@ -493,12 +545,15 @@ void data_put_window(const Dataset *ds, const Prog *p, char *arena, int64_t star
   }
 }
 
+// idx: bytes per label (the labels are the dataset's second column).
+static int64_t label_per(const Dataset *ds) { return ds->ncols > 1 ? ds->cols[1].per : 1; }
+
 void data_where(const Dataset *ds, int64_t idx, char *buf, size_t len) {
   switch (ds->format) {
   case FMT_CSV: snprintf(buf, len, "%s:%lld", ds->path, (long long)ds->line[ds->base + idx]); break;
   case FMT_IDX:  // labels are what goes out of range: name the labels file
     snprintf(buf, len, "%s: item %lld (offset %lld)", ds->path2, (long long)(ds->base + idx),
-             (long long)(8 + ds->base + idx));
+             (long long)(ds->hdr2 + (ds->base + idx) * label_per(ds)));
     break;
   case FMT_ST: snprintf(buf, len, "%s: sample %lld", ds->path, (long long)(ds->base + idx)); break;
   case FMT_TEXT: snprintf(buf, len, "%s: offset %lld", ds->path, (long long)(ds->base + idx)); break;

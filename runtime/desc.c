@@ -111,6 +111,8 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
   t->fan_out = inum(p, init, "fan_out", 1);
   t->init_value = num(p, init, "value", 0);
   t->trainable = flag(j, "trainable", true);
+  t->limit = inum(p, j, "limit", 0);
+  t->limit_code = (int)inum(p, j, "limit_code", 0);
   free(role), free(dt), free(kind);
 }
 

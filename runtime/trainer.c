@@ -245,8 +245,8 @@ static void arena_open(T *t, int k) {
   bytes = (bytes + align - 1) / align * align + align;
   a->mem = aligned_alloc(align, bytes);
   if (!a->mem) {
-    fprintf(stderr, "fatal: out of memory for a %zu-byte arena\n", bytes);
-    abort();
+    fprintf(stderr, "error: out of memory: the model needs a %zu-byte arena\n", bytes);
+    exit(1);
   }
 #ifdef MADV_HUGEPAGE
   if (align == HUGE_PAGE)
@@ -702,6 +702,17 @@ static void log_abandon(T *t) {
 }
 
 // One row; lr < 0 for eval rows; norms (per grad tensor) may be NULL.
+// A number in the log: non-finite values as CSV readers (pandas, numpy)
+// spell them, and as null in JSON, which has no NaN or infinity.
+static void put_num(FILE *f, double v, int digits, bool csv) {
+  if (isfinite(v))
+    fprintf(f, "%.*g", digits, v);
+  else if (!csv)
+    fputs("null", f);
+  else
+    fputs(isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", f);
+}
+
 static void log_row(T *t, const char *kind, int64_t step, double loss, double lr, const Results *m,
                     const double *norms) {
   if (!t->log)
@@ -710,36 +721,37 @@ static void log_row(T *t, const char *kind, int64_t step, double loss, double lr
   double sec = now() - t->t0;
   const Prog *p = &t->d.prog[PROG_TRAIN];
   if (t->log_csv) {
-    fprintf(f, "%s,%lld,%.17g,", kind, (long long)step, loss);
+    fprintf(f, "%s,%lld,", kind, (long long)step), put_num(f, loss, 17, true), fputc(',', f);
     if (lr >= 0)
-      fprintf(f, "%.17g", lr);
+      put_num(f, lr, 17, true);
     for (int i = 0; i < t->nmcols; i++) {
       fputc(',', f);
       for (int k = 0; k < m->n; k++)
         if (!strcmp(m->names[k], t->mcols[i]))
-          fprintf(f, "%.17g", m->v[k]);
+          put_num(f, m->v[k], 17, true);
     }
     fprintf(f, ",%.3f", sec);
     for (int i = 0, g = 0; t->o.grad_stats && i < p->n; i++)
       if (p->t[i].role == ROLE_GRAD) {
         fputc(',', f);
         if (norms)
-          fprintf(f, "%.9g", norms[g]);
+          put_num(f, norms[g], 9, true);
         g++;
       }
     fputc('\n', f);
   } else {
-    fprintf(f, "{\"kind\": \"%s\", \"step\": %lld, \"loss\": %.17g", kind, (long long)step, loss);
+    fprintf(f, "{\"kind\": \"%s\", \"step\": %lld, \"loss\": ", kind, (long long)step);
+    put_num(f, loss, 17, false);
     if (lr >= 0)
-      fprintf(f, ", \"lr\": %.17g", lr);
+      fputs(", \"lr\": ", f), put_num(f, lr, 17, false);
     for (int k = 0; k < m->n; k++)
-      fprintf(f, ", \"%s\": %.17g", m->names[k], m->v[k]);
+      fprintf(f, ", \"%s\": ", m->names[k]), put_num(f, m->v[k], 17, false);
     fprintf(f, ", \"seconds\": %.3f", sec);
     if (norms) {
       fputs(", \"grad_norms\": {", f);
       for (int i = 0, g = 0; i < p->n; i++)
         if (p->t[i].role == ROLE_GRAD)
-          fprintf(f, "%s\"%s\": %.9g", g ? ", " : "", p->t[i].name + 5, norms[g]), g++;
+          fprintf(f, "%s\"%s\": ", g ? ", " : "", p->t[i].name + 5), put_num(f, norms[g], 9, false), g++;
       fputc('}', f);
     }
     fputs("}\n", f);
@@ -951,6 +963,12 @@ static bool setup_data(T *t, char *err) {
     data_split(&t->train, d->data_train.val_fraction, &t->val);
     if (!t->eval_set && (t->val.n > 0 || t->val.nbytes > text_T(t, ep)))
       t->eval_set = &t->val, t->eval_name = "val";
+    else if (!t->eval_set)  // asked for, but too small to hold one sample or window
+      fprintf(stderr, "warning: %s: val_fraction %g leaves %lld %s for validation%s; training without it\n",
+              t->train.path, d->data_train.val_fraction,
+              (long long)(t->train.format == FMT_TEXT ? t->val.nbytes : t->val.n),
+              t->train.format == FMT_TEXT ? "bytes" : "samples",
+              t->train.format == FMT_TEXT ? ", fewer than one window of T + 1" : "");
   }
   if (!d->prog[PROG_EVAL].present || !t->e->eval_forward)
     t->eval_set = NULL;
@@ -962,10 +980,13 @@ static bool setup_data(T *t, char *err) {
   if (text && t->train.nbytes < text_T(t, &d->prog[PROG_TRAIN]) + 1)
     return fail(err, "%s: the training split has %lld bytes; a window needs %lld", t->train.path,
                 (long long)t->train.nbytes, (long long)text_T(t, &d->prog[PROG_TRAIN]) + 1);
-  int64_t per_epoch = text ? 0 : t->train.n / t->B / t->K;
-  if (!text && per_epoch == 0)
-    return fail(err, "%s: %lld training samples, fewer than one update (batch %lld x grad_accum %lld)", t->train.path,
-                (long long)t->train.n, (long long)t->B, (long long)t->K);
+  // Micro-batches run on across epoch boundaries (the permutation of the
+  // next epoch follows), so N epochs are N * floor(samples / B) micro-batches,
+  // and floor of that over grad_accum updates.
+  int64_t batches = text ? 0 : t->train.n / t->B;
+  if (!text && batches == 0)
+    return fail(err, "%s: %lld training samples, fewer than one batch of %lld", t->train.path,
+                (long long)t->train.n, (long long)t->B);
   int64_t epochs = t->o.has_epochs ? t->o.epochs : 0;
   if (t->o.has_steps)
     t->S = t->o.steps;
@@ -977,7 +998,10 @@ static bool setup_data(T *t, char *err) {
     if (text && (t->o.has_epochs || d->train.epochs > 0))
       return fail(err, "%s: epochs need a finite data set (csv, safetensors, idx); text data takes --steps",
                   t->train.path);
-    t->S = text ? 1000 : epochs * per_epoch;
+    t->S = text ? 1000 : epochs * batches / t->K;
+    if (t->S == 0)
+      return fail(err, "%s: %lld epochs of %lld batches of %lld, fewer than one update (grad_accum %lld)",
+                  t->train.path, (long long)epochs, (long long)batches, (long long)t->B, (long long)t->K);
   }
   if (!text)
     t->perm = malloc((size_t)t->train.n * sizeof *t->perm);
@@ -1024,6 +1048,10 @@ static bool update(T *t, int64_t s, double lr_s, double *loss, Results *m, doubl
   t->e->train_update(&a->ctx);
   t->opt_sec = now() - t0;
   *loss = ld ? r.loss : NAN;
+  // A NaN prints as "nan" whatever its sign bit (printf would say "-nan").
+  *loss = isnan(*loss) ? NAN : *loss;
+  for (int k = 0; k < r.n; k++)
+    r.v[k] = isnan(r.v[k]) ? NAN : r.v[k];
   *m = r;
   return true;
 }
@@ -1144,7 +1172,7 @@ static int cmd_train(T *t) {
   if (rc == 0 && !save_ckpt(t, out, t->S > t->start ? t->S : t->start, err))
     rc = 1;
   if (rc == 0) {
-    if (isnan(loss))
+    if (t->S <= t->start)
       printf("train: nothing to do (checkpoint at step %lld of %lld)\n", (long long)t->start, (long long)t->S);
     else {
       printf("train loss %.6g", loss);

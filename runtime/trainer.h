@@ -28,6 +28,8 @@ typedef struct {
   double init_a, init_b, init_value;
   int64_t fan_in, fan_out;
   bool trainable;
+  int64_t limit;         // int inputs: values must lie in [0, limit) (0: unchecked)
+  int limit_code;        // the status code of the op that checks it (1 id, 2 label)
 } TDesc;
 
 typedef struct {
@@ -119,6 +121,7 @@ typedef struct {
   DataFormat format;
   char *path;            // for messages (idx: the images file)
   char *path2;           // idx: the labels file
+  int64_t hdr2;          // idx: the labels file's header bytes
   int64_t n;             // samples (finite sets)
   int ncols;
   DataCol *cols;

@@ -49,6 +49,88 @@ printf '0,0\n1\n' > bad.csv
 rc=$?
 if [ $rc -eq 1 ] && [ ! -e never.safetensors ] && grep -q "bad.csv" err.txt; then ok "bad csv: exit 1, file named, nothing written"; else bad "bad csv (rc $rc)"; fi
 
+# a label out of range anywhere in the file stops training before step 1,
+# naming the file and line, even when no batch of the run would draw it
+cat > cls.yaml <<'YAML'
+bpc: 1
+name: cls
+dims: {B: 2}
+inputs: {x: {shape: [B, 3]}, y: {shape: [B], dtype: i32}}
+params: {w: {shape: [3, 4], init: "normal(0.5)"}}
+graph: {logits: x @ w, loss: "cross_entropy(logits, y)"}
+loss: loss
+train: {optimizer: {type: sgd, lr: 0.1}}
+data: {train: {format: csv, path: cls.csv, header: true, columns: {x: "1:4", y: 0}}}
+YAML
+{ echo "y,a,b,c"; for i in $(seq 1 39); do echo "$((i % 4)),1,2,3"; done; echo "7,1,2,3"; } > cls.csv
+"$bpc" run cls.yaml --steps 1 --save cls.safetensors --log cls.csv.log >/dev/null 2>err.txt
+rc=$?
+if [ $rc -eq 1 ] && grep -q "cls.csv:41 (input 'y'): label 7 out of range \[0, 4)" err.txt && [ ! -e cls.safetensors ] && [ ! -e cls.csv.log ]; then
+  ok "label out of range found when the file loads"
+else
+  bad "label out of range (rc $rc): $(cat err.txt)"
+fi
+
+# a NaN loss: the run still reports it truthfully, the JSON log stays valid JSON (null)
+sed -i 's/^7,/1,/' cls.csv
+sed 's/loss: "cross_entropy(logits, y)"/loss: "cross_entropy(logits, y) + sqrt(sum(w) - 100)"/' cls.yaml > nan.yaml
+"$bpc" run nan.yaml --steps 3 --log nan.jsonl --save nan.safetensors > out.txt 2>&1
+if grep -q "^train loss nan" out.txt && grep -q '"loss": null' nan.jsonl && ! grep -q "nothing to do" out.txt; then
+  ok "NaN loss: reported as nan, null in JSONL"
+else
+  bad "NaN loss: $(cat out.txt) / $(head -1 nan.jsonl)"
+fi
+
+# clip_grad_norm: .inf (YAML 1.2) means no clipping: the same bits as none
+sed 's/lr: 0.1}}/lr: 0.1}, clip_grad_norm: .inf}/' cls.yaml > inf.yaml
+"$bpc" run cls.yaml --steps 5 --save noclip.safetensors >/dev/null 2>&1
+"$bpc" run inf.yaml --steps 5 --save infclip.safetensors >/dev/null 2>&1
+if cmp -s noclip.safetensors infclip.safetensors; then ok "clip_grad_norm .inf"; else bad "clip_grad_norm .inf"; fi
+
+# batch_norm running stats under grad_accum: one update per micro-batch, as
+# PyTorch's forward does. Micro-batch means 1 then 3: 0.9 * 0.1 * 1 + 0.1 * 3.
+cat > bnacc.yaml <<'YAML'
+bpc: 1
+name: bnacc
+dims: {B: 4}
+inputs: {x: {shape: [B, 1]}, y: {shape: [B, 1]}}
+params: {g: {shape: [1], init: ones}, be: {shape: [1], init: zeros}}
+graph: {h: "batch_norm(x, g, be)", loss: "mse(h, y)"}
+loss: loss
+train: {optimizer: {type: sgd, lr: 0.1}, grad_accum: 2}
+data: {train: {format: safetensors, path: bnacc.data.safetensors, shuffle: false}}
+YAML
+python3 -c '
+import json, struct
+x = [0, 2, 0, 2, 2, 4, 2, 4]
+h = json.dumps({"x": {"dtype": "F64", "shape": [8, 1], "data_offsets": [0, 64]},
+                "y": {"dtype": "F64", "shape": [8, 1], "data_offsets": [64, 128]}}).encode()
+h += b" " * (-len(h) % 8)
+open("bnacc.data.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + struct.pack("<16d", *x, *[0] * 8))' 2>/dev/null
+"$bpc" run bnacc.yaml --steps 1 --dtype f64 --save bnacc.safetensors >/dev/null 2>&1
+rm_=$(python3 -c '
+import json, struct, sys
+b = open("bnacc.safetensors", "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+t = h["state.h.running_mean"]; o = 8 + n + t["data_offsets"][0]
+print(struct.unpack("<" + ("d" if t["dtype"] == "F64" else "f"), b[o:o + (8 if t["dtype"] == "F64" else 4)])[0])' 2>/dev/null)
+if awk -v r="${rm_:-0}" 'BEGIN { exit !(r > 0.38999 && r < 0.39001) }'; then
+  ok "batch_norm running mean per micro-batch ($rm_)"
+else
+  bad "batch_norm running mean under grad_accum: '$rm_', want 0.39"
+fi
+
+# usage and environment errors: clean exits, nothing written
+"$bpc" help run > help.txt 2>&1 && grep -q "bpc run MODEL.yaml" help.txt && ok "bpc help run" || bad "bpc help run"
+"$bpc" compile cls.yaml -o never --cpu bogus >/dev/null 2>err.txt
+rc=$?
+if [ $rc -eq 1 ] && [ ! -e never ] && grep -q "bogus" err.txt; then ok "--cpu bogus: exit 1"; else bad "--cpu bogus (rc $rc)"; fi
+printf 'bpc: 1\nname: huge\ndims: {N: 1048576, M: 524288}\ninputs: {x: {shape: [2, N]}}\nparams: {w: {shape: [N, M]}}\ngraph: {loss: sum(x @ w)}\nloss: loss\n' > huge.yaml
+"$bpc" grad huge.yaml --inputs none.safetensors -o never.safetensors >/dev/null 2>err.txt
+rc=$?
+if [ $rc -eq 1 ] && grep -q "out of memory" err.txt && [ ! -e never.safetensors ]; then ok "a model too large for memory: exit 1"; else bad "huge model (rc $rc): $(head -c 300 err.txt)"; fi
+{ printf 'bpc: 1\nname: long\ninputs: {x: {shape: [3]}}\ngraph:\n  loss: sum(x'; for i in $(seq 1 50000); do printf ' + x'; done; printf ')\nloss: loss\n'; } > long.yaml
+if "$bpc" check long.yaml >/dev/null 2>&1; then ok "a 50,000-term expression"; else bad "a 50,000-term expression"; fi
+
 # a C program driving the model through --emit lib (examples/capi)
 if out=$(BUILD=$(dirname "$bpc") "$root/examples/capi/run.sh" 2>&1) && echo "$out" | grep -q "step 500"; then
   ok "examples/capi trains xor through --emit lib"

@@ -214,6 +214,18 @@ Test(codegen, operand_promotion, .timeout = 300) {
   compare_texts(texts, sizeof texts / sizeof *texts, "operand promotion");
 }
 
+// Ops without a gradient rule of their own (stop_gradient, comparisons,
+// argmax, one_hot, accuracy) in generated code against the interpreter:
+// stop_gradient on a param and on a value, in and out of a fused loop.
+Test(codegen, ops_without_gradient, .timeout = 300) {
+  static const char *texts[] = {
+      P2("a", "[4]", "b", "[3, 4]") "graph:\n  s: stop_gradient(a)\n  out: s * b\n",
+      P2("a", "[5, 7]", "b", "[7]") "graph:\n  out: a * stop_gradient(a * b) + stop_gradient(b) + greater(a, b) * less(a, 0.5) + equal(b, b)\n",
+      P2("a", "[4, 6]", "b", "[6]") "graph:\n  out: one_hot(argmax(a * b, axis=-1), 6) * a + stop_gradient(sum(a, axis=0)) * b\n",
+  };
+  compare_texts(texts, sizeof texts / sizeof *texts, "ops without gradient");
+}
+
 Test(codegen, every_model, .timeout = 600) {
   static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");

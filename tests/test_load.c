@@ -461,7 +461,8 @@ Test(model, train_default_adam) {
 Test(model, data_sections) {
   char cwd[4096];
   cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
-  const char *text = HEAD "inputs: {x: {shape: [2]}, t: {shape: [2], dtype: i32}}\n"
+  const char *text = HEAD "dims: {B: 2}\n"
+                          "inputs: {x: {shape: [2]}, t: {shape: [B, 1], dtype: i32}}\n"
                           "graph: {y: x * 2}\n"
                           "data:\n"
                           "  train: {format: text, path: poems.txt, tokens: t, targets: t}\n"
