@@ -424,14 +424,35 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
     epi[id] = -1;
     for (int k = 0; k < graph_node(g, id)->nin; k++) uses[graph_node(g, id)->in[k]]++;
   }
+  // The matmul may feed any node of the loop's tree (relu(x @ w + b): the
+  // add is inlined into the relu), not only its root; every leaf the tree
+  // reads must then be addressable by rows.
+  int *tree = xmalloc(sizeof(int) * (size_t)(n ? n : 1));
   for (int id = 0; fuse && id < n; id++) {
     const Node *nd = graph_node(g, id);
     if (!is_ew(nd) || into[id] >= 0) continue;
-    for (int k = 0; k < nd->nin; k++) {
-      const Node *m = graph_node(g, nd->in[k]);
-      if (m->op == OP_MATMUL && uses[m->id] == 1 && !result[m->id] && epi[id] < 0 && epilogue_ok(g, m, nd)) epi[id] = m->id;
+    int nt = 0;
+    tree[nt++] = id;
+    for (int t = 0; t < nt; t++)  // into[] points forward: a node's inlined producers have smaller ids
+      for (int k = 0; k < graph_node(g, tree[t])->nin; k++) {
+        int x = graph_node(g, tree[t])->in[k];
+        if (into[x] == tree[t]) tree[nt++] = x;
+      }
+    int cand = -1;
+    bool rows_ok = true;
+    for (int t = 0; t < nt; t++) {
+      const Node *tn = graph_node(g, tree[t]);
+      for (int k = 0; k < tn->nin; k++) {
+        int x = tn->in[k];
+        if (into[x] == tree[t]) continue;
+        const Node *m = graph_node(g, x);
+        if (cand < 0 && m->op == OP_MATMUL && uses[x] == 1 && !result[x] && epilogue_ok(g, m, nd)) cand = x;
+        else if (!rows_addressable(g, x, &nd->shape)) rows_ok = false;
+      }
     }
+    if (cand >= 0 && rows_ok) epi[id] = cand;
   }
+  free(tree);
   bool *is_epi_mm = xcalloc((size_t)(n ? n : 1), 1);
   for (int id = 0; id < n; id++)
     if (epi[id] >= 0) is_epi_mm[epi[id]] = true;

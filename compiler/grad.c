@@ -97,7 +97,9 @@ void grad_tanh(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, SUB(C
 void grad_sigmoid(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, MUL(n->id, SUB(C(1), n->id))); }
 
 // relu'(0) = 0 (SPEC 5).
-void grad_relu(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, ad_bin(ad, OP_GREATER, X_(0), C(0))); }
+// From the output, as torch's threshold_backward: relu(x) > 0 iff x > 0, and the
+// forward's pre-activation (a GEMM epilogue's input) then need not be stored.
+void grad_relu(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, ad_bin(ad, OP_GREATER, n->id, C(0))); }
 
 void grad_leaky_relu(AD *ad, const Node *n, int gy, int *gin) {
   double alpha = n->attr.f[0];

@@ -310,3 +310,50 @@ Test(codegen, memory_plan_has_no_overlaps) {
   cap_close(&c);
   arena_free(&a);
 }
+
+// Fusion shapes the speed depends on: relu(x @ w + b) is one GEMM with its
+// epilogue and stores only the relu (the backward's mask reads the output,
+// as torch's threshold_backward), and a residual x + (h @ w + b) fuses the
+// matmul though it feeds the inner add, not the loop's root.
+Test(codegen, matmul_epilogues_through_the_tree) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  static const char text[] =
+      "bpc: 1\nname: e\ndims: {B: 8}\ninputs: {x: {shape: [B, 16]}, y: {shape: [B], dtype: i32}}\n"
+      "params:\n  w1: {shape: [16, 32]}\n  b1: {shape: [32]}\n  w2: {shape: [32, 16]}\n  b2: {shape: [16]}\n"
+      "  w3: {shape: [16, 4]}\n"
+      "graph:\n  h: relu(x @ w1 + b1)\n  r: x + (h @ w2 + b2)\n  loss: cross_entropy(r @ w3, y)\nloss: loss\n";
+  Model *m = model_load_text(&a, &c.d, "e.yaml", text, sizeof text - 1);
+  cr_assert(m, "%s", cap_text(&c));
+  Graph *g = graph_build(m, &c.d, NULL, 0, DT_F32);
+  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
+  Graph *s = simplify(g, SIMP_ALL), *lowered;
+  Program *p = program_plan(s, true, true, &lowered);
+  int relu_epi = 0, residual_epi = 0;
+  for (int k = 0; k < p->kernels.n; k++) {
+    const Kernel *kr = &p->kernels.v[k];
+    if (kr->mm < 0) continue;
+    bool relu = false, two_adds = false;
+    int adds = 0;
+    for (int i = 0; i < kr->nnodes; i++) {
+      Op op = graph_node(p->g, kr->nodes[i])->op;
+      relu |= op == OP_RELU;
+      adds += op == OP_ADD;
+    }
+    two_adds = adds == 2;
+    if (relu) {
+      relu_epi++;
+      cr_expect_eq(kr->nouts, 0, "relu's epilogue stores %d more values", kr->nouts);
+    }
+    residual_epi += two_adds;
+  }
+  cr_expect_eq(relu_epi, 1, "relu(x @ w1 + b1) is not one GEMM epilogue");
+  cr_expect_eq(residual_epi, 1, "x + (h @ w2 + b2) is not one GEMM epilogue");
+  program_free(p);
+  graph_free(lowered);
+  graph_free(s);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
