@@ -258,17 +258,38 @@ Test(codegen, every_model, .timeout = 600) {
   closedir(dir);
 }
 
+// A model planned as the trainer's step program (fused), and its teardown.
+typedef struct {
+  Arena a;
+  Captured c;
+  Graph *g, *s, *lowered;
+  Program *p;
+} Planned;
+
+static void plan(Planned *pl, Model *m, const DimOverride *ov, int nov) {
+  pl->g = graph_build(m, &pl->c.d, ov, nov, DT_F32);
+  cr_assert(pl->g && ad_backward(pl->g), "%s", cap_text(&pl->c));
+  pl->s = simplify(pl->g, SIMP_ALL);
+  pl->p = program_plan(pl->s, true, true, &pl->lowered);
+}
+
+static void planned_free(Planned *pl) {
+  program_free(pl->p);
+  graph_free(pl->lowered);
+  graph_free(pl->s);
+  graph_free(pl->g);
+  cap_close(&pl->c);
+  arena_free(&pl->a);
+}
+
 // No two stored values whose lifetimes overlap share bytes.
 Test(codegen, memory_plan_has_no_overlaps) {
-  Arena a = {0};
-  Captured c;
-  cap_open(&c);
-  Model *m = model_load(&a, &c.d, BPC_SOURCE_DIR "/models/gpt_poetry.yaml");
+  Planned pl = {0};
+  cap_open(&pl.c);
+  Model *m = model_load(&pl.a, &pl.c.d, BPC_SOURCE_DIR "/models/gpt_poetry.yaml");
   DimOverride ov[] = {{"B", 2}, {"T", 8}, {"C", 16}, {"NH", 2}, {"L", 2}};
-  Graph *g = graph_build(m, &c.d, ov, 5, DT_F32);
-  cr_assert(g && ad_backward(g));
-  Graph *s = simplify(g, SIMP_ALL), *lowered;
-  Program *p = program_plan(s, true, true, &lowered);
+  plan(&pl, m, ov, 5);
+  Program *p = pl.p;
   const Graph *lg = p->g;
   int n = lg->nodes.n, nk = p->kernels.n;
   int *def = malloc(sizeof(int) * (size_t)n), *last = malloc(sizeof(int) * (size_t)n);
@@ -303,12 +324,7 @@ Test(codegen, memory_plan_has_no_overlaps) {
   cr_expect_lt(p->arena_bytes, p->naive_bytes);
   free(def);
   free(last);
-  program_free(p);
-  graph_free(lowered);
-  graph_free(s);
-  graph_free(g);
-  cap_close(&c);
-  arena_free(&a);
+  planned_free(&pl);
 }
 
 // Fusion shapes the speed depends on: relu(x @ w + b) is one GEMM with its
@@ -316,20 +332,17 @@ Test(codegen, memory_plan_has_no_overlaps) {
 // as torch's threshold_backward), and a residual x + (h @ w + b) fuses the
 // matmul though it feeds the inner add, not the loop's root.
 Test(codegen, matmul_epilogues_through_the_tree) {
-  Arena a = {0};
-  Captured c;
-  cap_open(&c);
+  Planned pl = {0};
+  cap_open(&pl.c);
   static const char text[] =
       "bpc: 1\nname: e\ndims: {B: 8}\ninputs: {x: {shape: [B, 16]}, y: {shape: [B], dtype: i32}}\n"
       "params:\n  w1: {shape: [16, 32]}\n  b1: {shape: [32]}\n  w2: {shape: [32, 16]}\n  b2: {shape: [16]}\n"
       "  w3: {shape: [16, 4]}\n"
       "graph:\n  h: relu(x @ w1 + b1)\n  r: x + (h @ w2 + b2)\n  loss: cross_entropy(r @ w3, y)\nloss: loss\n";
-  Model *m = model_load_text(&a, &c.d, "e.yaml", text, sizeof text - 1);
-  cr_assert(m, "%s", cap_text(&c));
-  Graph *g = graph_build(m, &c.d, NULL, 0, DT_F32);
-  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
-  Graph *s = simplify(g, SIMP_ALL), *lowered;
-  Program *p = program_plan(s, true, true, &lowered);
+  Model *m = model_load_text(&pl.a, &pl.c.d, "e.yaml", text, sizeof text - 1);
+  cr_assert(m, "%s", cap_text(&pl.c));
+  plan(&pl, m, NULL, 0);
+  const Program *p = pl.p;
   int relu_epi = 0, residual_epi = 0;
   for (int k = 0; k < p->kernels.n; k++) {
     const Kernel *kr = &p->kernels.v[k];
@@ -350,10 +363,5 @@ Test(codegen, matmul_epilogues_through_the_tree) {
   }
   cr_expect_eq(relu_epi, 1, "relu(x @ w1 + b1) is not one GEMM epilogue");
   cr_expect_eq(residual_epi, 1, "x + (h @ w2 + b2) is not one GEMM epilogue");
-  program_free(p);
-  graph_free(lowered);
-  graph_free(s);
-  graph_free(g);
-  cap_close(&c);
-  arena_free(&a);
+  planned_free(&pl);
 }
