@@ -178,6 +178,12 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
       P2("a", "[95, 70]", "b", "[70, 19]") "graph:\n  h: a @ b\n  out: exp(h * 0.1) * h\n",
       P2("a", "[33, 40]", "b", "[130, 40]") "graph:\n  out: matmul(a, b, transpose_b=true)\n",
       P2("a", "[40, 130]", "b", "[40, 17]") "graph:\n  out: matmul(a, b, transpose_a=true) - 1\n",
+      // epilogues after a GEMM of three blocks of k and three MC row blocks,
+      // and after a column split past one NC block
+      P2("a", "[300, 800]", "b", "[800, 150]") "  c: {shape: [150], init: normal(1)}\n"
+      "graph:\n  out: gelu((a @ b) * 0.05 + c)\n",
+      P2("a", "[20, 50]", "b", "[50, 4200]") "  c: {shape: [4200], init: normal(1)}\n"
+      "graph:\n  out: relu(a @ b + c) * 0.1\n",
   };
   compare_texts(texts, sizeof texts / sizeof *texts, "gemm split");
 }

@@ -510,7 +510,11 @@ Test(trainer, sigkill_during_checkpoints_leaves_loadable_files) {
   for (int round = 0; round < 6; round++) {
     pid_t pid = start(js, (char *[]){"trainer", "--steps", "1000000", "--checkpoint-every", "1", "--save",
                                      in_tmp("k.safetensors"), "--quiet", NULL});
-    usleep(150000 + 37000 * (useconds_t)round);
+    // Kill while it writes checkpoints: first wait for one (a loaded machine
+    // or a sanitizer build can take longer than any fixed delay to get there).
+    for (int w = 0; w < 2000 && !exists(in_tmp("k.step1.safetensors")); w++)
+      usleep(10000);
+    usleep(20000 + 37000 * (useconds_t)round);
     kill(pid, SIGKILL);
     cr_assert_eq(finish(pid), 128 + SIGKILL);
     DIR *d = opendir(tmpdir);
