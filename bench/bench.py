@@ -35,8 +35,8 @@ OPENBLAS_OMP = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
 MODELS = [
     ("xor", "xor", {}, 2000, 5),
     ("mlp", "mlp", {}, 150, 5),
-    ("gpt_poetry", "gpt", {}, 30, 3),
-    ("gpt2_small", "gpt", dict(L=12, C=768, NH=12, T=64, B=4, V=50257), 8, 3),
+    ("gpt_poetry", "gpt", {}, 30, 5),
+    ("gpt2_small", "gpt", dict(L=12, C=768, NH=12, T=64, B=4, V=50257), 8, 5),
     ("convnet", "convnet", {}, 100, 5),
 ]
 
