@@ -86,6 +86,8 @@ typedef struct SrcFile {
   const char *path;  // as given by the user
   const char *text;  // whole contents (may hold NULs; len counts them)
   size_t len;
+  const size_t *lines;  // byte offset of each line's start (lines[0] = 0), nlines of them; may be NULL
+  int nlines;
 } SrcFile;
 
 // A position in a source file, 1-based. file == NULL: no position.

@@ -19,6 +19,7 @@
 //   - an empty (null) optional section is the same as an absent one;
 //   - an i32 param must be `trainable: false`.
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -924,6 +925,17 @@ Model *model_load_text(Arena *a, Diag *d, const char *path, const char *text, si
   f->path = arena_strdup(a, path);
   f->text = arena_strndup(a, text, len);
   f->len = len;
+  // Line starts, so that a position's source line is found without a scan
+  // from the top (per expression, that scan made long models quadratic).
+  size_t nl = 1;
+  for (size_t i = 0; i < len; i++) nl += text[i] == '\n';
+  if (nl < INT_MAX) {
+    size_t *ls = arena_alloc(a, sizeof(size_t) * nl);
+    ls[0] = 0;
+    for (size_t i = 0, k = 1; i < len; i++)
+      if (text[i] == '\n') ls[k++] = i + 1;
+    f->lines = ls, f->nlines = (int)nl;
+  }
   int nerr = d->nerr;
   YNode *root = yaml_parse(a, d, f);
   if (!root) return NULL;

@@ -66,8 +66,11 @@ static const char *node_src(const YNode *node, const char **end) {
   const SrcFile *f = node->loc.file;
   if (!f || !f->text) return NULL;
   size_t i = 0;
-  for (int l = 1; l < node->loc.line && i < f->len; i++)
-    if (f->text[i] == '\n') l++;
+  if (f->lines && node->loc.line >= 1 && node->loc.line <= f->nlines)
+    i = f->lines[node->loc.line - 1];
+  else
+    for (int l = 1; l < node->loc.line && i < f->len; i++)
+      if (f->text[i] == '\n') l++;
   *end = f->text + f->len;
   const char *src = f->text + i + (node->loc.col - 1);
   return src > *end ? *end : src;
