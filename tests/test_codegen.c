@@ -188,6 +188,21 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
   compare_texts(texts, sizeof texts / sizeof *texts, "gemm split");
 }
 
+// A GEMM epilogue walks its operands as [rows, N]: every leaf of the loop's
+// tree must be addressable so, not only the root's operands. Found by
+// differential fuzzing: a broadcast along a middle axis read under an
+// inlined node of the tree ([3, 1] in maximum's gradient, [2, 1, 4] in a
+// gradient sum) took batch row 0 for every batch.
+Test(codegen, epilogue_leaves_broadcast_along_middle_axes, .timeout = 300) {
+  static const char *texts[] = {
+      "inputs:\n  x: {shape: [2, 3, 4]}\n  v: {shape: [4, 2]}\n" P2("w", "[3, 1]", "u", "[1, 3, 1]")
+      "graph:\n  out: maximum(x, w) @ v + minimum(x, u) @ v\n",
+      "inputs:\n  x: {shape: [2, 3, 4]}\n  y: {shape: [2, 1, 4]}\n  w: {shape: [4, 1]}\n" P2("b", "[4]", "c", "[3, 2, 1, 4]")
+      "graph:\n  h: x + b\n  out: sum(h * y) + sum(h @ w) + sum((c + 1) * c @ transpose(c))\n",
+  };
+  compare_texts(texts, sizeof texts / sizeof *texts, "epilogue leaves");
+}
+
 // Reductions over leading axes with few columns and batch_norm run by row
 // blocks (partials in parallel, combined in block order): several blocks
 // each, against the interpreter and bit-identical to one thread unfused.
