@@ -83,9 +83,10 @@ double s_gelu(const double *x, const Attr *a) {
   double v = x[0];
   if (a->b[0]) {
     double c = sqrt(2.0 / M_PI);
-    return 0.5 * v * (1.0 + tanh(c * (v + 0.044715 * v * v * v)));
+    // 0.5 v (1 + tanh u) = v sigmoid(2u): no cancellation to 0 far below zero
+    return v / (1.0 + exp(-2.0 * c * (v + 0.044715 * v * v * v)));
   }
-  return 0.5 * v * (1.0 + erf(v / M_SQRT2));
+  return 0.5 * v * erfc(-v / M_SQRT2);  // not 1 + erf: that cancels to 0 for v below about -8
 }
 
 double s_silu(const double *x, const Attr *a) { return x[0] * sigmoid(x[0]); }

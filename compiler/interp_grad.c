@@ -19,7 +19,7 @@ double s_gelu_grad(const double *x, const Attr *a) {
     double t = tanh(u);
     return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * 0.044715 * v * v);
   }
-  return 0.5 * (1 + erf(v / sqrt(2.0))) + v * INV_SQRT_2PI * exp(-0.5 * v * v);
+  return 0.5 * erfc(-v / sqrt(2.0)) + v * INV_SQRT_2PI * exp(-0.5 * v * v);  // erfc: exact in the far tail
 }
 
 // Index of x's element i in the keepdims-shaped reduction result.

@@ -273,6 +273,13 @@ Test(interp, gelu_both_forms) {
   run(g, it);
   CHECK(it, approx, 1e-14, -0.15880800939172324, 0, 0.8411919906082768);
   CHECK(it, exact, 1e-14, -0.15865525393145707, 0, 0.8413447460685429);
+  // Far below zero both forms keep their tiny value (1 + erf or 1 + tanh
+  // would cancel to 0), as the native kernels do.
+  SET(it, x, -10, -10, -10);
+  run(g, it);
+  double e = interp_value(it, exact)->v[0], t = interp_value(it, approx)->v[0];
+  cr_expect(fabs(e / -7.619853024160593e-23 - 1) < 1e-12, "erf form gelu(-10) = %.17g", e);
+  cr_expect(fabs(t / -1.2040923482098023e-37 - 1) < 1e-9, "tanh form gelu(-10) = %.17g", t);
   interp_free(it);
   graph_free(g);
 }
