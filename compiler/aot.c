@@ -14,18 +14,16 @@
 
 extern char **environ;
 
-// The dim naming the batch: the first dim of the `tokens` input, if it is a name.
-static const char *batch_dim(const Model *m, Diag *d) {
+// The dim naming the batch: the first dim of the `tokens` input, a [B, T]
+// i32 input with B a dim name (load.c's load_generate checked it).
+static const char *batch_dim(const Model *m) {
   for (int i = 0; i < m->ninputs; i++) {
     const TensorDecl *t = &m->inputs[i];
     if (strcmp(t->name, m->gen.tokens)) continue;
-    if (t->rank == 2 && t->shape[0]->kind == EX_NAME) return t->shape[0]->name;
-    diag_error(d, t->loc, "generate: the tokens input '%s' must have shape [B, T] with B a dim name "
-               "(sampling specializes it to 1)", t->name);
-    return NULL;
+    BPC_ASSERT(t->rank == 2 && t->shape[0]->kind == EX_NAME);
+    return t->shape[0]->name;
   }
-  diag_error(d, m->gen.loc, "generate: no input named '%s'", m->gen.tokens);
-  return NULL;
+  bpc_bug(__FILE__, __LINE__, "generate: no input named '%s'", m->gen.tokens);
 }
 
 bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
@@ -54,8 +52,7 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   graph_free(e);
   // sample: batch 1, logits only
   if (m->gen.present) {
-    const char *bdim = batch_dim(m, d);
-    if (!bdim) return false;
+    const char *bdim = batch_dim(m);
     DimOverride *ov1 = xmalloc(sizeof(DimOverride) * (size_t)(nov + 1));
     memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
     ov1[nov] = (DimOverride){bdim, 1};

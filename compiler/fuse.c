@@ -250,16 +250,14 @@ static void drop_unneeded_outs(Program *p, const bool *result) {
   free(readers);
 }
 
-// Can elementwise node e (the only consumer of matmul m) run as m's
-// epilogue on m's rows? Needs one GEMM (no batch loop), e of m's shape and
-// dtype, and every other operand addressable as [rows, N].
+// Can loop root e (whose tree holds the only consumer of matmul m) run as
+// m's epilogue on m's rows? Needs one GEMM (no batch loop) and e of m's
+// shape and dtype; program_new checks that the tree's other leaves are
+// addressable as [rows, N].
 static bool epilogue_ok(const Graph *g, const Node *m, const Node *e) {
   int64_t M, N, K, batch;
   matmul_dims(g, m, &M, &N, &K, &batch);
-  if (batch != 1 || !shape_eq(&m->shape, &e->shape) || m->dtype != e->dtype) return false;
-  for (int k = 0; k < e->nin; k++)
-    if (!rows_addressable(g, e->in[k], &e->shape)) return false;
-  return true;
+  return batch == 1 && shape_eq(&m->shape, &e->shape) && m->dtype == e->dtype;
 }
 
 // A leaf whose new value (a state or param update) an elementwise kernel

@@ -281,6 +281,13 @@ static bool check_input(Loader *L, const YNode *n, const char *what) {
   return check_ref(L, n->str, n->loc, "input", cands, L->m->ninputs);
 }
 
+// The model input named `name`, or NULL.
+static const TensorDecl *find_input(const Loader *L, const char *name) {
+  for (int i = 0; i < L->m->ninputs; i++)
+    if (!strcmp(L->m->inputs[i].name, name)) return &L->m->inputs[i];
+  return NULL;
+}
+
 static bool check_entry(Loader *L, const char *name, Loc loc) {
   const char **cands = arena_alloc(L->a, sizeof(char *) * (size_t)(L->m->nentries + 1));
   for (int i = 0; i < L->m->nentries; i++) cands[i] = L->m->entries[i].name;
@@ -761,12 +768,10 @@ static void load_scales(Loader *L, const YNode *n, DataCfg *c) {
   for (int i = 0; i < n->n; i++) {
     DataScale s = {n->keys[i]->str, 1};
     if (!check_input(L, n->keys[i], "scale input")) continue;
-    for (int j = 0; j < L->m->ninputs; j++)
-      if (!strcmp(L->m->inputs[j].name, s.input) && L->m->inputs[j].dtype == DT_I32) {
-        diag_error(L->d, n->keys[i]->loc, "scale applies to float inputs; '%s' is i32", s.input);
-        s.input = NULL;
-      }
-    if (s.input && get_num(L, n->items[i], "scale", &s.scale)) c->scales[c->nscales++] = s;
+    if (find_input(L, s.input)->dtype == DT_I32)
+      diag_error(L->d, n->keys[i]->loc, "scale applies to float inputs; '%s' is i32", s.input);
+    else if (get_num(L, n->items[i], "scale", &s.scale))
+      c->scales[c->nscales++] = s;
   }
 }
 
@@ -844,15 +849,12 @@ static void load_generate(Loader *L, const YNode *n) {
   const YNode *x;
   if ((x = require(L, n, "tokens", "generate")) && check_input(L, x, "tokens")) {
     g->tokens = x->str;
-    // The sampler feeds byte ids as [B, T] and specializes B to 1: `bpc check`
-    // says so here rather than `sample` at run time.
-    for (int i = 0; i < L->m->ninputs; i++) {
-      const TensorDecl *t = &L->m->inputs[i];
-      if (strcmp(t->name, x->str)) continue;
-      if (t->dtype != DT_I32 || t->rank != 2 || t->shape[0]->kind != EX_NAME)
-        diag_error(L->d, x->loc, "generate: the tokens input '%s' must be i32 with shape [B, T], B a dim name "
-                   "(sampling specializes it to 1)", t->name);
-    }
+    // The sampler feeds byte ids as [B, T] and specializes B to 1 (aot.c's
+    // batch_dim): `bpc check` says so here rather than `sample` at run time.
+    const TensorDecl *t = find_input(L, x->str);
+    if (t->dtype != DT_I32 || t->rank != 2 || t->shape[0]->kind != EX_NAME)
+      diag_error(L->d, x->loc, "generate: the tokens input '%s' must be i32 with shape [B, T], B a dim name "
+                 "(sampling specializes it to 1)", t->name);
   }
   if ((x = require(L, n, "logits", "generate")) && want_ident(L, x, "logits") &&
       check_entry(L, x->str, x->loc))

@@ -435,7 +435,7 @@ static bool check_limits(const Dataset *ds, const Prog *p, char *err, size_t err
     const TDesc *t = &p->t[i];
     if (t->role != ROLE_INPUT || t->dtype != BPCRT_I32 || t->limit <= 0)
       continue;
-    const char *what = t->limit_code == 1 ? "embedding id" : "label";
+    const char *what = status_what(t->limit_code);
     char where[600];
     if (ds->format == FMT_TEXT) {  // tokens and targets are the file's bytes
       if (strcmp(t->name, ds->tok_name) && (!ds->tgt_name || strcmp(t->name, ds->tgt_name)))

@@ -503,7 +503,7 @@ static bool run(Arena *a, void (*fn)(bpcrt_ctx *), const Dataset *ds, const int6
   fn(&a->ctx);
   if (!st[0])
     return true;
-  const char *what = st[0] == 1 ? "embedding id" : st[0] == 2 ? "label" : "value";
+  const char *what = status_what(st[0]);
   char where[600] = "";
   for (int i = 0; i < a->p->n && !where[0] && ds; i++) {
     const TDesc *d = &a->p->t[i];

@@ -133,6 +133,12 @@ typedef struct {
   char *tok_name, *tgt_name;
 } Dataset;
 
+// What a status code (the step's status words, a TDesc's limit_code; ABI.md)
+// says is out of range, as the error message names it.
+static inline const char *status_what(int64_t code) {
+  return code == 1 ? "embedding id" : code == 2 ? "label" : "value";
+}
+
 // Loads `dd` for the inputs of program `p` (batch axis 0 of each input).
 // path_override replaces the file (idx: a folder holding both files).
 bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path_override,
