@@ -493,6 +493,9 @@ int g_const(Graph *g, double v, Loc loc);  // scalar in g->fdtype
 int g_unary(Graph *g, Op op, int a, Loc loc);
 int g_binary(Graph *g, Op op, int a, int b, Loc loc);
 Attr attr_default(Op op);  // schema defaults applied (naxes -1 etc.)
+// The operand index of n's tensor parameter `name` (schema order), or -1 when
+// that optional tensor was not given (attention's `mask`).
+int node_operand(const Node *n, const char *name);
 bool dtype_is_float(DType t);
 
 // ============================================================ shape.c
@@ -767,6 +770,10 @@ BPC_OPS(X)
 #undef X
 // The plain matmul kernel (no transpose flags); interp_matmul_t wraps it.
 void interp_matmul(Interp *it, const Node *n, Value *out, const Value *const *in);
+// Attention with an explicit key mask (B, Tk) or NULL, and whether query i of
+// batch b sees key j (causal, mask); interp_grad.c shares them.
+void interp_attention_masked(const Node *n, Value *out, const Value *const *in, const double *mask);
+bool attention_key(const Node *n, const double *mask, int64_t b, int64_t Tk, int64_t i, int64_t j);
 double s_const(const double *x, const Attr *a);
 double s_copy(const double *x, const Attr *a);
 double s_add(const double *x, const Attr *a);

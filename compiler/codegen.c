@@ -991,8 +991,10 @@ static void emit_call(CG *c, const Kernel *k) {
     LLVMValueRef sp = scratch_ptr(c), in[3], null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
     for (int w = 0; w < 3; w++)
       in[w] = packed ? LLVMBuildGEP2(c->b, ftype(c, t), P(IN(0)), (LLVMValueRef[]){I64(c, w * C)}, 1, "") : P(IN(w));
+    int mi = node_operand(n, "mask");
+    LLVMValueRef mask = mi >= 0 ? P(IN(mi)) : null;
     if (fwd)
-      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, ld), sp}, 12, B * H, work);
+      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp}, 13, B * H, work);
     if (packed || a->i[1] == 3) {
       for (int w = 0; w < 3; w++) {
         LLVMValueRef off = I64(c, packed ? w * C : attention_grad_offset(q, kk, w));
@@ -1001,7 +1003,7 @@ static void emit_call(CG *c, const Kernel *k) {
     } else {
       outs[a->i[1]] = P(k->root);
     }
-    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), I64(c, ld), I64(c, ld), sp}, 16, B * H, work);
+    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
   }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
     int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];

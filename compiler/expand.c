@@ -363,7 +363,7 @@ static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
       const char *c[8];
       int nc = 0;
       for (int i = 0; i < info->nparams; i++)
-        if (info->params[i].kind != 't' && info->params[i].kind != 'T') c[nc++] = info->params[i].name;
+        if ((info->params[i].kind != 't' || info->params[i].def) && info->params[i].kind != 'T') c[nc++] = info->params[i].name;
       const char *hint = closest_name(e->kwnames[k], c, nc);
       if (hint) diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'; did you mean '%s'?", info->name, e->kwnames[k], hint);
       else diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'", info->name, e->kwnames[k]);
@@ -709,8 +709,10 @@ static void pack_attention(Graph *g) {
       x = s->in[0];
     }
     if (!packed) continue;
+    int m = node_operand(n, "mask");
     n->op = OP_ATTENTION_QKV;
-    n->nin = 1;
+    n->in[1] = m >= 0 ? n->in[m] : -1;  // the optional mask follows x
+    n->nin = m >= 0 ? 2 : 1;
     n->in[0] = x;
   }
 }

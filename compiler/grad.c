@@ -333,12 +333,12 @@ void grad_log_softmax(AD *ad, const Node *n, int gy, int *gin) {
 
 // One backward kernel computes dq, dk and dv together (they share P and dS):
 // a node with which=3 writes them flattened one after the other, and each
-// gradient is a slice of it, reshaped.
+// gradient is a slice of it, reshaped. The mask gets no gradient (SPEC 6.1).
 void grad_attention(AD *ad, const Node *n, int gy, int *gin) {
   Attr a = attr_default(OP_ATTENTION_GRAD);
   a.i[0] = n->attr.i[0], a.b[0] = n->attr.b[0], a.i[1] = 3;
-  int in[4] = {X_(0), X_(1), X_(2), gy};
-  int all = ad_op(ad, OP_ATTENTION_GRAD, 4, in, &a);
+  int m = node_operand(n, "mask"), in[5] = {X_(0), X_(1), X_(2), gy, m >= 0 ? X_(m) : -1};
+  int all = ad_op(ad, OP_ATTENTION_GRAD, m >= 0 ? 5 : 4, in, &a);
   const Shape *q = shape_of(ad, X_(0)), *kk = shape_of(ad, X_(1));
   for (int k = 0; k < 3; k++) {
     int part = slice_of(ad, all, attention_grad_offset(q, kk, k), attention_grad_offset(q, kk, k + 1), 0);
@@ -352,8 +352,8 @@ void grad_attention(AD *ad, const Node *n, int gy, int *gin) {
 void grad_attention_qkv(AD *ad, const Node *n, int gy, int *gin) {
   Attr a = attr_default(OP_ATTENTION_QKV_GRAD);
   a.i[0] = n->attr.i[0], a.b[0] = n->attr.b[0];
-  int in[2] = {X_(0), gy};
-  gin[0] = ad_op(ad, OP_ATTENTION_QKV_GRAD, 2, in, &a);
+  int m = node_operand(n, "mask"), in[3] = {X_(0), gy, m >= 0 ? X_(m) : -1};
+  gin[0] = ad_op(ad, OP_ATTENTION_QKV_GRAD, m >= 0 ? 3 : 2, in, &a);
 }
 
 void grad_causal_mask(AD *ad, const Node *n, int gy, int *gin) { gin[0] = ad_un(ad, OP_CAUSAL_MASK_GRAD, gy); }

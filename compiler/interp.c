@@ -509,8 +509,13 @@ void interp_log_softmax(Interp *it, const Node *n, Value *out, const Value *cons
 // ============================================================ attention
 
 // q (B,Tq,C), k v (B,Tk,C); head h owns channels [h*hs, (h+1)*hs), hs = C/H.
-// Scores q_h k_h^T / sqrt(hs), key j > query i masked when causal.
-void interp_attention(Interp *it, const Node *n, Value *out, const Value *const *in) {
+// Scores q_h k_h^T / sqrt(hs), key j > query i masked when causal, key j of
+// batch b masked where mask (B,Tk) is 0; a query with no key left gets 0.
+bool attention_key(const Node *n, const double *mask, int64_t b, int64_t Tk, int64_t i, int64_t j) {
+  return !(n->attr.b[0] && j > i) && (!mask || mask[b * Tk + j] != 0);
+}
+
+void interp_attention_masked(const Node *n, Value *out, const Value *const *in, const double *mask) {
   const Value *q = in[0], *k = in[1], *v = in[2];
   BPC_ASSERT(q->shape.rank == 3 && k->shape.rank == 3 && v->shape.rank == 3);
   int64_t B = q->shape.d[0], Tq = q->shape.d[1], C = q->shape.d[2];
@@ -528,9 +533,10 @@ void interp_attention(Interp *it, const Node *n, Value *out, const Value *const 
           const double *kj = k->v + (b * Tk + j) * C + h * hs;
           double dot = 0;
           for (int64_t d = 0; d < hs; d++) dot += qi[d] * kj[d];
-          p[j] = n->attr.b[0] && j > i ? -INFINITY : dot * scale;
+          p[j] = attention_key(n, mask, b, Tk, i, j) ? dot * scale : -INFINITY;
           m = fmax(m, p[j]);
         }
+        if (m == -INFINITY) continue;  // no key: output 0 (out starts zeroed)
         for (int64_t j = 0; j < Tk; j++) {
           p[j] = exp(p[j] - m);  // masked keys: exp(-inf) = 0
           s += p[j];
@@ -542,6 +548,11 @@ void interp_attention(Interp *it, const Node *n, Value *out, const Value *const 
         }
       }
   free(p);
+}
+
+void interp_attention(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  int m = node_operand(n, "mask");
+  interp_attention_masked(n, out, in, m >= 0 ? in[m]->v : NULL);
 }
 
 // A copy of x with -inf where column > row in the last two axes.

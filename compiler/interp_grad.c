@@ -147,11 +147,10 @@ void interp_batch_norm_dx(Interp *it, const Node *n, Value *out, const Value *co
 // dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dP * P)), dQ = dS K * scale,
 // dK = dS^T Q * scale. attr.i[1] picks which of dQ, dK, dV this node is; 3: all
 // three, flattened one after the other (dq, dk, dv).
-void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *const *in) {
+static void attention_grad_masked(const Node *n, Value *out, const Value *const *in, const double *mask) {
   const Value *q = in[0], *k = in[1], *v = in[2], *gy = in[3];
   int64_t B = q->shape.d[0], Tq = q->shape.d[1], Tk = k->shape.d[1], C = q->shape.d[2];
   int64_t H = n->attr.i[0], hs = C / H;
-  bool causal = n->attr.b[0];
   int which = (int)n->attr.i[1];
   double scale = 1 / sqrt((double)hs);
   double *P = malloc(sizeof(double) * (size_t)(Tq * Tk)), *dS = malloc(sizeof(double) * (size_t)(Tq * Tk));
@@ -163,7 +162,7 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
         double mx = -INFINITY, sum = 0;
         for (int64_t j = 0; j < Tk; j++) {
           double s = -INFINITY;
-          if (!causal || j <= i) {
+          if (attention_key(n, mask, b, Tk, i, j)) {
             s = 0;
             for (int64_t c = 0; c < hs; c++) s += Q[i * C + c] * K[j * C + c];
             s *= scale;
@@ -171,7 +170,8 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
           P[i * Tk + j] = s;
           if (s > mx) mx = s;
         }
-        for (int64_t j = 0; j < Tk; j++) sum += P[i * Tk + j] = exp(P[i * Tk + j] - mx);
+        for (int64_t j = 0; j < Tk; j++) sum += P[i * Tk + j] = mx == -INFINITY ? 0 : exp(P[i * Tk + j] - mx);
+        if (sum == 0) sum = 1;  // no key: P = 0, so the row passes no gradient
         double dot = 0;
         for (int64_t j = 0; j < Tk; j++) {
           P[i * Tk + j] /= sum;
@@ -199,6 +199,11 @@ void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *c
   free(dS);
 }
 
+void interp_attention_grad(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  int m = node_operand(n, "mask");
+  attention_grad_masked(n, out, in, m >= 0 ? in[m]->v : NULL);
+}
+
 // q, k and v of a packed [B, T, 3C] x as values of their own.
 static void unpack_qkv(const Value *x, Value *qkv, double **bufs) {
   int64_t B = x->shape.d[0], T = x->shape.d[1], C = x->shape.d[2] / 3;
@@ -216,7 +221,8 @@ void interp_attention_qkv(Interp *it, const Node *n, Value *out, const Value *co
   double *bufs[3];
   unpack_qkv(in[0], qkv, bufs);
   const Value *args[3] = {&qkv[0], &qkv[1], &qkv[2]};
-  interp_attention(it, n, out, args);  // reads heads (i0) and causal (b0), the same slots
+  int m = node_operand(n, "mask");
+  interp_attention_masked(n, out, args, m >= 0 ? in[m]->v : NULL);  // heads (i0), causal (b0): the same slots
   for (int w = 0; w < 3; w++) free(bufs[w]);
 }
 
@@ -230,7 +236,8 @@ void interp_attention_qkv_grad(Interp *it, const Node *n, Value *out, const Valu
   Node g = *n;
   g.attr.i[1] = 3;
   const Value *args[4] = {&qkv[0], &qkv[1], &qkv[2], in[1]};
-  interp_attention_grad(it, &g, &flat, args);
+  int m = node_operand(n, "mask");
+  attention_grad_masked(&g, &flat, args, m >= 0 ? in[m]->v : NULL);
   for (int w = 0; w < 3; w++)
     for (int64_t r = 0; r < BT; r++) memcpy(out->v + r * 3 * C + w * C, flat.v + w * BT * C + r * C, sizeof(double) * (size_t)C);
   free(flat.v);

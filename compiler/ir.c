@@ -167,6 +167,16 @@ Attr attr_default(Op op) {
   return a;
 }
 
+int node_operand(const Node *n, const char *name) {
+  const OpInfo *oi = op_info(n->op);
+  for (int i = 0, t = 0; i < oi->nparams; i++) {
+    if (oi->params[i].kind != 't') continue;
+    if (!strcmp(oi->params[i].name, name)) return t < n->nin ? t : -1;
+    t++;
+  }
+  return -1;
+}
+
 // Is operand k of op an index (ids, labels): i32 by contract, never promoted.
 static bool index_operand(Op op, int k) {
   const OpInfo *oi = op_info(op);

@@ -12,7 +12,8 @@
 //              a  axes: an int or a list of ints -> attr.axes/naxes; `=all` default
 //              p  permutation list -> attr.axes/naxes; `=none` default
 //              s  shape list of dims (reshape allows one -1) -> attr.shape
-//            a parameter without a default is required.
+//            a parameter without a default is required; a tensor with
+//            the default `none` is optional (the node then has fewer operands).
 //   flags    OPF_* (bpc.h)
 //   lower    lowering class used by fusion and codegen
 //   flops    FLOPs per element of the largest operand or result (check's count)
@@ -89,7 +90,7 @@
   X(SOFTMAX,    softmax,    "x:t axis:i0=-1",        0, LK_SPECIAL, 5, shape_softmax, interp_softmax, NULL, grad_softmax) \
   X(LOG_SOFTMAX, log_softmax, "x:t axis:i0=-1",      0, LK_SPECIAL, 5, shape_softmax, interp_log_softmax, NULL, grad_log_softmax) \
   /* attention */ \
-  X(ATTENTION,  attention,  "q:t k:t v:t heads:i0 causal:b0=false", 0, LK_SPECIAL, 0, shape_attention, interp_attention, NULL, grad_attention) \
+  X(ATTENTION,  attention,  "q:t k:t v:t heads:i0 causal:b0=false mask:t=none", 0, LK_SPECIAL, 0, shape_attention, interp_attention, NULL, grad_attention) \
   X(CAUSAL_MASK, causal_mask, "x:t",                 0, LK_SPECIAL, 0, shape_causal_mask, interp_causal_mask, NULL, grad_causal_mask) \
   /* convolution, NHWC; pool stride 0 means "= size" */ \
   X(CONV2D,     conv2d,     "x:t w:t stride:i0=1 padding:i1=0", 0, LK_SPECIAL, 0, shape_conv2d, interp_conv2d, NULL, grad_conv2d) \
@@ -117,9 +118,9 @@
   X(LAYER_NORM_DX, layer_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_layer_norm_dx, NULL, grad_missing) \
   X(RMS_NORM_DX, rms_norm_dx, "x:t gamma:t gy:t eps:f0=1e-6", OPF_INTERNAL, LK_SPECIAL, 10, shape_norm_dx, interp_rms_norm_dx, NULL, grad_missing) \
   X(BATCH_NORM_DX, batch_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_batch_norm_dx, NULL, grad_missing) \
-  X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
-  X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
-  X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
+  X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
+  X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
+  X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0 mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
   X(CAUSAL_MASK_GRAD, causal_mask_grad, "gy:t", OPF_INTERNAL, LK_SPECIAL, 0, shape_same, interp_causal_mask_grad, NULL, grad_causal_mask_grad) \
   X(CONV2D_DX,  conv2d_dx,  "gy:t w:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL, LK_SPECIAL, 0, shape_conv2d_dx, interp_conv2d_dx, NULL, grad_missing) \
   X(CONV2D_DW,  conv2d_dw,  "x:t gy:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL, LK_SPECIAL, 0, shape_conv2d_dw, interp_conv2d_dw, NULL, grad_missing) \

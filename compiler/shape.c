@@ -390,6 +390,18 @@ bool shape_softmax(Graph *g, Node *n) {
   return true;
 }
 
+// attention's optional key-padding mask: [B, Tk], the same for every head
+// and query (SPEC 6.1); i32 masks are promoted to the float dtype (ir.c).
+static bool mask_ok(Graph *g, Node *n, int64_t B, int64_t Tk) {
+  int m = node_operand(n, "mask");
+  if (m < 0) return true;
+  const Shape *s = &IN(m)->shape;
+  if (s->rank != 2 || s->d[0] != B || s->d[1] != Tk)
+    FAIL("attention: mask %s must be [B, Tk] = [%lld, %lld] (1 for a key that is a token, 0 for padding)",
+         sh(s), (long long)B, (long long)Tk);
+  return true;
+}
+
 bool shape_attention(Graph *g, Node *n) {
   for (int k = 0; k < 3; k++)
     if (!need_rank(g, n, k, 3, 3, k == 0 ? "q" : k == 1 ? "k" : "v")) return false;
@@ -402,6 +414,7 @@ bool shape_attention(Graph *g, Node *n) {
   if (n->attr.b[0] && q->d[1] != k->d[1])
     FAIL("attention: causal attention needs as many queries as keys (%lld vs %lld)",
          (long long)q->d[1], (long long)k->d[1]);
+  if (!mask_ok(g, n, q->d[0], k->d[1])) return false;
   n->shape = *q;
   n->dtype = float_of(g, n);
   return true;
@@ -415,6 +428,7 @@ bool shape_attention_qkv(Graph *g, Node *n) {
   int64_t h = n->attr.i[0];
   if (s.d[2] % 3 || h < 1 || (s.d[2] / 3) % h)
     FAIL("attention_qkv: %s is not [B, T, 3C] with heads=%lld dividing C", sh(&s), (long long)h);
+  if (!mask_ok(g, n, s.d[0], s.d[1])) return false;
   s.d[2] /= 3;
   n->shape = s;
   n->dtype = float_of(g, n);

@@ -795,15 +795,26 @@ size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
 }
 
 // Rows [i0, i1) of S (Tq, Tk) of raw scores -> P = softmax(S * scale),
-// masked (causal: column j > row i) entries 0 up to column `width` (the
-// columns past it are never read).
+// masked (causal: column j > row i; km[j] == 0 for a padding key, km the
+// batch's mask row or NULL) entries 0 up to column `width` (the columns past
+// it are never read). A row with no key left is 0 (so is its gradient).
 static void FN(att_softmax)(T *S, int64_t Tk, int64_t i0, int64_t i1, int64_t width, int causal,
-                            T scale) {
+                            const T *km, T scale) {
   for (int64_t i = i0; i < i1; i++) {
     T *r = S + i * Tk;
     int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
+    if (km)
+      for (int64_t j = 0; j < nk; j++)
+        if (km[j] == 0) r[j] = (T)-INFINITY;
     T m = FN(fmax_row)(r, nk, 1) * scale;
+    if (m == (T)-INFINITY) {
+      for (int64_t j = 0; j < width; j++) r[j] = 0;
+      continue;
+    }
     FN(exp_row)(r, r, nk, scale, m);
+    if (km)
+      for (int64_t j = 0; j < nk; j++)
+        if (km[j] == 0) r[j] = 0;
     T sum = FN(sum_row)(r, nk);
     T inv = 1 / sum;
     for (int64_t j = 0; j < nk; j++) r[j] *= inv;
@@ -836,8 +847,8 @@ static void FN(att_mm)(const T *A, int64_t lda, int transa, const T *Bp, int64_t
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
 void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
-                        int64_t Tk, int64_t C, int64_t H, int causal, int64_t ldi, T *scratch,
-                        int64_t begin, int64_t end) {
+                        int64_t Tk, int64_t C, int64_t H, int causal, const T *mask, int64_t ldi,
+                        T *scratch, int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
@@ -846,16 +857,17 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
     T *o = out + b * Tq * C + h * hs;
+    const T *km = mask ? mask + b * Tk : NULL;
     if (!blocked) {
       FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, S, Tk, 0, ws, 0, Tq);
-      FN(att_softmax)(S, Tk, 0, Tq, Tk, causal, scale);
+      FN(att_softmax)(S, Tk, 0, Tq, Tk, causal, km, scale);
       FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ki, ldi, 0, o, C, 0, ws, 0, Tq);
       continue;
     }
     FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
     ATT_BLOCKS(i0, i1, Tq) {
       FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), S, Tk, Ap, i0, i1);
-      FN(att_softmax)(S, Tk, i0, i1, ATT_LIM(i1), causal, scale);
+      FN(att_softmax)(S, Tk, i0, i1, ATT_LIM(i1), causal, km, scale);
     }
     FN(pack_b)(Bp, v + ki, ldi, 0, 0, Tk, 0, hs);  // V
     ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(S, Tk, 0, Bp, Tk, 0, ATT_LIM(i1), hs, o, C, Ap, i0, i1);
@@ -866,8 +878,8 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
 // dq, dk, dv may be NULL (not computed). P is recomputed; dS = P (dP - rowsum(dP P)).
 void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
                             const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
-                            int64_t H, int causal, int64_t ldi, int64_t ldo, T *scratch,
-                            int64_t begin, int64_t end) {
+                            int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
+                            T *scratch, int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs);
@@ -878,14 +890,15 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
     int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
     int64_t qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;  // q, k, v rows
     int64_t qo = b * Tq * ldo + h * hs, ko = b * Tk * ldo + h * hs;  // dq, dk, dv rows
+    const T *km = mask ? mask + b * Tk : NULL;
     if (!blocked) {
       FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, P, Tk, 0, ws, 0, Tq);
-      FN(att_softmax)(P, Tk, 0, Tq, Tk, causal, scale);
+      FN(att_softmax)(P, Tk, 0, Tq, Tk, causal, km, scale);
     } else {
       FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
       ATT_BLOCKS(i0, i1, Tq) {
         FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), P, Tk, Ap, i0, i1);
-        FN(att_softmax)(P, Tk, i0, i1, ATT_LIM(i1), causal, scale);
+        FN(att_softmax)(P, Tk, i0, i1, ATT_LIM(i1), causal, km, scale);
       }
     }
     if (dq || dk) {

@@ -81,6 +81,17 @@ static const GradCase cases[] = {
   // thirds out of order: plain attention on the slices
   {OP_ATTENTION, "params:\n" P("x", "[2, 3, 12]") "graph:\n  q: slice(x, 4, 8)\n  k: slice(x, 0, 4)\n"
    "  v: slice(x, 8, 12)\n  out: attention(q, k, v, heads=2)\n"},
+  // key-padding masks (SPEC 6.1): batch 1 keeps key 0 only; an i32 mask (promoted) padding key 0,
+  // so a causal query 0 sees no key (output 0, no gradient); cross attention; the packed form
+  {OP_ATTENTION, "params:\n" P("q", "[2, 3, 4]") P("k", "[2, 3, 4]") P("v", "[2, 3, 4]") "graph:\n"
+   "  m: concat(ones([1, 3]), reshape(less(arange(3), 1), [1, 3]), axis=0)\n  out: attention(q, k, v, heads=2, mask=m)\n"},
+  {OP_ATTENTION, "params:\n" P("q", "[2, 3, 4]") P("k", "[2, 3, 4]") P("v", "[2, 3, 4]") "graph:\n"
+   "  m: broadcast_to(reshape(arange(3), [1, 3]), [2, 3])\n  out: attention(q, k, v, heads=2, causal=true, mask=m) + q\n"},
+  {OP_ATTENTION, "params:\n" P("q", "[1, 2, 6]") P("k", "[1, 3, 6]") P("v", "[1, 3, 6]") "graph:\n"
+   "  out: attention(q, k, v, heads=3, mask=reshape(greater(arange(3), 0), [1, 3]))\n"},
+  {OP_ATTENTION_QKV, "params:\n" P("x", "[2, 3, 12]") "graph:\n  q: slice(x, 0, 4)\n  k: slice(x, 4, 8)\n"
+   "  v: slice(x, 8, 12)\n  m: concat(reshape(less(arange(3), 2), [1, 3]), reshape(greater(arange(3), 0), [1, 3]), axis=0)\n"
+   "  out: attention(q, k, v, heads=2, causal=true, mask=m) + attention(q, k, v, heads=2, mask=m)\n"},
   {OP_CAUSAL_MASK, P2("a", "[2, 3, 3]", "b", "[3]") "graph:\n  out: softmax(causal_mask(a * b))\n"},
   {OP_CONV2D, "params:\n" P("x", "[2, 5, 5, 2]") P("w", "[3, 3, 2, 3]") "graph:\n  out: conv2d(x, w, stride=2, padding=1)\n"},
   {OP_CONV2D, "params:\n" P("x", "[1, 4, 3, 1]") P("w", "[2, 2, 1, 2]") "graph:\n  out: conv2d(x, w)\n"},

@@ -161,6 +161,10 @@ Test(expand, expression_errors) {
                "attention has no argument 'head'; did you mean 'heads'?");
   expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}}\ngraph:\n  y: attention(x, x, x, heads=3)\n",
                "heads=3 must divide the channel count 8");
+  expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 5]}}\ngraph:\n  y: attention(x, x, x, heads=2, mask=m)\n",
+               "t.yaml:5:6: error: attention: mask [2, 5] must be [B, Tk] = [2, 4]");
+  expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 4]}}\ngraph:\n  y: attention(x, x, x, heads=2, mak=m)\n",
+               "attention has no argument 'mak'; did you mean 'mask'?");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\ngraph:\n  y: x ** x\n", "the exponent of ** must be a number");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\ngraph:\n  y: relu(x, x)\n", "relu takes at most 1 positional argument");
   expect_error(HEAD "inputs: {x: {shape: [6]}}\ngraph:\n  y: reshape(x, [4, -1])\n", "cannot reshape [6]");

@@ -62,7 +62,7 @@ Test(grad, attention_packs_qkv_in_order_only) {
     cap_close(&c);
     arena_free(&a);
   }
-  cr_expect_eq(packed, 2);
+  cr_expect_eq(packed, 3);
 }
 
 Test(grad, finite_differences_every_op) {

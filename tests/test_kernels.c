@@ -536,14 +536,14 @@ Test(kernels, batch_norm_and_dx) {
 
 static void r_attention(K *k, int64_t b, int64_t e) {
   CALL(attention, k->out, k->in[0], k->in[1], k->in[2], k->d[0], k->d[1], k->d[2], k->d[3],
-       k->d[4], (int)k->d[5], k->d[3], k->scratch, b, e);
+       k->d[4], (int)k->d[5], k->in[4], k->d[3], k->scratch, b, e);
 }
 
 static void r_attention_bwd(K *k, int64_t b, int64_t e) {
   int w = (int)k->d[6];
   CALL(attention_bwd, w == 0 ? k->out : NULL, w == 1 ? k->out : NULL, w == 2 ? k->out : NULL,
        k->in[0], k->in[1], k->in[2], k->in[3], k->d[0], k->d[1], k->d[2], k->d[3], k->d[4],
-       (int)k->d[5], k->d[3], k->d[3], k->scratch, b, e);
+       (int)k->d[5], k->in[4], k->d[3], k->d[3], k->scratch, b, e);
 }
 
 Test(kernels, attention_forward_backward) {
@@ -557,6 +557,7 @@ Test(kernels, attention_forward_backward) {
                                       {1, 300, 300, 8, 1}, {1, 400, 400, 4, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int causal = 0; causal < 2; causal++)
+      for (int masked = 0; masked < 2; masked++)
       for (int which = -1; which < 3; which++) {
         int64_t B = shapes[s][0], Tq = shapes[s][1], Tk = shapes[s][2], C = shapes[s][3];
         int64_t H = shapes[s][4];
@@ -564,18 +565,28 @@ Test(kernels, attention_forward_backward) {
         Ref r = ref_new();
         double *q = rvec(B * Tq * C, -1, 1), *k = rvec(B * Tk * C, -1, 1);
         double *v = rvec(B * Tk * C, -1, 1), *gy = rvec(B * Tq * C, -1, 1);
+        // key-padding mask: batch 0 pads its first key (a causal first query sees
+        // nothing), the last batch of several pads every key, the rest at random
+        double *m = rvec(B * Tk, 0, 1);
+        for (int64_t b = 0; b < B; b++)
+          for (int64_t j = 0; j < Tk; j++)
+            m[b * Tk + j] = (b == 0 && j == 0) || (B > 1 && b == B - 1) ? 0 : m[b * Tk + j] > 0.3;
         int qi = ref_in(&r, DT_F64, SH(B, Tq, C), q), ki = ref_in(&r, DT_F64, SH(B, Tk, C), k);
         int vi = ref_in(&r, DT_F64, SH(B, Tk, C), v), gi = ref_in(&r, DT_F64, SH(B, Tq, C), gy);
+        int mi = ref_in(&r, DT_F64, SH(B, Tk), m);
         Attr a = attr_default(which < 0 ? OP_ATTENTION : OP_ATTENTION_GRAD);
         a.i[0] = H, a.b[0] = causal, a.i[1] = which < 0 ? 0 : which;
-        int y = which < 0 ? ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi)
-                          : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi);
+        int y = which < 0 ? (masked ? ref_op(&r, OP_ATTENTION, &a, 4, qi, ki, vi, mi)
+                                    : ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi))
+                          : (masked ? ref_op(&r, OP_ATTENTION_GRAD, &a, 5, qi, ki, vi, gi, mi)
+                                    : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi));
         size_t scr = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
                                : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
-        verify(&(Case){.what = which < 0 ? "attention" : "attention_bwd",
-                       .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = 4,
+        verify(&(Case){.what = which < 0 ? (masked ? "masked attention" : "attention")
+                                         : (masked ? "masked attention_bwd" : "attention_bwd"),
+                       .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = masked ? 5 : 4,
                        .args = {ARG(q, B * Tq * C), ARG(k, B * Tk * C), ARG(v, B * Tk * C),
-                                ARG(gy, B * Tq * C)},
+                                ARG(gy, B * Tq * C), ARG(m, B * Tk)},
                        .nout = numel(&r, y), .want = ref_run(&r, y, true, 0, 0), .total = B * H,
                        .scratch = scr, .d = {B, Tq, Tk, C, H, causal, which}});
         ref_free(&r);

@@ -131,17 +131,20 @@ static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
                             int64_t begin, int64_t end);                                            \
                                                                                                     \
   /* Multi-head attention, q [B, Tq, C], k and v [B, Tk, C], H heads of C/H channels, scale      \
-     1/sqrt(C/H), causal masks key j > query i. Range: B*H (one head of one sequence). q, k and  \
+     1/sqrt(C/H), causal masks key j > query i, mask [B, Tk] (or NULL) masks the keys where it   \
+     is 0; a query left with no key gets 0. Range: B*H (one head of one sequence). q, k and      \
      v rows are ldi apart (C; 3C for q, k, v packed in one [B, T, 3C] tensor), out and gy rows C \
      apart, dq, dk and dv rows ldo apart. attention_bwd writes any of dq, dk, dv not NULL. */     \
   size_t bpck_attention_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                     \
   void bpck_attention_##S(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,       \
-                          int64_t Tk, int64_t C, int64_t H, int causal, int64_t ldi, T *scratch,   \
+                          int64_t Tk, int64_t C, int64_t H, int causal, const T *mask,             \
+                          int64_t ldi, T *scratch,                                                  \
                           int64_t begin, int64_t end);                                              \
   size_t bpck_attention_bwd_scratch_##S(int64_t Tq, int64_t Tk, int64_t hs);                                 \
   void bpck_attention_bwd_##S(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,             \
                               const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,           \
-                              int64_t H, int causal, int64_t ldi, int64_t ldo, T *scratch,         \
+                              int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,      \
+                              T *scratch,                                                           \
                               int64_t begin, int64_t end);                                          \
   /* x [rows, R, Cc] (rows = product of the leading axes): -inf (grad: 0) where column > row.    \
      Range: rows*R. */                                                                              \
