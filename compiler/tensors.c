@@ -50,8 +50,8 @@ static bool bind_leaf(Interp *it, const Node *n, const char *name, const bpcrt_t
     ok = false;
   }
   bool want_int = n->dtype == DT_I32, is_int = t->dtype == BPCRT_I32;
-  if (want_int != is_int) {
-    problem(p, "'%s' holds %s, the model expects %s", name, bpcrt_dtype_name(t->dtype), want_int ? "I32" : "F32 or F64");
+  if (want_int ? !is_int : !bpcrt_dtype_is_float(t->dtype)) {
+    problem(p, "'%s' holds %s, the model expects %s", name, bpcrt_dtype_name(t->dtype), want_int ? "I32" : "F32, F64, F16 or BF16");
     ok = false;
   }
   if (!ok) return false;

@@ -102,8 +102,9 @@ static bool put_val(DataCol *c, int64_t k, double v) {
       return false;
     ((int32_t *)c->data)[k] = (int32_t)v;
     return true;
+  default:  // model tensors are F32, F64 or I32
+    return false;
   }
-  return false;
 }
 
 // Every input of p must be fed by the data set (and nothing else).
@@ -264,9 +265,9 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
       MISMATCH("] (N samples)");
       continue;
     }
-    if ((t->dtype == BPCRT_I32) != (td->dtype == BPCRT_I32)) {
+    if (td->dtype == BPCRT_I32 ? t->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(t->dtype)) {
       MISMATCH("%s  '%s': %s, the model needs %s", len ? "\n" : "", t->name, bpcrt_dtype_name(t->dtype),
-               td->dtype == BPCRT_I32 ? "I32" : "F32 or F64");
+               td->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
       continue;
     }
     if (n >= 0 && t->shape[0] != n) {

@@ -14,7 +14,7 @@
 // spaces so the data starts 8-byte aligned (as the reference does), and
 // replaces PATH atomically: temp file in the same folder, fsync, rename,
 // fsync of the folder. On error PATH is untouched and the temp is removed.
-// Leaves out: big-endian hosts (refused at compile time), other dtypes,
+// Leaves out: big-endian hosts (refused at compile time), the float8 dtypes,
 // memory-mapping (files are read into owned buffers).
 #include <errno.h>
 #include <fcntl.h>
@@ -128,15 +128,58 @@ static size_t find_nul_escape(const char *s, size_t n) {
   return n;
 }
 
-size_t bpcrt_dtype_size(bpcrt_dtype dt) { return dt == BPCRT_F64 ? 8 : 4; }
+static const struct { const char *name; size_t size; } dtypes[] = {
+  [BPCRT_F32] = {"F32", 4}, [BPCRT_F64] = {"F64", 8}, [BPCRT_I32] = {"I32", 4},
+  [BPCRT_F16] = {"F16", 2}, [BPCRT_BF16] = {"BF16", 2}, [BPCRT_I64] = {"I64", 8},
+  [BPCRT_I16] = {"I16", 2}, [BPCRT_I8] = {"I8", 1}, [BPCRT_U8] = {"U8", 1}, [BPCRT_BOOL] = {"BOOL", 1},
+};
+#define NDTYPES (sizeof dtypes / sizeof *dtypes)
 
-const char *bpcrt_dtype_name(bpcrt_dtype dt) {
-  switch (dt) {
-  case BPCRT_F32: return "F32";
-  case BPCRT_F64: return "F64";
-  case BPCRT_I32: return "I32";
+size_t bpcrt_dtype_size(bpcrt_dtype dt) { return (size_t)dt < NDTYPES ? dtypes[dt].size : 4; }
+
+const char *bpcrt_dtype_name(bpcrt_dtype dt) { return (size_t)dt < NDTYPES ? dtypes[dt].name : "?"; }
+
+int bpcrt_dtype_is_float(bpcrt_dtype dt) {
+  return dt == BPCRT_F32 || dt == BPCRT_F64 || dt == BPCRT_F16 || dt == BPCRT_BF16;
+}
+
+// IEEE binary16 and bfloat16 bits to float (exact: both widen).
+static float half_to_float(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);  // inf, nan
+  } else if (exp) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (!man) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    int e = -1;
+    do {
+      man <<= 1;
+      e++;
+    } while (!(man & 0x400));
+    bits = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
   }
-  return "?";
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static float bf16_to_float(uint16_t h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Element i of a float tensor of any stored float dtype, as a double.
+static double float_at(const bpcrt_tensor *t, const unsigned char *p, size_t i) {
+  switch (t->dtype) {
+  case BPCRT_F64: { double d; memcpy(&d, p + 8 * i, 8); return d; }
+  case BPCRT_F32: { float f; memcpy(&f, p + 4 * i, 4); return f; }
+  case BPCRT_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); return half_to_float(h); }
+  default: { uint16_t h; memcpy(&h, p + 2 * i, 2); return bf16_to_float(h); }
+  }
 }
 
 int64_t bpcrt_numel(const bpcrt_tensor *t) {
@@ -146,9 +189,7 @@ int64_t bpcrt_numel(const bpcrt_tensor *t) {
   return n;
 }
 
-static bool dtype_valid(bpcrt_dtype dt) {
-  return dt == BPCRT_F32 || dt == BPCRT_F64 || dt == BPCRT_I32;
-}
+static bool dtype_valid(bpcrt_dtype dt) { return (size_t)dt < NDTYPES; }
 
 // numel * element size of a shape, or false on overflow.
 static bool shape_bytes(bpcrt_dtype dt, int rank, const int64_t *shape, uint64_t *out) {
@@ -268,17 +309,13 @@ const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key) {
 int bpcrt_st_to_f64(const bpcrt_tensor *t, double *out) {
   size_t n = (size_t)bpcrt_numel(t);
   const unsigned char *p = t->data;
-  if (t->dtype == BPCRT_F64) {
-    memcpy(out, p, n * sizeof(double));
-  } else if (t->dtype == BPCRT_F32) {
-    for (size_t i = 0; i < n; i++) {
-      float f;
-      memcpy(&f, p + 4 * i, 4);
-      out[i] = f;
-    }
-  } else {
+  if (!bpcrt_dtype_is_float(t->dtype))
     return -1;
-  }
+  if (t->dtype == BPCRT_F64)
+    memcpy(out, p, n * sizeof(double));
+  else
+    for (size_t i = 0; i < n; i++)
+      out[i] = float_at(t, p, i);
   return 0;
 }
 
@@ -286,17 +323,13 @@ int bpcrt_st_to_f64(const bpcrt_tensor *t, double *out) {
 int bpcrt_st_to_f32(const bpcrt_tensor *t, float *out) {
   size_t n = (size_t)bpcrt_numel(t);
   const unsigned char *p = t->data;
-  if (t->dtype == BPCRT_F32) {
-    memcpy(out, p, n * sizeof(float));
-  } else if (t->dtype == BPCRT_F64) {
-    for (size_t i = 0; i < n; i++) {
-      double d;
-      memcpy(&d, p + 8 * i, 8);
-      out[i] = (float)d;
-    }
-  } else {
+  if (!bpcrt_dtype_is_float(t->dtype))
     return -1;
-  }
+  if (t->dtype == BPCRT_F32)
+    memcpy(out, p, n * sizeof(float));
+  else
+    for (size_t i = 0; i < n; i++)
+      out[i] = (float)float_at(t, p, i);
   return 0;
 }
 
@@ -335,13 +368,12 @@ static int parse_dtype(Reader *r, const char *name, const cJSON *v, bpcrt_dtype 
   if (!cJSON_IsString(v))
     return fail(r->err, r->errlen, r->path, "dtype of tensor '%s' is not a string",
                 shown(name, b1));
-  static const struct { const char *s; bpcrt_dtype dt; } known[] = {
-    {"F32", BPCRT_F32}, {"F64", BPCRT_F64}, {"I32", BPCRT_I32}};
-  for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-    if (strcmp(v->valuestring, known[i].s) == 0)
-      return *out = known[i].dt, 0;
+  for (size_t i = 0; i < NDTYPES; i++)
+    if (strcmp(v->valuestring, dtypes[i].name) == 0)
+      return *out = (bpcrt_dtype)i, 0;
   return fail(r->err, r->errlen, r->path,
-              "unsupported dtype '%s' for tensor '%s' (bpc reads F32, F64, I32)",
+              "unsupported dtype '%s' for tensor '%s' (bpc reads F32, F64, F16, BF16, I64, I32, "
+              "I16, I8, U8, BOOL)",
               shown(v->valuestring, b1), shown(name, b2));
 }
 

@@ -337,7 +337,7 @@ static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, uns
     shape_str(s2, sizeof s2, d->rank, d->shape);
     if (!same)
       ADD("\n  '%s': shape %s in the file, %s in the model", d->name, s1, s2);
-    if ((ft->dtype == BPCRT_I32) != (d->dtype == BPCRT_I32))
+    if (d->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype))
       ADD("\n  '%s': %s in the file, the model has %s", d->name, bpcrt_dtype_name(ft->dtype),
           bpcrt_dtype_name(d->dtype));
   }

@@ -305,7 +305,7 @@ Test(st, set_api_rejects_bad_tensors) {
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F32, 9, sh, NULL), "rank 9");
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F32, -1, sh, NULL));
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F32, 1, (int64_t[]){-2}, NULL));
-  cr_assert_null(bpcrt_st_add(&s, "y", (bpcrt_dtype)7, 1, sh, NULL));
+  cr_assert_null(bpcrt_st_add(&s, "y", (bpcrt_dtype)99, 1, sh, NULL));
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F64, 3,
                               (int64_t[]){1LL << 40, 1LL << 40, 1LL << 40}, NULL));
   cr_assert_eq(s.n, 1);
@@ -399,8 +399,8 @@ static const struct { const char *hdr; size_t ndata; const char *want; } bad_hea
   {"{\"a\\u0000b\":1}", 0, "\\u0000 escape at offset 11"},
   {T("\"w\":1"), 0, "header entry 'w' is not an object"},
   {T("\"w\":[]"), 0, "header entry 'w' is not an object"},
-  {T("\"w\":{\"dtype\":\"BF16\",\"shape\":[1],\"data_offsets\":[0,2]}"), 2,
-   "unsupported dtype 'BF16' for tensor 'w' (bpc reads F32, F64, I32)"},
+  {T("\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}"), 1,
+   "unsupported dtype 'F8_E4M3' for tensor 'w' (bpc reads F32, F64, F16, BF16, I64, I32"},
   {T("\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "unsupported dtype 'f32'"},
   {T("\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "dtype of tensor 'w' is not a string"},
   {T("\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "tensor 'w' has no 'dtype'"},
@@ -701,4 +701,49 @@ Test(st, sigkill_mid_write_leaves_loadable_file, .timeout = 120) {
     cr_log_info("killed after %d ms: file holds generation %g", delays_ms[k], gen);
   }
   cr_log_info("a complete new file was seen: %s", saw_new ? "yes" : "no");
+}
+
+// Other frameworks' dtypes (SPEC 6.3): F16 and BF16 widen exactly to F32 and
+// F64; integer tensors (a BERT's position_ids, I64) are read and carried,
+// never converted to floats.
+Test(st, reads_f16_bf16_and_foreign_ints) {
+  static const uint16_t h[] = {0x3c00, 0xc100, 0x7bff, 0x0001, 0x03ff, 0x7c00, 0x8000};
+  static const double hv[] = {1, -2.5, 65504, 0x1p-24, 0x3ffp-24, INFINITY, -0.0};
+  static const uint16_t b[] = {0x3f80, 0xc020, 0x0001, 0xff80};
+  static const double bv[] = {1, -2.5, 0x1p-133, -INFINITY};
+  const char *hdr = "{\"h\":{\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
+                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[14,22]},"
+                    "\"p\":{\"dtype\":\"I64\",\"shape\":[1,3],\"data_offsets\":[22,46]}}";
+  size_t hn = strlen(hdr), n = 8 + hn + 46;
+  unsigned char *buf = calloc(1, n);
+  for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hn >> (8 * i));
+  memcpy(buf + 8, hdr, hn);
+  memcpy(buf + 8 + hn, h, 14);
+  memcpy(buf + 8 + hn + 14, b, 8);
+  int64_t pos[3] = {0, 1, 2};
+  memcpy(buf + 8 + hn + 22, pos, 24);
+  const char *p = in_tmp("foreign.safetensors");
+  spit(p, buf, n);
+  free(buf);
+  bpcrt_tensors r;
+  char err[256];
+  cr_assert_eq(bpcrt_st_read(p, &r, err, sizeof err), 0, "%s", err);
+  const bpcrt_tensor *th = bpcrt_st_find(&r, "h"), *tb = bpcrt_st_find(&r, "b"), *tp = bpcrt_st_find(&r, "p");
+  cr_assert(th && tb && tp);
+  cr_assert(th->dtype == BPCRT_F16 && tb->dtype == BPCRT_BF16 && tp->dtype == BPCRT_I64);
+  cr_assert(bpcrt_dtype_is_float(BPCRT_BF16) && !bpcrt_dtype_is_float(BPCRT_I64));
+  cr_assert_str_eq(bpcrt_dtype_name(BPCRT_BF16), "BF16");
+  double d[7];
+  float f[7];
+  cr_assert_eq(bpcrt_st_to_f64(th, d), 0);
+  cr_assert_eq(bpcrt_st_to_f32(th, f), 0);
+  for (int i = 0; i < 7; i++) {
+    cr_assert(d[i] == hv[i] && signbit(d[i]) == signbit(hv[i]), "f16 [%d] = %g, want %g", i, d[i], hv[i]);
+    cr_assert((double)f[i] == hv[i], "f16 as f32 [%d] = %g", i, (double)f[i]);
+  }
+  cr_assert_eq(bpcrt_st_to_f64(tb, d), 0);
+  for (int i = 0; i < 4; i++) cr_assert(d[i] == bv[i], "bf16 [%d] = %g, want %g", i, d[i], bv[i]);
+  cr_assert_eq(bpcrt_st_to_f64(tp, d), -1, "integers are not converted");
+  cr_assert_eq(memcmp(tp->data, pos, 24), 0);
+  bpcrt_st_free(&r);
 }

@@ -85,12 +85,20 @@ void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fa
 
 // ---- safetensors.c: tensor files (SPEC 3) -------------------------------
 // A file is an 8-byte little-endian header length N, N bytes of JSON header,
-// then the data buffer. bpc reads and writes F32, F64 and I32 only. Reading
+// then the data buffer. bpc computes in F32, F64 and I32 and also reads F16,
+// BF16 and the integer dtypes of other frameworks' checkpoints. Reading
 // validates everything (a hostile file gives an error, never a crash or an
 // over-read); writing is atomic (temp file, fsync, rename, fsync folder).
 // Errors are "PATH: message" in err (truncated to errlen; err may be NULL).
 
-typedef enum { BPCRT_F32, BPCRT_F64, BPCRT_I32 } bpcrt_dtype;
+// F32, F64 and I32 are what bpc computes in. The others are read so that
+// other frameworks' checkpoints load (SPEC 6.3): F16 and BF16 convert to a
+// float dtype, the integer ones are carried as bytes (an ignored
+// `position_ids`).
+typedef enum {
+  BPCRT_F32, BPCRT_F64, BPCRT_I32,
+  BPCRT_F16, BPCRT_BF16, BPCRT_I64, BPCRT_I16, BPCRT_I8, BPCRT_U8, BPCRT_BOOL,
+} bpcrt_dtype;
 
 #define BPCRT_MAX_RANK 8
 
@@ -113,8 +121,9 @@ typedef struct {
   char **meta_keys, **meta_vals;
 } bpcrt_tensors;
 
-size_t bpcrt_dtype_size(bpcrt_dtype dt);        // 4, 8, 4
-const char *bpcrt_dtype_name(bpcrt_dtype dt);   // "F32", "F64", "I32"
+size_t bpcrt_dtype_size(bpcrt_dtype dt);        // 4, 8, 4, 2, 2, 8, 2, 1, 1, 1
+const char *bpcrt_dtype_name(bpcrt_dtype dt);   // "F32", "F64", "I32", "F16", ...
+int bpcrt_dtype_is_float(bpcrt_dtype dt);       // F32, F64, F16, BF16
 int64_t bpcrt_numel(const bpcrt_tensor *t);     // product of the shape (1 for rank 0)
 
 // Reads PATH into *out (which need not be initialized). 0 on success; -1 with
@@ -143,7 +152,8 @@ void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val);
 const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key);
 
 // A float tensor's values converted to the compiled dtype, whatever its stored
-// F32/F64 dtype; `out` holds numel elements. -1 (nothing written) for I32.
+// F32/F64/F16/BF16 dtype; `out` holds numel elements. -1 (nothing written) for
+// an integer dtype.
 int bpcrt_st_to_f64(const bpcrt_tensor *t, double *out);
 int bpcrt_st_to_f32(const bpcrt_tensor *t, float *out);
 
