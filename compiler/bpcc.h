@@ -201,6 +201,9 @@ typedef struct TensorDecl {  // an input or a param
   InitSpec init;
   bool trainable;  // default true
   int decay;       // -1: default (rank >= 2), 0: no, 1: yes
+  const char *from;  // the tensor's name in a foreign checkpoint (SPEC 6.3), or NULL
+  Loc from_loc;
+  bool transpose;    // the foreign tensor holds the last two axes swapped
 } TensorDecl;
 
 typedef struct GraphEntry {
@@ -409,6 +412,8 @@ typedef struct GParam {
   bool decay;  // resolved: default is rank >= 2
   int grad;    // after autodiff: node of d loss / d param, -1 if not trainable
   int update;  // after optim: the param's new value, -1 if none
+  const char *from;  // resolved foreign name (`{i}` replaced), or NULL
+  bool transpose;
 } GParam;
 
 typedef struct GInput {

@@ -71,6 +71,8 @@ static cJSON *program_json(const Program *p) {
     cJSON_AddNumberToObject(init, "fan_out", (double)(s->rank ? s->d[s->rank - 1] : 1));
     cJSON_AddBoolToObject(t, "trainable", gp->trainable);
     cJSON_AddBoolToObject(t, "decay", gp->decay);
+    if (gp->from) cJSON_AddStringToObject(t, "from", gp->from);
+    if (gp->transpose) cJSON_AddBoolToObject(t, "transpose", true);
   }
   char name[512];
   for (int i = 0; i < g->params.n; i++) {

@@ -22,6 +22,7 @@ typedef struct Scope {
   struct { Binding *v; int n, cap; } local;
   const char *entry;   // full name of the entry being lowered
   int nstate, ndrop;   // per-entry counters naming state and dropout streams
+  int64_t index;       // the instance index under repeat (`{i}` in a param's from), else -1
   struct Scope *caller;
 } Scope;
 
@@ -243,13 +244,31 @@ static DType leaf_dtype(Build *b, DType declared) {
 
 static void bind(Scope *s, const char *name, int node) { VEC_PUSH(s->local, ((Binding){name, node})); }
 
-static int add_param(Build *b, const TensorDecl *t, const char *prefix) {
+// A param's foreign name with every `{i}` replaced by the repeat index.
+static const char *resolve_from(Build *b, const TensorDecl *t, int64_t index) {
+  if (!t->from || !strstr(t->from, "{i}")) return t->from;
+  if (index < 0) {
+    diag_error(b->d, t->from_loc, "'{i}' in from is the instance index under repeat; '%s' is not under repeat", t->name);
+    return NULL;
+  }
+  char num[24], *out = arena_alloc(&b->g->arena, strlen(t->from) * 8 + 1), *o = out;
+  snprintf(num, sizeof num, "%lld", (long long)index);
+  for (const char *p = t->from; *p;)
+    if (!strncmp(p, "{i}", 3)) o += sprintf(o, "%s", num), p += 3;
+    else *o++ = *p++;
+  *o = 0;
+  return out;
+}
+
+static int add_param(Build *b, const TensorDecl *t, const char *prefix, int64_t index) {
   Shape s;
   if (!decl_shape(b, t, &s)) return -1;
+  const char *from = resolve_from(b, t, index);
+  if (t->from && !from) return -1;
   const char *name = arena_printf(&b->g->arena, "%s%s", prefix, t->name);
   int id = g_leaf(b->g, OP_PARAM, name, leaf_dtype(b, t->dtype), &s, t->loc);
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
-  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1, -1}));
+  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1, -1, from, t->transpose}));
   return id;
 }
 
@@ -511,7 +530,7 @@ static bool on_stack(const Scope *s, const FuncDef *f) {
 
 // Inlines one instance of `f` on `args`, params prefixed by `prefix`.
 static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef *f,
-                       const int *args, const char *prefix) {
+                       const int *args, const char *prefix, int64_t index) {
   if (on_stack(caller, f)) {  // name the cycle: f -> ... -> the caller -> f
     char path[512];
     int len = 0;
@@ -532,13 +551,13 @@ static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef 
   }
   for (int i = 0; i < b->failed.n; i++)
     if (b->failed.v[i] == f) return -1;  // its errors were reported at the first failing instance
-  Scope s = {.fn = f, .prefix = prefix, .caller = caller};
+  Scope s = {.fn = f, .prefix = prefix, .index = index, .caller = caller};
   int nerr0 = b->d->nerr;
   bool ok = true;
   // load.c already rejected names that shadow the model's dims and params.
   for (int i = 0; i < f->nargs; i++) bind(&s, f->args[i], args[i]);
   for (int i = 0; i < f->nparams; i++) {
-    int id = add_param(b, &f->params[i], prefix);
+    int id = add_param(b, &f->params[i], prefix, index);
     ok &= id >= 0;
     bind(&s, f->params[i].name, id);
   }
@@ -589,7 +608,7 @@ static int lower_call_entry(Build *b, Scope *s, const Expr *e, const char *full)
     if (f->nargs != 1) return diag_error(b->d, fe->loc, "repeat needs a one-argument function; '%s' takes %d", f->name, f->nargs), -1;
     int x = lower(b, s, e->args[1]);
     for (int64_t k = 0; k < times && x >= 0; k++)
-      x = inline_call(b, s, fe, f, &x, arena_printf(&g->arena, "%s.%lld.", full, (long long)k));
+      x = inline_call(b, s, fe, f, &x, arena_printf(&g->arena, "%s.%lld.", full, (long long)k), k);
     return x;
   }
   if (e->nkw) return diag_error(b->d, e->kwlocs[0], "function '%s' takes no keyword arguments", f->name), -1;
@@ -600,7 +619,7 @@ static int lower_call_entry(Build *b, Scope *s, const Expr *e, const char *full)
   if (e->nargs > 64) return diag_error(b->d, e->loc, "too many arguments"), -1;
   for (int i = 0; i < e->nargs; i++)
     if ((args[i] = lower(b, s, e->args[i])) < 0) return -1;
-  return inline_call(b, s, e, f, args, arena_printf(&g->arena, "%s.", full));
+  return inline_call(b, s, e, f, args, arena_printf(&g->arena, "%s.", full), s->index);
 }
 
 static bool lower_entries(Build *b, Scope *s, int n, const GraphEntry *entries) {
@@ -723,7 +742,7 @@ Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   Build b = {.g = g, .m = m, .d = d};
   bool ok = build_dims(&b, ov, nov);
   ok &= check_functions(&b);
-  Scope top = {.prefix = ""};
+  Scope top = {.prefix = "", .index = -1};
   for (int i = 0; i < m->ninputs; i++) {
     Shape s;
     if (!decl_shape(&b, &m->inputs[i], &s)) { ok = false; continue; }
@@ -732,7 +751,7 @@ Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     bind(&top, m->inputs[i].name, id);
   }
   for (int i = 0; i < m->nparams; i++) {
-    int id = add_param(&b, &m->params[i], "");
+    int id = add_param(&b, &m->params[i], "", -1);
     if (id < 0) { ok = false; continue; }
     bind(&top, m->params[i].name, id);
   }

@@ -414,7 +414,7 @@ static void load_init(Loader *L, const YNode *n, InitSpec *out) {
 static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param,
                         TensorDecl *t) {
   static const char *const input_keys[] = {"shape", "dtype"};
-  static const char *const param_keys[] = {"shape", "dtype", "init", "trainable", "decay"};
+  static const char *const param_keys[] = {"shape", "dtype", "init", "trainable", "decay", "from", "transpose"};
   *t = (TensorDecl){.name = k->str, .loc = k->loc, .trainable = true, .decay = -1};
   const char *what = is_param ? "a param" : "an input";
   if (!want(L, v, YN_MAP, what)) return;
@@ -431,6 +431,12 @@ static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param
   if ((x = ymap_get(v, "trainable"))) get_bool(L, x, "trainable", &t->trainable);
   bool decay;
   if ((x = ymap_get(v, "decay")) && get_bool(L, x, "decay", &decay)) t->decay = decay;
+  if ((x = ymap_get(v, "from")) && want(L, x, YN_SCALAR, "from (a tensor name)")) {
+    if (!*x->str) diag_error(L->d, x->loc, "from must name a tensor");
+    t->from = x->str, t->from_loc = x->loc;
+  }
+  if ((x = ymap_get(v, "transpose")) && get_bool(L, x, "transpose", &t->transpose) && t->transpose && t->rank < 2)
+    diag_error(L->d, x->loc, "transpose swaps the last two axes: '%s' has rank %d", t->name, t->rank);
   if (t->dtype == DT_I32 && t->trainable)
     diag_error(L->d, k->loc, "an i32 param cannot be trained; add 'trainable: false'");
 }

@@ -395,6 +395,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
   for (int i = 0; i < src->params.n; i++) {
     GParam p = src->params.v[i];
     p.name = keep(g, p.name);
+    if (p.from) p.from = keep(g, p.from);
     p.node = remap(&r, p.node);
     p.grad = remap(&r, p.grad);
     p.update = remap(&r, p.update);

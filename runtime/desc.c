@@ -111,6 +111,10 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
   t->fan_out = inum(p, init, "fan_out", 1);
   t->init_value = num(p, init, "value", 0);
   t->trainable = flag(j, "trainable", true);
+  t->from = str(j, "from");
+  t->transpose = flag(j, "transpose", false);
+  if (t->transpose && t->rank < 2)
+    fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
   t->limit = inum(p, j, "limit", 0);
   t->limit_code = (int)inum(p, j, "limit_code", 0);
   free(role), free(dt), free(kind);
@@ -301,7 +305,7 @@ void desc_free(Desc *d) {
   data_desc_free(&d->data_test);
   for (int k = 0; k < NPROG; k++) {
     for (int i = 0; i < d->prog[k].n; i++)
-      free(d->prog[k].t[i].name);
+      free(d->prog[k].t[i].name), free(d->prog[k].t[i].from);
     free(d->prog[k].t);
     for (int i = 0; i < d->prog[k].nk; i++)
       free(d->prog[k].k[i].text), free(d->prog[k].k[i].kind);

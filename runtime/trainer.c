@@ -442,6 +442,104 @@ static bool load_params(Arena *a, const char *path, bool need_state, char *err) 
   return ok;
 }
 
+// --init (SPEC 6.3): a param with `from` is read by that name (required), the
+// others by their own name when the file has it, else they keep their init;
+// batch-norm state likewise by its own name. `transpose` params are stored
+// with the last two axes swapped. Tensors no param names are ignored (a
+// BERT's pooler, position_ids). Every mismatch is listed at once; a file that
+// supplies no param at all is an error too (another model's checkpoint).
+// Nothing is copied unless everything matches.
+static bool load_init(Arena *a, const char *path, bool quiet, char *err) {
+  bpcrt_tensors f;
+  if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
+    return false;
+  size_t len = (size_t)snprintf(err, ERRLEN, "%s: does not match the model:", path), len0 = len;
+#define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
+  const Prog *p = a->p;
+  const bpcrt_tensor **src = calloc((size_t)p->n + 1, sizeof *src);
+  int nread = 0, nparams = 0;
+  for (int i = 0; i < p->n; i++) {
+    const TDesc *d = &p->t[i];
+    if (d->role != ROLE_PARAM && d->role != ROLE_STATE)
+      continue;
+    nparams += d->role == ROLE_PARAM;
+    const char *name = d->role == ROLE_PARAM && d->from ? d->from : d->name;
+    const bpcrt_tensor *ft = bpcrt_st_find(&f, name);
+    if (!ft) {
+      if (d->role == ROLE_PARAM && d->from)
+        ADD("\n  missing tensor '%s' (param '%s')", name, d->name);
+      continue;
+    }
+    int64_t want[BPCRT_MAX_RANK];
+    memcpy(want, d->shape, sizeof want);
+    bool tr = d->role == ROLE_PARAM && d->transpose;
+    if (tr) {
+      want[d->rank - 2] = d->shape[d->rank - 1];
+      want[d->rank - 1] = d->shape[d->rank - 2];
+    }
+    bool same = ft->rank == d->rank;
+    for (int k = 0; same && k < d->rank; k++)
+      same = ft->shape[k] == want[k];
+    char s1[200], s2[200], of[300] = "";
+    if (strcmp(name, d->name))
+      snprintf(of, sizeof of, " (param '%s'%s)", d->name, tr ? ", transposed" : "");
+    shape_str(s1, sizeof s1, ft->rank, ft->shape);
+    shape_str(s2, sizeof s2, d->rank, want);
+    if (!same)
+      ADD("\n  '%s'%s: shape %s in the file, the model needs %s", name, of, s1, s2);
+    else if (d->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype))
+      ADD("\n  '%s'%s: %s in the file, the model needs %s", name, of, bpcrt_dtype_name(ft->dtype),
+          d->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
+    else
+      src[i] = ft, nread += d->role == ROLE_PARAM;
+  }
+  if (len == len0 && nread == 0 && nparams > 0) {
+    ADD("\n  none of the model's %d params is in the file (by its name or its 'from')", nparams);
+    for (int i = 0, shown = 0; i < p->n && shown < 3; i++)
+      if (p->t[i].role == ROLE_PARAM)
+        ADD("\n  e.g. '%s'", p->t[i].from ? p->t[i].from : p->t[i].name), shown++;
+  }
+#undef ADD
+  bool ok = len == len0;
+  for (int i = 0; ok && i < p->n; i++) {
+    const TDesc *d = &p->t[i];
+    const bpcrt_tensor *ft = src[i];
+    if (!ft)
+      continue;
+    if (d->dtype == BPCRT_I32) {
+      memcpy(tp(a, d), ft->data, ft->nbytes);
+      continue;
+    }
+    double *v = malloc(sizeof(double) * (size_t)(d->numel ? d->numel : 1));
+    bpcrt_st_to_f64(ft, v);
+    int64_t R = 1, Cc = 1, inner = 1;
+    if (d->role == ROLE_PARAM && d->transpose)
+      R = ft->shape[d->rank - 2], Cc = ft->shape[d->rank - 1], inner = R * Cc;
+    for (int64_t e = 0; e < d->numel; e++) {
+      int64_t src_e = e;
+      if (inner > 1) {  // element (r, c) of the file is (c, r) of the param
+        int64_t m = e / inner, o = e % inner, c = o / R, r = o % R;
+        src_e = m * inner + r * Cc + c;
+      }
+      if (d->dtype == BPCRT_F64)
+        ((double *)tp(a, d))[e] = v[src_e];
+      else
+        ((float *)tp(a, d))[e] = (float)v[src_e];
+    }
+    free(v);
+  }
+  if (ok && !quiet && nread < nparams) {
+    printf("init: %d of %d params from %s; the others keep their init:", nread, nparams, path);
+    for (int i = 0, shown = 0; i < p->n; i++)
+      if (p->t[i].role == ROLE_PARAM && !src[i] && shown++ < 6)
+        printf(" %s", p->t[i].name);
+    printf("%s\n", nparams - nread > 6 ? " ..." : "");
+  }
+  free(src);
+  bpcrt_st_free(&f);
+  return ok;
+}
+
 static char *ckpt_step_path(const char *out, int64_t step) {
   size_t n = strlen(out), sfx = strlen(".safetensors");
   if (n >= sfx && !strcmp(out + n - sfx, ".safetensors"))
@@ -1083,7 +1181,7 @@ static int cmd_train(T *t) {
   init_params(t, &t->ar[PROG_TRAIN]);
   if (o->resume && !load_resume(t, o->resume, err))
     return 1;
-  if (o->init && !load_params(&t->ar[PROG_TRAIN], o->init, false, err))
+  if (o->init && !load_init(&t->ar[PROG_TRAIN], o->init, o->quiet, err))
     return 1;
   char *out = strdup(o->save ? o->save : d->name);
   if (!o->save) {

@@ -28,6 +28,8 @@ typedef struct {
   double init_a, init_b, init_value;
   int64_t fan_in, fan_out;
   bool trainable;
+  char *from;            // params: the name in a foreign checkpoint (--init), or NULL
+  bool transpose;        // params: that tensor holds the last two axes swapped
   int64_t limit;         // int inputs: values must lie in [0, limit) (0: unchecked)
   int limit_code;        // the status code of the op that checks it (1 id, 2 label)
 } TDesc;

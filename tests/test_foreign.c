@@ -1,0 +1,258 @@
+// test_foreign.c — params from another framework's checkpoint (SPEC 6.3),
+// end to end through the real binary: `from` names with `{i}` under repeat,
+// `transpose`, F16/BF16/F32/F64 converted, tensors no param names ignored,
+// params without `from` by their own name or their init, every mismatch
+// listed in one error with nothing written, and checkpoints that keep bpc's
+// names.
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bpc.h"
+
+static char tmpdir[256];
+
+static void setup(void) {
+  snprintf(tmpdir, sizeof tmpdir, "/tmp/bpc_foreign_XXXXXX");
+  cr_assert(mkdtemp(tmpdir));
+}
+
+static void teardown(void) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+  cr_assert_eq(system(cmd), 0);
+}
+
+TestSuite(foreign, .init = setup, .fini = teardown, .timeout = 120);
+
+static const char *in_tmp(const char *name) {
+  static char buf[8][512];
+  static int k;
+  char *p = buf[k++ % 8];
+  snprintf(p, 512, "%s/%s", tmpdir, name);
+  return p;
+}
+
+// Runs `bpc ARGS` in tmpdir, stdout+stderr into *out; the exit code.
+static int run(char **out, const char *fmt, ...) {
+  char args[2048], cmd[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(args, sizeof args, fmt, ap);
+  va_end(ap);
+  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", tmpdir, BPC_BINARY, args);
+  FILE *p = popen(cmd, "r");
+  cr_assert(p);
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+    n += got;
+    if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+  }
+  buf[n] = 0;
+  int st = pclose(p);
+  *out = buf;
+  cr_assert(WIFEXITED(st), "bpc %s died: %s", args, buf);
+  return WEXITSTATUS(st);
+}
+
+static void spit(const char *path, const char *text) {
+  FILE *f = fopen(path, "w");
+  cr_assert(f);
+  fputs(text, f);
+  fclose(f);
+}
+
+static bool exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0;
+}
+
+// A two-layer model in the shape of a Hugging Face encoder: an embedding
+// named `embeddings.weight`, layers `layer.{i}.dense` stored [out, in], one
+// param by its own name and one that no file has.
+static const char *model =
+    "bpc: 1\n"
+    "name: foreign\n"
+    "dims: {B: 2, T: 3, C: 4, V: 5}\n"
+    "inputs:\n"
+    "  ids: {shape: [B, T], dtype: i32}\n"
+    "  y: {shape: [B, T, C]}\n"
+    "params:\n"
+    "  emb: {shape: [V, C], init: normal(0.02), from: embeddings.weight}\n"
+    "  g: {shape: [C], init: zeros}\n"
+    "  extra: {shape: [C], init: ones}\n"
+    "functions:\n"
+    "  layer:\n"
+    "    args: [x]\n"
+    "    params:\n"
+    "      w: {shape: [C, C], init: normal(0.02), from: \"layer.{i}.dense.weight\", transpose: true}\n"
+    "      b: {shape: [C], init: zeros, from: \"layer.{i}.dense.bias\"}\n"
+    "    graph:\n"
+    "      h: tanh(x @ w + b)\n"
+    "    return: h\n"
+    "graph:\n"
+    "  x0: embedding(ids, emb) * g + extra\n"
+    "  xl: repeat(layer, x0, times=2)\n"
+    "  loss: mse(xl, y)\n"
+    "loss: loss\n"
+    "train:\n"
+    "  optimizer: {type: sgd, lr: 0}\n"
+    "  steps: 1\n"
+    "data:\n"
+    "  train: {format: safetensors, path: data.safetensors}\n";
+
+static uint16_t f16_bits(double v) {  // exact for the small dyadic values used here
+  float f = (float)v;
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  uint32_t sign = (u >> 16) & 0x8000, e = (u >> 23) & 0xff, m = u & 0x7fffff;
+  if (!f) return (uint16_t)sign;
+  return (uint16_t)(sign | ((e - 112) << 10) | (m >> 13));
+}
+
+// The value the file holds for element (r, c) of tensor `which` (rows R).
+static double val(int which, int64_t r, int64_t c) { return (which + 1) * 0.125 + r * 0.25 - c * 0.0625; }
+
+static void write_foreign(const char *path, bool broken) {
+  bpcrt_tensors f = {0};
+  int64_t se[2] = {5, 4}, sw[2] = {4, 4}, sb[1] = {4}, sg[1] = {4}, sp[2] = {1, 7}, sj[1] = {3};
+  uint16_t emb[20];
+  for (int r = 0; r < 5; r++)
+    for (int c = 0; c < 4; c++) emb[r * 4 + c] = f16_bits(val(0, r, c));
+  bpcrt_st_add(&f, "embeddings.weight", BPCRT_F16, 2, se, emb);
+  for (int l = 0; l < 2; l++) {
+    char name[64];
+    float w32[16];
+    double w64[16];
+    for (int r = 0; r < 4; r++)  // [out, in]
+      for (int c = 0; c < 4; c++) w32[r * 4 + c] = (float)(w64[r * 4 + c] = val(1 + l, r, c));
+    snprintf(name, sizeof name, "layer.%d.dense.weight", l);
+    if (!(broken && l == 1)) bpcrt_st_add(&f, name, l ? BPCRT_F64 : BPCRT_F32, 2, sw, l ? (void *)w64 : (void *)w32);
+    uint16_t bb[4];
+    for (int c = 0; c < 4; c++) {
+      float v = (float)val(3 + l, 0, c);
+      uint32_t u;
+      memcpy(&u, &v, 4);
+      bb[c] = (uint16_t)(u >> 16);  // exact: these values need 8 significant bits
+    }
+    snprintf(name, sizeof name, "layer.%d.dense.bias", l);
+    bpcrt_st_add(&f, name, BPCRT_BF16, 1, broken && l == 0 ? sj : sb, bb);
+  }
+  float g[4] = {1, 2, 3, 4};
+  bpcrt_st_add(&f, "g", BPCRT_F32, 1, sg, g);
+  int64_t pos[7] = {0, 1, 2, 3, 4, 5, 6};
+  bpcrt_st_add(&f, "embeddings.position_ids", BPCRT_I64, 2, sp, pos);  // no param names it
+  bpcrt_st_add(&f, "pooler.dense.bias", BPCRT_F32, 1, sg, g);
+  char err[256];
+  cr_assert_eq(bpcrt_st_write(path, &f, err, sizeof err), 0, "%s", err);
+  bpcrt_st_free(&f);
+}
+
+static void write_data(void) {
+  bpcrt_tensors f = {0};
+  int64_t si[2] = {4, 3}, sy[3] = {4, 3, 4};
+  int32_t ids[12];
+  float y[48];
+  for (int i = 0; i < 12; i++) ids[i] = i % 5;
+  for (int i = 0; i < 48; i++) y[i] = 0.1f * (float)(i % 7);
+  bpcrt_st_add(&f, "ids", BPCRT_I32, 2, si, ids);
+  bpcrt_st_add(&f, "y", BPCRT_F32, 3, sy, y);
+  cr_assert_eq(bpcrt_st_write(in_tmp("data.safetensors"), &f, NULL, 0), 0);
+  bpcrt_st_free(&f);
+}
+
+static const float *param(const bpcrt_tensors *f, const char *name, int64_t numel) {
+  const bpcrt_tensor *t = bpcrt_st_find(f, name);
+  cr_assert(t, "checkpoint lacks '%s'", name);
+  cr_assert_eq(t->dtype, BPCRT_F32);
+  cr_assert_eq(bpcrt_numel(t), numel, "%s", name);
+  return t->data;
+}
+
+Test(foreign, init_maps_converts_transposes_and_keeps_bpc_names) {
+  spit(in_tmp("m.yaml"), model);
+  write_data();
+  write_foreign(in_tmp("hf.safetensors"), false);
+  char *out;
+  int rc = run(&out, "run m.yaml train --init hf.safetensors --save out.safetensors");
+  cr_assert_eq(rc, 0, "%s", out);
+  cr_assert(strstr(out, "init: 6 of 7 params from hf.safetensors; the others keep their init: extra"), "%s", out);
+  free(out);
+  bpcrt_tensors c;
+  char err[256];
+  cr_assert_eq(bpcrt_st_read(in_tmp("out.safetensors"), &c, err, sizeof err), 0, "%s", err);
+  cr_assert_null(bpcrt_st_find(&c, "embeddings.weight"), "checkpoints use bpc's names");
+  const float *emb = param(&c, "emb", 20), *g = param(&c, "g", 4), *extra = param(&c, "extra", 4);
+  for (int r = 0; r < 5; r++)
+    for (int k = 0; k < 4; k++) cr_assert_eq(emb[r * 4 + k], (float)val(0, r, k), "emb [%d, %d]", r, k);
+  for (int k = 0; k < 4; k++) {
+    cr_assert_eq(g[k], (float)(k + 1));
+    cr_assert_eq(extra[k], 1.0f, "a param the file lacks keeps its init");
+  }
+  for (int l = 0; l < 2; l++) {
+    char wn[32], bn[32];
+    snprintf(wn, sizeof wn, "xl.%d.w", l);
+    snprintf(bn, sizeof bn, "xl.%d.b", l);
+    const float *w = param(&c, wn, 16), *b = param(&c, bn, 4);
+    for (int i = 0; i < 4; i++) {  // w [in, out] = the file's [out, in] transposed
+      for (int o = 0; o < 4; o++) cr_assert_eq(w[i * 4 + o], (float)val(1 + l, o, i), "%s [%d, %d]", wn, i, o);
+      cr_assert_eq(b[i], (float)val(3 + l, 0, i), "%s [%d]", bn, i);
+    }
+  }
+  bpcrt_st_free(&c);
+}
+
+Test(foreign, every_mismatch_listed_nothing_written) {
+  spit(in_tmp("m.yaml"), model);
+  write_data();
+  write_foreign(in_tmp("bad.safetensors"), true);
+  char *out;
+  cr_assert_eq(run(&out, "run m.yaml train --init bad.safetensors --save out.safetensors"), 1, "%s", out);
+  cr_assert(strstr(out, "bad.safetensors: does not match the model:"), "%s", out);
+  cr_assert(strstr(out, "missing tensor 'layer.1.dense.weight' (param 'xl.1.w')"), "%s", out);
+  cr_assert(strstr(out, "'layer.0.dense.bias' (param 'xl.0.b'): shape [3] in the file, the model needs [4]"), "%s", out);
+  cr_assert(!exists(in_tmp("out.safetensors")), "nothing written");
+  free(out);
+  // another model's checkpoint: no param found by any name
+  bpcrt_tensors f = {0};
+  int64_t s[1] = {3};
+  float v[3] = {1, 2, 3};
+  bpcrt_st_add(&f, "other.weight", BPCRT_F32, 1, s, v);
+  cr_assert_eq(bpcrt_st_write(in_tmp("other.safetensors"), &f, NULL, 0), 0);
+  bpcrt_st_free(&f);
+  int64_t sx[2] = {4, 3};
+  float x[12] = {0};
+  bpcrt_st_add(&f, "x", BPCRT_F32, 2, sx, x);
+  cr_assert_eq(bpcrt_st_write(in_tmp("d.safetensors"), &f, NULL, 0), 0);
+  bpcrt_st_free(&f);
+  spit(in_tmp("m2.yaml"), "bpc: 1\nname: m2\ninputs: {x: {shape: [2, 3]}}\nparams: {w: {shape: [3]}}\n"
+                          "graph:\n  loss: mean(x * w)\nloss: loss\ndata:\n  train: {format: safetensors, path: d.safetensors}\n");
+  cr_assert_eq(run(&out, "run m2.yaml train --init other.safetensors --save out.safetensors"), 1, "%s", out);
+  cr_assert(strstr(out, "none of the model's 1 params is in the file"), "%s", out);
+  cr_assert(!exists(in_tmp("out.safetensors")));
+  free(out);
+}
+
+Test(foreign, model_file_errors) {
+  char *out;
+  spit(in_tmp("e1.yaml"), "bpc: 1\nname: e1\nparams:\n  w: {shape: [3], from: \"w.{i}\"}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  cr_assert_eq(run(&out, "check e1.yaml"), 1, "%s", out);
+  cr_assert(strstr(out, "e1.yaml:4:25: error: '{i}' in from is the instance index under repeat; 'w' is not under repeat"),
+            "%s", out);
+  free(out);
+  spit(in_tmp("e2.yaml"), "bpc: 1\nname: e2\nparams:\n  w: {shape: [3], from: w, transpose: true}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  cr_assert_eq(run(&out, "check e2.yaml"), 1, "%s", out);
+  cr_assert(strstr(out, "e2.yaml:4:39: error: transpose swaps the last two axes: 'w' has rank 1"), "%s", out);
+  free(out);
+  spit(in_tmp("e3.yaml"), "bpc: 1\nname: e3\nparams:\n  w: {shape: [3], from: [a]}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  cr_assert_eq(run(&out, "check e3.yaml"), 1, "%s", out);
+  cr_assert(strstr(out, "e3.yaml:4:25: error: from (a tensor name) must be a scalar"), "%s", out);
+  free(out);
+}
