@@ -4,6 +4,7 @@
 // libbpcrt into a standalone executable that needs neither LLVM nor Python
 // (the kernel library inside libbpcrt is compiled for this machine).
 #include <errno.h>
+#include <stdarg.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,88 @@ static const char *batch_dim(const Model *m) {
     return t->shape[0]->name;
   }
   bpc_bug(__FILE__, __LINE__, "generate: no input named '%s'", m->gen.tokens);
+}
+
+// Why predict cannot run this model, as "file:line:col: message" (malloc'd).
+static char *predict_why(Loc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *predict_why(Loc loc, const char *fmt, ...) {
+  char msg[600], *s = xmalloc(800);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  snprintf(s, 800, "%s:%d:%d: %s", loc.file ? loc.file->path : "?", loc.line, loc.col, msg);
+  return s;
+}
+
+// The forward graph in eval mode with the outputs as its only results (so
+// inputs they do not need drop out of the program), for `predict` (SPEC
+// 6.2). Samples run in batches of the batch dim: the dim that leads every
+// input. Each output must lead with it too, which is checked by building the
+// graph again with that dim one larger (quietly) and seeing exactly each
+// output's first axis follow. NULL with out->predict_error set when predict
+// cannot run the model.
+static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt,
+                                bool fuse, TrainerBuild *out) {
+  const char *bdim = NULL;
+  for (int i = 0; i < m->ninputs; i++) {
+    const TensorDecl *t = &m->inputs[i];
+    if (t->rank < 1 || t->shape[0]->kind != EX_NAME || (bdim && strcmp(bdim, t->shape[0]->name))) {
+      out->predict_error = predict_why(t->loc, "predict needs every input to lead with the same batch dim; '%s' does not", t->name);
+      return NULL;
+    }
+    bdim = t->shape[0]->name;
+  }
+  if (!bdim || m->noutputs == 0) {
+    out->predict_error = predict_why(m->loc, "predict needs inputs and `outputs:` (the values it writes)");
+    return NULL;
+  }
+  Graph *g = graph_build(m, d, ov, nov, dt);
+  if (!g) return NULL;
+  int64_t bval = -1;
+  for (int i = 0; i < g->dims.n; i++)
+    if (!strcmp(g->dims.v[i].name, bdim)) bval = g->dims.v[i].value;
+  DimOverride *ov1 = xmalloc(sizeof(DimOverride) * (size_t)(nov + 1));
+  memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
+  ov1[nov] = (DimOverride){bdim, bval + 1};
+  FILE *devnull = fopen("/dev/null", "w");
+  Diag quiet;
+  diag_init(&quiet, devnull ? devnull : stderr);
+  Graph *g1 = graph_build(m, &quiet, ov1, nov + 1, dt);
+  if (devnull) fclose(devnull);
+  free(ov1);
+  for (int i = 0; i < g->outputs.n && !out->predict_error; i++) {
+    const Shape *s = &graph_node(g, g->outputs.v[i].node)->shape;
+    const Shape *s1 = g1 ? &graph_node(g1, g1->outputs.v[i].node)->shape : NULL;
+    bool ok = s1 && s->rank >= 1 && s1->rank == s->rank && s->d[0] == bval && s1->d[0] == bval + 1;
+    for (int k = 1; ok && k < s->rank; k++) ok = s->d[k] == s1->d[k];
+    char sb[200];
+    if (!ok)
+      out->predict_error = predict_why(m->output_locs[i], "predict: output '%s' %s does not lead with the batch dim %s = %lld",
+                                       g->outputs.v[i].name, shape_str(s, sb, sizeof sb), bdim, (long long)bval);
+  }
+  graph_free(g1);
+  if (out->predict_error) {
+    graph_free(g);
+    return NULL;
+  }
+  for (int i = 0; i < g->states.n; i++) g->states.v[i].update = -1;
+  g->loss = -1;
+  g->metrics.n = 0;
+  // only the inputs the outputs read (labels drop out)
+  bool *used = xcalloc((size_t)g->nodes.n, sizeof *used);
+  for (int i = 0; i < g->outputs.n; i++) used[g->outputs.v[i].node] = true;
+  for (int id = g->nodes.n - 1; id >= 0; id--)
+    if (used[id])
+      for (int k = 0; k < graph_node(g, id)->nin; k++) used[graph_node(g, id)->in[k]] = true;
+  int ni = 0;
+  for (int i = 0; i < g->inputs.n; i++)
+    if (used[g->inputs.v[i].node]) g->inputs.v[ni++] = g->inputs.v[i];
+  g->inputs.n = ni;
+  free(used);
+  Program *p = program_plan(g, fuse, false, &out->lowered[TB_PREDICT]);
+  graph_free(g);
+  return p;
 }
 
 bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
@@ -75,16 +158,19 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     out->programs[2] = program_plan(sg, fuse, false, &out->lowered[2]);
     graph_free(sg);
   }
-  out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2], flags);
+  out->programs[TB_PREDICT] = predict_program(m, d, ov, nov, dt, fuse, out);
+  out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2],
+                             out->programs[TB_PREDICT], out->predict_error, flags);
   return true;
 }
 
 void trainer_build_free(TrainerBuild *b) {
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < TB_NPROGRAMS; i++) {
     program_free(b->programs[i]);
     graph_free(b->lowered[i]);
   }
   graph_free(b->fwd);
+  free(b->predict_error);
   free(b->json);
   memset(b, 0, sizeof *b);
 }
@@ -94,6 +180,7 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main) {
   u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
   u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
   if (b->programs[2]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[2], {"bpc_sample_forward", NULL}};
+  if (b->programs[TB_PREDICT]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_PREDICT], {"bpc_predict_forward", NULL}};
   return u;
 }
 
@@ -149,7 +236,8 @@ static const char *header_text =
     "void bpc_train_step(bpcrt_ctx *ctx);\n"
     "void bpc_train_update(bpcrt_ctx *ctx);\n"
     "void bpc_eval_forward(bpcrt_ctx *ctx);\n"
-    "void bpc_sample_forward(bpcrt_ctx *ctx);  // only with generate:\n";
+    "void bpc_sample_forward(bpcrt_ctx *ctx);  // only with generate:\n"
+    "void bpc_predict_forward(bpcrt_ctx *ctx);  // only when predict can run the model\n";
 
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d) {
   size_t n = strlen(path) + 8;

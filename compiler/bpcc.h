@@ -660,7 +660,7 @@ typedef struct LLVMOpaqueTargetMachine *LLVMTargetMachineRef_;
 // features) at -O`opt`. NULL after reporting.
 LLVMTargetMachineRef_ codegen_target(const char *cpu, int opt, Diag *d);
 
-#define CODEGEN_MAX_PROGRAMS 3
+#define CODEGEN_MAX_PROGRAMS 4
 // One program of a module and its entry points `void f(bpcrt_ctx *)`:
 // entry[0] runs the step's kernels (phase 0; all of them when entry[1] is
 // NULL), entry[1] the optimizer update's (phase 1).
@@ -689,7 +689,8 @@ bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *ki
 // defaults filled in, and the train, eval and (if not NULL) sample programs'
 // arenas and tensors. `fwd` is the forward graph (dims, dtype).
 char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
-                     const Program *sample, const char *compile_flags);
+                     const Program *sample, const Program *predict, const char *predict_error,
+                     const char *compile_flags);
 
 // ============================================================ jit.c
 // A compiled module in this process (ORC LLJIT): look its entry points up.
@@ -710,13 +711,17 @@ void jit_get(const Jit *j, int node, double *v);
 bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen);
 
 // ============================================================ aot.c
-// The trainer's three programs (docs/ABI.md) built from a model: train
-// (forward, backward, optimizer), eval (eval-mode forward) and sample (batch
-// 1, logits only; when the model has `generate:`), plus the description.
+// The trainer's programs (docs/ABI.md) built from a model: train (forward,
+// backward, optimizer), eval (eval-mode forward), sample (batch 1, logits
+// only; when the model has `generate:`) and predict (eval-mode forward of
+// the outputs alone, SPEC 6.2), plus the description.
+enum { TB_TRAIN, TB_EVAL, TB_SAMPLE, TB_PREDICT, TB_NPROGRAMS };
 typedef struct TrainerBuild {
   Graph *fwd;
-  Graph *lowered[3];
-  Program *programs[3];  // train, eval, sample (NULL without generate)
+  Graph *lowered[TB_NPROGRAMS];
+  Program *programs[TB_NPROGRAMS];  // sample: NULL without generate; predict: NULL
+                                    // when predict_error says why
+  char *predict_error;              // "file:line:col: output 'w' ..." or NULL
   char *json;
 } TrainerBuild;
 

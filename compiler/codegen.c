@@ -1182,13 +1182,15 @@ static LLVMValueRef const_string(CG *c, const char *name, const char *text) {
 
 // `int main(argc, argv)`: the standalone trainer's, handing everything to
 // the runtime: bpcrt_main(bpc_model_json, &entries, argc, argv).
+// entries: bpcrt_entries' fields in order (bpc.h), NULL where absent.
+#define NENTRIES 5
 static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries) {
-  LLVMValueRef vals[4];
-  for (int i = 0; i < 4; i++) vals[i] = entries[i] ? entries[i] : LLVMConstNull(c->ptr);
-  LLVMTypeRef ety[4] = {c->ptr, c->ptr, c->ptr, c->ptr};
-  LLVMTypeRef st = LLVMStructTypeInContext(c->cx, ety, 4, 0);
+  LLVMValueRef vals[NENTRIES];
+  LLVMTypeRef ety[NENTRIES];
+  for (int i = 0; i < NENTRIES; i++) vals[i] = entries[i] ? entries[i] : LLVMConstNull(c->ptr), ety[i] = c->ptr;
+  LLVMTypeRef st = LLVMStructTypeInContext(c->cx, ety, NENTRIES, 0);
   LLVMValueRef table = LLVMAddGlobal(c->mod, st, "bpc_entries");
-  LLVMSetInitializer(table, LLVMConstNamedStruct(st, vals, 4));
+  LLVMSetInitializer(table, LLVMConstNamedStruct(st, vals, NENTRIES));
   LLVMSetGlobalConstant(table, 1);
   LLVMTypeRef margs[2] = {c->i32, c->ptr};
   LLVMValueRef mainf = LLVMAddFunction(c->mod, "main", LLVMFunctionType(c->i32, margs, 2, 0));
@@ -1387,8 +1389,14 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
   if (u->json) {
     LLVMValueRef json = const_string(&c, "bpc_model_json", u->json);
     if (u->with_main) {
-      LLVMValueRef e[4] = {entries[0][0], entries[0][1], u->nprograms > 1 ? entries[1][0] : NULL,
-                           u->nprograms > 2 ? entries[2][0] : NULL};
+      // bpcrt_entries by name: train_step, train_update, eval, sample, predict
+      static const char *const names[NENTRIES] = {"bpc_train_step", "bpc_train_update", "bpc_eval_forward",
+                                                  "bpc_sample_forward", "bpc_predict_forward"};
+      LLVMValueRef e[NENTRIES] = {0};
+      for (int k = 0; k < NENTRIES; k++)
+        for (int pi = 0; pi < u->nprograms; pi++)
+          for (int w = 0; w < 2; w++)
+            if (u->programs[pi].entry[w] && !strcmp(u->programs[pi].entry[w], names[k])) e[k] = entries[pi][w];
       emit_main(&c, json, e);
     }
   }

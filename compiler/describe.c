@@ -210,7 +210,8 @@ static uint64_t layout_hash(const cJSON *train) {
 }
 
 char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
-                     const Program *sample, const char *compile_flags) {
+                     const Program *sample, const Program *predict, const char *predict_error,
+                     const char *compile_flags) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, "abi", 1);
   cJSON_AddStringToObject(o, "name", m->name);
@@ -235,6 +236,8 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
   cJSON_AddItemToObject(progs, "train", tj);
   cJSON_AddItemToObject(progs, "eval", program_json(eval));
   if (sample) cJSON_AddItemToObject(progs, "sample", program_json(sample));
+  if (predict) cJSON_AddItemToObject(progs, "predict", program_json(predict));
+  if (predict_error) cJSON_AddStringToObject(o, "predict_error", predict_error);
   char hash[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj));
   cJSON_AddStringToObject(o, "hash", hash);

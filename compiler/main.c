@@ -75,7 +75,7 @@ static void print_usage(FILE *out) {
   for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
   fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [trainer options]\n"
                "          JIT-compile the trainer and run it in this process (trainer options as\n"
-               "          the standalone trainer's: train|eval|sample|info, --steps, --data, ...)\n");
+               "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
   fprintf(out, "  bpc --version\n  bpc help [COMMAND]\n");
 }
 
@@ -431,6 +431,7 @@ static int cmd_run(int argc, char **argv) {
       e.train_update = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_update", &d);
       e.eval_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_eval_forward", &d);
       if (b.programs[2]) e.sample_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_sample_forward", &d);
+      if (b.programs[TB_PREDICT]) e.predict_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_predict_forward", &d);
     }
     if (json && e.train_step && e.train_update && e.eval_forward) rc = bpcrt_main(json, &e, nrest, rest);
     jit_module_free(j);
@@ -450,7 +451,7 @@ static int cmd_help(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[2], "run")) {
-    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--no-fuse] [train|eval|sample|info]\n"
+    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--no-fuse] [train|eval|sample|predict|info]\n"
            "               [trainer options]\n\n"
            "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
            "process: the commands and options are the standalone trainer's (train, eval,\n"

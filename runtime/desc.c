@@ -282,6 +282,8 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   program(&p, get(progs, "train"), &d->prog[PROG_TRAIN]);
   program(&p, get(progs, "eval"), &d->prog[PROG_EVAL]);
   program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
+  program(&p, get(progs, "predict"), &d->prog[PROG_PREDICT]);
+  d->predict_error = str(root, "predict_error");
   if (!d->prog[PROG_TRAIN].present)
     fail(&p, "no train program");
   cJSON_Delete(root);
@@ -300,7 +302,7 @@ static void data_desc_free(DataDesc *d) {
 
 void desc_free(Desc *d) {
   free(d->name), free(d->hash), free(d->model_path), free(d->compile), free(d->dims_text);
-  free(d->train.opt_type), free(d->gen_tokens), free(d->gen_logits);
+  free(d->train.opt_type), free(d->gen_tokens), free(d->gen_logits), free(d->predict_error);
   data_desc_free(&d->data_train);
   data_desc_free(&d->data_test);
   for (int k = 0; k < NPROG; k++) {

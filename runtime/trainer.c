@@ -24,11 +24,11 @@
 
 #define ERRLEN 8192
 
-typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_INFO = 8 } Cmd;
+typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_INFO = 8, CMD_PREDICT = 16 } Cmd;
 
 typedef struct {
   Cmd cmd;
-  const char *data, *init, *resume, *save, *log, *params, *prompt;
+  const char *data, *init, *resume, *save, *log, *params, *prompt, *inputs, *out;
   int64_t steps, epochs, eval_every, ckpt_every, tokens, top_k, threads;
   double lr, temperature;
   uint64_t seed;
@@ -74,6 +74,8 @@ static void usage(FILE *f) {
         "       trainer eval    --params P.safetensors [--data PATH] [--threads N] [--log F] [--quiet]\n"
         "       trainer sample  --params P.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
         "                       [--top-k K] [--seed N] [--threads N]\n"
+        "       trainer predict (--params P.safetensors | --init P.safetensors) --inputs I.safetensors\n"
+        "                       -o OUT.safetensors [--threads N] [--quiet]\n"
         "       trainer info\n",
         f);
 }
@@ -111,18 +113,20 @@ static const OptDef opt_defs[] = {
   {"--epochs", A_INT, CMD_TRAIN, O(epochs), O(has_epochs)},
   {"--lr", A_NUM, CMD_TRAIN, O(lr), O(has_lr)},
   {"--seed", A_INT, CMD_TRAIN | CMD_SAMPLE, O(seed), O(has_seed)},
-  {"--threads", A_INT, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(threads), NOHAS},
-  {"--init", A_STR, CMD_TRAIN, O(init), NOHAS},
+  {"--threads", A_INT, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(threads), NOHAS},
+  {"--init", A_STR, CMD_TRAIN | CMD_PREDICT, O(init), NOHAS},
+  {"--inputs", A_STR, CMD_PREDICT, O(inputs), NOHAS},
+  {"-o", A_STR, CMD_PREDICT, O(out), NOHAS},
   {"--resume", A_STR, CMD_TRAIN, O(resume), NOHAS},
   {"--save", A_STR, CMD_TRAIN, O(save), NOHAS},
   {"--log", A_STR, CMD_TRAIN | CMD_EVAL, O(log), NOHAS},
   {"--eval-every", A_INT, CMD_TRAIN, O(eval_every), O(has_eval_every)},
   {"--checkpoint-every", A_INT, CMD_TRAIN, O(ckpt_every), O(has_ckpt_every)},
   {"--grad-stats", A_NONE, CMD_TRAIN, O(grad_stats), NOHAS},
-  {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE, O(quiet), NOHAS},
+  {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(quiet), NOHAS},
   {"--timing", A_NONE, CMD_TRAIN, O(timing), NOHAS},
   {"--profile", A_NONE, CMD_TRAIN, O(profile), NOHAS},
-  {"--params", A_STR, CMD_EVAL | CMD_SAMPLE, O(params), NOHAS},
+  {"--params", A_STR, CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(params), NOHAS},
   {"--prompt", A_STR, CMD_SAMPLE, O(prompt), NOHAS},
   {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
   {"--temperature", A_NUM, CMD_SAMPLE, O(temperature), NOHAS},
@@ -149,7 +153,7 @@ static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
   if (argc > 1 && argv[1][0] != '-') {
     const char *c = argv[1];
     o->cmd = !strcmp(c, "train") ? CMD_TRAIN : !strcmp(c, "eval") ? CMD_EVAL : !strcmp(c, "sample") ? CMD_SAMPLE
-           : !strcmp(c, "info") ? CMD_INFO : 0;
+           : !strcmp(c, "info") ? CMD_INFO : !strcmp(c, "predict") ? CMD_PREDICT : 0;
     if (!o->cmd)
       return fprintf(stderr, "error: unknown command '%s'\n", c), false;
     i = 2;
@@ -209,6 +213,10 @@ static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
     return fprintf(stderr, "error: %s needs --params P.safetensors\n", o->cmd == CMD_EVAL ? "eval" : "sample"), false;
   if (o->resume && o->init)
     return fprintf(stderr, "error: --resume and --init exclude each other\n"), false;
+  if (o->cmd == CMD_PREDICT && !o->params == !o->init)
+    return fprintf(stderr, "error: predict needs one of --params P.safetensors (bpc's names) or --init P.safetensors\n"), false;
+  if (o->cmd == CMD_PREDICT && (!o->inputs || !o->out))
+    return fprintf(stderr, "error: predict needs --inputs I.safetensors and -o OUT.safetensors\n"), false;
   return true;
 }
 #undef O
@@ -1342,6 +1350,154 @@ static int cmd_eval(T *t) {
   return 0;
 }
 
+// ---- predict ------------------------------------------------------------------------------
+
+// SPEC 6.2: the eval-mode forward of the outputs over every sample of the
+// inputs file (axis 0 = samples, any N >= 1) in batches of B, the last one
+// padded with copies of the last sample, each output written with axis 0 = N.
+// Inputs the outputs do not need may be absent (they are not in the
+// program); a tensor that is no input of the model is an error (a misspelt
+// name would otherwise be ignored). Every mismatch is listed at once;
+// nothing is written on an error.
+static int cmd_predict(T *t) {
+  char *err = t->err;
+  const Desc *d = &t->d;
+  const Prog *p = &d->prog[PROG_PREDICT];
+  if (!p->present || !t->e->predict_forward)
+    return fail(err, "%s", d->predict_error ? d->predict_error : "this trainer has no predict program"), 1;
+  arena_open(t, PROG_PREDICT);
+  Arena *a = &t->ar[PROG_PREDICT];
+  init_params(t, a);
+  if (t->o.params ? !load_params(a, t->o.params, count_role(p, ROLE_STATE) > 0, err)
+                  : !load_init(a, t->o.init, true, err))
+    return 1;
+  const char *path = t->o.inputs;
+  bpcrt_tensors f;
+  if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
+    return 1;
+  size_t len = (size_t)snprintf(err, ERRLEN, "%s: does not fit the model's inputs:", path), len0 = len;
+#define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
+  int64_t N = -1, B = batch_of(p);
+  const Prog *all = d->prog[PROG_TRAIN].present ? &d->prog[PROG_TRAIN] : p;
+  for (int i = 0; i < f.n; i++) {
+    const TDesc *m = prog_find(all, f.t[i].name);
+    if (!prog_find(p, f.t[i].name) && (!m || m->role != ROLE_INPUT))
+      ADD("\n  '%s' is not an input of the model", f.t[i].name);
+  }
+  for (int i = 0; i < p->n; i++) {
+    const TDesc *in = &p->t[i];
+    if (in->role != ROLE_INPUT)
+      continue;
+    const bpcrt_tensor *ft = bpcrt_st_find(&f, in->name);
+    char s1[200], s2[200];
+    if (!ft) {
+      ADD("\n  missing input '%s'", in->name);
+      continue;
+    }
+    bool same = ft->rank == in->rank && ft->rank >= 1 && ft->shape[0] >= 1;
+    for (int k = 1; same && k < in->rank; k++)
+      same = ft->shape[k] == in->shape[k];
+    shape_str(s1, sizeof s1, ft->rank, ft->shape);
+    int64_t keep = in->shape[0];
+    ((TDesc *)in)->shape[0] = 0;
+    shape_str(s2, sizeof s2, in->rank, in->shape);
+    ((TDesc *)in)->shape[0] = keep;
+    if (!same) {
+      ADD("\n  '%s': shape %s, the model needs %s with N >= 1 samples first", in->name, s1, s2);
+      continue;
+    }
+    if (in->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype)) {
+      ADD("\n  '%s': %s, the model needs %s", in->name, bpcrt_dtype_name(ft->dtype),
+          in->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
+      continue;
+    }
+    if (N >= 0 && ft->shape[0] != N) {
+      ADD("\n  '%s': %lld samples, other inputs have %lld", in->name, (long long)ft->shape[0], (long long)N);
+      continue;
+    }
+    N = ft->shape[0];
+    if (in->dtype == BPCRT_I32 && in->limit > 0) {
+      const int32_t *v = ft->data;
+      int64_t per = in->numel / B, n = bpcrt_numel(ft);
+      for (int64_t k = 0; k < n; k++)
+        if (v[k] < 0 || v[k] >= in->limit) {
+          ADD("\n  '%s': sample %lld holds %s %d, out of range [0, %lld)", in->name, (long long)(k / per),
+              status_what(in->limit_code), (int)v[k], (long long)in->limit);
+          break;
+        }
+    }
+  }
+#undef ADD
+  if (len != len0 || N < 0) {
+    if (len == len0)
+      fail(err, "%s: the outputs need no input: nothing to predict over", path);
+    bpcrt_st_free(&f);
+    return 1;
+  }
+  // float inputs as doubles once; outputs gathered whole
+  int nt = p->n;
+  double **fv = calloc((size_t)nt, sizeof *fv);
+  void **res = calloc((size_t)nt, sizeof *res);
+  for (int i = 0; i < nt; i++) {
+    const TDesc *x = &p->t[i];
+    if (x->role == ROLE_INPUT && x->dtype != BPCRT_I32) {
+      const bpcrt_tensor *ft = bpcrt_st_find(&f, x->name);
+      fv[i] = malloc(sizeof(double) * (size_t)bpcrt_numel(ft));
+      bpcrt_st_to_f64(ft, fv[i]);
+    }
+    if (x->role == ROLE_OUTPUT)
+      res[i] = malloc((size_t)(x->numel / B * N) * bpcrt_dtype_size(x->dtype) + 1);
+  }
+  bool ok = true;
+  for (int64_t b0 = 0; b0 < N && ok; b0 += B) {
+    for (int i = 0; i < nt; i++) {
+      const TDesc *x = &p->t[i];
+      if (x->role != ROLE_INPUT)
+        continue;
+      const bpcrt_tensor *ft = bpcrt_st_find(&f, x->name);
+      int64_t per = x->numel / B;
+      for (int64_t r = 0; r < B; r++) {
+        int64_t s = b0 + r < N ? b0 + r : N - 1;  // padding: the last sample again
+        if (x->dtype == BPCRT_I32)
+          memcpy((int32_t *)tp(a, x) + r * per, (const int32_t *)ft->data + s * per, (size_t)per * 4);
+        else
+          for (int64_t k = 0; k < per; k++)
+            set_el(tp(a, x), x->dtype, r * per + k, fv[i][s * per + k]);
+      }
+    }
+    ok = run(a, t->e->predict_forward, NULL, NULL, 0, err);
+    for (int i = 0; i < nt && ok; i++) {
+      const TDesc *x = &p->t[i];
+      if (x->role != ROLE_OUTPUT)
+        continue;
+      size_t row = (size_t)(x->numel / B) * bpcrt_dtype_size(x->dtype);
+      int64_t nb = N - b0 < B ? N - b0 : B;
+      memcpy((char *)res[i] + (size_t)b0 * row, tp(a, x), (size_t)nb * row);
+    }
+  }
+  if (ok) {
+    bpcrt_tensors o = {0};
+    for (int i = 0; i < nt; i++) {
+      const TDesc *x = &p->t[i];
+      if (x->role != ROLE_OUTPUT)
+        continue;
+      int64_t shape[BPCRT_MAX_RANK];
+      memcpy(shape, x->shape, sizeof shape);
+      shape[0] = N;
+      bpcrt_st_add_ref(&o, x->name, x->dtype, x->rank, shape, res[i]);
+    }
+    ok = bpcrt_st_write(t->o.out, &o, err, ERRLEN) == 0;
+    bpcrt_st_free(&o);
+    if (ok && !t->o.quiet)
+      fprintf(stderr, "predicted %lld samples in batches of %lld: wrote %s\n", (long long)N, (long long)B, t->o.out);
+  }
+  for (int i = 0; i < nt; i++)
+    free(fv[i]), free(res[i]);
+  free(fv), free(res);
+  bpcrt_st_free(&f);
+  return ok ? 0 : 1;
+}
+
 // ---- sample -------------------------------------------------------------------------------
 
 static int cmd_sample(T *t) {
@@ -1459,7 +1615,7 @@ static int cmd_info(T *t) {
     if (tp_->t[i].role == ROLE_PARAM)
       nparams += tp_->t[i].numel, pbytes += tp_->t[i].numel * (int64_t)bpcrt_dtype_size(tp_->t[i].dtype);
   printf("params   %lld (%lld bytes)\n", (long long)nparams, (long long)pbytes);
-  static const char *pn[] = {"train", "eval", "sample"};
+  static const char *pn[] = {"train", "eval", "sample", "predict"};
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   for (int k = 0; k < NPROG; k++) {
     const Prog *p = &d->prog[k];
@@ -1500,7 +1656,7 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
       t->threads = bpcrt_pool_threads(t->pool);
     }
     rc = t->o.cmd == CMD_TRAIN ? cmd_train(t) : t->o.cmd == CMD_EVAL ? cmd_eval(t)
-       : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : cmd_info(t);
+       : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : t->o.cmd == CMD_PREDICT ? cmd_predict(t) : cmd_info(t);
   }
   if (rc == 1)
     fprintf(stderr, "error: %s\n", t->err);

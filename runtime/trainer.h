@@ -50,7 +50,7 @@ typedef struct {
   KDesc *k;              // the kernels (for --profile; may be empty)
 } Prog;
 
-enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, NPROG };
+enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, PROG_PREDICT, NPROG };
 
 typedef enum { FMT_NONE, FMT_TEXT, FMT_CSV, FMT_ST, FMT_IDX } DataFormat;
 
@@ -97,6 +97,7 @@ typedef struct {
   TrainCfg train;
   DataDesc data_train, data_test;   // format FMT_NONE when absent
   char *gen_tokens, *gen_logits;    // NULL without generate
+  char *predict_error;              // why there is no predict program, or NULL
   Prog prog[NPROG];
   char *dims_text;                  // "B=64 D=64" for info
 } Desc;

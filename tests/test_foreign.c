@@ -3,7 +3,8 @@
 // `transpose`, F16/BF16/F32/F64 converted, tensors no param names ignored,
 // params without `from` by their own name or their init, every mismatch
 // listed in one error with nothing written, and checkpoints that keep bpc's
-// names.
+// names; and `predict` (SPEC 6.2) on those params against the forward
+// computed here.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
@@ -95,13 +96,14 @@ static const char *model =
     "      w: {shape: [C, C], init: normal(0.02), from: \"layer.{i}.dense.weight\", transpose: true}\n"
     "      b: {shape: [C], init: zeros, from: \"layer.{i}.dense.bias\"}\n"
     "    graph:\n"
-    "      h: tanh(x @ w + b)\n"
+    "      h: tanh(dropout(x, 0.5) @ w + b)\n"
     "    return: h\n"
     "graph:\n"
     "  x0: embedding(ids, emb) * g + extra\n"
     "  xl: repeat(layer, x0, times=2)\n"
     "  loss: mse(xl, y)\n"
     "loss: loss\n"
+    "outputs: [xl]\n"
     "train:\n"
     "  optimizer: {type: sgd, lr: 0}\n"
     "  steps: 1\n"
@@ -254,5 +256,88 @@ Test(foreign, model_file_errors) {
   spit(in_tmp("e3.yaml"), "bpc: 1\nname: e3\nparams:\n  w: {shape: [3], from: [a]}\ngraph:\n  loss: sum(w)\nloss: loss\n");
   cr_assert_eq(run(&out, "check e3.yaml"), 1, "%s", out);
   cr_assert(strstr(out, "e3.yaml:4:25: error: from (a tensor name) must be a scalar"), "%s", out);
+  free(out);
+}
+
+// predict over N = 3 samples in batches of B = 2 (the last padded), straight
+// from the foreign file (--init) and from bpc's checkpoint (--params): the
+// eval-mode forward (dropout off) computed here in double, within f32 rounding.
+Test(foreign, predict_matches_the_forward) {
+  spit(in_tmp("m.yaml"), model);
+  write_data();
+  write_foreign(in_tmp("hf.safetensors"), false);
+  bpcrt_tensors in = {0};
+  int64_t si[2] = {3, 3};
+  int32_t ids[9] = {4, 0, 2, 1, 1, 3, 0, 4, 2};
+  bpcrt_st_add(&in, "ids", BPCRT_I32, 2, si, ids);
+  cr_assert_eq(bpcrt_st_write(in_tmp("in.safetensors"), &in, NULL, 0), 0);
+  bpcrt_st_free(&in);
+  char *out;
+  int rc = run(&out, "run m.yaml predict --init hf.safetensors --inputs in.safetensors -o pred.safetensors");
+  cr_assert_eq(rc, 0, "%s", out);
+  free(out);
+  rc = run(&out, "run m.yaml train --init hf.safetensors --save ck.safetensors --quiet");
+  cr_assert_eq(rc, 0, "%s", out);
+  free(out);
+  rc = run(&out, "run m.yaml predict --params ck.safetensors --inputs in.safetensors -o pred2.safetensors --quiet");
+  cr_assert_eq(rc, 0, "%s", out);
+  free(out);
+  bpcrt_tensors a, b;
+  cr_assert_eq(bpcrt_st_read(in_tmp("pred.safetensors"), &a, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("pred2.safetensors"), &b, NULL, 0), 0);
+  const bpcrt_tensor *xa = bpcrt_st_find(&a, "xl"), *xb = bpcrt_st_find(&b, "xl");
+  cr_assert(xa && xb && a.n == 1, "predict writes the outputs alone");
+  cr_assert(xa->rank == 3 && xa->shape[0] == 3 && xa->shape[1] == 3 && xa->shape[2] == 4, "padding dropped");
+  cr_assert_eq(memcmp(xa->data, xb->data, xa->nbytes), 0, "--init and --params give the same bits");
+  const float *got = xa->data;
+  for (int s = 0; s < 3; s++)
+    for (int tk = 0; tk < 3; tk++) {
+      double x[4], y[4];
+      for (int c = 0; c < 4; c++) x[c] = val(0, ids[s * 3 + tk], c) * (c + 1) + 1;  // emb * g + extra
+      for (int l = 0; l < 2; l++) {
+        for (int o = 0; o < 4; o++) {
+          double acc = val(3 + l, 0, o);
+          for (int i = 0; i < 4; i++) acc += x[i] * val(1 + l, o, i);  // w = W^T
+          y[o] = tanh(acc);
+        }
+        memcpy(x, y, sizeof x);
+      }
+      for (int c = 0; c < 4; c++) {
+        double g = got[(s * 3 + tk) * 4 + c];
+        cr_assert(fabs(g - x[c]) <= 1e-5 + 1e-5 * fabs(x[c]), "sample %d t %d c %d: %.9g, want %.9g", s, tk, c, g, x[c]);
+      }
+    }
+  bpcrt_st_free(&a), bpcrt_st_free(&b);
+  // bad inputs: an id out of range, a misspelt name; nothing written
+  bpcrt_tensors bad = {0};
+  ids[4] = 7;
+  bpcrt_st_add(&bad, "ids", BPCRT_I32, 2, si, ids);
+  bpcrt_st_add(&bad, "idz", BPCRT_I32, 2, si, ids);
+  cr_assert_eq(bpcrt_st_write(in_tmp("bad.safetensors"), &bad, NULL, 0), 0);
+  bpcrt_st_free(&bad);
+  rc = run(&out, "run m.yaml predict --params ck.safetensors --inputs bad.safetensors -o p3.safetensors");
+  cr_assert_eq(rc, 1, "%s", out);
+  cr_assert(strstr(out, "'idz' is not an input of the model"), "%s", out);
+  cr_assert(strstr(out, "'ids': sample 1 holds"), "%s", out);
+  cr_assert(strstr(out, "7, out of range [0, 5)"), "%s", out);
+  cr_assert(!exists(in_tmp("p3.safetensors")));
+  free(out);
+}
+
+// An output that does not lead with the batch: predict says which, where.
+Test(foreign, predict_needs_batch_leading_outputs) {
+  spit(in_tmp("o.yaml"), "bpc: 1\nname: o\ndims: {B: 2}\ninputs: {x: {shape: [B, 3]}}\nparams: {w: {shape: [3, 3]}}\n"
+                         "graph:\n  y: x @ w\n  wt: transpose(w)\n  loss: mean(y)\nloss: loss\noutputs: [y, wt]\n"
+                         "data:\n  train: {format: safetensors, path: d.safetensors}\n");
+  bpcrt_tensors in = {0};
+  int64_t s[2] = {5, 3};
+  float x[15] = {0};
+  bpcrt_st_add(&in, "x", BPCRT_F32, 2, s, x);
+  cr_assert_eq(bpcrt_st_write(in_tmp("in.safetensors"), &in, NULL, 0), 0);
+  bpcrt_st_free(&in);
+  char *out;
+  cr_assert_eq(run(&out, "run o.yaml predict --init in.safetensors --inputs in.safetensors -o p.safetensors"), 1, "%s", out);
+  cr_assert(strstr(out, "o.yaml:11:14: predict: output 'wt' [3, 3] does not lead with the batch dim B = 2"), "%s", out);
+  cr_assert(!exists(in_tmp("p.safetensors")));
   free(out);
 }

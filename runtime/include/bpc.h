@@ -236,6 +236,7 @@ typedef struct {
   void (*train_update)(bpcrt_ctx *);    // optimizer on the grads
   void (*eval_forward)(bpcrt_ctx *);    // eval-mode forward: loss, metrics, outputs
   void (*sample_forward)(bpcrt_ctx *);  // batch-1 logits; NULL without `generate:`
+  void (*predict_forward)(bpcrt_ctx *); // eval-mode outputs alone (SPEC 6.2); may be NULL
 } bpcrt_entries;
 
 // The trainer's whole command line (train, eval, sample, info). Returns the
