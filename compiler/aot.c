@@ -114,9 +114,15 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   memset(out, 0, sizeof *out);
   out->fwd = graph_build(m, d, ov, nov, dt);
   if (!out->fwd) return false;
-  if (out->fwd->loss < 0) {
-    diag_error(d, m->loc, "a trainer needs a model with a `loss:`");
-    return false;
+  if (out->fwd->loss < 0) {  // predict only (a pretrained encoder's embeddings)
+    out->programs[TB_PREDICT] = predict_program(m, d, ov, nov, dt, fuse, out);
+    if (!out->programs[TB_PREDICT]) {
+      if (out->predict_error)
+        diag_error(d, m->loc, "a model without `loss:` compiles for predict alone, which cannot run it: %s", out->predict_error);
+      return false;
+    }
+    out->json = describe_model(m, out->fwd, NULL, NULL, NULL, out->programs[TB_PREDICT], NULL, flags);
+    return true;
   }
   // train: forward, backward, optimizer
   Graph *t = graph_build(m, d, ov, nov, dt);
@@ -177,8 +183,8 @@ void trainer_build_free(TrainerBuild *b) {
 
 CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main) {
   CodegenUnit u = {.name = b->fwd->model->name, .json = b->json, .with_main = with_main};
-  u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
-  u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
+  if (b->programs[0]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
+  if (b->programs[1]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
   if (b->programs[2]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[2], {"bpc_sample_forward", NULL}};
   if (b->programs[TB_PREDICT]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_PREDICT], {"bpc_predict_forward", NULL}};
   return u;

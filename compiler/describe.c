@@ -232,14 +232,15 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
     cJSON_AddNullToObject(o, "generate");
   }
   cJSON *progs = cJSON_AddObjectToObject(o, "programs");
-  cJSON *tj = program_json(train);
-  cJSON_AddItemToObject(progs, "train", tj);
-  cJSON_AddItemToObject(progs, "eval", program_json(eval));
+  // a model without `loss:` has no train and eval programs, only predict
+  cJSON *tj = train ? program_json(train) : NULL, *pj = predict ? program_json(predict) : NULL;
+  if (tj) cJSON_AddItemToObject(progs, "train", tj);
+  if (eval) cJSON_AddItemToObject(progs, "eval", program_json(eval));
   if (sample) cJSON_AddItemToObject(progs, "sample", program_json(sample));
-  if (predict) cJSON_AddItemToObject(progs, "predict", program_json(predict));
+  if (pj) cJSON_AddItemToObject(progs, "predict", pj);
   if (predict_error) cJSON_AddStringToObject(o, "predict_error", predict_error);
   char hash[32];
-  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj));
+  snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj ? tj : pj));
   cJSON_AddStringToObject(o, "hash", hash);
   char *text = cJSON_Print(o);
   cJSON_Delete(o);

@@ -427,13 +427,16 @@ static int cmd_run(int argc, char **argv) {
     bpcrt_entries e = {0};
     const char *json = j ? jit_lookup(j, "bpc_model_json", &d) : NULL;
     if (json) {
-      e.train_step = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_step", &d);
-      e.train_update = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_update", &d);
-      e.eval_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_eval_forward", &d);
+      if (b.programs[TB_TRAIN]) {
+        e.train_step = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_step", &d);
+        e.train_update = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_train_update", &d);
+        e.eval_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_eval_forward", &d);
+      }
       if (b.programs[2]) e.sample_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_sample_forward", &d);
       if (b.programs[TB_PREDICT]) e.predict_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_predict_forward", &d);
     }
-    if (json && e.train_step && e.train_update && e.eval_forward) rc = bpcrt_main(json, &e, nrest, rest);
+    if (json && ((e.train_step && e.train_update && e.eval_forward) || e.predict_forward))
+      rc = bpcrt_main(json, &e, nrest, rest);
     jit_module_free(j);
   }
   if (m) trainer_build_free(&b);

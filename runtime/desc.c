@@ -284,8 +284,8 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
   program(&p, get(progs, "predict"), &d->prog[PROG_PREDICT]);
   d->predict_error = str(root, "predict_error");
-  if (!d->prog[PROG_TRAIN].present)
-    fail(&p, "no train program");
+  if (!d->prog[PROG_TRAIN].present && !d->prog[PROG_PREDICT].present)
+    fail(&p, "no train and no predict program");
   cJSON_Delete(root);
   return !p.bad;
 }

