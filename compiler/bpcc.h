@@ -204,6 +204,8 @@ typedef struct TensorDecl {  // an input or a param
   const char *from;  // the tensor's name in a foreign checkpoint (SPEC 6.3), or NULL
   Loc from_loc;
   bool transpose;    // the foreign tensor holds the last two axes swapped
+  int64_t lora_rank; // `lora: {rank: r, alpha: a}`: a frozen weight plus a trained
+  double lora_alpha; // low-rank update (alpha / r) A B; rank 0 without
 } TensorDecl;
 
 typedef struct GraphEntry {
@@ -414,6 +416,9 @@ typedef struct GParam {
   int update;  // after optim: the param's new value, -1 if none
   const char *from;  // resolved foreign name (`{i}` replaced), or NULL
   bool transpose;
+  int value;         // expand only: the node the graph reads (node, or W + s A B under lora)
+  const char *lora_a, *lora_b;  // a LoRA base weight: its adapters' param names
+  double lora_scale;            // alpha / rank
 } GParam;
 
 typedef struct GInput {

@@ -73,6 +73,12 @@ static cJSON *program_json(const Program *p) {
     cJSON_AddBoolToObject(t, "decay", gp->decay);
     if (gp->from) cJSON_AddStringToObject(t, "from", gp->from);
     if (gp->transpose) cJSON_AddBoolToObject(t, "transpose", true);
+    if (gp->lora_a) {
+      cJSON *l = cJSON_AddObjectToObject(t, "lora");
+      cJSON_AddStringToObject(l, "a", gp->lora_a);
+      cJSON_AddStringToObject(l, "b", gp->lora_b);
+      cJSON_AddNumberToObject(l, "scale", gp->lora_scale);
+    }
   }
   char name[512];
   for (int i = 0; i < g->params.n; i++) {

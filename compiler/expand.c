@@ -244,6 +244,36 @@ static DType leaf_dtype(Build *b, DType declared) {
 
 static void bind(Scope *s, const char *name, int node) { VEC_PUSH(s->local, ((Binding){name, node})); }
 
+// LoRA (Hu et al. 2021, as Hugging Face PEFT): the weight W [..., in, out]
+// stays frozen and the graph reads W + (alpha / r) A B, with A [in*, r]
+// (in* = all dims but the last) drawn as PEFT's kaiming_uniform(a=sqrt(5)),
+// U(-1/sqrt(in*), 1/sqrt(in*)), and B [r, out] zeros, so training starts at
+// W exactly. A and B are params named `<W>.lora_a` and `<W>.lora_b`; only
+// they get gradients and optimizer state.
+static void add_lora(Build *b, const TensorDecl *t, const Shape *s, int wi) {
+  Graph *g = b->g;
+  GParam *w = &g->params.v[wi];
+  int64_t in = shape_numel(s) / s->d[s->rank - 1], out = s->d[s->rank - 1], r = t->lora_rank;
+  const char *an = arena_printf(&g->arena, "%s.lora_a", w->name), *bn = arena_printf(&g->arena, "%s.lora_b", w->name);
+  DType dt = graph_node(g, w->node)->dtype;
+  Shape sa = {.rank = 2, .d = {in, r}}, sb = {.rank = 2, .d = {r, out}};
+  int a = g_leaf(g, OP_PARAM, an, dt, &sa, t->loc), bb = g_leaf(g, OP_PARAM, bn, dt, &sb, t->loc);
+  double bound = 1 / sqrt((double)in);
+  InitSpec ia = {INIT_UNIFORM, -bound, bound}, ib = {INIT_ZEROS, 0, 0};
+  double scale = t->lora_alpha / (double)r;
+  int ab = g_op(g, OP_MATMUL, t->loc, 2, (int[]){a, bb}, NULL);
+  Attr ra = attr_default(OP_RESHAPE);
+  ra.shape = *s;
+  if (s->rank > 2) ab = g_op(g, OP_RESHAPE, t->loc, 1, &ab, &ra);
+  int eff = g_binary(g, OP_ADD, w->node, g_binary(g, OP_MUL, g_const(g, scale, t->loc), ab, t->loc), t->loc);
+  w = &g->params.v[wi];
+  w->value = eff, w->lora_a = an, w->lora_b = bn, w->lora_scale = scale;
+  VEC_PUSH(g->params, ((GParam){.name = an, .node = a, .loc = t->loc, .init = ia, .trainable = true, .decay = true,
+                                .grad = -1, .update = -1, .value = a}));
+  VEC_PUSH(g->params, ((GParam){.name = bn, .node = bb, .loc = t->loc, .init = ib, .trainable = true, .decay = true,
+                                .grad = -1, .update = -1, .value = bb}));
+}
+
 // A param's foreign name with every `{i}` replaced by the repeat index.
 static const char *resolve_from(Build *b, const TensorDecl *t, int64_t index) {
   if (!t->from || !strstr(t->from, "{i}")) return t->from;
@@ -268,8 +298,11 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix, int64_t 
   const char *name = arena_printf(&b->g->arena, "%s%s", prefix, t->name);
   int id = g_leaf(b->g, OP_PARAM, name, leaf_dtype(b, t->dtype), &s, t->loc);
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
-  VEC_PUSH(b->g->params, ((GParam){name, id, t->loc, t->init, t->trainable, decay, -1, -1, from, t->transpose}));
-  return id;
+  bool lora = t->lora_rank > 0;
+  VEC_PUSH(b->g->params, ((GParam){.name = name, .node = id, .loc = t->loc, .init = t->init, .trainable = t->trainable && !lora,
+                                   .decay = decay, .grad = -1, .update = -1, .from = from, .transpose = t->transpose, .value = id}));
+  if (lora) add_lora(b, t, &s, b->g->params.n - 1);
+  return b->g->params.v[b->g->params.n - 1 - (lora ? 2 : 0)].value;
 }
 
 // ---------------------------------------------------------------- names
@@ -281,7 +314,7 @@ static int lookup(Build *b, Scope *s, const Expr *e) {
   if (dim) return g_const(b->g, (double)dim->value, e->loc);
   if (s->fn)  // functions see the model's params too
     for (int i = 0; i < b->nmodel_params; i++)
-      if (!strcmp(b->g->params.v[i].name, e->name)) return b->g->params.v[i].node;
+      if (!strcmp(b->g->params.v[i].name, e->name)) return b->g->params.v[i].value;
   // Not found: suggest among everything visible here.
   struct { const char **v; int n, cap; } c = {0};
   for (int i = 0; i < s->local.n; i++) VEC_PUSH(c, s->local.v[i].name);

@@ -414,7 +414,7 @@ static void load_init(Loader *L, const YNode *n, InitSpec *out) {
 static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param,
                         TensorDecl *t) {
   static const char *const input_keys[] = {"shape", "dtype"};
-  static const char *const param_keys[] = {"shape", "dtype", "init", "trainable", "decay", "from", "transpose"};
+  static const char *const param_keys[] = {"shape", "dtype", "init", "trainable", "decay", "from", "transpose", "lora"};
   *t = (TensorDecl){.name = k->str, .loc = k->loc, .trainable = true, .decay = -1};
   const char *what = is_param ? "a param" : "an input";
   if (!want(L, v, YN_MAP, what)) return;
@@ -437,6 +437,22 @@ static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param
   }
   if ((x = ymap_get(v, "transpose")) && get_bool(L, x, "transpose", &t->transpose) && t->transpose && t->rank < 2)
     diag_error(L->d, x->loc, "transpose swaps the last two axes: '%s' has rank %d", t->name, t->rank);
+  if ((x = ymap_get(v, "lora")) && want(L, x, YN_MAP, "lora ({rank: r, alpha: a})")) {
+    static const char *const lora_keys[] = {"rank", "alpha"};
+    check_keys(L, x, lora_keys, COUNT(lora_keys), "lora");
+    const YNode *r = require(L, x, "rank", "lora"), *al = ymap_get(x, "alpha");
+    if (r && get_int(L, r, "lora rank", &t->lora_rank) && t->lora_rank < 1) {
+      diag_error(L->d, r->loc, "lora rank must be at least 1");
+      t->lora_rank = 0;
+    }
+    t->lora_alpha = (double)t->lora_rank;  // PEFT's default scale alpha / r = 1 when alpha is absent
+    if (al && get_num(L, al, "lora alpha", &t->lora_alpha) && !(t->lora_alpha > 0))
+      diag_error(L->d, al->loc, "lora alpha must be positive");
+    if (t->lora_rank && t->rank < 2)
+      diag_error(L->d, x->loc, "lora adapts a matrix: '%s' has rank %d", t->name, t->rank);
+    if (t->lora_rank && t->dtype == DT_I32)
+      diag_error(L->d, x->loc, "lora needs a float param");
+  }
   if (t->dtype == DT_I32 && t->trainable)
     diag_error(L->d, k->loc, "an i32 param cannot be trained; add 'trainable: false'");
 }

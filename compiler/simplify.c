@@ -396,6 +396,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     GParam p = src->params.v[i];
     p.name = keep(g, p.name);
     if (p.from) p.from = keep(g, p.from);
+    if (p.lora_a) p.lora_a = keep(g, p.lora_a), p.lora_b = keep(g, p.lora_b);
     p.node = remap(&r, p.node);
     p.grad = remap(&r, p.grad);
     p.update = remap(&r, p.update);

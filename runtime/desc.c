@@ -112,6 +112,13 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
   t->init_value = num(p, init, "value", 0);
   t->trainable = flag(j, "trainable", true);
   t->from = str(j, "from");
+  const cJSON *lora = get(j, "lora");
+  if (lora) {
+    t->lora_a = str(lora, "a"), t->lora_b = str(lora, "b");
+    t->lora_scale = num(p, lora, "scale", 0);
+    if (!t->lora_a || !t->lora_b)
+      fail(p, "tensor '%s': lora without its adapters' names", t->name ? t->name : "?");
+  }
   t->transpose = flag(j, "transpose", false);
   if (t->transpose && t->rank < 2)
     fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
@@ -284,6 +291,9 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
   program(&p, get(progs, "predict"), &d->prog[PROG_PREDICT]);
   d->predict_error = str(root, "predict_error");
+  for (int k = 0; k < NPROG; k++)
+    for (int i = 0; i < d->prog[k].n; i++)
+      d->has_lora |= d->prog[k].t[i].lora_a != NULL;
   if (!d->prog[PROG_TRAIN].present && !d->prog[PROG_PREDICT].present)
     fail(&p, "no train and no predict program");
   cJSON_Delete(root);
@@ -307,7 +317,8 @@ void desc_free(Desc *d) {
   data_desc_free(&d->data_test);
   for (int k = 0; k < NPROG; k++) {
     for (int i = 0; i < d->prog[k].n; i++)
-      free(d->prog[k].t[i].name), free(d->prog[k].t[i].from);
+      free(d->prog[k].t[i].name), free(d->prog[k].t[i].from), free(d->prog[k].t[i].lora_a),
+          free(d->prog[k].t[i].lora_b);
     free(d->prog[k].t);
     for (int i = 0; i < d->prog[k].nk; i++)
       free(d->prog[k].k[i].text), free(d->prog[k].k[i].kind);

@@ -24,7 +24,7 @@
 
 #define ERRLEN 8192
 
-typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_INFO = 8, CMD_PREDICT = 16 } Cmd;
+typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_INFO = 8, CMD_PREDICT = 16, CMD_MERGE = 32 } Cmd;
 
 typedef struct {
   Cmd cmd;
@@ -54,6 +54,7 @@ typedef struct {
   int64_t S, B, K, start;
   Dataset train, test, val;   // val: a split of train (borrowed) or test
   const Dataset *eval_set;
+  char *base;                 // LoRA: the file the frozen weights came from (--init), or NULL
   const char *eval_name;      // "test" or "val"
   int64_t *perm, perm_epoch, *batch;
   double t0;
@@ -76,6 +77,7 @@ static void usage(FILE *f) {
         "                       [--top-k K] [--seed N] [--threads N]\n"
         "       trainer predict (--params P.safetensors | --init P.safetensors) --inputs I.safetensors\n"
         "                       -o OUT.safetensors [--threads N] [--quiet]\n"
+        "       trainer merge   --params LORA.safetensors [--init BASE.safetensors] -o FULL.safetensors\n"
         "       trainer info\n",
         f);
 }
@@ -114,19 +116,19 @@ static const OptDef opt_defs[] = {
   {"--lr", A_NUM, CMD_TRAIN, O(lr), O(has_lr)},
   {"--seed", A_INT, CMD_TRAIN | CMD_SAMPLE, O(seed), O(has_seed)},
   {"--threads", A_INT, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(threads), NOHAS},
-  {"--init", A_STR, CMD_TRAIN | CMD_PREDICT, O(init), NOHAS},
+  {"--init", A_STR, CMD_TRAIN | CMD_PREDICT | CMD_MERGE, O(init), NOHAS},
   {"--inputs", A_STR, CMD_PREDICT, O(inputs), NOHAS},
-  {"-o", A_STR, CMD_PREDICT, O(out), NOHAS},
+  {"-o", A_STR, CMD_PREDICT | CMD_MERGE, O(out), NOHAS},
   {"--resume", A_STR, CMD_TRAIN, O(resume), NOHAS},
   {"--save", A_STR, CMD_TRAIN, O(save), NOHAS},
   {"--log", A_STR, CMD_TRAIN | CMD_EVAL, O(log), NOHAS},
   {"--eval-every", A_INT, CMD_TRAIN, O(eval_every), O(has_eval_every)},
   {"--checkpoint-every", A_INT, CMD_TRAIN, O(ckpt_every), O(has_ckpt_every)},
   {"--grad-stats", A_NONE, CMD_TRAIN, O(grad_stats), NOHAS},
-  {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(quiet), NOHAS},
+  {"--quiet", A_NONE, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT | CMD_MERGE, O(quiet), NOHAS},
   {"--timing", A_NONE, CMD_TRAIN, O(timing), NOHAS},
   {"--profile", A_NONE, CMD_TRAIN, O(profile), NOHAS},
-  {"--params", A_STR, CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(params), NOHAS},
+  {"--params", A_STR, CMD_EVAL | CMD_SAMPLE | CMD_PREDICT | CMD_MERGE, O(params), NOHAS},
   {"--prompt", A_STR, CMD_SAMPLE, O(prompt), NOHAS},
   {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
   {"--temperature", A_NUM, CMD_SAMPLE, O(temperature), NOHAS},
@@ -153,7 +155,7 @@ static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
   if (argc > 1 && argv[1][0] != '-') {
     const char *c = argv[1];
     o->cmd = !strcmp(c, "train") ? CMD_TRAIN : !strcmp(c, "eval") ? CMD_EVAL : !strcmp(c, "sample") ? CMD_SAMPLE
-           : !strcmp(c, "info") ? CMD_INFO : !strcmp(c, "predict") ? CMD_PREDICT : 0;
+           : !strcmp(c, "info") ? CMD_INFO : !strcmp(c, "predict") ? CMD_PREDICT : !strcmp(c, "merge") ? CMD_MERGE : 0;
     if (!o->cmd)
       return fprintf(stderr, "error: unknown command '%s'\n", c), false;
     i = 2;
@@ -215,6 +217,8 @@ static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
     return fprintf(stderr, "error: --resume and --init exclude each other\n"), false;
   if (o->cmd == CMD_PREDICT && !o->params == !o->init)
     return fprintf(stderr, "error: predict needs one of --params P.safetensors (bpc's names) or --init P.safetensors\n"), false;
+  if (o->cmd == CMD_MERGE && (!o->params || !o->out))
+    return fprintf(stderr, "error: merge needs --params LORA.safetensors and -o FULL.safetensors\n"), false;
   if (o->cmd == CMD_PREDICT && (!o->inputs || !o->out))
     return fprintf(stderr, "error: predict needs --inputs I.safetensors and -o OUT.safetensors\n"), false;
   return true;
@@ -324,7 +328,7 @@ static void shape_str(char *buf, size_t len, int rank, const int64_t *shape) {
 // skipped when `skip_opt`. Any other name is unknown. Every mismatch is
 // listed; nothing is copied unless all match.
 static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, unsigned need, unsigned opt,
-                         bool skip_opt, char *err) {
+                         bool skip_opt, bool frozen_opt, char *err) {
   size_t len = (size_t)snprintf(err, ERRLEN, "%s: does not match the model:", path), len0 = len;
 #define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
   for (int i = 0; i < a->p->n; i++) {
@@ -334,7 +338,7 @@ static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, uns
     const bpcrt_tensor *ft = bpcrt_st_find(f, d->name);
     char s1[200], s2[200];
     if (!ft) {
-      if (has_role(need, d->role))
+      if (has_role(need, d->role) && !(frozen_opt && d->role == ROLE_PARAM && !d->trainable))
         ADD("\n  missing %s '%s'", role_name(d->role), d->name);
       continue;
     }
@@ -377,14 +381,22 @@ static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, uns
 
 // ---- checkpoints -----------------------------------------------------------------
 
+// A model with LoRA adapters checkpoints what trains (adapters, the other
+// trainable params, optimizer slots, state) and names the file its frozen
+// weights came from in the metadata ("base"); without --init they are the
+// seeded init, which the seed in the metadata reproduces.
 static bool save_ckpt(T *t, const char *path, int64_t step, char *err) {
   const Arena *a = &t->ar[PROG_TRAIN];
   bpcrt_tensors f = {0};
   for (int i = 0; i < a->p->n; i++) {
     const TDesc *d = &a->p->t[i];
+    if (d->role == ROLE_PARAM && t->d.has_lora && !d->trainable)
+      continue;
     if (d->role == ROLE_PARAM || d->role == ROLE_OPT || d->role == ROLE_STATE)
       bpcrt_st_add_ref(&f, d->name, d->dtype, d->rank, d->shape, tp(a, d));
   }
+  if (t->base)
+    bpcrt_st_set_meta(&f, "base", t->base);
   char b[32];
   snprintf(b, sizeof b, "%lld", (long long)step);
   bpcrt_st_set_meta(&f, "step", b);
@@ -407,13 +419,33 @@ static bool meta_u64(const bpcrt_tensors *f, const char *k, uint64_t *v) {
   return !*e && !errno;
 }
 
+static bool load_init(Arena *a, const char *path, bool quiet, char *err);
+
+// A LoRA model's checkpoint f: its frozen weights from the base it names
+// (before the checkpoint's own tensors are loaded over them).
+static bool load_base(T *t, Arena *a, const bpcrt_tensors *f, const char *path, char *err) {
+  const char *base = t->d.has_lora ? bpcrt_st_meta(f, "base") : NULL;
+  if (!base)
+    return true;
+  free(t->base);
+  t->base = strdup(base);
+  if (load_init(a, base, true, err))
+    return true;
+  char *why = strdup(err);
+  fail(err, "%s: its frozen weights come from %s: %s", path, base, why);
+  free(why);
+  return false;
+}
+
 // --resume: everything of the train arena plus the step; lists every problem.
 static bool load_resume(T *t, const char *path, char *err) {
   bpcrt_tensors f;
   if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
     return false;
   Arena *a = &t->ar[PROG_TRAIN];
-  bool ok = load_tensors(a, &f, path, BIT(ROLE_PARAM) | BIT(ROLE_OPT) | BIT(ROLE_STATE), 0, false, err);
+  if (!load_base(t, a, &f, path, err))
+    return bpcrt_st_free(&f), false;
+  bool ok = load_tensors(a, &f, path, BIT(ROLE_PARAM) | BIT(ROLE_OPT) | BIT(ROLE_STATE), 0, false, t->d.has_lora, err);
   size_t len = ok ? (size_t)snprintf(err, ERRLEN, "%s: cannot resume:", path) : strlen(err), len0 = len;
 #define ADD(...) (len < ERRLEN ? (void)(len += (size_t)snprintf(err + len, ERRLEN - len, __VA_ARGS__)) : (void)0)
   const char *h = bpcrt_st_meta(&f, "model_hash"), *fmt = bpcrt_st_meta(&f, "format");
@@ -439,13 +471,13 @@ static bool load_resume(T *t, const char *path, char *err) {
   return true;
 }
 
-// --init / --params: params (and state, when `need_state`) by name; opt.* ignored.
-static bool load_params(Arena *a, const char *path, bool need_state, char *err) {
+// --params: params (and state, when `need_state`) by name; opt.* ignored.
+static bool load_params(T *t, Arena *a, const char *path, bool need_state, char *err) {
   bpcrt_tensors f;
   if (bpcrt_st_read(path, &f, err, ERRLEN) != 0)
     return false;
   unsigned need = BIT(ROLE_PARAM) | (need_state ? BIT(ROLE_STATE) : 0);
-  bool ok = load_tensors(a, &f, path, need, BIT(ROLE_STATE), true, err);
+  bool ok = load_base(t, a, &f, path, err) && load_tensors(a, &f, path, need, BIT(ROLE_STATE), true, t->d.has_lora, err);
   bpcrt_st_free(&f);
   return ok;
 }
@@ -1193,6 +1225,10 @@ static int cmd_train(T *t) {
     return 1;
   if (o->init && !load_init(&t->ar[PROG_TRAIN], o->init, o->quiet, err))
     return 1;
+  if (o->init && d->has_lora) {  // checkpoints name it as the frozen weights' base
+    free(t->base);
+    t->base = realpath(o->init, NULL);
+  }
   char *out = strdup(o->save ? o->save : d->name);
   if (!o->save) {
     out = realloc(out, strlen(out) + 16);
@@ -1325,7 +1361,7 @@ static int cmd_eval(T *t) {
   arena_open(t, PROG_EVAL);
   Arena *a = &t->ar[PROG_EVAL];
   init_params(t, a);
-  if (!load_params(a, t->o.params, count_role(a->p, ROLE_STATE) > 0, err))
+  if (!load_params(t, a, t->o.params, count_role(a->p, ROLE_STATE) > 0, err))
     return 1;
   const DataDesc *dd = t->o.data ? (d->data_test.format != FMT_NONE ? &d->data_test : &d->data_train)
                      : d->data_test.format != FMT_NONE ? &d->data_test : &d->data_train;
@@ -1370,7 +1406,7 @@ static int cmd_predict(T *t) {
   arena_open(t, PROG_PREDICT);
   Arena *a = &t->ar[PROG_PREDICT];
   init_params(t, a);
-  if (t->o.params ? !load_params(a, t->o.params, count_role(p, ROLE_STATE) > 0, err)
+  if (t->o.params ? !load_params(t, a, t->o.params, count_role(p, ROLE_STATE) > 0, err)
                   : !load_init(a, t->o.init, true, err))
     return 1;
   const char *path = t->o.inputs;
@@ -1500,6 +1536,72 @@ static int cmd_predict(T *t) {
   return ok ? 0 : 1;
 }
 
+// ---- merge ---------------------------------------------------------------------------------
+
+// LoRA adapters folded into their weights: W + scale A B for every adapted W,
+// written as a full checkpoint without the adapters, in bpc's names (what the
+// same model file without `lora:` loads with --params).
+static int cmd_merge(T *t) {
+  char *err = t->err;
+  const Desc *d = &t->d;
+  int k = d->prog[PROG_TRAIN].present ? PROG_TRAIN : PROG_PREDICT;
+  if (!d->has_lora)
+    return fail(err, "the model has no lora params: nothing to merge"), 1;
+  arena_open(t, k);
+  Arena *a = &t->ar[k];
+  init_params(t, a);
+  if (t->o.init) {  // an explicit base: the checkpoint's own tensors go over it
+    bpcrt_tensors f;
+    if (!load_init(a, t->o.init, true, err) || bpcrt_st_read(t->o.params, &f, err, ERRLEN) != 0)
+      return 1;
+    bool ok = load_tensors(a, &f, t->o.params, BIT(ROLE_PARAM), BIT(ROLE_STATE), true, true, err);
+    bpcrt_st_free(&f);
+    if (!ok)
+      return 1;
+  } else if (!load_params(t, a, t->o.params, false, err)) {
+    return 1;
+  }
+  const Prog *p = a->p;
+  bpcrt_tensors o = {0};
+  double *w = NULL;
+  for (int i = 0; i < p->n; i++) {
+    const TDesc *x = &p->t[i];
+    if (x->role != ROLE_PARAM && x->role != ROLE_STATE)
+      continue;
+    bool adapter = false;
+    for (int j = 0; j < p->n; j++)
+      adapter |= p->t[j].lora_a && (!strcmp(p->t[j].lora_a, x->name) || !strcmp(p->t[j].lora_b, x->name));
+    if (adapter)
+      continue;
+    if (x->lora_a) {
+      const TDesc *A = prog_find(p, x->lora_a), *B = prog_find(p, x->lora_b);
+      if (!A || !B || A->rank != 2 || B->rank != 2 || A->shape[1] != B->shape[0] ||
+          A->shape[0] * B->shape[1] != x->numel)
+        return fail(err, "model description: bad lora adapters of '%s'", x->name), bpcrt_st_free(&o), 1;
+      int64_t in = A->shape[0], r = A->shape[1], out = B->shape[1];
+      w = realloc(w, sizeof *w * (size_t)x->numel);
+      for (int64_t e = 0; e < x->numel; e++)
+        w[e] = get_el(tp(a, x), x->dtype, e);
+      for (int64_t ii = 0; ii < in; ii++)
+        for (int64_t jj = 0; jj < out; jj++) {
+          double s = 0;
+          for (int64_t q = 0; q < r; q++)
+            s += get_el(tp(a, A), A->dtype, ii * r + q) * get_el(tp(a, B), B->dtype, q * out + jj);
+          set_el(tp(a, x), x->dtype, ii * out + jj, w[ii * out + jj] + x->lora_scale * s);
+        }
+    }
+    bpcrt_st_add_ref(&o, x->name, x->dtype, x->rank, x->shape, tp(a, x));
+  }
+  free(w);
+  bpcrt_st_set_meta(&o, "format", "1");
+  bpcrt_st_set_meta(&o, "merged_from", t->o.params);
+  bool ok = bpcrt_st_write(t->o.out, &o, err, ERRLEN) == 0;
+  bpcrt_st_free(&o);
+  if (ok && !t->o.quiet)
+    fprintf(stderr, "merged the adapters of %s: wrote %s\n", t->o.params, t->o.out);
+  return ok ? 0 : 1;
+}
+
 // ---- sample -------------------------------------------------------------------------------
 
 static int cmd_sample(T *t) {
@@ -1514,7 +1616,7 @@ static int cmd_sample(T *t) {
   arena_open(t, PROG_SAMPLE);
   Arena *a = &t->ar[PROG_SAMPLE];
   init_params(t, a);
-  if (!load_params(a, t->o.params, count_role(p, ROLE_STATE) > 0, err))
+  if (!load_params(t, a, t->o.params, count_role(p, ROLE_STATE) > 0, err))
     return 1;
   int64_t Tn = tok->numel, V = lg->shape[lg->rank - 1];
   if (V < 1 || lg->numel < Tn * V)
@@ -1658,14 +1760,15 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
       t->threads = bpcrt_pool_threads(t->pool);
     }
     rc = t->o.cmd == CMD_TRAIN ? cmd_train(t) : t->o.cmd == CMD_EVAL ? cmd_eval(t)
-       : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : t->o.cmd == CMD_PREDICT ? cmd_predict(t) : cmd_info(t);
+       : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : t->o.cmd == CMD_PREDICT ? cmd_predict(t)
+       : t->o.cmd == CMD_MERGE ? cmd_merge(t) : cmd_info(t);
   }
   if (rc == 1)
     fprintf(stderr, "error: %s\n", t->err);
   fflush(stdout);
   if (t->log)
     fclose(t->log);
-  free(t->log_path), free(t->mcols), free(t->perm), free(t->batch);
+  free(t->log_path), free(t->mcols), free(t->perm), free(t->batch), free(t->base);
   for (int k = 0; k < NPROG; k++)
     free(t->ar[k].mem);
   data_free(&t->val), data_free(&t->train), data_free(&t->test);

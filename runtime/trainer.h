@@ -30,6 +30,8 @@ typedef struct {
   bool trainable;
   char *from;            // params: the name in a foreign checkpoint (--init), or NULL
   bool transpose;        // params: that tensor holds the last two axes swapped
+  char *lora_a, *lora_b; // a LoRA base weight: its adapters (W + scale A B), or NULL
+  double lora_scale;
   int64_t limit;         // int inputs: values must lie in [0, limit) (0: unchecked)
   int limit_code;        // the status code of the op that checks it (1 id, 2 label)
 } TDesc;
@@ -98,6 +100,8 @@ typedef struct {
   DataDesc data_train, data_test;   // format FMT_NONE when absent
   char *gen_tokens, *gen_logits;    // NULL without generate
   char *predict_error;              // why there is no predict program, or NULL
+  bool has_lora;                    // some param has LoRA adapters: checkpoints hold
+                                    // what trains, frozen weights come from their base
   Prog prog[NPROG];
   char *dims_text;                  // "B=64 D=64" for info
 } Desc;

@@ -92,6 +92,11 @@ static const GradCase cases[] = {
   {OP_ATTENTION_QKV, "params:\n" P("x", "[2, 3, 12]") "graph:\n  q: slice(x, 0, 4)\n  k: slice(x, 4, 8)\n"
    "  v: slice(x, 8, 12)\n  m: concat(reshape(less(arange(3), 2), [1, 3]), reshape(greater(arange(3), 0), [1, 3]), axis=0)\n"
    "  out: attention(q, k, v, heads=2, causal=true, mask=m) + attention(q, k, v, heads=2, mask=m)\n"},
+  // LoRA: the graph reads w + (alpha / r) A B, A and B trained (B starts at zero), w frozen
+  {OP_MATMUL, "params:\n" P("x", "[2, 3]") "  w: {shape: [3, 4], init: normal(1), lora: {rank: 2, alpha: 3}}\n"
+   "graph:\n  out: tanh(x @ w)\n"},
+  {OP_MUL, "params:\n" P("x", "[2, 3, 4]") "  w: {shape: [2, 3, 4], init: normal(1), lora: {rank: 1}}\n"
+   "graph:\n  out: sin(x * w)\n"},
   {OP_CAUSAL_MASK, P2("a", "[2, 3, 3]", "b", "[3]") "graph:\n  out: softmax(causal_mask(a * b))\n"},
   {OP_CONV2D, "params:\n" P("x", "[2, 5, 5, 2]") P("w", "[3, 3, 2, 3]") "graph:\n  out: conv2d(x, w, stride=2, padding=1)\n"},
   {OP_CONV2D, "params:\n" P("x", "[1, 4, 3, 1]") P("w", "[2, 2, 1, 2]") "graph:\n  out: conv2d(x, w)\n"},

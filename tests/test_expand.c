@@ -165,6 +165,10 @@ Test(expand, expression_errors) {
                "t.yaml:5:6: error: attention: mask [2, 5] must be [B, Tk] = [2, 4]");
   expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 4]}}\ngraph:\n  y: attention(x, x, x, heads=2, mak=m)\n",
                "attention has no argument 'mak'; did you mean 'mask'?");
+  expect_error(HEAD "params: {w: {shape: [3], lora: {rank: 2}}}\ngraph:\n  y: w\n", "lora adapts a matrix: 'w' has rank 1");
+  expect_error(HEAD "params: {w: {shape: [3, 3], lora: {rank: 0}}}\ngraph:\n  y: w\n", "lora rank must be at least 1");
+  expect_error(HEAD "params: {w: {shape: [3, 3], lora: {alpha: 2}}}\ngraph:\n  y: w\n", "missing");
+  expect_error(HEAD "params: {w: {shape: [3, 3], lora: {rank: 2, alfa: 2}}}\ngraph:\n  y: w\n", "unknown key 'alfa'");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\ngraph:\n  y: x ** x\n", "the exponent of ** must be a number");
   expect_error(HEAD "inputs: {x: {shape: [2]}}\ngraph:\n  y: relu(x, x)\n", "relu takes at most 1 positional argument");
   expect_error(HEAD "inputs: {x: {shape: [6]}}\ngraph:\n  y: reshape(x, [4, -1])\n", "cannot reshape [6]");

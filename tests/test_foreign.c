@@ -3,8 +3,9 @@
 // `transpose`, F16/BF16/F32/F64 converted, tensors no param names ignored,
 // params without `from` by their own name or their init, every mismatch
 // listed in one error with nothing written, and checkpoints that keep bpc's
-// names; and `predict` (SPEC 6.2) on those params against the forward
-// computed here.
+// names; `predict` (SPEC 6.2) on those params against the forward computed
+// here; and LoRA adapters on frozen weights (checkpoints hold what trains,
+// the frozen base is named in them, `merge` folds the adapters back).
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
@@ -340,4 +341,104 @@ Test(foreign, predict_needs_batch_leading_outputs) {
   cr_assert(strstr(out, "o.yaml:11:14: predict: output 'wt' [3, 3] does not lead with the batch dim B = 2"), "%s", out);
   cr_assert(!exists(in_tmp("p.safetensors")));
   free(out);
+}
+
+static const char *lora_model(bool lora) {
+  static char buf[2][2048];
+  snprintf(buf[lora], sizeof buf[lora],
+           "bpc: 1\nname: l\ndims: {B: 8, D: 6, H: 5, K: 3}\n"
+           "inputs:\n  x: {shape: [B, D]}\n  y: {shape: [B], dtype: i32}\n"
+           "params:\n  w1: {shape: [D, H], init: normal(0.5)%s}\n  b1: {shape: [H], init: zeros}\n"
+           "  w2: {shape: [H, K], init: normal(0.5)%s}\n"
+           "graph:\n  h: tanh(x @ w1 + b1)\n  logits: h @ w2\n  loss: cross_entropy(logits, y)\n"
+           "loss: loss\noutputs: [logits]\ntrain:\n  optimizer: {type: adam, lr: 0.01}\n  steps: 20\n"
+           "data:\n  train: {format: safetensors, path: ld.safetensors}\n",
+           lora ? ", lora: {rank: 2, alpha: 4}" : "", lora ? ", lora: {rank: 1}" : "");
+  return buf[lora];
+}
+
+static void lora_data(void) {
+  bpcrt_tensors f = {0};
+  int64_t sx[2] = {64, 6}, sy[1] = {64};
+  float x[384];
+  int32_t y[64];
+  for (int i = 0; i < 384; i++) x[i] = (float)sin(0.7 * i + 0.3);
+  for (int i = 0; i < 64; i++) y[i] = (x[i * 6] > 0) + (x[i * 6 + 1] > 0.5f);
+  bpcrt_st_add(&f, "x", BPCRT_F32, 2, sx, x);
+  bpcrt_st_add(&f, "y", BPCRT_I32, 1, sy, y);
+  cr_assert_eq(bpcrt_st_write(in_tmp("ld.safetensors"), &f, NULL, 0), 0);
+  bpcrt_st_free(&f);
+}
+
+// LoRA (docs/REFERENCE.md): the base trains in full, the adapted model
+// fine-tunes from it with w1, w2 frozen. Its checkpoint holds the adapters,
+// b1 and their Adam slots, never w1 or w2, and names the base; predict and
+// resume find the frozen weights there; merge gives a checkpoint of the plain
+// model whose outputs equal the adapted model's within f32 rounding.
+Test(foreign, lora_trains_adapters_only_and_merges) {
+  spit(in_tmp("l.yaml"), lora_model(true));
+  spit(in_tmp("l0.yaml"), lora_model(false));
+  lora_data();
+  char *out;
+  cr_assert_eq(run(&out, "run l0.yaml --quiet --save base.safetensors"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "check l.yaml"), 0, "%s", out);
+  cr_assert(strstr(out, "w1                       [6, 5]                         30  frozen"), "%s", out);
+  cr_assert(strstr(out, "w1.lora_a                [6, 2]"), "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "run l.yaml --init base.safetensors --save l.safetensors --quiet --steps 10"), 0, "%s", out);
+  free(out);
+  bpcrt_tensors c, base;
+  cr_assert_eq(bpcrt_st_read(in_tmp("l.safetensors"), &c, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("base.safetensors"), &base, NULL, 0), 0);
+  cr_assert_null(bpcrt_st_find(&c, "w1"), "frozen weights stay out of the checkpoint");
+  cr_assert_null(bpcrt_st_find(&c, "opt.exp_avg.w1"), "and get no optimizer state");
+  cr_assert(bpcrt_st_find(&c, "w1.lora_a") && bpcrt_st_find(&c, "opt.exp_avg.w2.lora_b") && bpcrt_st_find(&c, "b1"));
+  cr_assert(strstr(bpcrt_st_meta(&c, "base"), "base.safetensors"), "the checkpoint names its base");
+  const bpcrt_tensor *lb = bpcrt_st_find(&c, "w1.lora_b");
+  bool moved = false;
+  for (int i = 0; i < 10; i++) moved |= ((const float *)lb->data)[i] != 0;
+  cr_assert(moved, "B starts at zero and trains");
+  bpcrt_st_free(&c);
+  // resume finds the frozen weights in the base: 10 + 10 steps equal 20 straight
+  cr_assert_eq(run(&out, "run l.yaml --init base.safetensors --save l20.safetensors --quiet"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "run l.yaml --resume l.safetensors --save r20.safetensors --quiet"), 0, "%s", out);
+  free(out);
+  bpcrt_tensors s20, r20;
+  cr_assert_eq(bpcrt_st_read(in_tmp("l20.safetensors"), &s20, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("r20.safetensors"), &r20, NULL, 0), 0);
+  cr_assert_eq(s20.n, r20.n);
+  for (int i = 0; i < s20.n; i++) {
+    const bpcrt_tensor *b = bpcrt_st_find(&r20, s20.t[i].name);
+    cr_assert(b && b->nbytes == s20.t[i].nbytes && !memcmp(b->data, s20.t[i].data, b->nbytes), "resumed '%s' differs",
+              s20.t[i].name);
+  }
+  bpcrt_st_free(&s20), bpcrt_st_free(&r20);
+  // merge, then the plain model's predict equals the adapted model's
+  bpcrt_tensors in = {0};
+  int64_t sx[2] = {11, 6};
+  float x[66];
+  for (int i = 0; i < 66; i++) x[i] = (float)cos(0.3 * i);
+  bpcrt_st_add(&in, "x", BPCRT_F32, 2, sx, x);
+  cr_assert_eq(bpcrt_st_write(in_tmp("in.safetensors"), &in, NULL, 0), 0);
+  bpcrt_st_free(&in);
+  cr_assert_eq(run(&out, "run l.yaml predict --params l20.safetensors --inputs in.safetensors -o p1.safetensors --quiet"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "run l.yaml merge --params l20.safetensors -o full.safetensors --quiet"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "run l0.yaml predict --params full.safetensors --inputs in.safetensors -o p2.safetensors --quiet"), 0, "%s", out);
+  free(out);
+  bpcrt_tensors p1, p2, full;
+  cr_assert_eq(bpcrt_st_read(in_tmp("p1.safetensors"), &p1, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("p2.safetensors"), &p2, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("full.safetensors"), &full, NULL, 0), 0);
+  cr_assert_null(bpcrt_st_find(&full, "w1.lora_a"), "a merged checkpoint has no adapters");
+  const float *a = bpcrt_st_find(&p1, "logits")->data, *b = bpcrt_st_find(&p2, "logits")->data;
+  for (int i = 0; i < 33; i++) cr_assert(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(a[i])), "logits [%d]: %g vs %g", i, a[i], b[i]);
+  const float *w = bpcrt_st_find(&full, "w1")->data, *w0 = bpcrt_st_find(&base, "w1")->data;
+  double moved_w = 0;
+  for (int i = 0; i < 30; i++) moved_w = fmax(moved_w, fabs(w[i] - w0[i]));
+  cr_assert(moved_w > 1e-4, "the merged w1 carries the update");
+  bpcrt_st_free(&p1), bpcrt_st_free(&p2), bpcrt_st_free(&full), bpcrt_st_free(&base);
 }

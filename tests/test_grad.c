@@ -84,7 +84,7 @@ Test(grad, finite_differences_every_op) {
 Test(grad, finite_differences_every_model) {
   static const DimOverride small[] = {{"B", 2}, {"T", 4}, {"C", 8}, {"NH", 2}, {"L", 2}, {"V", 5},
                                       {"H", 6}, {"D", 5}, {"K", 3}, {"H1", 6}, {"H2", 5}, {"C1", 2},
-                                      {"C2", 3}, {"F", 3}};
+                                      {"C2", 3}, {"F", 3}, {"P", 6}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");
   cr_assert(dir);
   struct dirent *e;
@@ -106,8 +106,12 @@ Test(grad, finite_differences_every_model) {
         if (!strcmp(m->dims[d].name, small[k].name)) ov[nov++] = small[k];
     Graph *g = graph_build(m, &c.d, ov, nov, DT_F64);
     cr_assert(g, "%s: %s", path, cap_text(&c));
+    loss_from_outputs(g);
     cr_assert(ad_backward(g), "%s: %s", path, cap_text(&c));
-    gc_check(g, path, 1e-6);
+    // minilm's normal(0.02) init leaves its attention gradients ~1e-6 of the
+    // loss: the finite differences' rounding (~1e-16 |loss| / h) is then
+    // ~1e-6 of them, so it is checked to 1e-5
+    gc_check(g, path, strstr(path, "minilm") ? 1e-5 : 1e-6);
     graph_free(g);
     cap_close(&c);
     arena_free(&a);
