@@ -75,8 +75,8 @@ static int tokenize(const char *vocab, const char *text, const char *out, int ma
     size_t bad = 0;
     if (bpcrt_wp_encode(wp, buf + i, n, cased, maxlen, ids + line * (size_t)maxlen, mask + line * (size_t)maxlen,
                         &bad) < 0) {
-      fprintf(stderr, "%s:%zu:%zu: error: invalid UTF-8: byte 0x%02x at byte %zu of the line (offset %zu in the file)\n",
-              text, line + 1, bad + 1, (unsigned char)buf[i + bad], bad + 1, i + bad);
+      fprintf(stderr, "%s:%zu:%zu: error: invalid UTF-8 at byte %zu of the line (byte 0x%02x, file offset %zu)\n",
+              text, line + 1, bad + 1, bad + 1, (unsigned char)buf[i + bad], i + bad);
       goto done;
     }
     i = end + 1;
