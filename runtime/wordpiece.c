@@ -225,8 +225,10 @@ static void push(I32Vec *v, int32_t x) {
   v->v[v->n++] = x;
 }
 
-// BertNormalizer's clean_text: NUL, U+FFFD and "other" characters (C*)
-// except tab, LF and CR are dropped.
+// BertNormalizer's clean_text: NUL, U+FFFD and control, format, surrogate
+// and private-use characters (Cc, Cf, Cs, Co) except tab, LF and CR are
+// dropped. Unassigned code points (Cn) are kept, as the tokenizers library
+// does (HF's old Python tokenizer dropped them too).
 static bool is_control(int32_t c) {
   if (c == '\t' || c == '\n' || c == '\r')
     return false;
@@ -234,7 +236,7 @@ static bool is_control(int32_t c) {
     return true;
   utf8proc_category_t k = utf8proc_category(c);
   return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
-         k == UTF8PROC_CATEGORY_CO || k == UTF8PROC_CATEGORY_CN;
+         k == UTF8PROC_CATEGORY_CO;
 }
 
 // Rust's char::is_whitespace (what the tokenizers library uses) on what is
