@@ -178,6 +178,11 @@ Test(wordpiece, truncation_padding_and_empty_lines) {
   word[100] = 0;
   cr_expect_eq(enc(wp, word, 0, 8, ids, mask), 8);
   EXPECT_IDS(ids, 8, 2, 8, 7, 7, 7, 7, 7, 3);
+  // clean_text drops Cc, Cf and Co but keeps unassigned code points, as HF does
+  cr_expect_eq(enc(wp, "a\x01\xe2\x80\x8b\xee\x80\x80" "a", 0, 8, ids, mask), 4);  // ^A, U+200B, U+E000
+  EXPECT_IDS(ids, 4, 2, 8, 7, 3);
+  cr_expect_eq(enc(wp, "a\xcd\xb8" "a", 0, 8, ids, mask), 3);  // U+0378 (Cn): a word with no split
+  EXPECT_IDS(ids, 3, 2, 1, 3);
   // special tokens written in the text are tokens (matched before cleaning)
   cr_expect_eq(enc(wp, "a[SEP]b [PAD]", 0, 8, ids, mask), 6);
   EXPECT_IDS(ids, 6, 2, 8, 3, 12, 0, 3);
