@@ -256,10 +256,12 @@ static bool is_punct(int32_t c) {
   return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
-// BERT's _is_chinese_char: the CJK Unified Ideographs blocks.
+// BERT's _is_chinese_char: the CJK Unified Ideographs blocks, with the
+// tokenizers library's range 0x2B920-0x2CEAF where BERT's Python has
+// 0x2B820-0x2CEAF (U+2B820..U+2B91F are not isolated by HF's BertTokenizer).
 static bool is_cjk(int32_t c) {
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
-         (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B820 && c <= 0x2CEAF) ||
+         (c >= 0x2A700 && c <= 0x2B73F) || (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
          (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
 }
 

@@ -183,6 +183,11 @@ Test(wordpiece, truncation_padding_and_empty_lines) {
   EXPECT_IDS(ids, 4, 2, 8, 7, 3);
   cr_expect_eq(enc(wp, "a\xcd\xb8" "a", 0, 8, ids, mask), 3);  // U+0378 (Cn): a word with no split
   EXPECT_IDS(ids, 3, 2, 1, 3);
+  // CJK ideographs are words of their own, but not U+2B820..U+2B91F (HF's range)
+  cr_expect_eq(enc(wp, "a\xf0\xab\xa4\xa0" "a", 0, 8, ids, mask), 5);  // U+2B920
+  EXPECT_IDS(ids, 5, 2, 8, 1, 8, 3);
+  cr_expect_eq(enc(wp, "a\xf0\xab\xa0\xa0" "a", 0, 8, ids, mask), 3);  // U+2B820
+  EXPECT_IDS(ids, 3, 2, 1, 3);
   // special tokens written in the text are tokens (matched before cleaning)
   cr_expect_eq(enc(wp, "a[SEP]b [PAD]", 0, 8, ids, mask), 6);
   EXPECT_IDS(ids, 6, 2, 8, 3, 12, 0, 3);
