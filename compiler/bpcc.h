@@ -849,3 +849,9 @@ void show_dot(FILE *out, const Graph *g);    // `bpc dot`
 void show_check(FILE *out, const Graph *g);  // `bpc check` report
 int64_t node_flops(const Graph *g, const Node *n);
 int64_t graph_flops(const Graph *g);          // FLOPs of one forward step
+
+// ============================================================ tokenize.c
+// `bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT`
+// (SPEC 6.4): argv as main's. 0, 1 (bad input: file:line: error on stderr,
+// nothing written) or 2 (usage, after `usage` printed the message).
+int cmd_tokenize(int argc, char **argv, int (*usage)(const char *fmt, const char *arg));

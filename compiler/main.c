@@ -76,6 +76,8 @@ static void print_usage(FILE *out) {
   fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [trainer options]\n"
                "          JIT-compile the trainer and run it in this process (trainer options as\n"
                "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
+  fprintf(out, "  bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n"
+               "          one sample per line of TEXT as BERT's WordPiece ids and mask\n");
   fprintf(out, "  bpc --version\n  bpc help [COMMAND]\n");
 }
 
@@ -461,6 +463,19 @@ static int cmd_help(int argc, char **argv) {
            "sample, info; --steps, --data, --save, ...), the results the same bits.\n");
     return 0;
   }
+  if (!strcmp(argv[2], "tokenize")) {
+    printf("usage: bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n\n"
+           "Tokenizes one sample per line of TEXT (UTF-8, \\n or \\r\\n line ends) exactly as\n"
+           "Hugging Face's BertTokenizer does with VOCAB.txt (one token per line): clean\n"
+           "control characters, split on whitespace, lowercase and strip accents (unless\n"
+           "--cased), punctuation and CJK ideographs as tokens of their own, WordPiece with\n"
+           "## continuations, [UNK] for a word with no split or over 100 characters. Each\n"
+           "sample is [CLS] ... [SEP], truncated to T tokens (default 128; [SEP] kept last)\n"
+           "and padded with [PAD]; an empty line is [CLS] [SEP]. Writes `ids` [N, T] I32 and\n"
+           "`mask` [N, T] F32 (1 for a token, 0 for padding). Invalid UTF-8 is an error\n"
+           "naming the line and byte; on any error nothing is written.\n");
+    return 0;
+  }
   const Command *c = find_command(argv[2]);
   if (!c) return usage_error("no command '%s'", argv[2]);
   printf("usage: %s\n\n%s\n", c->synopsis, c->help);
@@ -476,6 +491,7 @@ static int bpc_main(int argc, char **argv) {
   if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
     return cmd_help(argc, argv);
   if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
+  if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc, argv, usage_error);
   const Command *c = find_command(argv[1]);
   if (!c) return usage_error("unknown command '%s'", argv[1]);
   Opts o = {.cmd = c->name, .dtype = DT_F32, .opt = 3};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages bpc builds and tests with, skipping those present.
 set -euo pipefail
-pkgs=(build-essential cmake llvm-19-dev clang-19 libyaml-dev libcjson-dev zlib1g-dev libcriterion-dev)
+pkgs=(build-essential cmake llvm-19-dev clang-19 libyaml-dev libcjson-dev zlib1g-dev libutf8proc-dev libcriterion-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -216,3 +216,136 @@ Test(cli, grad_lists_every_mismatch_and_writes_nothing) {
   cr_expect_not(exists(outp));
   free(out);
 }
+
+// ---- bpc tokenize (SPEC 6.4) ----------------------------------------------
+
+#define WP "tests/data/wordpiece/"
+
+static void write_text(const char *path, const char *s, size_t n) {
+  FILE *f = fopen(path, "wb");
+  cr_assert(f);
+  cr_assert_eq(fwrite(s, 1, n, f), n);
+  cr_assert_eq(fclose(f), 0);
+}
+
+static void expect_same_tensor(const bpcrt_tensors *got, const char *name, const bpcrt_tensors *ref, const char *refname) {
+  const bpcrt_tensor *a = bpcrt_st_find(got, name), *b = bpcrt_st_find(ref, refname);
+  cr_assert(a && b, "%s / %s", name, refname);
+  cr_expect_eq(a->dtype, b->dtype, "%s", refname);
+  cr_expect_eq(a->rank, 2);
+  cr_expect(a->shape[0] == b->shape[0] && a->shape[1] == b->shape[1], "%s: shape", refname);
+  cr_expect(a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0, "%s differs from HF", refname);
+}
+
+Test(cli, tokenize_matches_hf_reference) {
+  static const struct { const char *flags, *ref; } cases[] = {
+    {"--max-len 16", "uncased16"}, {"", "uncased128"}, {"--cased --max-len 128", "cased128"},
+  };
+  bpcrt_tensors ref;
+  char err[512];
+  cr_assert_eq(bpcrt_st_read(BPC_SOURCE_DIR "/" WP "ref.safetensors", &ref, err, sizeof err), 0, "%s", err);
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    char outp[300], *out, name[64];
+    snprintf(outp, sizeof outp, "%s/tok%zu.safetensors", tmpdir, i);
+    cr_assert_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s " WP "sample.txt -o %s", cases[i].flags, outp), 0, "%s", out);
+    free(out);
+    bpcrt_tensors got;
+    cr_assert_eq(bpcrt_st_read(outp, &got, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(got.n, 2);
+    snprintf(name, sizeof name, "%s.ids", cases[i].ref);
+    expect_same_tensor(&got, "ids", &ref, name);
+    snprintf(name, sizeof name, "%s.mask", cases[i].ref);
+    expect_same_tensor(&got, "mask", &ref, name);
+    bpcrt_st_free(&got);
+  }
+  bpcrt_st_free(&ref);
+  char *out;
+  cr_expect_eq(run(&out, "help tokenize"), 0);
+  cr_expect(strstr(out, "usage: bpc tokenize --vocab"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "help"), 0);
+  cr_expect(strstr(out, "bpc tokenize"), "%s", out);
+  free(out);
+}
+
+Test(cli, tokenize_errors_write_nothing) {
+  char text[300], crlf[300], badtext[300], empty[300], novocab[300], outp[300], *out;
+  snprintf(text, sizeof text, "%s/t.txt", tmpdir);
+  snprintf(crlf, sizeof crlf, "%s/crlf.txt", tmpdir);
+  snprintf(badtext, sizeof badtext, "%s/bad.txt", tmpdir);
+  snprintf(empty, sizeof empty, "%s/empty.txt", tmpdir);
+  snprintf(novocab, sizeof novocab, "%s/nounk.txt", tmpdir);
+  snprintf(outp, sizeof outp, "%s/o.safetensors", tmpdir);
+  write_text(text, "hello world\n\nlast line without newline", 38);
+  write_text(crlf, "hello world\r\n\r\nlast line without newline", 40);
+  write_text(badtext, "fine\ncaf\xc3\xa9 ok\nab\xff\n", 19);
+  write_text(empty, "", 0);
+  write_text(novocab, "[PAD]\n[CLS]\n[SEP]\nhello\n", 24);
+
+  // a good run: 3 lines (the last without a newline), CRLF the same
+  cr_assert_eq(run(&out, "tokenize --vocab " WP "vocab.txt --max-len 8 %s -o %s", text, outp), 0, "%s", out);
+  free(out);
+  bpcrt_tensors a, b;
+  char err[512];
+  cr_assert_eq(bpcrt_st_read(outp, &a, err, sizeof err), 0, "%s", err);
+  cr_assert_eq(run(&out, "tokenize --vocab " WP "vocab.txt --max-len 8 %s -o %s", crlf, outp), 0, "%s", out);
+  free(out);
+  cr_assert_eq(bpcrt_st_read(outp, &b, err, sizeof err), 0, "%s", err);
+  const bpcrt_tensor *ids = bpcrt_st_find(&a, "ids");
+  cr_assert(ids && ids->shape[0] == 3 && ids->shape[1] == 8);
+  const int32_t want[8] = {101, 102, 0, 0, 0, 0, 0, 0};  // the empty line
+  cr_expect_eq(memcmp((const int32_t *)ids->data + 8, want, sizeof want), 0);
+  for (int i = 0; i < 2; i++)
+    cr_expect(a.t[i].nbytes == b.t[i].nbytes && !memcmp(a.t[i].data, b.t[i].data, a.t[i].nbytes), "CRLF differs");
+  bpcrt_st_free(&a);
+  bpcrt_st_free(&b);
+  cr_assert_eq(remove(outp), 0);
+
+  cr_expect_eq(run(&out, "tokenize --vocab %s/none.txt %s -o %s", tmpdir, text, outp), 1);
+  cr_expect(strstr(out, "none.txt: error: cannot read the vocabulary"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab %s %s -o %s", novocab, text, outp), 1);
+  cr_expect(strstr(out, "nounk.txt:4: error: the vocabulary has no [UNK] token"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s", badtext, outp), 1);
+  cr_expect(strstr(out, "bad.txt:3:3: error: invalid UTF-8 at byte 3 of the line (byte 0xff, file offset 16)"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s", empty, outp), 1);
+  cr_expect(strstr(out, "empty.txt:1: error: no text"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s/nope.txt -o %s", tmpdir, outp), 1);
+  cr_expect(strstr(out, "nope.txt: error: cannot read"), "%s", out);
+  free(out);
+  // wrong usage exits 2 (REFERENCE: usage errors print the usage and exit 2)
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt --max-len 1 %s -o %s", text, outp), 2);
+  cr_expect(strstr(out, "--max-len needs an integer T >= 2"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt --max-len 12x %s -o %s", text, outp), 2);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s", text), 2);
+  cr_expect(strstr(out, "tokenize needs -o OUT.safetensors"), "%s", out);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize %s -o %s", text, outp), 2);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt -o %s", outp), 2);
+  free(out);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s --frob", text, outp), 2);
+  free(out);
+  cr_expect_not(exists(outp));
+  // an error leaves an existing output untouched, and no temp file beside it
+  write_text(outp, "old", 3);
+  cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s", badtext, outp), 1);
+  free(out);
+  size_t n;
+  char *old = NULL;
+  FILE *f = fopen(outp, "rb");
+  cr_assert(f);
+  old = malloc(16);
+  n = fread(old, 1, 16, f);
+  fclose(f);
+  cr_expect(n == 3 && !memcmp(old, "old", 3));
+  free(old);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "test $(ls %s | wc -l) -eq 6", tmpdir);
+  cr_expect_eq(system(cmd), 0, "a temp file was left in %s", tmpdir);
+}

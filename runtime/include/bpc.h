@@ -244,6 +244,40 @@ typedef struct {
 // written), 2 (usage), 130 (SIGINT, after saving a checkpoint). Never exits.
 int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, char **argv);
 
+// ---- wordpiece.c: BERT's WordPiece tokenizer (SPEC 6.4) -----------------
+// Tokenizes text exactly as Hugging Face's BertTokenizer does for the same
+// vocab.txt (its tokenizers-library pipeline): clean control characters,
+// isolate CJK ideographs, (uncased) NFD + drop nonspacing marks + lowercase,
+// split on whitespace and punctuation, WordPiece greedy longest-match-first
+// with "##" continuations ([UNK] for a word with no split or over 100 code
+// points). [PAD], [UNK], [CLS], [SEP] and [MASK] written verbatim in the
+// text are those tokens, as in HF. Errors are "PATH:LINE: error: message"
+// ("PATH: error: message" when no line applies) in err.
+
+typedef struct bpcrt_wordpiece bpcrt_wordpiece;
+
+// Loads a vocab.txt: one token per line ("\n" or "\r\n"), id = line number
+// - 1. NULL with err filled for a missing file, an empty vocab, invalid
+// UTF-8, a duplicate token or a missing [CLS], [SEP], [PAD] or [UNK].
+bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen);
+void bpcrt_wp_free(bpcrt_wordpiece *wp);  // NULL is a no-op
+int bpcrt_wp_size(const bpcrt_wordpiece *wp);
+// The id of a token (its bytes, n of them), or -1.
+int32_t bpcrt_wp_id(const bpcrt_wordpiece *wp, const char *tok, size_t n);
+// Token `id`'s bytes (not NUL-terminated; *len gets their count), or NULL.
+const char *bpcrt_wp_token(const bpcrt_wordpiece *wp, int32_t id, size_t *len);
+// Offset of the first byte of text[0..n) that is not valid UTF-8 (overlong
+// forms, surrogates and code points above U+10FFFF included), or n.
+size_t bpcrt_utf8_check(const char *text, size_t n);
+// Tokenizes one line (len bytes, without its newline) into ids[0..maxlen):
+// [CLS], the tokens truncated to maxlen - 2, [SEP], then [PAD]s; mask (may be
+// NULL) gets 1 for each token and 0 for padding. Returns the token count
+// (>= 2), or -1 for maxlen < 2 or invalid UTF-8 (then *bad, if not NULL, is
+// the offset of the bad byte) with ids untouched. `cased`: no lowercasing
+// and no accent stripping (do_lower_case=False).
+int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int cased, int maxlen,
+                    int32_t *ids, float *mask, size_t *bad);
+
 // FNV-1a 64 of a string: the stream of a param's init (and of other named
 // random streams). The compiler uses the same function.
 static inline uint64_t bpcrt_fnv1a64(const char *s) {
