@@ -1,5 +1,5 @@
-// aot.c — trainers. Builds the three programs a trainer runs (train with the
-// optimizer appended, eval, batch-1 sample) from one model, describes them
+// aot.c — trainers. Builds the programs a trainer runs (train with the
+// optimizer appended, eval, batch-1 sample, predict) from one model, describes them
 // (describe.c), and for `bpc compile` emits the object and links it with
 // libbpcrt into a standalone executable that needs neither LLVM nor Python
 // (the kernel library inside libbpcrt is compiled for this machine).
@@ -67,7 +67,7 @@ static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, 
   for (int i = 0; i < g->dims.n; i++)
     if (!strcmp(g->dims.v[i].name, bdim)) bval = g->dims.v[i].value;
   DimOverride *ov1 = xmalloc(sizeof(DimOverride) * (size_t)(nov + 1));
-  memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
+  if (nov) memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
   ov1[nov] = (DimOverride){bdim, bval + 1};
   FILE *devnull = fopen("/dev/null", "w");
   Diag quiet;
@@ -143,7 +143,7 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   if (m->gen.present) {
     const char *bdim = batch_dim(m);
     DimOverride *ov1 = xmalloc(sizeof(DimOverride) * (size_t)(nov + 1));
-    memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
+    if (nov) memcpy(ov1, ov, sizeof(DimOverride) * (size_t)nov);
     ov1[nov] = (DimOverride){bdim, 1};
     Graph *sg = graph_build(m, d, ov1, nov + 1, dt);
     free(ov1);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages bpc builds and tests with, skipping those present.
+# Installs the Debian packages bpc builds and tests with, skipping those present
+# (libclang-rt-19-dev: the sanitizer and fuzzer runtimes of tests/fuzz/run.sh).
 set -euo pipefail
-pkgs=(build-essential cmake llvm-19-dev clang-19 libyaml-dev libcjson-dev zlib1g-dev libutf8proc-dev libcriterion-dev)
+pkgs=(build-essential cmake llvm-19-dev clang-19 libclang-rt-19-dev libyaml-dev libcjson-dev zlib1g-dev libutf8proc-dev libcriterion-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -18,12 +18,25 @@ if [ -z "$weights" ] || [ ! -f "$weights" ]; then
 fi
 ref=$root/tests/data/minilm/ref.safetensors
 fail=0
+# the sentences of make_ref.py through bpc's own tokenizer: the ids and mask
+# must equal Hugging Face's, and predict runs on them
+python3 - "$root/tests/data/minilm/make_ref.py" > "$tmp/s.txt" <<'PY'
+import ast, sys
+tree = ast.parse(open(sys.argv[1]).read())
+for node in tree.body:
+    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "SENTENCES":
+        print("\n".join(ast.literal_eval(node.value)))
+PY
+if ! "$bpc" tokenize --vocab "$(dirname "$weights")/vocab.txt" --max-len 20 "$tmp/s.txt" -o "$tmp/in.safetensors"; then
+  echo "FAIL bpc tokenize"
+  exit 1
+fi
 # B=4 over 6 sentences: two batches, the last one padded
-if ! "$bpc" run "$root/models/minilm.yaml" -D B=4 -D T=20 predict --init "$weights" --inputs "$ref" -o "$tmp/out.safetensors" --quiet; then
+if ! "$bpc" run "$root/models/minilm.yaml" -D B=4 -D T=20 predict --init "$weights" --inputs "$tmp/in.safetensors" -o "$tmp/out.safetensors" --quiet; then
   echo "FAIL bpc predict"
   exit 1
 fi
-python3 - "$tmp/out.safetensors" "$ref" <<'PY' || fail=1
+python3 - "$tmp/out.safetensors" "$ref" "$tmp/in.safetensors" <<'PY' || fail=1
 import json, struct, sys
 from array import array
 
@@ -34,14 +47,18 @@ def load(path):
         data = f.read()
     out = {}
     for k, v in hdr.items():
-        if k == "__metadata__" or v["dtype"] != "F32":
+        if k == "__metadata__" or v["dtype"] not in ("F32", "I32"):
             continue
         b, e = v["data_offsets"]
-        out[k] = (v["shape"], array("f", data[b:e]))
+        out[k] = (v["shape"], array("f" if v["dtype"] == "F32" else "i", data[b:e]))
     return out
 
-got, ref = load(sys.argv[1]), load(sys.argv[2])
+got, ref, toks = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3])
 bad = False
+for k in ("ids", "mask"):
+    same = toks[k] == ref[k]
+    bad |= not same
+    print(f"{'ok  ' if same else 'FAIL'} bpc tokenize {k} equal Hugging Face's")
 for k in ("embedding", "hidden"):
     (sg, g), (sr, r) = got[k], ref[k]
     if sg != sr:
