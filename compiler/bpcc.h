@@ -808,6 +808,7 @@ double s_square(const double *x, const Attr *a);
 double s_sin(const double *x, const Attr *a);
 double s_cos(const double *x, const Attr *a);
 double s_tanh(const double *x, const Attr *a);
+double s_erf(const double *x, const Attr *a);
 double s_sigmoid(const double *x, const Attr *a);
 double s_relu(const double *x, const Attr *a);
 double s_leaky_relu(const double *x, const Attr *a);

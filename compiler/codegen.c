@@ -315,6 +315,7 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
   case OP_EXP: return LIB1("exp");
   case OP_LOG: return LIB1("log");
   case OP_TANH: return LIB1("tanh");
+  case OP_ERF: return LIB1("erf");
   case OP_SIN: return LIB1("sin");
   case OP_COS: return LIB1("cos");
   case OP_SIGMOID: return LIB1("sigmoid");

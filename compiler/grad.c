@@ -94,6 +94,10 @@ void grad_square(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, MUL
 void grad_sin(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, ad_un(ad, OP_COS, X_(0))); }
 void grad_cos(AD *ad, const Node *n, int gy, int *gin) { gin[0] = NEG(MUL(gy, ad_un(ad, OP_SIN, X_(0)))); }
 void grad_tanh(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, SUB(C(1), MUL(n->id, n->id))); }
+// erf'(x) = 2 / sqrt(pi) exp(-x^2)
+void grad_erf(AD *ad, const Node *n, int gy, int *gin) {
+  gin[0] = MUL(gy, MUL(C(1.1283791670955126), ad_un(ad, OP_EXP, NEG(MUL(X_(0), X_(0))))));
+}
 void grad_sigmoid(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, MUL(n->id, SUB(C(1), n->id))); }
 
 // relu'(0) = 0 (SPEC 5).

@@ -64,6 +64,7 @@ double s_square(const double *x, const Attr *a) { return x[0] * x[0]; }
 double s_sin(const double *x, const Attr *a) { return sin(x[0]); }
 double s_cos(const double *x, const Attr *a) { return cos(x[0]); }
 double s_tanh(const double *x, const Attr *a) { return tanh(x[0]); }
+double s_erf(const double *x, const Attr *a) { return erf(x[0]); }
 
 // exp() only of non-positive numbers: no overflow for large |x|.
 static double sigmoid(double x) {

@@ -52,6 +52,7 @@
   X(SIN,        sin,        "x:t",                   OPF_EW, LK_EW, 4, shape_float, interp_ew, s_sin, grad_sin) \
   X(COS,        cos,        "x:t",                   OPF_EW, LK_EW, 4, shape_float, interp_ew, s_cos, grad_cos) \
   X(TANH,       tanh,       "x:t",                   OPF_EW, LK_EW, 4, shape_float, interp_ew, s_tanh, grad_tanh) \
+  X(ERF,        erf,        "x:t",                   OPF_EW, LK_EW, 8, shape_float, interp_ew, s_erf, grad_erf) \
   X(SIGMOID,    sigmoid,    "x:t",                   OPF_EW, LK_EW, 4, shape_float, interp_ew, s_sigmoid, grad_sigmoid) \
   X(RELU,       relu,       "x:t",                   OPF_EW, LK_EW, 1, shape_float, interp_ew, s_relu, grad_relu) \
   X(LEAKY_RELU, leaky_relu, "x:t alpha:f0=0.01",     OPF_EW, LK_EW, 2, shape_float, interp_ew, s_leaky_relu, grad_leaky_relu) \

@@ -35,6 +35,7 @@ static const GradCase cases[] = {
   {OP_SIN, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sin(a) * b\n"},
   {OP_COS, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: cos(a) * b\n"},
   {OP_TANH, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: tanh(a * b)\n"},
+  {OP_ERF, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: erf(a * b) + erf(3 * a)\n"},
   {OP_SIGMOID, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sigmoid(a + b)\n"},
   {OP_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: relu(a) * b\n"},
   {OP_LEAKY_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: leaky_relu(a, 0.1) + leaky_relu(b, alpha=0.3)\n"},

@@ -109,7 +109,7 @@ Test(interp, registry_complete) {
 Test(interp, every_public_op_is_tested) {
   static const Op tested[] = {
       OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAXIMUM, OP_MINIMUM, OP_POW, OP_NEG, OP_EXP, OP_LOG,
-      OP_SQRT, OP_RSQRT, OP_ABS, OP_SQUARE, OP_SIN, OP_COS, OP_TANH, OP_SIGMOID, OP_RELU,
+      OP_SQRT, OP_RSQRT, OP_ABS, OP_SQUARE, OP_SIN, OP_COS, OP_TANH, OP_ERF, OP_SIGMOID, OP_RELU,
       OP_LEAKY_RELU, OP_GELU, OP_SILU, OP_SOFTPLUS, OP_WHERE, OP_GREATER, OP_LESS, OP_EQUAL,
       OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR, OP_LOGSUMEXP, OP_RESHAPE, OP_TRANSPOSE,
       OP_BROADCAST_TO, OP_CONCAT, OP_SLICE, OP_MATMUL, OP_LINEAR, OP_EMBEDDING, OP_ONE_HOT,
@@ -216,7 +216,7 @@ Test(interp, unary_math) {
   int neg = op1(g, OP_NEG, x), ex = op1(g, OP_EXP, x), lg = op1(g, OP_LOG, x);
   int sq = op1(g, OP_SQRT, x), rs = op1(g, OP_RSQRT, x), ab = op1(g, OP_ABS, x);
   int sqr = op1(g, OP_SQUARE, x), sn = op1(g, OP_SIN, x), cs = op1(g, OP_COS, x);
-  int th = op1(g, OP_TANH, x);
+  int th = op1(g, OP_TANH, x), ef = op1(g, OP_ERF, x);
   Interp *it = interp_new(g, 0, 0, true);
   SET(it, x, 1, 4);
   run(g, it);
@@ -230,12 +230,14 @@ Test(interp, unary_math) {
   CHECK(it, sn, 1e-15, 0.8414709848078965, -0.7568024953079282);
   CHECK(it, cs, 1e-15, 0.5403023058681398, -0.6536436208636119);
   CHECK(it, th, 1e-15, 0.7615941559557649, 0.999329299739067);
+  CHECK(it, ef, 1e-15, 0.8427007929497149, 0.9999999845827421);
   SET(it, x, -2, 0);
   run(g, it);
   CHECK(it, ab, 0, 2, 0);
   CHECK(it, sqr, 0, 4, 0);
   CHECK(it, lg, 0, NAN, -INFINITY);
   CHECK(it, cs, 0, -0.4161468365471424, 1);
+  CHECK(it, ef, 1e-15, -0.9953222650189527, 0);
   interp_free(it);
   graph_free(g);
 }
