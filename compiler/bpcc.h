@@ -294,6 +294,11 @@ typedef struct DataCfg {
   DataScale *scales;       // csv `scale: {x: 0.0625}`; idx `scale: 1/255` (input NULL)
   bool shuffle;            // safetensors; default true
   const char *images, *labels, *x, *y;  // idx (paths resolved)
+  // csv `text: {column: N, vocab: V, ids: ids, mask: mask, cased: false}`:
+  // column N tokenized with WordPiece at load (SPEC 6.4); text_col -1 without
+  int64_t text_col;
+  const char *vocab, *text_ids, *text_mask;
+  bool cased;
 } DataCfg;
 
 typedef struct GenCfg {

@@ -200,6 +200,14 @@ static cJSON *data_json(const DataCfg *d) {
     cJSON_AddNumberToObject(c, "hi", (double)d->columns[i].hi);
     cJSON_AddBoolToObject(c, "range", d->columns[i].is_range);
   }
+  if (d->text_col >= 0 && d->vocab && d->text_ids) {
+    cJSON *t = cJSON_AddObjectToObject(o, "text");
+    cJSON_AddNumberToObject(t, "column", (double)d->text_col);
+    cJSON_AddStringToObject(t, "vocab", d->vocab);
+    cJSON_AddStringToObject(t, "ids", d->text_ids);
+    if (d->text_mask) cJSON_AddStringToObject(t, "mask", d->text_mask);
+    cJSON_AddBoolToObject(t, "cased", d->cased);
+  }
   cJSON *scale = cJSON_AddObjectToObject(o, "scale");
   for (int i = 0; i < d->nscales; i++)
     cJSON_AddNumberToObject(scale, d->scales[i].input ? d->scales[i].input : "*", d->scales[i].scale);

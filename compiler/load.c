@@ -797,6 +797,29 @@ static void load_scales(Loader *L, const YNode *n, DataCfg *c) {
   }
 }
 
+// csv `text: {column: N, vocab: vocab.txt, ids: ids, mask: mask, cased: false}`
+static void load_text_column(Loader *L, const YNode *n, DataCfg *c) {
+  static const char *const keys[] = {"column", "vocab", "ids", "mask", "cased"};
+  if (!want(L, n, YN_MAP, "text (a text column)")) return;
+  check_keys(L, n, keys, COUNT(keys), "text");
+  const YNode *col = require(L, n, "column", "text"), *v = require(L, n, "vocab", "text");
+  const YNode *ids = require(L, n, "ids", "text"), *m = ymap_get(n, "mask"), *x;
+  if (col) get_int(L, col, "text column", &c->text_col);
+  if (col && c->text_col < 0) diag_error(L->d, col->loc, "text column must be >= 0");
+  if (v) c->vocab = resolve(L, v, "vocab");
+  if (ids && check_input(L, ids, "ids")) {
+    const TensorDecl *t = find_input(L, ids->str);
+    if (t->dtype != DT_I32 || t->rank != 2) diag_error(L->d, ids->loc, "ids '%s' must be an i32 input [B, T]", ids->str);
+    else c->text_ids = ids->str;
+  }
+  if (m && check_input(L, m, "mask")) {
+    const TensorDecl *t = find_input(L, m->str);
+    if (t->dtype == DT_I32 || t->rank != 2) diag_error(L->d, m->loc, "mask '%s' must be a float input [B, T]", m->str);
+    else c->text_mask = m->str;
+  }
+  if ((x = ymap_get(n, "cased"))) get_bool(L, x, "cased", &c->cased);
+}
+
 typedef struct DataForm {
   const char *name;
   const char *keys[8];
@@ -806,7 +829,7 @@ typedef struct DataForm {
 static const DataForm forms[] = {
     [DATA_TEXT] = {"text", {"format", "path", "tokens", "targets", "val_fraction"},
                    {"path", "tokens", "targets"}},
-    [DATA_CSV] = {"csv", {"format", "path", "header", "columns", "scale", "val_fraction"},
+    [DATA_CSV] = {"csv", {"format", "path", "header", "columns", "scale", "val_fraction", "text"},
                   {"path", "columns"}},
     [DATA_SAFETENSORS] = {"safetensors", {"format", "path", "shuffle", "val_fraction"}, {"path"}},
     [DATA_IDX] = {"idx", {"format", "images", "labels", "x", "y", "scale", "val_fraction"},
@@ -828,6 +851,7 @@ static void load_data_values(Loader *L, const YNode *n, DataCfg *c) {
   if ((x = ymap_get(n, "shuffle"))) get_bool(L, x, "shuffle", &c->shuffle);
   if ((x = ymap_get(n, "columns"))) load_columns(L, x, c);
   if ((x = ymap_get(n, "scale"))) load_scales(L, x, c);
+  if ((x = ymap_get(n, "text"))) load_text_column(L, x, c);
 }
 
 static void load_data_set(Loader *L, const YNode *n, DataCfg *c, const char *where) {
@@ -844,7 +868,7 @@ static void load_data_set(Loader *L, const YNode *n, DataCfg *c, const char *whe
   }
   const DataForm *df = &forms[f];
   *c = (DataCfg){.present = true, .loc = n->loc, .format = (DataFormat)f, .shuffle = true,
-                 .val_fraction = f == DATA_TEXT ? 0.1 : 0};
+                 .val_fraction = f == DATA_TEXT ? 0.1 : 0, .text_col = -1};
   int nk = 0;
   while (nk < COUNT(df->keys) && df->keys[nk]) nk++;
   check_keys(L, n, df->keys, nk, arena_printf(L->a, "%s data", df->name));

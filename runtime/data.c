@@ -130,13 +130,55 @@ static int count_fields(const char *s, const char *end) {
   return n;
 }
 
+// Splits one line [s, le) (NUL at le) into fields in place, RFC 4180 style:
+// a field that starts with '"' runs to the closing quote, "" inside it is
+// one quote, and commas inside it are text. At most maxf fields (the comma
+// count bounds them). The field count, or -1 for an unterminated quote or
+// text after a closing quote.
+static int split_fields(char *s, char *le, char **field, int maxf) {
+  int nf = 0;
+  char *p = s;
+  for (;;) {
+    if (nf == maxf)
+      return -1;
+    if (*p == '"') {
+      char *w = p, *r = p + 1;
+      field[nf++] = w;
+      for (;;) {
+        if (r >= le)
+          return -1;
+        if (*r == '"' && r[1] == '"')
+          *w++ = '"', r += 2;
+        else if (*r == '"')
+          break;
+        else
+          *w++ = *r++;
+      }
+      *w = 0;
+      r++;  // past the closing quote
+      if (r < le && *r != ',')
+        return -1;
+      if (r >= le)
+        return nf;
+      p = r + 1;
+      continue;
+    }
+    field[nf++] = p;
+    char *c = memchr(p, ',', (size_t)(le - p));
+    if (!c)
+      return nf;
+    *c = 0;
+    p = c + 1;
+  }
+}
+
 static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path,
                      char *err, size_t errlen) {
   uint8_t *buf;
   int64_t len;
   if (!slurp(path, &buf, &len, err, errlen))
     return false;
-  ds->cols = calloc((size_t)dd->ncols + 1, sizeof *ds->cols);
+  ds->cols = calloc((size_t)dd->ncols + 3, sizeof *ds->cols);
   int64_t maxcol = 0;
   const TDesc *td[64];
   double sc[64];
@@ -156,6 +198,30 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     if (c->hi > maxcol)
       maxcol = c->hi;
   }
+  // a text column: WordPiece ids (and mask) of T tokens a sample (SPEC 6.4)
+  bpcrt_wordpiece *wp = NULL;
+  DataCol *cid = NULL, *cmask = NULL;
+  int64_t T = 0;
+  if (dd->text_col >= 0) {
+    const TDesc *ti = prog_find(p, dd->text_ids), *tm = dd->text_mask ? prog_find(p, dd->text_mask) : NULL;
+    if (!ti || ti->role != ROLE_INPUT || ti->dtype != BPCRT_I32 || ti->rank != 2)
+      return free(buf), fail(err, errlen, "%s: text ids '%s' are no i32 [B, T] input of the model", path, dd->text_ids);
+    if (dd->text_mask && (!tm || tm->role != ROLE_INPUT || tm->dtype == BPCRT_I32 || tm->rank != 2 ||
+                          tm->shape[1] != ti->shape[1]))
+      return free(buf), fail(err, errlen, "%s: text mask '%s' is no float [B, T] input of the model", path, dd->text_mask);
+    if (!(wp = bpcrt_wp_load(dd->vocab, err, errlen)))
+      return free(buf), false;
+    T = ti->shape[1];
+    if (T < 2)
+      return free(buf), bpcrt_wp_free(wp), fail(err, errlen, "%s: text ids '%s' hold %lld tokens; [CLS] and [SEP] need 2", path, dd->text_ids, (long long)T);
+    cid = add_col(ds, ti);
+    if (tm)
+      cmask = add_col(ds, tm);
+    if (dd->text_col + 1 > maxcol)
+      maxcol = dd->text_col + 1;
+  }
+  int32_t *tids = T ? malloc(sizeof(int32_t) * (size_t)T) : NULL;
+  float *tmask = T ? malloc(sizeof(float) * (size_t)T) : NULL;
   int64_t cap = 0, line = 0;
   int expect = -1, expect_line = 0;
   char *s = (char *)buf, *end = (char *)buf + len;
@@ -176,7 +242,15 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
       s = next;
       continue;
     }
-    int nf = count_fields(s, le);
+    // split in place (quotes: RFC 4180)
+    int maxf = count_fields(s, le);
+    char *field[maxf > 0 ? maxf : 1];
+    *le = 0;
+    int nf = split_fields(s, le, field, maxf);
+    if (nf < 0) {
+      ok = fail(err, errlen, "%s:%lld: an unterminated quote, or text after a closing quote", path, (long long)line);
+      break;
+    }
     if (expect < 0) {
       expect = nf, expect_line = (int)line;
       if (nf < maxcol) {
@@ -192,15 +266,6 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
       ok = fail(err, errlen, "%s:%lld: %d columns, expected %d (as on line %d)", path, (long long)line, nf, expect,
                 expect_line);
       break;
-    }
-    // split in place
-    char *field[nf > 0 ? nf : 1];
-    *le = 0;
-    field[0] = s;
-    for (int f = 1; f < nf; f++) {
-      char *c = strchr(field[f - 1], ',');
-      *c = 0;
-      field[f] = c + 1;
     }
     int64_t i = ds->n;
     reserve(ds, i, &cap);
@@ -225,10 +290,24 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
                     (long long)line, (long long)f + 1, v, col->name);
       }
     }
+    if (ok && wp) {
+      const char *tx = field[dd->text_col];
+      size_t bad = 0;
+      if (bpcrt_wp_encode(wp, tx, strlen(tx), dd->cased, (int)T, tids, tmask, &bad) < 0) {
+        ok = fail(err, errlen, "%s:%lld: column %lld: invalid UTF-8 at byte %zu of the text", path, (long long)line,
+                  (long long)dd->text_col + 1, bad + 1);
+      } else {
+        memcpy((int32_t *)cid->data + i * T, tids, sizeof(int32_t) * (size_t)T);
+        for (int64_t k = 0; cmask && k < T; k++)
+          put_val(cmask, i * T + k, tmask[k]);
+      }
+    }
     ds->n++;
     s = next;
   }
   free(buf);
+  free(tids), free(tmask);
+  bpcrt_wp_free(wp);
   if (ok && ds->n == 0)
     ok = fail(err, errlen, "%s: no data rows", path);
   return ok;

@@ -182,6 +182,15 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
   if (!d->tokens) d->tokens = strdup("tokens");
   if (!d->targets) d->targets = strdup("targets");
   d->header = flag(j, "header", false);
+  const cJSON *tx = get(j, "text");
+  d->text_col = -1;
+  if (tx) {
+    d->text_col = inum(p, tx, "column", -1);
+    d->vocab = str(tx, "vocab"), d->text_ids = str(tx, "ids"), d->text_mask = str(tx, "mask");
+    d->cased = flag(tx, "cased", false);
+    if (d->text_col < 0 || !d->vocab || !d->text_ids)
+      fail(p, "a text column without its column, vocab or ids");
+  }
   d->shuffle = flag(j, "shuffle", true);
   d->val_fraction = num(p, j, "val_fraction", d->format == FMT_TEXT ? 0.1 : 0);
   if (!(d->val_fraction >= 0 && d->val_fraction < 1))
@@ -302,7 +311,7 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
 
 static void data_desc_free(DataDesc *d) {
   free(d->path), free(d->images), free(d->labels), free(d->x), free(d->y);
-  free(d->tokens), free(d->targets);
+  free(d->tokens), free(d->targets), free(d->vocab), free(d->text_ids), free(d->text_mask);
   for (int i = 0; i < d->ncols; i++)
     free(d->cols[i].name);
   for (int i = 0; i < d->nscale; i++)

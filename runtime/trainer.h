@@ -79,6 +79,9 @@ typedef struct {
   CsvCol *cols;
   int nscale;
   Scale *scale;
+  int64_t text_col;      // csv: the column tokenized with WordPiece, or -1
+  char *vocab, *text_ids, *text_mask;
+  bool cased;
 } DataDesc;
 
 typedef enum { SCHED_CONSTANT, SCHED_STEP, SCHED_LINEAR, SCHED_COSINE } SchedType;

@@ -5,7 +5,8 @@
 // listed in one error with nothing written, and checkpoints that keep bpc's
 // names; `predict` (SPEC 6.2) on those params against the forward computed
 // here; and LoRA adapters on frozen weights (checkpoints hold what trains,
-// the frozen base is named in them, `merge` folds the adapters back).
+// the frozen base is named in them, `merge` folds the adapters back); a csv
+// data section with a text column tokenized at load.
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdarg.h>
@@ -441,4 +442,70 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
   for (int i = 0; i < 30; i++) moved_w = fmax(moved_w, fabs(w[i] - w0[i]));
   cr_assert(moved_w > 1e-4, "the merged w1 carries the update");
   bpcrt_st_free(&p1), bpcrt_st_free(&p2), bpcrt_st_free(&full), bpcrt_st_free(&base);
+}
+
+// A csv text column (SPEC 6.4's data-section form): quoted cells with commas,
+// doubled quotes and accents, tokenized at load, train exactly as the same
+// texts through `bpc tokenize` in a safetensors data set: same bits after
+// 6 steps. Invalid UTF-8 in a cell names the file, line and column.
+Test(foreign, csv_text_column_equals_bpc_tokenize) {
+  static const char *texts[] = {"Café au lait, s'il vous plaît!", "He said \"no\", twice.", "plain words",
+                                "ÅNGSTRÖM, naïve; ZOË", "a", "The quick brown fox jumps over the lazy dog again and again"};
+  FILE *csv = fopen(in_tmp("d.csv"), "w"), *txt = fopen(in_tmp("t.txt"), "w");
+  cr_assert(csv && txt);
+  fputs("label,text\n", csv);
+  for (int i = 0; i < 6; i++) {
+    fprintf(csv, "%d,\"", i % 2);
+    for (const char *c = texts[i]; *c; c++) fputs(*c == '"' ? "\"\"" : (char[]){*c, 0}, csv);
+    fputs("\"\n", csv);
+    fprintf(txt, "%s\n", texts[i]);
+  }
+  fclose(csv), fclose(txt);
+  const char *body =
+      "dims: {B: 2, T: 10, V: 30522, C: 4, K: 2}\n"
+      "inputs:\n  ids: {shape: [B, T], dtype: i32}\n  mask: {shape: [B, T]}\n  y: {shape: [B], dtype: i32}\n"
+      "params:\n  wte: {shape: [V, C], init: normal(0.1)}\n  w: {shape: [C, K], init: normal(0.1)}\n"
+      "graph:\n  h: sum(embedding(ids, wte) * reshape(mask, [B, T, 1]), axis=1)\n"
+      "  loss: cross_entropy(h @ w, y)\nloss: loss\n"
+      "train:\n  optimizer: {type: adam, lr: 0.05}\n  steps: 6\n";
+  char m1[2048], m2[2048];
+  snprintf(m1, sizeof m1, "bpc: 1\nname: t\n%sdata:\n  train: {format: csv, path: d.csv, header: true, columns: {y: 0},\n"
+           "    text: {column: 1, vocab: %s/tests/data/wordpiece/vocab.txt, ids: ids, mask: mask}}\n", body, BPC_SOURCE_DIR);
+  snprintf(m2, sizeof m2, "bpc: 1\nname: t\n%sdata:\n  train: {format: safetensors, path: d.safetensors}\n", body);
+  spit(in_tmp("m1.yaml"), m1);
+  spit(in_tmp("m2.yaml"), m2);
+  char *out;
+  cr_assert_eq(run(&out, "tokenize --vocab %s/tests/data/wordpiece/vocab.txt --max-len 10 t.txt -o tok.safetensors", BPC_SOURCE_DIR), 0, "%s", out);
+  free(out);
+  bpcrt_tensors tok, d = {0};
+  cr_assert_eq(bpcrt_st_read(in_tmp("tok.safetensors"), &tok, NULL, 0), 0);
+  const bpcrt_tensor *ids = bpcrt_st_find(&tok, "ids"), *mask = bpcrt_st_find(&tok, "mask");
+  int64_t sy[1] = {6};
+  int32_t y[6] = {0, 1, 0, 1, 0, 1};
+  bpcrt_st_add(&d, "ids", ids->dtype, ids->rank, ids->shape, ids->data);
+  bpcrt_st_add(&d, "mask", mask->dtype, mask->rank, mask->shape, mask->data);
+  bpcrt_st_add(&d, "y", BPCRT_I32, 1, sy, y);
+  cr_assert_eq(bpcrt_st_write(in_tmp("d.safetensors"), &d, NULL, 0), 0);
+  bpcrt_st_free(&d), bpcrt_st_free(&tok);
+  cr_assert_eq(run(&out, "run m1.yaml --quiet --save c1.safetensors"), 0, "%s", out);
+  free(out);
+  cr_assert_eq(run(&out, "run m2.yaml --quiet --save c2.safetensors"), 0, "%s", out);
+  free(out);
+  bpcrt_tensors c1, c2;
+  cr_assert_eq(bpcrt_st_read(in_tmp("c1.safetensors"), &c1, NULL, 0), 0);
+  cr_assert_eq(bpcrt_st_read(in_tmp("c2.safetensors"), &c2, NULL, 0), 0);
+  for (int i = 0; i < c1.n; i++) {
+    const bpcrt_tensor *b = bpcrt_st_find(&c2, c1.t[i].name);
+    cr_assert(b && !memcmp(b->data, c1.t[i].data, b->nbytes), "'%s' differs", c1.t[i].name);
+  }
+  bpcrt_st_free(&c1), bpcrt_st_free(&c2);
+  spit(in_tmp("d.csv"), "label,text\n0,\"fine\"\n1,\"bad \xff byte\"\n");
+  cr_assert_eq(run(&out, "run m1.yaml --quiet --save c3.safetensors"), 1, "%s", out);
+  cr_assert(strstr(out, "d.csv:3: column 2: invalid UTF-8 at byte 5 of the text"), "%s", out);
+  cr_assert(!exists(in_tmp("c3.safetensors")));
+  free(out);
+  spit(in_tmp("d.csv"), "label,text\n0,\"open quote\n");
+  cr_assert_eq(run(&out, "run m1.yaml --quiet --save c3.safetensors"), 1, "%s", out);
+  cr_assert(strstr(out, "d.csv:2: an unterminated quote"), "%s", out);
+  free(out);
 }
