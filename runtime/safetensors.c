@@ -86,30 +86,16 @@ static const char *shown(const char *s, char *buf) {
   return buf;
 }
 
-// Offset of the first byte that is not valid UTF-8, or n. For raw JSON text
-// (`json`) control bytes other than tab, CR and LF are bad too: JSON allows
-// none raw, and cJSON would take them.
+// Offset of the first byte that is not valid UTF-8 (bpcrt_utf8_check), or n.
+// For raw JSON text (`json`) control bytes other than tab, CR and LF are bad
+// too: JSON allows none raw, and cJSON would take them. They are single
+// bytes, so the first one before the first invalid sequence is the answer.
 static size_t utf8_bad(const unsigned char *s, size_t n, bool json) {
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = s[i];
-    size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
-               : (c & 0xf8) == 0xf0 ? 4 : 0;
-    bool ctl = c < 0x20 && json && c != '\t' && c != '\n' && c != '\r';
-    if (ctl || len == 0 || len > n - i)
+  size_t bad = bpcrt_utf8_check((const char *)s, n);
+  for (size_t i = 0; json && i < bad; i++)
+    if (s[i] < 0x20 && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
       return i;
-    uint32_t cp = len == 1 ? c : c & (0x7fu >> len);
-    for (size_t k = 1; k < len; k++) {
-      if ((s[i + k] & 0xc0) != 0x80)
-        return i;
-      cp = cp << 6 | (s[i + k] & 0x3fu);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-      return i;  // overlong, out of range, or a surrogate
-    i += len;
-  }
-  return n;
+  return bad;
 }
 
 // Offset of a "\u0000" escape (an odd run of backslashes before "u0000"), or n.
