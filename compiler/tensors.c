@@ -49,9 +49,10 @@ static bool bind_leaf(Interp *it, const Node *n, const char *name, const bpcrt_t
     problem(p, "'%s' has shape %s, the model expects %s", name, sh(&ts), sh(&n->shape));
     ok = false;
   }
-  bool want_int = n->dtype == DT_I32, is_int = t->dtype == BPCRT_I32;
-  if (want_int ? !is_int : !bpcrt_dtype_is_float(t->dtype)) {
-    problem(p, "'%s' holds %s, the model expects %s", name, bpcrt_dtype_name(t->dtype), want_int ? "I32" : "F32, F64, F16 or BF16");
+  bool is_int = t->dtype == BPCRT_I32;
+  bpcrt_dtype want = n->dtype == DT_I32 ? BPCRT_I32 : BPCRT_F64;  // any float model dtype accepts the same
+  if (!bpcrt_dtype_loads(t->dtype, want)) {
+    problem(p, "'%s' holds %s, the model expects %s", name, bpcrt_dtype_name(t->dtype), BPCRT_LOADS_WHAT(want));
     ok = false;
   }
   if (!ok) return false;

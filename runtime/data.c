@@ -344,9 +344,9 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
       MISMATCH("] (N samples)");
       continue;
     }
-    if (td->dtype == BPCRT_I32 ? t->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(t->dtype)) {
+    if (!bpcrt_dtype_loads(t->dtype, td->dtype)) {
       MISMATCH("%s  '%s': %s, the model needs %s", len ? "\n" : "", t->name, bpcrt_dtype_name(t->dtype),
-               td->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
+               BPCRT_LOADS_WHAT(td->dtype));
       continue;
     }
     if (n >= 0 && t->shape[0] != n) {

@@ -129,6 +129,10 @@ int bpcrt_dtype_is_float(bpcrt_dtype dt) {
   return dt == BPCRT_F32 || dt == BPCRT_F64 || dt == BPCRT_F16 || dt == BPCRT_BF16;
 }
 
+int bpcrt_dtype_loads(bpcrt_dtype file, bpcrt_dtype model) {
+  return model == BPCRT_I32 ? file == BPCRT_I32 : bpcrt_dtype_is_float(file);
+}
+
 // IEEE binary16 and bfloat16 bits to float (exact: both widen).
 static float half_to_float(uint16_t h) {
   uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;

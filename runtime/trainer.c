@@ -349,7 +349,7 @@ static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, uns
     shape_str(s2, sizeof s2, d->rank, d->shape);
     if (!same)
       ADD("\n  '%s': shape %s in the file, %s in the model", d->name, s1, s2);
-    if (d->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype))
+    if (!bpcrt_dtype_loads(ft->dtype, d->dtype))
       ADD("\n  '%s': %s in the file, the model has %s", d->name, bpcrt_dtype_name(ft->dtype),
           bpcrt_dtype_name(d->dtype));
   }
@@ -527,9 +527,9 @@ static bool load_init(Arena *a, const char *path, bool quiet, char *err) {
     shape_str(s2, sizeof s2, d->rank, want);
     if (!same)
       ADD("\n  '%s'%s: shape %s in the file, the model needs %s", name, of, s1, s2);
-    else if (d->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype))
+    else if (!bpcrt_dtype_loads(ft->dtype, d->dtype))
       ADD("\n  '%s'%s: %s in the file, the model needs %s", name, of, bpcrt_dtype_name(ft->dtype),
-          d->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
+          BPCRT_LOADS_WHAT(d->dtype));
     else
       src[i] = ft, nread += d->role == ROLE_PARAM;
   }
@@ -1444,9 +1444,8 @@ static int cmd_predict(T *t) {
       ADD("\n  '%s': shape %s, the model needs %s with N >= 1 samples first", in->name, s1, s2);
       continue;
     }
-    if (in->dtype == BPCRT_I32 ? ft->dtype != BPCRT_I32 : !bpcrt_dtype_is_float(ft->dtype)) {
-      ADD("\n  '%s': %s, the model needs %s", in->name, bpcrt_dtype_name(ft->dtype),
-          in->dtype == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16");
+    if (!bpcrt_dtype_loads(ft->dtype, in->dtype)) {
+      ADD("\n  '%s': %s, the model needs %s", in->name, bpcrt_dtype_name(ft->dtype), BPCRT_LOADS_WHAT(in->dtype));
       continue;
     }
     if (N >= 0 && ft->shape[0] != N) {

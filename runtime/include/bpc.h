@@ -124,6 +124,11 @@ typedef struct {
 size_t bpcrt_dtype_size(bpcrt_dtype dt);        // 4, 8, 4, 2, 2, 8, 2, 1, 1, 1
 const char *bpcrt_dtype_name(bpcrt_dtype dt);   // "F32", "F64", "I32", "F16", ...
 int bpcrt_dtype_is_float(bpcrt_dtype dt);       // F32, F64, F16, BF16
+// Whether a file tensor of dtype `file` loads into a model tensor of dtype
+// `model`: I32 into I32 only, any float dtype into F32 or F64.
+int bpcrt_dtype_loads(bpcrt_dtype file, bpcrt_dtype model);
+// What a model tensor of dtype `model` accepts, for messages.
+#define BPCRT_LOADS_WHAT(model) ((model) == BPCRT_I32 ? "I32" : "F32, F64, F16 or BF16")
 int64_t bpcrt_numel(const bpcrt_tensor *t);     // product of the shape (1 for rank 0)
 
 // Reads PATH into *out (which need not be initialized). 0 on success; -1 with
