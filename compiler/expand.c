@@ -299,10 +299,11 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix, int64_t 
   int id = g_leaf(b->g, OP_PARAM, name, leaf_dtype(b, t->dtype), &s, t->loc);
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
   bool lora = t->lora_rank > 0;
+  int wi = b->g->params.n;
   VEC_PUSH(b->g->params, ((GParam){.name = name, .node = id, .loc = t->loc, .init = t->init, .trainable = t->trainable && !lora,
                                    .decay = decay, .grad = -1, .update = -1, .from = from, .transpose = t->transpose, .value = id}));
-  if (lora) add_lora(b, t, &s, b->g->params.n - 1);
-  return b->g->params.v[b->g->params.n - 1 - (lora ? 2 : 0)].value;
+  if (lora) add_lora(b, t, &s, wi);
+  return b->g->params.v[wi].value;
 }
 
 // ---------------------------------------------------------------- names

@@ -1436,10 +1436,10 @@ static int cmd_predict(T *t) {
     for (int k = 1; same && k < in->rank; k++)
       same = ft->shape[k] == in->shape[k];
     shape_str(s1, sizeof s1, ft->rank, ft->shape);
-    int64_t keep = in->shape[0];
-    ((TDesc *)in)->shape[0] = 0;
-    shape_str(s2, sizeof s2, in->rank, in->shape);
-    ((TDesc *)in)->shape[0] = keep;
+    int64_t want[BPCRT_MAX_RANK];
+    memcpy(want, in->shape, sizeof want);
+    want[0] = 0;  // shown as [0, ...]: any N
+    shape_str(s2, sizeof s2, in->rank, want);
     if (!same) {
       ADD("\n  '%s': shape %s, the model needs %s with N >= 1 samples first", in->name, s1, s2);
       continue;
