@@ -25,25 +25,11 @@ static void teardown(void) {
 
 // Runs `bpc ARGS` (cwd = repo root), capturing stdout+stderr; returns the exit code.
 static int run(char **out, const char *fmt, ...) {
-  char args[2048], cmd[4096];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
+  int rc = run_bpc_in(BPC_SOURCE_DIR, out, fmt, ap);
   va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", BPC_SOURCE_DIR, BPC_BINARY, args);
-  FILE *p = popen(cmd, "r");
-  cr_assert(p);
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap);
-  for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-    n += got;
-    if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
-  }
-  buf[n] = 0;
-  int st = pclose(p);
-  *out = buf;
-  cr_assert(WIFEXITED(st), "bpc %s died: %s", args, buf);
-  return WEXITSTATUS(st);
+  return rc;
 }
 
 static bool exists(const char *path) {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "bpc.h"
+#include "testutil.h"
 
 static char tmpdir[256];
 
@@ -44,25 +45,25 @@ static const char *in_tmp(const char *name) {
 
 // Runs `bpc ARGS` in tmpdir, stdout+stderr into *out; the exit code.
 static int run(char **out, const char *fmt, ...) {
-  char args[2048], cmd[4096];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(args, sizeof args, fmt, ap);
+  int rc = run_bpc_in(tmpdir, out, fmt, ap);
   va_end(ap);
-  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", tmpdir, BPC_BINARY, args);
-  FILE *p = popen(cmd, "r");
-  cr_assert(p);
-  size_t cap = 1 << 16, n = 0;
-  char *buf = malloc(cap);
-  for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
-    n += got;
-    if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+  return rc;
+}
+
+// Two checkpoints in tmpdir hold the same tensors with the same bits.
+static void assert_same_files(const char *a, const char *b) {
+  bpcrt_tensors x, y;
+  cr_assert_eq(bpcrt_st_read(in_tmp(a), &x, NULL, 0), 0, "%s", a);
+  cr_assert_eq(bpcrt_st_read(in_tmp(b), &y, NULL, 0), 0, "%s", b);
+  cr_assert_eq(x.n, y.n, "%s and %s hold different tensors", a, b);
+  for (int i = 0; i < x.n; i++) {
+    const bpcrt_tensor *t = bpcrt_st_find(&y, x.t[i].name);
+    cr_assert(t && t->nbytes == x.t[i].nbytes && !memcmp(t->data, x.t[i].data, t->nbytes), "'%s' differs in %s and %s",
+              x.t[i].name, a, b);
   }
-  buf[n] = 0;
-  int st = pclose(p);
-  *out = buf;
-  cr_assert(WIFEXITED(st), "bpc %s died: %s", args, buf);
-  return WEXITSTATUS(st);
+  bpcrt_st_free(&x), bpcrt_st_free(&y);
 }
 
 static void spit(const char *path, const char *text) {
@@ -406,16 +407,7 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
   free(out);
   cr_assert_eq(run(&out, "run l.yaml --resume l.safetensors --save r20.safetensors --quiet"), 0, "%s", out);
   free(out);
-  bpcrt_tensors s20, r20;
-  cr_assert_eq(bpcrt_st_read(in_tmp("l20.safetensors"), &s20, NULL, 0), 0);
-  cr_assert_eq(bpcrt_st_read(in_tmp("r20.safetensors"), &r20, NULL, 0), 0);
-  cr_assert_eq(s20.n, r20.n);
-  for (int i = 0; i < s20.n; i++) {
-    const bpcrt_tensor *b = bpcrt_st_find(&r20, s20.t[i].name);
-    cr_assert(b && b->nbytes == s20.t[i].nbytes && !memcmp(b->data, s20.t[i].data, b->nbytes), "resumed '%s' differs",
-              s20.t[i].name);
-  }
-  bpcrt_st_free(&s20), bpcrt_st_free(&r20);
+  assert_same_files("l20.safetensors", "r20.safetensors");
   // merge, then the plain model's predict equals the adapted model's
   bpcrt_tensors in = {0};
   int64_t sx[2] = {11, 6};
@@ -491,14 +483,7 @@ Test(foreign, csv_text_column_equals_bpc_tokenize) {
   free(out);
   cr_assert_eq(run(&out, "run m2.yaml --quiet --save c2.safetensors"), 0, "%s", out);
   free(out);
-  bpcrt_tensors c1, c2;
-  cr_assert_eq(bpcrt_st_read(in_tmp("c1.safetensors"), &c1, NULL, 0), 0);
-  cr_assert_eq(bpcrt_st_read(in_tmp("c2.safetensors"), &c2, NULL, 0), 0);
-  for (int i = 0; i < c1.n; i++) {
-    const bpcrt_tensor *b = bpcrt_st_find(&c2, c1.t[i].name);
-    cr_assert(b && !memcmp(b->data, c1.t[i].data, b->nbytes), "'%s' differs", c1.t[i].name);
-  }
-  bpcrt_st_free(&c1), bpcrt_st_free(&c2);
+  assert_same_files("c1.safetensors", "c2.safetensors");
   spit(in_tmp("d.csv"), "label,text\n0,\"fine\"\n1,\"bad \xff byte\"\n");
   cr_assert_eq(run(&out, "run m1.yaml --quiet --save c3.safetensors"), 1, "%s", out);
   cr_assert(strstr(out, "d.csv:3: column 2: invalid UTF-8 at byte 5 of the text"), "%s", out);

@@ -1,9 +1,12 @@
 // testutil.h — helpers shared by the Criterion suites: load a model from a
 // string or a file with diagnostics captured in memory.
 #pragma once
+#include <criterion/criterion.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "bpcc.h"
 
@@ -48,3 +51,26 @@ static inline void loss_from_outputs(Graph *g) {
     g->loss = g->loss < 0 ? s : g_binary(g, OP_ADD, g->loss, s, loc);
   }
 }
+
+#ifdef BPC_BINARY
+// Runs `bpc ARGS` (ARGS from fmt) with cwd `dir`, stdout and stderr into
+// *out (the caller frees it); returns the exit code (a death fails the test).
+static inline int run_bpc_in(const char *dir, char **out, const char *fmt, va_list ap) {
+  char args[2048], cmd[4096];
+  vsnprintf(args, sizeof args, fmt, ap);
+  snprintf(cmd, sizeof cmd, "cd %s && %s %s 2>&1", dir, BPC_BINARY, args);
+  FILE *p = popen(cmd, "r");
+  cr_assert(p);
+  size_t cap = 1 << 16, n = 0;
+  char *buf = malloc(cap);
+  for (size_t got; (got = fread(buf + n, 1, cap - n - 1, p)) > 0;) {
+    n += got;
+    if (n + 1 >= cap) buf = realloc(buf, cap *= 2);
+  }
+  buf[n] = 0;
+  int st = pclose(p);
+  *out = buf;
+  cr_assert(WIFEXITED(st), "bpc %s died: %s", args, buf);
+  return WEXITSTATUS(st);
+}
+#endif
