@@ -769,7 +769,10 @@ static void load_columns(Loader *L, const YNode *n, DataCfg *c) {
     errno = 0;
     col.lo = strtoll(v->str, &end, 10);
     col.is_range = *end == ':';
-    col.hi = col.is_range ? strtoll(end + 1, &end, 10) : col.lo + 1;
+    /* strtoll saturates at INT64_MAX on overflow (errno catches it below), so
+       a single index's HI is only formed once LO is known to be in range. */
+    if (col.is_range) col.hi = strtoll(end + 1, &end, 10);
+    else col.hi = col.lo >= 0 && col.lo < (1 << 24) ? col.lo + 1 : col.lo;
     bool digits = v->str[0] >= '0' && v->str[0] <= '9';
     if (!digits || *end || errno || col.lo < 0 || col.hi <= col.lo || col.hi > (1 << 24)) {
       diag_error(L->d, v->loc, "a column must be an index N or a range \"LO:HI\" with 0 <= LO < HI");
