@@ -25,7 +25,7 @@
 
 // ============================================================ f32 scalar math
 
-// clang: always inline the f32 math into callers (a loop calling erf or gelu
+// clang: always inline the f32 math (and its helpers) into callers (a loop calling erf or gelu
 // then vectorizes; the inliner's size limit would otherwise keep the call).
 // GCC wants `inline` for the attribute, which external definitions can't
 // carry here, so it gets none.
@@ -35,22 +35,22 @@
 #define MATH_INLINE
 #endif
 
-static inline uint32_t f2u(float x) {
+static inline __attribute__((always_inline)) uint32_t f2u(float x) {
   uint32_t u;
   memcpy(&u, &x, sizeof u);
   return u;
 }
-static inline float u2f(uint32_t u) {
+static inline __attribute__((always_inline)) float u2f(uint32_t u) {
   float x;
   memcpy(&x, &u, sizeof x);
   return x;
 }
-static inline uint64_t d2u(double x) {
+static inline __attribute__((always_inline)) uint64_t d2u(double x) {
   uint64_t u;
   memcpy(&u, &x, sizeof u);
   return u;
 }
-static inline double u2d(uint64_t u) {
+static inline __attribute__((always_inline)) double u2d(uint64_t u) {
   double x;
   memcpy(&x, &u, sizeof x);
   return x;
@@ -58,9 +58,9 @@ static inline double u2d(uint64_t u) {
 
 // Round to nearest integer, |x| < 2^22 (the magic-number trick: no libm,
 // vectorizes; callers clamp first).
-static inline float rint_f(float x) { return (x + 12582912.0f) - 12582912.0f; }
-static inline float abs_f(float x) { return u2f(f2u(x) & 0x7fffffffu); }
-static inline float clamp_f(float x, float lo, float hi) {
+static inline __attribute__((always_inline)) float rint_f(float x) { return (x + 12582912.0f) - 12582912.0f; }
+static inline __attribute__((always_inline)) float abs_f(float x) { return u2f(f2u(x) & 0x7fffffffu); }
+static inline __attribute__((always_inline)) float clamp_f(float x, float lo, float hi) {
   x = x > hi ? hi : x;
   return x < lo ? lo : x;
 }
@@ -156,7 +156,7 @@ MATH_INLINE float bpck_tanh_f32(float x) {
 #define PI_C 6.2771141529083251953e-07f
 #define PI_D 1.2154201256553420762e-10f
 
-static inline float sin_poly(float d, int32_t flip) {
+static inline __attribute__((always_inline)) float sin_poly(float d, int32_t flip) {
   float s = d * d;
   d = u2f(f2u(d) ^ ((uint32_t)flip << 31));
   float u = 2.6083159809786593541503e-06f;
@@ -166,7 +166,7 @@ static inline float sin_poly(float d, int32_t flip) {
   return s * (u * d) + d;
 }
 
-static inline float reduce_pi(float x, float q, float half) {
+static inline __attribute__((always_inline)) float reduce_pi(float x, float q, float half) {
   float d = x - q * (PI_A * half);
   d = d - q * (PI_B * half);
   d = d - q * (PI_C * half);
@@ -189,7 +189,7 @@ MATH_INLINE float bpck_cos_f32(float x) {
 
 // exp(-h z^2), h = 1 or 1/2, without the error of rounding z^2: z = zh + zl
 // with zh of 12 bits, so h zh^2 is exact and the rest is small.
-static inline float exp_negsq(float z, float h) {
+static inline __attribute__((always_inline)) float exp_negsq(float z, float h) {
   float zh = u2f(f2u(z) & 0xfffff000u), zl = z - zh;
   return bpck_exp_f32(-zh * zh * h) * bpck_exp_f32(-zl * (z + zh) * h);
 }
@@ -199,7 +199,7 @@ static inline float exp_negsq(float z, float h) {
 // accuracy near 1, erfc keeps it in the tail. The tail takes a = |z| and
 // e = exp(-z^2) separately: gelu passes z = x / sqrt 2 and computes e from
 // the exact x (rounding z first would cost ~2 z^2 ulp).
-static inline float erf_small(float x) {
+static inline __attribute__((always_inline)) float erf_small(float x) {
   float z = x * x;
   float y = 7.853861353153693e-5f;
   y = y * z - 8.010193625184903e-4f;
@@ -211,7 +211,7 @@ static inline float erf_small(float x) {
   return x * y;
 }
 
-static inline float erfc_tail(float a, float e) {  // a >= 1, e = exp(-a^2)
+static inline __attribute__((always_inline)) float erfc_tail(float a, float e) {  // a >= 1, e = exp(-a^2)
   float q = 1.0f / a, y = q * q;
   float p = 2.326819970068386e-2f;
   p = p * y - 1.387039388740657e-1f;
@@ -235,7 +235,7 @@ static inline float erfc_tail(float a, float e) {  // a >= 1, e = exp(-a^2)
 }
 
 // erfc(-x / sqrt 2), the factor of gelu's erf form: accurate in both tails.
-static inline float erfc_gelu(float x) {
+static inline __attribute__((always_inline)) float erfc_gelu(float x) {
   float z = -x * INV_SQRT2, a = abs_f(z);
   float t = erfc_tail(a, exp_negsq(clamp_f(abs_f(x), 0.0f, 15.0f), 0.5f));
   float big = z < 0.0f ? 2.0f - t : t;
@@ -250,7 +250,7 @@ MATH_INLINE float bpck_erf_f32(float x) {
 
 // pow works in double inside (log and exp by short Taylor/atanh series, no
 // libm): the product p * log|x| needs more than 24 bits for a few-ulp result.
-static inline double log_d(double x) {  // x > 0, finite, normal
+static inline __attribute__((always_inline)) double log_d(double x) {  // x > 0, finite, normal
   uint64_t u = d2u(x);
   double e = (double)((int64_t)(u >> 52) - 1023);
   double m = u2d((u & 0x000fffffffffffffULL) | 0x3ff0000000000000ULL);  // [1, 2)
@@ -263,7 +263,7 @@ static inline double log_d(double x) {  // x > 0, finite, normal
   return e * 0.6931471805599453 + (2.0 * s + 2.0 * s * s2 * p);
 }
 
-static inline double exp_d(double t) {  // result meant for a float
+static inline __attribute__((always_inline)) double exp_d(double t) {  // result meant for a float
   double tc = t != t ? 0.0 : t;
   tc = tc > 90.0 ? 90.0 : tc < -110.0 ? -110.0 : tc;
   double n = (tc * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
@@ -300,7 +300,7 @@ MATH_INLINE float bpck_sigmoid_f32(float x) {
 }
 
 // log1p(y) = log(1 + y) * y / ((1 + y) - 1): the rounding of 1 + y cancels.
-static inline float log1p_f(float y) {
+static inline __attribute__((always_inline)) float log1p_f(float y) {
   float u = 1.0f + y;
   float r = bpck_log_f32(u) * (y / (u - 1.0f));
   return u == 1.0f ? y : r;
