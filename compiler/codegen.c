@@ -1184,14 +1184,42 @@ static LLVMValueRef const_string(CG *c, const char *name, const char *text) {
 // `int main(argc, argv)`: the standalone trainer's, handing everything to
 // the runtime: bpcrt_main(bpc_model_json, &entries, argc, argv).
 // entries: bpcrt_entries' fields in order (bpc.h), NULL where absent.
+// The features of the x86-64 psABI levels. LLVM's C API has no query for
+// the features a named CPU implies: `--cpu native` passes the host's features
+// explicitly, a level comes from this table, other names record none.
+static const char *level_features(const char *cpu) {
+  static const char *const levels[][2] = {
+      {"x86-64-v2", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16"},
+      {"x86-64-v3", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe"},
+      {"x86-64-v4", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe,"
+                    "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"}};
+  for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
+    if (!strcmp(cpu, levels[i][0])) return levels[i][1];
+  return "";
+}
+
+// The table's last field is the target, "CPU: feature ...": the features
+// LLVM enabled for the target machine (its "+name" entries), which the
+// runtime checks against the CPU it starts on (cpu.c).
 #define NENTRIES 5
-static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries) {
-  LLVMValueRef vals[NENTRIES];
-  LLVMTypeRef ety[NENTRIES];
+static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries, const char *cpu, const char *features) {
+  if (!*features) features = level_features(cpu);
+  size_t cap = strlen(cpu) + strlen(features) + 4, n = (size_t)snprintf(NULL, 0, "%s:", cpu);
+  char *target = malloc(cap);
+  snprintf(target, cap, "%s:", cpu);
+  for (const char *p = features; *p;) {
+    size_t len = strcspn(p, ",");
+    if (p[0] == '+' && len > 1) n += (size_t)snprintf(target + n, cap - n, " %.*s", (int)len - 1, p + 1);
+    p += len + (p[len] == ',');
+  }
+  LLVMValueRef vals[NENTRIES + 1];
+  LLVMTypeRef ety[NENTRIES + 1];
   for (int i = 0; i < NENTRIES; i++) vals[i] = entries[i] ? entries[i] : LLVMConstNull(c->ptr), ety[i] = c->ptr;
-  LLVMTypeRef st = LLVMStructTypeInContext(c->cx, ety, NENTRIES, 0);
+  vals[NENTRIES] = const_string(c, "bpc_target", target), ety[NENTRIES] = c->ptr;
+  free(target);
+  LLVMTypeRef st = LLVMStructTypeInContext(c->cx, ety, NENTRIES + 1, 0);
   LLVMValueRef table = LLVMAddGlobal(c->mod, st, "bpc_entries");
-  LLVMSetInitializer(table, LLVMConstNamedStruct(st, vals, NENTRIES));
+  LLVMSetInitializer(table, LLVMConstNamedStruct(st, vals, NENTRIES + 1));
   LLVMSetGlobalConstant(table, 1);
   LLVMTypeRef margs[2] = {c->i32, c->ptr};
   LLVMValueRef mainf = LLVMAddFunction(c->mod, "main", LLVMFunctionType(c->i32, margs, 2, 0));
@@ -1398,7 +1426,10 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
         for (int pi = 0; pi < u->nprograms; pi++)
           for (int w = 0; w < 2; w++)
             if (u->programs[pi].entry[w] && !strcmp(u->programs[pi].entry[w], names[k])) e[k] = entries[pi][w];
-      emit_main(&c, json, e);
+      char *cpu = LLVMGetTargetMachineCPU(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+      emit_main(&c, json, e, cpu, features);
+      LLVMDisposeMessage(cpu);
+      LLVMDisposeMessage(features);
     }
   }
   LLVMDisposeBuilder(c.b);

@@ -1697,6 +1697,8 @@ static int cmd_info(T *t) {
     printf("source   %s\n", d->model_path);
   if (d->compile)
     printf("compile  %s\n", d->compile);
+  if (t->e->target)
+    printf("target   %s\n", t->e->target);
   if (d->dims_text && *d->dims_text)
     printf("dims     %s\n", d->dims_text);
   const TrainCfg *c = &d->train;
@@ -1749,6 +1751,8 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
   int rc;
   if (!desc_parse(&t->d, model_json, t->err, ERRLEN)) {
     rc = 1;
+  } else if (t->o.cmd != CMD_INFO && !bpcrt_cpu_check(entries->target, t->err, ERRLEN)) {
+    rc = 1;  // before any generated code runs: an error, not SIGILL
   } else {
     t->e = entries;
     t->seed = t->o.has_seed ? t->o.seed : t->d.train.seed;

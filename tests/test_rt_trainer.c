@@ -286,7 +286,7 @@ static void fake_update(bpcrt_ctx *c) {
   st(a, &LT, "state.count", 0, ld(a, &LT, "state.count", 0) + 1);
 }
 
-static const bpcrt_entries fake_entries = {fake_step, fake_update, fake_eval, NULL, NULL};
+static const bpcrt_entries fake_entries = {fake_step, fake_update, fake_eval, NULL, NULL, NULL};
 
 // ---- running bpcrt_main in a child ------------------------------------------------
 
@@ -892,7 +892,7 @@ static void text_sample(bpcrt_ctx *c) {
       lg[t * 256 + v] = v == (tok[t] + 1) % 256 ? 30.0f : 0.0f;
 }
 
-static const bpcrt_entries text_entries = {text_step, text_update, text_eval, text_sample, NULL};
+static const bpcrt_entries text_entries = {text_step, text_update, text_eval, text_sample, NULL, NULL};
 
 static int run_text(const char *js, char **argv) {
   int argc = 0;
@@ -966,4 +966,22 @@ Test(trainer, in_process_runs_release_everything) {
   char *a4[] = {"trainer", "info", NULL};
   cr_assert_eq(bpcrt_main(js, &fake_entries, 2, a4), 0);
   cr_assert_eq(bpcrt_main("{\"abi\": 2}", &fake_entries, 2, a4), 1);
+}
+
+// bpcrt_cpu_check names exactly the listed features this CPU lacks and skips
+// names it cannot check.
+Test(trainer, cpu_check_names_missing_features) {
+  char err[512] = "";
+  __builtin_cpu_init();
+  cr_expect_eq(bpcrt_cpu_check(NULL, err, sizeof err), 1);
+  cr_expect_eq(bpcrt_cpu_check("x86-64: sse2 cx16 64bit", err, sizeof err), 1, "%s", err);
+  bool fp16 = __builtin_cpu_supports("avx512fp16"), amx = __builtin_cpu_supports("amx-tile");
+  int ok = bpcrt_cpu_check("sapphirerapids: sse2 avx512fp16 not-a-feature amx-tile", err, sizeof err);
+  cr_expect_eq(ok, fp16 && amx);
+  if (!ok) {
+    cr_expect(strstr(err, "compiled for sapphirerapids and needs "), "%s", err);
+    cr_expect_eq(strstr(err, "avx512fp16") != NULL, !fp16, "%s", err);
+    cr_expect_eq(strstr(err, "amx-tile") != NULL, !amx, "%s", err);
+    cr_expect(!strstr(err, "sse2") && !strstr(err, "not-a-feature"), "%s", err);
+  }
 }

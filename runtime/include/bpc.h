@@ -242,7 +242,16 @@ typedef struct {
   void (*eval_forward)(bpcrt_ctx *);    // eval-mode forward: loss, metrics, outputs
   void (*sample_forward)(bpcrt_ctx *);  // batch-1 logits; NULL without `generate:`
   void (*predict_forward)(bpcrt_ctx *); // eval-mode outputs alone (SPEC 6.2); may be NULL
+  // What the code was compiled for, "CPU: feature feature ..." (LLVM's names
+  // of the enabled x86 features), checked against this CPU before anything
+  // runs; NULL: not checked (the JIT compiles for the CPU it runs on).
+  const char *target;
 } bpcrt_entries;
+
+// 1 when this CPU has every feature of `target` (bpcrt_entries.target) that
+// the runtime can check; if not, writes "this trainer was compiled for CPU
+// and needs F, G, which this CPU lacks: ..." into err. cpu.c.
+int bpcrt_cpu_check(const char *target, char *err, size_t errlen);  // 1: ok
 
 // The trainer's whole command line (train, eval, sample, info). Returns the
 // process exit status: 0, 1 (bad input, with a message on stderr; nothing
