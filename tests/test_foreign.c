@@ -387,6 +387,11 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
   cr_assert_eq(run(&out, "check l.yaml"), 0, "%s", out);
   cr_assert(strstr(out, "w1                       [6, 5]                         30  frozen"), "%s", out);
   cr_assert(strstr(out, "w1.lora_a                [6, 2]"), "%s", out);
+  // LoRA's memory: gradients and Adam's two slots for the five trained
+  // tensors only (4 adapters and b1, 64 B each after alignment), none for the
+  // frozen w1 and w2 (which would add 2 x 128 B of gradients)
+  cr_assert(strstr(out, "gradients                                 320 B"), "%s", out);
+  cr_assert(strstr(out, "state                                     640 B"), "%s", out);
   free(out);
   cr_assert_eq(run(&out, "run l.yaml --init base.safetensors --save l.safetensors --quiet --steps 10"), 0, "%s", out);
   free(out);
