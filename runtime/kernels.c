@@ -18,6 +18,7 @@
 // GEMM blocking. Measured f32 accuracy against libm in double (test_kernels,
 // dense sweeps): see the table in tests/test_kernels.c (scalar_math_*).
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bpc.h"
@@ -396,6 +397,31 @@ static inline void vexp_f32(v8f *v) {
   *v = VSEL_F32(nan, x, y);
 }
 
+// ============================================================ ISA dispatch
+
+static int isa_now = -1;
+
+int bpck_set_isa(int isa) {
+  int ok512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  ok512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#endif
+  if (isa == BPCK_ISA_AUTO) {
+    const char *e = getenv("BPC_ISA");
+    isa = e && !strcmp(e, "avx2") ? BPCK_ISA_AVX2 : BPCK_ISA_AVX512;
+  }
+  isa = isa == BPCK_ISA_AVX512 && ok512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2;
+  __atomic_store_n(&isa_now, isa, __ATOMIC_RELAXED);
+  return isa;
+}
+
+int bpck_isa(void) {
+  int isa = __atomic_load_n(&isa_now, __ATOMIC_RELAXED);
+  return isa >= 0 ? isa : bpck_set_isa(BPCK_ISA_AUTO);
+}
+
 // ============================================================ type-generic kernels
 
 #define T float
@@ -408,7 +434,20 @@ static inline void vexp_f32(v8f *v) {
 #define GEMM_MC 144
 #define GEMM_KC 384
 #define GEMM_NC 4080
+// The f32 GEMM's AVX-512 path (kernels_avx512.h), taken by gemm_range_f32
+// when bpck_isa() says so.
+#define K512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define GEMM_WIDE gemm512_range
+K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa,
+                               const float *B, int64_t ldb, int transb, float *C, int64_t ldc,
+                               int accumulate, float *scratch, int64_t i0, int64_t i1, int64_t j0,
+                               int64_t j1);
 #include "kernels_t.h"
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+#include "kernels_avx512.h"
+#undef KMIN
+#undef K512
+#undef GEMM_WIDE
 #undef T
 #undef S
 #undef VL

@@ -39,6 +39,11 @@ enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
 #define BPCK_GEMM_ROW_UNIT 6
 #define BPCK_GEMM_COL_UNIT 16
 
+// The instruction set of the f32 GEMM (bpck_gemm_f32, bpck_gemm_cols_f32).
+enum { BPCK_ISA_AUTO = 0, BPCK_ISA_AVX2 = 1, BPCK_ISA_AVX512 = 2 };
+int bpck_isa(void);
+int bpck_set_isa(int isa);
+
 enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
 
 // sum (wrapping, two's complement), max or min of in viewed as [O, R, I] over
