@@ -15,7 +15,9 @@
 //
 // The type-generic bodies live in kernels_t.h, included once per type with
 // T (element type), S (name suffix), VL (lanes of a 32-byte vector) and the
-// GEMM blocking. Measured f32 accuracy against libm in double (test_kernels,
+// GEMM blocking. The file is built for x86-64-v3 (AVX2, FMA); the f32 GEMM
+// also has an AVX-512 path (kernels_avx512.h, functions with a target
+// attribute) that bpck_isa() picks at run time, giving the same bits. Measured f32 accuracy against libm in double (test_kernels,
 // dense sweeps): see the table in tests/test_kernels.c (scalar_math_*).
 #include <math.h>
 #include <stdlib.h>
@@ -398,6 +400,9 @@ static inline void vexp_f32(v8f *v) {
 }
 
 // ============================================================ ISA dispatch
+// Decided on the first GEMM (no constructor: this file is also the embedded
+// bitcode, whose kernels lose their bodies; so do these two, so the cpuid
+// reads stay in libbpcrt). A race of first calls writes the same value.
 
 static int isa_now = -1;
 
