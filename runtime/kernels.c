@@ -400,13 +400,14 @@ static inline void vexp_f32(v8f *v) {
 }
 
 // ============================================================ ISA dispatch
-// Decided on the first GEMM (no constructor: this file is also the embedded
-// bitcode, whose kernels lose their bodies; so do these two, so the cpuid
-// reads stay in libbpcrt). A race of first calls writes the same value.
+// Decided on the first GEMM. No constructor, and bpck_set_isa is never
+// inlined: this file is also the embedded bitcode, whose bpck_ kernels lose
+// their bodies, so the cpuid reads (__cpu_model, which a JIT cannot resolve)
+// stay in libbpcrt. A race of first calls writes the same value.
 
 static int isa_now = -1;
 
-int bpck_set_isa(int isa) {
+__attribute__((noinline)) int bpck_set_isa(int isa) {
   int ok512 = 0;
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
