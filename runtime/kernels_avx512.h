@@ -19,13 +19,16 @@
 // MR, NR, MC and NC are free, K's blocking is not.
 //
 // The microkernel is 12 x 32 (24 accumulators of 16 lanes): the two 16-wide
-// panels of B side by side, twelve broadcasts of A per k. Measured on Zen 5
-// against 6 x 32 and 6 x 64 and either loop order (docs/DECISIONS.md).
+// panels of B side by side, twelve broadcasts of A per k. Loops as
+// gemm_block_f32 (a 32-column panel pair against every 12-row sliver of an
+// MC block). NC = 384: a KC x NC block of B (576 KiB) and an MC x KC block
+// of A (216 KiB) share a Zen 5 core's 1 MiB L2. Measured on Zen 5 against
+// 6 x 32, 6 x 64, the other loop order and NC 256-1024 (docs/DECISIONS.md).
 
 #define GEMM512_MR 12
 #define GEMM512_NR 32
 #define GEMM512_MC 144
-#define GEMM512_NC 512
+#define GEMM512_NC 384
 
 // The scratch of bpck_gemm_scratch_f32 (sized for the AVX2 blocking) holds this one's.
 #if GEMM512_MC != GEMM_MC || GEMM512_NC > GEMM_NC || GEMM512_MC % GEMM512_MR || GEMM512_NC % GEMM512_NR
@@ -152,7 +155,7 @@ K512 static void gemm512_block(const float *A, int64_t lda, int transa, const fl
 
 // gemm_range_f32's loops on these tiles: the same K blocks; the range's
 // columns in equal blocks of at most NC (whole tiles), so N = 640 is two
-// blocks of 320, not 512 and 128.
+// blocks of 320, not 384 and 256.
 K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B,
                                int64_t ldb, int transb, float *C, int64_t ldc, int accumulate, float *scratch,
                                int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
