@@ -157,12 +157,15 @@ def main():
 
     # ---- peak and GEMM
     peak = {}
+    peak512 = {}  # the 512-bit FMA rate, on a CPU with AVX-512: what an avx512 GEMM row is measured against
 
     def measure_peak():  # the best seen: a busy neighbour lowers a reading, nothing raises it
         o = subprocess.run([os.path.join(a.build, "bench_peak"), str(a.threads)], capture_output=True, text=True,
                            check=True).stdout
         for m in re.finditer(r"peak_gflops (\d+) ([\d.]+)", o):
             peak[int(m.group(1))] = max(peak.get(int(m.group(1)), 0.0), float(m.group(2)))
+        for m in re.finditer(r"peak512_gflops (\d+) ([\d.]+)", o):
+            peak512[int(m.group(1))] = max(peak512.get(int(m.group(1)), 0.0), float(m.group(2)))
         log(f"bench: peak FP32 {peak[1]:.1f} GFLOP/s on 1 thread, {peak.get(a.threads, peak[1]):.1f} on {a.threads}")
 
     measure_peak()
@@ -174,7 +177,8 @@ def main():
             f = line.split()
             if f and f[0] == "gemm":
                 gemm.append(dict(label=f[1], M=int(f[2]), N=int(f[3]), K=int(f[4]), ta=int(f[5]), tb=int(f[6]),
-                                 threads=int(f[7]), bpck=float(f[8]), openblas=float(f[9])))
+                                 threads=int(f[7]), bpck=float(f[8]), openblas=float(f[9]),
+                                 isa=f[10] if len(f) > 10 else "avx2"))
                 log("bench: " + line)
 
     peers = [p for p in peers_available(venv) if not want or p[0] in want]
@@ -251,7 +255,7 @@ def main():
                     f.write(prof)
         rows.append(dict(model=label, flops=flops, dims=dims, res=res, prof=prof))
     measure_peak()
-    report(rows, gemm, peak, a.threads, out_dir)
+    report(rows, gemm, peak, peak512, a.threads, out_dir)
     return 0
 
 
@@ -261,7 +265,11 @@ TARGETS = {  # model: (min speedup vs PyTorch eager, min fraction of peak, max c
 }
 
 
-def report(rows, gemm, peak, threads, out_dir):
+def report(rows, gemm, peak, peak512, threads, out_dir):
+    def gemm_peak(g):  # the peak of the vector width the GEMM ran on
+        pks = peak512 if g["isa"] == "avx512" and peak512 else peak
+        return pks.get(g["threads"], pks[min(pks)])
+
     pk = peak.get(threads, peak[1])
     fws = []
     for r in rows:
@@ -281,16 +289,17 @@ def report(rows, gemm, peak, threads, out_dir):
                 f.write(f"{r['model']},{fw},{x['version']},{x['ms']:.6f},{g:.2f},{100 * g / pk:.1f},{sp:.3f},{cs},"
                         f"{x['rss']:.1f},{r['flops']},{threads},{' '.join(f'{v:.6f}' for v in x['runs'])}\n")
     with open(os.path.join(out_dir, "gemm.csv"), "w") as f:
-        f.write("label,M,N,K,transa,transb,threads,bpck_gflops,openblas_gflops,bpck_pct_peak\n")
+        f.write("label,M,N,K,transa,transb,threads,bpck_gflops,openblas_gflops,bpck_pct_peak,isa\n")
         for g in gemm:
-            p = peak.get(g["threads"], peak[1])
+            p = gemm_peak(g)
             f.write(f"{g['label']},{g['M']},{g['N']},{g['K']},{g['ta']},{g['tb']},{g['threads']},{g['bpck']},"
-                    f"{g['openblas']},{100 * g['bpck'] / p:.1f}\n")
+                    f"{g['openblas']},{100 * g['bpck'] / p:.1f},{g['isa']}\n")
     L = []
     L.append(f"# bpc benchmark\n")
     L.append(f"{time.strftime('%Y-%m-%d %H:%M')} · {threads} threads · peak FP32 measured by bench_peak (best of "
              f"the start and the end of the run): "
-             f"{peak[1]:.1f} GFLOP/s on 1 thread, {pk:.1f} on {threads} · "
+             f"{peak[1]:.1f} GFLOP/s on 1 thread, {pk:.1f} on {threads} (256-bit FMA"
+             + (f"; 512-bit: {peak512[1]:.1f} and {peak512.get(threads, peak512[1]):.1f}" if peak512 else "") + ") · "
              + ", ".join(sorted({x['version'] for r in rows for x in r['res'].values()})) + "\n")
     L.append("ms/step is the median over the timed steps (after warm-up) of each run, then the median of runs; "
              "runs alternate between frameworks (bpc, each peer, bpc again...) so that a drift in the machine's "
@@ -337,13 +346,14 @@ def report(rows, gemm, peak, threads, out_dir):
         L.append(f"- **{r['model']}**: " + "; ".join(f"{n}: {v} ({'met' if ok else 'NOT met'})" for n, ok, v in checks))
     if gemm:
         L.append("\n## GEMM (f32, GFLOP/s; bpck = the kernel library's GEMM every matmul calls)\n")
-        L.append("| shape | M | N | K | op | threads | bpck | OpenBLAS | bpck/OpenBLAS | bpck % peak |")
-        L.append("|---|---|---|---|---|---|---|---|---|---|")
+        L.append("bpck % peak: of the 512-bit FMA peak on the avx512 path, else of the 256-bit one.\n")
+        L.append("| shape | M | N | K | op | threads | bpck | path | OpenBLAS | bpck/OpenBLAS | bpck % peak |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
         for g in gemm:
-            p = peak.get(g["threads"], peak[1])
+            p = gemm_peak(g)
             op = ("A^T" if g["ta"] else "A") + ("B^T" if g["tb"] else "B")
             rat = f"{g['bpck'] / g['openblas']:.2f}" if g["openblas"] else "-"
-            L.append(f"| {g['label']} | {g['M']} | {g['N']} | {g['K']} | {op} | {g['threads']} | {g['bpck']:.1f} | "
+            L.append(f"| {g['label']} | {g['M']} | {g['N']} | {g['K']} | {op} | {g['threads']} | {g['bpck']:.1f} | {g['isa']} | "
                      f"{g['openblas']:.1f} | {rat} | {100 * g['bpck'] / p:.0f} |")
     L.append("\n## Where bpc's step goes (`trainer --profile`, one more run; the five largest kinds)\n")
     L.append("Full tables: profile_<model>.txt. GFLOP/s of a kind: its FLOPs over its time, 2 threads.\n")

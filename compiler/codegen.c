@@ -1254,7 +1254,7 @@ static void drop_body(LLVMValueRef f) {
 // Links the kernel library's scalar math into the module (it must inline
 // into the generated loops to vectorize) and gives it the target's CPU and
 // features. The kernels themselves stay calls into the runtime's compiled
-// library (libbpcrt, built for this CPU): compiling them again per model
+// library (libbpcrt, x86-64-v3 plus a run-time AVX-512 GEMM): compiling them again per model
 // would multiply compile time for nothing.
 static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) {
   LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRange(

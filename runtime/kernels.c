@@ -15,9 +15,12 @@
 //
 // The type-generic bodies live in kernels_t.h, included once per type with
 // T (element type), S (name suffix), VL (lanes of a 32-byte vector) and the
-// GEMM blocking. Measured f32 accuracy against libm in double (test_kernels,
+// GEMM blocking. The file is built for x86-64-v3 (AVX2, FMA); the f32 GEMM
+// also has an AVX-512 path (kernels_avx512.h, functions with a target
+// attribute) that bpck_isa() picks at run time, giving the same bits. Measured f32 accuracy against libm in double (test_kernels,
 // dense sweeps): see the table in tests/test_kernels.c (scalar_math_*).
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bpc.h"
@@ -396,6 +399,35 @@ static inline void vexp_f32(v8f *v) {
   *v = VSEL_F32(nan, x, y);
 }
 
+// ============================================================ ISA dispatch
+// Decided on the first GEMM. No constructor, and bpck_set_isa is never
+// inlined: this file is also the embedded bitcode, whose bpck_ kernels lose
+// their bodies, so the cpuid reads (__cpu_model, which a JIT cannot resolve)
+// stay in libbpcrt. A race of first calls writes the same value.
+
+static int isa_now = -1;
+
+__attribute__((noinline)) int bpck_set_isa(int isa) {
+  int ok512 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  ok512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#endif
+  if (isa == BPCK_ISA_AUTO) {
+    const char *e = getenv("BPC_ISA");
+    isa = e && !strcmp(e, "avx2") ? BPCK_ISA_AVX2 : BPCK_ISA_AVX512;
+  }
+  isa = isa == BPCK_ISA_AVX512 && ok512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2;
+  __atomic_store_n(&isa_now, isa, __ATOMIC_RELAXED);
+  return isa;
+}
+
+int bpck_isa(void) {
+  int isa = __atomic_load_n(&isa_now, __ATOMIC_RELAXED);
+  return isa >= 0 ? isa : bpck_set_isa(BPCK_ISA_AUTO);
+}
+
 // ============================================================ type-generic kernels
 
 #define T float
@@ -408,7 +440,20 @@ static inline void vexp_f32(v8f *v) {
 #define GEMM_MC 144
 #define GEMM_KC 384
 #define GEMM_NC 4080
+// The f32 GEMM's AVX-512 path (kernels_avx512.h), taken by gemm_range_f32
+// when bpck_isa() says so.
+#define K512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+#define GEMM_WIDE gemm512_range
+K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa,
+                               const float *B, int64_t ldb, int transb, float *C, int64_t ldc,
+                               int accumulate, float *scratch, int64_t i0, int64_t i1, int64_t j0,
+                               int64_t j1);
 #include "kernels_t.h"
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+#include "kernels_avx512.h"
+#undef KMIN
+#undef K512
+#undef GEMM_WIDE
 #undef T
 #undef S
 #undef VL

@@ -458,6 +458,12 @@ static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int tr
       for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = 0;
     return;
   }
+#ifdef GEMM_WIDE
+  if (bpck_isa() == BPCK_ISA_AVX512) {
+    GEMM_WIDE(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, i0, i1, j0, j1);
+    return;
+  }
+#endif
   int64_t nmax = KMIN((N + GEMM_NR - 1) / GEMM_NR * GEMM_NR, GEMM_NC);
   // K in equal blocks of at most KC (784 = 392 + 392, not 384 + 384 + 16): a
   // short last block pays the C tile's load and store for little work.

@@ -1039,6 +1039,97 @@ Test(kernels, gemm_matches_interpreter_matmul) {
     }
 }
 
+// ---- the f32 GEMM's two paths (bpck_set_isa): AVX2 and AVX-512
+
+// C (M x ldc) = the f32 GEMM of d (naive_gemm's layout) over the range's
+// pieces [cuts[p], cuts[p + 1]) on the given path, from C0.
+static void gemm_f32_run(int isa, const int64_t *d, const float *A, const float *B, const float *C0,
+                         float *C, float *ws, const int64_t *cuts, int ncuts) {
+  cr_assert_eq(bpck_set_isa(isa), isa);
+  memcpy(C, C0, sizeof(float) * (size_t)(d[0] * d[7]));
+  for (int p = 0; p + 1 < ncuts; p++) {
+    if (d[9])
+      bpck_gemm_cols_f32(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws,
+                         cuts[p], cuts[p + 1]);
+    else
+      bpck_gemm_f32(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws, cuts[p],
+                    cuts[p + 1]);
+  }
+}
+
+// Every gemm case on both paths: each within tolerance of the naive loop,
+// and the two paths' C the same bits, whole and split at any row or column
+// (not only at tile edges). Sizes 1, 5, 7, 31, 33, 97, 385 in every role;
+// K up to 800 (three K blocks of 267) and 385 (two, 193 + 192).
+Test(kernels, gemm_avx2_and_avx512_same_bits) {
+  static const int64_t mnk[][3] = {{1, 1, 1},     {5, 7, 31},    {7, 5, 33},   {31, 33, 97},  {33, 31, 385},
+                                   {97, 33, 7},   {33, 97, 5},   {385, 7, 33}, {7, 385, 31},  {5, 97, 800},
+                                   {97, 5, 385},  {31, 1, 800},  {1, 31, 97},  {97, 97, 97},  {385, 33, 1},
+                                   {33, 385, 385}, {385, 97, 7}, {64, 96, 800}, {12, 32, 384}, {24, 64, 768},
+                                   {13, 47, 1025}, {36, 80, 5}};
+  int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512;
+  if (!have512) cr_log_warn("this CPU has no AVX-512 (F/VL/BW/DQ): only the avx2 path is checked");
+  for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
+    for (int v = 0; v < 16; v++) {
+      int64_t M = mnk[s][0], N = mnk[s][1], K = mnk[s][2], ta = v & 1, tb = v >> 1 & 1, acc = v >> 2 & 1;
+      int64_t cols = v >> 3, total = cols ? N : M;
+      int64_t lda = (ta ? M : K) + (v % 3), ldb = (tb ? K : N) + (v % 2), ldc = N + (v % 3);
+      int64_t d[10] = {M, N, K, lda, ta, ldb, tb, ldc, acc, cols};
+      int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb;
+      double *Ad = rvec(na, -1, 1), *Bd = rvec(nb, -1, 1), *C0d = rvec(M * ldc, -1, 1);
+      double *want = naive_gemm(d, Ad, Bd, C0d);
+      float *A = malloc(sizeof(float) * (size_t)na), *B = malloc(sizeof(float) * (size_t)nb);
+      float *C0 = malloc(sizeof(float) * (size_t)(M * ldc)), *C[2], *Cs = malloc(sizeof(float) * (size_t)(M * ldc));
+      for (int64_t i = 0; i < na; i++) A[i] = (float)Ad[i];
+      for (int64_t i = 0; i < nb; i++) B[i] = (float)Bd[i];
+      for (int64_t i = 0; i < M * ldc; i++) C0[i] = (float)C0d[i];
+      float *ws = malloc(sizeof(float) * bpck_gemm_scratch_f32(M, N, K));
+      size_t bytes = sizeof(float) * (size_t)(M * ldc);
+      double tol = 1e-5 * (1 + sqrt((double)K));
+      // the whole range, then splits at odd places, pieces run out of order
+      int64_t whole[] = {0, total}, two[] = {0, total / 3 + 1, total}, three[] = {0, 1, total / 2 + 1, total};
+      for (int isa = BPCK_ISA_AVX2; isa <= (have512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2); isa++) {
+        float *c = C[isa - BPCK_ISA_AVX2] = malloc(bytes);
+        gemm_f32_run(isa, d, A, B, C0, c, ws, whole, 2);
+        for (int64_t i = 0; i < M * ldc; i++)
+          cr_assert(close_enough(c[i], want[i], 1e-4, tol), "gemm %lld %lld %lld v%d (%s): [%lld] = %.9g, want %.9g",
+                    (long long)M, (long long)N, (long long)K, v, isa == BPCK_ISA_AVX512 ? "avx512" : "avx2",
+                    (long long)i, c[i], want[i]);
+        if (total >= 2) {
+          gemm_f32_run(isa, d, A, B, C0, Cs, ws, two, 3);
+          cr_assert(memcmp(Cs, c, bytes) == 0, "gemm %lld %lld %lld v%d: 2-way split differs", (long long)M,
+                    (long long)N, (long long)K, v);
+        }
+        if (total >= 3) {
+          gemm_f32_run(isa, d, A, B, C0, Cs, ws, three, 4);
+          cr_assert(memcmp(Cs, c, bytes) == 0, "gemm %lld %lld %lld v%d: 3-way split differs", (long long)M,
+                    (long long)N, (long long)K, v);
+        }
+      }
+      if (have512)
+        cr_assert(memcmp(C[0], C[1], bytes) == 0, "gemm %lld %lld %lld v%d: avx2 and avx512 differ", (long long)M,
+                  (long long)N, (long long)K, v);
+      free(C[0]);
+      if (have512) free(C[1]);
+      free(Ad), free(Bd), free(C0d), free(want), free(A), free(B), free(C0), free(Cs), free(ws);
+    }
+  bpck_set_isa(BPCK_ISA_AUTO);
+}
+
+// BPC_ISA=avx2 forces the AVX2 path; otherwise the CPU decides.
+Test(kernels, isa_dispatch) {
+  int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512;
+  cr_assert_eq(bpck_isa(), have512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2);
+  cr_assert_eq(bpck_set_isa(BPCK_ISA_AVX2), BPCK_ISA_AVX2);
+  cr_assert_eq(bpck_isa(), BPCK_ISA_AVX2);
+  setenv("BPC_ISA", "avx2", 1);
+  cr_assert_eq(bpck_set_isa(BPCK_ISA_AUTO), BPCK_ISA_AVX2);
+  unsetenv("BPC_ISA");
+  cr_assert_eq(bpck_set_isa(BPCK_ISA_AUTO), have512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2);
+  setenv("BPC_ISA", "avx512", 1);
+  cr_assert_eq(bpck_set_isa(BPCK_ISA_AUTO), have512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2);
+}
+
 // ---------------------------------------------------------------- scalar math
 
 // Error of a float result in units of the float spacing at the true value.

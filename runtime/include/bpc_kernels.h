@@ -39,6 +39,19 @@ enum { BPCK_OK = 0, BPCK_ERR_EMBEDDING_ID = 1, BPCK_ERR_LABEL = 2 };
 #define BPCK_GEMM_ROW_UNIT 6
 #define BPCK_GEMM_COL_UNIT 16
 
+// The instruction set of the f32 GEMM (bpck_gemm_f32, bpck_gemm_cols_f32 and
+// the GEMMs inside attention and convolution): AVX-512 (F, VL, BW, DQ) when
+// the CPU has it, unless the environment variable BPC_ISA is "avx2"; the
+// rest of the library is AVX2 + FMA (x86-64-v3) on every CPU. Both paths
+// give the same bits (same packing, K blocks and FMA order per element).
+// bpck_isa: the path in use (decided on the first call). bpck_set_isa: use
+// `isa` from now on (AVX512 on a CPU without it gives AVX2; AUTO decides
+// again from BPC_ISA and the CPU); returns the path now in use. For tests
+// and benchmarks: not while another thread is inside a GEMM.
+enum { BPCK_ISA_AUTO = 0, BPCK_ISA_AVX2 = 1, BPCK_ISA_AVX512 = 2 };
+int bpck_isa(void);
+int bpck_set_isa(int isa);
+
 enum { BPCK_SUM, BPCK_MEAN, BPCK_MAX, BPCK_MIN, BPCK_VAR, BPCK_LOGSUMEXP };
 
 // sum (wrapping, two's complement), max or min of in viewed as [O, R, I] over
