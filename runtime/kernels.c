@@ -444,16 +444,21 @@ int bpck_isa(void) {
 // when bpck_isa() says so.
 #define K512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 #define GEMM_WIDE gemm512_range
+#define GEMM_WIDE_BLOCK gemm512_block
 K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa,
                                const float *B, int64_t ldb, int transb, float *C, int64_t ldc,
                                int accumulate, float *scratch, int64_t i0, int64_t i1, int64_t j0,
                                int64_t j1);
+K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride,
+                               float *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
+                               int64_t kc, int first, int64_t begin, int64_t end);
 #include "kernels_t.h"
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 #include "kernels_avx512.h"
 #undef KMIN
 #undef K512
 #undef GEMM_WIDE
+#undef GEMM_WIDE_BLOCK
 #undef T
 #undef S
 #undef VL

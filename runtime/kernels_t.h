@@ -843,6 +843,12 @@ static int FN(att_blocked)(int64_t Tq, int64_t Tk, int64_t hs, int causal) {
 // packed whole (panels of kt x NR), its first nc columns.
 static void FN(att_mm)(const T *A, int64_t lda, int transa, const T *Bp, int64_t kt, int64_t k0,
                        int64_t kn, int64_t nc, T *C, int64_t ldc, T *Ap, int64_t r0, int64_t r1) {
+#ifdef GEMM_WIDE_BLOCK
+  if (bpck_isa() == BPCK_ISA_AVX512) {  // the same packing and K order: the same bits
+    GEMM_WIDE_BLOCK(A, lda, transa, Bp + k0 * GEMM_NR, kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
+    return;
+  }
+#endif
   FN(gemm_block)(A, lda, transa, Bp + k0 * GEMM_NR, kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
 }
 
