@@ -17,8 +17,9 @@
 // T (element type), S (name suffix), VL (lanes of a 32-byte vector) and the
 // GEMM blocking. The file is built for x86-64-v3 (AVX2, FMA); the f32 GEMM
 // also has an AVX-512 path (kernels_avx512.h, functions with a target
-// attribute) that bpck_isa() picks at run time, giving the same bits. Measured f32 accuracy against libm in double (test_kernels,
-// dense sweeps): see the table in tests/test_kernels.c (scalar_math_*).
+// attribute) that bpck_isa() picks at run time, giving the same bits.
+// Measured f32 accuracy against libm in double (test_kernels, dense
+// sweeps): see the table in tests/test_kernels.c (scalar_math_*).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

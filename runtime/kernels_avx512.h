@@ -133,13 +133,15 @@ K512 static void tile512(int64_t kc, const float *a, int64_t lda, int inplace, c
 
 // gemm_block_f32 on these tiles: rows [begin, end) against a KC x NC block of
 // B packed in 16-column panels pstride k apart. Whole 12-row tiles of a plain
-// A are read in place whatever its row stride (gemm_block_f32 packs strides
-// of a multiple of 1 KiB; here in place measured level at 4 and 8 KiB and
-// 5-10% ahead at 4 KiB with N = 256 and at 6 KiB); A^T and the rest are packed.
+// A are read in place unless its row stride is a multiple of 4 KiB; A^T and
+// the rest are packed. (gemm_block_f32's limit, 1 KiB, measured 5-10% slower
+// here at 6 KiB strides. At 4 KiB the 144 rows of an MC block fall in 16 of
+// the L2's set groups, 9 lines a set beside the B block's 9 in 16 ways: 2
+// threads on 1024 x 1024 ran at ~300 GFLOP/s in place against ~410 packed.)
 K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride,
                                float *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
                                int64_t kc, int first, int64_t begin, int64_t end) {
-  int inplace = !transa;
+  int inplace = !transa && ((size_t)lda * sizeof(float)) % 4096 != 0;
   for (int64_t ic = begin; ic < end; ic += GEMM512_MC) {
     int64_t mc = KMIN(GEMM512_MC, end - ic), mfull = inplace ? mc / GEMM512_MR * GEMM512_MR : 0;
     if (mfull < mc) pack_a_f32(Ap, A, lda, transa, ic + mfull, mc - mfull, pc, kc);

@@ -2,6 +2,8 @@
 // kernels.c once per element type. The includer defines T (float or double),
 // S (f32 or f64), VL (lanes of a 32-byte vector), SQRT_T and the GEMM
 // blocking GEMM_MR/NR/MC/KC/NC; the scalar math bpck_*_S is already defined.
+// GEMM_WIDE, if defined, names a gemm_range with the same signature that
+// takes the work when bpck_isa() is BPCK_ISA_AVX512 (f32 only).
 //
 // Determinism: every output element is owned by one index of the kernel's
 // range and reduced in an order fixed by the shapes alone (never by begin or
@@ -458,7 +460,7 @@ static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int tr
       for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = 0;
     return;
   }
-#ifdef GEMM_WIDE
+#ifdef GEMM_WIDE  // the includer's AVX-512 path: the same K blocks and sums (kernels_avx512.h)
   if (bpck_isa() == BPCK_ISA_AVX512) {
     GEMM_WIDE(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, i0, i1, j0, j1);
     return;
