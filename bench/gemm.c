@@ -10,6 +10,8 @@
 // call forced onto the avx2 path (bpck_set_isa). The contenders are timed in
 // turns (bpck, OpenBLAS, bpck avx2, then again), best of 5 turns, so drift on
 // this shared machine hits each alike. --no-blas leaves OpenBLAS out.
+// --bf16 times bpck_gemm_bf16 instead (bf16 operands, f32 sums; ISA then
+// reads vdpbf16ps or bf16-avx2), OpenBLAS still in f32.
 // Not a test: the bench_gemm target; run by bench/bench.py.
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,22 +62,29 @@ typedef struct {
   size_t ws_per;
 } Job;
 
+static int bf16;
+
 static void task(void *ctx, int64_t begin, int64_t end, int thread) {
   Job *j = ctx;
+  __typeof__(bpck_gemm_f32) *rows = bf16 ? bpck_gemm_bf16 : bpck_gemm_f32;
+  __typeof__(bpck_gemm_f32) *cols = bf16 ? bpck_gemm_cols_bf16 : bpck_gemm_cols_f32;
   if (j->N > j->M) {  // codegen's emit_gemm: columns in units of BPCK_GEMM_COL_UNIT
     int64_t hi = end * BPCK_GEMM_COL_UNIT < j->N ? end * BPCK_GEMM_COL_UNIT : j->N;
-    bpck_gemm_cols_f32(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
+    cols(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
                        j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_COL_UNIT, hi);
     return;
   }
   int64_t hi = end * BPCK_GEMM_ROW_UNIT < j->M ? end * BPCK_GEMM_ROW_UNIT : j->M;
-  bpck_gemm_f32(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
+  rows(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
                 j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_ROW_UNIT, hi);
 }
 
 static int with_blas = 1, both = 0;
 
-static const char *isa_name(int isa) { return isa == BPCK_ISA_AVX512 ? "avx512" : "avx2"; }
+static const char *isa_name(int isa) {
+  if (bf16) return bpck_bf16_native() ? "vdpbf16ps" : "bf16-avx2";
+  return isa == BPCK_ISA_AVX512 ? "avx512" : "avx2";
+}
 
 static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int tb, bpcrt_pool *pool) {
   int threads = bpcrt_pool_threads(pool), isa = bpck_isa();
@@ -141,10 +150,11 @@ int main(int argc, char **argv) {
     else if (!strcmp(argv[i], "--cold")) cold = 1;
     else if (!strcmp(argv[i], "--both")) both = 1;
     else if (!strcmp(argv[i], "--no-blas")) with_blas = 0;
+    else if (!strcmp(argv[i], "--bf16")) bf16 = 1;
     else if (!strcmp(argv[i], "--shape")) shape = 1;
     else if (shape && nshape < 6) dims[nshape++] = atoll(argv[i]);
     else {
-      fprintf(stderr, "usage: bench_gemm [--quick] [--both] [--no-blas] [--shape M N K TA TB THREADS [--cold]]\n");
+      fprintf(stderr, "usage: bench_gemm [--quick] [--both] [--no-blas] [--bf16] [--shape M N K TA TB THREADS [--cold]]\n");
       return 2;
     }
   }

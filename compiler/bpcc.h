@@ -264,6 +264,7 @@ typedef struct TrainCfg {
   int64_t epochs;        // 0: not given
   int64_t eval_every, checkpoint_every;  // 0: off
   uint64_t seed;         // default 0
+  bool bf16;             // precision: bf16 (SPEC 6.5); bpc compile|run --precision overrides
 } TrainCfg;
 
 typedef enum { DATA_TEXT, DATA_CSV, DATA_SAFETENSORS, DATA_IDX } DataFormat;
@@ -377,6 +378,10 @@ enum {
   OPF_NOGRAD = 1 << 3,    // no gradient flows through
   OPF_RANDOM = 1 << 4,    // uses the step's RNG
   OPF_STATEFUL = 1 << 5,  // reads persistent state
+  OPF_PRODUCT = 1 << 6,   // a product of its first two operands: bf16 operands under
+                          // precision bf16 (SPEC 6.5); the interpreter rounds them
+  OPF_PRODUCT_INNER = 1 << 7,  // products inside the op (attention) take bf16
+                               // operands natively; the interpreter keeps them exact
 };
 
 typedef enum { LK_LEAF, LK_EW, LK_REDUCE, LK_SHAPE, LK_MATMUL, LK_SPECIAL } LowerKind;
@@ -498,6 +503,10 @@ Op op_lookup(const char *name);  // OP_NONE if no such op (internal ops included
 const char *op_name(Op op);
 
 Graph *graph_new(Diag *d, const Model *m, DType fdtype);
+// The graph's products (matmul, attention, conv2d) take bf16 operands with
+// f32 sums: the model's precision is bf16 and the graph is f32 (an f64 build
+// is the exact reference and ignores it).
+bool graph_bf16(const Graph *g);
 void graph_free(Graph *g);
 Node *graph_node(const Graph *g, int id);
 // Appends a node and runs its op's shape rule. Returns its id, or -1 after

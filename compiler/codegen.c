@@ -43,6 +43,7 @@ typedef struct CG {
   LLVMBuilderRef b;
   const Program *p;
   const Graph *g;
+  bool bf16;  // the model's products in bf16 (graph_bf16)
   LLVMTypeRef i1, i32, i64, f32, f64, ptr, vd, ctxty, taskty;
   LLVMValueRef fn;                              // kernel being emitted
   LLVMValueRef arena, scratch, status, seed, step, begin, end, thread;
@@ -460,6 +461,8 @@ typedef struct {
 } Gemm;
 
 static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs);
+static void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs);
+static const char *product_sfx(const CG *c, DType t);
 
 static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
   int64_t M, N, K, batch;
@@ -477,7 +480,7 @@ static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
   LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), node_ptr(c, m->in[0]), I64(c, as->d[as->rank - 1]),
                            I32(c, m->attr.b[0]), node_ptr(c, m->in[1]), I64(c, bs->d[bs->rank - 1]), I32(c, m->attr.b[1]),
                            out, I64(c, N), I32(c, 0), scratch_ptr(c), lo, hi};
-  libcall(c, cols ? "gemm_cols" : "gemm", m->dtype, args, 15);
+  libcall_sfx(c, cols ? "gemm_cols" : "gemm", product_sfx(c, m->dtype), args, 15);
   return g;
 }
 
@@ -722,19 +725,33 @@ static bool contiguous_axes(const Attr *a) {
 #define XS(k) (&graph_node(c->g, n->in[k])->shape)
 #define VOID LLVMVoidTypeInContext(c->cx)
 
-static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs) {
+static void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs) {
   char name[64];
-  snprintf(name, sizeof name, "bpck_%s_%s", base, sfx(t));
+  snprintf(name, sizeof name, "bpck_%s_%s", base, suffix);
   lib(c, name, VOID, args, nargs);
 }
 
+static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs) {
+  libcall_sfx(c, base, sfx(t), args, nargs);
+}
+
+// The kernels of a product (matmul's GEMM, attention, conv2d): under
+// `precision: bf16` an f32 product takes the bf16 kernels (bf16 operands,
+// f32 sums: bpc_kernels.h), which have the f32 ones' arguments and scratch.
+static const char *product_sfx(const CG *c, DType t) { return t == DT_F32 && c->bf16 ? "bf16" : sfx(t); }
+
 // One library kernel over [begin, end) (a fresh kernel function).
-static void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work) {
+static void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n,
+                            int64_t work) {
   LLVMValueRef all[32];
   memcpy(all, args, sizeof(LLVMValueRef) * (size_t)nargs);
   all[nargs] = c->begin, all[nargs + 1] = c->end;
-  libcall(c, base, t, all, nargs + 2);
+  libcall_sfx(c, base, suffix, all, nargs + 2);
   end_kernel(c, n, work);
+}
+
+static void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work) {
+  call_kernel_sfx(c, base, sfx(t), args, nargs, n, work);
 }
 
 static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
@@ -776,7 +793,7 @@ static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
   LLVMValueRef cp = LLVMBuildGEP2(c->b, et, P(k->root), &coff, 1, "");
   LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), ap, I64(c, lda), I32(c, ta), bp, I64(c, ldb),
                            I32(c, tb), cp, I64(c, N), I32(c, 0), sp, I64(c, 0), I64(c, M)};
-  libcall(c, "gemm", t, args, 15);
+  libcall_sfx(c, "gemm", product_sfx(c, t), args, 15);
   loop_end(c, &l);
   end_kernel(c, batch, k->flops);
 }
@@ -995,7 +1012,7 @@ static void emit_call(CG *c, const Kernel *k) {
     int mi = node_operand(n, "mask");
     LLVMValueRef mask = mi >= 0 ? P(IN(mi)) : null;
     if (fwd)
-      return call_kernel(c, "attention", t, (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp}, 13, B * H, work);
+      return call_kernel_sfx(c, "attention", product_sfx(c, t), (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp}, 13, B * H, work);
     if (packed || a->i[1] == 3) {
       for (int w = 0; w < 3; w++) {
         LLVMValueRef off = I64(c, packed ? w * C : attention_grad_offset(q, kk, w));
@@ -1004,7 +1021,7 @@ static void emit_call(CG *c, const Kernel *k) {
     } else {
       outs[a->i[1]] = P(k->root);
     }
-    return call_kernel(c, "attention_bwd", t, (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
+    return call_kernel_sfx(c, "attention_bwd", product_sfx(c, t), (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
   }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
     int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
@@ -1024,7 +1041,8 @@ static void emit_call(CG *c, const Kernel *k) {
     memcpy(args + 3, geo, sizeof(LLVMValueRef) * 9);
     args[12] = scratch_ptr(c);
     int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1] * ws->d[2];
-    return call_kernel(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw", t, args, 13, range, work);
+    return call_kernel_sfx(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw",
+                           product_sfx(c, t), args, 13, range, work);
   }
   case OP_MAX_POOL2D: case OP_AVG_POOL2D: case OP_MAX_POOL2D_GRAD: case OP_AVG_POOL2D_GRAD: {
     const Shape *xs = XS(0);
@@ -1393,6 +1411,7 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     const CodegenProgram *cp = &u->programs[pi];
     c.p = cp->p;
     c.g = cp->p->g;
+    c.bf16 = graph_bf16(c.g);
     for (int i = 0; i < c.steps.n; i++) free(c.steps.v[i].slots);
     c.steps.n = 0;
     for (int i = 0; i < c.p->kernels.n; i++) {

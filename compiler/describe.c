@@ -230,6 +230,7 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
   cJSON_AddNumberToObject(o, "abi", 1);
   cJSON_AddStringToObject(o, "name", m->name);
   cJSON_AddStringToObject(o, "dtype", dtype_name(fwd->fdtype));
+  cJSON_AddStringToObject(o, "precision", graph_bf16(fwd) ? "bf16" : dtype_name(fwd->fdtype));
   cJSON_AddStringToObject(o, "model_path", m->file->path);
   cJSON_AddStringToObject(o, "compile", compile_flags);
   cJSON *dims = cJSON_AddObjectToObject(o, "dims");

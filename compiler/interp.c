@@ -19,6 +19,7 @@
 
 #include "bpc.h"
 #include "bpcc.h"
+#include "bpc_kernels.h"
 
 _Static_assert((int)INIT_ZEROS == (int)BPCRT_INIT_ZEROS &&
                    (int)INIT_HE_NORMAL == (int)BPCRT_INIT_HE_NORMAL,
@@ -794,7 +795,18 @@ bool interp_run(Interp *it) {
     Value *out = &it->vals[i];
     int64_t cnt = shape_numel(&out->shape);
     memset(out->v, 0, sizeof(double) * (size_t)cnt);
+    Value rounded[2];
+    memset(rounded, 0, sizeof rounded);
+    if ((info->flags & OPF_PRODUCT) && n->dtype == DT_F32 && graph_bf16(g))
+      for (int k = 0; k < 2; k++) {  // SPEC 6.5: the product reads its operands in bf16
+        rounded[k] = *ops[k];
+        int64_t m = shape_numel(&ops[k]->shape);
+        rounded[k].v = xmalloc(sizeof(double) * (size_t)(m ? m : 1));
+        for (int64_t e = 0; e < m; e++) rounded[k].v[e] = bpck_bf16_round((float)ops[k]->v[e]);
+        ops[k] = &rounded[k];
+      }
     info->interp(it, n, out, ops);
+    free(rounded[0].v), free(rounded[1].v);
     round_to(out->dtype, out->v, cnt);
     if (it->failed) break;
   }

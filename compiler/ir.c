@@ -106,6 +106,8 @@ char *shape_str(const Shape *s, char *buf, size_t size) {
   return buf;
 }
 
+bool graph_bf16(const Graph *g) { return g->fdtype == DT_F32 && g->model && g->model->train.bf16; }
+
 Graph *graph_new(Diag *d, const Model *m, DType fdtype) {
   Graph *g = xcalloc(1, sizeof(Graph));
   g->diag = d;

@@ -706,7 +706,8 @@ static void load_schedule(Loader *L, const YNode *n, SchedCfg *s) {
 static void load_train(Loader *L, const YNode *n) {
   static const char *const keys[] = {"optimizer",   "schedule",   "clip_grad_norm",
                                      "grad_accum",  "steps",      "epochs",
-                                     "eval_every",  "checkpoint_every", "seed"};
+                                     "eval_every",  "checkpoint_every", "seed",
+                                     "precision"};
   TrainCfg *t = &L->m->train;
   *t = (TrainCfg){.present = true, .loc = n->loc, .grad_accum = 1};
   t->opt = opt_defaults(OPT_ADAM, n->loc);
@@ -737,6 +738,12 @@ static void load_train(Loader *L, const YNode *n) {
       diag_error(L->d, x->loc, "seed must be >= 0, not %lld", (long long)seed);
     else
       t->seed = (uint64_t)seed;
+  }
+  if ((x = ymap_get(n, "precision")) && want(L, x, YN_SCALAR, "precision")) {
+    if (!strcmp(x->str, "bf16") || !strcmp(x->str, "f32"))
+      t->bf16 = !strcmp(x->str, "bf16");
+    else
+      diag_error(L->d, x->loc, "precision takes f32 or bf16, not '%s'", x->str);
   }
 }
 

@@ -26,6 +26,7 @@ typedef struct Opts {
   const char *emit;     // compile: llvm | asm | obj
   const char *cpu;      // compile
   int opt;              // compile: -O0..-O3
+  int precision;        // --precision: 0 not given, 1 f32, 2 bf16 (wins over train.precision)
 } Opts;
 
 typedef struct Command {
@@ -43,7 +44,7 @@ static int cmd_compile(Opts *o);
 static int cmd_run(int argc, char **argv);
 
 static const Command commands[] = {
-  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64]",
+  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16]",
    "Validates the model and prints its params, dims, inputs, every named value\n"
    "with its shape, and the FLOPs of one forward step.", cmd_check},
   {"show", "bpc show MODEL.yaml [--grad] [--after PASS] [-D N=V]... [--dtype f32|f64]",
@@ -62,18 +63,20 @@ static const Command commands[] = {
    "dropout is active with the seed, as in training. Generated native code\n"
    "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
   {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
-   "         [--dtype f32|f64] [-D N=V]...",
+   "         [--dtype f32|f64] [--precision f32|bf16] [-D N=V]...",
    "Compiles the model's trainer: the training step (forward, backward,\n"
    "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
    "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
-   "the module as an object, LLVM IR or assembly.", cmd_compile},
+   "the module as an object, LLVM IR or assembly. --precision bf16 (or the\n"
+   "model's train: {precision: bf16}): matmul, attention and conv2d products take\n"
+   "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out) {
   fprintf(out, "usage: bpc COMMAND MODEL.yaml [options]\n\ncommands:\n");
   for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
-  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [trainer options]\n"
+  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [trainer options]\n"
                "          JIT-compile the trainer and run it in this process (trainer options as\n"
                "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
   fprintf(out, "  bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n"
@@ -139,6 +142,11 @@ static int parse_args(Opts *o, int argc, char **argv) {
       if (!strcmp(t, "f32")) o->dtype = DT_F32;
       else if (!strcmp(t, "f64")) o->dtype = DT_F64;
       else return usage_error("--dtype takes f32 or f64, got '%s'", t);
+    } else if (!strcmp(a, "--precision")) {
+      const char *t = i + 1 < argc ? argv[++i] : "";
+      if (!strcmp(t, "f32")) o->precision = 1;
+      else if (!strcmp(t, "bf16")) o->precision = 2;
+      else return usage_error("--precision takes f32 or bf16, got '%s'", t);
     } else if (!strcmp(a, "--grad")) {
       o->grad = true;
     } else if (!strcmp(a, "--interp")) {
@@ -184,10 +192,23 @@ static int parse_args(Opts *o, int argc, char **argv) {
   return 0;
 }
 
+// The model's precision after --precision (SPEC 6.5: the flag wins). bf16
+// names the f32 build's products; `--precision bf16 --dtype f64` is an
+// error, while a model's `precision: bf16` under --dtype f64 builds the
+// exact f64 reference (docs/DECISIONS.md). False after reporting.
+static bool apply_precision(const Opts *o, Model *m, Diag *d) {
+  if (o->precision == 2 && o->dtype == DT_F64) {
+    diag_error(d, (Loc){0}, "--precision bf16 needs f32 (bf16 products with f32 sums), not --dtype f64");
+    return false;
+  }
+  if (o->precision) m->train.bf16 = o->precision == 2;
+  return true;
+}
+
 // load -> expand. NULL after the errors were reported.
 static Graph *front_end(Opts *o, Arena *a, Diag *d) {
   Model *m = model_load(a, d, o->model);
-  if (!m) return NULL;
+  if (!m || !apply_precision(o, m, d)) return NULL;
   return graph_build(m, d, o->defs.v, o->defs.n, o->dtype);
 }
 
@@ -357,9 +378,10 @@ static int cmd_grad(Opts *o) {
   return rc;
 }
 
-static void compile_flags(const Opts *o, char *buf, size_t size) {
-  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
-           dtype_name(o->dtype), o->no_fuse ? " --no-fuse" : "");
+static void compile_flags(const Opts *o, const Model *m, char *buf, size_t size) {
+  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
+           dtype_name(o->dtype), m && m->train.bf16 && o->dtype == DT_F32 ? " --precision bf16" : "",
+           o->no_fuse ? " --no-fuse" : "");
 }
 
 static int cmd_compile(Opts *o) {
@@ -367,9 +389,10 @@ static int cmd_compile(Opts *o) {
   Diag d;
   diag_init(&d, stderr);
   Model *m = model_load(&a, &d, o->model);
+  if (m && !apply_precision(o, m, &d)) m = NULL;
   TrainerBuild b;
   char flags[256];
-  compile_flags(o, flags, sizeof flags);
+  compile_flags(o, m, flags, sizeof flags);
   bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, flags, &b);
   const char *emit = o->emit ? o->emit : "exe";
   if (ok) {
@@ -408,6 +431,13 @@ static int cmd_run(int argc, char **argv) {
         return usage_error("--dtype takes f32 or f64, got '%s'", t);
       }
       o.dtype = !strcmp(t, "f64") ? DT_F64 : DT_F32;
+    } else if (!strcmp(a, "--precision") && i + 1 < argc) {
+      const char *t = argv[++i];
+      if (strcmp(t, "f32") && strcmp(t, "bf16")) {
+        free(rest);
+        return usage_error("--precision takes f32 or bf16, got '%s'", t);
+      }
+      o.precision = !strcmp(t, "bf16") ? 2 : 1;
     } else if (!strcmp(a, "--no-fuse")) {
       o.no_fuse = true;
     } else {
@@ -419,9 +449,10 @@ static int cmd_run(int argc, char **argv) {
   Diag d;
   diag_init(&d, stderr);
   Model *m = model_load(&a, &d, o.model);
+  if (m && !apply_precision(&o, m, &d)) m = NULL;
   TrainerBuild b;
   char flags[256];
-  compile_flags(&o, flags, sizeof flags);
+  compile_flags(&o, m, flags, sizeof flags);
   int rc = 1;
   if (m && trainer_build(m, &d, o.defs.v, o.defs.n, o.dtype, !o.no_fuse, flags, &b)) {
     CodegenUnit u = trainer_unit(&b, false);
@@ -456,7 +487,7 @@ static int cmd_help(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[2], "run")) {
-    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--no-fuse] [train|eval|sample|predict|info]\n"
+    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--no-fuse] [train|eval|sample|predict|info]\n"
            "               [trainer options]\n\n"
            "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
            "process: the commands and options are the standalone trainer's (train, eval,\n"

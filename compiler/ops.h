@@ -77,8 +77,8 @@
   X(CONCAT,     concat,     "xs:T axis:i0=-1",       0, LK_SHAPE, 0, shape_concat, interp_concat, NULL, grad_concat) \
   X(SLICE,      slice,      "x:t start:i0 stop:i1 axis:i2=-1", 0, LK_SHAPE, 0, shape_slice, interp_slice, NULL, grad_slice) \
   /* linear algebra */ \
-  X(MATMUL,     matmul,     "a:t b:t transpose_a:b0=false transpose_b:b1=false",               0, LK_MATMUL, 0, shape_matmul, interp_matmul_t, NULL, grad_matmul) \
-  X(LINEAR,     linear,     "x:t w:t b:t",           0, LK_MATMUL, 0, shape_linear, interp_linear, NULL, grad_linear) \
+  X(MATMUL,     matmul,     "a:t b:t transpose_a:b0=false transpose_b:b1=false",               OPF_PRODUCT, LK_MATMUL, 0, shape_matmul, interp_matmul_t, NULL, grad_matmul) \
+  X(LINEAR,     linear,     "x:t w:t b:t",           OPF_PRODUCT, LK_MATMUL, 0, shape_linear, interp_linear, NULL, grad_linear) \
   /* indexing */ \
   X(EMBEDDING,  embedding,  "ids:t table:t",         0, LK_SPECIAL, 0, shape_embedding, interp_embedding, NULL, grad_embedding) \
   X(ONE_HOT,    one_hot,    "ids:t n:i0",            OPF_NOGRAD, LK_SPECIAL, 1, shape_one_hot, interp_one_hot, NULL, grad_none) \
@@ -91,10 +91,10 @@
   X(SOFTMAX,    softmax,    "x:t axis:i0=-1",        0, LK_SPECIAL, 5, shape_softmax, interp_softmax, NULL, grad_softmax) \
   X(LOG_SOFTMAX, log_softmax, "x:t axis:i0=-1",      0, LK_SPECIAL, 5, shape_softmax, interp_log_softmax, NULL, grad_log_softmax) \
   /* attention */ \
-  X(ATTENTION,  attention,  "q:t k:t v:t heads:i0 causal:b0=false mask:t=none", 0, LK_SPECIAL, 0, shape_attention, interp_attention, NULL, grad_attention) \
+  X(ATTENTION,  attention,  "q:t k:t v:t heads:i0 causal:b0=false mask:t=none", OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention, interp_attention, NULL, grad_attention) \
   X(CAUSAL_MASK, causal_mask, "x:t",                 0, LK_SPECIAL, 0, shape_causal_mask, interp_causal_mask, NULL, grad_causal_mask) \
   /* convolution, NHWC; pool stride 0 means "= size" */ \
-  X(CONV2D,     conv2d,     "x:t w:t stride:i0=1 padding:i1=0", 0, LK_SPECIAL, 0, shape_conv2d, interp_conv2d, NULL, grad_conv2d) \
+  X(CONV2D,     conv2d,     "x:t w:t stride:i0=1 padding:i1=0", OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d, interp_conv2d, NULL, grad_conv2d) \
   X(MAX_POOL2D, max_pool2d, "x:t size:i0 stride:i1=0", 0, LK_SPECIAL, 1, shape_pool2d, interp_max_pool2d, NULL, grad_max_pool2d) \
   X(AVG_POOL2D, avg_pool2d, "x:t size:i0 stride:i1=0", 0, LK_SPECIAL, 1, shape_pool2d, interp_avg_pool2d, NULL, grad_avg_pool2d) \
   /* regularization: attr.salt names the random stream */ \
@@ -119,12 +119,12 @@
   X(LAYER_NORM_DX, layer_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_layer_norm_dx, NULL, grad_missing) \
   X(RMS_NORM_DX, rms_norm_dx, "x:t gamma:t gy:t eps:f0=1e-6", OPF_INTERNAL, LK_SPECIAL, 10, shape_norm_dx, interp_rms_norm_dx, NULL, grad_missing) \
   X(BATCH_NORM_DX, batch_norm_dx, "x:t gamma:t gy:t eps:f0=1e-5", OPF_INTERNAL, LK_SPECIAL, 12, shape_norm_dx, interp_batch_norm_dx, NULL, grad_missing) \
-  X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
-  X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
-  X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0 mask:t=none", OPF_INTERNAL, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
+  X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
+  X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
+  X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0 mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
   X(CAUSAL_MASK_GRAD, causal_mask_grad, "gy:t", OPF_INTERNAL, LK_SPECIAL, 0, shape_same, interp_causal_mask_grad, NULL, grad_causal_mask_grad) \
-  X(CONV2D_DX,  conv2d_dx,  "gy:t w:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL, LK_SPECIAL, 0, shape_conv2d_dx, interp_conv2d_dx, NULL, grad_missing) \
-  X(CONV2D_DW,  conv2d_dw,  "x:t gy:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL, LK_SPECIAL, 0, shape_conv2d_dw, interp_conv2d_dw, NULL, grad_missing) \
+  X(CONV2D_DX,  conv2d_dx,  "gy:t w:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d_dx, interp_conv2d_dx, NULL, grad_missing) \
+  X(CONV2D_DW,  conv2d_dw,  "x:t gy:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d_dw, interp_conv2d_dw, NULL, grad_missing) \
   X(MAX_POOL2D_GRAD, max_pool2d_grad, "x:t gy:t size:i0 stride:i1=0", OPF_INTERNAL, LK_SPECIAL, 1, shape_pool2d_grad, interp_max_pool2d_grad, NULL, grad_missing) \
   X(AVG_POOL2D_GRAD, avg_pool2d_grad, "x:t gy:t size:i0 stride:i1=0", OPF_INTERNAL, LK_SPECIAL, 1, shape_pool2d_grad, interp_avg_pool2d_grad, NULL, grad_missing) \
   X(CROSS_ENTROPY_GRAD, cross_entropy_grad, "logits:t labels:t gy:t", OPF_INTERNAL, LK_SPECIAL, 6, shape_cross_entropy_grad, interp_cross_entropy_grad, NULL, grad_missing)

@@ -286,6 +286,9 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   if (!d->name || !d->hash || !dtype_of(dt, &d->dtype) || d->dtype == BPCRT_I32)
     fail(&p, "missing name, hash or float dtype");
   free(dt);
+  char *prec = str(root, "precision");
+  d->bf16 = prec && !strcmp(prec, "bf16");
+  free(prec);
   d->dims_text = dims_text(get(root, "dims"));
   train(&p, get(root, "train"), &d->train);
   const cJSON *data_j = get(root, "data");

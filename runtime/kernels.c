@@ -482,6 +482,37 @@ K512 static void gemm512_block(const float *A, int64_t lda, int transa, const fl
 #define GEMM_KC 256
 #define GEMM_NC 2040
 #include "kernels_t.h"
+#undef T
+#undef S
+#undef VL
+#undef HAVE_VEXP
+#undef SQRT_T
+#undef GEMM_MR
+#undef GEMM_NR
+#undef GEMM_MC
+#undef GEMM_KC
+#undef GEMM_NC
+
+// ============================================================ bf16 products
+// The bf16 GEMM (kernels_bf16.h), then attention and convolution again on it
+// (kernels_t.h's products only, KT_PRODUCTS; row helpers from f32, ES).
+#include <immintrin.h>  // __m512bh and _mm512_dpbf16_ps: the one intrinsic the vector extensions lack
+#define T float
+#define S bf16
+#define ES f32
+#define VL 8
+#define HAVE_VEXP 1
+#define SQRT_T __builtin_sqrtf
+#define GEMM_MR 6
+#define GEMM_NR 16
+#define GEMM_MC 144
+#define GEMM_KC 384
+#define GEMM_NC 4080
+#define KT_PRODUCTS 1
+#define KMIN(a, b) ((a) < (b) ? (a) : (b))
+#include "kernels_bf16.h"
+#undef KMIN
+#include "kernels_t.h"
 
 // ============================================================ integer reductions
 

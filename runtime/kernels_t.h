@@ -15,12 +15,36 @@
 #define KCAT2(a, b) a##_##b
 #define KCAT(a, b) KCAT2(a, b)
 #define FN(name) KCAT(name, S)
+// The element type's own helpers (row sums, copies): S itself, except in the
+// bf16 instantiation of the products (ES f32).
+#ifndef ES
+#define ES S
+#endif
+#define EFN(name) KCAT(name, ES)
+// Packed operands of the products' GEMMs: elements of T, or pairs of bf16
+// (kernels_bf16.h) when KT_PRODUCTS; PK_AT(Bp, k) is row k of a packed panel
+// (k even for bf16).
+#ifdef KT_PRODUCTS
+#define PK_T uint32_t
+#define PK_AT(Bp, k) ((Bp) + (k) / 2 * GEMM_NR)
+#define KT_BF16 1
+#else
+#define PK_T T
+#define PK_AT(Bp, k) ((Bp) + (k) * GEMM_NR)
+#define KT_BF16 0
+#endif
 #define V FN(vec)
 #define VM FN(vmask)
 #define EXP_T FN(exp_in)
 #define LOG_T FN(log_in)
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
 #define VSTORE(p, v) memcpy((p), &(v), sizeof(v))
+#define VAT(p)         \
+  ({                   \
+    V vat_;            \
+    VLOAD(vat_, (p));  \
+    vat_;              \
+  })
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 // Column chunk of the strided reductions ([O, R, I] with I > 1): per-column
 // accumulators live on the stack, the loop over R runs outside.
@@ -29,6 +53,7 @@
 typedef T V __attribute__((vector_size(VL * sizeof(T))));
 typedef __typeof__((V){0} > (V){0}) VM;  // a lane mask of V's width
 
+#ifndef KT_PRODUCTS  // ---- everything but attention and convolution
 // ============================================================ row helpers
 
 // sum of x[0..n): 2*VL lane accumulators, lanes folded in order, then the tail.
@@ -555,12 +580,6 @@ void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda
   }
 
 // A vector load as an expression (a macro: vectors never pass by value).
-#define VAT(p)         \
-  ({                   \
-    V vat_;            \
-    VLOAD(vat_, (p));  \
-    vat_;              \
-  })
 
 // sum over rows of x[r, c] (row stride C), c < w.
 static void FN(col_sum)(T *s, const T *x, int64_t N, int64_t C, int64_t w) {
@@ -778,6 +797,7 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
   }
 }
 
+#endif  // KT_PRODUCTS
 // ============================================================ attention
 
 // Per unit (b, h) the products are GEMMs through bpck_gemm on the head's
@@ -814,16 +834,16 @@ static void FN(att_softmax)(T *S, int64_t Tk, int64_t i0, int64_t i1, int64_t wi
     if (km)
       for (int64_t j = 0; j < nk; j++)
         if (km[j] == 0) r[j] = (T)-INFINITY;
-    T m = FN(fmax_row)(r, nk, 1) * scale;
+    T m = EFN(fmax_row)(r, nk, 1) * scale;
     if (m == (T)-INFINITY) {
       for (int64_t j = 0; j < width; j++) r[j] = 0;
       continue;
     }
-    FN(exp_row)(r, r, nk, scale, m);
+    EFN(exp_row)(r, r, nk, scale, m);
     if (km)
       for (int64_t j = 0; j < nk; j++)
         if (km[j] == 0) r[j] = 0;
-    T sum = FN(sum_row)(r, nk);
+    T sum = EFN(sum_row)(r, nk);
     T inv = 1 / sum;
     for (int64_t j = 0; j < nk; j++) r[j] *= inv;
     for (int64_t j = nk; j < width; j++) r[j] = 0;
@@ -843,15 +863,15 @@ static int FN(att_blocked)(int64_t Tq, int64_t Tk, int64_t hs, int causal) {
 
 // Rows [r0, r1) of C (=) op(A)[:, k0 .. k0+kn) @ rows k0 .. k0+kn of a B
 // packed whole (panels of kt x NR), its first nc columns.
-static void FN(att_mm)(const T *A, int64_t lda, int transa, const T *Bp, int64_t kt, int64_t k0,
-                       int64_t kn, int64_t nc, T *C, int64_t ldc, T *Ap, int64_t r0, int64_t r1) {
+static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t k0,
+                       int64_t kn, int64_t nc, T *C, int64_t ldc, PK_T *Ap, int64_t r0, int64_t r1) {
 #ifdef GEMM_WIDE_BLOCK
   if (bpck_isa() == BPCK_ISA_AVX512) {  // the same packing and K order: the same bits
-    GEMM_WIDE_BLOCK(A, lda, transa, Bp + k0 * GEMM_NR, kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
+    GEMM_WIDE_BLOCK(A, lda, transa, PK_AT(Bp, k0), kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
     return;
   }
 #endif
-  FN(gemm_block)(A, lda, transa, Bp + k0 * GEMM_NR, kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
+  FN(gemm_block)(A, lda, transa, PK_AT(Bp, k0), kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
 }
 
 // The key (or query) limit of a block of rows ending at i1.
@@ -866,7 +886,7 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
   (void)B;
   int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
-  T *Bp = ws, *Ap = ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR);
+  PK_T *Bp = (PK_T *)ws, *Ap = (PK_T *)(ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR));
   int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
@@ -898,7 +918,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
   int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
   T scale = 1 / SQRT_T((T)hs);
   T *P = scratch, *dS = scratch + Tq * Tk, *ws = dS + Tq * Tk;
-  T *Bp = ws, *Ap = ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR);
+  PK_T *Bp = (PK_T *)ws, *Ap = (PK_T *)(ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR));
   int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
@@ -925,7 +945,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
       ATT_BLOCKS(i0, i1, Tq) {  // columns past the block's limit are P = 0, and never read
         int64_t lim = blocked ? ATT_LIM(i1) : Tk;
         for (int64_t i = i0; i < i1; i++) {
-          T *pi = P + i * Tk, *si = dS + i * Tk, dot = FN(dot)(si, pi, lim);
+          T *pi = P + i * Tk, *si = dS + i * Tk, dot = EFN(dot)(si, pi, lim);
           for (int64_t j = 0; j < lim; j++) si[j] = pi[j] * (si[j] - dot) * scale;
         }
       }
@@ -956,6 +976,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
 #undef ATT_LIM
 #undef ATT_BLOCKS
 
+#ifndef KT_PRODUCTS
 // (rows*R, Cc): -inf (grad: 0) where column > row % R
 void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,
                           int64_t end) {
@@ -966,6 +987,7 @@ void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, i
   }
 }
 
+#endif  // KT_PRODUCTS
 // ============================================================ convolution
 
 // Each is im2col + GEMM: the kernel gathers a block of patches (rows of
@@ -997,7 +1019,9 @@ size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int
 // Filters with few taps (KH*KW*Ci <= CONV_DIRECT_K: a first layer on 1 or 3
 // channels) run directly: im2col would gather 9 values a pixel for a GEMM
 // with K = 9, and spend its time in the gather and the C tile's loads.
+#ifndef CONV_DIRECT_K
 #define CONV_DIRECT_K 32
+#endif
 
 // The output columns [*ow0, *ow1) whose input column ow * stride - pad + kw
 // lies inside the image [0, W): the others read the padding.
@@ -1109,7 +1133,7 @@ void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   int64_t KKC = KH * KW * Ci, G = FN(conv_rows)(OW);
-  if (KKC <= CONV_DIRECT_K) {
+  if (!KT_BF16 && KKC <= CONV_DIRECT_K) {  // bf16: every product through the GEMM
     FN(conv2d_direct)(out, x, w, H, W, Ci, KH, KW, Co, stride, pad, OH, OW, begin, end);
     return;
   }
@@ -1125,7 +1149,7 @@ void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64
           for (int64_t kw = 0; kw < KW; kw++, cp += Ci) {
             int64_t iw = ow * stride - pad + kw;
             int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
-            FN(copy_run)(cp, in ? x + ((b * H + ih) * W + iw) * Ci : NULL, Ci);
+            EFN(copy_run)(cp, in ? x + ((b * H + ih) * W + iw) * Ci : NULL, Ci);
           }
         }
       }
@@ -1159,7 +1183,7 @@ void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, in
           for (int64_t kw = 0; kw < KW; kw++, cp += Co) {
             int64_t s2 = iw + pad - kw, ow = s2 / stride;
             int in = hok && s2 >= 0 && s2 % stride == 0 && ow < OW;
-            FN(copy_run)(cp, in ? gy + ((b * OH + oh) * OW + ow) * Co : NULL, Co);
+            EFN(copy_run)(cp, in ? gy + ((b * OH + oh) * OW + ow) * Co : NULL, Co);
           }
         }
       }
@@ -1181,7 +1205,7 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
     memset(dw + begin * Co, 0, sizeof(T) * (size_t)(m * Co));
     return;
   }
-  if (KH * KW * Ci <= CONV_DIRECT_K) {
+  if (!KT_BF16 && KH * KW * Ci <= CONV_DIRECT_K) {
     FN(conv2d_dw_direct)(dw, x, gy, N, H, W, Ci, KW, Co, stride, pad, OH, OW, scratch, begin, end);
     return;
   }
@@ -1196,7 +1220,7 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
         int64_t n = KMIN(Ci - ci0, end - r);
         int64_t ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
         int in = ih >= 0 && ih < H && iw >= 0 && iw < W;
-        FN(copy_run)(cp + (r - begin), in ? x + ((b * H + ih) * W + iw) * Ci + ci0 : NULL, n);
+        EFN(copy_run)(cp + (r - begin), in ? x + ((b * H + ih) * W + iw) * Ci + ci0 : NULL, n);
         r += n;
         ci0 = 0;
         if (++kw == KW) kw = 0, kh++;
@@ -1206,6 +1230,7 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
   }
 }
 
+#ifndef KT_PRODUCTS  // ---- the rest: not instantiated for bf16 products
 // x (N,H,W,C) -> (N,OH,OW,C); unit: one output row (b, oh).
 void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
                      int64_t S_, int is_max, int64_t begin, int64_t end) {
@@ -1606,10 +1631,16 @@ void FN(bpck_window)(T *out, const T *in, int64_t D, int64_t start, int64_t len,
 void FN(bpck_fill)(T *out, T v, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; i++) out[i] = v;
 }
+#endif  // KT_PRODUCTS
 
 #undef KCAT2
 #undef KCAT
 #undef FN
+#undef ES
+#undef EFN
+#undef PK_T
+#undef PK_AT
+#undef KT_BF16
 #undef V
 #undef VM
 #undef COL_SUMS

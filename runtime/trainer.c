@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bpc_kernels.h"
 #include "trainer.h"
 
 #define ERRLEN 8192
@@ -1693,6 +1694,9 @@ static int cmd_info(T *t) {
   const Desc *d = &t->d;
   printf("model    %s (hash %s)\n", d->name, d->hash);
   printf("dtype    %s\n", d->dtype == BPCRT_F64 ? "f64" : "f32");
+  if (d->bf16)
+    printf("precision bf16 (matmul, attention and conv2d: bf16 operands, f32 sums; %s)\n",
+           bpck_bf16_native() ? "vdpbf16ps" : "AVX2 FMAs, the same sums");
   if (d->model_path)
     printf("source   %s\n", d->model_path);
   if (d->compile)

@@ -97,6 +97,7 @@ typedef struct {
 } TrainCfg;
 
 typedef struct {
+  bool bf16;  // "precision": "bf16" (products with bf16 operands, SPEC 6.5)
   char *name, *hash, *model_path, *compile;
   bpcrt_dtype dtype;
   TrainCfg train;

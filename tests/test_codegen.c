@@ -71,30 +71,78 @@ static bool close_enough(double got, double want, DType dt) {
   return fabs(got - want) <= 1e-4 * fabs(want) + 1e-5;
 }
 
+// ||got - want|| / max(||want||, floor) over n values.
+static double rel_norm(const double *got, const double *want, int64_t n, double floor) {
+  double d = 0, w = 0;
+  for (int64_t i = 0; i < n; i++) d += (got[i] - want[i]) * (got[i] - want[i]), w += want[i] * want[i];
+  w = sqrt(w);
+  return sqrt(d) / (w > floor ? w : floor);
+}
+
+// bf16 products (SPEC 6.5), per gradient tensor relative to its norm (or to
+// 1e-3 of the model's largest gradient norm: a gradient that is 0 in exact
+// math, like a key bias's, is rounding noise), the loss relative to itself.
+// bf16 keeps 8 significant bits (2^-9 = 0.2% relative rounding per operand).
+// Against the exact f64 model: BF16_GRAD_TOL (measured worst over models/,
+// 5.0% on fashion_cnn's first conv filter: docs/DECISIONS.md). Against the
+// interpreter, which rounds the operands of matmul and conv2d as the kernels
+// do: BF16_MODELED_TOL, or BF16_INNER_TOL for a model with attention, whose
+// inner products (P, dS) the interpreter keeps exact (measured worst 0.48%).
+// BF16_MODELED_TOL is not 1e-7: an operand the two compute in f32 in another
+// order can round to the neighbouring bf16 (a 2^-8 step), which batch_norm
+// amplifies (fashion_cnn 8e-4; the MLPs 6e-8).
+#define BF16_GRAD_TOL 8e-2
+#define BF16_LOSS_TOL 5e-3
+#define BF16_MODELED_TOL 2e-3
+#define BF16_INNER_TOL 1e-2
+
 // The whole comparison for one graph: interpreter vs native (fused, 2
-// threads), and native unfused, 1 thread, bit for bit.
-static void compare(Graph *j, const char *what, Captured *c) {
-  Graph *g = simplify(j, SIMP_ALL);
+// threads), and native unfused, 1 thread, bit for bit. With `refj` (the same
+// model built f64), the interpreter runs that instead and the native graph
+// (bf16 products) is held to the bf16 tolerances.
+static void compare_with(Graph *j, Graph *refj, const char *what, Captured *c, double normtol) {
+  Graph *g = simplify(j, SIMP_ALL), *rg = refj ? simplify(refj, SIMP_ALL) : g;
   DType dt = g->fdtype;
-  Interp *ref = interp_new(g, 7, 3, true);
+  bool bf16 = normtol > 0;
+  Interp *ref = interp_new(rg, 7, 3, true);
   interp_init_params(ref, 11);
-  gc_fill_inputs(ref, g);
+  gc_fill_inputs(ref, rg);
   cr_assert(interp_run(ref), "%s", ref->err);
   Native fused = native(g, true, 2, c), plain = native(g, false, 1, c);
   double loss, loss2, **gr = grad_buffers(g), **gr2 = grad_buffers(g);
   run_native(&fused, ref, &loss, gr);
   run_native(&plain, ref, &loss2, gr2);
-  double want = interp_value(ref, g->loss)->v[0];
-  cr_expect(close_enough(loss, want, dt), "%s %s: loss %.17g, interpreter %.17g", what, dtype_name(dt), loss, want);
+  double want = interp_value(ref, rg->loss)->v[0];
+  if (bf16)
+    cr_expect(fabs(loss - want) <= BF16_LOSS_TOL * fabs(want) + 1e-5, "%s bf16: loss %.9g, %s %.9g", what, loss,
+              refj ? "f64" : "interpreter", want);
+  else
+    cr_expect(close_enough(loss, want, dt), "%s %s: loss %.17g, interpreter %.17g", what, dtype_name(dt), loss, want);
   cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: fused/2 threads %.17g vs unfused/1 thread %.17g", what, loss, loss2);
+  double gmax = 0;
+  for (int p = 0; p < g->params.n; p++)
+    if (g->params.v[p].grad >= 0) {
+      const Value *rv = interp_value(ref, rg->params.v[p].grad);
+      int64_t n = shape_numel(&rv->shape);
+      double w = 0;
+      for (int64_t i = 0; i < n; i++) w += rv->v[i] * rv->v[i];
+      gmax = sqrt(w) > gmax ? sqrt(w) : gmax;
+    }
   for (int p = 0; p < g->params.n; p++) {
     const GParam *gp = &g->params.v[p];
     if (gp->grad < 0) continue;
-    const Value *rv = interp_value(ref, gp->grad);
+    const Value *rv = interp_value(ref, rg->params.v[p].grad);
     int64_t n = shape_numel(&rv->shape);
     int bad = 0;
+    if (bf16) {
+      double e = rel_norm(gr[p], rv->v, n, 1e-3 * gmax);
+      cr_expect(e <= normtol, "%s bf16 vs %s: grad.%s relative error %.3g (tolerance %g)", what,
+                refj ? "f64" : "interpreter", gp->name, e, normtol);
+      if (getenv("BPC_TEST_VERBOSE"))
+        fprintf(stderr, "%s bf16 vs %s: grad.%s relative error %.3g\n", what, refj ? "f64" : "interp", gp->name, e);
+    }
     for (int64_t i = 0; i < n; i++) {
-      if (!close_enough(gr[p][i], rv->v[i], dt) && bad++ < 3)
+      if (!bf16 && !close_enough(gr[p][i], rv->v[i], dt) && bad++ < 3)
         cr_expect_fail("%s %s: grad.%s[%lld] native %.17g, interpreter %.17g", what, dtype_name(dt), gp->name,
                        (long long)i, gr[p][i], rv->v[i]);
       if (memcmp(&gr[p][i], &gr2[p][i], sizeof(double)) && bad++ < 3)
@@ -106,8 +154,11 @@ static void compare(Graph *j, const char *what, Captured *c) {
   native_free(&fused);
   native_free(&plain);
   interp_free(ref);
+  if (rg != g) graph_free(rg);
   graph_free(g);
 }
+
+static void compare(Graph *j, const char *what, Captured *c) { compare_with(j, NULL, what, c, 0); }
 
 // compare() on each case text, f64 and f32.
 static void compare_texts(const char *const *texts, size_t n, const char *label) {
@@ -255,7 +306,7 @@ Test(codegen, every_model, .timeout = 600) {
   while ((e = readdir(dir))) {
     size_t n = strlen(e->d_name);
     if (n < 6 || strcmp(e->d_name + n - 5, ".yaml")) continue;
-    for (int t = 0; t < 2; t++) {
+    for (int t = 0; t < 3; t++) {  // f64, f32, f32 with bf16 products against f64
       char path[512];
       snprintf(path, sizeof path, BPC_SOURCE_DIR "/models/%s", e->d_name);
       Arena a = {0};
@@ -269,10 +320,24 @@ Test(codegen, every_model, .timeout = 600) {
         for (int d = 0; d < m->ndims; d++)
           if (!strcmp(m->dims[d].name, small[k].name) && (!strcmp(e->d_name, "gpt_poetry.yaml") || !strcmp(e->d_name, "minilm.yaml")))
             ov[nov++] = small[k];
-      Graph *g = graph_build(m, &c.d, ov, nov, t ? DT_F32 : DT_F64);
+      Graph *g = graph_build(m, &c.d, ov, nov, t ? DT_F32 : DT_F64), *r = NULL;
       if (g) loss_from_outputs(g);
       cr_assert(g && ad_backward(g), "%s", cap_text(&c));
-      compare(g, e->d_name, &c);
+      if (t == 2) {
+        m->train.bf16 = true;  // read when the graphs are planned and compiled
+        r = graph_build(m, &c.d, ov, nov, DT_F64);
+        cr_assert(r && graph_bf16(g) && !graph_bf16(r));
+        loss_from_outputs(r);
+        cr_assert(ad_backward(r), "%s", cap_text(&c));
+      }
+      if (t < 2) compare(g, e->d_name, &c);
+      else {
+        compare_with(g, r, e->d_name, &c, BF16_GRAD_TOL);  // against the exact f64 model
+        bool inner = false;
+        for (int id = 0; id < g->nodes.n; id++) inner |= (op_info(graph_node(g, id)->op)->flags & OPF_PRODUCT_INNER) != 0;
+        compare_with(g, NULL, e->d_name, &c, inner ? BF16_INNER_TOL : BF16_MODELED_TOL);  // the interpreter's bf16 products
+      }
+      graph_free(r);
       graph_free(g);
       cap_close(&c);
       arena_free(&a);

@@ -1043,32 +1043,32 @@ Test(kernels, gemm_matches_interpreter_matmul) {
 
 // C (M x ldc) = the f32 GEMM of d (naive_gemm's layout) over the range's
 // pieces [cuts[p], cuts[p + 1]) on the given path, from C0.
-static void gemm_f32_run(int isa, const int64_t *d, const float *A, const float *B, const float *C0,
+static void gemm_f32_run(int isa, int bf16, const int64_t *d, const float *A, const float *B, const float *C0,
                          float *C, float *ws, const int64_t *cuts, int ncuts) {
   cr_assert_eq(bpck_set_isa(isa), isa);
   memcpy(C, C0, sizeof(float) * (size_t)(d[0] * d[7]));
-  for (int p = 0; p + 1 < ncuts; p++) {
-    if (d[9])
-      bpck_gemm_cols_f32(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws,
+  __typeof__(bpck_gemm_f32) *rows = bf16 ? bpck_gemm_bf16 : bpck_gemm_f32;
+  __typeof__(bpck_gemm_f32) *cols = bf16 ? bpck_gemm_cols_bf16 : bpck_gemm_cols_f32;
+  for (int p = 0; p + 1 < ncuts; p++)
+    (d[9] ? cols : rows)(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws,
                          cuts[p], cuts[p + 1]);
-    else
-      bpck_gemm_f32(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws, cuts[p],
-                    cuts[p + 1]);
-  }
 }
 
 // Every gemm case on both paths: each within tolerance of the naive loop,
 // and the two paths' C the same bits, whole and split at any row or column
 // (not only at tile edges). Sizes 1, 5, 7, 31, 33, 97, 385 in every role;
-// K up to 800 (three K blocks of 267) and 385 (two, 193 + 192).
-Test(kernels, gemm_avx2_and_avx512_same_bits) {
+// K up to 800 (three K blocks of 267) and 385 (two, 193 + 192). bf16: the
+// bf16 GEMM (AVX2 FMAs, or vdpbf16ps where the CPU has AVX512_BF16) against
+// the naive loop on the operands rounded to bf16 (bpck_bf16_round), in double.
+static void gemm_paths_same_bits(int bf16) {
   static const int64_t mnk[][3] = {{1, 1, 1},     {5, 7, 31},    {7, 5, 33},   {31, 33, 97},  {33, 31, 385},
                                    {97, 33, 7},   {33, 97, 5},   {385, 7, 33}, {7, 385, 31},  {5, 97, 800},
                                    {97, 5, 385},  {31, 1, 800},  {1, 31, 97},  {97, 97, 97},  {385, 33, 1},
                                    {33, 385, 385}, {385, 97, 7}, {64, 96, 800}, {12, 32, 384}, {24, 64, 768},
                                    {13, 47, 1025}, {36, 80, 5}};
-  int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512;
-  if (!have512) cr_log_warn("this CPU has no AVX-512 (F/VL/BW/DQ): only the avx2 path is checked");
+  int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512 && (!bf16 || bpck_bf16_native());
+  if (!have512) cr_log_warn("this CPU has no AVX-512 (F/VL/BW/DQ%s): only the avx2 path is checked", bf16 ? ", BF16" : "");
+  const char *wide = bf16 ? "vdpbf16ps" : "avx512";
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
     for (int v = 0; v < 16; v++) {
       int64_t M = mnk[s][0], N = mnk[s][1], K = mnk[s][2], ta = v & 1, tb = v >> 1 & 1, acc = v >> 2 & 1;
@@ -1077,6 +1077,10 @@ Test(kernels, gemm_avx2_and_avx512_same_bits) {
       int64_t d[10] = {M, N, K, lda, ta, ldb, tb, ldc, acc, cols};
       int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb;
       double *Ad = rvec(na, -1, 1), *Bd = rvec(nb, -1, 1), *C0d = rvec(M * ldc, -1, 1);
+      if (bf16) {
+        for (int64_t i = 0; i < na; i++) Ad[i] = bpck_bf16_round((float)Ad[i]);
+        for (int64_t i = 0; i < nb; i++) Bd[i] = bpck_bf16_round((float)Bd[i]);
+      }
       double *want = naive_gemm(d, Ad, Bd, C0d);
       float *A = malloc(sizeof(float) * (size_t)na), *B = malloc(sizeof(float) * (size_t)nb);
       float *C0 = malloc(sizeof(float) * (size_t)(M * ldc)), *C[2], *Cs = malloc(sizeof(float) * (size_t)(M * ldc));
@@ -1090,30 +1094,46 @@ Test(kernels, gemm_avx2_and_avx512_same_bits) {
       int64_t whole[] = {0, total}, two[] = {0, total / 3 + 1, total}, three[] = {0, 1, total / 2 + 1, total};
       for (int isa = BPCK_ISA_AVX2; isa <= (have512 ? BPCK_ISA_AVX512 : BPCK_ISA_AVX2); isa++) {
         float *c = C[isa - BPCK_ISA_AVX2] = malloc(bytes);
-        gemm_f32_run(isa, d, A, B, C0, c, ws, whole, 2);
+        gemm_f32_run(isa, bf16, d, A, B, C0, c, ws, whole, 2);
         for (int64_t i = 0; i < M * ldc; i++)
           cr_assert(close_enough(c[i], want[i], 1e-4, tol), "gemm %lld %lld %lld v%d (%s): [%lld] = %.9g, want %.9g",
-                    (long long)M, (long long)N, (long long)K, v, isa == BPCK_ISA_AVX512 ? "avx512" : "avx2",
+                    (long long)M, (long long)N, (long long)K, v, isa == BPCK_ISA_AVX512 ? wide : "avx2",
                     (long long)i, c[i], want[i]);
         if (total >= 2) {
-          gemm_f32_run(isa, d, A, B, C0, Cs, ws, two, 3);
+          gemm_f32_run(isa, bf16, d, A, B, C0, Cs, ws, two, 3);
           cr_assert(memcmp(Cs, c, bytes) == 0, "gemm %lld %lld %lld v%d: 2-way split differs", (long long)M,
                     (long long)N, (long long)K, v);
         }
         if (total >= 3) {
-          gemm_f32_run(isa, d, A, B, C0, Cs, ws, three, 4);
+          gemm_f32_run(isa, bf16, d, A, B, C0, Cs, ws, three, 4);
           cr_assert(memcmp(Cs, c, bytes) == 0, "gemm %lld %lld %lld v%d: 3-way split differs", (long long)M,
                     (long long)N, (long long)K, v);
         }
       }
       if (have512)
-        cr_assert(memcmp(C[0], C[1], bytes) == 0, "gemm %lld %lld %lld v%d: avx2 and avx512 differ", (long long)M,
-                  (long long)N, (long long)K, v);
+        cr_assert(memcmp(C[0], C[1], bytes) == 0, "gemm %lld %lld %lld v%d: avx2 and %s differ", (long long)M,
+                  (long long)N, (long long)K, v, wide);
       free(C[0]);
       if (have512) free(C[1]);
       free(Ad), free(Bd), free(C0d), free(want), free(A), free(B), free(C0), free(Cs), free(ws);
     }
   bpck_set_isa(BPCK_ISA_AUTO);
+}
+
+Test(kernels, gemm_avx2_and_avx512_same_bits) { gemm_paths_same_bits(0); }
+Test(kernels, gemm_bf16_avx2_and_vdpbf16ps_same_bits) { gemm_paths_same_bits(1); }
+
+// bf16 rounding: nearest even, subnormals to signed zero, NaN stays NaN, inf stays.
+Test(kernels, bf16_round) {
+  cr_assert_eq(bpck_bf16_round(1.0f), 1.0f);
+  cr_assert_eq(bpck_bf16_round(1.00390625f), 1.0f);           // halfway 1 + 2^-8: to even (1)
+  cr_assert_eq(bpck_bf16_round(1.01171875f), 1.015625f);       // halfway 1 + 3*2^-8: to even (1 + 2^-6)
+  cr_assert_eq(bpck_bf16_round(nextafterf(1.00390625f, 2)), 1.0078125f);  // just above halfway: up
+  cr_assert_eq(bpck_bf16_round(-3.1415927f), -3.140625f);
+  cr_assert_eq(bpck_bf16_round(1e-40f), 0.0f);
+  cr_assert(signbit(bpck_bf16_round(-1e-40f)));
+  cr_assert(isinf(bpck_bf16_round(INFINITY)) && isnan(bpck_bf16_round(NAN)));
+  cr_assert(isinf(bpck_bf16_round(3.4e38f)));                   // past bf16's largest finite: inf, as RNE gives
 }
 
 // BPC_ISA=avx2 forces the AVX2 path; otherwise the CPU decides.

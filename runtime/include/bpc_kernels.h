@@ -236,6 +236,43 @@ static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
 
 BPCK_DECLARE(float, f32)
 BPCK_DECLARE(double, f64)
+
+// Mixed precision (SPEC 6.5): the products of matmul, attention and conv2d
+// with bf16 operands and f32 sums, on f32 tensors (packing rounds each operand
+// to bf16, nearest even, subnormals to zero). The same arguments, ranges and
+// scratch sizes as the f32 kernels; bits depend on the shapes alone, as there.
+// AVX512_BF16's vdpbf16ps where the CPU has it (and bpck_isa() is AVX512),
+// otherwise the same sums with AVX2 FMAs; the two differ only where a sum is
+// subnormal (the instruction flushes it).
+float bpck_bf16_round(float x);  // x as the bf16 products read it
+int bpck_bf16_native(void);      // 1: vdpbf16ps is in use
+size_t bpck_gemm_scratch_bf16(int64_t M, int64_t N, int64_t K);
+void bpck_gemm_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B,
+                    int64_t ldb, int transb, float *C, int64_t ldc, int accumulate, float *scratch, int64_t begin,
+                    int64_t end);
+void bpck_gemm_cols_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int transa,
+                         const float *B, int64_t ldb, int transb, float *C, int64_t ldc, int accumulate,
+                         float *scratch, int64_t begin, int64_t end);
+size_t bpck_attention_scratch_bf16(int64_t Tq, int64_t Tk, int64_t hs);
+void bpck_attention_bf16(float *out, const float *q, const float *k, const float *v, int64_t B, int64_t Tq,
+                         int64_t Tk, int64_t C, int64_t H, int causal, const float *mask, int64_t ldi,
+                         float *scratch, int64_t begin, int64_t end);
+size_t bpck_attention_bwd_scratch_bf16(int64_t Tq, int64_t Tk, int64_t hs);
+void bpck_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *q, const float *k, const float *v,
+                             const float *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C, int64_t H, int causal,
+                             const float *mask, int64_t ldi, int64_t ldo, float *scratch, int64_t begin,
+                             int64_t end);
+size_t bpck_conv2d_scratch_bf16(int which, int64_t W, int64_t Ci, int64_t KH, int64_t KW, int64_t Co,
+                                int64_t stride, int64_t pad);
+void bpck_conv2d_bf16(float *out, const float *x, const float *w, int64_t N, int64_t H, int64_t W, int64_t Ci,
+                      int64_t KH, int64_t KW, int64_t Co, int64_t stride, int64_t pad, float *scratch,
+                      int64_t begin, int64_t end);
+void bpck_conv2d_dx_bf16(float *dx, const float *gy, const float *w, int64_t N, int64_t H, int64_t W,
+                         int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
+                         float *scratch, int64_t begin, int64_t end);
+void bpck_conv2d_dw_bf16(float *dw, const float *x, const float *gy, int64_t N, int64_t H, int64_t W,
+                         int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
+                         float *scratch, int64_t begin, int64_t end);
 #undef BPCK_DECLARE
 
 // int32 versions of the data movers (ids and labels move through reshape,
