@@ -32,14 +32,24 @@
 
 #define KBF16 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512bf16")))
 
+// Branch-free (selects), so the packing loops vectorize.
 static inline __attribute__((always_inline)) uint32_t bf16_bits(float x) {
-  uint32_t u = f2u(x);
-  if ((u & 0x7f800000u) == 0) return (u >> 16) & 0x8000u;                  // zero, subnormal
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;           // NaN: quiet
-  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;                           // nearest even
+  uint32_t u = f2u(x), r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest even
+  r = (u & 0x7f800000u) == 0 ? (u >> 16) & 0x8000u : r;               // zero, subnormal: signed zero
+  return (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r;      // NaN: quiet
 }
 static inline __attribute__((always_inline)) uint32_t bf16_pair(float even, float odd) {
   return bf16_bits(even) | bf16_bits(odd) << 16;
+}
+
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef int32_t v8s32 __attribute__((vector_size(32)));
+// bf16_bits on 8 lanes, in place (vectors never pass by value: kernels_t.h).
+static inline __attribute__((always_inline)) void bf16_bits8(v8u *v) {
+  v8u u = *v, r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  v8u z = (v8u)((u & 0x7f800000u) == 0), n = (v8u)((v8s32)(u & 0x7fffffffu) > (v8s32){0} + 0x7f800000);
+  r = (z & ((u >> 16) & 0x8000u)) | (~z & r);
+  *v = (n & ((u >> 16) | 0x40u)) | (~n & r);
 }
 
 // float f, rounded as the bf16 products read it (the interpreter's model of them).
@@ -79,28 +89,42 @@ static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, i
 // op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
 static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
                         int64_t j0, int64_t nc) {
-  int64_t kp = (kc + 1) / 2;
-  for (int64_t js = 0; js < nc; js += 16, Bp += 16 * kp) {
+  int64_t kp = (kc + 1) / 2, full = nc / 16 * 16;
+  if (!transb) {  // two rows of B at a time, read along (as pack_b_f32): 16-wide pieces to each panel
+    for (int64_t p = 0; p < kp; p++) {
+      const float *s0 = B + (p0 + 2 * p) * ldb + j0, *s1 = s0 + ldb;
+      int odd = 2 * p + 1 < kc;
+      uint32_t *d = Bp + p * 16;
+      if (odd)
+        for (int64_t js = 0; js < full; js += 16, d += 16 * kp)
+          for (int h = 0; h < 16; h += 8) {
+            v8u e, o;
+            memcpy(&e, s0 + js + h, sizeof e);
+            memcpy(&o, s1 + js + h, sizeof o);
+            bf16_bits8(&e);
+            bf16_bits8(&o);
+            v8u w = e | o << 16;
+            memcpy(d + h, &w, sizeof w);
+          }
+      else
+        for (int64_t js = 0; js < full; js += 16, d += 16 * kp)
+          for (int c = 0; c < 16; c++) d[c] = bf16_pair(s0[js + c], 0);
+      if (full < nc)
+        for (int c = 0; c < 16; c++)
+          d[c] = full + c < nc ? bf16_pair(s0[full + c], odd ? s1[full + c] : 0) : 0;
+    }
+    return;
+  }
+  for (int64_t js = 0; js < nc; js += 16, Bp += 16 * kp) {  // op(B) = B^T: (k, c) at B[(j0 + js + c) * ldb + p0 + k]
     int64_t nr = KMIN(16, nc - js);
-    if (!transb) {
-      for (int64_t p = 0; p < kp; p++) {
-        const float *s0 = B + (p0 + 2 * p) * ldb + j0 + js, *s1 = s0 + ldb;
-        uint32_t *d = Bp + p * 16;
-        if (nr == 16 && 2 * p + 1 < kc)
-          for (int c = 0; c < 16; c++) d[c] = bf16_pair(s0[c], s1[c]);
-        else
-          for (int c = 0; c < 16; c++) d[c] = c < nr ? bf16_pair(s0[c], 2 * p + 1 < kc ? s1[c] : 0) : 0;
+    for (int64_t c = 0; c < 16; c++) {
+      const float *s = B + (j0 + js + c) * ldb + p0;
+      int64_t p = 0;
+      if (c < nr) {
+        for (; 2 * p + 1 < kc; p++) Bp[p * 16 + c] = bf16_pair(s[2 * p], s[2 * p + 1]);
+        if (p < kp) Bp[p * 16 + c] = bf16_pair(s[2 * p], 0), p++;
       }
-    } else {  // op(B) = B^T: element (k, c) at B[(j0 + js + c) * ldb + p0 + k]
-      for (int64_t c = 0; c < 16; c++) {
-        const float *s = B + (j0 + js + c) * ldb + p0;
-        int64_t p = 0;
-        if (c < nr) {
-          for (; 2 * p + 1 < kc; p++) Bp[p * 16 + c] = bf16_pair(s[2 * p], s[2 * p + 1]);
-          if (p < kp) Bp[p * 16 + c] = bf16_pair(s[2 * p], 0), p++;
-        }
-        for (; p < kp; p++) Bp[p * 16 + c] = 0;
-      }
+      for (; p < kp; p++) Bp[p * 16 + c] = 0;
     }
   }
 }
@@ -119,7 +143,6 @@ static inline __attribute__((always_inline)) void bf_tile_out(const float *tile,
 }
 
 // ---- the AVX2 tile: 6 x 16, two FMAs a pair (odd k, then even) ----
-typedef uint32_t v8u __attribute__((vector_size(32)));
 
 static void bf_uk_avx2(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int64_t mr,
                        int64_t nr, int first) {
