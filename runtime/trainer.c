@@ -31,9 +31,9 @@ typedef struct {
   Cmd cmd;
   const char *data, *init, *resume, *save, *log, *params, *prompt, *inputs, *out;
   int64_t steps, epochs, eval_every, ckpt_every, tokens, top_k, threads;
-  double lr, temperature;
+  double lr, temperature, max_time;
   uint64_t seed;
-  bool has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing, profile;
+  bool has_max_time, has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing, profile;
 } Opts;
 
 typedef struct {
@@ -69,7 +69,7 @@ typedef struct {
 } T;
 
 static void usage(FILE *f) {
-  fputs("usage: trainer [train] [--data PATH] [--steps N | --epochs N] [--lr X] [--seed N] [--threads N]\n"
+  fputs("usage: trainer [train] [--data PATH] [--steps N | --epochs N] [--max-time SEC] [--lr X] [--seed N] [--threads N]\n"
         "                       [--init P.safetensors] [--resume CKPT.safetensors] [--save OUT.safetensors]\n"
         "                       [--log metrics.csv|metrics.jsonl] [--eval-every N] [--checkpoint-every N]\n"
         "                       [--grad-stats] [--quiet] [--timing] [--profile]\n"
@@ -115,6 +115,7 @@ static const OptDef opt_defs[] = {
   {"--steps", A_INT, CMD_TRAIN, O(steps), O(has_steps)},
   {"--epochs", A_INT, CMD_TRAIN, O(epochs), O(has_epochs)},
   {"--lr", A_NUM, CMD_TRAIN, O(lr), O(has_lr)},
+  {"--max-time", A_NUM, CMD_TRAIN, O(max_time), O(has_max_time)},
   {"--seed", A_INT, CMD_TRAIN | CMD_SAMPLE, O(seed), O(has_seed)},
   {"--threads", A_INT, CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_PREDICT, O(threads), NOHAS},
   {"--init", A_STR, CMD_TRAIN | CMD_PREDICT | CMD_MERGE, O(init), NOHAS},
@@ -210,6 +211,8 @@ static bool parse_args(Opts *o, int argc, char **argv, bool *help) {
   }
   if (o->has_steps && o->has_epochs)
     return fprintf(stderr, "error: --steps and --epochs exclude each other\n"), false;
+  if (o->has_max_time && !(o->max_time > 0 && o->max_time < 1e9))
+    return fprintf(stderr, "error: --max-time takes a positive number of seconds\n"), false;
   if ((o->has_steps && o->steps < 1) || (o->has_epochs && o->epochs < 1))
     return fprintf(stderr, "error: --steps and --epochs take a positive count\n"), false;
   if ((o->cmd & (CMD_EVAL | CMD_SAMPLE)) && !o->params)
@@ -1311,6 +1314,14 @@ static int cmd_train(T *t) {
       rc = 1;
       break;
     }
+    if (o->has_max_time && done < t->S && now() - t->t0 >= o->max_time) {  // the budget: stop as if S were done
+      if (tty)
+        fputc('\n', stderr);
+      fprintf(stderr, "--max-time %g s reached at step %lld of %lld\n", o->max_time, (long long)done, (long long)t->S);
+      t->S = done;
+      tty = false;
+      break;
+    }
   }
   if (tty && t->S > t->start)
     fputc('\n', stderr);
@@ -1327,7 +1338,7 @@ static int cmd_train(T *t) {
     }
     if (step_sec)
       print_timing(step_sec, opt_sec, t->S - t->start);
-    if (o->profile)
+    if (o->profile && t->S - t->start > prof_warm)
       print_profile(t->ar[PROG_TRAIN].p, t->S - t->start - prof_warm, prof_warm, prof_wall);
     Results r;
     if (t->eval_set) {

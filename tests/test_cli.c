@@ -446,3 +446,29 @@ Test(cli, precision_bf16) {
   snprintf(b, sizeof b, "%s/f32.safetensors", tmpdir);
   cr_expect(!same_bytes(a, b), "bf16 and f32 trainers gave the same bits");
 }
+
+// --max-time: the step loop stops once the budget is spent, saves the step it
+// reached and evaluates, exit 0; --resume carries on from that step.
+Test(cli, trainer_max_time) {
+  char *out, cmd[1024];
+  cr_assert_eq(run(&out, "compile models/xor.yaml -o %s/xor", tmpdir), 0, "%s", out);
+  free(out);
+  snprintf(cmd, sizeof cmd, "cd %s && ./xor train --steps 1000000000 --max-time 0.2 --save x.safetensors", tmpdir);
+  cr_expect_eq(sh(&out, cmd), 0, "%s", out);
+  long long step = -1;
+  const char *at = strstr(out, "--max-time 0.2 s reached at step ");
+  cr_expect(at && sscanf(at, "--max-time 0.2 s reached at step %lld", &step) == 1 && step > 0, "%s", out);
+  cr_expect(strstr(out, "train loss") && strstr(out, "saved x.safetensors"), "%s", out);
+  free(out);
+  snprintf(cmd, sizeof cmd, "cd %s && ./xor train --steps %lld --resume x.safetensors --save y.safetensors", tmpdir,
+           step + 5);
+  cr_expect_eq(sh(&out, cmd), 0, "%s", out);
+  char want[64];
+  snprintf(want, sizeof want, "(step %lld)", step + 5);
+  cr_expect(strstr(out, want), "%s", out);
+  free(out);
+  snprintf(cmd, sizeof cmd, "cd %s && ./xor train --max-time 0", tmpdir);
+  cr_expect_eq(sh(&out, cmd), 2, "%s", out);
+  cr_expect(strstr(out, "--max-time takes a positive number of seconds"), "%s", out);
+  free(out);
+}
