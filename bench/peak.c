@@ -5,7 +5,10 @@
 // loop on 16-wide vectors (the rate kernels_avx512.h's GEMM runs against).
 // Built with -O3 -march=native by the bench_peak target; the 512-bit loop has
 // its own target attribute, so it builds on any x86-64 and runs only where
-// the CPU says it can.
+// the CPU says it can. With AVX512_BF16 also `peakbf16_gflops THREADS VALUE`:
+// 12 independent vdpbf16ps chains (64 FLOPs each: 16 lanes x 2 pairs x 2),
+// the rate the bf16 GEMM (runtime/kernels_bf16.h) runs against.
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,14 +59,32 @@ __attribute__((target("avx512f"))) static void *fma_loop512(void *arg) {
   return NULL;
 }
 
-// GFLOP/s of `n` threads each running fma_loop (lanes 8) or fma_loop512 (16); the best of 3.
+__attribute__((target("avx512f,avx512bf16"))) static void *dpbf16_loop(void *arg) {
+  float s = *(float *)arg;
+  __m512 c[12];
+  for (int k = 0; k < 12; k++) c[k] = _mm512_set1_ps(s + (float)k);
+  __m512bh a = (__m512bh)_mm512_set1_epi32(0x3f803f80), b = a;  // pairs of bf16 1.0
+  for (long i = 0; i < ITERS; i++) {
+    __asm__ volatile("" : "+v"(a));
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; k++) c[k] = _mm512_dpbf16_ps(c[k], a, b);
+  }
+  __m512 r = c[0];
+  for (int k = 1; k < 12; k++) r = _mm512_add_ps(r, c[k]);
+  sink = _mm512_reduce_add_ps(r);
+  return NULL;
+}
+
+// GFLOP/s of `n` threads each running fma_loop (lanes 8), fma_loop512 (16) or
+// dpbf16_loop (lanes 32: FLOPs per instruction / 2); the best of 3.
 static double measure(int n, int lanes) {
   double best = 0;
   for (int rep = 0; rep < 3; rep++) {
     pthread_t th[64];
     float s = 0.999999f;
     double t0 = now();
-    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, lanes == 16 ? fma_loop512 : fma_loop, &s);
+    for (int i = 0; i < n; i++)
+      pthread_create(&th[i], NULL, lanes == 32 ? dpbf16_loop : lanes == 16 ? fma_loop512 : fma_loop, &s);
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
     double g = (double)n * ITERS * 12 * lanes * 2 / (now() - t0) * 1e-9;
     best = g > best ? g : best;
@@ -80,6 +101,10 @@ int main(int argc, char **argv) {
   if (__builtin_cpu_supports("avx512f")) {
     printf("peak512_gflops 1 %.1f\n", measure(1, 16));
     if (threads > 1) printf("peak512_gflops %d %.1f\n", threads, measure(threads, 16));
+  }
+  if (__builtin_cpu_supports("avx512bf16")) {
+    printf("peakbf16_gflops 1 %.1f\n", measure(1, 32));
+    if (threads > 1) printf("peakbf16_gflops %d %.1f\n", threads, measure(threads, 32));
   }
   return 0;
 }

@@ -5,7 +5,10 @@ optimizer, and timed step by step.
 
     python3 peers.py FRAMEWORK MODEL --data F.safetensors --steps N --threads T [-D K=V]...
 
-FRAMEWORK: torch (eager), torch.compile, jax (jit). Prints one JSON line:
+FRAMEWORK: torch (eager), torch.compile, jax (jit); torch.bf16 and
+torch.compile.bf16 run the step under CPU autocast to bfloat16 (PyTorch's
+mixed precision: matmuls and convolutions in bf16, params and optimizer f32,
+as bpc's --precision bf16). Prints one JSON line:
 {"median_ms", "mean_ms", "min_ms", "steps", "warmup", "first_ms", "loss", "version"}.
 first_ms is the first step (compilation included for torch.compile and JAX);
 the first fifth of the steps (at most 10) is warm-up and not in the median.
@@ -64,7 +67,7 @@ def summarize(times, first, loss, version):
 
 # ----------------------------------------------------------------------------- PyTorch
 
-def run_torch(model, d, data, steps, threads, compile_):
+def run_torch(model, d, data, steps, threads, compile_, bf16=False):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
@@ -163,7 +166,11 @@ def run_torch(model, d, data, steps, threads, compile_):
             for g in opt.param_groups:
                 g["lr"] = sched(s)
         opt.zero_grad(set_to_none=True)
-        l = fwd(x, y)
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                l = fwd(x, y)
+        else:
+            l = fwd(x, y)
         l.backward()
         if model == "gpt":
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -173,7 +180,7 @@ def run_torch(model, d, data, steps, threads, compile_):
         if first is None:
             first = dt
         times.append(dt)
-    name = "torch.compile" if compile_ else "torch"
+    name = ("torch.compile" if compile_ else "torch") + (" bf16" if bf16 else "")
     return summarize(times, first, loss, f"{name} {torch.__version__}")
 
 
@@ -308,7 +315,7 @@ def run_jax(model, d, data, steps, threads):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("framework", choices=["torch", "torch.compile", "jax"])
+    ap.add_argument("framework", choices=["torch", "torch.compile", "torch.bf16", "torch.compile.bf16", "jax"])
     ap.add_argument("model", choices=sorted(DIMS))
     ap.add_argument("--data", required=True)
     ap.add_argument("--steps", type=int, required=True)
@@ -323,7 +330,8 @@ def main():
     if a.framework == "jax":
         r = run_jax(a.model, d, data, a.steps, a.threads)
     else:
-        r = run_torch(a.model, d, data, a.steps, a.threads, a.framework == "torch.compile")
+        r = run_torch(a.model, d, data, a.steps, a.threads, a.framework.startswith("torch.compile"),
+                      a.framework.endswith(".bf16"))
     print(json.dumps(r))
 
 
