@@ -52,6 +52,35 @@ static inline __attribute__((always_inline)) void bf16_bits8(v8u *v) {
   *v = (n & ((u >> 16) | 0x40u)) | (~n & r);
 }
 
+// w = the 16 floats at r rounded and paired: word i = (r[2i], r[2i+1]).
+static inline __attribute__((always_inline)) void bf_pairs16(v8u *w, const float *r) {
+  v8u lo, hi;
+  memcpy(&lo, r, sizeof lo);
+  memcpy(&hi, r + 8, sizeof hi);
+  bf16_bits8(&lo);
+  bf16_bits8(&hi);
+  *w = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14) |
+       __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15) << 16;
+}
+
+// o[l][c] = w[c][l], 8 x 8 words: three rounds of two-input shuffles.
+static inline __attribute__((always_inline)) void bf_transpose8(const v8u *w, v8u *o) {
+  v8u t[8], u[8];
+  for (int c = 0; c < 8; c += 2) {
+    t[c] = __builtin_shufflevector(w[c], w[c + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[c + 1] = __builtin_shufflevector(w[c], w[c + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int c = 0; c < 8; c += 4)
+    for (int e = 0; e < 2; e++) {
+      u[c + 2 * e] = __builtin_shufflevector(t[c + e], t[c + e + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[c + 2 * e + 1] = __builtin_shufflevector(t[c + e], t[c + e + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int l = 0; l < 4; l++) {
+    o[l] = __builtin_shufflevector(u[l], u[l + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    o[l + 4] = __builtin_shufflevector(u[l], u[l + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
 // float f, rounded as the bf16 products read it (the interpreter's model of them).
 float bpck_bf16_round(float x) { return u2f(bf16_bits(x) << 16); }
 
@@ -64,13 +93,20 @@ static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, i
   for (int64_t is = 0; is < mc; is += 6, Ap += 6 * kp) {
     int64_t mr = KMIN(6, mc - is);
     if (!transa) {
+      int64_t p8 = mr == 6 ? kc / 16 * 8 : 0;
+      for (int64_t q = 0; q < p8; q += 8) {  // 8 pairs of the six rows: paired, transposed in registers
+        v8u w[8] = {{0}}, o[8];
+        for (int r = 0; r < 6; r++) bf_pairs16(&w[r], A + (i0 + is + r) * lda + p0 + 2 * q);
+        bf_transpose8(w, o);
+        for (int l = 0; l < 8; l++) memcpy(Ap + (q + l) * 6, &o[l], 6 * sizeof(uint32_t));
+      }
       for (int64_t r = 0; r < 6; r++) {
         const float *s = A + (i0 + is + r) * lda + p0;
         if (r >= mr) {
           for (int64_t p = 0; p < kp; p++) Ap[p * 6 + r] = 0;
           continue;
         }
-        for (int64_t p = 0; p < ke; p++) Ap[p * 6 + r] = bf16_pair(s[2 * p], s[2 * p + 1]);
+        for (int64_t p = p8; p < ke; p++) Ap[p * 6 + r] = bf16_pair(s[2 * p], s[2 * p + 1]);
         if (kp > ke) Ap[ke * 6 + r] = bf16_pair(s[2 * ke], 0);
       }
     } else {  // op(A) = A^T: element (r, k) at A[(p0 + k) * lda + i0 + r]
@@ -116,10 +152,20 @@ static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, i
     return;
   }
   for (int64_t js = 0; js < nc; js += 16, Bp += 16 * kp) {  // op(B) = B^T: (k, c) at B[(j0 + js + c) * ldb + p0 + k]
-    int64_t nr = KMIN(16, nc - js);
+    int64_t nr = KMIN(16, nc - js), p8 = nr == 16 ? kc / 16 * 8 : 0;
+    // 16 k (8 pairs) of each of the 16 rows at a time: rounded, paired, and
+    // transposed in registers as two 8 x 8 blocks of words.
+    for (int64_t q = 0; q < p8; q += 8)
+      for (int h = 0; h < 16; h += 8) {
+        v8u w[8];
+        for (int c = 0; c < 8; c++) bf_pairs16(&w[c], B + (j0 + js + h + c) * ldb + p0 + 2 * q);
+        v8u o[8];
+        bf_transpose8(w, o);
+        for (int l = 0; l < 8; l++) memcpy(Bp + (q + l) * 16 + h, &o[l], sizeof o[l]);
+      }
     for (int64_t c = 0; c < 16; c++) {
       const float *s = B + (j0 + js + c) * ldb + p0;
-      int64_t p = 0;
+      int64_t p = p8;
       if (c < nr) {
         for (; 2 * p + 1 < kc; p++) Bp[p * 16 + c] = bf16_pair(s[2 * p], s[2 * p + 1]);
         if (p < kp) Bp[p * 16 + c] = bf16_pair(s[2 * p], 0), p++;
