@@ -223,8 +223,8 @@ int64_t graph_flops(const Graph *g) {
 
 void show_check(FILE *out, const Graph *g) {
   char buf[128], bytes[64];
-  fprintf(out, "%s: ok (%d nodes, float dtype %s)\n", g->model ? g->model->name : "graph", g->nodes.n,
-          dtype_name(g->fdtype));
+  fprintf(out, "%s: ok (%d nodes, float dtype %s%s)\n", g->model ? g->model->name : "graph", g->nodes.n,
+          dtype_name(g->fdtype), graph_bf16(g) ? ", precision bf16: matmul, attention and conv2d products" : "");
   if (g->dims.n) {
     fputs("dims:", out);
     for (int i = 0; i < g->dims.n; i++) fprintf(out, " %s=%" PRId64, g->dims.v[i].name, g->dims.v[i].value);
