@@ -577,6 +577,9 @@ enum {
 };
 // A new, simplified copy of g (g is left as it was).
 Graph *simplify(const Graph *g, unsigned flags);
+// src's tables (dims, inputs, params, states, named values, scalars,
+// metrics, outputs, loss) into g, each node id through map (-1: dropped).
+void graph_copy_tables(Graph *g, const Graph *src, const int *map);
 
 // ============================================================ fuse.c
 // The joint graph cut into kernels, in execution order. An elementwise
