@@ -109,7 +109,7 @@ static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, 
   return p;
 }
 
-bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
+bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse, int64_t max_memory,
                    const char *flags, TrainerBuild *out) {
   memset(out, 0, sizeof *out);
   out->fwd = graph_build(m, d, ov, nov, dt);
@@ -132,8 +132,9 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   }
   Graph *ts = simplify(t, SIMP_ALL);
   graph_free(t);
-  out->programs[0] = program_plan(ts, fuse, true, &out->lowered[0]);
+  out->programs[0] = program_plan_budget(ts, fuse, max_memory, &out->lowered[0], d);
   graph_free(ts);
+  if (!out->programs[0]) return false;
   // eval: the forward graph in eval mode; running stats are read, not written
   Graph *e = graph_build(m, d, ov, nov, dt);
   for (int i = 0; i < e->states.n; i++) e->states.v[i].update = -1;

@@ -408,6 +408,8 @@ typedef struct Node {
   Attr attr;
   const char *name;  // entry/input/param/state name, NULL for temporaries
   int phase;         // 0: the step (forward, backward); 1: the optimizer update
+  int remat;         // remat.c: 0; 1 a node recomputed in the backward; 2 the
+                     // recomputed copy of a stored value, which fusion keeps stored
 } Node;
 
 typedef struct GDim {
@@ -586,6 +588,9 @@ enum {
 };
 // A new, simplified copy of g (g is left as it was).
 Graph *simplify(const Graph *g, unsigned flags);
+// src's tables (dims, inputs, params, states, named values, scalars,
+// metrics, outputs, loss) into g, each node id through map (-1: dropped).
+void graph_copy_tables(Graph *g, const Graph *src, const int *map);
 
 // ============================================================ fuse.c
 // The joint graph cut into kernels, in execution order. An elementwise
@@ -637,6 +642,9 @@ typedef struct Program {
   int64_t cat_bytes[MEM_NCAT];
   int64_t status_offset;  // 3 int64 words: the kernels' error status
   int64_t *temp_offset;   // per kernel: its private temporary (-1: none)
+  // remat.c:
+  int64_t budget;            // --max-memory in bytes (0: none)
+  int64_t arena_unbudgeted;  // the arena the same graph plans to without it
 } Program;
 
 // Cuts g into kernels. `fuse` false: one kernel per node (the reference for
@@ -744,7 +752,8 @@ typedef struct TrainerBuild {
   char *json;
 } TrainerBuild;
 
-bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
+// max_memory: the train program's arena budget in bytes (remat.c; 0: none).
+bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse, int64_t max_memory,
                    const char *flags, TrainerBuild *out);
 void trainer_build_free(TrainerBuild *b);
 // The module of a trainer: its entry points, bpc_model_json, and main()
@@ -756,6 +765,19 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
 bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
 
+// ============================================================ remat.c
+// program_plan (training) within `budget` bytes of arena (SPEC 6.8; 0: no
+// budget): forward values the backward reads are recomputed there instead
+// of kept, the cheapest first, until the arena fits. The results are the
+// same bits. NULL after reporting when no choice fits, naming the smallest
+// arena it can reach.
+Program *program_plan_budget(const Graph *g, bool fuse, int64_t budget, Graph **lowered, Diag *d);
+// `bpc check --max-memory`: the budget, the arena with and without it, what
+// is kept for the backward and what is recomputed, the extra FLOPs.
+void remat_print(FILE *out, const Program *p);
+// "4096", "1.5G", "512k" (K, M, G: powers of 1024) as bytes; false when s is
+// none of those or below one byte.
+bool parse_size(const char *s, int64_t *out);
 // ============================================================ memplan.c
 // Assigns every stored value an offset in one arena: leaves and results
 // first (they live across steps or are read after the step), then

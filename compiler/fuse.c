@@ -31,6 +31,8 @@ static bool *result_nodes(const Graph *g) {
     if (g->states.v[i].update >= 0) r[g->states.v[i].update] = true;
   for (int i = 0; i < g->params.n; i++)
     if (g->params.v[i].update >= 0) r[g->params.v[i].update] = true;
+  for (int id = 0; id < g->nodes.n; id++)  // a recomputed value is stored as the forward stored it
+    if (graph_node(g, id)->remat == 2) r[id] = true;
   return r;
 }
 
@@ -568,7 +570,8 @@ static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char 
     n += (size_t)snprintf(extra + n, elen - n, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
   }
   if (k->nouts && n < elen) n += (size_t)snprintf(extra + n, elen - n, ")");
-  if (k->group > 0 && n < elen) snprintf(extra + n, elen - n, "  [one pass with k%d-k%d]", i + 1, i + k->group);
+  if (k->group > 0 && n < elen) n += (size_t)snprintf(extra + n, elen - n, "  [one pass with k%d-k%d]", i + 1, i + k->group);
+  if (root->remat && n < elen) snprintf(extra + n, elen - n, "  [recomputed]");
 }
 
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name) {

@@ -27,6 +27,7 @@ typedef struct Opts {
   const char *cpu;      // compile
   int opt;              // compile: -O0..-O3
   int precision;        // --precision: 0 not given, 1 f32, 2 bf16 (wins over train.precision)
+  int64_t max_memory;   // check, compile, grad, run: the step's arena budget in bytes (0: none)
 } Opts;
 
 typedef struct Command {
@@ -44,9 +45,13 @@ static int cmd_compile(Opts *o);
 static int cmd_run(int argc, char **argv);
 
 static const Command commands[] = {
-  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16]",
+  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]",
    "Validates the model and prints its params, dims, inputs, every named value\n"
-   "with its shape, and the FLOPs of one forward step.", cmd_check},
+   "with its shape, and the FLOPs of one forward step; for a model with a loss,\n"
+   "the training step's kernels and memory plan. --max-memory SIZE (bytes, or\n"
+   "with K, M or G) plans the step's arena within SIZE by recomputing forward\n"
+   "values in the backward, and lists what is kept, what is recomputed, the\n"
+   "arena with and without the budget and the extra FLOPs.", cmd_check},
   {"show", "bpc show MODEL.yaml [--grad] [--after PASS] [-D N=V]... [--dtype f32|f64]",
    "Prints the expanded graph (functions and repeat inlined) in the model's own\n"
    "expression syntax, one value per line, shapes and dtypes as comments.\n"
@@ -56,27 +61,31 @@ static const Command commands[] = {
    "Writes the graph in Graphviz DOT (render with `dot -Tsvg`); --grad and\n"
    "--after as for show.", cmd_dot},
   {"grad", "bpc grad MODEL.yaml --inputs I.safetensors -o G.safetensors [--params P.safetensors]\n"
-   "         [--dtype f32|f64] [--seed N] [--interp] [-D N=V]...",
+   "         [--dtype f32|f64] [--seed N] [--interp] [--max-memory SIZE] [-D N=V]...",
    "Evaluates one training step's loss and gradients: writes `loss`, every metric\n"
    "and `grad.<param>` for each trainable param. Without --params, params are\n"
    "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
    "dropout is active with the seed, as in training. Generated native code\n"
    "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
   {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
-   "         [--dtype f32|f64] [--precision f32|bf16] [-D N=V]...",
+   "         [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE] [-D N=V]...",
    "Compiles the model's trainer: the training step (forward, backward,\n"
    "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
    "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
    "the module as an object, LLVM IR or assembly. --precision bf16 (or the\n"
    "model's train: {precision: bf16}): matmul, attention and conv2d products take\n"
-   "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.", cmd_compile},
+   "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.\n"
+   "--max-memory SIZE (bytes, or with K, M or G) keeps the training step's arena\n"
+   "within SIZE by recomputing forward values in the backward (the same bits;\n"
+   "`bpc check` shows the plan).", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out) {
   fprintf(out, "usage: bpc COMMAND MODEL.yaml [options]\n\ncommands:\n");
   for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
-  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [trainer options]\n"
+  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]\n"
+               "          [trainer options]\n"
                "          JIT-compile the trainer and run it in this process (trainer options as\n"
                "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
   fprintf(out, "  bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n"
@@ -131,6 +140,14 @@ static bool parse_define(Opts *o, const char *s) {
   return true;
 }
 
+// --max-memory SIZE; false after the usage error.
+static bool parse_max_memory(Opts *o, const char *v) {
+  if (v && parse_size(v, &o->max_memory)) return true;
+  usage_error("--max-memory takes a size: bytes, or a number with K, M or G (powers of 1024: 65536, 512K, 1.5G), got '%s'",
+              v ? v : "");
+  return false;
+}
+
 static int parse_args(Opts *o, int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -147,6 +164,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
       if (!strcmp(t, "f32")) o->precision = 1;
       else if (!strcmp(t, "bf16")) o->precision = 2;
       else return usage_error("--precision takes f32 or bf16, got '%s'", t);
+    } else if (!strcmp(a, "--max-memory")) {
+      if (!parse_max_memory(o, i + 1 < argc ? argv[++i] : NULL)) return 2;
     } else if (!strcmp(a, "--grad")) {
       o->grad = true;
     } else if (!strcmp(a, "--interp")) {
@@ -189,6 +208,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
   if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
   if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
   if (!strcmp(o->cmd, "compile") && !o->out) return usage_error("%s needs -o OUT", o->cmd);
+  if (o->max_memory && strcmp(o->cmd, "check") && strcmp(o->cmd, "compile") && strcmp(o->cmd, "grad"))
+    return usage_error("--max-memory is an option of check, compile, grad and run, not %s", o->cmd);
   return 0;
 }
 
@@ -259,11 +280,19 @@ static int cmd_check(Opts *o) {
         int nunfused = unfused->kernels.n;
         program_free(unfused);
         graph_free(lowered);
-        Program *p = program_plan(s, true, true, &lowered);
-        printf("kernels: %d without fusion, %d fused\n", nunfused, p->kernels.n);
-        program_print(stdout, p);
-        putchar('\n');
-        memplan_print(stdout, p);
+        Program *p = program_plan_budget(s, true, o->max_memory, &lowered, &d);
+        if (p) {
+          printf("kernels: %d without fusion, %d fused\n", nunfused, p->kernels.n);
+          program_print(stdout, p);
+          putchar('\n');
+          memplan_print(stdout, p);
+          if (o->max_memory) {
+            putchar('\n');
+            remat_print(stdout, p);
+          }
+        } else {
+          rc = 1;
+        }
         program_free(p);
         graph_free(lowered);
         graph_free(s);
@@ -343,8 +372,8 @@ static int cmd_grad(Opts *o) {
   Program *p = NULL;
   Jit *jit = NULL;
   if (g && !o->interp) {  // native: the lowered graph replaces g
-    p = program_plan(g, !o->no_fuse, true, &lowered);
-    jit = jit_new(p, (int)sysconf(_SC_NPROCESSORS_ONLN), &d);
+    p = program_plan_budget(g, !o->no_fuse, o->max_memory, &lowered, &d);
+    jit = p ? jit_new(p, (int)sysconf(_SC_NPROCESSORS_ONLN), &d) : NULL;
     graph_free(g);
     g = jit ? lowered : NULL;
   }
@@ -379,9 +408,10 @@ static int cmd_grad(Opts *o) {
 }
 
 static void compile_flags(const Opts *o, const Model *m, char *buf, size_t size) {
-  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
-           dtype_name(o->dtype), m && m->train.bf16 && o->dtype == DT_F32 ? " --precision bf16" : "",
-           o->no_fuse ? " --no-fuse" : "");
+  int n = snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
+                   dtype_name(o->dtype), m && m->train.bf16 && o->dtype == DT_F32 ? " --precision bf16" : "",
+                   o->no_fuse ? " --no-fuse" : "");
+  if (o->max_memory && n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, " --max-memory %lld", (long long)o->max_memory);
 }
 
 static int cmd_compile(Opts *o) {
@@ -393,7 +423,7 @@ static int cmd_compile(Opts *o) {
   TrainerBuild b;
   char flags[256];
   compile_flags(o, m, flags, sizeof flags);
-  bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, flags, &b);
+  bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, o->max_memory, flags, &b);
   const char *emit = o->emit ? o->emit : "exe";
   if (ok) {
     if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->out, &d);
@@ -440,6 +470,11 @@ static int cmd_run(int argc, char **argv) {
       o.precision = !strcmp(t, "bf16") ? 2 : 1;
     } else if (!strcmp(a, "--no-fuse")) {
       o.no_fuse = true;
+    } else if (!strcmp(a, "--max-memory")) {
+      if (!parse_max_memory(&o, i + 1 < argc ? argv[++i] : NULL)) {
+        free(rest);
+        return 2;
+      }
     } else {
       rest[nrest++] = argv[i];
     }
@@ -454,7 +489,7 @@ static int cmd_run(int argc, char **argv) {
   char flags[256];
   compile_flags(&o, m, flags, sizeof flags);
   int rc = 1;
-  if (m && trainer_build(m, &d, o.defs.v, o.defs.n, o.dtype, !o.no_fuse, flags, &b)) {
+  if (m && trainer_build(m, &d, o.defs.v, o.defs.n, o.dtype, !o.no_fuse, o.max_memory, flags, &b)) {
     CodegenUnit u = trainer_unit(&b, false);
     JitModule *j = jit_compile(&u, &d);
     bpcrt_entries e = {0};
@@ -487,8 +522,8 @@ static int cmd_help(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[2], "run")) {
-    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--no-fuse] [train|eval|sample|predict|info]\n"
-           "               [trainer options]\n\n"
+    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--no-fuse]\n"
+           "               [--max-memory SIZE] [train|eval|sample|predict|info] [trainer options]\n\n"
            "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
            "process: the commands and options are the standalone trainer's (train, eval,\n"
            "sample, info; --steps, --data, --save, ...), the results the same bits.\n");

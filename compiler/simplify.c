@@ -281,8 +281,6 @@ static int make(Rebuild *r, Op op, Loc loc, int nin, const int *in, const Attr *
   return g_op(r->g, op, loc, nin, in, &attr);
 }
 
-static int remap(const Rebuild *r, int id) { return id < 0 ? -1 : r->map[id]; }
-
 // Marks every node the step's results need: loss, metrics, outputs, grads,
 // state updates (and all leaves, which define the step's interface).
 static bool *live_nodes_roots(const Graph *g) {
@@ -350,6 +348,43 @@ static int embedding_grad_term(const Graph *src, const Node *n, const int *uses)
   return -1;
 }
 
+static int at(const int *map, int id) { return id < 0 ? -1 : map[id]; }
+
+// The tables of src (dims, inputs, params, states, names, results) into g,
+// node ids through map (-1: gone).
+void graph_copy_tables(Graph *g, const Graph *src, const int *map) {
+  for (int i = 0; i < src->dims.n; i++) VEC_PUSH(g->dims, ((GDim){keep(g, src->dims.v[i].name), src->dims.v[i].value}));
+  for (int i = 0; i < src->inputs.n; i++) VEC_PUSH(g->inputs, ((GInput){keep(g, src->inputs.v[i].name), at(map, src->inputs.v[i].node)}));
+  for (int i = 0; i < src->params.n; i++) {
+    GParam p = src->params.v[i];
+    p.name = keep(g, p.name);
+    if (p.from) p.from = keep(g, p.from);
+    if (p.lora_a) p.lora_a = keep(g, p.lora_a), p.lora_b = keep(g, p.lora_b);
+    p.node = at(map, p.node);
+    p.grad = at(map, p.grad);
+    p.update = at(map, p.update);
+    VEC_PUSH(g->params, p);
+  }
+  for (int i = 0; i < src->states.n; i++) {
+    GState s = src->states.v[i];
+    s.name = keep(g, s.name);
+    s.node = at(map, s.node);
+    s.update = at(map, s.update);
+    VEC_PUSH(g->states, s);
+  }
+  for (int i = 0; i < src->named.n; i++) {
+    int id = at(map, src->named.v[i].node);
+    if (id >= 0) VEC_PUSH(g->named, ((GNamed){keep(g, src->named.v[i].name), id}));
+  }
+  for (int i = 0; i < src->scalars.n; i++)
+    VEC_PUSH(g->scalars, ((GInput){keep(g, src->scalars.v[i].name), at(map, src->scalars.v[i].node)}));
+  for (int i = 0; i < src->metrics.n; i++)
+    VEC_PUSH(g->metrics, ((GNamed){keep(g, src->metrics.v[i].name), at(map, src->metrics.v[i].node)}));
+  for (int i = 0; i < src->outputs.n; i++)
+    VEC_PUSH(g->outputs, ((GNamed){keep(g, src->outputs.v[i].name), at(map, src->outputs.v[i].node)}));
+  g->loss = at(map, src->loss);
+}
+
 static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
   Rebuild r = {.src = src, .flags = flags};
   int *uses = (flags & SIMP_ALGEBRA) ? use_counts(src) : NULL;
@@ -390,36 +425,7 @@ static Graph *rebuild(const Graph *src, unsigned flags, const bool *live) {
     if (n->name && !made->name && r.g->nodes.n > before) made->name = keep(r.g, n->name);
   }
   Graph *g = r.g;
-  for (int i = 0; i < src->dims.n; i++) VEC_PUSH(g->dims, ((GDim){keep(g, src->dims.v[i].name), src->dims.v[i].value}));
-  for (int i = 0; i < src->inputs.n; i++) VEC_PUSH(g->inputs, ((GInput){keep(g, src->inputs.v[i].name), remap(&r, src->inputs.v[i].node)}));
-  for (int i = 0; i < src->params.n; i++) {
-    GParam p = src->params.v[i];
-    p.name = keep(g, p.name);
-    if (p.from) p.from = keep(g, p.from);
-    if (p.lora_a) p.lora_a = keep(g, p.lora_a), p.lora_b = keep(g, p.lora_b);
-    p.node = remap(&r, p.node);
-    p.grad = remap(&r, p.grad);
-    p.update = remap(&r, p.update);
-    VEC_PUSH(g->params, p);
-  }
-  for (int i = 0; i < src->states.n; i++) {
-    GState s = src->states.v[i];
-    s.name = keep(g, s.name);
-    s.node = remap(&r, s.node);
-    s.update = remap(&r, s.update);
-    VEC_PUSH(g->states, s);
-  }
-  for (int i = 0; i < src->named.n; i++) {
-    int id = remap(&r, src->named.v[i].node);
-    if (id >= 0) VEC_PUSH(g->named, ((GNamed){keep(g, src->named.v[i].name), id}));
-  }
-  for (int i = 0; i < src->scalars.n; i++)
-    VEC_PUSH(g->scalars, ((GInput){keep(g, src->scalars.v[i].name), remap(&r, src->scalars.v[i].node)}));
-  for (int i = 0; i < src->metrics.n; i++)
-    VEC_PUSH(g->metrics, ((GNamed){keep(g, src->metrics.v[i].name), remap(&r, src->metrics.v[i].node)}));
-  for (int i = 0; i < src->outputs.n; i++)
-    VEC_PUSH(g->outputs, ((GNamed){keep(g, src->outputs.v[i].name), remap(&r, src->outputs.v[i].node)}));
-  g->loss = remap(&r, src->loss);
+  graph_copy_tables(g, src, r.map);
   free(uses);
   free(r.map);
   free(r.table.v);

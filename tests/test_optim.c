@@ -96,7 +96,7 @@ static void check(const char *train_yaml, double lr) {
   Model *m = model_load_text(&a, &c.d, "o.yaml", yaml, strlen(yaml));
   cr_assert(m, "%s", cap_text(&c));
   TrainerBuild b;
-  cr_assert(trainer_build(m, &c.d, NULL, 0, DT_F64, true, "test", &b), "%s", cap_text(&c));
+  cr_assert(trainer_build(m, &c.d, NULL, 0, DT_F64, true, 0, "test", &b), "%s", cap_text(&c));
   CodegenUnit u = trainer_unit(&b, false);
   JitModule *jm = jit_compile(&u, &c.d);
   cr_assert(jm, "%s", cap_text(&c));
