@@ -26,6 +26,7 @@ typedef struct Opts {
   const char *emit;     // compile: llvm | asm | obj
   const char *cpu;      // compile
   int opt;              // compile: -O0..-O3
+  bool mpi;             // compile: link with Open MPI (data-parallel, SPEC 6.7)
 } Opts;
 
 typedef struct Command {
@@ -62,11 +63,13 @@ static const Command commands[] = {
    "dropout is active with the seed, as in training. Generated native code\n"
    "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
   {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
-   "         [--dtype f32|f64] [-D N=V]...",
+   "         [--dtype f32|f64] [-D N=V]... [--mpi]",
    "Compiles the model's trainer: the training step (forward, backward,\n"
    "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
    "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
-   "the module as an object, LLVM IR or assembly.", cmd_compile},
+   "the module as an object, LLVM IR or assembly. --mpi links the trainer with\n"
+   "Open MPI: `mpirun -np N ./OUT train ...` trains data-parallel, each rank on\n"
+   "batch B, as one process with batch N*B would (-D B=...).", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -145,6 +148,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
       o->interp = true;
     } else if (!strcmp(a, "--no-fuse")) {
       o->no_fuse = true;
+    } else if (!strcmp(a, "--mpi") && !strcmp(o->cmd, "compile")) {
+      o->mpi = true;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       o->opt = a[2] - '0';
     } else if (!strcmp(a, "--emit") || !strcmp(a, "--cpu")) {
@@ -181,6 +186,7 @@ static int parse_args(Opts *o, int argc, char **argv) {
   if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
   if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
   if (!strcmp(o->cmd, "compile") && !o->out) return usage_error("%s needs -o OUT", o->cmd);
+  if (o->mpi && o->emit && strcmp(o->emit, "exe")) return usage_error("--mpi links a trainer: it takes --emit exe, not '%s'", o->emit);
   return 0;
 }
 
@@ -358,8 +364,8 @@ static int cmd_grad(Opts *o) {
 }
 
 static void compile_flags(const Opts *o, char *buf, size_t size) {
-  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
-           dtype_name(o->dtype), o->no_fuse ? " --no-fuse" : "");
+  snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
+           dtype_name(o->dtype), o->no_fuse ? " --no-fuse" : "", o->mpi ? " --mpi" : "");
 }
 
 static int cmd_compile(Opts *o) {
@@ -373,7 +379,7 @@ static int cmd_compile(Opts *o) {
   bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, flags, &b);
   const char *emit = o->emit ? o->emit : "exe";
   if (ok) {
-    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->out, &d);
+    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->mpi, o->out, &d);
     else if (!strcmp(emit, "lib")) ok = aot_write_lib(&b, o->cpu, o->opt, o->out, &d);
     else {
       CodegenUnit u = trainer_unit(&b, true);
@@ -410,6 +416,10 @@ static int cmd_run(int argc, char **argv) {
       o.dtype = !strcmp(t, "f64") ? DT_F64 : DT_F32;
     } else if (!strcmp(a, "--no-fuse")) {
       o.no_fuse = true;
+    } else if (!strcmp(a, "--mpi")) {
+      free(rest);
+      return usage_error("%s", "bpc run trains in this process and links no MPI: for data-parallel training, "
+                         "`bpc compile MODEL.yaml -o T --mpi` and `mpirun -np N ./T train ...`");
     } else {
       rest[nrest++] = argv[i];
     }
