@@ -206,7 +206,16 @@ static bool run(char *const argv[], Diag *d) {
   return false;
 }
 
-bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d) {
+// With `mpi` (SPEC 6.7) runtime/mpi.c's object goes before libbpcrt, so its
+// data-parallel functions replace dp_none.c's, and Open MPI's libraries after.
+bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d) {
+#ifndef BPC_MPI_OBJ
+  if (mpi) {
+    diag_error(d, (Loc){0}, "--mpi: this bpc was built without Open MPI: install 'libopenmpi-dev' and 'openmpi-bin' "
+               "(scripts/install-deps.sh) and build bpc again");
+    return false;
+  }
+#endif
   size_t n = strlen(path) + 64;
   char *obj = xmalloc(n), *tmp = xmalloc(n);
   snprintf(obj, n, "%s.tmp.%ld.o", path, (long)getpid());
@@ -215,10 +224,18 @@ bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const cha
   bool ok = codegen_emit(&u, cpu, opt, "obj", obj, d);
   if (ok) {
     // The system C compiler links the object with libbpcrt and its libraries.
-    char *argv[16] = {"cc", "-o", tmp, obj, BPC_RUNTIME_LIB};
-    int k = 5;
+    char *argv[32] = {"cc", "-o", tmp, obj};
+    int k = 4;
+#ifdef BPC_MPI_OBJ
+    char mpilibs[] = BPC_MPI_LINK;
+    if (mpi) argv[k++] = BPC_MPI_OBJ;
+#endif
+    argv[k++] = BPC_RUNTIME_LIB;
     char libs[] = BPC_RUNTIME_LINK;
-    for (char *tok = strtok(libs, " "); tok && k < 15; tok = strtok(NULL, " ")) argv[k++] = tok;
+    for (char *tok = strtok(libs, " "); tok && k < 31; tok = strtok(NULL, " ")) argv[k++] = tok;
+#ifdef BPC_MPI_OBJ
+    for (char *tok = mpi ? strtok(mpilibs, " ") : NULL; tok && k < 31; tok = strtok(NULL, " ")) argv[k++] = tok;
+#endif
     argv[k] = NULL;
     ok = run(argv, d);
     if (ok && rename(tmp, path) != 0) {

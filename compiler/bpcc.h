@@ -762,7 +762,7 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
 // `bpc compile --emit exe`: the object linked with libbpcrt by the system C
 // compiler into a standalone trainer at `path` (atomically). `lib`: path.o
 // and path.h for a C program that drives the step itself.
-bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
+bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d);
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
 
 // ============================================================ remat.c

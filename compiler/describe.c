@@ -28,6 +28,24 @@ static cJSON *tensor(cJSON *list, const Program *p, int node, const char *name, 
   return t;
 }
 
+// The last kernel of the step (phase 0) that writes the storage of `id`
+// (as fuse.c reckons writes: a kernel's root and outs; a state copy writes
+// a state leaf, never a gradient):
+// the value is final once that kernel is done, which lets a data-parallel
+// trainer start summing a gradient over ranks while the backward goes on
+// (SPEC 6.7). -1: no kernel writes it.
+static int last_writer(const Program *p, int id) {
+  int s = p->alias[id], last = -1;
+  for (int i = 0; i < p->kernels.n; i++) {
+    const Kernel *k = &p->kernels.v[i];
+    if (k->phase != 0 || k->kind == KK_ALIAS || k->kind == KK_STATE) continue;
+    bool w = p->alias[k->root] == s;
+    for (int o = 0; o < k->nouts && !w; o++) w = p->alias[k->outs[o]] == s;
+    if (w) last = i;
+  }
+  return last;
+}
+
 // The bound an int input's values must stay below where it feeds an op
 // that checks it (cross_entropy's labels: the class count; embedding ids:
 // the table's rows), the smallest over its uses; 0 when none. *code is
@@ -84,7 +102,8 @@ static cJSON *program_json(const Program *p) {
   for (int i = 0; i < g->params.n; i++) {
     if (g->params.v[i].grad < 0 || p->offset[g->params.v[i].grad] < 0) continue;
     snprintf(name, sizeof name, "grad.%s", g->params.v[i].name);
-    tensor(ts, p, g->params.v[i].grad, name, "grad");
+    cJSON *t = tensor(ts, p, g->params.v[i].grad, name, "grad");
+    cJSON_AddNumberToObject(t, "ready", last_writer(p, g->params.v[i].grad));
   }
   for (int i = 0; i < g->states.n; i++) {
     const GState *st = &g->states.v[i];
@@ -216,10 +235,15 @@ static cJSON *data_json(const DataCfg *d) {
 
 // FNV-1a over the train program's tensor layout and the dtype: two models
 // with the same hash have checkpoints of the same names, shapes and dtypes.
+// A grad's "ready" (when the backward finishes it) says nothing about the
+// checkpoint: left out, so it did not change any model's hash.
 static uint64_t layout_hash(const cJSON *train) {
-  char *text = cJSON_PrintUnformatted(cJSON_GetObjectItem(train, "tensors"));
+  cJSON *ts = cJSON_Duplicate(cJSON_GetObjectItem(train, "tensors"), 1);
+  for (cJSON *t = ts ? ts->child : NULL; t; t = t->next) cJSON_DeleteItemFromObject(t, "ready");
+  char *text = cJSON_PrintUnformatted(ts);
   uint64_t h = bpcrt_fnv1a64(text);
   free(text);
+  cJSON_Delete(ts);
   return h;
 }
 

@@ -28,6 +28,7 @@ typedef struct Opts {
   int opt;              // compile: -O0..-O3
   int precision;        // --precision: 0 not given, 1 f32, 2 bf16 (wins over train.precision)
   int64_t max_memory;   // check, compile, grad, run: the step's arena budget in bytes (0: none)
+  bool mpi;             // compile: link with Open MPI (data-parallel, SPEC 6.7)
 } Opts;
 
 typedef struct Command {
@@ -68,7 +69,7 @@ static const Command commands[] = {
    "dropout is active with the seed, as in training. Generated native code\n"
    "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
   {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
-   "         [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE] [-D N=V]...",
+   "         [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE] [-D N=V]... [--mpi]",
    "Compiles the model's trainer: the training step (forward, backward,\n"
    "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
    "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
@@ -77,7 +78,9 @@ static const Command commands[] = {
    "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.\n"
    "--max-memory SIZE (bytes, or with K, M or G) keeps the training step's arena\n"
    "within SIZE by recomputing forward values in the backward (the same bits;\n"
-   "`bpc check` shows the plan).", cmd_compile},
+   "`bpc check` shows the plan). --mpi links the trainer with Open MPI:\n"
+   "`mpirun -np N ./OUT train ...` trains data-parallel, each rank on batch B, as\n"
+   "one process with batch N*B would (-D B=...).", cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
@@ -172,6 +175,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
       o->interp = true;
     } else if (!strcmp(a, "--no-fuse")) {
       o->no_fuse = true;
+    } else if (!strcmp(a, "--mpi") && !strcmp(o->cmd, "compile")) {
+      o->mpi = true;
     } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
       o->opt = a[2] - '0';
     } else if (!strcmp(a, "--emit") || !strcmp(a, "--cpu")) {
@@ -210,6 +215,7 @@ static int parse_args(Opts *o, int argc, char **argv) {
   if (!strcmp(o->cmd, "compile") && !o->out) return usage_error("%s needs -o OUT", o->cmd);
   if (o->max_memory && strcmp(o->cmd, "check") && strcmp(o->cmd, "compile") && strcmp(o->cmd, "grad"))
     return usage_error("--max-memory is an option of check, compile, grad and run, not %s", o->cmd);
+  if (o->mpi && o->emit && strcmp(o->emit, "exe")) return usage_error("--mpi links a trainer: it takes --emit exe, not '%s'", o->emit);
   return 0;
 }
 
@@ -408,9 +414,9 @@ static int cmd_grad(Opts *o) {
 }
 
 static void compile_flags(const Opts *o, const Model *m, char *buf, size_t size) {
-  int n = snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
+  int n = snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
                    dtype_name(o->dtype), m && m->train.bf16 && o->dtype == DT_F32 ? " --precision bf16" : "",
-                   o->no_fuse ? " --no-fuse" : "");
+                   o->no_fuse ? " --no-fuse" : "", o->mpi ? " --mpi" : "");
   if (o->max_memory && n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, " --max-memory %lld", (long long)o->max_memory);
 }
 
@@ -426,7 +432,7 @@ static int cmd_compile(Opts *o) {
   bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, o->max_memory, flags, &b);
   const char *emit = o->emit ? o->emit : "exe";
   if (ok) {
-    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->out, &d);
+    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->mpi, o->out, &d);
     else if (!strcmp(emit, "lib")) ok = aot_write_lib(&b, o->cpu, o->opt, o->out, &d);
     else {
       CodegenUnit u = trainer_unit(&b, true);
@@ -475,6 +481,10 @@ static int cmd_run(int argc, char **argv) {
         free(rest);
         return 2;
       }
+    } else if (!strcmp(a, "--mpi")) {
+      free(rest);
+      return usage_error("%s", "bpc run trains in this process and links no MPI: for data-parallel training, "
+                         "`bpc compile MODEL.yaml -o T --mpi` and `mpirun -np N ./T train ...`");
     } else {
       rest[nrest++] = argv[i];
     }

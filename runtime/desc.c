@@ -124,6 +124,7 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
     fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
   t->limit = inum(p, j, "limit", 0);
   t->limit_code = (int)inum(p, j, "limit_code", 0);
+  t->ready = (int)inum(p, j, "ready", -1);
   free(role), free(dt), free(kind);
 }
 

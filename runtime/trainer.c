@@ -42,6 +42,22 @@ typedef struct {
   bpcrt_ctx ctx;
 } Arena;
 
+// The gradients in buckets summed over ranks as one message each, in the
+// order the backward finishes them (TDesc.ready), staged in one buffer.
+typedef struct {
+  int n;                      // buckets
+  int *first;                 // bucket b: grads grad[first[b] .. first[b + 1])
+  const TDesc **grad;
+  int64_t *off, *count;       // its bytes in stage, its elements
+  int *ready;                 // the kernel after which all its grads are final
+  char *stage;
+  int next;                   // the next bucket to start
+  bool overlap;               // started from the step's kernel hook
+  int64_t bytes;              // of the stage
+  int64_t payload;            // summed per update
+  double wait;                // seconds the last update waited for the sums
+} Buckets;
+
 typedef struct {
   Desc d;
   Opts o;
@@ -66,6 +82,11 @@ typedef struct {
   long log_size0;
   int nmcols;
   char **mcols;               // metric columns of the log
+  // data-parallel (SPEC 6.7): rank r of N holds samples [r*B, (r+1)*B) of
+  // the global batch GB = N*B of every micro-step
+  int rank, nranks;
+  int64_t GB;
+  Buckets bk;
 } T;
 
 static void usage(FILE *f) {
@@ -389,7 +410,17 @@ static bool load_tensors(Arena *a, const bpcrt_tensors *f, const char *path, uns
 // trainable params, optimizer slots, state) and names the file its frozen
 // weights came from in the metadata ("base"); without --init they are the
 // seeded init, which the seed in the metadata reproduces.
+// Under MPI rank 0 writes (BPC_DP_SAVE_ALL=1: every rank r > 0 also writes
+// PATH.rank<r>, for the tests that compare the ranks' params).
 static bool save_ckpt(T *t, const char *path, int64_t step, char *err) {
+  char rpath[4096];
+  if (t->rank > 0) {
+    const char *all = getenv("BPC_DP_SAVE_ALL");
+    if (!all || strcmp(all, "1"))
+      return true;
+    snprintf(rpath, sizeof rpath, "%s.rank%d", path, t->rank);
+    path = rpath;
+  }
   const Arena *a = &t->ar[PROG_TRAIN];
   bpcrt_tensors f = {0};
   for (int i = 0; i < a->p->n; i++) {
@@ -688,26 +719,31 @@ static int64_t text_T(const T *t, const Prog *p) {
   return d && d->rank == 2 ? d->shape[1] : 1;
 }
 
-// Fills the inputs of micro-step g (a pure function of seed and g).
+// Fills the inputs of micro-step g (a pure function of seed and g): sample
+// b of this rank is sample r*B + b of the global batch GB = N*B, whose
+// sample i is text window (seed, g*GB + i) of the counter RNG, or item
+// g*GB + i of the permutations of the epochs in turn: what one process
+// with batch GB draws.
 static void fill_batch(T *t, int64_t g) {
   Arena *a = &t->ar[PROG_TRAIN];
   const Dataset *ds = &t->train;
+  int64_t first = g * t->GB + (int64_t)t->rank * t->B;
   if (ds->format == FMT_TEXT) {
     int64_t Tn = text_T(t, a->p), count = ds->nbytes - Tn;
     uint64_t stream = bpcrt_fnv1a64("text");
     for (int64_t b = 0; b < t->B; b++) {
-      t->batch[b] = (int64_t)(bpcrt_rand64(t->seed, stream, (uint64_t)(g * t->B + b)) % (uint64_t)count);
+      t->batch[b] = (int64_t)(bpcrt_rand64(t->seed, stream, (uint64_t)(first + b)) % (uint64_t)count);
       data_put_window(ds, a->p, a->mem, t->batch[b], b);
     }
     return;
   }
-  int64_t bpe = ds->n / t->B, epoch = g / bpe, j = g % bpe;
+  int64_t bpe = ds->n / t->GB, epoch = g / bpe, j = g % bpe;
   if (epoch != t->perm_epoch) {
     data_perm(ds->n, t->seed, (uint64_t)epoch, t->d.data_train.shuffle, t->perm);
     t->perm_epoch = epoch;
   }
   for (int64_t b = 0; b < t->B; b++) {
-    t->batch[b] = t->perm[j * t->B + b];
+    t->batch[b] = t->perm[j * t->GB + (int64_t)t->rank * t->B + b];
     data_put(ds, a->p, a->mem, t->batch[b], b);
   }
 }
@@ -737,11 +773,35 @@ static void results_add(Results *r, const Arena *a, double w) {
 // The exact mean of loss and metrics over the whole set (finite sets; a final
 // partial batch is padded with its first sample, whose contribution is then
 // measured alone and subtracted) or over 32 fixed batches of windows (text).
+// Sets r's metric names (as results_add does) without adding anything.
+static void results_names(Results *r, const Arena *a) {
+  r->n = 0;
+  for (int i = 0; i < a->p->n && r->n < 64; i++)
+    if (a->p->t[i].role == ROLE_METRIC)
+      r->names[r->n++] = a->p->t[i].name;
+}
+
+// Under MPI the sums of loss and metrics over ranks (each rank evaluated its share).
+static void results_sum(T *t, Results *r) {
+  double v[65];
+  v[0] = r->loss;
+  for (int k = 0; k < r->n; k++)
+    v[1 + k] = r->v[k];
+  dp_sum_f64(v, r->n + 1);
+  r->loss = v[0];
+  for (int k = 0; k < r->n; k++)
+    r->v[k] = v[1 + k];
+}
+
+// Under MPI each rank evaluates a share (text: window r*B + b of each global
+// batch of N*B, as one process with batch N*B; finite sets: the batches i
+// with i mod N = r) and the sums are added over ranks.
 static bool evaluate(T *t, const Dataset *ds, Results *r, char *err) {
   Arena *a = &t->ar[PROG_EVAL];
-  int64_t B = batch_of(a->p);
+  int64_t B = batch_of(a->p), R = t->rank, NR = t->nranks;
   int64_t idx[B > 0 ? B : 1];
   memset(r, 0, sizeof *r);
+  results_names(r, a);
   a->ctx.step = 0;
   if (ds->format == FMT_TEXT) {
     int64_t Tn = text_T(t, a->p), count = ds->nbytes - Tn, nb = 32;
@@ -751,26 +811,28 @@ static bool evaluate(T *t, const Dataset *ds, Results *r, char *err) {
     uint64_t stream = bpcrt_fnv1a64("eval");
     for (int64_t i = 0; i < nb; i++) {
       for (int64_t b = 0; b < B; b++) {
-        idx[b] = (int64_t)(bpcrt_rand64(0, stream, (uint64_t)(i * B + b)) % (uint64_t)count);
+        idx[b] = (int64_t)(bpcrt_rand64(0, stream, (uint64_t)(i * B * NR + R * B + b)) % (uint64_t)count);
         data_put_window(ds, a->p, a->mem, idx[b], b);
       }
       if (!run(a, t->e->eval_forward, ds, idx, B, err))
         return false;
-      results_add(r, a, 1.0 / (double)nb);
+      results_add(r, a, 1.0 / (double)(nb * NR));
     }
+    if (NR > 1)
+      results_sum(t, r);
     return true;
   }
   int64_t N = ds->n, full = N / B, rem = N % B;
   if (N == 0)
     return fail(err, "%s: the evaluation set is empty", ds->path);
-  for (int64_t i = 0; i < full; i++) {
+  for (int64_t i = R; i < full; i += NR) {
     for (int64_t b = 0; b < B; b++)
       data_put(ds, a->p, a->mem, idx[b] = i * B + b, b);
     if (!run(a, t->e->eval_forward, ds, idx, B, err))
       return false;
     results_add(r, a, (double)B);
   }
-  if (rem) {
+  if (rem && full % NR == R) {
     int64_t first = full * B;
     for (int64_t b = 0; b < B; b++)
       data_put(ds, a->p, a->mem, idx[b] = b < rem ? first + b : first, b);
@@ -783,6 +845,8 @@ static bool evaluate(T *t, const Dataset *ds, Results *r, char *err) {
       return false;
     results_add(r, a, -(double)(B - rem));
   }
+  if (NR > 1)
+    results_sum(t, r);
   r->loss /= (double)N;
   for (int k = 0; k < r->n; k++)
     r->v[k] /= (double)N;
@@ -921,7 +985,7 @@ static void fmt_time(char *b, size_t n, double s) {
 static void progress(T *t, int64_t done, double loss, double lr, const Results *m, double rate_t0, bool tty) {
   double el = now() - rate_t0, per = (double)(done - t->start) / (el > 1e-9 ? el : 1e-9);
   bool text = t->train.format == FMT_TEXT;
-  double units = per * (double)(t->B * t->K) * (text ? (double)text_T(t, &t->d.prog[PROG_TRAIN]) : 1);
+  double units = per * (double)(t->GB * t->K) * (text ? (double)text_T(t, &t->d.prog[PROG_TRAIN]) : 1);
   char eta[32];
   fmt_time(eta, sizeof eta, per > 0 ? (double)(t->S - done) / per : 0);
   fprintf(stderr, "%sstep %lld/%lld  loss %.6g  lr %.3g", tty ? "\r\033[K" : "", (long long)done, (long long)t->S,
@@ -958,6 +1022,17 @@ static void print_timing(double *sec, double *opt, int64_t n) {
   printf("timing: steps %lld warmup %lld median_ms %.6f mean_ms %.6f min_ms %.6f p90_ms %.6f optimizer_median_ms %.6f\n",
          (long long)k, (long long)w, 1e3 * med, 1e3 * sum / (double)k, 1e3 * x[0],
          1e3 * x[(k * 9) / 10 < k ? (k * 9) / 10 : k - 1], 1e3 * median(opt + w, k));
+}
+
+// Under MPI: the bytes each update sums over ranks and the time it waited
+// for them after the step (the part the backward did not hide), median
+// after the same warm-up.
+static void print_comm(const T *t, double *wait, int64_t n) {
+  int64_t w = n / 5 < 10 ? n / 5 : 10, k = n - w;
+  if (k <= 0)
+    return;
+  printf("comm: ranks %d buckets %d allreduce_bytes %lld overlap %d wait_median_ms %.6f\n", t->nranks, t->bk.n,
+         (long long)t->bk.payload, t->bk.overlap, 1e3 * median(wait + w, k));
 }
 
 // ---- --profile ------------------------------------------------------------------------
@@ -1117,6 +1192,7 @@ static bool setup_data(T *t, char *err) {
   if (t->eval_set && !data_fits(t->eval_set, &d->prog[PROG_EVAL]))
     return fail(err, "model description: the eval program's inputs differ from the train program's");
   t->B = batch_of(&d->prog[PROG_TRAIN]);
+  t->GB = t->B * t->nranks;
   t->K = d->train.grad_accum;
   bool text = t->train.format == FMT_TEXT;
   if (text && t->train.nbytes < text_T(t, &d->prog[PROG_TRAIN]) + 1)
@@ -1125,10 +1201,10 @@ static bool setup_data(T *t, char *err) {
   // Micro-batches run on across epoch boundaries (the permutation of the
   // next epoch follows), so N epochs are N * floor(samples / B) micro-batches,
   // and floor of that over grad_accum updates.
-  int64_t batches = text ? 0 : t->train.n / t->B;
+  int64_t batches = text ? 0 : t->train.n / t->GB;
   if (!text && batches == 0)
-    return fail(err, "%s: %lld training samples, fewer than one batch of %lld", t->train.path,
-                (long long)t->train.n, (long long)t->B);
+    return fail(err, "%s: %lld training samples, fewer than one batch of %lld%s", t->train.path,
+                (long long)t->train.n, (long long)t->GB, t->nranks > 1 ? " (the ranks' batches together)" : "");
   int64_t epochs = t->o.has_epochs ? t->o.epochs : 0;
   if (t->o.has_steps)
     t->S = t->o.steps;
@@ -1143,7 +1219,7 @@ static bool setup_data(T *t, char *err) {
     t->S = text ? 1000 : epochs * batches / t->K;
     if (t->S == 0)
       return fail(err, "%s: %lld epochs of %lld batches of %lld, fewer than one update (grad_accum %lld)",
-                  t->train.path, (long long)epochs, (long long)batches, (long long)t->B, (long long)t->K);
+                  t->train.path, (long long)epochs, (long long)batches, (long long)t->GB, (long long)t->K);
   }
   if (!text)
     t->perm = malloc((size_t)t->train.n * sizeof *t->perm);
@@ -1152,17 +1228,190 @@ static bool setup_data(T *t, char *err) {
   return true;
 }
 
+// ---- data-parallel: gradients summed over ranks ---------------------------------------
+// The grads go into buckets of about BPC_DP_BUCKET_MB MiB (default 16) in the
+// order the backward finishes them. With grad_accum 1 each bucket's sum
+// starts from the step's kernel hook as soon as its last grad is final and
+// runs while the backward goes on (BPC_DP_OVERLAP=0: all after the step);
+// the update waits for all of them, then divides by N, before clipping and
+// the optimizer (train_update). Either way the same messages, the same bits.
+
+static int cmp_ready(const void *a, const void *b) {
+  const TDesc *x = *(const TDesc *const *)a, *y = *(const TDesc *const *)b;
+  int rx = x->ready < 0 ? INT32_MAX : x->ready, ry = y->ready < 0 ? INT32_MAX : y->ready;
+  return rx != ry ? (rx > ry) - (rx < ry) : (x > y) - (x < y);
+}
+
+static void buckets_plan(T *t) {
+  Buckets *k = &t->bk;
+  const Prog *p = &t->d.prog[PROG_TRAIN];
+  int ng = (int)count_role(p, ROLE_GRAD);
+  k->grad = malloc(sizeof *k->grad * (size_t)(ng + 1));
+  int n = 0;
+  for (int i = 0; i < p->n; i++)
+    if (p->t[i].role == ROLE_GRAD)
+      k->grad[n++] = &p->t[i];
+  qsort(k->grad, (size_t)n, sizeof *k->grad, cmp_ready);
+  const char *mb = getenv("BPC_DP_BUCKET_MB");
+  int64_t cap = (mb && atof(mb) > 0 ? (int64_t)(atof(mb) * 1048576) : 16 << 20);
+  k->first = malloc(sizeof(int) * (size_t)(n + 2));
+  k->off = malloc(sizeof(int64_t) * (size_t)(n + 1));
+  k->count = malloc(sizeof(int64_t) * (size_t)(n + 1));
+  k->ready = malloc(sizeof(int) * (size_t)(n + 1));
+  k->n = 0, k->bytes = 0;
+  for (int i = 0; i < n; i++) {
+    const TDesc *g = k->grad[i];
+    int64_t bytes = g->numel * (int64_t)bpcrt_dtype_size(g->dtype);
+    int b = k->n - 1;
+    bool fresh = b < 0 || k->grad[k->first[b]]->dtype != g->dtype || k->count[b] * (int64_t)bpcrt_dtype_size(g->dtype) + bytes > cap;
+    if (fresh) {
+      b = k->n++;
+      k->first[b] = i, k->off[b] = k->bytes, k->count[b] = 0;
+    }
+    k->count[b] += g->numel;
+    k->payload += bytes;
+    k->ready[b] = g->ready;  // sorted: the bucket's last grad is its latest
+    k->bytes += (bytes + 63) / 64 * 64;
+  }
+  k->first[k->n] = n;
+  k->stage = aligned_alloc(64, (size_t)(k->bytes + 64));
+  const char *ov = getenv("BPC_DP_OVERLAP");
+  k->overlap = t->K == 1 && !(ov && !strcmp(ov, "0"));
+}
+
+static void buckets_free(Buckets *k) {
+  free(k->first), free(k->grad), free(k->off), free(k->count), free(k->ready), free(k->stage);
+  memset(k, 0, sizeof *k);
+}
+
+// Copies bucket b's grads into the stage and starts their sum over ranks.
+static void bucket_start(T *t, int b) {
+  Buckets *k = &t->bk;
+  const Arena *a = &t->ar[PROG_TRAIN];
+  char *at = k->stage + k->off[b];
+  for (int i = k->first[b]; i < k->first[b + 1]; i++) {
+    size_t bytes = (size_t)k->grad[i]->numel * bpcrt_dtype_size(k->grad[i]->dtype);
+    memcpy(at, tp(a, k->grad[i]), bytes);
+    at += bytes;
+  }
+  dp_bucket_start(k->stage + k->off[b], k->count[b], k->grad[k->first[b]]->dtype);
+}
+
+// The step's kernel hook while overlapping: buckets whose grads are final go.
+static T *hook_t;
+static bpcrt_profile_fn hook_chain;  // --profile's hook, called first
+static void dp_hook(int program, int kernel) {
+  if (hook_chain)
+    hook_chain(program, kernel);
+  Buckets *k = &hook_t->bk;
+  if (program != PROG_TRAIN || kernel < 0)
+    return;
+  bool started = false;
+  while (k->next < k->n && k->ready[k->next] >= 0 && k->ready[k->next] <= kernel)
+    bucket_start(hook_t, k->next++), started = true;
+  if (!started)
+    dp_bucket_progress();
+}
+
+// The rest of the buckets, the wait, grad = sum / N.
+static void grads_reduce(T *t) {
+  Buckets *k = &t->bk;
+  while (k->next < k->n)
+    bucket_start(t, k->next++);
+  k->wait = dp_bucket_wait();
+  k->next = 0;
+  const Arena *a = &t->ar[PROG_TRAIN];
+  for (int b = 0; b < k->n; b++) {
+    const char *at = k->stage + k->off[b];
+    for (int i = k->first[b]; i < k->first[b + 1]; i++) {
+      const TDesc *g = k->grad[i];
+      if (g->dtype == BPCRT_F64) {
+        const double *x = (const double *)at;
+        double *y = tp(a, g), n = (double)t->nranks;
+        for (int64_t e = 0; e < g->numel; e++)
+          y[e] = x[e] / n;
+      } else {
+        const float *x = (const float *)at;
+        float *y = tp(a, g), n = (float)t->nranks;
+        for (int64_t e = 0; e < g->numel; e++)
+          y[e] = x[e] / n;
+      }
+      at += (size_t)g->numel * bpcrt_dtype_size(g->dtype);
+    }
+  }
+}
+
+// Loss and metrics: the mean over ranks; *stop: some rank was interrupted.
+static void results_reduce(T *t, double *loss, Results *m, bool *stop) {
+  double v[66];
+  int n = m->n < 63 ? m->n : 63;
+  v[0] = *loss;
+  for (int i = 0; i < n; i++)
+    v[1 + i] = m->v[i];
+  v[1 + n] = *stop;
+  dp_sum_f64(v, n + 2);
+  *loss = v[0] / t->nranks;
+  for (int i = 0; i < n; i++)
+    m->v[i] = v[1 + i] / t->nranks;
+  *stop = v[1 + n] > 0;
+}
+
+// A hash of this rank's params and optimizer slots (FNV-1a over the bytes).
+static uint64_t params_hash(const T *t) {
+  const Arena *a = &t->ar[PROG_TRAIN];
+  uint64_t h = 1469598103934665603ull;
+  for (int i = 0; i < a->p->n; i++) {
+    const TDesc *d = &a->p->t[i];
+    if (d->role != ROLE_PARAM && d->role != ROLE_OPT)
+      continue;
+    const unsigned char *x = tp(a, d);
+    for (size_t e = 0, n = (size_t)d->numel * bpcrt_dtype_size(d->dtype); e < n; e++)
+      h = (h ^ x[e]) * 1099511628211ull;
+  }
+  return h;
+}
+
+// Every rank holds rank 0's params and optimizer state (the sums gave them
+// all the same bits): else an error naming the first rank that differs.
+static bool ranks_agree(T *t, int64_t step, char *err) {
+  uint64_t *all = malloc(sizeof *all * (size_t)t->nranks);
+  dp_gather_u64(params_hash(t), all);
+  int bad = 0;
+  for (int r = 1; r < t->nranks && !bad; r++)
+    if (all[r] != all[0])
+      bad = r;
+  free(all);
+  if (bad)
+    return fail(err, "after step %lld rank %d holds params that differ from rank 0's: the sums over ranks "
+                "did not give every rank the same bits", (long long)step, bad);
+  return true;
+}
+
+// Rank 0's batch-norm running stats to every rank (SPEC 6.7), before eval.
+static void states_bcast(T *t) {
+  const Arena *a = &t->ar[PROG_TRAIN];
+  for (int i = 0; t->nranks > 1 && i < a->p->n; i++)
+    if (a->p->t[i].role == ROLE_STATE)
+      dp_bcast(tp(a, &a->p->t[i]), a->p->t[i].numel * (int64_t)bpcrt_dtype_size(a->p->t[i].dtype));
+}
+
 // One update: K micro-steps, grads averaged, scalars, the optimizer.
 static bool update(T *t, int64_t s, double lr_s, double *loss, Results *m, double *gacc, double *norms, char *err) {
   Arena *a = &t->ar[PROG_TRAIN];
   const TDesc *ld = find_role(a->p, ROLE_LOSS);
   Results r = {0};
   int64_t ng = 0;
+  bool overlap = t->nranks > 1 && t->bk.overlap;
   for (int64_t k = 0; k < t->K; k++) {
     int64_t g = s * t->K + k;
     fill_batch(t, g);
     a->ctx.step = (uint64_t)g;
-    if (!run(a, t->e->train_step, &t->train, t->batch, t->B, err))
+    bpcrt_profile_fn saved = bpcrt_profile;
+    if (overlap)
+      hook_t = t, hook_chain = saved, bpcrt_profile = dp_hook;
+    bool ok = run(a, t->e->train_step, &t->train, t->batch, t->B, err);
+    bpcrt_profile = saved;
+    if (!ok)
       return false;
     results_add(&r, a, 1.0 / (double)t->K);
     if (t->K == 1)
@@ -1182,6 +1431,8 @@ static bool update(T *t, int64_t s, double lr_s, double *loss, Results *m, doubl
         set_el(tp(a, d), d->dtype, e, gacc[ng] / (double)t->K), gacc[ng++] = 0;
     }
   }
+  if (t->nranks > 1)
+    grads_reduce(t);
   if (norms)
     grad_norms(t, norms);
   if (!write_scalars(t, s, lr_s, err))
@@ -1200,6 +1451,7 @@ static bool update(T *t, int64_t s, double lr_s, double *loss, Results *m, doubl
 
 static bool periodic_eval(T *t, int64_t step, bool tty, char *err) {
   Results r;
+  states_bcast(t);
   if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
     return false;
   log_row(t, "eval", step, r.loss, -1, &r, NULL);
@@ -1251,11 +1503,17 @@ static int cmd_train(T *t) {
   double *norms = o->grad_stats ? calloc((size_t)ngt + 1, sizeof *norms) : NULL;
   double *step_sec = o->timing ? calloc((size_t)(t->S - t->start) + 1, sizeof *step_sec) : NULL;
   double *opt_sec = o->timing ? calloc((size_t)(t->S - t->start) + 1, sizeof *opt_sec) : NULL;
-  struct sigaction sa = {0}, old;
+  if (t->nranks > 1)
+    buckets_plan(t);
+  double *comm_sec = o->timing && t->nranks > 1 ? calloc((size_t)(t->S - t->start) + 1, sizeof *comm_sec) : NULL;
+  // Under MPI, mpirun passes a Ctrl-C on to the ranks as SIGTERM: the same.
+  struct sigaction sa = {0}, old, old_term;
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
   got_sigint = 0;
   sigaction(SIGINT, &sa, &old);
+  if (t->nranks > 1)
+    sigaction(SIGTERM, &sa, &old_term);
   bool tty = isatty(2) && !o->quiet;
   int64_t every = t->S - t->start >= 20 ? (t->S - t->start) / 20 : 1;
   double loss = NAN, last_print = 0, rate_t0 = now();
@@ -1277,8 +1535,13 @@ static int cmd_train(T *t) {
       rc = 1;
       break;
     }
+    bool stop = got_sigint;
+    if (t->nranks > 1)  // every rank stops at the same step
+      results_reduce(t, &loss, &m, &stop);
     if (step_sec)
       step_sec[s - t->start] = now() - ts0, opt_sec[s - t->start] = t->opt_sec;
+    if (comm_sec)
+      comm_sec[s - t->start] = t->bk.wait;
     if (bpcrt_profile)
       prof_wall += now() - ts0;
     int64_t done = s + 1;
@@ -1299,14 +1562,15 @@ static int cmd_train(T *t) {
         break;
       }
     }
-    if (got_sigint) {
+    if (stop) {
       if (tty)
         fputc('\n', stderr);
       if (!save_ckpt(t, out, done, err)) {
         rc = 1;
         break;
       }
-      fprintf(stderr, "interrupted at step %lld: checkpoint saved to %s\n", (long long)done, out);
+      if (t->rank == 0)
+        fprintf(stderr, "interrupted at step %lld: checkpoint saved to %s\n", (long long)done, out);
       rc = 130;
       break;
     }
@@ -1325,6 +1589,8 @@ static int cmd_train(T *t) {
   }
   if (tty && t->S > t->start)
     fputc('\n', stderr);
+  if (rc == 0 && t->nranks > 1 && !ranks_agree(t, t->S > t->start ? t->S : t->start, err))
+    rc = 1;
   if (rc == 0 && !save_ckpt(t, out, t->S > t->start ? t->S : t->start, err))
     rc = 1;
   if (rc == 0) {
@@ -1338,9 +1604,12 @@ static int cmd_train(T *t) {
     }
     if (step_sec)
       print_timing(step_sec, opt_sec, t->S - t->start);
+    if (comm_sec)
+      print_comm(t, comm_sec, t->S - t->start);
     if (o->profile && t->S - t->start > prof_warm)
       print_profile(t->ar[PROG_TRAIN].p, t->S - t->start - prof_warm, prof_warm, prof_wall);
     Results r;
+    states_bcast(t);
     if (t->eval_set) {
       if (!copy_state(&t->ar[PROG_TRAIN], &t->ar[PROG_EVAL], err) || !evaluate(t, t->eval_set, &r, err))
         rc = 1;
@@ -1354,9 +1623,12 @@ static int cmd_train(T *t) {
     fflush(stdout);
   }
   sigaction(SIGINT, &old, NULL);
+  if (t->nranks > 1)
+    sigaction(SIGTERM, &old_term, NULL);
   if (rc == 1)
     log_abandon(t);
-  free(out), free(gacc), free(norms), free(step_sec), free(opt_sec);
+  buckets_free(&t->bk);
+  free(out), free(gacc), free(norms), free(step_sec), free(opt_sec), free(comm_sec);
   bpcrt_profile = NULL;
   free(prof.sec);
   prof.sec = NULL, prof.nk = 0;
@@ -1764,15 +2036,27 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
     return help ? 0 : 2;
   }
   int rc;
-  if (!desc_parse(&t->d, model_json, t->err, ERRLEN)) {
+  t->nranks = 1;
+  if (!dp_init(t->err, ERRLEN)) {
+    rc = 1;
+  } else if ((t->rank = dp_rank(), t->nranks = dp_size()) > 1 && (t->o.cmd & (CMD_SAMPLE | CMD_PREDICT | CMD_MERGE))) {
+    rc = 1;
+    fail(t->err, "%s runs in one process: start it without mpirun (or with -np 1)",
+         t->o.cmd == CMD_SAMPLE ? "sample" : t->o.cmd == CMD_PREDICT ? "predict" : "merge");
+  } else if (!desc_parse(&t->d, model_json, t->err, ERRLEN)) {
     rc = 1;
   } else if (t->o.cmd != CMD_INFO && !bpcrt_cpu_check(entries->target, t->err, ERRLEN)) {
     rc = 1;  // before any generated code runs: an error, not SIGILL
   } else {
     t->e = entries;
     t->seed = t->o.has_seed ? t->o.seed : t->d.train.seed;
+    if (t->rank > 0) {  // rank 0 prints, logs and writes checkpoints
+      t->o.quiet = true, t->o.log = NULL;
+      if (!freopen("/dev/null", "w", stdout))
+        fprintf(stderr, "warning: rank %d: cannot silence stdout\n", t->rank);
+    }
     if (t->o.cmd != CMD_INFO) {
-      long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+      long cpus = sysconf(_SC_NPROCESSORS_ONLN) / dp_local_size();
       t->pool = bpcrt_pool_new(t->o.threads > 0 ? (int)(t->o.threads < BPCRT_MAX_THREADS ? t->o.threads : BPCRT_MAX_THREADS)
                                                 : (int)(cpus > 0 ? cpus : 1));
       t->threads = bpcrt_pool_threads(t->pool);
@@ -1781,9 +2065,13 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
        : t->o.cmd == CMD_SAMPLE ? cmd_sample(t) : t->o.cmd == CMD_PREDICT ? cmd_predict(t)
        : t->o.cmd == CMD_MERGE ? cmd_merge(t) : cmd_info(t);
   }
-  if (rc == 1)
+  if (rc == 1 && t->nranks > 1)
+    fprintf(stderr, "error: rank %d of %d: %s\n", t->rank, t->nranks, t->err);
+  else if (rc == 1)
     fprintf(stderr, "error: %s\n", t->err);
   fflush(stdout);
+  if (t->nranks > 1 && rc != 0 && rc != 130)
+    dp_abort(rc);  // the other ranks may wait in a sum: end them all
   if (t->log)
     fclose(t->log);
   free(t->log_path), free(t->mcols), free(t->perm), free(t->batch), free(t->base);
@@ -1793,5 +2081,6 @@ int bpcrt_main(const char *model_json, const bpcrt_entries *entries, int argc, c
   bpcrt_pool_free(t->pool);
   desc_free(&t->d);
   free(t);
+  dp_finalize();
   return rc;
 }

@@ -34,6 +34,8 @@ typedef struct {
   double lora_scale;
   int64_t limit;         // int inputs: values must lie in [0, limit) (0: unchecked)
   int limit_code;        // the status code of the op that checks it (1 id, 2 label)
+  int ready;             // grads: the step's kernel after which the value is final
+                         // (-1: only when the step is done)
 } TDesc;
 
 typedef struct {
@@ -166,3 +168,33 @@ void data_put_window(const Dataset *ds, const Prog *p, char *arena, int64_t star
 void data_where(const Dataset *ds, int64_t idx, char *buf, size_t len);
 // The permutation of epoch `epoch`: Fisher-Yates with the counter RNG.
 void data_perm(int64_t n, uint64_t seed, uint64_t epoch, bool shuffle, int64_t *perm);
+
+// ---- dp: data-parallel training over ranks (SPEC 6.7) ------------------------
+// mpi.c (Open MPI) in a trainer built with `bpc compile --mpi`, dp_none.c (one
+// process) otherwise: the trainer calls nothing else, so libbpcrt alone needs
+// no MPI. All calls are made from the main thread; every call but dp_init,
+// dp_rank, dp_size and dp_abort is collective when dp_size() > 1.
+
+// Joins the job: false with err filled when this process cannot (dp_none.c:
+// started by mpirun as one of several ranks).
+bool dp_init(char *err, size_t errlen);
+void dp_finalize(void);
+int dp_rank(void);
+int dp_size(void);
+// Ranks on this host (the default thread count divides the cores among them).
+int dp_local_size(void);
+// Ends every rank of the job with `code` (after this rank printed why).
+_Noreturn void dp_abort(int code);
+// v[i] = the sum of v[i] over ranks, in rank order on every rank (small).
+void dp_sum_f64(double *v, int n);
+// Rank 0's bytes to every rank.
+void dp_bcast(void *buf, int64_t bytes);
+// Every rank's v, in rank order, into all[dp_size()].
+void dp_gather_u64(uint64_t v, uint64_t *all);
+// Gradient buckets: dp_bucket_start begins the in-place sum over ranks of n
+// elements of dtype dt at buf (non-blocking where the transport allows);
+// dp_bucket_progress lets started sums advance; dp_bucket_wait completes
+// them all and returns the seconds it waited.
+void dp_bucket_start(void *buf, int64_t n, bpcrt_dtype dt);
+void dp_bucket_progress(void);
+double dp_bucket_wait(void);
