@@ -269,6 +269,7 @@ static int cmd_check(Opts *o) {
   if (g) {
     show_check(stdout, g);
     int nfwd = g->nodes.n;
+    if (g->loss < 0 && o->max_memory) printf("\nmemory budget: no training step (no `loss:`), nothing for --max-memory to bound\n");
     if (g->loss >= 0) {
       const Model *model = g->model;
       Graph *j = joint(g, 0);  // the training step: forward, backward, optimizer

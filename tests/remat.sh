@@ -146,6 +146,21 @@ train cnn 4 digits.csv cnn_digits.yaml -D B=16
 train cnn2 4 digits.csv cnn2.yaml
 train awkward 6 awk.csv awkward.yaml
 
+# The GPT unfused (one kernel per node) and in f64 at their own minimums
+# (the error of `bpc run` with a one-byte budget names it): the same bits.
+gpt=("$root/models/gpt_poetry.yaml" -D B=4 -D T=32 -D C=64 -D L=2)
+for opt in --no-fuse "--dtype f64"; do
+  # shellcheck disable=SC2086
+  "$bpc" run "${gpt[@]}" $opt --max-memory 1 --data text.txt --steps 3 --quiet > /dev/null 2> e.txt
+  m=$(sed -n "s/.*smallest arena of this model's training step, \([0-9]*\) bytes.*/\1/p" e.txt)
+  # shellcheck disable=SC2086
+  "$bpc" run "${gpt[@]}" $opt --data text.txt --steps 3 --quiet --save o1.safetensors > /dev/null 2>&1
+  # shellcheck disable=SC2086
+  "$bpc" run "${gpt[@]}" $opt --max-memory "${m:-1}" --data text.txt --steps 3 --quiet --save o2.safetensors > /dev/null 2>&1
+  if [ -n "$m" ] && cmp -s o1.safetensors o2.safetensors; then ok "gpt $opt within $m bytes: the same bits"; else bad "gpt $opt (minimum '$m')"; fi
+  rm -f o1.safetensors o2.safetensors
+done
+
 # The compiled trainer at the minimum: the same bits as `bpc run`, its arena as check's.
 min=$(minimum awkward.yaml)
 "$bpc" compile awkward.yaml -o awk --max-memory "$min" || bad "compile --max-memory"

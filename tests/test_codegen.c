@@ -2,7 +2,8 @@
 // every op case of cases.h (forward and backward) and every model in models/,
 // in f64 (within 1e-9 relative) and f32 (SPEC: 1e-4 relative, 1e-5 absolute);
 // fusion off gives the same bits; 1 and 2 threads give the same bits; no two
-// values alive at the same time share memory in the plan.
+// values alive at the same time share memory in the plan; a memory budget
+// (recomputation in the backward) gives the same bits.
 #include <criterion/criterion.h>
 #include <dirent.h>
 
@@ -370,14 +371,9 @@ static void planned_free(Planned *pl) {
   arena_free(&pl->a);
 }
 
-// No two stored values whose lifetimes overlap share bytes.
-Test(codegen, memory_plan_has_no_overlaps) {
-  Planned pl = {0};
-  cap_open(&pl.c);
-  Model *m = model_load(&pl.a, &pl.c.d, BPC_SOURCE_DIR "/models/gpt_poetry.yaml");
-  DimOverride ov[] = {{"B", 2}, {"T", 8}, {"C", 16}, {"NH", 2}, {"L", 2}};
-  plan(&pl, m, ov, 5);
-  Program *p = pl.p;
+// No two stored values of p whose lifetimes overlap share bytes; the
+// number of pairs sharing bytes at different times.
+static int expect_no_overlaps(const Program *p) {
   const Graph *lg = p->g;
   int n = lg->nodes.n, nk = p->kernels.n;
   int *def = malloc(sizeof(int) * (size_t)n), *last = malloc(sizeof(int) * (size_t)n);
@@ -408,10 +404,22 @@ Test(codegen, memory_plan_has_no_overlaps) {
       checked++;
     }
   }
-  cr_expect_gt(checked, 0, "no memory was reused at all");
-  cr_expect_lt(p->arena_bytes, p->naive_bytes);
   free(def);
   free(last);
+  return checked;
+}
+
+// No two stored values whose lifetimes overlap share bytes.
+Test(codegen, memory_plan_has_no_overlaps) {
+  Planned pl = {0};
+  cap_open(&pl.c);
+  Model *m = model_load(&pl.a, &pl.c.d, BPC_SOURCE_DIR "/models/gpt_poetry.yaml");
+  DimOverride ov[] = {{"B", 2}, {"T", 8}, {"C", 16}, {"NH", 2}, {"L", 2}};
+  plan(&pl, m, ov, 5);
+  Program *p = pl.p;
+  int checked = expect_no_overlaps(p);
+  cr_expect_gt(checked, 0, "no memory was reused at all");
+  cr_expect_lt(p->arena_bytes, p->naive_bytes);
   planned_free(&pl);
 }
 
@@ -452,4 +460,82 @@ Test(codegen, matmul_epilogues_through_the_tree) {
   cr_expect_eq(relu_epi, 1, "relu(x @ w1 + b1) is not one GEMM epilogue");
   cr_expect_eq(residual_epi, 1, "x + (h @ w2 + b2) is not one GEMM epilogue");
   planned_free(&pl);
+}
+
+// The budget's minimum for simplified graph g, from the error a one-byte
+// budget reports (remat.c names it there), or -1.
+static int64_t budget_minimum(const Graph *g) {
+  Captured c;
+  cap_open(&c);
+  Graph *lowered = NULL;
+  Program *p = program_plan_budget(g, true, 1, &lowered, &c.d);
+  cr_expect_null(p, "a one-byte budget fits?");
+  program_free(p);
+  graph_free(lowered);
+  const char *t = strstr(cap_text(&c), "training step, ");
+  long long m = -1;
+  if (!t || sscanf(t, "training step, %lld bytes", &m) != 1) cr_expect_fail("no minimum named: %s", cap_text(&c));
+  cap_close(&c);
+  return m;
+}
+
+// --max-memory (remat.c) at the minimum and halfway to it: the loss and every
+// gradient the same bits as without a budget (and so near the interpreter's),
+// the arena within the budget, no two live values sharing bytes.
+Test(codegen, memory_budget_same_bits, .timeout = 300) {
+  static const char *models[] = {"gpt_poetry.yaml", "cnn_digits.yaml", "mlp_digits.yaml"};
+  DimOverride ov[] = {{"B", 2}, {"T", 8}, {"C", 16}, {"NH", 2}, {"L", 3}};
+  for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+    Arena a = {0};
+    Captured c;
+    cap_open(&c);
+    char path[512];
+    snprintf(path, sizeof path, BPC_SOURCE_DIR "/models/%s", models[i]);
+    Model *m = model_load(&a, &c.d, path);
+    cr_assert(m, "%s", cap_text(&c));
+    Graph *j = graph_build(m, &c.d, ov, i == 0 ? 5 : 1, DT_F32);
+    cr_assert(j && ad_backward(j), "%s", cap_text(&c));
+    Graph *g = simplify(j, SIMP_ALL);
+    Interp *ref = interp_new(g, 7, 3, true);
+    interp_init_params(ref, 11);
+    gc_fill_inputs(ref, g);
+    cr_assert(interp_run(ref), "%s", ref->err);
+    Native plain = native(g, true, 2, &c);
+    double loss0, **gr0 = grad_buffers(g);
+    run_native(&plain, ref, &loss0, gr0);
+    double want = interp_value(ref, g->loss)->v[0];
+    cr_expect(close_enough(loss0, want, DT_F32), "%s: loss %.17g, interpreter %.17g", models[i], loss0, want);
+    int64_t min = budget_minimum(g), full = plain.p->arena_bytes;
+    cr_expect(min > 0 && min <= full, "%s: minimum %lld, arena %lld", models[i], (long long)min, (long long)full);
+    if (i == 0) cr_expect_lt(min, full, "the GPT recomputes nothing");
+    int64_t budgets[2] = {(min + full) / 2, min};
+    for (int b = 0; b < 2 && min > 0; b++) {
+      Native n = {0};
+      n.p = program_plan_budget(g, true, budgets[b], &n.lowered, &c.d);
+      cr_assert(n.p, "%s: budget %lld: %s", models[i], (long long)budgets[b], cap_text(&c));
+      cr_expect_leq(n.p->arena_bytes, budgets[b], "%s", models[i]);
+      expect_no_overlaps(n.p);
+      n.jit = jit_new(n.p, 2, &c.d);
+      cr_assert(n.jit, "%s", cap_text(&c));
+      double loss, **gr = grad_buffers(g);
+      run_native(&n, ref, &loss, gr);
+      cr_expect(memcmp(&loss, &loss0, sizeof loss) == 0, "%s budget %lld: loss %.17g vs %.17g", models[i],
+                (long long)budgets[b], loss, loss0);
+      for (int p = 0; p < g->params.n; p++) {
+        if (g->params.v[p].grad < 0) continue;
+        int64_t ne = shape_numel(&graph_node(g, g->params.v[p].node)->shape);
+        cr_expect(memcmp(gr[p], gr0[p], sizeof(double) * (size_t)ne) == 0, "%s budget %lld: grad.%s differs", models[i],
+                  (long long)budgets[b], g->params.v[p].name);
+      }
+      free_buffers(g, gr);
+      native_free(&n);
+    }
+    free_buffers(g, gr0);
+    native_free(&plain);
+    interp_free(ref);
+    graph_free(g);
+    graph_free(j);
+    cap_close(&c);
+    arena_free(&a);
+  }
 }
