@@ -37,35 +37,18 @@
 
 typedef float v16f __attribute__((vector_size(64)));
 
-// C[mr, nr] (=|+=) op(A)'s MR rows (mr <= MR live) x NV 16-wide panels of B
-// over kc (nr <= 16 NV live). Element (r, k) of A at a0[r * rs + k * cs] for
-// r < 6 and a1[(r - 6) * rs + k * cs] after (two packed slivers, or A in
-// place); panel v at b + v * bps, 16 floats per k. MR and NV are constants
-// at every call, so the accumulators are registers.
-K512 static inline __attribute__((always_inline)) void uk512(int MR, int NV, int64_t kc, const float *a0,
-                                                             const float *a1, int64_t rs, int64_t cs,
-                                                             const float *b, int64_t bps, float *c,
-                                                             int64_t ldc, int64_t mr, int64_t nr, int first) {
-  v16f acc[GEMM512_MR][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) acc[r][v] = (v16f){0};
-  for (int64_t r = 0; r < mr; r++) {  // the C tile arrives while the loop runs
+// The C tile's rows (mr <= MR live, 16 NV columns) fetched while the k loop runs.
+K512 static inline __attribute__((always_inline)) void prefetch512(int NV, float *c, int64_t ldc, int64_t mr) {
+  for (int64_t r = 0; r < mr; r++) {
     __builtin_prefetch(c + r * ldc, 1);
     __builtin_prefetch(c + r * ldc + 16 * NV - 1, 1);
   }
-  for (int64_t k = 0; k < kc; k++, b += 16) {
-    v16f bv[2];
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) memcpy(&bv[v], b + v * bps, sizeof(v16f));
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float ar = (r < 6 ? a0 : a1)[(r % 6) * rs + k * cs];
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; v++) acc[r][v] += bv[v] * ar;  // one expression: an FMA
-    }
-  }
+}
+
+// An MR x 16 NV tile of sums into C[mr, nr]: stored on the first K block,
+// added after. Shared by the f32 tile here and the bf16 one (kernels_bf16.h).
+K512 static inline __attribute__((always_inline)) void store512(int MR, int NV, v16f (*acc)[2], float *c,
+                                                                int64_t ldc, int64_t mr, int64_t nr, int first) {
   if (mr == MR && nr == 16 * NV) {  // a whole tile: straight to C
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
@@ -94,6 +77,35 @@ K512 static inline __attribute__((always_inline)) void uk512(int MR, int NV, int
     else
       for (int64_t j = 0; j < nr; j++) cr[j] += tr[j];
   }
+}
+
+// C[mr, nr] (=|+=) op(A)'s MR rows (mr <= MR live) x NV 16-wide panels of B
+// over kc (nr <= 16 NV live). Element (r, k) of A at a0[r * rs + k * cs] for
+// r < 6 and a1[(r - 6) * rs + k * cs] after (two packed slivers, or A in
+// place); panel v at b + v * bps, 16 floats per k. MR and NV are constants
+// at every call, so the accumulators are registers.
+K512 static inline __attribute__((always_inline)) void uk512(int MR, int NV, int64_t kc, const float *a0,
+                                                             const float *a1, int64_t rs, int64_t cs,
+                                                             const float *b, int64_t bps, float *c,
+                                                             int64_t ldc, int64_t mr, int64_t nr, int first) {
+  v16f acc[GEMM512_MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) acc[r][v] = (v16f){0};
+  prefetch512(NV, c, ldc, mr);  // the C tile arrives while the loop runs
+  for (int64_t k = 0; k < kc; k++, b += 16) {
+    v16f bv[2];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; v++) memcpy(&bv[v], b + v * bps, sizeof(v16f));
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      float ar = (r < 6 ? a0 : a1)[(r % 6) * rs + k * cs];
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; v++) acc[r][v] += bv[v] * ar;  // one expression: an FMA
+    }
+  }
+  store512(MR, NV, acc, c, ldc, mr, nr, first);
 }
 
 // The four shapes (12 or 6 rows, 32 or 16 columns), A packed (slivers of

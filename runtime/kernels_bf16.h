@@ -242,24 +242,21 @@ static void bf_block_avx2(const float *A, int64_t lda, int transa, const uint32_
 }
 
 // ---- the AVX512_BF16 tile: 12 x 32 of vdpbf16ps ----
-typedef float v16bf __attribute__((vector_size(64)));
 typedef short v32s __attribute__((vector_size(64)));
 typedef int v16i __attribute__((vector_size(64)));
 
-// MR (6 or 12) rows from one or two slivers, NV (1 or 2) panels of 16.
+// MR (6 or 12) rows from one or two slivers, NV (1 or 2) panels of 16; the C
+// tile moves as the f32 tile's does (prefetch512, store512: kernels_avx512.h).
 KBF16 static inline __attribute__((always_inline)) void bf_uk512(int MR, int NV, int64_t kp, const uint32_t *a0,
                                                                   const uint32_t *a1, const uint32_t *b,
                                                                   int64_t bps, float *c, int64_t ldc,
                                                                   int64_t mr, int64_t nr, int first) {
-  v16bf acc[12][2];
+  v16f acc[12][2];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; r++)
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) acc[r][v] = (v16bf){0};
-  for (int64_t r = 0; r < mr; r++) {
-    __builtin_prefetch(c + r * ldc, 1);
-    __builtin_prefetch(c + r * ldc + 16 * NV - 1, 1);
-  }
+    for (int v = 0; v < NV; v++) acc[r][v] = (v16f){0};
+  prefetch512(NV, c, ldc, mr);
   for (int64_t p = 0; p < kp; p++, b += 16) {
     v32s bv[2];
 #pragma GCC unroll 2
@@ -268,30 +265,10 @@ KBF16 static inline __attribute__((always_inline)) void bf_uk512(int MR, int NV,
     for (int r = 0; r < MR; r++) {
       v32s av = (v32s)((v16i){0} + (int)(r < 6 ? a0 : a1)[p * 6 + r % 6]);
 #pragma GCC unroll 2
-      for (int v = 0; v < NV; v++) acc[r][v] = (v16bf)_mm512_dpbf16_ps((__m512)acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+      for (int v = 0; v < NV; v++) acc[r][v] = (v16f)_mm512_dpbf16_ps((__m512)acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
     }
   }
-  if (mr == MR && nr == 16 * NV) {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++)
-#pragma GCC unroll 2
-      for (int v = 0; v < NV; v++) {
-        float *cr = c + r * ldc + 16 * v;
-        if (!first) {
-          v16bf t;
-          memcpy(&t, cr, sizeof t);
-          acc[r][v] += t;
-        }
-        memcpy(cr, &acc[r][v], 64);
-      }
-    return;
-  }
-  float tile[12 * 32];
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; r++)
-#pragma GCC unroll 2
-    for (int v = 0; v < NV; v++) memcpy(tile + r * 32 + 16 * v, &acc[r][v], 64);
-  bf_tile_out(tile, 32, c, ldc, mr, nr, first);
+  store512(MR, NV, acc, c, ldc, mr, nr, first);
 }
 
 #define BF_UK_SHAPE(MR, NV)                                                                              \
@@ -347,10 +324,8 @@ int bpck_bf16_native(void) {
 static void gemm_block_bf16(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride,
                             uint32_t *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
                             int64_t kc, int first, int64_t begin, int64_t end) {
-  if (bpck_bf16_native())
-    bf_block512(A, lda, transa, Bp, pstride, Ap, C, ldc, jc, nc, pc, kc, first, begin, end);
-  else
-    bf_block_avx2(A, lda, transa, Bp, pstride, Ap, C, ldc, jc, nc, pc, kc, first, begin, end);
+  (bpck_bf16_native() ? bf_block512 : bf_block_avx2)(A, lda, transa, Bp, pstride, Ap, C, ldc, jc, nc, pc, kc, first,
+                                                     begin, end);
 }
 
 // C[i0..i1, j0..j1) = op(A) @ op(B), gemm_range_f32's K blocks.
@@ -363,7 +338,8 @@ static void gemm_range_bf16(int64_t N, int64_t K, const float *A, int64_t lda, i
       for (int64_t j = j0; j < j1; j++) C[i * ldc + j] = 0;
     return;
   }
-  int wide = bpck_bf16_native();
+  int wide = bpck_bf16_native();  // the tile, once per call
+  __typeof__(bf_block512) *block = wide ? bf_block512 : bf_block_avx2;
   int64_t NCb = wide ? BF_NC : BF_NC2, unit = wide ? 32 : 16;
   int64_t nkb = (K + BF_KC - 1) / BF_KC, kb = (K + nkb - 1) / nkb;
   int64_t nnb = (j1 - j0 + NCb - 1) / NCb;
@@ -377,7 +353,7 @@ static void gemm_range_bf16(int64_t N, int64_t K, const float *A, int64_t lda, i
     for (int64_t pc = 0; pc < K; pc += kb) {
       int64_t kc = KMIN(kb, K - pc);
       pack_b_bf16(Bp, B, ldb, transb, pc, kc, jc, nc);
-      gemm_block_bf16(A, lda, transa, Bp, kc, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate, i0, i1);
+      block(A, lda, transa, Bp, kc, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate, i0, i1);
     }
   }
 }
