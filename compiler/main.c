@@ -151,6 +151,9 @@ static bool parse_max_memory(Opts *o, const char *v) {
   return false;
 }
 
+// --precision's value as Opts.precision (1 f32, 2 bf16), 0 if it is neither.
+static int precision_named(const char *t) { return !strcmp(t, "f32") ? 1 : !strcmp(t, "bf16") ? 2 : 0; }
+
 static int parse_args(Opts *o, int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -164,9 +167,7 @@ static int parse_args(Opts *o, int argc, char **argv) {
       else return usage_error("--dtype takes f32 or f64, got '%s'", t);
     } else if (!strcmp(a, "--precision")) {
       const char *t = i + 1 < argc ? argv[++i] : "";
-      if (!strcmp(t, "f32")) o->precision = 1;
-      else if (!strcmp(t, "bf16")) o->precision = 2;
-      else return usage_error("--precision takes f32 or bf16, got '%s'", t);
+      if (!(o->precision = precision_named(t))) return usage_error("--precision takes f32 or bf16, got '%s'", t);
     } else if (!strcmp(a, "--max-memory")) {
       if (!parse_max_memory(o, i + 1 < argc ? argv[++i] : NULL)) return 2;
     } else if (!strcmp(a, "--grad")) {
@@ -470,11 +471,10 @@ static int cmd_run(int argc, char **argv) {
       o.dtype = !strcmp(t, "f64") ? DT_F64 : DT_F32;
     } else if (!strcmp(a, "--precision") && i + 1 < argc) {
       const char *t = argv[++i];
-      if (strcmp(t, "f32") && strcmp(t, "bf16")) {
+      if (!(o.precision = precision_named(t))) {
         free(rest);
         return usage_error("--precision takes f32 or bf16, got '%s'", t);
       }
-      o.precision = !strcmp(t, "bf16") ? 2 : 1;
     } else if (!strcmp(a, "--no-fuse")) {
       o.no_fuse = true;
     } else if (!strcmp(a, "--max-memory")) {

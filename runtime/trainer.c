@@ -1527,6 +1527,7 @@ static int cmd_train(T *t) {
     prof.nk = t->ar[PROG_TRAIN].p->nk;
     prof.sec = calloc((size_t)prof.nk + 1, sizeof *prof.sec);
   }
+  int64_t budget_at = 0;  // --max-time: the step it ran out at
   for (int64_t s = t->start; s < t->S; s++) {
     if (o->profile && s == t->start + prof_warm)
       bpcrt_profile = prof_hook;
@@ -1579,16 +1580,16 @@ static int cmd_train(T *t) {
       break;
     }
     if (o->has_max_time && done < t->S && now() - t->t0 >= o->max_time) {  // the budget: stop as if S were done
-      if (tty)
-        fputc('\n', stderr);
-      fprintf(stderr, "--max-time %g s reached at step %lld of %lld\n", o->max_time, (long long)done, (long long)t->S);
-      t->S = done;
-      tty = false;
+      budget_at = done;
       break;
     }
   }
   if (tty && t->S > t->start)
     fputc('\n', stderr);
+  if (budget_at) {
+    fprintf(stderr, "--max-time %g s reached at step %lld of %lld\n", o->max_time, (long long)budget_at, (long long)t->S);
+    t->S = budget_at;
+  }
   if (rc == 0 && t->nranks > 1 && !ranks_agree(t, t->S > t->start ? t->S : t->start, err))
     rc = 1;
   if (rc == 0 && !save_ckpt(t, out, t->S > t->start ? t->S : t->start, err))

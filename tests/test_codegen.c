@@ -72,11 +72,16 @@ static bool close_enough(double got, double want, DType dt) {
   return fabs(got - want) <= 1e-4 * fabs(want) + 1e-5;
 }
 
+static double norm2(const double *v, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += v[i] * v[i];
+  return sqrt(s);
+}
+
 // ||got - want|| / max(||want||, floor) over n values.
 static double rel_norm(const double *got, const double *want, int64_t n, double floor) {
-  double d = 0, w = 0;
-  for (int64_t i = 0; i < n; i++) d += (got[i] - want[i]) * (got[i] - want[i]), w += want[i] * want[i];
-  w = sqrt(w);
+  double d = 0, w = norm2(want, n);
+  for (int64_t i = 0; i < n; i++) d += (got[i] - want[i]) * (got[i] - want[i]);
   return sqrt(d) / (w > floor ? w : floor);
 }
 
@@ -120,14 +125,12 @@ static void compare_with(Graph *j, Graph *refj, const char *what, Captured *c, d
   else
     cr_expect(close_enough(loss, want, dt), "%s %s: loss %.17g, interpreter %.17g", what, dtype_name(dt), loss, want);
   cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: fused/2 threads %.17g vs unfused/1 thread %.17g", what, loss, loss2);
-  double gmax = 0;
-  for (int p = 0; p < g->params.n; p++)
+  double gmax = 0;  // the largest reference gradient norm (bf16's floor)
+  for (int p = 0; bf16 && p < g->params.n; p++)
     if (g->params.v[p].grad >= 0) {
       const Value *rv = interp_value(ref, rg->params.v[p].grad);
-      int64_t n = shape_numel(&rv->shape);
-      double w = 0;
-      for (int64_t i = 0; i < n; i++) w += rv->v[i] * rv->v[i];
-      gmax = sqrt(w) > gmax ? sqrt(w) : gmax;
+      double w = norm2(rv->v, shape_numel(&rv->shape));
+      gmax = w > gmax ? w : gmax;
     }
   for (int p = 0; p < g->params.n; p++) {
     const GParam *gp = &g->params.v[p];
