@@ -835,11 +835,6 @@ size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
   return (size_t)(ATT_QB * ATT_KB + 3 * ATT_QB + 2 * FN(att_pkv)(Tk, hs) + ATT_MC * GEMM_KC) + 64;
 }
 
-size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
-  (void)Tq;
-  return (size_t)(2 * ATT_QB * Tk + 3 * FN(att_pkv)(Tk, hs) + 2 * FN(att_pk)(ATT_QB, hs) + ATT_MC * GEMM_KC) + 64;
-}
-
 // C[0, rows) x [0, nc) (=, or += unless first) op(A)[0, rows) x [0, kn) @ a
 // packed B whose row 0 is Bp (panels kt rows apart), K in blocks of KC.
 static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t kn,
@@ -924,7 +919,7 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
   (void)B;
   int64_t hs = C / H;
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *m = S + ATT_QB * ATT_KB, *l = m + ATT_QB, *alpha = l + ATT_QB;
-  int64_t pkv = FN(att_pkv)(Tk, hs);
+  int64_t pkv = FN(att_pkv)(Tk, hs), ld = KMIN(ATT_KB, ATT_UP(Tk, GEMM_NR));  // S's rows: only as wide as used
   PK_T *Kp = (PK_T *)(alpha + ATT_QB), *Vp = (PK_T *)((T *)Kp + pkv), *Ap = (PK_T *)((T *)Vp + pkv);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
@@ -938,19 +933,34 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
       for (int64_t r = 0; r < n; r++) m[r] = (T)-INFINITY, l[r] = 0;
       for (int64_t j0 = 0; j0 < lim; j0 += ATT_KB) {
         int64_t w = KMIN(ATT_KB, lim - j0);
-        FN(att_mm)(q + qi + i0 * ldi, ldi, 0, PK_COL(Kp, j0, hs), hs, hs, w, S, ATT_KB, Ap, n, 1);
-        FN(att_online)(S, ATT_KB, i0, n, j0, w, causal, km, scale, m, l, alpha);
+        FN(att_mm)(q + qi + i0 * ldi, ldi, 0, PK_COL(Kp, j0, hs), hs, hs, w, S, ld, Ap, n, 1);
+        FN(att_online)(S, ld, i0, n, j0, w, causal, km, scale, m, l, alpha);
+        if (w == lim)  // one key block: P normalized before O = P V (no pass over O)
+          for (int64_t r = 0; r < n; r++) {
+            T inv = l[r] > 0 ? 1 / l[r] : 0;
+            for (int64_t j = 0; j < w; j++) S[r * ld + j] *= inv;
+          }
         if (j0)
           for (int64_t r = 0; r < n; r++)
             for (int64_t c = 0; c < hs; c++) oi[r * C + c] *= alpha[r];
-        FN(att_mm)(S, ATT_KB, 0, PK_AT(Vp, j0), Tk, w, hs, oi, C, Ap, n, j0 == 0);
+        FN(att_mm)(S, ld, 0, PK_AT(Vp, j0), Tk, w, hs, oi, C, Ap, n, j0 == 0);
       }
-      for (int64_t r = 0; r < n; r++) {
+      for (int64_t r = 0; r < n && lim > ATT_KB; r++) {
         T inv = l[r] > 0 ? 1 / l[r] : 0;
         for (int64_t c = 0; c < hs; c++) oi[r * C + c] *= inv;
       }
     }
   }
+}
+
+// Whether the backward keeps P and dS of every query block of a unit (Tq x
+// Tk each, up to KC x KC): then dK and dV are one product per block of 48
+// keys over queries [j0, Tq) (causal) instead of a sum over query blocks.
+static int FN(att_whole)(int64_t Tq, int64_t Tk) { return Tq <= GEMM_KC && Tk <= GEMM_KC; }
+
+size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
+  int64_t rows = FN(att_whole)(Tq, Tk) ? Tq : ATT_QB;
+  return (size_t)(2 * rows * Tk + 3 * FN(att_pkv)(Tk, hs) + 2 * FN(att_pk)(rows, hs) + ATT_MC * GEMM_KC) + 64;
 }
 
 // dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h); any of
@@ -960,12 +970,12 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
                             int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
                             T *scratch, int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H;
-  T scale = 1 / SQRT_T((T)hs), *P = scratch, *dS = P + ATT_QB * Tk;
+  int64_t hs = C / H, whole = FN(att_whole)(Tq, Tk), rows = whole ? Tq : ATT_QB;
+  T scale = 1 / SQRT_T((T)hs), *P = scratch, *dS = P + rows * Tk;
   int64_t pkv = FN(att_pkv)(Tk, hs);
-  PK_T *KTp = (PK_T *)(dS + ATT_QB * Tk), *VTp = (PK_T *)((T *)KTp + pkv);
+  PK_T *KTp = (PK_T *)(dS + rows * Tk), *VTp = (PK_T *)((T *)KTp + pkv);
   PK_T *Kp = (PK_T *)((T *)VTp + pkv), *Qp = (PK_T *)((T *)Kp + pkv);
-  PK_T *Op = (PK_T *)((T *)Qp + FN(att_pk)(ATT_QB, hs)), *Ap = (PK_T *)((T *)Op + FN(att_pk)(ATT_QB, hs));
+  PK_T *Op = (PK_T *)((T *)Qp + FN(att_pk)(rows, hs)), *Ap = (PK_T *)((T *)Op + FN(att_pk)(rows, hs));
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
     int64_t qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;  // q, k, v rows
@@ -974,7 +984,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
     FN(pack_b)(KTp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
     if (dq || dk) FN(pack_b)(VTp, v + ki, ldi, 1, 0, hs, 0, Tk);  // V^T
     if (dq) FN(pack_b)(Kp, k + ki, ldi, 0, 0, Tk, 0, hs);  // K
-    for (int64_t j = 0; j < Tk; j++)  // dK and dV sum over query blocks
+    for (int64_t j = 0; j < Tk && !whole; j++)  // dK and dV sum over query blocks
       for (int64_t c = 0; c < hs; c++) {
         if (dk) dk[ko + j * ldo + c] = 0;
         if (dv) dv[ko + j * ldo + c] = 0;
@@ -982,24 +992,36 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
     for (int64_t i0 = 0; i0 < Tq; i0 += ATT_QB) {
       int64_t n = KMIN(ATT_QB, Tq - i0), lim = causal ? KMIN(Tk, i0 + n) : Tk;
       const T *gi = gy + go + i0 * C;
-      FN(att_mm)(q + qi + i0 * ldi, ldi, 0, KTp, hs, hs, lim, P, Tk, Ap, n, 1);
-      FN(att_softmax)(P, Tk, i0, n, lim, causal, km, scale);
+      T *Pb = whole ? P + i0 * Tk : P, *dSb = whole ? dS + i0 * Tk : dS;
+      FN(att_mm)(q + qi + i0 * ldi, ldi, 0, KTp, hs, hs, lim, Pb, Tk, Ap, n, 1);
+      FN(att_softmax)(Pb, Tk, i0, n, lim, causal, km, scale);
       if (dq || dk) {
-        FN(att_mm)(gi, C, 0, VTp, hs, hs, lim, dS, Tk, Ap, n, 1);  // dP
+        FN(att_mm)(gi, C, 0, VTp, hs, hs, lim, dSb, Tk, Ap, n, 1);  // dP
         for (int64_t r = 0; r < n; r++) {
-          T *pr = P + r * Tk, *sr = dS + r * Tk, dot = EFN(dot)(sr, pr, lim);
+          T *pr = Pb + r * Tk, *sr = dSb + r * Tk, dot = EFN(dot)(sr, pr, lim);
           for (int64_t j = 0; j < lim; j++) sr[j] = pr[j] * (sr[j] - dot) * scale;
         }
-        if (dq) FN(att_mm)(dS, Tk, 0, Kp, Tk, lim, hs, dq + qo + i0 * ldo, ldo, Ap, n, 1);
-        if (dk) {
-          FN(pack_b)(Qp, q + qi + i0 * ldi, ldi, 0, 0, n, 0, hs);  // Q of the block
-          FN(att_mm)(dS, Tk, 1, Qp, n, n, hs, dk + ko, ldo, Ap, lim, 0);
-        }
+        if (dq) FN(att_mm)(dSb, Tk, 0, Kp, Tk, lim, hs, dq + qo + i0 * ldo, ldo, Ap, n, 1);
+      }
+      if (whole) continue;
+      if (dk) {
+        FN(pack_b)(Qp, q + qi + i0 * ldi, ldi, 0, 0, n, 0, hs);  // Q of the block
+        FN(att_mm)(dSb, Tk, 1, Qp, n, n, hs, dk + ko, ldo, Ap, lim, 0);
       }
       if (dv) {
         FN(pack_b)(Op, gi, C, 0, 0, n, 0, hs);  // dO of the block
-        FN(att_mm)(P, Tk, 1, Op, n, n, hs, dv + ko, ldo, Ap, lim, 0);
+        FN(att_mm)(Pb, Tk, 1, Op, n, n, hs, dv + ko, ldo, Ap, lim, 0);
       }
+    }
+    if (!whole) continue;
+    // key block [j0, j1): queries [j0, Tq) when causal (the rows before see none of
+    // its keys; a row's columns up to its block's end are written, zero past its limit)
+    if (dk) FN(pack_b)(Qp, q + qi, ldi, 0, 0, Tq, 0, hs);  // Q
+    if (dv) FN(pack_b)(Op, gy + go, C, 0, 0, Tq, 0, hs);  // dO
+    for (int64_t j0 = 0; j0 < Tk; j0 += ATT_QB) {
+      int64_t nj = KMIN(ATT_QB, Tk - j0), lo = causal ? j0 : 0;
+      if (dk) FN(att_mm)(dS + lo * Tk + j0, Tk, 1, PK_AT(Qp, lo), Tq, Tq - lo, hs, dk + ko + j0 * ldo, ldo, Ap, nj, 1);
+      if (dv) FN(att_mm)(P + lo * Tk + j0, Tk, 1, PK_AT(Op, lo), Tq, Tq - lo, hs, dv + ko + j0 * ldo, ldo, Ap, nj, 1);
     }
   }
 }

@@ -582,8 +582,11 @@ Test(kernels, attention_forward_backward) {
                                     : ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi))
                           : (masked ? ref_op(&r, OP_ATTENTION_GRAD, &a, 5, qi, ki, vi, gi, mi)
                                     : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi));
-        size_t scr = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
+        size_t s64 = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
                                : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
+        size_t s32 = which < 0 ? bpck_attention_scratch_f32(Tq, Tk, C / H)
+                               : bpck_attention_bwd_scratch_f32(Tq, Tk, C / H);
+        size_t scr = s64 > (s32 + 1) / 2 ? s64 : (s32 + 1) / 2;  // in doubles: either type's
         verify(&(Case){.what = which < 0 ? (masked ? "masked attention" : "attention")
                                          : (masked ? "masked attention_bwd" : "attention_bwd"),
                        .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = masked ? 5 : 4,
