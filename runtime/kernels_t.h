@@ -817,6 +817,9 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 #define ATT_QB 48
 #define ATT_KB (GEMM_KC / ATT_QB * ATT_QB)  // a whole number of query blocks, <= KC
 #define ATT_MC 192                         // >= every block kernel's MC (144)
+#ifndef ATT_QBB
+#define ATT_QBB 48  // the backward's query block past T = KC (96 and 144 measured no faster, busy machine)
+#endif
 #define ATT_UP(n, m) (((n) + (m) - 1) / (m) * (m))
 #define KMAX_(a, b) ((a) > (b) ? (a) : (b))
 // Column j (a multiple of NR) of a packed B whose panels have kt rows.
@@ -959,7 +962,7 @@ void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, i
 static int FN(att_whole)(int64_t Tq, int64_t Tk) { return Tq <= GEMM_KC && Tk <= GEMM_KC; }
 
 size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
-  int64_t rows = FN(att_whole)(Tq, Tk) ? Tq : ATT_QB;
+  int64_t rows = FN(att_whole)(Tq, Tk) ? Tq : ATT_QBB;
   return (size_t)(2 * rows * Tk + 3 * FN(att_pkv)(Tk, hs) + 2 * FN(att_pk)(rows, hs) + ATT_MC * GEMM_KC) + 64;
 }
 
@@ -970,7 +973,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
                             int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
                             T *scratch, int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H, whole = FN(att_whole)(Tq, Tk), rows = whole ? Tq : ATT_QB;
+  int64_t hs = C / H, whole = FN(att_whole)(Tq, Tk), rows = whole ? Tq : ATT_QBB, qb = whole ? ATT_QB : ATT_QBB;
   T scale = 1 / SQRT_T((T)hs), *P = scratch, *dS = P + rows * Tk;
   int64_t pkv = FN(att_pkv)(Tk, hs);
   PK_T *KTp = (PK_T *)(dS + rows * Tk), *VTp = (PK_T *)((T *)KTp + pkv);
@@ -989,8 +992,8 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
         if (dk) dk[ko + j * ldo + c] = 0;
         if (dv) dv[ko + j * ldo + c] = 0;
       }
-    for (int64_t i0 = 0; i0 < Tq; i0 += ATT_QB) {
-      int64_t n = KMIN(ATT_QB, Tq - i0), lim = causal ? KMIN(Tk, i0 + n) : Tk;
+    for (int64_t i0 = 0; i0 < Tq; i0 += qb) {
+      int64_t n = KMIN(qb, Tq - i0), lim = causal ? KMIN(Tk, i0 + n) : Tk;
       const T *gi = gy + go + i0 * C;
       T *Pb = whole ? P + i0 * Tk : P, *dSb = whole ? dS + i0 * Tk : dS;
       FN(att_mm)(q + qi + i0 * ldi, ldi, 0, KTp, hs, hs, lim, Pb, Tk, Ap, n, 1);
