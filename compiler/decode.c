@@ -211,12 +211,72 @@ static bool attention(Dec *x, const Node *n, int id) {
   return true;
 }
 
+// The result's time axis *out (n's own axes) for an op with per-position
+// operands (time axis ta aligned, in0 the first operand's own), and its
+// attributes for the one-row result; false (the reason set) when the op
+// mixes positions.
+static bool follow(Dec *x, const Node *n, int ta, Attr *a, int *out) {
+  int in0 = x->ta[n->in[0]], r0 = S(x, n->in[0])->shape.rank;
+  *out = ta;
+  switch (n->op) {
+  case OP_RESHAPE: {  // the time axis must stay one axis with the same axes before it
+    const Shape *is = &S(x, n->in[0])->shape;
+    int64_t pre = 1, acc = 1;
+    for (int i = 0; i < in0; i++) pre *= is->d[i];
+    *out = -1;
+    for (int j = 0; j < n->shape.rank && *out < 0; acc *= n->shape.d[j], j++)
+      if (acc == pre && n->shape.d[j] == x->T) *out = j;
+    if (*out < 0) return no(x, n, "reshape merges the positions with another axis");
+    a->shape = n->shape;
+    a->shape.d[*out] = 1;
+    return true;
+  }
+  case OP_TRANSPOSE:
+    for (int j = 0; j < a->naxes; j++)
+      if (a->axes[j] == in0) *out = j;
+    return true;
+  case OP_BROADCAST_TO:
+    *out = in0 + n->shape.rank - r0;
+    a->shape = n->shape;
+    a->shape.d[*out] = 1;
+    return true;
+  case OP_CONCAT:
+    return a->i[0] != ta || no(x, n, "concat along the positions");
+  case OP_SLICE:
+    return a->i[2] != in0 || no(x, n, "slice along the positions");
+  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP:
+    if (among(a->axes, a->naxes, in0)) return no(x, n, "%s over the positions", op_name(n->op));
+    *out = in0;
+    for (int i = 0; i < a->naxes && !a->b[0]; i++) *out -= a->axes[i] < in0;
+    return true;
+  case OP_ARGMAX:
+    *out = in0 - (a->i[0] < in0);
+    return a->i[0] != in0 || no(x, n, "argmax over the positions");
+  case OP_SOFTMAX: case OP_LOG_SOFTMAX:
+    return a->i[0] != in0 || no(x, n, "%s over the positions", op_name(n->op));
+  case OP_LAYER_NORM: case OP_RMS_NORM: case OP_LINEAR:  // over the last axis
+    return (in0 >= 0 && in0 != r0 - 1) || no(x, n, "%s over the positions", op_name(n->op));
+  case OP_MATMUL: {  // rows of a (or a batch axis against a shared rank-2 b)
+    int row = a->b[0] ? r0 - 1 : r0 - 2;
+    if (in0 < 0) return no(x, n, "matmul whose right operand depends on the tokens");
+    if (in0 != row && !(in0 < r0 - 2 && S(x, n->in[1])->shape.rank == 2))
+      return no(x, n, "matmul contracts over the positions");
+    *out = in0 + n->shape.rank - r0;
+    return true;
+  }
+  case OP_EMBEDDING: case OP_ONE_HOT:
+    *out = in0;
+    return in0 >= 0 || no(x, n, "%s of a table that depends on the tokens", op_name(n->op));
+  default:
+    return op_info(n->op)->lower == LK_EW || no(x, n, "%s mixes the positions", op_name(n->op));
+  }
+}
+
 // One node of s: its decode form and time axis. False (x->why set) when
 // it mixes positions.
 static bool node(Dec *x, int id, const char *tokens) {
   const Node *n = S(x, id);
-  const OpInfo *oi = op_info(n->op);
-  if (oi->flags & OPF_LEAF) return leaf(x, n, tokens);
+  if (op_info(n->op)->flags & OPF_LEAF) return leaf(x, n, tokens);
   bool timed = false;
   for (int k = 0; k < n->nin; k++) timed |= x->ta[n->in[k]] >= 0;
   Attr a = n->attr;
@@ -228,85 +288,19 @@ static bool node(Dec *x, int id, const char *tokens) {
     x->map[id] = rebuild(x, n, -1, &a, false);
     return x->map[id] >= 0;
   }
+  if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_QKV) return attention(x, n, id);
+  if (n->op == OP_DROPOUT) {  // the identity in sample
+    x->map[id] = x->map[n->in[0]], x->ta[id] = x->ta[n->in[0]];
+    return true;
+  }
   // elementwise ops and concat align their operands; the others take the
   // positions from their first operand alone
-  bool gather = oi->lower == LK_EW || n->op == OP_CONCAT;
-  int ta = gather ? common_axis(x, n) : x->ta[n->in[0]];
+  bool gather = op_info(n->op)->lower == LK_EW || n->op == OP_CONCAT;
+  int ta = gather ? common_axis(x, n) : x->ta[n->in[0]], out;
   if (ta == -2) return false;
-  if (!gather && n->op != OP_ATTENTION)
-    for (int k = 1; k < n->nin; k++)
-      if (x->ta[n->in[k]] >= 0) return no(x, n, "%s: operand %d depends on the tokens", op_name(n->op), k + 1);
-  int in0 = x->ta[n->in[0]], r0 = S(x, n->in[0])->shape.rank;
-  int out = ta;  // the result's time axis (n's own axes)
-  switch (n->op) {
-  case OP_RESHAPE: {  // the time axis must stay one axis with the same axes before it
-    const Shape *is = &S(x, n->in[0])->shape;
-    int64_t pre = 1, acc = 1;
-    for (int i = 0; i < in0; i++) pre *= is->d[i];
-    out = -1;
-    for (int j = 0; j < n->shape.rank && out < 0; acc *= n->shape.d[j], j++)
-      if (acc == pre && n->shape.d[j] == x->T) out = j;
-    if (out < 0) return no(x, n, "reshape merges the positions with another axis");
-    a.shape = n->shape;
-    a.shape.d[out] = 1;
-    break;
-  }
-  case OP_TRANSPOSE:
-    for (int j = 0; j < a.naxes; j++)
-      if (a.axes[j] == in0) out = j;
-    break;
-  case OP_BROADCAST_TO:
-    out = in0 + n->shape.rank - r0;
-    a.shape = n->shape;
-    a.shape.d[out] = 1;
-    break;
-  case OP_CONCAT:
-    if (a.i[0] == ta) return no(x, n, "concat along the positions");
-    break;
-  case OP_SLICE:
-    if (a.i[2] == in0) return no(x, n, "slice along the positions");
-    break;
-  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
-    if (among(a.axes, a.naxes, in0)) return no(x, n, "%s over the positions", op_name(n->op));
-    out = in0;
-    if (!a.b[0])
-      for (int i = 0; i < a.naxes; i++) out -= a.axes[i] < in0;
-    break;
-  }
-  case OP_ARGMAX:
-    if (a.i[0] == in0) return no(x, n, "argmax over the positions");
-    out = in0 - (a.i[0] < in0);
-    break;
-  case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-    if (a.i[0] == in0) return no(x, n, "%s over the positions", op_name(n->op));
-    break;
-  case OP_LAYER_NORM: case OP_RMS_NORM:
-    if (in0 < 0 || in0 == r0 - 1) return no(x, n, "%s over the positions", op_name(n->op));
-    break;
-  case OP_MATMUL: {  // rows of a (or a batch axis against a shared b): b must be CONST
-    bool tr = a.b[0];
-    int row = tr ? r0 - 1 : r0 - 2;
-    if (in0 < 0) return no(x, n, "matmul whose right operand depends on the tokens");
-    if (in0 != row && !(in0 < r0 - 2 && S(x, n->in[1])->shape.rank == 2))
-      return no(x, n, "matmul contracts over the positions");
-    out = in0 + n->shape.rank - r0;
-    break;
-  }
-  case OP_LINEAR:
-    if (in0 < 0 || in0 == r0 - 1) return no(x, n, "linear over the positions");
-    break;
-  case OP_EMBEDDING: case OP_ONE_HOT:
-    if (in0 < 0) return no(x, n, "%s of a table that depends on the tokens", op_name(n->op));
-    out = in0;
-    break;
-  case OP_DROPOUT:  // the identity in sample
-    x->map[id] = x->map[n->in[0]], x->ta[id] = in0;
-    return true;
-  case OP_ATTENTION: case OP_ATTENTION_QKV:
-    return attention(x, n, id);
-  default:
-    if (oi->lower != LK_EW) return no(x, n, "%s mixes the positions", op_name(n->op));
-  }
+  for (int k = 1; k < n->nin && !gather; k++)
+    if (x->ta[n->in[k]] >= 0) return no(x, n, "%s: operand %d depends on the tokens", op_name(n->op), k + 1);
+  if (!follow(x, n, ta, &a, &out)) return false;
   if (out < 0) return no(x, n, "%s: cannot follow the positions through it", op_name(n->op));
   if ((x->map[id] = rebuild(x, n, ta, &a, gather)) < 0) return false;
   x->ta[id] = out;
