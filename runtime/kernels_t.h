@@ -818,7 +818,7 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 #define ATT_KB (GEMM_KC / ATT_QB * ATT_QB)  // a whole number of query blocks, <= KC
 #define ATT_MC 192                         // >= every block kernel's MC (144)
 #ifndef ATT_QBB
-#define ATT_QBB 48  // the backward's query block past T = KC (96 and 144 measured no faster, busy machine)
+#define ATT_QBB 96  // the backward's query block past T = KC (T = 1024: 96 ~15% faster than 48)
 #endif
 #define ATT_UP(n, m) (((n) + (m) - 1) / (m) * (m))
 #define KMAX_(a, b) ((a) > (b) ? (a) : (b))
