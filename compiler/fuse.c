@@ -631,6 +631,10 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
     return (2 * nb + 4) * I * dtype_bytes(graph_node(p->g, n->in[0])->dtype);  // as codegen's emit_col_blocks
   if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
     return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
+  if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // one row block's logits, then the per-row losses
+    int64_t rows, C, V = lce_dims(p->g, n, &rows, &C);
+    return (lce_block_rows(rows, V) * V + rows) * dtype_bytes(graph_node(p->g, n->in[0])->dtype);
+  }
   if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;
   const Node *l = graph_node(p->g, n->in[0]);
   return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);
@@ -638,6 +642,11 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
 
 Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered) {
   *lowered = simplify(g, SIMP_ALL | SIMP_LOWER | (training ? 0 : SIMP_EVAL));
+  Graph *fused_loss = lce_rewrite(*lowered, training);
+  if (fused_loss) {
+    graph_free(*lowered);
+    *lowered = fused_loss;
+  }
   Program *p = program_new(*lowered, fuse, training);
   memplan_assign(p);
   return p;
