@@ -607,7 +607,7 @@ void graph_copy_tables(Graph *g, const Graph *src, const int *map);
 // metric; no output outside a training program, whose outputs nobody reads)
 // as linear_cross_entropy, with the logits' gradient and the two backward
 // matmuls folded in when they are all that reads it (a constant gy). A new
-// graph, or NULL when nothing matched or the graph has bf16 products.
+// graph, or NULL when nothing matched.
 Graph *lce_rewrite(const Graph *g, bool training);
 
 // ============================================================ fuse.c

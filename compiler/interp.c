@@ -687,6 +687,10 @@ void interp_linear_cross_entropy(Interp *it, const Node *n, Value *out, const Va
   int64_t C = h->shape.d[h->shape.rank - 1], rows = shape_numel(&h->shape) / C;
   int64_t V = tw ? w->shape.d[0] : w->shape.d[1];
   double scale = grad ? in[3]->v[0] / (double)rows : 0, total = 0;
+  // bf16 products (SPEC 6.5): the driver rounded h and w (OPF_PRODUCT); the
+  // logits' gradient enters the dh and dW products in bf16 too, as in the
+  // unfused matmuls.
+  bool bf16 = n->dtype == DT_F32 && graph_bf16(it->g);
   double *l = xmalloc(sizeof(double) * (size_t)V);
   double *dh = out->v, *dw = out->v + lce_offset(&h->shape, &w->shape, 1);
   if (grad) memset(out->v, 0, sizeof(double) * (size_t)lce_offset(&h->shape, &w->shape, 2));
@@ -708,6 +712,7 @@ void interp_linear_cross_entropy(Interp *it, const Node *n, Value *out, const Va
     total += m + log(sum) - l[(int64_t)lab];
     for (int64_t v = 0; grad && v < V; v++) {
       double d = (exp(l[v] - m) / sum - (v == (int64_t)lab)) * scale;  // d loss / d logit
+      if (bf16) d = bpck_bf16_round((float)d);
       for (int64_t c = 0; c < C; c++) {
         double wv = w->v[tw ? v * C + c : c * V + v];
         dh[r * C + c] += d * wv;

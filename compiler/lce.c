@@ -5,7 +5,8 @@
 // matmuls of the backward (dh = dlogits @ w, dW = dlogits^T h), one node
 // computes the loss and both gradients from one pass over the logits
 // (codegen.c's emit_lce): the logits [B, T, V] and their gradient are gone
-// from the arena, and no GEMM runs twice.
+// from the arena, and no GEMM runs twice. Under bf16 the three GEMMs take
+// bf16 operands, as the matmuls they replace did.
 //
 // Runs in program_plan on the lowered graph, after simplify and before
 // fusion and the memory plan; the interpreter keeps the unfused graph, so
@@ -140,7 +141,6 @@ static int part(Graph *g, int f, int64_t lo, int64_t hi, const Shape *s, Loc loc
 }
 
 Graph *lce_rewrite(const Graph *src, bool training) {
-  if (graph_bf16(src)) return NULL;  // the kernel has no bf16 products (yet): the plain path stays
   Users *u = users_of(src);
   struct { Match *v; int n, cap; } ms = {0};
   int *role = xmalloc(sizeof(int) * (size_t)(src->nodes.n ? src->nodes.n : 1));  // match index + 1, 0: none
