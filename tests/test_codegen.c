@@ -738,3 +738,30 @@ Test(codegen, fused_classifier_loss_only_where_logits_are_unread, .timeout = 300
     arena_free(&a2);
   }
 }
+
+// A label out of range in the fused loss: the step fails with the label
+// named (the status words), no crash, as the unfused cross_entropy does.
+Test(codegen, fused_classifier_loss_bad_label) {
+  const char *text = "bpc: 1\nname: m\ninputs:\n  y: {shape: [6], dtype: i32}\nparams:\n  h: {shape: [6, 4], init: normal(1)}\n"
+                     "  w: {shape: [5, 4], init: normal(1)}\ngraph:\n  loss: cross_entropy(h @ transpose(w), y)\nloss: loss\n";
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load_text(&a, &c.d, "m.yaml", text, strlen(text));
+  cr_assert(m);
+  Graph *j = graph_build(m, &c.d, NULL, 0, DT_F32);
+  cr_assert(j && ad_backward(j));
+  Graph *g = simplify(j, SIMP_ALL);
+  Native n = native(g, true, 2, &c);
+  cr_assert_eq(lce_nodes(n.lowered, true), 1);
+  double y[6] = {0, 1, 2, 5, 4, 3};
+  jit_set(n.jit, leaf_named(n.lowered, "y"), y, 6);
+  char err[256] = "";
+  cr_expect(!jit_run(n.jit, 1, 0, err, sizeof err));
+  cr_expect(strstr(err, "label 5") != NULL, "%s", err);
+  native_free(&n);
+  graph_free(g);
+  graph_free(j);
+  cap_close(&c);
+  arena_free(&a);
+}
