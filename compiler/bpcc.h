@@ -652,6 +652,7 @@ typedef struct Program {
   struct { Kernel *v; int n, cap; } kernels;
   bool *materialized;  // per node: has storage of its own or an alias
   int *alias;          // per node: the node whose storage it uses (itself if none)
+  int64_t *alias_off;  // per node: its byte offset inside that storage (a slice view)
   // memplan.c:
   int64_t *offset;     // per node: byte offset in the arena, -1 if not stored
   int64_t arena_bytes; // fixed part; per-thread scratch follows

@@ -107,7 +107,7 @@ static bool match(const Graph *g, const Users *u, const Node *ce, bool training,
   const Node *L = graph_node(g, m->mm);
   if (!plain_mm(L, false, L->attr.b[1])) return false;
   const Node *h = graph_node(g, L->in[0]), *w = graph_node(g, L->in[1]);
-  if (h->shape.rank < 2 || w->shape.rank != 2 || L->shape.rank != h->shape.rank) return false;
+  if (h->shape.rank < 2 || w->shape.rank != 2 || L->shape.rank != h->shape.rank || h->id == w->id) return false;
   if (h->dtype != L->dtype || w->dtype != L->dtype || !dtype_is_float(L->dtype)) return false;
   m->tw = L->attr.b[1];
   int64_t C = h->shape.d[h->shape.rank - 1], V = L->shape.d[L->shape.rank - 1], rows = shape_numel(&h->shape) / C;

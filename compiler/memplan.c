@@ -210,7 +210,7 @@ void memplan_assign(Program *p) {
   p->cat_bytes[MEM_ACT] = fl.peak;
   top = base + fl.peak;
   for (int id = 0; id < n; id++)
-    if (p->materialized[id] && p->alias[id] != id) p->offset[id] = p->offset[p->alias[id]];
+    if (p->materialized[id] && p->alias[id] != id) p->offset[id] = p->offset[p->alias[id]] + p->alias_off[id];
   p->status_offset = top;
   top += ALIGN;
   p->arena_bytes = top;
