@@ -3,11 +3,12 @@
 #   make test   install what is missing, build, run every suite (plain, then
 #               ASan+UBSan), then the loader fuzzer for FUZZ_SECONDS
 #   make bench  bpc against PyTorch eager, torch.compile and JAX (bench/README.md)
+#   make bench-long  GPT-2 124M at T = 1024 against PyTorch eager (bench/long.py)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build demo test test-plain test-asan fuzz bench clean
+.PHONY: all deps build demo test test-plain test-asan fuzz bench bench-long clean
 
 all: build
 
@@ -41,6 +42,13 @@ bench: deps
 	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 	cmake --build build-bench -j$(JOBS) --target bpc bench_peak bench_gemm
 	/usr/bin/python3 bench/bench.py --build build-bench $(BENCH_FLAGS)
+
+# GPT-2 124M at T = 1024 against PyTorch eager (bench/long.py; ~30 min)
+bench-long: deps
+	bench/setup.sh build-bench
+	cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build build-bench -j$(JOBS) --target bpc
+	/usr/bin/python3 bench/long.py --build build-bench $(BENCH_FLAGS)
 
 clean:
 	rm -rf build build-test build-asan build-fuzz build-bench

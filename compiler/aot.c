@@ -1,5 +1,5 @@
 // aot.c — trainers. Builds the programs a trainer runs (train with the
-// optimizer appended, eval, batch-1 sample, predict) from one model, describes them
+// optimizer appended, eval, batch-1 sample, predict, decode) from one model, describes them
 // (describe.c), and for `bpc compile` emits the object and links it with
 // libbpcrt into a standalone executable that needs neither LLVM nor Python
 // (the kernel library inside libbpcrt is compiled for this machine).
@@ -121,7 +121,7 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
         diag_error(d, m->loc, "a model without `loss:` compiles for predict alone, which cannot run it: %s", out->predict_error);
       return false;
     }
-    out->json = describe_model(m, out->fwd, NULL, NULL, NULL, out->programs[TB_PREDICT], NULL, flags);
+    out->json = describe_model(m, out->fwd, NULL, NULL, NULL, out->programs[TB_PREDICT], NULL, NULL, NULL, flags);
     return true;
   }
   // train: forward, backward, optimizer
@@ -162,12 +162,17 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     sg->metrics.n = 0;
     sg->outputs.n = 0;
     VEC_PUSH(sg->outputs, ((GNamed){m->gen.logits, logits}));
+    // cached sampling: the one-position program (it adds the k, v outputs to sg)
+    Graph *dg = decode_graph(sg, m->gen.tokens, m->gen.logits, logits, &out->decode_error);
     out->programs[2] = program_plan(sg, fuse, false, &out->lowered[2]);
+    if (dg) out->programs[TB_DECODE] = program_plan(dg, fuse, false, &out->lowered[TB_DECODE]);
+    graph_free(dg);
     graph_free(sg);
   }
   out->programs[TB_PREDICT] = predict_program(m, d, ov, nov, dt, fuse, out);
   out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2],
-                             out->programs[TB_PREDICT], out->predict_error, flags);
+                             out->programs[TB_PREDICT], out->predict_error, out->programs[TB_DECODE],
+                             out->decode_error, flags);
   return true;
 }
 
@@ -178,6 +183,7 @@ void trainer_build_free(TrainerBuild *b) {
   }
   graph_free(b->fwd);
   free(b->predict_error);
+  free(b->decode_error);
   free(b->json);
   memset(b, 0, sizeof *b);
 }
@@ -188,6 +194,7 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main) {
   if (b->programs[1]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
   if (b->programs[2]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[2], {"bpc_sample_forward", NULL}};
   if (b->programs[TB_PREDICT]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_PREDICT], {"bpc_predict_forward", NULL}};
+  if (b->programs[TB_DECODE]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_DECODE], {"bpc_decode_forward", NULL}};
   return u;
 }
 
@@ -261,7 +268,8 @@ static const char *header_text =
     "void bpc_train_update(bpcrt_ctx *ctx);\n"
     "void bpc_eval_forward(bpcrt_ctx *ctx);\n"
     "void bpc_sample_forward(bpcrt_ctx *ctx);  // only with generate:\n"
-    "void bpc_predict_forward(bpcrt_ctx *ctx);  // only when predict can run the model\n";
+    "void bpc_predict_forward(bpcrt_ctx *ctx);  // only when predict can run the model\n"
+    "void bpc_decode_forward(bpcrt_ctx *ctx);   // cached sampling: only when the model decodes by position\n";
 
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d) {
   size_t n = strlen(path) + 8;

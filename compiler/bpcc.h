@@ -706,7 +706,7 @@ typedef struct LLVMOpaqueTargetMachine *LLVMTargetMachineRef_;
 // features) at -O`opt`. NULL after reporting.
 LLVMTargetMachineRef_ codegen_target(const char *cpu, int opt, Diag *d);
 
-#define CODEGEN_MAX_PROGRAMS 4
+#define CODEGEN_MAX_PROGRAMS 5
 // One program of a module and its entry points `void f(bpcrt_ctx *)`:
 // entry[0] runs the step's kernels (phase 0; all of them when entry[1] is
 // NULL), entry[1] the optimizer update's (phase 1).
@@ -717,7 +717,7 @@ typedef struct CodegenProgram {
 
 typedef struct CodegenUnit {
   const char *name;
-  int nprograms;  // train, eval, sample (docs/ABI.md), or one for bpc grad
+  int nprograms;  // train, eval, sample, predict, decode (docs/ABI.md), or one for bpc grad
   CodegenProgram programs[CODEGEN_MAX_PROGRAMS];
   const char *json;  // bpc_model_json, or NULL
   bool with_main;    // a standalone trainer's main()
@@ -734,9 +734,11 @@ bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *ki
 // The model description of docs/ABI.md as JSON (free() it): m's sections with
 // defaults filled in, and the train, eval and (if not NULL) sample programs'
 // arenas and tensors. `fwd` is the forward graph (dims, dtype).
+// decode (with sample): the one-position program of cached sampling, or
+// decode_error saying why there is none.
 char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
                      const Program *sample, const Program *predict, const char *predict_error,
-                     const char *compile_flags);
+                     const Program *decode, const char *decode_error, const char *compile_flags);
 
 // ============================================================ jit.c
 // A compiled module in this process (ORC LLJIT): look its entry points up.
@@ -761,13 +763,16 @@ bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen);
 // backward, optimizer), eval (eval-mode forward), sample (batch 1, logits
 // only; when the model has `generate:`) and predict (eval-mode forward of
 // the outputs alone, SPEC 6.2), plus the description.
-enum { TB_TRAIN, TB_EVAL, TB_SAMPLE, TB_PREDICT, TB_NPROGRAMS };
+// decode: the sample program's one-position form (decode.c), NULL without
+// generate or when decode_error says why.
+enum { TB_TRAIN, TB_EVAL, TB_SAMPLE, TB_PREDICT, TB_DECODE, TB_NPROGRAMS };
 typedef struct TrainerBuild {
   Graph *fwd;
   Graph *lowered[TB_NPROGRAMS];
   Program *programs[TB_NPROGRAMS];  // sample: NULL without generate; predict: NULL
                                     // when predict_error says why
   char *predict_error;              // "file:line:col: output 'w' ..." or NULL
+  char *decode_error;               // "file:line:col: sum over the positions" or NULL
   char *json;
 } TrainerBuild;
 
@@ -783,6 +788,18 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
 // and path.h for a C program that drives the step itself.
 bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d);
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
+
+// ============================================================ decode.c
+// Cached sampling (issue 19.4): the decode graph of the batch-1 sample graph
+// s (its outputs set to the logits): the tokens one [1, 1] row, an i32
+// input `__pos` (the new position), per causal attention i the cache inputs
+// `__kcache.i` and `__vcache.i` ([1, T, C], rows [0, pos) filled by the
+// trainer, row pos by the step itself), the logits [.., 1, V] named as in s.
+// Adds to s the outputs `__k.i` and `__v.i` ([1, T, C]) the trainer fills
+// the cache from after a whole-window run. NULL with *why (malloc'd,
+// "file:line:col: reason") when some op mixes positions other than causal
+// attention: then the model samples uncached.
+Graph *decode_graph(Graph *s, const char *tokens, const char *logits_name, int logits, char **why);
 
 // ============================================================ remat.c
 // program_plan (training) within `budget` bytes of arena (SPEC 6.8; 0: no

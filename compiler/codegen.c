@@ -1075,6 +1075,11 @@ static void emit_call(CG *c, const Kernel *k) {
     }
     return call_kernel_sfx(c, "attention_bwd", product_sfx(c, t), (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
   }
+  case OP_ATTENTION_DECODE: {  // kc, vc: the cache (the kernel appends k, v at pos)
+    int64_t C = XS(0)->d[2], Tc = XS(3)->d[1], H = a->i[0];
+    begin_kernel(c);
+    return call_kernel_sfx(c, "attention_decode", product_sfx(c, t), (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), P(IN(4)), P(IN(5)), I64(c, Tc), I64(c, C), I64(c, H), scratch_ptr(c)}, 11, H, work);
+  }
   case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
     int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
     begin_kernel(c);
@@ -1272,7 +1277,7 @@ static const char *level_features(const char *cpu) {
 // The table's last field is the target, "CPU: feature ...": the features
 // LLVM enabled for the target machine (its "+name" entries), which the
 // runtime checks against the CPU it starts on (cpu.c).
-#define NENTRIES 5
+#define NENTRIES 6
 static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries, const char *cpu, const char *features) {
   if (!*features) features = level_features(cpu);
   size_t cap = strlen(cpu) + strlen(features) + 4, n = (size_t)snprintf(NULL, 0, "%s:", cpu);
@@ -1490,9 +1495,9 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
   if (u->json) {
     LLVMValueRef json = const_string(&c, "bpc_model_json", u->json);
     if (u->with_main) {
-      // bpcrt_entries by name: train_step, train_update, eval, sample, predict
+      // bpcrt_entries by name: train_step, train_update, eval, sample, predict, decode
       static const char *const names[NENTRIES] = {"bpc_train_step", "bpc_train_update", "bpc_eval_forward",
-                                                  "bpc_sample_forward", "bpc_predict_forward"};
+                                                  "bpc_sample_forward", "bpc_predict_forward", "bpc_decode_forward"};
       LLVMValueRef e[NENTRIES] = {0};
       for (int k = 0; k < NENTRIES; k++)
         for (int pi = 0; pi < u->nprograms; pi++)

@@ -252,7 +252,7 @@ static uint64_t layout_hash(const cJSON *train) {
 
 char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
                      const Program *sample, const Program *predict, const char *predict_error,
-                     const char *compile_flags) {
+                     const Program *decode, const char *decode_error, const char *compile_flags) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, "abi", 1);
   cJSON_AddStringToObject(o, "name", m->name);
@@ -280,7 +280,9 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
   if (eval) cJSON_AddItemToObject(progs, "eval", program_json(eval));
   if (sample) cJSON_AddItemToObject(progs, "sample", program_json(sample));
   if (pj) cJSON_AddItemToObject(progs, "predict", pj);
+  if (decode) cJSON_AddItemToObject(progs, "decode", program_json(decode));
   if (predict_error) cJSON_AddStringToObject(o, "predict_error", predict_error);
+  if (decode_error) cJSON_AddStringToObject(o, "decode_error", decode_error);
   char hash[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj ? tj : pj));
   cJSON_AddStringToObject(o, "hash", hash);

@@ -557,6 +557,31 @@ void interp_attention(Interp *it, const Node *n, Value *out, const Value *const 
   interp_attention_masked(n, out, in, m >= 0 ? in[m]->v : NULL);
 }
 
+// The new query over keys [kc[0:pos], k] and values [vc[0:pos], v]: one
+// causal row of attention, computed as attention of one query over pos + 1
+// keys.
+void interp_attention_decode(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  int64_t C = in[0]->shape.d[2], pos = (int64_t)in[5]->v[0];
+  if (pos < 0 || pos >= in[3]->shape.d[1]) {
+    it->failed = true;
+    snprintf(it->err, sizeof it->err, "attention_decode: position %lld outside the cache of %lld", (long long)pos,
+             (long long)in[3]->shape.d[1]);
+    return;
+  }
+  Value kv[2];
+  for (int w = 0; w < 2; w++) {
+    kv[w] = (Value){.shape = {.rank = 3, .d = {1, pos + 1, C}}, .dtype = in[1]->dtype};
+    kv[w].v = xmalloc(sizeof(double) * (size_t)((pos + 1) * C));
+    memcpy(kv[w].v, in[3 + w]->v, sizeof(double) * (size_t)(pos * C));
+    memcpy(kv[w].v + pos * C, in[1 + w]->v, sizeof(double) * (size_t)C);
+  }
+  Node plain = *n;
+  plain.attr.b[0] = false;
+  const Value *ops[3] = {in[0], &kv[0], &kv[1]};
+  interp_attention_masked(&plain, out, ops, NULL);
+  free(kv[0].v), free(kv[1].v);
+}
+
 // A copy of x with -inf where column > row in the last two axes.
 void interp_causal_mask(Interp *it, const Node *n, Value *out, const Value *const *in) {
   const Shape *s = &in[0]->shape;

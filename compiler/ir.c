@@ -204,7 +204,7 @@ static bool index_operand(Op op, int k) {
   for (int i = 0, t = 0; i < oi->nparams; i++) {
     if (oi->params[i].kind == 'T') return false;  // variadic data tensors
     if (oi->params[i].kind != 't') continue;
-    if (t++ == k) return !strcmp(oi->params[i].name, "ids") || !strcmp(oi->params[i].name, "labels");
+    if (t++ == k) return !strcmp(oi->params[i].name, "ids") || !strcmp(oi->params[i].name, "labels") || !strcmp(oi->params[i].name, "pos");
   }
   return false;
 }

@@ -513,6 +513,7 @@ static int cmd_run(int argc, char **argv) {
       }
       if (b.programs[2]) e.sample_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_sample_forward", &d);
       if (b.programs[TB_PREDICT]) e.predict_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_predict_forward", &d);
+      if (b.programs[TB_DECODE]) e.decode_forward = (void (*)(bpcrt_ctx *))jit_lookup(j, "bpc_decode_forward", &d);
     }
     if (json && ((e.train_step && e.train_update && e.eval_forward) || e.predict_forward))
       rc = bpcrt_main(json, &e, nrest, rest);

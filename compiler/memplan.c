@@ -85,6 +85,8 @@ static int64_t scratch_bytes(const Graph *g, const Node *n) {
     int64_t T = x->d[1], hs = x->d[2] / 3 / n->attr.i[0];
     elems = n->op == OP_ATTENTION_QKV ? (f64 ? bpck_attention_scratch_f64(T, T, hs) : bpck_attention_scratch_f32(T, T, hs))
                                       : (f64 ? bpck_attention_bwd_scratch_f64(T, T, hs) : bpck_attention_bwd_scratch_f32(T, T, hs));
+  } else if (n->op == OP_ATTENTION_DECODE) {  // the scores of one query over the cache
+    elems = (size_t)graph_node(g, n->in[3])->shape.d[1] + 16;
   } else if (n->op == OP_CONV2D || n->op == OP_CONV2D_DX || n->op == OP_CONV2D_DW) {
     const Shape *x = n->op == OP_CONV2D_DX ? &n->shape : &graph_node(g, n->in[0])->shape;
     const Shape *w = n->op == OP_CONV2D_DW ? &n->shape : &graph_node(g, n->in[1])->shape;

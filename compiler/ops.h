@@ -122,6 +122,8 @@
   X(ATTENTION_QKV, attention_qkv, "x:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_qkv, interp_attention_qkv, NULL, grad_attention_qkv) \
   X(ATTENTION_QKV_GRAD, attention_qkv_grad, "x:t gy:t heads:i0 causal:b0=false mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_qkv_grad, interp_attention_qkv_grad, NULL, grad_missing) \
   X(ATTENTION_GRAD, attention_grad, "q:t k:t v:t gy:t heads:i0 causal:b0=false which:i1=0 mask:t=none", OPF_INTERNAL|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_grad, interp_attention_grad, NULL, grad_missing) \
+  /* cached sampling (decode.c): the new query over the cache's rows [0, pos) and its own k, v */ \
+  X(ATTENTION_DECODE, attention_decode, "q:t k:t v:t kc:t vc:t pos:t heads:i0", OPF_INTERNAL|OPF_NOGRAD|OPF_PRODUCT_INNER, LK_SPECIAL, 0, shape_attention_decode, interp_attention_decode, NULL, grad_missing) \
   X(CAUSAL_MASK_GRAD, causal_mask_grad, "gy:t", OPF_INTERNAL, LK_SPECIAL, 0, shape_same, interp_causal_mask_grad, NULL, grad_causal_mask_grad) \
   X(CONV2D_DX,  conv2d_dx,  "gy:t w:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d_dx, interp_conv2d_dx, NULL, grad_missing) \
   X(CONV2D_DW,  conv2d_dw,  "x:t gy:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d_dw, interp_conv2d_dw, NULL, grad_missing) \

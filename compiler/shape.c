@@ -435,6 +435,19 @@ bool shape_attention_qkv(Graph *g, Node *n) {
   return true;
 }
 
+// attention_decode(q, k, v, kc, vc, pos): q, k, v one row [1, 1, C] (the new
+// position), kc and vc the cache [1, T, C], pos an i32 [1].
+bool shape_attention_decode(Graph *g, Node *n) {
+  const Shape *q = &IN(0)->shape, *kc = &IN(3)->shape;
+  bool ok = q->rank == 3 && q->d[0] == 1 && q->d[1] == 1 && kc->rank == 3 && kc->d[0] == 1 && kc->d[2] == q->d[2];
+  for (int k = 1; k < 5; k++) ok &= shape_eq(&IN(k)->shape, k < 3 ? q : kc);
+  if (!ok || IN(5)->dtype != DT_I32 || shape_numel(&IN(5)->shape) != 1 || n->attr.i[0] < 1 || q->d[2] % n->attr.i[0])
+    FAIL("attention_decode: q %s and the cache %s are not one row and [1, T, C]", sh(q), sh(kc));
+  n->shape = *q;
+  n->dtype = float_of(g, n);
+  return true;
+}
+
 bool shape_attention_qkv_grad(Graph *g, Node *n) {
   n->shape = IN(0)->shape;
   n->dtype = float_of(g, n);

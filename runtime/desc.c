@@ -303,7 +303,9 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   program(&p, get(progs, "eval"), &d->prog[PROG_EVAL]);
   program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
   program(&p, get(progs, "predict"), &d->prog[PROG_PREDICT]);
+  program(&p, get(progs, "decode"), &d->prog[PROG_DECODE]);
   d->predict_error = str(root, "predict_error");
+  d->decode_error = str(root, "decode_error");
   for (int k = 0; k < NPROG; k++)
     for (int i = 0; i < d->prog[k].n; i++)
       d->has_lora |= d->prog[k].t[i].lora_a != NULL;
@@ -326,6 +328,7 @@ static void data_desc_free(DataDesc *d) {
 void desc_free(Desc *d) {
   free(d->name), free(d->hash), free(d->model_path), free(d->compile), free(d->dims_text);
   free(d->train.opt_type), free(d->gen_tokens), free(d->gen_logits), free(d->predict_error);
+  free(d->decode_error);
   data_desc_free(&d->data_train);
   data_desc_free(&d->data_test);
   for (int k = 0; k < NPROG; k++) {

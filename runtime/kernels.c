@@ -605,3 +605,7 @@ void bpck_strided_copy_i32(int32_t *out, const int64_t *out_strides, const int32
 void bpck_arange_i32(int32_t *out, int64_t begin, int64_t end) {
   for (int64_t i = begin; i < end; i++) out[i] = (int32_t)i;
 }
+
+// ============================================================ cached sampling
+
+#include "kernels_decode.h"

@@ -800,181 +800,237 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 #endif  // KT_PRODUCTS
 // ============================================================ attention
 
-// Per unit (b, h) the products are GEMMs through bpck_gemm on the head's
-// strided columns (no copies): S = Q K^T, then the masked softmax in place,
-// then O = P V; the backward recomputes P and runs dP = dO V^T, dS, dQ = dS K,
-// dK = dS^T Q, dV = P^T dO. S is one Tq x Tk block per thread (64 KiB at T =
-// 128), so the T x T matrix never leaves the cache; causal rows keep their
-// full width (the masked half is computed and zeroed: GEMM speed pays more).
+// Tiled per unit (b, h), flash-style: nothing T x T is ever stored.
+// Forward: for each block of ATT_QB query rows, the keys in blocks of ATT_KB:
+// S = Q K^T of the block pair, an online softmax (a running row max m and
+// sum l; O rescaled by exp(m_old - m_new) when a row's max grows), O += P V,
+// and O / l at the end. Backward: for each query block the scores of its
+// whole key range are recomputed (ATT_QB x Tk: linear in T) and normalized
+// exactly per row, then dP = dO V^T, dS = P (dP - rowsum(dP P)) scale,
+// dQ = dS K, dK += dS^T Q, dV += P^T dO: five products, as FlashAttention-2's
+// backward, without the forward's statistics (the op passes none). A causal
+// query block ending at row i1 reads keys [0, i1) only (~1/2 of the products
+// at large T). Products run on the GEMM's block kernel (att_mm): K^T, V (and
+// V^T, K for the backward) are packed once per unit, Q and dO once per query
+// block. A unit is one thread's from start to end: any split of the units
+// gives the same bits.
+#define ATT_QB 48
+#define ATT_KB (GEMM_KC / ATT_QB * ATT_QB)  // a whole number of query blocks, <= KC
+#define ATT_MC 192                         // >= every block kernel's MC (144)
+#ifndef ATT_QBB
+#define ATT_QBB 48  // the backward's query block past T = KC (96 and 144 measured no faster, busy machine)
+#endif
+#define ATT_UP(n, m) (((n) + (m) - 1) / (m) * (m))
+#define KMAX_(a, b) ((a) > (b) ? (a) : (b))
+// Column j (a multiple of NR) of a packed B whose panels have kt rows.
+#define PK_COL(Bp, j, kt) ((Bp) + (j) * (KT_BF16 ? ((kt) + 1) / 2 : (kt)))
 
-static int64_t FN(att_gemm_dim)(int64_t Tq, int64_t Tk, int64_t hs) {
-  int64_t n = Tq > Tk ? Tq : Tk;
-  return n > hs ? n : hs;
+// Elements of T a packed operand of k rows and n columns takes (bf16 pairs
+// round k up to even; panels round n up to NR).
+static int64_t FN(att_pk)(int64_t k, int64_t n) { return ATT_UP(k, 2) * ATT_UP(n, GEMM_NR); }
+// ... of K, V or their transposes: the larger layout.
+static int64_t FN(att_pkv)(int64_t Tk, int64_t hs) {
+  return KMAX_(FN(att_pk)(hs, Tk), FN(att_pk)(Tk, hs));
 }
 
 size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
-  int64_t n = FN(att_gemm_dim)(Tq, Tk, hs);
-  return (size_t)(Tq * Tk) + FN(bpck_gemm_scratch)(n, n, n) + 16;
+  (void)Tq;
+  return (size_t)(ATT_QB * ATT_KB + 3 * ATT_QB + 2 * FN(att_pkv)(Tk, hs) + ATT_MC * GEMM_KC) + 64;
 }
 
-size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
-  int64_t n = FN(att_gemm_dim)(Tq, Tk, hs);
-  return (size_t)(2 * Tq * Tk) + FN(bpck_gemm_scratch)(n, n, n) + 16;
-}
-
-// Rows [i0, i1) of S (Tq, Tk) of raw scores -> P = softmax(S * scale),
-// masked (causal: column j > row i; km[j] == 0 for a padding key, km the
-// batch's mask row or NULL) entries 0 up to column `width` (the columns past
-// it are never read). A row with no key left is 0 (so is its gradient).
-static void FN(att_softmax)(T *S, int64_t Tk, int64_t i0, int64_t i1, int64_t width, int causal,
-                            const T *km, T scale) {
-  for (int64_t i = i0; i < i1; i++) {
-    T *r = S + i * Tk;
-    int64_t nk = causal ? KMIN(Tk, i + 1) : Tk;
-    if (km)
-      for (int64_t j = 0; j < nk; j++)
-        if (km[j] == 0) r[j] = (T)-INFINITY;
-    T m = EFN(fmax_row)(r, nk, 1) * scale;
-    if (m == (T)-INFINITY) {
-      for (int64_t j = 0; j < width; j++) r[j] = 0;
+// C[0, rows) x [0, nc) (=, or += unless first) op(A)[0, rows) x [0, kn) @ a
+// packed B whose row 0 is Bp (panels kt rows apart), K in blocks of KC.
+static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t kn,
+                       int64_t nc, T *C, int64_t ldc, PK_T *Ap, int64_t rows, int first) {
+  for (int64_t pc = 0; pc < kn; pc += GEMM_KC) {
+    int64_t kc = KMIN(GEMM_KC, kn - pc);
+    int f = first && pc == 0;
+#ifdef GEMM_WIDE_BLOCK
+    if (bpck_isa() == BPCK_ISA_AVX512) {  // the same packing and K order: the same bits
+      GEMM_WIDE_BLOCK(A, lda, transa, PK_AT(Bp, pc), kt, Ap, C, ldc, 0, nc, pc, kc, f, 0, rows);
       continue;
     }
-    EFN(exp_row)(r, r, nk, scale, m);
+#endif
+    FN(gemm_block)(A, lda, transa, PK_AT(Bp, pc), kt, Ap, C, ldc, 0, nc, pc, kc, f, 0, rows);
+  }
+}
+
+// The keys row i (absolute) of a block of columns [j0, j0 + w) may see:
+// [0, n) of the block, padding keys (km[j] == 0) set to -inf.
+static int64_t FN(att_keys)(T *r, int64_t i, int64_t j0, int64_t w, int causal, const T *km) {
+  int64_t nk = causal ? KMIN(w, i + 1 - j0) : w;
+  if (nk < 0) nk = 0;
+  if (km)
+    for (int64_t j = 0; j < nk; j++)
+      if (km[j0 + j] == 0) r[j] = (T)-INFINITY;
+  return nk;
+}
+
+// Rows [0, n) of S (row stride ld; absolute row i0 + r), raw scores of keys
+// [0, width) -> P = softmax(S * scale) exactly, masked entries 0. A row with
+// no key left is 0 (so is its gradient).
+static void FN(att_softmax)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t width, int causal,
+                            const T *km, T scale) {
+  for (int64_t r = 0; r < n; r++) {
+    T *s = S + r * ld;
+    int64_t nk = FN(att_keys)(s, i0 + r, 0, width, causal, km);
+    T m = nk ? EFN(fmax_row)(s, nk, 1) * scale : (T)-INFINITY;
+    if (m == (T)-INFINITY) {
+      for (int64_t j = 0; j < width; j++) s[j] = 0;
+      continue;
+    }
+    EFN(exp_row)(s, s, nk, scale, m);
     if (km)
       for (int64_t j = 0; j < nk; j++)
-        if (km[j] == 0) r[j] = 0;
-    T sum = EFN(sum_row)(r, nk);
-    T inv = 1 / sum;
-    for (int64_t j = 0; j < nk; j++) r[j] *= inv;
-    for (int64_t j = nk; j < width; j++) r[j] = 0;
+        if (km[j] == 0) s[j] = 0;
+    T inv = 1 / EFN(sum_row)(s, nk);
+    for (int64_t j = 0; j < nk; j++) s[j] *= inv;
+    for (int64_t j = nk; j < width; j++) s[j] = 0;
   }
 }
 
-// Every product of a unit in one GEMM block (K and N within KC and NC), and
-// causal only with Tq == Tk: then rows are taken in blocks of ATT_QB (whole
-// 6-row slivers and 16-column panels), each operand is packed once per unit,
-// and a causal block of rows [i0, i1) multiplies keys [0, i1) only (the
-// backward's key blocks, queries [j0, Tq) only): ~2/3 of the full products at
-// T = 128. Otherwise the products are whole GEMMs (bpck_gemm).
-#define ATT_QB 48
-static int FN(att_blocked)(int64_t Tq, int64_t Tk, int64_t hs, int causal) {
-  return Tq <= GEMM_KC && Tk <= GEMM_KC && hs <= GEMM_KC && (!causal || Tq == Tk);
-}
-
-// Rows [r0, r1) of C (=) op(A)[:, k0 .. k0+kn) @ rows k0 .. k0+kn of a B
-// packed whole (panels of kt x NR), its first nc columns.
-static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t k0,
-                       int64_t kn, int64_t nc, T *C, int64_t ldc, PK_T *Ap, int64_t r0, int64_t r1) {
-#ifdef GEMM_WIDE_BLOCK
-  if (bpck_isa() == BPCK_ISA_AVX512) {  // the same packing and K order: the same bits
-    GEMM_WIDE_BLOCK(A, lda, transa, PK_AT(Bp, k0), kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
-    return;
+// One key block [j0, j0 + w) of the online softmax for rows [0, n) (absolute
+// i0 + r): S -> exp(S * scale - m_new), masked entries 0; m, l updated and
+// alpha[r] = exp(m_old - m_new), the factor the row's O so far takes.
+static void FN(att_online)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t j0, int64_t w, int causal,
+                           const T *km, T scale, T *m, T *l, T *alpha) {
+  for (int64_t r = 0; r < n; r++) {
+    T *s = S + r * ld;
+    int64_t nk = FN(att_keys)(s, i0 + r, j0, w, causal, km);
+    T bm = nk ? EFN(fmax_row)(s, nk, 1) * scale : (T)-INFINITY;
+    T mn = bm > m[r] ? bm : m[r];
+    alpha[r] = 1;
+    if (mn == (T)-INFINITY) {  // no key yet: nothing to add
+      for (int64_t j = 0; j < w; j++) s[j] = 0;
+      continue;
+    }
+    EFN(exp_row)(s, s, nk, scale, mn);
+    if (km)
+      for (int64_t j = 0; j < nk; j++)
+        if (km[j0 + j] == 0) s[j] = 0;
+    for (int64_t j = nk; j < w; j++) s[j] = 0;
+    alpha[r] = m[r] == (T)-INFINITY ? 0 : EFN(exp_in)(m[r] - mn);
+    l[r] = l[r] * alpha[r] + EFN(sum_row)(s, nk);
+    m[r] = mn;
   }
-#endif
-  FN(gemm_block)(A, lda, transa, PK_AT(Bp, k0), kt, Ap, C, ldc, 0, nc, k0, kn, 1, r0, r1);
 }
-
-// The key (or query) limit of a block of rows ending at i1.
-#define ATT_LIM(i1) (causal ? KMIN(Tk, (i1)) : Tk)
-#define ATT_BLOCKS(i0, i1, n) \
-  for (int64_t i0 = 0, i1 = KMIN(ATT_QB, (n)); i0 < (n); i0 = i1, i1 = KMIN(i1 + ATT_QB, (n)))
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
 void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
                         int64_t Tk, int64_t C, int64_t H, int causal, const T *mask, int64_t ldi,
                         T *scratch, int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
-  T scale = 1 / SQRT_T((T)hs), *S = scratch, *ws = scratch + Tq * Tk;
-  PK_T *Bp = (PK_T *)ws, *Ap = (PK_T *)(ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR));
-  int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
+  int64_t hs = C / H;
+  T scale = 1 / SQRT_T((T)hs), *S = scratch, *m = S + ATT_QB * ATT_KB, *l = m + ATT_QB, *alpha = l + ATT_QB;
+  int64_t pkv = FN(att_pkv)(Tk, hs), ld = KMIN(ATT_KB, ATT_UP(Tk, GEMM_NR));  // S's rows: only as wide as used
+  PK_T *Kp = (PK_T *)(alpha + ATT_QB), *Vp = (PK_T *)((T *)Kp + pkv), *Ap = (PK_T *)((T *)Vp + pkv);
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;
     T *o = out + b * Tq * C + h * hs;
     const T *km = mask ? mask + b * Tk : NULL;
-    if (!blocked) {
-      FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, S, Tk, 0, ws, 0, Tq);
-      FN(att_softmax)(S, Tk, 0, Tq, Tk, causal, km, scale);
-      FN(bpck_gemm)(Tq, hs, Tk, S, Tk, 0, v + ki, ldi, 0, o, C, 0, ws, 0, Tq);
-      continue;
+    FN(pack_b)(Kp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
+    FN(pack_b)(Vp, v + ki, ldi, 0, 0, Tk, 0, hs);  // V
+    for (int64_t i0 = 0; i0 < Tq; i0 += ATT_QB) {
+      int64_t n = KMIN(ATT_QB, Tq - i0), lim = causal ? KMIN(Tk, i0 + n) : Tk;
+      T *oi = o + i0 * C;
+      for (int64_t r = 0; r < n; r++) m[r] = (T)-INFINITY, l[r] = 0;
+      for (int64_t j0 = 0; j0 < lim; j0 += ATT_KB) {
+        int64_t w = KMIN(ATT_KB, lim - j0);
+        FN(att_mm)(q + qi + i0 * ldi, ldi, 0, PK_COL(Kp, j0, hs), hs, hs, w, S, ld, Ap, n, 1);
+        FN(att_online)(S, ld, i0, n, j0, w, causal, km, scale, m, l, alpha);
+        if (w == lim)  // one key block: P normalized before O = P V (no pass over O)
+          for (int64_t r = 0; r < n; r++) {
+            T inv = l[r] > 0 ? 1 / l[r] : 0;
+            for (int64_t j = 0; j < w; j++) S[r * ld + j] *= inv;
+          }
+        if (j0)
+          for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < hs; c++) oi[r * C + c] *= alpha[r];
+        FN(att_mm)(S, ld, 0, PK_AT(Vp, j0), Tk, w, hs, oi, C, Ap, n, j0 == 0);
+      }
+      for (int64_t r = 0; r < n && lim > ATT_KB; r++) {
+        T inv = l[r] > 0 ? 1 / l[r] : 0;
+        for (int64_t c = 0; c < hs; c++) oi[r * C + c] *= inv;
+      }
     }
-    FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
-    ATT_BLOCKS(i0, i1, Tq) {
-      FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), S, Tk, Ap, i0, i1);
-      FN(att_softmax)(S, Tk, i0, i1, ATT_LIM(i1), causal, km, scale);
-    }
-    FN(pack_b)(Bp, v + ki, ldi, 0, 0, Tk, 0, hs);  // V
-    ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(S, Tk, 0, Bp, Tk, 0, ATT_LIM(i1), hs, o, C, Ap, i0, i1);
   }
 }
 
+// Whether the backward keeps P and dS of every query block of a unit (Tq x
+// Tk each, up to KC x KC): then dK and dV are one product per block of 48
+// keys over queries [j0, Tq) (causal) instead of a sum over query blocks.
+static int FN(att_whole)(int64_t Tq, int64_t Tk) { return Tq <= GEMM_KC && Tk <= GEMM_KC; }
+
+size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
+  int64_t rows = FN(att_whole)(Tq, Tk) ? Tq : ATT_QBB;
+  return (size_t)(2 * rows * Tk + 3 * FN(att_pkv)(Tk, hs) + 2 * FN(att_pk)(rows, hs) + ATT_MC * GEMM_KC) + 64;
+}
+
 // dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h); any of
-// dq, dk, dv may be NULL (not computed). P is recomputed; dS = P (dP - rowsum(dP P)).
+// dq, dk, dv may be NULL (not computed). P is recomputed per query block.
 void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
                             const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
                             int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
                             T *scratch, int64_t begin, int64_t end) {
   (void)B;
-  int64_t hs = C / H, n = FN(att_gemm_dim)(Tq, Tk, hs);
-  T scale = 1 / SQRT_T((T)hs);
-  T *P = scratch, *dS = scratch + Tq * Tk, *ws = dS + Tq * Tk;
-  PK_T *Bp = (PK_T *)ws, *Ap = (PK_T *)(ws + n * ((n + GEMM_NR - 1) / GEMM_NR * GEMM_NR));
-  int blocked = FN(att_blocked)(Tq, Tk, hs, causal);
+  int64_t hs = C / H, whole = FN(att_whole)(Tq, Tk), rows = whole ? Tq : ATT_QBB, qb = whole ? ATT_QB : ATT_QBB;
+  T scale = 1 / SQRT_T((T)hs), *P = scratch, *dS = P + rows * Tk;
+  int64_t pkv = FN(att_pkv)(Tk, hs);
+  PK_T *KTp = (PK_T *)(dS + rows * Tk), *VTp = (PK_T *)((T *)KTp + pkv);
+  PK_T *Kp = (PK_T *)((T *)VTp + pkv), *Qp = (PK_T *)((T *)Kp + pkv);
+  PK_T *Op = (PK_T *)((T *)Qp + FN(att_pk)(rows, hs)), *Ap = (PK_T *)((T *)Op + FN(att_pk)(rows, hs));
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / H, h = u % H, go = b * Tq * C + h * hs;
     int64_t qi = b * Tq * ldi + h * hs, ki = b * Tk * ldi + h * hs;  // q, k, v rows
     int64_t qo = b * Tq * ldo + h * hs, ko = b * Tk * ldo + h * hs;  // dq, dk, dv rows
     const T *km = mask ? mask + b * Tk : NULL;
-    if (!blocked) {
-      FN(bpck_gemm)(Tq, Tk, hs, q + qi, ldi, 0, k + ki, ldi, 1, P, Tk, 0, ws, 0, Tq);
-      FN(att_softmax)(P, Tk, 0, Tq, Tk, causal, km, scale);
-    } else {
-      FN(pack_b)(Bp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
-      ATT_BLOCKS(i0, i1, Tq) {
-        FN(att_mm)(q + qi, ldi, 0, Bp, hs, 0, hs, ATT_LIM(i1), P, Tk, Ap, i0, i1);
-        FN(att_softmax)(P, Tk, i0, i1, ATT_LIM(i1), causal, km, scale);
+    FN(pack_b)(KTp, k + ki, ldi, 1, 0, hs, 0, Tk);  // K^T
+    if (dq || dk) FN(pack_b)(VTp, v + ki, ldi, 1, 0, hs, 0, Tk);  // V^T
+    if (dq) FN(pack_b)(Kp, k + ki, ldi, 0, 0, Tk, 0, hs);  // K
+    for (int64_t j = 0; j < Tk && !whole; j++)  // dK and dV sum over query blocks
+      for (int64_t c = 0; c < hs; c++) {
+        if (dk) dk[ko + j * ldo + c] = 0;
+        if (dv) dv[ko + j * ldo + c] = 0;
+      }
+    for (int64_t i0 = 0; i0 < Tq; i0 += qb) {
+      int64_t n = KMIN(qb, Tq - i0), lim = causal ? KMIN(Tk, i0 + n) : Tk;
+      const T *gi = gy + go + i0 * C;
+      T *Pb = whole ? P + i0 * Tk : P, *dSb = whole ? dS + i0 * Tk : dS;
+      FN(att_mm)(q + qi + i0 * ldi, ldi, 0, KTp, hs, hs, lim, Pb, Tk, Ap, n, 1);
+      FN(att_softmax)(Pb, Tk, i0, n, lim, causal, km, scale);
+      if (dq || dk) {
+        FN(att_mm)(gi, C, 0, VTp, hs, hs, lim, dSb, Tk, Ap, n, 1);  // dP
+        for (int64_t r = 0; r < n; r++) {
+          T *pr = Pb + r * Tk, *sr = dSb + r * Tk, dot = EFN(dot)(sr, pr, lim);
+          for (int64_t j = 0; j < lim; j++) sr[j] = pr[j] * (sr[j] - dot) * scale;
+        }
+        if (dq) FN(att_mm)(dSb, Tk, 0, Kp, Tk, lim, hs, dq + qo + i0 * ldo, ldo, Ap, n, 1);
+      }
+      if (whole) continue;
+      if (dk) {
+        FN(pack_b)(Qp, q + qi + i0 * ldi, ldi, 0, 0, n, 0, hs);  // Q of the block
+        FN(att_mm)(dSb, Tk, 1, Qp, n, n, hs, dk + ko, ldo, Ap, lim, 0);
+      }
+      if (dv) {
+        FN(pack_b)(Op, gi, C, 0, 0, n, 0, hs);  // dO of the block
+        FN(att_mm)(Pb, Tk, 1, Op, n, n, hs, dv + ko, ldo, Ap, lim, 0);
       }
     }
-    if (dq || dk) {
-      if (!blocked) {
-        FN(bpck_gemm)(Tq, Tk, hs, gy + go, C, 0, v + ki, ldi, 1, dS, Tk, 0, ws, 0, Tq);  // dP
-      } else {
-        FN(pack_b)(Bp, v + ki, ldi, 1, 0, hs, 0, Tk);  // V^T
-        ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(gy + go, C, 0, Bp, hs, 0, hs, ATT_LIM(i1), dS, Tk, Ap, i0, i1);
-      }
-      ATT_BLOCKS(i0, i1, Tq) {  // columns past the block's limit are P = 0, and never read
-        int64_t lim = blocked ? ATT_LIM(i1) : Tk;
-        for (int64_t i = i0; i < i1; i++) {
-          T *pi = P + i * Tk, *si = dS + i * Tk, dot = EFN(dot)(si, pi, lim);
-          for (int64_t j = 0; j < lim; j++) si[j] = pi[j] * (si[j] - dot) * scale;
-        }
-      }
-      if (dq && !blocked) FN(bpck_gemm)(Tq, hs, Tk, dS, Tk, 0, k + ki, ldi, 0, dq + qo, ldo, 0, ws, 0, Tq);
-      if (dq && blocked) {
-        FN(pack_b)(Bp, k + ki, ldi, 0, 0, Tk, 0, hs);  // K
-        ATT_BLOCKS(i0, i1, Tq) FN(att_mm)(dS, Tk, 0, Bp, Tk, 0, ATT_LIM(i1), hs, dq + qo, ldo, Ap, i0, i1);
-      }
-      if (dk && !blocked) FN(bpck_gemm)(Tk, hs, Tq, dS, Tk, 1, q + qi, ldi, 0, dk + ko, ldo, 0, ws, 0, Tk);
-      if (dk && blocked) {  // key block [j0, j1): queries [j0, Tq) when causal
-        FN(pack_b)(Bp, q + qi, ldi, 0, 0, Tq, 0, hs);  // Q
-        ATT_BLOCKS(j0, j1, Tk) {
-          int64_t lo = causal ? j0 : 0;
-          FN(att_mm)(dS, Tk, 1, Bp, Tq, lo, Tq - lo, hs, dk + ko, ldo, Ap, j0, j1);
-        }
-      }
-    }
-    if (dv && !blocked) FN(bpck_gemm)(Tk, hs, Tq, P, Tk, 1, gy + go, C, 0, dv + ko, ldo, 0, ws, 0, Tk);
-    if (dv && blocked) {
-      FN(pack_b)(Bp, gy + go, C, 0, 0, Tq, 0, hs);  // dO
-      ATT_BLOCKS(j0, j1, Tk) {
-        int64_t lo = causal ? j0 : 0;
-        FN(att_mm)(P, Tk, 1, Bp, Tq, lo, Tq - lo, hs, dv + ko, ldo, Ap, j0, j1);
-      }
+    if (!whole) continue;
+    // key block [j0, j1): queries [j0, Tq) when causal (the rows before see none of
+    // its keys; a row's columns up to its block's end are written, zero past its limit)
+    if (dk) FN(pack_b)(Qp, q + qi, ldi, 0, 0, Tq, 0, hs);  // Q
+    if (dv) FN(pack_b)(Op, gy + go, C, 0, 0, Tq, 0, hs);  // dO
+    for (int64_t j0 = 0; j0 < Tk; j0 += ATT_QB) {
+      int64_t nj = KMIN(ATT_QB, Tk - j0), lo = causal ? j0 : 0;
+      if (dk) FN(att_mm)(dS + lo * Tk + j0, Tk, 1, PK_AT(Qp, lo), Tq, Tq - lo, hs, dk + ko + j0 * ldo, ldo, Ap, nj, 1);
+      if (dv) FN(att_mm)(P + lo * Tk + j0, Tk, 1, PK_AT(Op, lo), Tq, Tq - lo, hs, dv + ko + j0 * ldo, ldo, Ap, nj, 1);
     }
   }
 }
-#undef ATT_LIM
-#undef ATT_BLOCKS
+#undef ATT_UP
+#undef KMAX_
+#undef PK_COL
 
 #ifndef KT_PRODUCTS
 // (rows*R, Cc): -inf (grad: 0) where column > row % R

@@ -34,6 +34,7 @@ typedef struct {
   double lr, temperature, max_time;
   uint64_t seed;
   bool has_max_time, has_steps, has_epochs, has_lr, has_seed, has_eval_every, has_ckpt_every, grad_stats, quiet, timing, profile;
+  bool no_cache;  // sample: the whole window per token even when the model decodes by position
 } Opts;
 
 typedef struct {
@@ -96,7 +97,7 @@ static void usage(FILE *f) {
         "                       [--grad-stats] [--quiet] [--timing] [--profile]\n"
         "       trainer eval    --params P.safetensors [--data PATH] [--threads N] [--log F] [--quiet]\n"
         "       trainer sample  --params P.safetensors [--prompt TEXT] [--tokens N] [--temperature T]\n"
-        "                       [--top-k K] [--seed N] [--threads N]\n"
+        "                       [--top-k K] [--seed N] [--threads N] [--no-cache] [--quiet]\n"
         "       trainer predict (--params P.safetensors | --init P.safetensors) --inputs I.safetensors\n"
         "                       -o OUT.safetensors [--threads N] [--quiet]\n"
         "       trainer merge   --params LORA.safetensors [--init BASE.safetensors] -o FULL.safetensors\n"
@@ -156,6 +157,7 @@ static const OptDef opt_defs[] = {
   {"--tokens", A_INT, CMD_SAMPLE, O(tokens), NOHAS},
   {"--temperature", A_NUM, CMD_SAMPLE, O(temperature), NOHAS},
   {"--top-k", A_INT, CMD_SAMPLE, O(top_k), NOHAS},
+  {"--no-cache", A_NONE, CMD_SAMPLE, O(no_cache), NOHAS},
 };
 
 static bool parse_int(const char *s, int64_t *v) {
@@ -1887,6 +1889,114 @@ static int cmd_merge(T *t) {
 }
 
 // ---- sample -------------------------------------------------------------------------------
+// Cached sampling (issue 19.4): with a decode program (the model decodes one
+// position at a time, compiler/decode.c) a window starts at position 0 and
+// holds the text so far while it fits; the whole-window program runs once
+// on the prompt and fills every attention's key/value cache from its k and
+// v outputs, then each token runs the decode program on the one new
+// position. Once the text is longer than the window, the window slides
+// (the last T tokens at positions 0..T-1, as without a cache): every
+// position moves, so each such token runs the whole window again. Without
+// a decode program (or with --no-cache for a model that has one) the whole
+// window runs for every token; then a model without a decode program keeps
+// the window right-aligned and left-padded with the first byte.
+
+typedef struct {
+  T *t;
+  Arena *a, *dec;          // the sample arena; the decode arena (NULL: uncached)
+  const TDesc *tok, *lg;   // the sample program's tokens and logits
+  const TDesc *dtok, *dlg, *dpos;
+  int64_t Tn, V;
+  bool from0;              // windows start at position 0 (the model has a decode program)
+  int64_t cached;          // positions held in the caches, -1 when they hold none
+  int nattn;
+  const TDesc **kv;        // per attention: __k.i, __v.i (sample), __kcache.i, __vcache.i (decode)
+  int64_t steps, windows;  // tokens by one decode step, by a whole window
+} Sampler;
+
+static const TDesc *kv_find(const Prog *p, const char *fmt, int i) {
+  char name[64];
+  snprintf(name, sizeof name, fmt, i);
+  return prog_find(p, name);
+}
+
+// The decode arena with the sample arena's params and state copied in, and
+// the k/v tensors of both programs paired; false (err) on a description
+// that does not fit.
+static bool sampler_open_decode(Sampler *s, char *err) {
+  T *t = s->t;
+  const Prog *dp = &t->d.prog[PROG_DECODE], *sp = s->a->p;
+  s->dtok = prog_find(dp, t->d.gen_tokens), s->dlg = prog_find(dp, t->d.gen_logits), s->dpos = prog_find(dp, "__pos");
+  if (!s->dtok || !s->dlg || !s->dpos || s->dtok->numel != 1 || s->dlg->numel != s->V || s->dpos->dtype != BPCRT_I32)
+    return fail(err, "model description: bad decode program");
+  while (kv_find(dp, "__kcache.%d", s->nattn))
+    s->nattn++;
+  s->kv = calloc((size_t)(4 * s->nattn + 1), sizeof *s->kv);
+  for (int i = 0; i < s->nattn; i++) {
+    const TDesc **q = s->kv + 4 * i;
+    q[0] = kv_find(sp, "__k.%d", i), q[1] = kv_find(sp, "__v.%d", i);
+    q[2] = kv_find(dp, "__kcache.%d", i), q[3] = kv_find(dp, "__vcache.%d", i);
+    for (int w = 0; w < 2; w++)
+      if (!q[w] || !q[w + 2] || q[w]->numel != q[w + 2]->numel || q[w]->dtype != q[w + 2]->dtype)
+        return fail(err, "model description: attention %d's cache does not match the sample program's k and v", i);
+  }
+  arena_open(t, PROG_DECODE);
+  s->dec = &t->ar[PROG_DECODE];
+  for (int i = 0; i < dp->n; i++) {
+    const TDesc *d = &dp->t[i], *src = d->role == ROLE_PARAM || d->role == ROLE_STATE ? prog_find(sp, d->name) : NULL;
+    if (d->role != ROLE_PARAM && d->role != ROLE_STATE)
+      continue;
+    if (!src || src->numel != d->numel || src->dtype != d->dtype)
+      return fail(err, "model description: the decode program's '%s' is not the sample program's", d->name);
+    memcpy(tp(s->dec, d), tp(s->a, src), (size_t)d->numel * bpcrt_dtype_size(d->dtype));
+  }
+  return true;
+}
+
+static int32_t token_id(const Sampler *s, uint8_t b) { return b < s->V ? b : 0; }
+
+// The whole window over seq[0..n): its logits row, NULL (err) when the step failed.
+static const void *sample_window(Sampler *s, const uint8_t *seq, int64_t n, char *err) {
+  int32_t *ids = tp(s->a, s->tok);
+  int64_t Tn = s->Tn, row = Tn - 1;
+  if (s->from0 && n <= Tn) {  // positions 0..n-1; the causal model never reads the rest
+    for (int64_t k = 0; k < Tn; k++)
+      ids[k] = k < n ? token_id(s, seq[k]) : 0;
+    row = n - 1;
+  } else {
+    for (int64_t k = 0; k < Tn; k++) {
+      int64_t src = n - Tn + k;  // right-aligned: left-pad with the first byte
+      ids[k] = token_id(s, seq[src < 0 ? 0 : src]);
+    }
+  }
+  if (!run(s->a, s->t->e->sample_forward, NULL, NULL, 0, err))
+    return NULL;
+  s->windows++;
+  s->cached = -1;
+  if (s->dec && n <= Tn) {  // the prompt's keys and values: rows [0, n) of the caches
+    for (int i = 0; i < 2 * s->nattn; i++) {
+      const TDesc *from = s->kv[4 * (i / 2) + i % 2], *to = s->kv[4 * (i / 2) + 2 + i % 2];
+      size_t row_bytes = (size_t)(from->numel / Tn) * bpcrt_dtype_size(from->dtype);
+      memcpy(tp(s->dec, to), tp(s->a, from), (size_t)n * row_bytes);
+    }
+    s->cached = n;
+  }
+  return (const char *)tp(s->a, s->lg) + (size_t)(row * s->V) * bpcrt_dtype_size(s->lg->dtype);
+}
+
+// The logits of the token after seq[0..n): one decode step when the caches
+// hold positions [0, n - 1), else the whole window.
+static const void *sample_next(Sampler *s, const uint8_t *seq, int64_t n, char *err) {
+  if (!s->dec || s->cached != n - 1 || n > s->Tn)
+    return sample_window(s, seq, n, err);
+  *(int32_t *)tp(s->dec, s->dtok) = token_id(s, seq[n - 1]);
+  *(int32_t *)tp(s->dec, s->dpos) = (int32_t)(n - 1);
+  if (!run(s->dec, s->t->e->decode_forward, NULL, NULL, 0, err))
+    return NULL;
+  s->steps++;
+  s->cached = n;
+  return tp(s->dec, s->dlg);
+}
 
 static int cmd_sample(T *t) {
   char *err = t->err;
@@ -1905,6 +2015,12 @@ static int cmd_sample(T *t) {
   int64_t Tn = tok->numel, V = lg->shape[lg->rank - 1];
   if (V < 1 || lg->numel < Tn * V)
     return fail(err, "model description: logits '%s' are not [.., T, V]", lg->name), 1;
+  bool has_decode = d->prog[PROG_DECODE].present && t->e->decode_forward;
+  Sampler sm = {.t = t, .a = a, .tok = tok, .lg = lg, .Tn = Tn, .V = V, .from0 = has_decode, .cached = -1};
+  if (has_decode && !t->o.no_cache && !sampler_open_decode(&sm, err))
+    return free(sm.kv), 1;
+  if (!has_decode && d->decode_error && !t->o.quiet)
+    fprintf(stderr, "sample: uncached (the whole window per token): %s\n", d->decode_error);
   const char *prompt = t->o.prompt && *t->o.prompt ? t->o.prompt : "\n";
   size_t np = strlen(prompt), cap = np + (size_t)t->o.tokens + 1;
   uint8_t *seq = malloc(cap);
@@ -1915,17 +2031,11 @@ static int cmd_sample(T *t) {
   fwrite(prompt, 1, np, stdout);
   fflush(stdout);
   size_t n = np;
+  double t0 = now();
   for (int64_t i = 0; i < t->o.tokens; i++) {
-    int32_t *ids = tp(a, tok);
-    for (int64_t k = 0; k < Tn; k++) {
-      int64_t src = (int64_t)n - Tn + k;  // right-aligned: left-pad with the first byte
-      ids[k] = seq[src < 0 ? 0 : src];
-      if (ids[k] >= V)
-        ids[k] = 0;
-    }
-    if (!run(a, t->e->sample_forward, NULL, NULL, 0, err))
-      return free(seq), free(prob), free(order), 1;
-    const void *row = (const char *)tp(a, lg) + (size_t)((Tn - 1) * V) * bpcrt_dtype_size(lg->dtype);
+    const void *row = sample_next(&sm, seq, (int64_t)n, err);
+    if (!row)
+      return free(seq), free(prob), free(order), free(sm.kv), 1;
     int64_t best = 0;
     double mx = -INFINITY;
     for (int64_t v = 0; v < V; v++) {
@@ -1966,9 +2076,15 @@ static int cmd_sample(T *t) {
     putchar((int)(uint8_t)pick);
     fflush(stdout);
   }
+  double secs = now() - t0;
   if (!t->o.quiet && isatty(1))
     putchar('\n');
-  free(seq), free(prob), free(order);
+  fflush(stdout);
+  if (!t->o.quiet && t->o.tokens > 0)
+    fprintf(stderr, "sample: %lld tokens in %.3f s, %.1f tokens/s (%s: %lld one-position steps, %lld whole windows)\n",
+            (long long)t->o.tokens, secs, secs > 0 ? (double)t->o.tokens / secs : 0.0, sm.dec ? "cached" : "uncached",
+            (long long)sm.steps, (long long)sm.windows);
+  free(seq), free(prob), free(order), free(sm.kv);
   return 0;
 }
 
@@ -2008,7 +2124,10 @@ static int cmd_info(T *t) {
     if (tp_->t[i].role == ROLE_PARAM)
       nparams += tp_->t[i].numel, pbytes += tp_->t[i].numel * (int64_t)bpcrt_dtype_size(tp_->t[i].dtype);
   printf("params   %lld (%lld bytes)\n", (long long)nparams, (long long)pbytes);
-  static const char *pn[] = {"train", "eval", "sample", "predict"};
+  if (d->prog[PROG_SAMPLE].present)
+    printf("sample   %s%s\n", d->prog[PROG_DECODE].present ? "cached (one position per token)" : "uncached: ",
+           d->prog[PROG_DECODE].present || !d->decode_error ? "" : d->decode_error);
+  static const char *pn[] = {"train", "eval", "sample", "predict", "decode"};
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   for (int k = 0; k < NPROG; k++) {
     const Prog *p = &d->prog[k];

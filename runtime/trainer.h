@@ -54,7 +54,7 @@ typedef struct {
   KDesc *k;              // the kernels (for --profile; may be empty)
 } Prog;
 
-enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, PROG_PREDICT, NPROG };
+enum { PROG_TRAIN, PROG_EVAL, PROG_SAMPLE, PROG_PREDICT, PROG_DECODE, NPROG };
 
 typedef enum { FMT_NONE, FMT_TEXT, FMT_CSV, FMT_ST, FMT_IDX } DataFormat;
 
@@ -106,6 +106,7 @@ typedef struct {
   DataDesc data_train, data_test;   // format FMT_NONE when absent
   char *gen_tokens, *gen_logits;    // NULL without generate
   char *predict_error;              // why there is no predict program, or NULL
+  char *decode_error;               // why sample runs uncached (no decode program), or NULL
   bool has_lora;                    // some param has LoRA adapters: checkpoints hold
                                     // what trains, frozen weights come from their base
   Prog prog[NPROG];

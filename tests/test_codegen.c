@@ -272,6 +272,23 @@ Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
   compare_texts(texts, sizeof texts / sizeof *texts, "row blocks");
 }
 
+// Tiled attention (issue 19) at long and odd T: past one key block (384 keys in
+// f32, 240 in f64) and the whole-unit backward (T <= 384 / 256), causal and
+// masked, packed and cross: native against the interpreter, f64 and f32.
+Test(codegen, attention_long_and_odd_t, .timeout = 600) {
+  static const char *texts[] = {
+      "params:\n" P("x", "[1, 1024, 24]") "graph:\n  q: slice(x, 0, 8)\n  k: slice(x, 8, 16)\n"
+      "  v: slice(x, 16, 24)\n  out: tanh(attention(q, k, v, heads=2, causal=true))\n",
+      "params:\n" P("q", "[2, 333, 6]") P("k", "[2, 1031, 6]") P("v", "[2, 1031, 6]") "graph:\n"
+      "  m: concat(reshape(less(arange(1031), 1000), [1, 1031]), reshape(greater(arange(1031), 7), [1, 1031]), axis=0)\n"
+      "  out: tanh(attention(q, k, v, heads=3, mask=m))\n",
+      "params:\n" P("x", "[2, 301, 15]") "graph:\n  q: slice(x, 0, 5)\n  k: slice(x, 5, 10)\n"
+      "  v: slice(x, 10, 15)\n  m: reshape(greater(arange(602), 3), [2, 301])\n"
+      "  out: tanh(attention(q, k, v, heads=1, causal=true, mask=m))\n",
+  };
+  compare_texts(texts, sizeof texts / sizeof *texts, "long attention");
+}
+
 // Operands of another dtype promote to the op's (a CAST in front, ir.c): no
 // kernel reads integers as floats, or an f32 as an f64 (a param declared f64
 // in the f32 build); sum, max and min of i32 stay i32 (their own kernel).

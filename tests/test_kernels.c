@@ -550,11 +550,13 @@ Test(kernels, attention_forward_backward) {
   static const int64_t shapes[][5] = {// B, Tq, Tk, C, H
                                       {1, 1, 1, 1, 1}, {2, 7, 7, 8, 2}, {1, 9, 9, 33, 3},
                                       {2, 5, 9, 16, 4}, {1, 9, 5, 8, 1}, {3, 8, 8, 24, 8},
-                                      // several 48-row blocks (a last partial one), head sizes off
-                                      // the 16-column panels; 300: blocked in f32 (K block 384),
-                                      // whole GEMMs in f64 (256); 400: whole GEMMs in both
+                                      // several 48-row query blocks (a last partial one), head
+                                      // sizes off the 16-column panels; past one key block (384
+                                      // keys in f32, 240 in f64) and past K's 384 or 256 (the
+                                      // products' K in blocks): 300, 400, 1024 and odd sizes
                                       {1, 100, 100, 16, 2}, {2, 50, 70, 12, 1}, {1, 97, 97, 130, 2},
-                                      {1, 300, 300, 8, 1}, {1, 400, 400, 4, 1}};
+                                      {1, 300, 300, 8, 1}, {1, 400, 400, 4, 1}, {1, 385, 385, 6, 1},
+                                      {2, 211, 777, 10, 2}, {1, 1024, 1024, 32, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int causal = 0; causal < 2; causal++)
       for (int masked = 0; masked < 2; masked++)
@@ -580,8 +582,11 @@ Test(kernels, attention_forward_backward) {
                                     : ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi))
                           : (masked ? ref_op(&r, OP_ATTENTION_GRAD, &a, 5, qi, ki, vi, gi, mi)
                                     : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi));
-        size_t scr = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
+        size_t s64 = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
                                : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
+        size_t s32 = which < 0 ? bpck_attention_scratch_f32(Tq, Tk, C / H)
+                               : bpck_attention_bwd_scratch_f32(Tq, Tk, C / H);
+        size_t scr = s64 > (s32 + 1) / 2 ? s64 : (s32 + 1) / 2;  // in doubles: either type's
         verify(&(Case){.what = which < 0 ? (masked ? "masked attention" : "attention")
                                          : (masked ? "masked attention_bwd" : "attention_bwd"),
                        .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = masked ? 5 : 4,

@@ -286,7 +286,7 @@ static void fake_update(bpcrt_ctx *c) {
   st(a, &LT, "state.count", 0, ld(a, &LT, "state.count", 0) + 1);
 }
 
-static const bpcrt_entries fake_entries = {fake_step, fake_update, fake_eval, NULL, NULL, NULL};
+static const bpcrt_entries fake_entries = {fake_step, fake_update, fake_eval, NULL, NULL, NULL, NULL};
 
 // ---- running bpcrt_main in a child ------------------------------------------------
 
@@ -892,7 +892,7 @@ static void text_sample(bpcrt_ctx *c) {
       lg[t * 256 + v] = v == (tok[t] + 1) % 256 ? 30.0f : 0.0f;
 }
 
-static const bpcrt_entries text_entries = {text_step, text_update, text_eval, text_sample, NULL, NULL};
+static const bpcrt_entries text_entries = {text_step, text_update, text_eval, text_sample, NULL, NULL, NULL};
 
 static int run_text(const char *js, char **argv) {
   int argc = 0;

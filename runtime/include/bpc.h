@@ -242,6 +242,7 @@ typedef struct {
   void (*eval_forward)(bpcrt_ctx *);    // eval-mode forward: loss, metrics, outputs
   void (*sample_forward)(bpcrt_ctx *);  // batch-1 logits; NULL without `generate:`
   void (*predict_forward)(bpcrt_ctx *); // eval-mode outputs alone (SPEC 6.2); may be NULL
+  void (*decode_forward)(bpcrt_ctx *);  // cached sampling: one new position; may be NULL
   // What the code was compiled for, "CPU: feature feature ..." (LLVM's names
   // of the enabled x86 features), checked against this CPU before anything
   // runs; NULL: not checked (the JIT compiles for the CPU it runs on).

@@ -287,6 +287,20 @@ void bpck_strided_copy_i32(int32_t *out, const int64_t *out_strides, const int32
                            int64_t begin, int64_t end);
 void bpck_arange_i32(int32_t *out, int64_t begin, int64_t end);
 
+// Cached sampling (runtime/kernels_decode.h): one new query [1, 1, C] over
+// cache rows [0, pos) of kc, vc [Tc, C] and its own k, v, which it first
+// stores as row pos; H heads of C/H channels (range: the heads); scratch
+// holds Tc scores.
+void bpck_attention_decode_f32(float *out, const float *q, const float *k, const float *v, float *kc, float *vc,
+                               const int32_t *pos, int64_t Tc, int64_t C, int64_t H, float *scratch,
+                               int64_t begin, int64_t end);
+void bpck_attention_decode_f64(double *out, const double *q, const double *k, const double *v, double *kc,
+                               double *vc, const int32_t *pos, int64_t Tc, int64_t C, int64_t H, double *scratch,
+                               int64_t begin, int64_t end);
+void bpck_attention_decode_bf16(float *out, const float *q, const float *k, const float *v, float *kc, float *vc,
+                                const int32_t *pos, int64_t Tc, int64_t C, int64_t H, float *scratch,
+                                int64_t begin, int64_t end);
+
 #ifdef __cplusplus
 }
 #endif
