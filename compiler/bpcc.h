@@ -360,6 +360,14 @@ void shape_bcast_strides(const Shape *s, const Shape *out, int64_t *st);
 // attention_grad with which=3 writes dq, dk, dv flattened one after the other:
 // the element offset of part 0 (dq), 1 (dk), 2 (dv), or 3 (the total size).
 int64_t attention_grad_offset(const Shape *q, const Shape *k, int part);
+// linear_cross_entropy with gy writes dh, dw and the loss flattened one after
+// the other: the element offset of part 0 (dh), 1 (dw), 2 (loss), or 3 (the
+// total size), for h [.., C] and w [V, C] or [C, V].
+int64_t lce_offset(const Shape *h, const Shape *w, int part);
+// Its row block: how many rows' logits [R, V] one pass keeps (rows =
+// h's rows). A function of the shapes alone, so the sums do not depend on
+// the thread count.
+int64_t lce_block_rows(int64_t rows, int64_t V);
 // "[2, 3]"; returns buf.
 char *shape_str(const Shape *s, char *buf, size_t size);
 
@@ -523,6 +531,8 @@ Attr attr_default(Op op);  // schema defaults applied (naxes -1 etc.)
 // that optional tensor was not given (attention's `mask`).
 int node_operand(const Node *n, const char *name);
 bool dtype_is_float(DType t);
+// A linear_cross_entropy node's rows, C and (returned) V.
+int64_t lce_dims(const Graph *g, const Node *n, int64_t *rows, int64_t *C);
 
 // ============================================================ shape.c
 // Shape rules, named in ops.h (`shape_arith`, `shape_reduce`, ...). Each sets
@@ -592,6 +602,14 @@ Graph *simplify(const Graph *g, unsigned flags);
 // metrics, outputs, loss) into g, each node id through map (-1: dropped).
 void graph_copy_tables(Graph *g, const Graph *src, const int *map);
 
+// ============================================================ lce.c
+// cross_entropy(h @ w^T or h @ w, y) whose logits nothing else reads (no
+// metric; no output outside a training program, whose outputs nobody reads)
+// as linear_cross_entropy, with the logits' gradient and the two backward
+// matmuls folded in when they are all that reads it (a constant gy). A new
+// graph, or NULL when nothing matched.
+Graph *lce_rewrite(const Graph *g, bool training);
+
 // ============================================================ fuse.c
 // The joint graph cut into kernels, in execution order. An elementwise
 // kernel evaluates a tree of elementwise nodes in one loop (single-use
@@ -634,6 +652,7 @@ typedef struct Program {
   struct { Kernel *v; int n, cap; } kernels;
   bool *materialized;  // per node: has storage of its own or an alias
   int *alias;          // per node: the node whose storage it uses (itself if none)
+  int64_t *alias_off;  // per node: its byte offset inside that storage (a slice view)
   // memplan.c:
   int64_t *offset;     // per node: byte offset in the arena, -1 if not stored
   int64_t arena_bytes; // fixed part; per-thread scratch follows

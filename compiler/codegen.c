@@ -464,10 +464,9 @@ static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int na
 static void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs);
 static const char *product_sfx(const CG *c, DType t);
 
-static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
-  int64_t M, N, K, batch;
-  matmul_dims(c->g, m, &M, &N, &K, &batch);
-  BPC_ASSERT(batch == 1);
+// C[M,N] (+)= op(A) @ op(B) over the kernel's range, as emit_gemm splits it.
+static Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, int64_t lda, int ta,
+                      LLVMValueRef B, int64_t ldb, int tb, LLVMValueRef out, int64_t ldc, int accumulate) {
   bool cols = N > M;
   int64_t unit = cols ? BPCK_GEMM_COL_UNIT : BPCK_GEMM_ROW_UNIT, total = cols ? N : M;
   Gemm g = {.units = (total + unit - 1) / unit};
@@ -476,12 +475,19 @@ static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
   hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, total), ""), hi, I64(c, total), "");
   g.r0 = cols ? I64(c, 0) : lo, g.r1 = cols ? I64(c, M) : hi;
   g.j0 = cols ? lo : I64(c, 0), g.j1 = cols ? hi : I64(c, N);
-  const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
-  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), node_ptr(c, m->in[0]), I64(c, as->d[as->rank - 1]),
-                           I32(c, m->attr.b[0]), node_ptr(c, m->in[1]), I64(c, bs->d[bs->rank - 1]), I32(c, m->attr.b[1]),
-                           out, I64(c, N), I32(c, 0), scratch_ptr(c), lo, hi};
-  libcall_sfx(c, cols ? "gemm_cols" : "gemm", product_sfx(c, m->dtype), args, 15);
+  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), A, I64(c, lda), I32(c, ta), B, I64(c, ldb), I32(c, tb),
+                           out, I64(c, ldc), I32(c, accumulate), scratch_ptr(c), lo, hi};
+  libcall_sfx(c, cols ? "gemm_cols" : "gemm", product_sfx(c, t), args, 15);
   return g;
+}
+
+static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
+  int64_t M, N, K, batch;
+  matmul_dims(c->g, m, &M, &N, &K, &batch);
+  BPC_ASSERT(batch == 1);
+  const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
+  return gemm_call(c, m->dtype, M, N, K, node_ptr(c, m->in[0]), as->d[as->rank - 1], m->attr.b[0], node_ptr(c, m->in[1]),
+                   bs->d[bs->rank - 1], m->attr.b[1], out, N, 0);
 }
 
 // The loop's reads and iteration space: e's reads with their strides over
@@ -883,6 +889,52 @@ static void emit_col_blocks(CG *c, const Kernel *k, int64_t R, int64_t I, int64_
   }
 }
 
+// An element pointer `off` elements past p.
+static LLVMValueRef elem_ptr(CG *c, LLVMTypeRef et, LLVMValueRef p, int64_t off) {
+  LLVMValueRef o = I64(c, off);
+  return LLVMBuildGEP2(c->b, et, p, &o, 1, "");
+}
+
+// linear_cross_entropy (lce.c) by row blocks of R rows (lce_block_rows):
+// the block's logits [R, V] by one GEMM into the kernel's temporary, the row
+// pass (losses; with gy the logits' gradient in place), then with gy dh's
+// rows = dl @ w and dW (+)= dl^T h (the first block writes, the next ones
+// add, in block order: the same bits for any thread count), and at the end
+// the losses' mean. Each step is a function of its own, run over the pool in
+// turn; the temporary is linear in R, not in the rows.
+static void emit_lce(CG *c, const Kernel *k, const Node *n) {
+  DType t = n->dtype;
+  LLVMTypeRef et = ftype(c, t);
+  int64_t rows, C, V = lce_dims(c->g, n, &rows, &C), R = lce_block_rows(rows, V), es = dtype_bytes(t);
+  bool tw = n->attr.b[0], grad = n->nin > 3;
+  int64_t tmp = c->p->temp_offset[k - c->p->kernels.v], losses = tmp + R * V * es;
+  int64_t odw = lce_offset(XS(0), XS(1), 1), oloss = grad ? lce_offset(XS(0), XS(1), 2) : 0;
+  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+    int64_t m = rows - r0 < R ? rows - r0 : R;
+    begin_kernel(c);  // logits = h_blk @ w^T (tw) or h_blk @ w
+    Gemm gm = gemm_call(c, t, m, V, C, elem_ptr(c, et, P(IN(0)), r0 * C), C, 0, P(IN(1)), tw ? C : V, tw, arena_off(c, tmp), V, 0);
+    end_kernel(c, gm.units, 2 * m * V * C);
+    begin_kernel(c);
+    LLVMValueRef labels = LLVMBuildGEP2(c->b, c->i32, P(IN(2)), (LLVMValueRef[]){I64(c, r0)}, 1, "");
+    call_kernel(c, "lce_rows", t,
+                (LLVMValueRef[]){arena_off(c, losses + r0 * es), arena_off(c, tmp), labels, grad ? P(IN(3)) : LLVMConstNull(c->ptr),
+                                 I64(c, rows), I64(c, V), c->status},
+                7, m, 8 * m * V);
+    if (!grad) continue;
+    begin_kernel(c);  // dh rows = dl @ w (tw) or dl @ w^T
+    gm = gemm_call(c, t, m, C, V, arena_off(c, tmp), V, 0, P(IN(1)), tw ? C : V, !tw, elem_ptr(c, et, P(k->root), r0 * C), C, 0);
+    end_kernel(c, gm.units, 2 * m * V * C);
+    begin_kernel(c);  // dW [V, C] += dl^T @ h_blk (tw), or [C, V] += h_blk^T @ dl
+    LLVMValueRef hb = elem_ptr(c, et, P(IN(0)), r0 * C), dw = elem_ptr(c, et, P(k->root), odw);
+    gm = tw ? gemm_call(c, t, V, C, m, arena_off(c, tmp), V, 1, hb, C, 0, dw, C, r0 > 0)
+            : gemm_call(c, t, C, V, m, hb, C, 1, arena_off(c, tmp), V, 0, dw, V, r0 > 0);
+    end_kernel(c, gm.units, 2 * m * V * C);
+  }
+  begin_kernel(c);
+  libcall(c, "sum_scale", t, (LLVMValueRef[]){elem_ptr(c, et, P(k->root), oloss), arena_off(c, losses), I64(c, rows), FC(c, t, 1.0 / (double)rows)}, 4);
+  end_kernel(c, 1, 0);
+}
+
 static void emit_call(CG *c, const Kernel *k) {
   const Node *n = graph_node(c->g, k->root);
   DType t = n->dtype == DT_I32 ? graph_node(c->g, n->in[0])->dtype : n->dtype;
@@ -1086,6 +1138,7 @@ static void emit_call(CG *c, const Kernel *k) {
     call_kernel(c, "sum_squares_blocks", t, (LLVMValueRef[]){arena_off(c, tmp_off), P(IN(0)), I64(c, n_el)}, 3, nb, work);
     return emit_sum_scale(c, k->root, tmp_off, nb, 1.0, t);
   }
+  case OP_LINEAR_CROSS_ENTROPY: return emit_lce(c, k, n);
   case OP_CROSS_ENTROPY_GRAD: {
     int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
     begin_kernel(c);

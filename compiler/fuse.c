@@ -101,6 +101,12 @@ static void collect_tree(const Graph *g, const int *into, int id, IntVec *nodes,
   VEC_PUSH(*nodes, id);
 }
 
+// A part of linear_cross_entropy's flattened [dh, dw, loss]: a view into it
+// (an alias at an offset), not a copy.
+static bool slice_view(const Graph *g, const Node *n) {
+  return n->op == OP_SLICE && graph_node(g, n->in[0])->op == OP_LINEAR_CROSS_ENTROPY && n->shape.rank == 1;
+}
+
 static int64_t value_bytes(const Graph *g, int id) {
   const Node *n = graph_node(g, id);
   return shape_numel(&n->shape) * dtype_bytes(n->dtype);
@@ -109,6 +115,7 @@ static int64_t value_bytes(const Graph *g, int id) {
 // Bytes a kernel reads and writes per step.
 static int64_t kernel_bytes(const Graph *g, const Kernel *k) {
   int64_t bytes = 0;
+  if (k->kind == KK_ALIAS && slice_view(g, graph_node(g, k->root))) return 0;  // moves nothing
   for (int i = 0; i < k->nreads; i++) bytes += value_bytes(g, k->reads[i]);
   if (k->kind != KK_ALIAS) bytes += value_bytes(g, k->root);
   for (int i = 0; i < k->nouts; i++) bytes += value_bytes(g, k->outs[i]);
@@ -416,6 +423,7 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
   int n = g->nodes.n;
   p->materialized = xcalloc((size_t)n, 1);
   p->alias = xmalloc(sizeof(int) * (size_t)n);
+  p->alias_off = xcalloc((size_t)n, sizeof(int64_t));
   bool *result = result_nodes(g);
   int *into = inline_targets(g, result, fuse);
   // epi[e] = the matmul whose epilogue elementwise kernel e is.
@@ -477,9 +485,10 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
     Kernel k = {.root = id, .state = -1, .mm = epi[id], .phase = nd->phase};
     if (epi[id] >= 0) p->alias[epi[id]] = id;
     IntVec nodes = {0}, reads = {0};
-    if (nd->op == OP_RESHAPE) {
+    if (nd->op == OP_RESHAPE || slice_view(g, nd)) {
       k.kind = KK_ALIAS;
       p->alias[id] = p->alias[nd->in[0]];
+      p->alias_off[id] = p->alias_off[nd->in[0]] + (nd->op == OP_SLICE ? nd->attr.i[0] * dtype_bytes(nd->dtype) : 0);
       VEC_PUSH(nodes, id);
       VEC_PUSH(reads, nd->in[0]);
     } else if (is_ew(nd) || nd->op == OP_CONST) {
@@ -540,6 +549,7 @@ void program_free(Program *p) {
   free(p->kernels.v);
   free(p->materialized);
   free(p->alias);
+  free(p->alias_off);
   free(p->offset);
   free(p->temp_offset);
   free(p);
@@ -631,6 +641,10 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
     return (2 * nb + 4) * I * dtype_bytes(graph_node(p->g, n->in[0])->dtype);  // as codegen's emit_col_blocks
   if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
     return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
+  if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // one row block's logits, then the per-row losses
+    int64_t rows, C, V = lce_dims(p->g, n, &rows, &C);
+    return (lce_block_rows(rows, V) * V + rows) * dtype_bytes(graph_node(p->g, n->in[0])->dtype);
+  }
   if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;
   const Node *l = graph_node(p->g, n->in[0]);
   return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);
@@ -638,6 +652,11 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
 
 Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered) {
   *lowered = simplify(g, SIMP_ALL | SIMP_LOWER | (training ? 0 : SIMP_EVAL));
+  Graph *fused_loss = lce_rewrite(*lowered, training);
+  if (fused_loss) {
+    graph_free(*lowered);
+    *lowered = fused_loss;
+  }
   Program *p = program_new(*lowered, fuse, training);
   memplan_assign(p);
   return p;

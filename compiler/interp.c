@@ -703,6 +703,52 @@ void interp_cross_entropy(Interp *it, const Node *n, Value *out, const Value *co
   out->v[0] = total / (double)rows;
 }
 
+// linear_cross_entropy: logits = h @ w^T (transpose_w) or h @ w, then
+// cross_entropy's mean over the rows; with gy also dh and dw of that loss
+// times gy, laid out [dh, dw, loss] (lce_offset).
+void interp_linear_cross_entropy(Interp *it, const Node *n, Value *out, const Value *const *in) {
+  const Value *h = in[0], *w = in[1], *y = in[2];
+  bool tw = n->attr.b[0], grad = n->nin > 3;
+  int64_t C = h->shape.d[h->shape.rank - 1], rows = shape_numel(&h->shape) / C;
+  int64_t V = tw ? w->shape.d[0] : w->shape.d[1];
+  double scale = grad ? in[3]->v[0] / (double)rows : 0, total = 0;
+  // bf16 products (SPEC 6.5): the driver rounded h and w (OPF_PRODUCT); the
+  // logits' gradient enters the dh and dW products in bf16 too, as in the
+  // unfused matmuls.
+  bool bf16 = n->dtype == DT_F32 && graph_bf16(it->g);
+  double *l = xmalloc(sizeof(double) * (size_t)V);
+  double *dh = out->v, *dw = out->v + lce_offset(&h->shape, &w->shape, 1);
+  if (grad) memset(out->v, 0, sizeof(double) * (size_t)lce_offset(&h->shape, &w->shape, 2));
+  for (int64_t r = 0; r < rows; r++) {
+    const double *hr = h->v + r * C;
+    for (int64_t v = 0; v < V; v++) {
+      double s = 0;
+      for (int64_t c = 0; c < C; c++) s += hr[c] * w->v[tw ? v * C + c : c * V + v];
+      l[v] = s;
+    }
+    double lab = y->v[r];
+    if (!(lab >= 0 && lab < (double)V)) {
+      fail(it, "cross_entropy: label %lld out of range [0, %lld)", (long long)lab, (long long)V);
+      continue;
+    }
+    double m = l[0], sum = 0;
+    for (int64_t v = 1; v < V; v++) m = fmax(m, l[v]);
+    for (int64_t v = 0; v < V; v++) sum += exp(l[v] - m);
+    total += m + log(sum) - l[(int64_t)lab];
+    for (int64_t v = 0; grad && v < V; v++) {
+      double d = (exp(l[v] - m) / sum - (v == (int64_t)lab)) * scale;  // d loss / d logit
+      if (bf16) d = bpck_bf16_round((float)d);
+      for (int64_t c = 0; c < C; c++) {
+        double wv = w->v[tw ? v * C + c : c * V + v];
+        dh[r * C + c] += d * wv;
+        dw[tw ? v * C + c : c * V + v] += d * hr[c];
+      }
+    }
+  }
+  out->v[grad ? lce_offset(&h->shape, &w->shape, 2) : 0] = total / (double)rows;
+  free(l);
+}
+
 // Mean of (pred - target)^2 or of the stable BCE-with-logits term, over the
 // broadcast shape of the two operands.
 static double s_bce_term(const double *x, const Attr *a) {

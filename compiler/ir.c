@@ -97,6 +97,25 @@ int64_t attention_grad_offset(const Shape *q, const Shape *k, int part) {
   return (part > 0 ? shape_numel(q) : 0) + (part > 1 ? (part - 1) * shape_numel(k) : 0);
 }
 
+int64_t lce_offset(const Shape *h, const Shape *w, int part) {
+  return (part > 0 ? shape_numel(h) : 0) + (part > 1 ? shape_numel(w) : 0) + (part > 2 ? 1 : 0);
+}
+
+// About 2^24 logits per block (64 MiB in f32 at GPT-2's V), whole GEMM
+// row tiles, at least 16 rows so the dW GEMM's K is not tiny.
+int64_t lce_block_rows(int64_t rows, int64_t V) {
+  int64_t r = (INT64_C(1) << 24) / (V > 0 ? V : 1);
+  r = r < 16 ? 16 : r / 16 * 16;
+  return r < rows ? r : rows;
+}
+
+int64_t lce_dims(const Graph *g, const Node *n, int64_t *rows, int64_t *C) {
+  const Shape *h = &graph_node(g, n->in[0])->shape, *w = &graph_node(g, n->in[1])->shape;
+  *C = h->d[h->rank - 1];
+  *rows = shape_numel(h) / *C;
+  return n->attr.b[0] ? w->d[0] : w->d[1];
+}
+
 char *shape_str(const Shape *s, char *buf, size_t size) {
   size_t k = 0;
   k += (size_t)snprintf(buf + k, size - k, "[");

@@ -93,6 +93,15 @@ static int64_t scratch_bytes(const Graph *g, const Node *n) {
     int which = n->op == OP_CONV2D ? 0 : n->op == OP_CONV2D_DX ? 1 : 2;
     elems = (f64 ? bpck_conv2d_scratch_f64 : bpck_conv2d_scratch_f32)(which, x->d[2], x->d[3], w->d[0], w->d[1], w->d[3],
                                                                     n->attr.i[0], n->attr.i[1]);
+  } else if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // the GEMMs of one row block (codegen's emit_lce)
+    int64_t rows, C, V = lce_dims(g, n, &rows, &C), R = lce_block_rows(rows, V);
+    size_t (*scr)(int64_t, int64_t, int64_t) = f64 ? bpck_gemm_scratch_f64 : bpck_gemm_scratch_f32;
+    elems = scr(R, V, C);
+    if (n->nin > 3) {
+      size_t dh = scr(R, C, V), dw = n->attr.b[0] ? scr(V, C, R) : scr(C, V, R);
+      elems = elems > dh ? elems : dh;
+      elems = elems > dw ? elems : dw;
+    }
   } else if (n->op == OP_CROSS_ENTROPY || n->op == OP_ACCURACY || n->op == OP_BINARY_CROSS_ENTROPY ||
              n->op == OP_MSE) {
     return 0;  // their per-row temporaries are planned values (codegen asks for them)
@@ -203,7 +212,7 @@ void memplan_assign(Program *p) {
   p->cat_bytes[MEM_ACT] = fl.peak;
   top = base + fl.peak;
   for (int id = 0; id < n; id++)
-    if (p->materialized[id] && p->alias[id] != id) p->offset[id] = p->offset[p->alias[id]];
+    if (p->materialized[id] && p->alias[id] != id) p->offset[id] = p->offset[p->alias[id]] + p->alias_off[id];
   p->status_offset = top;
   top += ALIGN;
   p->arena_bytes = top;

@@ -129,5 +129,9 @@
   X(CONV2D_DW,  conv2d_dw,  "x:t gy:t stride:i0=1 padding:i1=0 shape:s", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_conv2d_dw, interp_conv2d_dw, NULL, grad_missing) \
   X(MAX_POOL2D_GRAD, max_pool2d_grad, "x:t gy:t size:i0 stride:i1=0", OPF_INTERNAL, LK_SPECIAL, 1, shape_pool2d_grad, interp_max_pool2d_grad, NULL, grad_missing) \
   X(AVG_POOL2D_GRAD, avg_pool2d_grad, "x:t gy:t size:i0 stride:i1=0", OPF_INTERNAL, LK_SPECIAL, 1, shape_pool2d_grad, interp_avg_pool2d_grad, NULL, grad_missing) \
-  X(CROSS_ENTROPY_GRAD, cross_entropy_grad, "logits:t labels:t gy:t", OPF_INTERNAL, LK_SPECIAL, 6, shape_cross_entropy_grad, interp_cross_entropy_grad, NULL, grad_missing)
+  X(CROSS_ENTROPY_GRAD, cross_entropy_grad, "logits:t labels:t gy:t", OPF_INTERNAL, LK_SPECIAL, 6, shape_cross_entropy_grad, interp_cross_entropy_grad, NULL, grad_missing) \
+  /* the classifier and its loss in row blocks (lce.c's rewrite): cross_entropy(h @ w^T, labels) \
+     (transpose_w) or of h @ w; with gy, also its gradient: [dh, dw, loss] flattened (lce_offset); \
+     under bf16 its three GEMMs take bf16 operands, as the matmuls it replaces */ \
+  X(LINEAR_CROSS_ENTROPY, linear_cross_entropy, "h:t w:t labels:t gy:t=none transpose_w:b0=true", OPF_INTERNAL|OPF_PRODUCT, LK_SPECIAL, 0, shape_linear_cross_entropy, interp_linear_cross_entropy, NULL, grad_missing)
 // clang-format on

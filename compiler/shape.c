@@ -623,6 +623,14 @@ bool shape_pool2d_grad(Graph *g, Node *n) {
   return true;
 }
 
+// Built by lce.c from a checked cross_entropy of a matmul, so the shapes
+// agree by construction: a scalar loss, or with gy the flattened gradients.
+bool shape_linear_cross_entropy(Graph *g, Node *n) {
+  n->shape = n->nin > 3 ? (Shape){.rank = 1, .d = {lce_offset(&IN(0)->shape, &IN(1)->shape, 3)}} : (Shape){0};
+  n->dtype = float_of(g, n);
+  return true;
+}
+
 bool shape_cross_entropy_grad(Graph *g, Node *n) {
   n->shape = IN(0)->shape;
   n->dtype = IN(0)->dtype == DT_I32 ? g->fdtype : IN(0)->dtype;

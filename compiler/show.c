@@ -200,6 +200,10 @@ int64_t node_flops(const Graph *g, const Node *n) {
     int64_t C = x->d[2] / 3, fwd = 4 * x->d[0] * x->d[1] * x->d[1] * C + 5 * x->d[0] * x->d[1] * x->d[1] * n->attr.i[0];
     return n->op == OP_ATTENTION_QKV ? fwd : 2 * fwd;
   }
+  if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // the logits' GEMM, then with gy those of dh and dW
+    int64_t rows, C, V = lce_dims(g, n, &rows, &C);
+    return (n->nin > 3 ? 6 : 2) * rows * C * V + 6 * rows * V;
+  }
   if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
     const Shape *q = &graph_node(g, n->in[0])->shape, *k = &graph_node(g, n->in[1])->shape;
     int64_t scores = q->d[0] * q->d[1] * k->d[1] * n->attr.i[0];

@@ -1516,6 +1516,8 @@ void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, 
     row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
 }
 
+#include "kernels_lce_t.h"
+
 // A block's length depends only on n, so its sum does not depend on the split.
 void FN(bpck_sum_squares_blocks)(T *partial, const T *x, int64_t n, int64_t begin, int64_t end) {
   for (int64_t b = begin; b < end; b++)

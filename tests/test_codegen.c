@@ -559,3 +559,226 @@ Test(codegen, memory_budget_same_bits, .timeout = 300) {
     arena_free(&a);
   }
 }
+
+// ---- the classifier fused with its loss (lce.c, issue 19.2) ----
+
+// linear_cross_entropy nodes of a lowered graph: with the gradient (gy
+// given) or the loss alone.
+static int lce_nodes(const Graph *g, bool with_grad) {
+  int k = 0;
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *n = graph_node(g, id);
+    k += n->op == OP_LINEAR_CROSS_ENTROPY && (n->nin > 3) == with_grad;
+  }
+  return k;
+}
+
+// A stored value of rows * V elements or more (the logits or their
+// gradient) besides params and their gradients.
+static bool stores_logits(const Program *p, int64_t rows_v) {
+  for (int id = 0; id < p->g->nodes.n; id++) {
+    const Node *n = graph_node(p->g, id);
+    if (p->offset[id] < 0 || (op_info(n->op)->flags & OPF_LEAF) || n->op == OP_LINEAR_CROSS_ENTROPY) continue;
+    if (shape_numel(&n->shape) >= rows_v) return true;
+  }
+  return false;
+}
+
+// One model `text` (labels input y over V classes, spread over them) in
+// dtype dt: the fused step native (2 threads) against the interpreter on
+// the unfused graph, bit for bit against unfused 1 thread, and the
+// interpreter's own linear_cross_entropy kernel (on the lowered graph)
+// against the unfused interpreter. bf16: products in bf16 (SPEC 6.5), held
+// to BF16_MODELED_TOL per gradient tensor against the interpreter modeling
+// their rounding.
+static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, bool bf16) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load_text(&a, &c.d, "lce.yaml", text, strlen(text));
+  cr_assert(m, "%s", cap_text(&c));
+  m->train.bf16 = bf16;
+  Graph *j = graph_build(m, &c.d, NULL, 0, dt);
+  cr_assert(j && ad_backward(j), "%s", cap_text(&c));
+  Graph *g = simplify(j, SIMP_ALL);
+  graph_free(j);
+  Interp *ref = interp_new(g, 7, 3, true);
+  interp_init_params(ref, 11);
+  gc_fill_inputs(ref, g);
+  for (int i = 0; i < g->inputs.n; i++) {
+    const Node *n = graph_node(g, g->inputs.v[i].node);
+    if (n->dtype != DT_I32) continue;
+    int64_t k = shape_numel(&n->shape);
+    double *v = malloc(sizeof(double) * (size_t)k);
+    for (int64_t e = 0; e < k; e++) v[e] = (double)((e * 7 + 3) % V);
+    interp_set(ref, n->id, v, k);
+    free(v);
+  }
+  cr_assert(interp_run(ref), "%s", ref->err);
+  Native fused = native(g, true, 2, &c), plain = native(g, false, 1, &c);
+  char what[64];
+  snprintf(what, sizeof what, "V=%lld rows=%lld %s", (long long)V, (long long)rows, bf16 ? "bf16" : dtype_name(dt));
+  cr_expect_eq(lce_nodes(fused.lowered, true), 1, "%s: the fused loss and gradient did not fire", what);
+  int64_t C = shape_numel(&graph_node(g, g->params.v[0].node)->shape) / rows;  // h comes first
+  if (rows * V > (rows + V) * C + 1)  // else the gradients are as large as the logits
+    cr_expect(!stores_logits(fused.p, rows * V), "%s: a [rows, V] value is stored", what);
+  double loss, loss2, **gr = grad_buffers(g), **gr2 = grad_buffers(g);
+  run_native(&fused, ref, &loss, gr);
+  run_native(&plain, ref, &loss2, gr2);
+  double want = interp_value(ref, g->loss)->v[0];
+  if (bf16)
+    cr_expect(fabs(loss - want) <= BF16_LOSS_TOL * fabs(want) + 1e-5, "%s: loss %.9g, interpreter %.9g", what, loss, want);
+  else
+    cr_expect(close_enough(loss, want, dt), "%s: loss %.17g, interpreter %.17g", what, loss, want);
+  cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: loss differs between 2 threads and 1", what);
+  // the reference kernel: the interpreter on the rewritten graph
+  Interp *li = interp_new(fused.lowered, 7, 3, true);
+  for (int id = 0; id < g->nodes.n; id++) {
+    const Node *rn = graph_node(g, id);
+    if (op_info(rn->op)->flags & OPF_LEAF) interp_set(li, leaf_named(fused.lowered, rn->name), ref->vals[id].v, shape_numel(&rn->shape));
+  }
+  cr_assert(interp_run(li), "%s", li->err);
+  double lwant = interp_value(li, fused.lowered->loss)->v[0];
+  cr_expect(bf16 ? fabs(lwant - want) <= 1e-6 * fabs(want) : close_enough(lwant, want, dt),
+            "%s: interpreter's fused loss %.17g, unfused %.17g", what, lwant, want);
+  for (int p = 0; p < g->params.n; p++) {
+    if (g->params.v[p].grad < 0) continue;
+    const Value *rv = interp_value(ref, g->params.v[p].grad), *lv = interp_value(li, fused.lowered->params.v[p].grad);
+    int64_t n = shape_numel(&rv->shape);
+    int bad = 0;
+    if (bf16) {
+      double e = rel_norm(gr[p], rv->v, n, 1e-9), ei = rel_norm(lv->v, rv->v, n, 1e-9);  // V = 1: all 0
+      cr_expect(e <= BF16_MODELED_TOL, "%s: grad.%s relative error %.3g", what, g->params.v[p].name, e);
+      cr_expect(ei <= BF16_MODELED_TOL, "%s: fused interpreter grad.%s relative error %.3g", what, g->params.v[p].name, ei);
+    }
+    for (int64_t i = 0; i < n; i++) {
+      if (bf16) {
+        if (memcmp(&gr[p][i], &gr2[p][i], sizeof(double)) && bad++ < 3)
+          cr_expect_fail("%s: grad.%s[%lld] differs between 2 threads and 1", what, g->params.v[p].name, (long long)i);
+        continue;
+      }
+      if (!close_enough(gr[p][i], rv->v[i], dt) && bad++ < 3)
+        cr_expect_fail("%s: grad.%s[%lld] native %.17g, interpreter %.17g", what, g->params.v[p].name, (long long)i, gr[p][i], rv->v[i]);
+      if (!close_enough(lv->v[i], rv->v[i], dt) && bad++ < 3)
+        cr_expect_fail("%s: grad.%s[%lld] fused interpreter %.17g, unfused %.17g", what, g->params.v[p].name, (long long)i, lv->v[i], rv->v[i]);
+      if (memcmp(&gr[p][i], &gr2[p][i], sizeof(double)) && bad++ < 3)
+        cr_expect_fail("%s: grad.%s[%lld] differs between 2 threads and 1", what, g->params.v[p].name, (long long)i);
+    }
+  }
+  interp_free(li);
+  free_buffers(g, gr);
+  free_buffers(g, gr2);
+  native_free(&fused);
+  native_free(&plain);
+  interp_free(ref);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}
+
+// hs: h's shape, ys: the labels' shape, logits: how the graph writes them.
+static void lce_text(char *buf, size_t n, const char *hs, const char *ys, const char *ws, const char *logits, const char *loss) {
+  snprintf(buf, n,
+           "bpc: 1\nname: lce\ninputs:\n  y: {shape: %s, dtype: i32}\nparams:\n  h: {shape: %s, init: normal(1)}\n"
+           "  w: {shape: %s, init: normal(0.5)}\ngraph:\n  logits: %s\n  loss: %s\nloss: loss\n",
+           ys, hs, ws, logits, loss);
+}
+
+// Odd sizes: V = 1, 7, 97 (T = 1024), 7000 and 50257 (row blocks of 2384
+// and 320 rows, the rows not a multiple of them), w as [V, C] (h @
+// transpose(w)) and [C, V] (h @ w), gy != 1 (a scaled loss), h of rank 2 and 3.
+Test(codegen, fused_classifier_loss_odd_sizes, .timeout = 900) {
+  static const struct {
+    const char *hs, *ys, *ws, *logits, *loss;
+    int64_t V, rows;
+    bool f32;
+  } cs[] = {
+      {"[5, 3]", "[5]", "[1, 3]", "h @ transpose(w)", "cross_entropy(logits, y)", 1, 5, true},
+      {"[2, 9, 5]", "[2, 9]", "[5, 7]", "h @ w", "cross_entropy(logits, y) * 0.5", 7, 18, true},
+      {"[2, 1024, 4]", "[2, 1024]", "[97, 4]", "h @ transpose(w)", "cross_entropy(logits, y)", 97, 2048, true},
+      {"[2500, 3]", "[2500]", "[3, 7000]", "h @ w", "cross_entropy(logits, y)", 7000, 2500, false},
+      {"[330, 2]", "[330]", "[50257, 2]", "h @ transpose(w)", "cross_entropy(logits, y)", 50257, 330, false},
+  };
+  for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
+    char text[1024];
+    lce_text(text, sizeof text, cs[i].hs, cs[i].ys, cs[i].ws, cs[i].logits, cs[i].loss);
+    lce_compare(text, DT_F64, cs[i].V, cs[i].rows, false);
+    if (cs[i].f32) lce_compare(text, DT_F32, cs[i].V, cs[i].rows, false);
+    if (cs[i].f32) lce_compare(text, DT_F32, cs[i].V, cs[i].rows, true);
+  }
+}
+
+// Where the rewrite must not fire: a metric reads the logits; an eval
+// program's output, or the sample program's `generate` logits. And
+// where it fires in part: no gradient (eval's loss alone).
+Test(codegen, fused_classifier_loss_only_where_logits_are_unread, .timeout = 300) {
+  static const DimOverride small[] = {{"B", 2}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 1}, {"V", 33}};
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load(&a, &c.d, BPC_SOURCE_DIR "/models/gpt_poetry.yaml");
+  cr_assert(m);
+  TrainerBuild b;
+  cr_assert(trainer_build(m, &c.d, small, 6, DT_F32, true, 0, "", &b), "%s", cap_text(&c));
+  // train: the logits are an output, which no one reads from the train program
+  cr_expect_eq(lce_nodes(b.lowered[TB_TRAIN], true), 1);
+  cr_expect_eq(b.lowered[TB_TRAIN]->outputs.n, 0);
+  // eval writes the logits output, sample the generate logits, predict the output
+  cr_expect_eq(lce_nodes(b.lowered[TB_EVAL], true) + lce_nodes(b.lowered[TB_EVAL], false), 0);
+  cr_expect_eq(lce_nodes(b.lowered[TB_SAMPLE], false) + lce_nodes(b.lowered[TB_SAMPLE], true), 0);
+  trainer_build_free(&b);
+  m->train.bf16 = true;
+  cr_assert(trainer_build(m, &c.d, small, 6, DT_F32, true, 0, "", &b), "%s", cap_text(&c));
+  cr_expect_eq(lce_nodes(b.lowered[TB_TRAIN], true), 1, "bf16 products: fused too (every_model checks its values)");
+  trainer_build_free(&b);
+  cap_close(&c);
+  arena_free(&a);
+  // a metric on the logits keeps them; without the metric: the fused loss in
+  // train, and the loss alone in eval
+  const char *texts[2] = {
+      "bpc: 1\nname: m\ninputs:\n  x: {shape: [6, 4]}\n  y: {shape: [6], dtype: i32}\nparams:\n  w: {shape: [4, 5], init: normal(1)}\n"
+      "graph:\n  logits: x @ w\n  loss: cross_entropy(logits, y)\n  acc: accuracy(logits, y)\nloss: loss\nmetrics: [acc]\n",
+      "bpc: 1\nname: m\ninputs:\n  x: {shape: [6, 4]}\n  y: {shape: [6], dtype: i32}\nparams:\n  w: {shape: [4, 5], init: normal(1)}\n"
+      "graph:\n  logits: x @ w\n  loss: cross_entropy(logits, y)\nloss: loss\n",
+  };
+  for (int t = 0; t < 2; t++) {
+    Arena a2 = {0};
+    Captured c2;
+    cap_open(&c2);
+    Model *m2 = model_load_text(&a2, &c2.d, "m.yaml", texts[t], strlen(texts[t]));
+    cr_assert(m2, "%s", cap_text(&c2));
+    cr_assert(trainer_build(m2, &c2.d, NULL, 0, DT_F64, true, 0, "", &b), "%s", cap_text(&c2));
+    cr_expect_eq(lce_nodes(b.lowered[TB_TRAIN], true), t, "text %d train", t);
+    cr_expect_eq(lce_nodes(b.lowered[TB_EVAL], false), t, "text %d eval", t);
+    trainer_build_free(&b);
+    cap_close(&c2);
+    arena_free(&a2);
+  }
+}
+
+// A label out of range in the fused loss: the step fails with the label
+// named (the status words), no crash, as the unfused cross_entropy does.
+Test(codegen, fused_classifier_loss_bad_label) {
+  const char *text = "bpc: 1\nname: m\ninputs:\n  y: {shape: [6], dtype: i32}\nparams:\n  h: {shape: [6, 4], init: normal(1)}\n"
+                     "  w: {shape: [5, 4], init: normal(1)}\ngraph:\n  loss: cross_entropy(h @ transpose(w), y)\nloss: loss\n";
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load_text(&a, &c.d, "m.yaml", text, strlen(text));
+  cr_assert(m);
+  Graph *j = graph_build(m, &c.d, NULL, 0, DT_F32);
+  cr_assert(j && ad_backward(j));
+  Graph *g = simplify(j, SIMP_ALL);
+  Native n = native(g, true, 2, &c);
+  cr_assert_eq(lce_nodes(n.lowered, true), 1);
+  double y[6] = {0, 1, 2, 5, 4, 3};
+  jit_set(n.jit, leaf_named(n.lowered, "y"), y, 6);
+  char err[256] = "";
+  cr_expect(!jit_run(n.jit, 1, 0, err, sizeof err));
+  cr_expect(strstr(err, "label 5") != NULL, "%s", err);
+  native_free(&n);
+  graph_free(g);
+  graph_free(j);
+  cap_close(&c);
+  arena_free(&a);
+}

@@ -207,6 +207,11 @@ static inline int64_t bpck_col_blocks(int64_t R, int64_t I) {
   /* dlogits = (softmax(l) - onehot(y)) * gy[0] / rows. Range: rows. */                             \
   void bpck_cross_entropy_grad_##S(T *dl, const T *logits, const int32_t *labels, const T *gy,     \
                                    int64_t rows, int64_t K, int64_t begin, int64_t end);            \
+  /* linear_cross_entropy's pass over one row block of logits l [rows of the range, V] between   \
+     its GEMMs (kernels_lce_t.h): per-row losses, and with gy (else NULL) l in place becomes      \
+     d loss / d logits = (softmax - onehot) * gy[0] / total_rows. Range: rows of the block.       */ \
+  void bpck_lce_rows_##S(T *row_loss, T *l, const int32_t *labels, const T *gy, int64_t total_rows, \
+                         int64_t V, int64_t *status, int64_t begin, int64_t end);                    \
   /* Per-row correctness (1 or 0) of accuracy: argmax(l[r]) == y[r]. Range: rows. */               \
   void bpck_accuracy_rows_##S(T *row_hit, const T *logits, const int32_t *labels, int64_t rows,    \
                               int64_t K, int64_t begin, int64_t end);                               \
