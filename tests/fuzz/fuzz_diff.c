@@ -121,9 +121,17 @@ static const char *new_input(Gen *g, Sh s, bool i32) {
   return g->v[add_val(g, name, s)].name;
 }
 
+// A size: mostly 1..5, sometimes one around the vector widths and GEMM
+// tiles (4 and 8 doubles, 6 x 16 and 12 x 32 tiles), so loops have bodies
+// and tails.
+static int rand_dim(Rng *r) {
+  static const int big[] = {7, 8, 9, 12, 16, 17, 33};
+  return chance(r, 12) ? big[below(r, 7)] : 1 + below(r, 5);
+}
+
 static Sh rand_shape(Rng *r, int minr, int maxr) {
   Sh s = {.r = minr + below(r, maxr - minr + 1)};
-  for (int i = 0; i < s.r; i++) s.d[i] = 1 + below(r, 5);
+  for (int i = 0; i < s.r; i++) s.d[i] = rand_dim(r);
   return s;
 }
 
@@ -327,28 +335,51 @@ static bool gen_shape(Gen *g, char *e, size_t n, Sh *out) {
   return true;
 }
 
+// NumPy broadcasting of two shapes; false if they do not broadcast.
+static bool bcast(Sh a, Sh b, Sh *out) {
+  Sh r = {.r = a.r > b.r ? a.r : b.r};
+  for (int i = 0; i < r.r; i++) {
+    int da = i < r.r - a.r ? 1 : a.d[i - (r.r - a.r)], db = i < r.r - b.r ? 1 : b.d[i - (r.r - b.r)];
+    if (da != db && da != 1 && db != 1) return false;
+    r.d[i] = da > db ? da : db;
+  }
+  *out = r;
+  return true;
+}
+
+// matmul (plain, transposed operands, batched and broadcast over leading
+// axes), `@` and linear, against a new weight.
 static bool gen_matmul(Gen *g, char *e, size_t n, Sh *out) {
   int x = pick(g, 1, 3);
   if (x < 0) return false;
-  Sh s = g->v[x].s, r = s;
+  Sh s = g->v[x].s;
   const char *a = g->v[x].name;
-  int k = s.d[s.r - 1], m = 1 + below(&g->rng, 5);
+  int m = rand_dim(&g->rng);
   if (s.r == 1) {  // a vector: linear(x, w, b) on [1, k]
-    Sh w = {2, {k, m}}, b = {1, {m}};
-    const char *pw = new_param(g, w), *pb = new_param(g, b);
+    int k = s.d[0];
+    const char *pw = new_param(g, (Sh){2, {k, m}}), *pb = new_param(g, (Sh){1, {m}});
     snprintf(e, n, "linear(reshape(%s, [1, %d]), %s, %s)", a, k, pw, pb);
     *out = (Sh){2, {1, m}};
     return true;
   }
-  bool tb = chance(&g->rng, 30);
-  Sh w = {2, {tb ? m : k, tb ? k : m}};
-  if (chance(&g->rng, 30) && s.r == 3) w = (Sh){3, {s.d[0], w.d[0], w.d[1]}};  // batched
+  bool ta = chance(&g->rng, 20), tb = chance(&g->rng, 30);
+  int rows = s.d[s.r - (ta ? 1 : 2)], k = s.d[s.r - (ta ? 2 : 1)];
+  Sh abatch = {s.r - 2, {s.d[0], s.d[1]}}, wbatch = {0};
+  if (chance(&g->rng, 25)) wbatch = (Sh){1, {abatch.r && chance(&g->rng, 70) ? abatch.d[abatch.r - 1] : 1}};
+  else if (chance(&g->rng, 10)) wbatch = (Sh){2, {2, 1}};
+  Sh rb;
+  if (!bcast(abatch, wbatch, &rb)) return false;
+  Sh w = wbatch;
+  w.d[w.r++] = tb ? m : k;
+  w.d[w.r++] = tb ? k : m;
   const char *pw = new_param(g, w);
-  r.d[r.r - 1] = m;
-  if (tb) snprintf(e, n, "matmul(%s, %s, transpose_b=true)", a, pw);
-  else if (chance(&g->rng, 30)) snprintf(e, n, "linear(%s, %s, %s)", a, pw, new_param(g, (Sh){1, {m}}));
+  *out = rb;
+  out->d[out->r++] = rows;
+  out->d[out->r++] = m;
+  if (ta || tb)
+    snprintf(e, n, "matmul(%s, %s%s%s)", a, pw, ta ? ", transpose_a=true" : "", tb ? ", transpose_b=true" : "");
+  else if (w.r == 2 && chance(&g->rng, 30)) snprintf(e, n, "linear(%s, %s, %s)", a, pw, new_param(g, (Sh){1, {m}}));
   else snprintf(e, n, "%s @ %s", a, pw);
-  *out = r;
   return true;
 }
 
@@ -535,13 +566,14 @@ static char *make_model(uint64_t seed) {
   g.funcs = open_memstream(&g.fbuf, &g.flen);
   g.graph = open_memstream(&g.gbuf, &g.glen);
   for (int i = 0; i < 3; i++) g.dims[i] = 2 + below(&g.rng, 3);
+  if (chance(&g.rng, 20)) g.dims[2] = 8 * (1 + below(&g.rng, 2)) + below(&g.rng, 2);  // C of 8, 9, 16, 17
   Sh first = {3, {g.dims[0], g.dims[1], g.dims[2]}};
   if (chance(&g.rng, 50)) new_input(&g, first, false);
   else new_param(&g, first);
   new_param(&g, rand_shape(&g.rng, 1, 3));
   int total = 0;
   for (size_t i = 0; i < sizeof gens / sizeof *gens; i++) total += gens[i].weight;
-  int entries = 2 + below(&g.rng, 8);
+  int entries = 2 + below(&g.rng, 12);
   for (int k = 0, tries = 0; k < entries && tries < 100 && g.nv < MAXV - 8; tries++) {
     int w = below(&g.rng, total), i = 0;
     while (w >= gens[i].weight) w -= gens[i++].weight;
