@@ -1,7 +1,8 @@
 # The two commands of the README, and the pieces they are made of.
 #   make demo   install what is missing, build, run the main job
 #   make test   install what is missing, build, run every suite (plain, then
-#               ASan+UBSan), then the loader fuzzer for FUZZ_SECONDS
+#               ASan+UBSan), then the loader and the differential fuzzer
+#               (tests/fuzz/run.sh) for FUZZ_SECONDS each
 #   make bench  bpc against PyTorch eager, torch.compile and JAX (bench/README.md)
 #   make bench-long  GPT-2 124M at T = 1024 against PyTorch eager (bench/long.py)
 BUILD ?= build

@@ -1,6 +1,7 @@
-// cases.h — small models, one or more per differentiable op of the registry,
-// shared by the finite-difference suite (test_grad.c) and the generated-code
-// suite (test_codegen.c). Each case is YAML with params and a graph ending in
+// cases.h — small models, one or more per op of the registry (the per-op
+// examples), shared by the finite-difference suite (test_grad.c) and the
+// generated-code suite (test_codegen.c), whose registry-wide test fails on an
+// op that has no case here. Each case is YAML with params and a graph ending in
 // `out`; case_graph folds `out` into a scalar loss and differentiates it.
 #pragma once
 #include "testutil.h"
@@ -108,6 +109,22 @@ static const GradCase cases[] = {
   {OP_CROSS_ENTROPY, "inputs:\n  y: {shape: [2, 2], dtype: i32}\n" "params:\n" P("l", "[2, 2, 5]") "graph:\n  out: cross_entropy(l * 2, y)\n"},
   {OP_BINARY_CROSS_ENTROPY, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: binary_cross_entropy(a, sigmoid(b))\n"},
   {OP_MSE, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: mse(a, b)\n"},
+  // Ops without a gradient of their own, on a differentiable path: the
+  // registry-wide native test (test_codegen.c) needs an example of every op.
+  {OP_GREATER, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: greater(a, b) * a + b\n"},
+  {OP_LESS, P2("a", "[3, 4]", "b", "[3, 1]") "graph:\n  out: less(a, 0.5) * b + a\n"},
+  {OP_EQUAL, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: equal(a, a) * a + equal(b, 0) * b\n"},
+  {OP_ARGMAX, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: one_hot(argmax(a * b, axis=-1), 4) * a + argmax(a, axis=0)\n"},
+  {OP_ONE_HOT, "inputs:\n  ids: {shape: [2, 3], dtype: i32}\n" P2("a", "[4]", "b", "[2, 1, 1]") "graph:\n  out: one_hot(ids, 4) * a + b\n"},
+  {OP_ARANGE, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: a * arange(4) + b\n"},
+  {OP_ACCURACY, "inputs:\n  y: {shape: [3], dtype: i32}\n" "params:\n" P("l", "[3, 4]") "graph:\n  out: l * accuracy(l, y) + l\n"},
+  // on an input: finite differences see no path the gradient cuts
+  {OP_STOP_GRADIENT, "inputs:\n  x: {shape: [3, 4]}\n" P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: stop_gradient(exp(x) * 2) * b + a\n"},
+  {OP_ZEROS, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: zeros([2, 3, 4]) + a * b\n"},
+  {OP_ONES, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: ones([2, 3, 4]) * a - b\n"},
+  {OP_FULL, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: full([4], 2.5) * b + a\n"},
+  // an i32 operand promotes (SPEC 6.6): a cast in front of the op
+  {OP_CAST, "inputs:\n  ids: {shape: [3, 4], dtype: i32}\n" P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: a * ids + exp(ids * 0.1) * b\n"},
   // Odd sizes: vector tails (1, 7, 8, 9, 33) in generated loops and kernels.
   {OP_ADD, P2("a", "[7, 9]", "b", "[9]") "graph:\n  out: exp(a * 0.3) * b + tanh(b)\n"},
   {OP_MUL, P2("a", "[33]", "b", "[1]") "graph:\n  out: sigmoid(a) * b - gelu(a)\n"},
