@@ -189,11 +189,11 @@ static void compare_texts(const char *const *texts, size_t n, const char *label)
 // lowers each, into kernels or, for linear, mse and binary_cross_entropy, into
 // ops the kernel library takes) and those of its programs' kernels (fused and
 // unfused).
-static void mark_lowered_ops(const Graph *g, bool *seen) {
+static void mark_lowered_ops(const Graph *g, bool training, bool *seen) {
   for (int id = 0; id < g->nodes.n; id++) seen[graph_node(g, id)->op] = true;
   for (int fuse = 0; fuse < 2; fuse++) {
     Graph *lowered = NULL;
-    Program *p = program_plan(g, fuse, true, &lowered);
+    Program *p = program_plan(g, fuse, training, &lowered);
     for (int k = 0; k < p->kernels.n; k++) {
       const Kernel *kr = &p->kernels.v[k];
       seen[graph_node(p->g, kr->root)->op] = true;
@@ -209,7 +209,7 @@ static void mark_lowered_ops(const Graph *g, bool *seen) {
 // A missing lowering is a bug to codegen (bpc_bug aborts), so the module is
 // emitted (at -O0, not compiled) in a child process; its stderr, which
 // names the op, goes to why.
-static bool lowers(const Graph *g, char *why, size_t len) {
+static bool lowers(const Graph *g, bool training, char *why, size_t len) {
   int fd[2];
   cr_assert(pipe(fd) == 0);
   fflush(NULL);
@@ -222,7 +222,7 @@ static bool lowers(const Graph *g, char *why, size_t len) {
     diag_init(&d, stderr);
     Graph *lowered[2];
     Program *p[2];
-    for (int f = 0; f < 2; f++) p[f] = program_plan(g, f, true, &lowered[f]);
+    for (int f = 0; f < 2; f++) p[f] = program_plan(g, f, training, &lowered[f]);
     CodegenUnit u = {.name = "t", .nprograms = 2, .programs = {{p[0], {"plain", NULL}}, {p[1], {"fused", NULL}}}};
     LLVMTargetMachineRef tm = codegen_target("native", 0, &d);
     _exit(tm && codegen_module(LLVMContextCreate(), &u, tm, 0, &d) ? 0 : 1);
@@ -250,6 +250,56 @@ static Graph *sum_squares_graph(Arena *a, Captured *c, DType dt) {
   return g;
 }
 
+// The classifier's cross_entropy as the loss itself: compiler/lce.c fuses it
+// (linear_cross_entropy), which a case's folded loss never allows.
+static Graph *lce_graph(Arena *a, Captured *c, DType dt) {
+  const char *yaml = "bpc: 1\nname: l\ninputs:\n  y: {shape: [2, 5], dtype: i32}\nparams:\n"
+                     "  x: {shape: [2, 5, 4], init: normal(1)}\n  w: {shape: [11, 4], init: normal(1)}\n"
+                     "graph:\n  h: tanh(x)\n  l: cross_entropy(h @ transpose(w), y)\nloss: l\n";
+  Graph *g = build_text(a, c, yaml, dt);
+  cr_assert(g, "%s", cap_text(c));
+  cr_assert(ad_backward(g), "%s", cap_text(c));
+  return g;
+}
+
+// The one-position program of a small GPT's sample graph (compiler/decode.c):
+// attention_decode exists only there. Its values are test_decode.c's and
+// tests/sample.sh's; here it must lower.
+static void decode_lowers(DType dt, bool *seen) {
+  const char *yaml =
+      "bpc: 1\nname: d\ndims: {B: 1, T: 8, C: 8, V: 11}\n"
+      "inputs:\n  tokens: {shape: [B, T], dtype: i32}\n  targets: {shape: [B, T], dtype: i32}\n"
+      "params:\n  wte: {shape: [V, C], init: normal(1)}\n  wpe: {shape: [T, C], init: normal(1)}\n"
+      "  wqkv: {shape: [C, 3 * C], init: normal(1)}\n"
+      "graph:\n  x: embedding(tokens, wte) + wpe\n  qkv: x @ wqkv\n"
+      "  a: attention(slice(qkv, 0, C), slice(qkv, C, 2 * C), slice(qkv, 2 * C, 3 * C), heads=2, causal=true)\n"
+      "  logits: (x + a) @ transpose(wte)\n  loss: cross_entropy(logits, targets)\n"
+      "loss: loss\ngenerate: {tokens: tokens, logits: logits}\n";
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  Model *m = model_load_text(&a, &c.d, "d.yaml", yaml, strlen(yaml));
+  cr_assert(m, "%s", cap_text(&c));
+  Graph *s = graph_build(m, &c.d, NULL, 0, dt);
+  cr_assert(s, "%s", cap_text(&c));
+  int logits = -1;
+  for (int i = 0; i < s->named.n; i++)
+    if (!strcmp(s->named.v[i].name, "logits")) logits = s->named.v[i].node;
+  s->outputs.n = 0;
+  VEC_PUSH(s->outputs, ((GNamed){"logits", logits}));
+  char *whynot = NULL, why[4096];
+  Graph *d = decode_graph(s, "tokens", "logits", logits, &whynot);
+  cr_assert(d, "no decode graph: %s", whynot ? whynot : "?");
+  bool ok = lowers(d, false, why, sizeof why);
+  cr_expect(ok, "decode program %s: no native code: %s", dtype_name(dt), why);
+  if (ok) mark_lowered_ops(d, false, seen);
+  graph_free(d);
+  graph_free(s);
+  free(whynot);
+  cap_close(&c);
+  arena_free(&a);
+}
+
 // The registry-wide native test (issue 15.2). Every op of ops.h but the
 // leaves has an example in cases.h (or, for sum_squares, a graph built by
 // hand); every op, public or internal (what autodiff, simplify and fusion
@@ -259,20 +309,22 @@ static Graph *sum_squares_graph(Arena *a, Captured *c, DType dt) {
 // fails here by name, not in a user's model.
 Test(codegen, every_op_of_the_registry, .timeout = 900) {
   bool seen[OP_COUNT] = {0};
-  for (int i = 0; i <= NCASES; i++)
+  for (int i = 0; i <= NCASES + 1; i++)
     for (int t = 0; t < 2; t++) {
       Arena a = {0};
       Captured c;
       cap_open(&c);
       DType dt = t ? DT_F32 : DT_F64;
-      Graph *g = i < NCASES ? case_graph(&a, &c, cases[i].text, dt) : sum_squares_graph(&a, &c, dt);
+      Graph *g = i < NCASES ? case_graph(&a, &c, cases[i].text, dt)
+                 : i == NCASES ? sum_squares_graph(&a, &c, dt) : lce_graph(&a, &c, dt);
       char what[64], why[4096];
-      snprintf(what, sizeof what, "case %d (%s)", i, i < NCASES ? op_name(cases[i].op) : "sum_squares");
+      snprintf(what, sizeof what, "case %d (%s)", i,
+               i < NCASES ? op_name(cases[i].op) : i == NCASES ? "sum_squares" : "linear_cross_entropy");
       Graph *s = simplify(g, SIMP_ALL);
-      bool ok = lowers(s, why, sizeof why);
+      bool ok = lowers(s, true, why, sizeof why);
       cr_expect(ok, "%s %s: no native code: %s", what, dtype_name(dt), why);
       if (ok) {
-        mark_lowered_ops(s, seen);
+        mark_lowered_ops(s, true, seen);
         compare(g, what, &c);
       }
       graph_free(s);
@@ -280,10 +332,11 @@ Test(codegen, every_op_of_the_registry, .timeout = 900) {
       cap_close(&c);
       arena_free(&a);
     }
+  for (int t = 0; t < 2; t++) decode_lowers(t ? DT_F32 : DT_F64, seen);
   for (int op = 0; op < OP_COUNT; op++) {
     const OpInfo *info = op_info((Op)op);
     if (info->flags & OPF_LEAF) continue;
-    bool example = op == OP_SUM_SQUARES;
+    bool example = op == OP_SUM_SQUARES || op == OP_LINEAR_CROSS_ENTROPY || op == OP_ATTENTION_DECODE;
     for (int i = 0; i < NCASES; i++) example |= cases[i].op == op;
     if (!(info->flags & OPF_INTERNAL))
       cr_expect(example, "op '%s' has no example in tests/cases.h: the registry-wide native test cannot run it", info->name);
