@@ -43,17 +43,18 @@ typedef struct {
 } Arena;
 
 // The gradients in buckets summed over ranks as one message each, in the
-// order the backward finishes them (TDesc.ready), staged in one buffer.
+// order the backward finishes them (TDesc.ready), staged in one buffer and
+// summed into another.
 typedef struct {
   int n;                      // buckets
   int *first;                 // bucket b: grads grad[first[b] .. first[b + 1])
   const TDesc **grad;
   int64_t *off, *count;       // its bytes in stage, its elements
   int *ready;                 // the kernel after which all its grads are final
-  char *stage;
+  char *stage, *sum;           // the packed grads, their sum over ranks
   int next;                   // the next bucket to start
   bool overlap;               // started from the step's kernel hook
-  int64_t bytes;              // of the stage
+  int64_t bytes;              // of the stage (and of sum)
   int64_t payload;            // summed per update
   double wait;                // seconds the last update waited for the sums
 } Buckets;
@@ -271,25 +272,30 @@ static double scalar_of(const Arena *a, const TDesc *t) { return get_el(tp(a, t)
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-static void arena_open(T *t, int k) {
-  Arena *a = &t->ar[k];
-  a->p = &t->d.prog[k];
-  size_t bytes = (size_t)(a->p->arena + a->p->scratch * t->threads);
-  // A large arena goes on 2 MiB pages where the kernel allows it (THP in
-  // madvise mode): GEMM packing walks B^T and A^T a row per 4 KiB page, and
-  // GPT-2 small's step touches ~2 GB, far past what the TLB maps in 4 KiB.
+// At least `bytes`, 64-aligned, zeroed; a large block goes on 2 MiB pages
+// where the kernel allows it (THP in madvise mode): GEMM packing walks B^T and
+// A^T a row per 4 KiB page, and GPT-2 small's step touches ~2 GB, far past
+// what the TLB maps in 4 KiB. Exits naming `what` when memory runs out.
+static char *huge_alloc(size_t bytes, const char *what) {
   size_t align = bytes >= HUGE_PAGE ? HUGE_PAGE : 64;
   bytes = (bytes + align - 1) / align * align + align;
-  a->mem = aligned_alloc(align, bytes);
-  if (!a->mem) {
-    fprintf(stderr, "error: out of memory: the model needs a %zu-byte arena\n", bytes);
+  char *mem = aligned_alloc(align, bytes);
+  if (!mem) {
+    fprintf(stderr, "error: out of memory: the model needs a %zu-byte %s\n", bytes, what);
     exit(1);
   }
 #ifdef MADV_HUGEPAGE
   if (align == HUGE_PAGE)
-    madvise(a->mem, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
+    madvise(mem, bytes, MADV_HUGEPAGE);  // advice only: failure changes nothing
 #endif
-  memset(a->mem, 0, bytes);
+  memset(mem, 0, bytes);
+  return mem;
+}
+
+static void arena_open(T *t, int k) {
+  Arena *a = &t->ar[k];
+  a->p = &t->d.prog[k];
+  a->mem = huge_alloc((size_t)(a->p->arena + a->p->scratch * t->threads), "arena");
   a->ctx = (bpcrt_ctx){a->mem, a->mem + a->p->arena, t->pool, t->seed, 0};
 }
 
@@ -1274,13 +1280,14 @@ static void buckets_plan(T *t) {
     k->bytes += (bytes + 63) / 64 * 64;
   }
   k->first[k->n] = n;
-  k->stage = aligned_alloc(64, (size_t)(k->bytes + 64));
+  k->stage = huge_alloc((size_t)k->bytes, "gradient stage");
+  k->sum = huge_alloc((size_t)k->bytes, "gradient sum");
   const char *ov = getenv("BPC_DP_OVERLAP");
   k->overlap = t->K == 1 && !(ov && !strcmp(ov, "0"));
 }
 
 static void buckets_free(Buckets *k) {
-  free(k->first), free(k->grad), free(k->off), free(k->count), free(k->ready), free(k->stage);
+  free(k->first), free(k->grad), free(k->off), free(k->count), free(k->ready), free(k->stage), free(k->sum);
   memset(k, 0, sizeof *k);
 }
 
@@ -1294,7 +1301,7 @@ static void bucket_start(T *t, int b) {
     memcpy(at, tp(a, k->grad[i]), bytes);
     at += bytes;
   }
-  dp_bucket_start(k->stage + k->off[b], k->count[b], k->grad[k->first[b]]->dtype);
+  dp_bucket_start(k->stage + k->off[b], k->sum + k->off[b], k->count[b], k->grad[k->first[b]]->dtype);
 }
 
 // The step's kernel hook while overlapping: buckets whose grads are final go.
@@ -1322,7 +1329,7 @@ static void grads_reduce(T *t) {
   k->next = 0;
   const Arena *a = &t->ar[PROG_TRAIN];
   for (int b = 0; b < k->n; b++) {
-    const char *at = k->stage + k->off[b];
+    const char *at = k->sum + k->off[b];
     for (int i = k->first[b]; i < k->first[b + 1]; i++) {
       const TDesc *g = k->grad[i];
       if (g->dtype == BPCRT_F64) {
