@@ -33,6 +33,8 @@ _Noreturn void dp_abort(int code) { exit(code); }
 void dp_sum_f64(double *v, int n) { (void)v, (void)n; }
 void dp_bcast(void *buf, int64_t bytes) { (void)buf, (void)bytes; }
 void dp_gather_u64(uint64_t v, uint64_t *all) { all[0] = v; }
-void dp_bucket_start(void *buf, int64_t n, bpcrt_dtype dt) { (void)buf, (void)n, (void)dt; }
+void dp_bucket_start(const void *send, void *sum, int64_t n, bpcrt_dtype dt) {
+  memcpy(sum, send, (size_t)n * bpcrt_dtype_size(dt));
+}
 void dp_bucket_progress(void) {}
 double dp_bucket_wait(void) { return 0; }

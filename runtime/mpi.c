@@ -94,9 +94,17 @@ void dp_gather_u64(uint64_t v, uint64_t *all) {
   MPI_Allgather(&v, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, MPI_COMM_WORLD);
 }
 
-void dp_bucket_start(void *buf, int64_t n, bpcrt_dtype dt) {
-  if (size_ == 1)
+// Out of place, not MPI_IN_PLACE: libnbc's allreduce mallocs a temporary of
+// the message's size per call, and in place it first copies the buffer into
+// it, so every update faulted in fresh pages for all the gradients (the glibc
+// heap gives such blocks back between steps); with a separate send buffer
+// that temporary stays untouched. In place also forces the binomial
+// algorithm; out of place, 4 ranks or more take reduce-scatter + allgather.
+void dp_bucket_start(const void *send, void *sum, int64_t n, bpcrt_dtype dt) {
+  if (size_ == 1) {
+    memcpy(sum, send, (size_t)n * bpcrt_dtype_size(dt));
     return;
+  }
   MPI_Datatype t = dt == BPCRT_F64 ? MPI_DOUBLE : MPI_FLOAT;
   for (int64_t off = 0; off < n; off += 1 << 28) {  // counts are ints
     if (nreq == capreq) {
@@ -104,8 +112,8 @@ void dp_bucket_start(void *buf, int64_t n, bpcrt_dtype dt) {
       reqs = realloc(reqs, sizeof *reqs * (size_t)capreq);
     }
     int c = (int)(n - off < (1 << 28) ? n - off : 1 << 28);
-    MPI_Iallreduce(MPI_IN_PLACE, (char *)buf + off * (int64_t)bpcrt_dtype_size(dt), c, t, MPI_SUM, MPI_COMM_WORLD,
-                   &reqs[nreq++]);
+    int64_t at = off * (int64_t)bpcrt_dtype_size(dt);
+    MPI_Iallreduce((const char *)send + at, (char *)sum + at, c, t, MPI_SUM, MPI_COMM_WORLD, &reqs[nreq++]);
   }
 }
 

@@ -192,10 +192,11 @@ void dp_sum_f64(double *v, int n);
 void dp_bcast(void *buf, int64_t bytes);
 // Every rank's v, in rank order, into all[dp_size()].
 void dp_gather_u64(uint64_t v, uint64_t *all);
-// Gradient buckets: dp_bucket_start begins the in-place sum over ranks of n
-// elements of dtype dt at buf (non-blocking where the transport allows);
-// dp_bucket_progress lets started sums advance; dp_bucket_wait completes
-// them all and returns the seconds it waited.
-void dp_bucket_start(void *buf, int64_t n, bpcrt_dtype dt);
+// Gradient buckets: dp_bucket_start begins the sum over ranks of n elements
+// of dtype dt at send into sum (non-blocking where the transport allows; the
+// buffers are the caller's until the wait); dp_bucket_progress lets started
+// sums advance; dp_bucket_wait completes them all and returns the seconds it
+// waited.
+void dp_bucket_start(const void *send, void *sum, int64_t n, bpcrt_dtype dt);
 void dp_bucket_progress(void);
 double dp_bucket_wait(void);
