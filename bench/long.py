@@ -10,7 +10,9 @@ alternating, and reports ms/step and each process's peak RSS (wait4). Then
 the largest batch that trains in 16 GiB for each: bpc's from `bpc check
 --max-memory 16G` (the largest B whose plan fits), confirmed by training it;
 PyTorch's from its measured RSS at B = 2 and 8 (linear in B), confirmed by
-training that batch when it fits this machine. Results: OUT/long.md.
+training that batch when it fits this machine. Past the first batch only the
+peer that was fastest at it runs (each GPT-2 step at B = 8 takes a minute).
+Results: OUT/long.md.
 
     bench/long.py --build build-bench [--steps 3] [--runs 2] [--skip-max-batch]
 """
@@ -75,6 +77,12 @@ def main():
 
     rows = []
     for B in [int(b) for b in a.batches.split(",")]:
+        if rows and len(peers) > 1:  # past the first batch, the fastest peer of the first only (time)
+            first = rows[0]["res"]
+            timed = [p for p in peers if p[0] in first]
+            if timed:
+                peers = [min(timed, key=lambda p: med(first[p[0]]["ms"]))]
+                log(f"long: from B={B} on, the fastest peer at B={rows[0]['B']} only: {peers[0][0]}")
         d = dict(GPT2, B=B)
         data = os.path.join(work, "data", f"long_b{B}.safetensors")
         bench.make_data("gpt", d, data)
