@@ -182,7 +182,7 @@ static bool attention(Dec *x, const Node *n, int id) {
   if (!n->attr.b[0]) return no(x, n, "attention is not causal: every position sees the later ones");
   if (node_operand(n, "mask") >= 0) return no(x, n, "attention with a key mask");
   for (int k = 0; k < (packed ? 1 : 3); k++)
-    if (x->ta[n->in[k]] != 1) return no(x, n, "attention: the %s operand is not a row per position", "q\0k\0v" + 2 * k);
+    if (x->ta[n->in[k]] != 1) return no(x, n, "attention: the %s operand is not a row per position", (const char *[]){"q", "k", "v"}[k]);
   int64_t C = n->shape.d[2];
   int in[6];
   for (int w = 0; w < 3; w++) {

@@ -1326,34 +1326,23 @@ static void dp_hook(int program, int kernel) {
 // loop scalar, and scalar divides took GPT-2's 2-rank update ~3x longer than
 // this). Each lane rounds x / n as the scalar does, so the bits are the same;
 // for n a power of two x * (1 / n) is that same exact quotient, cheaper.
-typedef float v8f __attribute__((vector_size(32)));
-typedef double v4d __attribute__((vector_size(32)));
-static void div_f32(float *y, const float *x, int64_t numel, int n) {
-  float d = (float)n, inv = 1.0f / d;
-  bool pow2 = (n & (n - 1)) == 0;
-  int64_t m = numel - numel % 8, e = 0;
-  for (; e < m; e += 8) {
-    v8f v;
-    memcpy(&v, x + e, sizeof v);
-    v = pow2 ? v * inv : v / d;
-    memcpy(y + e, &v, sizeof v);
+#define DIV_BY_N(name, T, VN)                                  \
+  static void name(T *y, const T *x, int64_t numel, int n) {   \
+    typedef T vt __attribute__((vector_size(32)));             \
+    T d = (T)n, inv = 1 / d;                                   \
+    bool pow2 = (n & (n - 1)) == 0;                            \
+    int64_t m = numel - numel % VN, e = 0;                     \
+    for (; e < m; e += VN) {                                   \
+      vt v;                                                    \
+      memcpy(&v, x + e, sizeof v);                             \
+      v = pow2 ? v * inv : v / d;                              \
+      memcpy(y + e, &v, sizeof v);                             \
+    }                                                          \
+    for (; e < numel; e++) y[e] = x[e] / d;                    \
   }
-  for (; e < numel; e++)
-    y[e] = x[e] / d;
-}
-static void div_f64(double *y, const double *x, int64_t numel, int n) {
-  double d = (double)n, inv = 1.0 / d;
-  bool pow2 = (n & (n - 1)) == 0;
-  int64_t m = numel - numel % 4, e = 0;
-  for (; e < m; e += 4) {
-    v4d v;
-    memcpy(&v, x + e, sizeof v);
-    v = pow2 ? v * inv : v / d;
-    memcpy(y + e, &v, sizeof v);
-  }
-  for (; e < numel; e++)
-    y[e] = x[e] / d;
-}
+DIV_BY_N(div_f32, float, 8)
+DIV_BY_N(div_f64, double, 4)
+#undef DIV_BY_N
 
 // The rest of the buckets, the wait, grad = sum / N.
 static void grads_reduce(T *t) {

@@ -20,24 +20,7 @@ bad() { echo "FAIL $1"; fail=$((fail + 1)); }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpi() { timeout 60 mpirun --oversubscribe -np "$@"; }
 
-# The largest relative difference (floor 1e-3) between the params of two checkpoints.
-cat > diff.py <<'PY'
-import array, json, struct, sys
-def load(p):
-    b = open(p, 'rb').read()
-    n = struct.unpack('<Q', b[:8])[0]
-    h, out = json.loads(b[8:8 + n]), {}
-    for k, v in h.items():
-        if k != '__metadata__' and not k.startswith('opt.'):
-            s, e = v['data_offsets']
-            a = array.array({'F32': 'f', 'F64': 'd', 'I32': 'i'}[v['dtype']])
-            a.frombytes(b[8 + n + s:8 + n + e])
-            out[k] = a
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys()
-print('%.3g' % max(abs(x - y) / (abs(x) + 1e-3) for k in a for x, y in zip(a[k], b[k])))
-PY
+# tests/ckpt_diff.py: the largest relative difference between two checkpoints' params.
 near() { awk -v d="${1:-1}" -v t="$2" 'BEGIN { exit !(d <= t) }'; }
 
 # A small byte-level GPT (no batch_norm) on this repository's reference text.
@@ -54,12 +37,12 @@ run=(--data "$data" --steps 20 --threads 1 --quiet)
 ./one8 "${run[@]}" --save one8.safetensors >/dev/null 2>&1
 ./one8 "${run[@]}" --seed 5 --save seed5.safetensors >/dev/null 2>&1
 mpi 2 ./dp4 "${run[@]}" --save n2.safetensors >/dev/null 2>n2.err
-d2=$(python3 diff.py one8.safetensors n2.safetensors)
-dseed=$(python3 diff.py one8.safetensors seed5.safetensors)
+d2=$(python3 "$root/tests/ckpt_diff.py" one8.safetensors n2.safetensors)
+dseed=$(python3 "$root/tests/ckpt_diff.py" one8.safetensors seed5.safetensors)
 # Adam amplifies rounding in small gradients: 6e-6 after one step, ~4e-4 after 20; another seed differs by ~60
 if near "$d2" 2e-3 && ! near "$dseed" 1; then ok "2 ranks x B=4 = 1 x B=8 after 20 steps (max rel diff $d2; another seed $dseed)"; else bad "2 ranks vs 1 process: $d2 (seed $dseed) $(head -3 n2.err)"; fi
 BPC_DP_SAVE_ALL=1 mpi 4 ./dp2 "${run[@]}" --save n4.safetensors >/dev/null 2>n4.err
-d4=$(python3 diff.py one8.safetensors n4.safetensors)
+d4=$(python3 "$root/tests/ckpt_diff.py" one8.safetensors n4.safetensors)
 if near "$d4" 2e-3; then ok "4 ranks x B=2 = 1 x B=8 after 20 steps (max rel diff $d4)"; else bad "4 ranks vs 1 process: $d4 $(head -3 n4.err)"; fi
 same=1
 for r in 1 2 3; do cmp -s n4.safetensors "n4.safetensors.rank$r" || same=0; done
@@ -99,7 +82,7 @@ YAML
 "$bpc" compile cls.yaml -o cls8 && "$bpc" compile cls.yaml -D B=4 --mpi -o cls4
 ./cls8 --threads 1 --save c8.safetensors > c8.out 2>&1
 mpi 2 ./cls4 --threads 1 --save c4.safetensors > c4.out 2>&1
-dc=$(python3 diff.py c8.safetensors c4.safetensors)
+dc=$(python3 "$root/tests/ckpt_diff.py" c8.safetensors c4.safetensors)
 v8=$(awk '/^val/ { print $3 }' c8.out) v4=$(awk '/^val/ { print $3 }' c4.out)
 if near "$dc" 1e-5 && [ -n "$v8" ] && near "$(awk -v a="$v8" -v b="$v4" 'BEGIN { d = a - b; print d < 0 ? -d : d }')" 1e-5 &&
    [ "$(grep -c '^val' c4.out)" = 1 ]; then
@@ -112,7 +95,7 @@ fi
 # (SGD, unlike Adam, moves with the gradient's scale, so a wrong mean shows)
 "$bpc" compile cls.yaml -D B=12 -o cls12 && ./cls12 --threads 1 --save c12.safetensors > c12.out 2>&1
 mpi 3 ./cls4 --threads 1 --save c43.safetensors > c43.out 2>&1
-d3=$(python3 diff.py c12.safetensors c43.safetensors)
+d3=$(python3 "$root/tests/ckpt_diff.py" c12.safetensors c43.safetensors)
 if near "$d3" 1e-5; then ok "csv on 3 ranks x B=4 = 1 x B=12 (diff $d3)"; else bad "csv on 3 ranks: diff $d3: $(head -3 c43.out)"; fi
 
 # a trainer without --mpi refuses to be one of several ranks
@@ -148,7 +131,7 @@ wait $job
 rc=$?
 secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 torn=0
-for f in kill*.safetensors; do [ -e "$f" ] && ! python3 diff.py "$f" "$f" >/dev/null 2>&1 && torn=1; done
+for f in kill*.safetensors; do [ -e "$f" ] && ! python3 "$root/tests/ckpt_diff.py" "$f" "$f" >/dev/null 2>&1 && torn=1; done
 if [ -n "$victim" ] && [ $rc -ne 0 ] && near "$secs" 10 && grep -q "rank [01]" kill.out && [ $torn = 0 ]; then
   ok "a rank killed with SIGKILL: the job exits $rc after $secs s, naming the rank; no torn checkpoint"
 else

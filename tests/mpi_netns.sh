@@ -91,24 +91,7 @@ else
   exit 1
 fi
 
-# The largest relative difference (floor 1e-3) between the params of two checkpoints.
-cat > diff.py <<'PY'
-import array, json, struct, sys
-def load(p):
-    b = open(p, 'rb').read()
-    n = struct.unpack('<Q', b[:8])[0]
-    h, out = json.loads(b[8:8 + n]), {}
-    for k, v in h.items():
-        if k != '__metadata__' and not k.startswith('opt.'):
-            s, e = v['data_offsets']
-            a = array.array({'F32': 'f', 'F64': 'd', 'I32': 'i'}[v['dtype']])
-            a.frombytes(b[8 + n + s:8 + n + e])
-            out[k] = a
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys()
-print('%.3g' % max(abs(x - y) / (abs(x) + 1e-3) for k in a for x, y in zip(a[k], b[k])))
-PY
+# tests/ckpt_diff.py: the largest relative difference between two checkpoints' params.
 near() { awk -v d="${1:-1}" -v t="$2" 'BEGIN { exit !(d <= t) }'; }
 
 # tests/mpi.sh's model: a small byte-level GPT on this repository's reference text.
@@ -135,12 +118,12 @@ if [ $rc -eq 0 ] && [ -e net.safetensors ]; then
 else
   bad "2 ranks on two hosts (rc $rc): $(head -5 net.err)"
 fi
-d=$(python3 diff.py one8.safetensors net.safetensors 2>/dev/null)
+d=$(python3 "$root/tests/ckpt_diff.py" one8.safetensors net.safetensors 2>/dev/null)
 if near "$d" 2e-3; then ok "two hosts x B=4 = 1 x B=8 after $steps steps (max rel diff $d)"; else bad "two hosts vs 1 process: '$d'"; fi
 if cmp -s loop.safetensors net.safetensors; then
   ok "two hosts over TCP = 2 ranks on loopback, bit for bit"
 else
-  bad "two hosts differ from loopback: $(python3 diff.py loop.safetensors net.safetensors 2>&1 | tail -1) $(head -3 loop.err)"
+  bad "two hosts differ from loopback: $(python3 "$root/tests/ckpt_diff.py" loop.safetensors net.safetensors 2>&1 | tail -1) $(head -3 loop.err)"
 fi
 # Each update sums allreduce_bytes over 2 ranks: whatever the algorithm, each
 # rank sends and receives at least all of it (half reduced, half gathered, or

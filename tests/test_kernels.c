@@ -1072,7 +1072,7 @@ static void gemm_paths_same_bits(int bf16) {
                                    {33, 385, 385}, {385, 97, 7}, {64, 96, 800}, {12, 32, 384}, {24, 64, 768},
                                    {13, 47, 1025}, {36, 80, 5}};
   int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512 && (!bf16 || bpck_bf16_native());
-  if (!have512) cr_log_warn("this CPU has no AVX-512 (F/VL/BW/DQ%s): only the avx2 path is checked", bf16 ? ", BF16" : "");
+  if (!have512) cr_log_info("this CPU has no AVX-512 (F/VL/BW/DQ%s): only the avx2 path is checked", bf16 ? ", BF16" : "");
   const char *wide = bf16 ? "vdpbf16ps" : "avx512";
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
     for (int v = 0; v < 16; v++) {

@@ -133,7 +133,7 @@ static int enc(const bpcrt_wordpiece *wp, const char *s, int cased, int T, int32
     const int32_t want_[] = {__VA_ARGS__};                                                 \
     cr_assert_eq((int)(sizeof want_ / sizeof *want_), n);                                  \
     for (int k_ = 0; k_ < n; k_++)                                                         \
-      cr_expect_eq((got)[k_], want_[k_], "position %d: %d, want %d", k_, (got)[k_], want_[k_]); \
+      cr_expect_eq((got)[k_], want_[k_], "position %d: %d, want %d", k_, (int)(got)[k_], want_[k_]);  \
   } while (0)
 
 Test(wordpiece, greedy_longest_match_first) {
