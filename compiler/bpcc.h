@@ -494,6 +494,40 @@ typedef struct AD AD;
 // broadcast shape, the driver sums it down) or -1 when none flows.
 typedef void GradFn(AD *ad, const Node *n, int gy, int *gin);
 
+// An op's native backend (ops.h's last column), defined beside its lowering
+// in compiler/lower_<family>.c (lower.h). Generic passes ask it and never
+// name the op: codegen emits with it, memplan sizes scratch with it, fuse
+// plans temporaries and row blocks with it, show counts FLOPs with it,
+// describe finds index operands with it. A NULL hook means none (no
+// scratch, no temporary, no row blocks, the registry's per-element FLOPs,
+// no index operand).
+typedef struct CG CG;
+typedef struct Ew Ew;
+struct Kernel;
+struct Program;
+typedef struct Backend {
+  // A kernel op's native code: the calls and loops of one kernel (codegen.c
+  // has begun nothing; the lowering begins and ends each wrapper, lower.h).
+  void (*emit)(CG *c, const struct Kernel *k, const Node *n);
+  // An elementwise op's value at the current element of a fused loop.
+  struct LLVMOpaqueValue *(*scalar)(CG *c, Ew *e, const Node *n);
+  // Per-thread scratch the kernel's calls need, in bytes (memplan.c aligns).
+  int64_t (*scratch)(const Graph *g, const Node *n);
+  // The kernel's temporary in the arena, in bytes (planned as a value).
+  int64_t (*temp)(const struct Program *p, const Node *n);
+  // Row blocks of a column statistic: their count (0: not blocked) and the
+  // [R, I] view of the operand.
+  int64_t (*col_blocks)(const Graph *g, const Node *n, int64_t *R, int64_t *I);
+  // The node's FLOPs, where the registry's per-element cost is not it.
+  int64_t (*flops)(const Graph *g, const Node *n);
+  // The rows of the table `input` indexes through this node (0: it does not),
+  // and the status code a bad index reports (1 id, 2 label).
+  int64_t (*index_limit)(const Graph *g, const Node *n, int input, int *code);
+} Backend;
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) extern const Backend be;
+BPC_OPS(X)
+#undef X
+
 typedef struct OpInfo {
   const char *name;
   const char *schema;
@@ -504,6 +538,7 @@ typedef struct OpInfo {
   void (*interp)(Interp *it, const Node *n, Value *out, const Value *const *in);
   double (*scalar)(const double *x, const Attr *a);
   GradFn *grad;
+  const Backend *be;
   int nparams;
   OpParam params[8];
 } OpInfo;
@@ -538,7 +573,7 @@ int64_t lce_dims(const Graph *g, const Node *n, int64_t *rows, int64_t *C);
 // Shape rules, named in ops.h (`shape_arith`, `shape_reduce`, ...). Each sets
 // n->shape and n->dtype from its operands and attributes, normalizes axes,
 // and reports errors at n->loc. Declared here for the registry only.
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) bool shp(Graph *g, Node *n);
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) bool shp(Graph *g, Node *n);
 BPC_OPS(X)
 #undef X
 // Normalizes a possibly negative axis for `rank`; false if out of range.
@@ -547,7 +582,7 @@ bool axis_norm(int64_t axis, int rank, int *out);
 // ============================================================ grad.c
 // Gradient rules, named in ops.h. grad_none: no gradient flows through the
 // op; grad_missing: reaching the op while differentiating is an error.
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) GradFn grd;
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) GradFn grd;
 BPC_OPS(X)
 #undef X
 
@@ -688,14 +723,10 @@ Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered)
 // rank-2 B folds into M). Codegen and the memory plan's scratch agree on it.
 void matmul_dims(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t *K, int64_t *batch);
 
-// The per-kernel temporary a call kernel needs (bytes, 0: none): per-row
-// values of cross_entropy and accuracy, summed in order afterwards.
+// The per-kernel temporary a call kernel needs (bytes, 0: none), planned as
+// a value: its op's Backend.temp (per-row values of cross_entropy summed in
+// order afterwards, the partials of row blocks, ...).
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k);
-
-// A reduction over the leading axes of [R, I] with I <= 256 (sum, mean,
-// max, min, var) or batch_norm (R rows of I channels) runs by row blocks
-// (bpck_col_block): the number of blocks, 0 when the reduction does not.
-int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I);
 
 // ============================================================ codegen.c
 // LLVM types kept opaque here so only codegen.c and jit.c include llvm-c.
@@ -851,7 +882,7 @@ struct Interp {
 };
 
 // Scalar math of elementwise ops, named in ops.h.
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) \
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) \
   void itp(Interp *it, const Node *n, Value *out, const Value *const *in);
 BPC_OPS(X)
 #undef X

@@ -21,52 +21,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bpc_kernels.h"
-#include "bpcc.h"
+#include "lower.h"
 
 // The kernel library's bitcode, embedded by kernels_bc.S.
 extern const char bpc_kernels_bc[], bpc_kernels_bc_end[];
 
-typedef struct Step {  // one call of an entry point: run fn over [0, n)
-  LLVMValueRef fn;
-  int64_t n;
-  bool parallel;
-  int phase;
-  int nslots;
-  int64_t *slots;  // the closure: arena offsets the wrapper reads
-  int kernel;      // the Program's kernel this step belongs to (for bpcrt_profile)
-} Step;
 
-typedef struct CG {
-  LLVMContextRef cx;
-  LLVMModuleRef mod;
-  LLVMBuilderRef b;
-  const Program *p;
-  const Graph *g;
-  bool bf16;  // the model's products in bf16 (graph_bf16)
-  LLVMTypeRef i1, i32, i64, f32, f64, ptr, vd, ctxty, taskty;
-  LLVMValueRef fn;                              // kernel being emitted
-  LLVMValueRef arena, scratch, status, seed, step, begin, end, thread;
-  struct { Step *v; int n, cap; } steps;
-  int nfn;
-  int phase;  // of the kernel being emitted
-  int kernel; // the index of the kernel being emitted
-  char *sig;  // what the wrapper being emitted computes, offsets aside
-  int part;   // wrappers emitted for the current kernel so far
-  LLVMValueRef closure;
-  struct { int64_t *v; int n, cap; } slots;  // offsets the current wrapper reads
-  struct { char **sig; LLVMValueRef *fn; int n, cap; } wrappers;  // shared wrappers
-  struct { char **sig; LLVMValueRef *fn; int n, cap; } bodies;  // shared loop bodies
-} CG;
-
-// The runtime context (bpc.h's bpcrt_ctx): arena, scratch, pool, seed, step.
-enum { CTX_ARENA, CTX_SCRATCH, CTX_POOL, CTX_SEED, CTX_STEP, CTX_NFIELDS };
-
-static LLVMTypeRef ftype(CG *c, DType t) { return t == DT_F64 ? c->f64 : t == DT_I32 ? c->i32 : c->f32; }
-static LLVMValueRef I64(CG *c, int64_t v) { return LLVMConstInt(c->i64, (unsigned long long)v, 1); }
-static LLVMValueRef I32(CG *c, int64_t v) { return LLVMConstInt(c->i32, (unsigned long long)v, 1); }
-static LLVMValueRef FC(CG *c, DType t, double v) { return LLVMConstReal(ftype(c, t), v); }
-static const char *sfx(DType t) { return t == DT_F64 ? "f64" : "f32"; }
 
 // ---------------------------------------------------------------- functions
 
@@ -81,7 +41,7 @@ static LLVMValueRef call(CG *c, LLVMValueRef f, LLVMValueRef *args, int n) {
 }
 
 // Calls library function `name` with args; types are taken from the values.
-static LLVMValueRef lib(CG *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
+LLVMValueRef lib(CG *c, const char *name, LLVMTypeRef ret, LLVMValueRef *args, int n) {
   LLVMTypeRef tys[32];
   BPC_ASSERT(n <= 32);
   for (int i = 0; i < n; i++) tys[i] = LLVMTypeOf(args[i]);
@@ -108,7 +68,7 @@ static void cheap(CG *c, LLVMValueRef f) {
 // A byte pointer into the arena at `off`. Wrappers take their offsets from a
 // closure (slot k+1 of the i64 array they get instead of the context), so
 // kernels that differ only in where their data lives share one wrapper.
-static LLVMValueRef arena_off(CG *c, int64_t off) {
+LLVMValueRef arena_off(CG *c, int64_t off) {
   VEC_PUSH(c->slots, off);
   LLVMValueRef idx = I64(c, c->slots.n);
   LLVMValueRef slot = LLVMBuildGEP2(c->b, c->i64, c->closure, &idx, 1, "");
@@ -118,7 +78,7 @@ static LLVMValueRef arena_off(CG *c, int64_t off) {
 
 // Starts `void kN(i64 *closure, i64 begin, i64 end, i32 thread)`: closure[0]
 // is the context, closure[1..] the arena offsets (slot 1: the status words).
-static LLVMValueRef begin_kernel(CG *c) {
+LLVMValueRef begin_kernel(CG *c) {
   char name[32];
   snprintf(name, sizeof name, "k%d", c->nfn++);
   LLVMValueRef f = LLVMAddFunction(c->mod, name, c->taskty);
@@ -141,7 +101,7 @@ static LLVMValueRef begin_kernel(CG *c) {
 }
 
 // Ends the wrapper: an identical earlier one (same signature) replaces it.
-static void end_kernel(CG *c, int64_t n, int64_t work) {
+void end_kernel(CG *c, int64_t n, int64_t work) {
   LLVMBuildRetVoid(c->b);
   size_t len = strlen(c->sig) + 16;
   char *sig = xmalloc(len);
@@ -170,25 +130,18 @@ static void end_kernel(CG *c, int64_t n, int64_t work) {
   VEC_PUSH(c->steps, ((Step){fn, n, n > 1 && work >= 65536, c->phase, c->slots.n, slots, c->kernel}));
 }
 
-static LLVMValueRef node_ptr(CG *c, int id) {
+LLVMValueRef node_ptr(CG *c, int id) {
   BPC_ASSERT(c->p->offset[id] >= 0);
   return arena_off(c, c->p->offset[id]);
 }
 
-static LLVMValueRef scratch_ptr(CG *c) {
+LLVMValueRef scratch_ptr(CG *c) {
   LLVMValueRef off = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->scratch_per_thread), "");
   return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->scratch, &off, 1, "");
 }
 
-// A counted loop `for (i = lo; i < hi; i++) body(i)` in the current function.
-typedef struct Loop {
-  LLVMBasicBlockRef head, body, done;
-  LLVMValueRef i;
-  LLVMValueRef lo_block_val;
-  LLVMBasicBlockRef pre;
-} Loop;
 
-static LLVMValueRef loop_begin(CG *c, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
+LLVMValueRef loop_begin(CG *c, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
   l->pre = LLVMGetInsertBlock(c->b);
   l->head = LLVMAppendBasicBlockInContext(c->cx, c->fn, name);
   l->body = LLVMAppendBasicBlockInContext(c->cx, c->fn, "body");
@@ -202,7 +155,7 @@ static LLVMValueRef loop_begin(CG *c, Loop *l, LLVMValueRef lo, LLVMValueRef hi,
   return l->i;
 }
 
-static void loop_end(CG *c, Loop *l) {
+void loop_end(CG *c, Loop *l) {
   LLVMValueRef next = LLVMBuildAdd(c->b, l->i, LLVMConstInt(LLVMTypeOf(l->i), 1, 0), "");
   LLVMBasicBlockRef from = LLVMGetInsertBlock(c->b);
   LLVMAddIncoming(l->i, &next, &from, 1);
@@ -212,126 +165,22 @@ static void loop_end(CG *c, Loop *l) {
 
 // ---------------------------------------------------------------- elementwise
 
-static LLVMValueRef convert(CG *c, LLVMValueRef v, DType from, DType to) {
+LLVMValueRef convert(CG *c, LLVMValueRef v, DType from, DType to) {
   if (from == to) return v;
   if (from == DT_I32) return LLVMBuildSIToFP(c->b, v, ftype(c, to), "");
   if (to == DT_I32) return LLVMBuildFPToSI(c->b, v, c->i32, "");
   return to == DT_F64 ? LLVMBuildFPExt(c->b, v, c->f64, "") : LLVMBuildFPTrunc(c->b, v, c->f32, "");
 }
 
-typedef struct EwRead {
-  int node;
-  int64_t stride[BPC_MAX_RANK];  // per collapsed dim, in elements
-  LLVMValueRef ptr;              // the value's storage (a parameter of the loop body)
-  LLVMValueRef base;             // element offset of the current row
-  int out;                       // the output whose storage this is (in place), else -1
-} EwRead;
-
-typedef struct Ew {
-  const Kernel *k;
-  int rank;                  // collapsed iteration space
-  int64_t d[BPC_MAX_RANK];
-  EwRead r[EW_MAX_READS];
-  int nr;
-  int64_t block;             // inner length per row (the last dim, or a block of it)
-  bool flat;                 // one loop over elements [begin, end), no rows (update groups)
-  LLVMValueRef j;            // inner index
-  LLVMValueRef oi;           // the outputs' element index (out_base + j)
-  LLVMValueRef *val;         // per node id: value in this iteration
-} Ew;
-
 static LLVMValueRef ew_node(CG *c, Ew *e, int id);
-static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs);
 
-static LLVMValueRef ew_operand(CG *c, Ew *e, int id, DType to) {
+LLVMValueRef ew_operand(CG *c, Ew *e, int id, DType to) {
   const Node *n = graph_node(c->g, id);
   if (n->op == OP_CONST) return to == DT_I32 ? I32(c, (int64_t)n->attr.f[0]) : FC(c, to, n->attr.f[0]);
   return convert(c, ew_node(c, e, id), n->dtype, to);
 }
 
-static LLVMValueRef fcmp(CG *c, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFCmp(c->b, p, a, b, ""); }
 
-// One elementwise node's value at the current element.
-static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
-  DType t = n->dtype;
-  bool is_int = t == DT_I32;
-  // Operands convert to the node's dtype, except compare/where operands.
-  DType opt = t;
-  if (n->op == OP_GREATER || n->op == OP_LESS || n->op == OP_EQUAL) {
-    opt = DT_F32;
-    for (int k = 0; k < n->nin; k++) opt = graph_node(c->g, n->in[k])->dtype == DT_F64 ? DT_F64 : opt;
-    if (t == DT_F64) opt = DT_F64;
-  }
-  LLVMValueRef x[3] = {0};
-  for (int k = 0; k < n->nin && k < 3; k++) {
-    DType want = (n->op == OP_WHERE && k == 0) ? graph_node(c->g, n->in[0])->dtype : opt;
-    if (n->op == OP_WHERE && k == 0 && graph_node(c->g, n->in[0])->op == OP_CONST) want = t == DT_I32 ? DT_F32 : t;
-    x[k] = ew_operand(c, e, n->in[k], want);
-  }
-  LLVMTypeRef ty = ftype(c, t);
-  const char *s = sfx(t);
-  char name[64];
-#define LIB1(fn) (snprintf(name, sizeof name, "bpck_" fn "_%s", s), lib(c, name, ty, (LLVMValueRef[]){x[0]}, 1))
-  switch (n->op) {
-  case OP_CONST: return is_int ? I32(c, (int64_t)n->attr.f[0]) : FC(c, t, n->attr.f[0]);
-  case OP_CAST: return convert(c, ew_operand(c, e, n->in[0], graph_node(c->g, n->in[0])->dtype), graph_node(c->g, n->in[0])->dtype, t);
-  case OP_STOP_GRADIENT: return x[0];
-  case OP_ADD: return is_int ? LLVMBuildAdd(c->b, x[0], x[1], "") : LLVMBuildFAdd(c->b, x[0], x[1], "");
-  case OP_SUB: return is_int ? LLVMBuildSub(c->b, x[0], x[1], "") : LLVMBuildFSub(c->b, x[0], x[1], "");
-  case OP_MUL: return is_int ? LLVMBuildMul(c->b, x[0], x[1], "") : LLVMBuildFMul(c->b, x[0], x[1], "");
-  case OP_DIV: return LLVMBuildFDiv(c->b, x[0], x[1], "");
-  case OP_NEG: return is_int ? LLVMBuildNeg(c->b, x[0], "") : LLVMBuildFNeg(c->b, x[0], "");
-  case OP_SQUARE: return is_int ? LLVMBuildMul(c->b, x[0], x[0], "") : LLVMBuildFMul(c->b, x[0], x[0], "");
-  case OP_MAXIMUM: case OP_MINIMUM: {  // NaN in the first operand wins, as NumPy
-    if (is_int)
-      return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, n->op == OP_MAXIMUM ? LLVMIntSGT : LLVMIntSLT, x[0], x[1], ""), x[0], x[1], "");
-    LLVMValueRef better = fcmp(c, n->op == OP_MAXIMUM ? LLVMRealOGT : LLVMRealOLT, x[0], x[1]);
-    LLVMValueRef nan = fcmp(c, LLVMRealUNO, x[0], x[0]);
-    return LLVMBuildSelect(c->b, LLVMBuildOr(c->b, better, nan, ""), x[0], x[1], "");
-  }
-  case OP_ABS:
-    if (is_int) return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x[0], I32(c, 0), ""), LLVMBuildNeg(c->b, x[0], ""), x[0], "");
-    snprintf(name, sizeof name, "llvm.fabs.%s", s);
-    return lib(c, name, ty, x, 1);
-  case OP_SQRT:
-    snprintf(name, sizeof name, "llvm.sqrt.%s", s);
-    return lib(c, name, ty, x, 1);
-  case OP_RSQRT:
-    snprintf(name, sizeof name, "llvm.sqrt.%s", s);
-    return LLVMBuildFDiv(c->b, FC(c, t, 1), lib(c, name, ty, x, 1), "");
-  case OP_RELU: return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0], FC(c, t, 0), "");
-  case OP_LEAKY_RELU:
-    return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0],
-                           LLVMBuildFMul(c->b, FC(c, t, n->attr.f[0]), x[0], ""), "");
-  case OP_WHERE: {
-    const Node *cn = graph_node(c->g, n->in[0]);
-    LLVMValueRef cond = cn->dtype == DT_I32 && cn->op != OP_CONST ? LLVMBuildICmp(c->b, LLVMIntNE, x[0], I32(c, 0), "")
-                                                                  : fcmp(c, LLVMRealUNE, x[0], LLVMConstReal(LLVMTypeOf(x[0]), 0));
-    return LLVMBuildSelect(c->b, cond, x[1], x[2], "");
-  }
-  case OP_GREATER: case OP_LESS: case OP_EQUAL: {
-    LLVMRealPredicate p = n->op == OP_GREATER ? LLVMRealOGT : n->op == OP_LESS ? LLVMRealOLT : LLVMRealOEQ;
-    return LLVMBuildUIToFP(c->b, fcmp(c, p, x[0], x[1]), ty, "");
-  }
-  case OP_EXP: return LIB1("exp");
-  case OP_LOG: return LIB1("log");
-  case OP_TANH: return LIB1("tanh");
-  case OP_ERF: return LIB1("erf");
-  case OP_SIN: return LIB1("sin");
-  case OP_COS: return LIB1("cos");
-  case OP_SIGMOID: return LIB1("sigmoid");
-  case OP_SOFTPLUS: return LIB1("softplus");
-  case OP_SILU: return LIB1("silu");
-  case OP_POW: case OP_GELU: case OP_GELU_GRAD: {
-    const char *fn = n->op == OP_POW ? "pow" : n->op == OP_GELU ? "gelu" : "gelu_grad";
-    double p = n->op == OP_POW ? n->attr.f[0] : n->attr.b[0] ? 1.0 : 0.0;
-    snprintf(name, sizeof name, "bpck_%s_%s", fn, s);
-    return lib(c, name, ty, (LLVMValueRef[]){x[0], FC(c, t, p)}, 2);
-  }
-  default: bpc_bug(__FILE__, __LINE__, "no elementwise lowering for '%s'", op_name(n->op));
-  }
-#undef LIB1
-}
 
 static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
   if (e->val[id]) return e->val[id];
@@ -343,7 +192,9 @@ static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
     LLVMValueRef p = LLVMBuildGEP2(c->b, ftype(c, n->dtype), e->r[i].ptr, &idx, 1, "");
     return e->val[id] = LLVMBuildLoad2(c->b, ftype(c, n->dtype), p, "");
   }
-  return e->val[id] = ew_scalar(c, e, graph_node(c->g, id));
+  const Node *n = graph_node(c->g, id);
+  if (!op_info(n->op)->be->scalar) bpc_bug(__FILE__, __LINE__, "no elementwise lowering for '%s'", op_name(n->op));
+  return e->val[id] = op_info(n->op)->be->scalar(c, e, n);
 }
 
 // Everything a loop body depends on, as text: two kernels with the same
@@ -448,47 +299,6 @@ static bool tree_reads(const Graph *g, const Kernel *k, int id) {
   return false;
 }
 
-// One unbatched matmul node into `out` over the kernel's range. The range
-// counts whole microkernel tiles: rows in units of BPCK_GEMM_ROW_UNIT or,
-// when N > M, columns in units of BPCK_GEMM_COL_UNIT. A row split makes
-// every thread pack all of op(B) (N x K) and its share of op(A); a column
-// split, all of op(A) and its share of op(B): the smaller total when N > M
-// (M = 256 tokens against N = 3072 in GPT-2's MLP). Sums do not depend on
-// the split.
-typedef struct {
-  int64_t units;                  // the range's length
-  LLVMValueRef r0, r1, j0, j1;  // the block of C this range computes
-} Gemm;
-
-static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs);
-static void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs);
-static const char *product_sfx(const CG *c, DType t);
-
-// C[M,N] (+)= op(A) @ op(B) over the kernel's range, as emit_gemm splits it.
-static Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, int64_t lda, int ta,
-                      LLVMValueRef B, int64_t ldb, int tb, LLVMValueRef out, int64_t ldc, int accumulate) {
-  bool cols = N > M;
-  int64_t unit = cols ? BPCK_GEMM_COL_UNIT : BPCK_GEMM_ROW_UNIT, total = cols ? N : M;
-  Gemm g = {.units = (total + unit - 1) / unit};
-  LLVMValueRef lo = LLVMBuildMul(c->b, c->begin, I64(c, unit), "");
-  LLVMValueRef hi = LLVMBuildMul(c->b, c->end, I64(c, unit), "");
-  hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, total), ""), hi, I64(c, total), "");
-  g.r0 = cols ? I64(c, 0) : lo, g.r1 = cols ? I64(c, M) : hi;
-  g.j0 = cols ? lo : I64(c, 0), g.j1 = cols ? hi : I64(c, N);
-  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), A, I64(c, lda), I32(c, ta), B, I64(c, ldb), I32(c, tb),
-                           out, I64(c, ldc), I32(c, accumulate), scratch_ptr(c), lo, hi};
-  libcall_sfx(c, cols ? "gemm_cols" : "gemm", product_sfx(c, t), args, 15);
-  return g;
-}
-
-static Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
-  int64_t M, N, K, batch;
-  matmul_dims(c->g, m, &M, &N, &K, &batch);
-  BPC_ASSERT(batch == 1);
-  const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
-  return gemm_call(c, m->dtype, M, N, K, node_ptr(c, m->in[0]), as->d[as->rank - 1], m->attr.b[0], node_ptr(c, m->in[1]),
-                   bs->d[bs->rank - 1], m->attr.b[1], out, N, 0);
-}
 
 // The loop's reads and iteration space: e's reads with their strides over
 // the collapsed axes; *inner and *rows the loop's extent.
@@ -688,13 +498,13 @@ static LLVMValueRef global_i64s(CG *c, const int64_t *v, int n) {
   return g;
 }
 
-static void contiguous_strides(const Shape *s, int64_t *st) {
+void contiguous_strides(const Shape *s, int64_t *st) {
   int64_t acc = 1;
   for (int i = s->rank - 1; i >= 0; i--) st[i] = acc, acc *= s->d[i];
 }
 
 // A strided copy kernel: out (+ out_off elements) <- in (+ in_off) over `shape`.
-static void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int64_t in_off,
+void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int64_t in_off,
                       const int64_t *ist, const Shape *shape, DType t, bool own_kernel) {
   Shape s = *shape;
   if (s.rank == 0) s = (Shape){.rank = 1, .d = {1}};
@@ -711,43 +521,36 @@ static void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int i
   if (own_kernel) end_kernel(c, n, 2 * n);
 }
 
-static int64_t last_dim(const Shape *s) { return s->rank ? s->d[s->rank - 1] : 1; }
-
 // [O, R, I] view of a reduction over a contiguous block of axes.
-static void ori(const Shape *x, const int *axes, int naxes, int64_t *O, int64_t *R, int64_t *I) {
+void ori(const Shape *x, const int *axes, int naxes, int64_t *O, int64_t *R, int64_t *I) {
   *O = 1, *R = 1, *I = 1;
   int lo = naxes ? axes[0] : x->rank, hi = naxes ? axes[naxes - 1] : x->rank - 1;
   for (int a = 0; a < x->rank; a++) *(a < lo ? O : a <= hi ? R : I) *= x->d[a];
 }
 
-static bool contiguous_axes(const Attr *a) {
+bool contiguous_axes(const Attr *a) {
   for (int i = 1; i < a->naxes; i++)
     if (a->axes[i] != a->axes[i - 1] + 1) return false;
   return true;
 }
 
-#define P(id) node_ptr(c, id)
-#define IN(k) n->in[k]
-#define XS(k) (&graph_node(c->g, n->in[k])->shape)
-#define VOID LLVMVoidTypeInContext(c->cx)
-
-static void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs) {
+void libcall_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs) {
   char name[64];
   snprintf(name, sizeof name, "bpck_%s_%s", base, suffix);
   lib(c, name, VOID, args, nargs);
 }
 
-static void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs) {
+void libcall(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs) {
   libcall_sfx(c, base, sfx(t), args, nargs);
 }
 
 // The kernels of a product (matmul's GEMM, attention, conv2d): under
 // `precision: bf16` an f32 product takes the bf16 kernels (bf16 operands,
 // f32 sums: bpc_kernels.h), which have the f32 ones' arguments and scratch.
-static const char *product_sfx(const CG *c, DType t) { return t == DT_F32 && c->bf16 ? "bf16" : sfx(t); }
+const char *product_sfx(const CG *c, DType t) { return t == DT_F32 && c->bf16 ? "bf16" : sfx(t); }
 
 // One library kernel over [begin, end) (a fresh kernel function).
-static void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n,
+void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n,
                             int64_t work) {
   LLVMValueRef all[32];
   memcpy(all, args, sizeof(LLVMValueRef) * (size_t)nargs);
@@ -756,396 +559,24 @@ static void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMVal
   end_kernel(c, n, work);
 }
 
-static void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work) {
+void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work) {
   call_kernel_sfx(c, base, sfx(t), args, nargs, n, work);
 }
 
-static void emit_matmul(CG *c, const Kernel *k, const Node *n) {
-  DType t = n->dtype;
-  const Shape *as = XS(0), *bs = XS(1), *os = &n->shape;
-  bool ta = n->attr.b[0], tb = n->attr.b[1];
-  int64_t M, N, K, batch;
-  int64_t lda = as->d[as->rank - 1], ldb = bs->d[bs->rank - 1];
-  BPC_ASSERT(n->op == OP_MATMUL);  // linear is lowered to matmul + add first
-  matmul_dims(c->g, n, &M, &N, &K, &batch);
-  begin_kernel(c);
-  LLVMValueRef sp = scratch_ptr(c);
-  if (batch == 1) {
-    end_kernel(c, emit_gemm(c, n, P(k->root)).units, k->flops);
-    return;
-  }
-  // Batched: the range is over batch entries; operand batch offsets broadcast.
-  Shape ob = {.rank = os->rank - 2}, ab = {.rank = as->rank - 2}, bb = {.rank = bs->rank - 2};
-  memcpy(ob.d, os->d, sizeof(int64_t) * (size_t)ob.rank);
-  memcpy(ab.d, as->d, sizeof(int64_t) * (size_t)ab.rank);
-  memcpy(bb.d, bs->d, sizeof(int64_t) * (size_t)bb.rank);
-  int64_t sa[BPC_MAX_RANK], sb[BPC_MAX_RANK];
-  shape_bcast_strides(&ab, &ob, sa);
-  shape_bcast_strides(&bb, &ob, sb);
-  int64_t amat = as->d[as->rank - 1] * as->d[as->rank - 2], bmat = bs->d[bs->rank - 1] * bs->d[bs->rank - 2];
-  Loop l;
-  LLVMValueRef bi = loop_begin(c, &l, c->begin, c->end, "batch");
-  LLVMValueRef aoff = I64(c, 0), boff = I64(c, 0), rem = bi;
-  for (int a = ob.rank - 1; a >= 0; a--) {
-    LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, ob.d[a]), "");
-    rem = LLVMBuildSDiv(c->b, rem, I64(c, ob.d[a]), "");
-    aoff = LLVMBuildAdd(c->b, aoff, LLVMBuildMul(c->b, coord, I64(c, sa[a] * amat), ""), "");
-    boff = LLVMBuildAdd(c->b, boff, LLVMBuildMul(c->b, coord, I64(c, sb[a] * bmat), ""), "");
-  }
-  LLVMTypeRef et = ftype(c, t);
-  LLVMValueRef ap = LLVMBuildGEP2(c->b, et, P(IN(0)), &aoff, 1, "");
-  LLVMValueRef bp = LLVMBuildGEP2(c->b, et, P(IN(1)), &boff, 1, "");
-  LLVMValueRef coff = LLVMBuildMul(c->b, bi, I64(c, M * N), "");
-  LLVMValueRef cp = LLVMBuildGEP2(c->b, et, P(k->root), &coff, 1, "");
-  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), ap, I64(c, lda), I32(c, ta), bp, I64(c, ldb),
-                           I32(c, tb), cp, I64(c, N), I32(c, 0), sp, I64(c, 0), I64(c, M)};
-  libcall_sfx(c, "gemm", product_sfx(c, t), args, 15);
-  loop_end(c, &l);
-  end_kernel(c, batch, k->flops);
-}
-
-// Sequential phase of a two-phase kernel: out[0] = scale * sum(tmp[0..n)).
-static void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DType t) {
-  begin_kernel(c);
-  LLVMValueRef tmp = arena_off(c, tmp_off);
-  libcall(c, "sum_scale", t, (LLVMValueRef[]){P(out), tmp, I64(c, n), FC(c, t, scale)}, 4);
-  end_kernel(c, 1, 0);
-}
-
-// Column statistics by row blocks (fuse.c's col_blocks): a parallel pass
-// leaving each block's partials at `part` (kind BPCK_SUM, MAX, MIN, or VAR
-// about `center`), then one thread combining them in block order into `out`.
-// Offsets into the arena (-1: no center); each step is its own function.
-static void emit_col_part(CG *c, int kind, int x, int64_t center, int64_t part, int64_t R, int64_t I, int64_t nb,
-                          DType t, int64_t work) {
-  begin_kernel(c);
-  LLVMValueRef ctr = center >= 0 ? arena_off(c, center) : LLVMConstNull(c->ptr);
-  call_kernel(c, "col_part", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, part), node_ptr(c, x), ctr, I64(c, R), I64(c, I)}, 6,
-              nb, work);
-}
-
-static void emit_col_finish(CG *c, int kind, int64_t out, int64_t part, int64_t nb, int64_t I, double scale, DType t) {
-  begin_kernel(c);
-  libcall(c, "col_finish", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, out), arena_off(c, part), I64(c, nb), I64(c, I), FC(c, t, scale)}, 6);
-  end_kernel(c, 1, 0);
-}
-
-// Mean and (biased) variance of the columns of x [R, I]: sums, mean, squared
-// deviations about it, variance; two passes over x as the library's.
-static void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb,
-                             DType t, int64_t work) {
-  emit_col_part(c, BPCK_SUM, x, -1, part, R, I, nb, t, work);
-  emit_col_finish(c, BPCK_SUM, mean, part, nb, I, 1.0 / (double)R, t);
-  emit_col_part(c, BPCK_VAR, x, mean, part, R, I, nb, t, work);
-  emit_col_finish(c, BPCK_SUM, var, part, nb, I, 1.0 / (double)R, t);
-}
-
-// A reduction or batch_norm by row blocks. The kernel's temporary
-// (kernel_temp_bytes): partials [nb, 2I], then mean [I], var [I], m [2I].
-static void emit_col_blocks(CG *c, const Kernel *k, int64_t R, int64_t I, int64_t nb, int64_t work) {
-  const Node *n = graph_node(c->g, k->root);
-  DType t = graph_node(c->g, IN(0))->dtype;
-  int64_t sz = dtype_bytes(t), part = c->p->temp_offset[k - c->p->kernels.v];
-  int64_t mean = part + 2 * nb * I * sz, var = mean + I * sz, m = var + I * sz, out = c->p->offset[k->root];
-  switch (n->op) {
-  case OP_SUM: case OP_MEAN:
-    emit_col_part(c, BPCK_SUM, IN(0), -1, part, R, I, nb, t, work);
-    return emit_col_finish(c, BPCK_SUM, out, part, nb, I, n->op == OP_MEAN ? 1.0 / (double)R : 1.0, t);
-  case OP_MAX: case OP_MIN: {
-    int kind = n->op == OP_MAX ? BPCK_MAX : BPCK_MIN;
-    emit_col_part(c, kind, IN(0), -1, part, R, I, nb, t, work);
-    return emit_col_finish(c, kind, out, part, nb, I, 1.0, t);
-  }
-  case OP_VAR:
-    emit_col_moments(c, IN(0), part, mean, out, R, I, nb, t, work);
-    return;
-  case OP_BATCH_NORM: {  // batch statistics when training, else the running ones
-    const Attr *a = &n->attr;
-    LLVMValueRef mp, vp;
-    if (c->p->training) emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
-    begin_kernel(c);
-    mp = c->p->training ? arena_off(c, mean) : P(IN(3));
-    vp = c->p->training ? arena_off(c, var) : P(IN(4));
-    call_kernel(c, "bn_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), mp, vp, P(IN(1)), I64(c, shape_numel(XS(1))), P(IN(2)),
-                                                   I64(c, shape_numel(XS(2))), I64(c, I), FC(c, t, a->f[0])}, 10, R, work);
-    return;
-  }
-  case OP_BATCH_NORM_DX: {
-    LLVMValueRef eps = NULL;
-    int64_t gn = shape_numel(XS(1));
-    emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
-    begin_kernel(c);
-    eps = FC(c, t, n->attr.f[0]);
-    call_kernel(c, "bn_dx_part", t, (LLVMValueRef[]){arena_off(c, part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
-                                                     arena_off(c, var), I64(c, R), I64(c, I), eps}, 10, nb, work);
-    emit_col_finish(c, BPCK_SUM, m, part, nb, 2 * I, 1.0 / (double)R, t);
-    begin_kernel(c);
-    eps = FC(c, t, n->attr.f[0]);
-    call_kernel(c, "bn_dx_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
-                                                      arena_off(c, var), arena_off(c, m), I64(c, I), eps}, 10, R, work);
-    return;
-  }
-  default: bpc_bug(__FILE__, __LINE__, "no row-block lowering for '%s'", op_name(n->op));
-  }
-}
-
 // An element pointer `off` elements past p.
-static LLVMValueRef elem_ptr(CG *c, LLVMTypeRef et, LLVMValueRef p, int64_t off) {
+LLVMValueRef elem_ptr(CG *c, LLVMTypeRef et, LLVMValueRef p, int64_t off) {
   LLVMValueRef o = I64(c, off);
   return LLVMBuildGEP2(c->b, et, p, &o, 1, "");
 }
 
-// linear_cross_entropy (lce.c) by row blocks of R rows (lce_block_rows):
-// the block's logits [R, V] by one GEMM into the kernel's temporary, the row
-// pass (losses; with gy the logits' gradient in place), then with gy dh's
-// rows = dl @ w and dW (+)= dl^T h (the first block writes, the next ones
-// add, in block order: the same bits for any thread count), and at the end
-// the losses' mean. Each step is a function of its own, run over the pool in
-// turn; the temporary is linear in R, not in the rows.
-static void emit_lce(CG *c, const Kernel *k, const Node *n) {
-  DType t = n->dtype;
-  LLVMTypeRef et = ftype(c, t);
-  int64_t rows, C, V = lce_dims(c->g, n, &rows, &C), R = lce_block_rows(rows, V), es = dtype_bytes(t);
-  bool tw = n->attr.b[0], grad = n->nin > 3;
-  int64_t tmp = c->p->temp_offset[k - c->p->kernels.v], losses = tmp + R * V * es;
-  int64_t odw = lce_offset(XS(0), XS(1), 1), oloss = grad ? lce_offset(XS(0), XS(1), 2) : 0;
-  for (int64_t r0 = 0; r0 < rows; r0 += R) {
-    int64_t m = rows - r0 < R ? rows - r0 : R;
-    begin_kernel(c);  // logits = h_blk @ w^T (tw) or h_blk @ w
-    Gemm gm = gemm_call(c, t, m, V, C, elem_ptr(c, et, P(IN(0)), r0 * C), C, 0, P(IN(1)), tw ? C : V, tw, arena_off(c, tmp), V, 0);
-    end_kernel(c, gm.units, 2 * m * V * C);
-    begin_kernel(c);
-    LLVMValueRef labels = LLVMBuildGEP2(c->b, c->i32, P(IN(2)), (LLVMValueRef[]){I64(c, r0)}, 1, "");
-    call_kernel(c, "lce_rows", t,
-                (LLVMValueRef[]){arena_off(c, losses + r0 * es), arena_off(c, tmp), labels, grad ? P(IN(3)) : LLVMConstNull(c->ptr),
-                                 I64(c, rows), I64(c, V), c->status},
-                7, m, 8 * m * V);
-    if (!grad) continue;
-    begin_kernel(c);  // dh rows = dl @ w (tw) or dl @ w^T
-    gm = gemm_call(c, t, m, C, V, arena_off(c, tmp), V, 0, P(IN(1)), tw ? C : V, !tw, elem_ptr(c, et, P(k->root), r0 * C), C, 0);
-    end_kernel(c, gm.units, 2 * m * V * C);
-    begin_kernel(c);  // dW [V, C] += dl^T @ h_blk (tw), or [C, V] += h_blk^T @ dl
-    LLVMValueRef hb = elem_ptr(c, et, P(IN(0)), r0 * C), dw = elem_ptr(c, et, P(k->root), odw);
-    gm = tw ? gemm_call(c, t, V, C, m, arena_off(c, tmp), V, 1, hb, C, 0, dw, C, r0 > 0)
-            : gemm_call(c, t, C, V, m, hb, C, 1, arena_off(c, tmp), V, 0, dw, V, r0 > 0);
-    end_kernel(c, gm.units, 2 * m * V * C);
-  }
-  begin_kernel(c);
-  libcall(c, "sum_scale", t, (LLVMValueRef[]){elem_ptr(c, et, P(k->root), oloss), arena_off(c, losses), I64(c, rows), FC(c, t, 1.0 / (double)rows)}, 4);
-  end_kernel(c, 1, 0);
-}
+int64_t kernel_temp(CG *c, const Kernel *k) { return c->p->temp_offset[k - c->p->kernels.v]; }
 
+// A call kernel: its op's lowering (Backend.emit, lower_<family>.c).
 static void emit_call(CG *c, const Kernel *k) {
   const Node *n = graph_node(c->g, k->root);
-  DType t = n->dtype == DT_I32 ? graph_node(c->g, n->in[0])->dtype : n->dtype;
-  int64_t numel = shape_numel(&n->shape), work = k->flops + k->bytes;
-  const Attr *a = &n->attr;
-  if (op_info(n->op)->lower == LK_MATMUL) return emit_matmul(c, k, n);
-  int64_t cR, cI, cnb = col_blocks(c->g, n, &cR, &cI);
-  if (cnb) return emit_col_blocks(c, k, cR, cI, cnb, work);
-  switch (n->op) {
-  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
-    BPC_ASSERT(contiguous_axes(a));
-    int64_t O, R, I;
-    ori(XS(0), a->axes, a->naxes, &O, &R, &I);
-    int kind = n->op == OP_SUM ? 0 : n->op == OP_MEAN ? 1 : n->op == OP_MAX ? 2 : n->op == OP_MIN ? 3 : n->op == OP_VAR ? 4 : 5;
-    begin_kernel(c);
-    if (n->dtype == DT_I32) {  // sum, max, min of i32 (the others promote, ir.c)
-      BPC_ASSERT(n->op == OP_SUM || n->op == OP_MAX || n->op == OP_MIN);
-      lib(c, "bpck_reduce_i32", VOID, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), c->begin, c->end}, 8);
-      return end_kernel(c, O * I, work);
-    }
-    return call_kernel(c, "reduce", t, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 6, O * I, work);
-  }
-  case OP_MAXMIN_GRAD: {
-    int64_t O, R, I;
-    BPC_ASSERT(contiguous_axes(a));
-    ori(XS(0), a->axes, a->naxes, &O, &R, &I);
-    begin_kernel(c);
-    return call_kernel(c, "maxmin_grad", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, O), I64(c, R), I64(c, I), I32(c, a->b[1])}, 7, O * I, work);
-  }
-  case OP_SOFTMAX: case OP_LOG_SOFTMAX: case OP_ARGMAX: {
-    int axis = (int)a->i[0];
-    int64_t O, R, I;
-    ori(XS(0), &axis, 1, &O, &R, &I);
-    begin_kernel(c);
-    if (n->op == OP_ARGMAX)
-      return call_kernel(c, "argmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 5, O * I, work);
-    return call_kernel(c, "softmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), I32(c, n->op == OP_LOG_SOFTMAX)}, 6, O * I, work);
-  }
-  case OP_TRANSPOSE: {
-    int64_t ost[BPC_MAX_RANK], xst[BPC_MAX_RANK], ist[BPC_MAX_RANK];
-    contiguous_strides(&n->shape, ost);
-    contiguous_strides(XS(0), xst);
-    for (int i = 0; i < n->shape.rank; i++) ist[i] = xst[a->axes[i]];
-    return emit_copy(c, k->root, 0, ost, IN(0), 0, ist, &n->shape, n->dtype, true);
-  }
-  case OP_BROADCAST_TO: {
-    int64_t ost[BPC_MAX_RANK], ist[BPC_MAX_RANK];
-    contiguous_strides(&n->shape, ost);
-    shape_bcast_strides(XS(0), &n->shape, ist);
-    return emit_copy(c, k->root, 0, ost, IN(0), 0, ist, &n->shape, n->dtype, true);
-  }
-  case OP_SLICE: case OP_SLICE_GRAD: {
-    bool grad = n->op == OP_SLICE_GRAD;
-    const Shape *big = grad ? &n->shape : XS(0), *small = grad ? XS(0) : &n->shape;
-    int64_t bst[BPC_MAX_RANK], sst[BPC_MAX_RANK];
-    contiguous_strides(big, bst);
-    contiguous_strides(small, sst);
-    int64_t off = a->i[0] * bst[a->i[2]];
-    if (!grad) return emit_copy(c, k->root, 0, sst, IN(0), off, bst, small, n->dtype, true);
-    // [O, D] rows (the axes up to the sliced one, then the rest): zeros, gy's row in the window
-    int64_t O = 1;
-    for (int i = 0; i < a->i[2]; i++) O *= big->d[i];
-    begin_kernel(c);
-    return call_kernel(c, "window", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel / O), I64(c, off), I64(c, shape_numel(small) / O)}, 5, O, work);
-  }
-  case OP_CONCAT: {
-    begin_kernel(c);
-    int64_t ost[BPC_MAX_RANK], off = 0;
-    contiguous_strides(&n->shape, ost);
-    for (int i = 0; i < n->nin; i++) {
-      int64_t ist[BPC_MAX_RANK];
-      contiguous_strides(XS(i), ist);
-      emit_copy(c, k->root, off * ost[a->i[0]], ost, IN(i), 0, ist, XS(i), n->dtype, false);
-      off += XS(i)->d[a->i[0]];
-    }
-    return end_kernel(c, 1, 0);
-  }
-  case OP_ZEROS: case OP_ONES: case OP_FULL: {
-    double v = n->op == OP_ZEROS ? 0 : n->op == OP_ONES ? 1 : a->f[0];
-    begin_kernel(c);
-    return call_kernel(c, "fill", n->dtype, (LLVMValueRef[]){P(k->root), FC(c, n->dtype, v)}, 2, numel, numel);
-  }
-  case OP_ARANGE:
-    begin_kernel(c);
-    lib(c, "bpck_arange_i32", VOID, (LLVMValueRef[]){P(k->root), c->begin, c->end}, 3);
-    return end_kernel(c, numel, numel);
-  case OP_EMBEDDING: {
-    int64_t V = XS(1)->d[0], C = XS(1)->d[1], ids = shape_numel(XS(0));
-    begin_kernel(c);
-    return call_kernel(c, "embedding", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C), c->status}, 7, ids, work);
-  }
-  case OP_EMBEDDING_GRAD: case OP_EMBEDDING_GRAD_ADD: {  // _ADD: onto its base (in place when it shares storage)
-    int64_t V = n->shape.d[0], C = n->shape.d[1], ids = shape_numel(XS(0));
-    begin_kernel(c);
-    LLVMValueRef base = n->op == OP_EMBEDDING_GRAD_ADD ? P(IN(2)) : LLVMConstNull(c->ptr);
-    return call_kernel(c, "embedding_grad", n->dtype, (LLVMValueRef[]){P(k->root), base, P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 7, C, work);
-  }
-  case OP_ONE_HOT: {
-    int64_t ids = shape_numel(XS(0));
-    begin_kernel(c);
-    return call_kernel(c, "one_hot", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, ids), I64(c, a->i[0])}, 4, ids, work);
-  }
-  case OP_LAYER_NORM: case OP_RMS_NORM: case OP_LAYER_NORM_DX: case OP_RMS_NORM_DX: {
-    int64_t C = last_dim(XS(0)), rows = shape_numel(XS(0)) / C, gn = shape_numel(XS(1));
-    begin_kernel(c);
-    LLVMValueRef eps = FC(c, t, a->f[0]);
-    if (n->op == OP_LAYER_NORM)
-      return call_kernel(c, "layer_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), I64(c, rows), I64(c, C), eps}, 9, rows, work);
-    if (n->op == OP_RMS_NORM)
-      return call_kernel(c, "rms_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), I64(c, rows), I64(c, C), eps}, 7, rows, work);
-    return call_kernel(c, n->op == OP_LAYER_NORM_DX ? "layer_norm_dx" : "rms_norm_dx", t,
-                       (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, rows), I64(c, C), eps}, 8, rows, work);
-  }
-  case OP_ATTENTION: case OP_ATTENTION_GRAD: case OP_ATTENTION_QKV: case OP_ATTENTION_QKV_GRAD: {
-    // q, k, v: three operands (rows C apart), or the thirds of one [B, T, 3C]
-    // (attention_qkv: rows 3C apart). The gradient: dq, dk, dv flattened one
-    // after the other, one of them, or (packed) the thirds of d(qkv).
-    bool packed = n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD;
-    bool fwd = n->op == OP_ATTENTION || n->op == OP_ATTENTION_QKV;
-    const Shape *q = XS(0), *kk = packed ? XS(0) : XS(1);
-    int64_t B = q->d[0], Tq = q->d[1], Tk = kk->d[1], C = packed ? q->d[2] / 3 : q->d[2], H = a->i[0];
-    int64_t ld = packed ? 3 * C : C;
-    begin_kernel(c);
-    LLVMValueRef sp = scratch_ptr(c), in[3], null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
-    for (int w = 0; w < 3; w++)
-      in[w] = packed ? LLVMBuildGEP2(c->b, ftype(c, t), P(IN(0)), (LLVMValueRef[]){I64(c, w * C)}, 1, "") : P(IN(w));
-    int mi = node_operand(n, "mask");
-    LLVMValueRef mask = mi >= 0 ? P(IN(mi)) : null;
-    if (fwd)
-      return call_kernel_sfx(c, "attention", product_sfx(c, t), (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp}, 13, B * H, work);
-    if (packed || a->i[1] == 3) {
-      for (int w = 0; w < 3; w++) {
-        LLVMValueRef off = I64(c, packed ? w * C : attention_grad_offset(q, kk, w));
-        outs[w] = LLVMBuildGEP2(c->b, ftype(c, t), P(k->root), &off, 1, "");
-      }
-    } else {
-      outs[a->i[1]] = P(k->root);
-    }
-    return call_kernel_sfx(c, "attention_bwd", product_sfx(c, t), (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
-  }
-  case OP_ATTENTION_DECODE: {  // kc, vc: the cache (the kernel appends k, v at pos)
-    int64_t C = XS(0)->d[2], Tc = XS(3)->d[1], H = a->i[0];
-    begin_kernel(c);
-    return call_kernel_sfx(c, "attention_decode", product_sfx(c, t), (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), P(IN(4)), P(IN(5)), I64(c, Tc), I64(c, C), I64(c, H), scratch_ptr(c)}, 11, H, work);
-  }
-  case OP_CAUSAL_MASK: case OP_CAUSAL_MASK_GRAD: {
-    int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
-    begin_kernel(c);
-    return call_kernel(c, "causal_mask", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, R), I64(c, Cc), I32(c, n->op == OP_CAUSAL_MASK_GRAD)}, 5, numel / Cc, work);
-  }
-  case OP_CONV2D: case OP_CONV2D_DX: case OP_CONV2D_DW: {
-    const Shape *xs = n->op == OP_CONV2D_DX ? &n->shape : XS(0);
-    const Shape *ws = n->op == OP_CONV2D ? XS(1) : n->op == OP_CONV2D_DX ? XS(1) : &n->shape;
-    LLVMValueRef geo[9] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, ws->d[0]),
-                           I64(c, ws->d[1]), I64(c, ws->d[3]), I64(c, a->i[0]), I64(c, a->i[1])};
-    begin_kernel(c);
-    LLVMValueRef args[13];
-    args[0] = P(k->root);
-    args[1] = P(IN(0));
-    args[2] = P(IN(1));
-    memcpy(args + 3, geo, sizeof(LLVMValueRef) * 9);
-    args[12] = scratch_ptr(c);
-    int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1] * ws->d[2];
-    return call_kernel_sfx(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw",
-                           product_sfx(c, t), args, 13, range, work);
-  }
-  case OP_MAX_POOL2D: case OP_AVG_POOL2D: case OP_MAX_POOL2D_GRAD: case OP_AVG_POOL2D_GRAD: {
-    const Shape *xs = XS(0);
-    bool grad = n->op == OP_MAX_POOL2D_GRAD || n->op == OP_AVG_POOL2D_GRAD;
-    bool is_max = n->op == OP_MAX_POOL2D || n->op == OP_MAX_POOL2D_GRAD;
-    begin_kernel(c);
-    LLVMValueRef geo[7] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, a->i[0]), I64(c, a->i[1]), I32(c, is_max)};
-    if (!grad) {
-      LLVMValueRef args[9] = {P(k->root), P(IN(0))};
-      memcpy(args + 2, geo, sizeof geo);
-      return call_kernel(c, "pool2d", t, args, 9, n->shape.d[0] * n->shape.d[1], work);
-    }
-    LLVMValueRef args[10] = {P(k->root), P(IN(0)), P(IN(1))};
-    memcpy(args + 3, geo, sizeof geo);
-    return call_kernel(c, "pool2d_grad", t, args, 10, xs->d[0], work);
-  }
-  case OP_DROPOUT: {
-    begin_kernel(c);
-    return call_kernel(c, "dropout", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, DT_F64, a->f[0]), c->seed, LLVMConstInt(c->i64, a->salt, 0), c->step}, 7, numel, work);
-  }
-  case OP_CROSS_ENTROPY: case OP_ACCURACY: {
-    int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
-    begin_kernel(c);
-    int64_t tmp_off = c->p->temp_offset[k - c->p->kernels.v];
-    LLVMValueRef tmp = arena_off(c, tmp_off);
-    if (n->op == OP_CROSS_ENTROPY)
-      call_kernel(c, "cross_entropy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K), c->status}, 6, rows, work);
-    else
-      call_kernel(c, "accuracy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K)}, 5, rows, work);
-    return emit_sum_scale(c, k->root, tmp_off, rows, 1.0 / (double)rows, t);
-  }
-  case OP_SUM_SQUARES: {  // block partials in parallel, then their sum in order
-    int64_t n_el = shape_numel(XS(0)), nb = (n_el + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK;
-    begin_kernel(c);
-    int64_t tmp_off = c->p->temp_offset[k - c->p->kernels.v];
-    call_kernel(c, "sum_squares_blocks", t, (LLVMValueRef[]){arena_off(c, tmp_off), P(IN(0)), I64(c, n_el)}, 3, nb, work);
-    return emit_sum_scale(c, k->root, tmp_off, nb, 1.0, t);
-  }
-  case OP_LINEAR_CROSS_ENTROPY: return emit_lce(c, k, n);
-  case OP_CROSS_ENTROPY_GRAD: {
-    int64_t K = last_dim(XS(0)), rows = shape_numel(XS(0)) / K;
-    begin_kernel(c);
-    return call_kernel(c, "cross_entropy_grad", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, rows), I64(c, K)}, 6, rows, work);
-  }
-  default: bpc_bug(__FILE__, __LINE__, "no lowering for '%s'", op_name(n->op));
-  }
+  const Backend *be = op_info(n->op)->be;
+  if (!be->emit) bpc_bug(__FILE__, __LINE__, "no lowering for '%s'", op_name(n->op));
+  be->emit(c, k, n);
 }
 
 static void emit_state(CG *c, const Kernel *k) {

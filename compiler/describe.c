@@ -58,15 +58,8 @@ static int64_t index_limit(const Graph *g, int input, int *code) {
     const Node *n = g->nodes.v[i];
     int64_t l = 0;
     int c = 0;
-    if (n->op == OP_CROSS_ENTROPY && n->nin > 1 && n->in[1] == input) {
-      const Shape *s = &graph_node(g, n->in[0])->shape;
-      l = s->rank ? s->d[s->rank - 1] : 0, c = 2;
-    } else if (n->op == OP_LINEAR_CROSS_ENTROPY && n->in[2] == input) {
-      int64_t rows, C;
-      l = lce_dims(g, n, &rows, &C), c = 2;
-    } else if (n->op == OP_EMBEDDING && n->in[0] == input) {
-      l = graph_node(g, n->in[1])->shape.d[0], c = 1;
-    }
+    const Backend *be = op_info(n->op)->be;
+    if (be->index_limit) l = be->index_limit(g, n, input, &c);
     if (l > 0 && (lim == 0 || l < lim)) lim = l, *code = c;
   }
   return lim;

@@ -14,10 +14,10 @@
 
 int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
 
-static bool is_ew(const Node *n) {  // CAST too: an i32 operand promoted (ir.c) converts in the loop
-  const OpInfo *info = op_info(n->op);
-  return ((info->flags & OPF_EW) || n->op == OP_CAST || n->op == OP_STOP_GRADIENT) && info->scalar && n->op != OP_CONST;
-}
+// Evaluated per element in a fused loop: the ops with a scalar lowering
+// (lower_ew.c; cast too: an i32 operand promoted, ir.c, converts in the
+// loop), constants aside (immediates in their consumers).
+static bool is_ew(const Node *n) { return op_info(n->op)->be->scalar && n->op != OP_CONST; }
 
 // Values the step's caller reads after the step: never fused away.
 static bool *result_nodes(const Graph *g) {
@@ -485,7 +485,7 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
     Kernel k = {.root = id, .state = -1, .mm = epi[id], .phase = nd->phase};
     if (epi[id] >= 0) p->alias[epi[id]] = id;
     IntVec nodes = {0}, reads = {0};
-    if (nd->op == OP_RESHAPE || slice_view(g, nd)) {
+    if (op_info(nd->op)->be == &be_view || slice_view(g, nd)) {
       k.kind = KK_ALIAS;
       p->alias[id] = p->alias[nd->in[0]];
       p->alias_off[id] = p->alias_off[nd->in[0]] + (nd->op == OP_SLICE ? nd->attr.i[0] * dtype_bytes(nd->dtype) : 0);
@@ -611,43 +611,12 @@ void program_print(FILE *out, const Program *p) {
   fprintf(out, "  total: %lld FLOPs, %lld bytes moved per step\n", (long long)flops, (long long)bytes);
 }
 
-int64_t col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
-  *R = 1, *I = 1;
-  if (n->op != OP_BATCH_NORM && n->op != OP_BATCH_NORM_DX && n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX &&
-      n->op != OP_MIN && n->op != OP_VAR)
-    return 0;
-  const Shape *x = &graph_node(g, n->in[0])->shape;
-  BPC_ASSERT(dtype_is_float(graph_node(g, n->in[0])->dtype) || !dtype_is_float(n->dtype));  // ir.c promotes
-  if (!dtype_is_float(graph_node(g, n->in[0])->dtype)) return 0;  // sum, max, min of i32
-  if (n->op == OP_BATCH_NORM || n->op == OP_BATCH_NORM_DX) {
-    *I = x->d[x->rank - 1];
-    *R = shape_numel(x) / *I;
-    return bpck_col_blocks(*R, *I);
-  }
-  const Attr *a = &n->attr;
-  for (int i = 0; i < a->naxes; i++)
-    if (a->axes[i] != i) return 0;  // the leading axes, in order
-  for (int d = 0; d < x->rank; d++) *(d < a->naxes ? R : I) *= x->d[d];
-  int64_t nb = bpck_col_blocks(*R, *I);
-  return *I <= 256 && nb >= 2 ? nb : 0;
-}
-
+// The kernel's temporary (its op's Backend.temp, lower_<family>.c).
 int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   if (k->kind != KK_CALL) return 0;
   const Node *n = graph_node(p->g, k->root);
-  int64_t R, I, nb = col_blocks(p->g, n, &R, &I);
-  if (nb && n->op == OP_BATCH_NORM && !p->training) return 0;  // the running stats: no partials
-  if (nb)  // the blocks' partials [nb, 2I] (batch_norm_dx's two sums), then mean, var, and the two means
-    return (2 * nb + 4) * I * dtype_bytes(graph_node(p->g, n->in[0])->dtype);  // as codegen's emit_col_blocks
-  if (n->op == OP_SUM_SQUARES)  // the blocks' partial sums
-    return (shape_numel(&graph_node(p->g, n->in[0])->shape) + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK * dtype_bytes(n->dtype);
-  if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // one row block's logits, then the per-row losses
-    int64_t rows, C, V = lce_dims(p->g, n, &rows, &C);
-    return (lce_block_rows(rows, V) * V + rows) * dtype_bytes(graph_node(p->g, n->in[0])->dtype);
-  }
-  if (n->op != OP_CROSS_ENTROPY && n->op != OP_ACCURACY) return 0;
-  const Node *l = graph_node(p->g, n->in[0]);
-  return shape_numel(&l->shape) / l->shape.d[l->shape.rank - 1] * dtype_bytes(n->dtype);
+  const Backend *be = op_info(n->op)->be;
+  return be->temp ? be->temp(p, n) : 0;
 }
 
 Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered) {

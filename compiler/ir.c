@@ -8,8 +8,8 @@
 #include "bpcc.h"
 
 static OpInfo op_table[OP_COUNT] = {
-#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd) \
-  [OP_##e] = {#nm, sc, fl, lk, fp, shp, itp, sca, grd, 0, {{0}}},
+#define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) \
+  [OP_##e] = {#nm, sc, fl, lk, fp, shp, itp, sca, grd, &be, 0, {{0}}},
     BPC_OPS(X)
 #undef X
 };

@@ -66,47 +66,10 @@ static void fl_free(FreeList *f, int64_t off, int64_t size) {
   }
 }
 
-// Per-thread scratch a call kernel needs, in bytes.
+// Per-thread scratch a call kernel needs, in bytes (its op's Backend.scratch).
 static int64_t scratch_bytes(const Graph *g, const Node *n) {
-  bool f64 = n->dtype == DT_F64;
-  size_t elems = 0;
-  if (n->op == OP_MATMUL) {
-    int64_t M, N, K, batch;
-    matmul_dims(g, n, &M, &N, &K, &batch);
-    elems = f64 ? bpck_gemm_scratch_f64(M, N, K) : bpck_gemm_scratch_f32(M, N, K);
-  } else if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
-    const Shape *q = &graph_node(g, n->in[0])->shape;
-    int64_t Tq = q->d[1], Tk = graph_node(g, n->in[1])->shape.d[1], hs = q->d[2] / n->attr.i[0];
-    elems = n->op == OP_ATTENTION ? (f64 ? bpck_attention_scratch_f64(Tq, Tk, hs) : bpck_attention_scratch_f32(Tq, Tk, hs))
-                                  : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk, hs)
-                                         : bpck_attention_bwd_scratch_f32(Tq, Tk, hs));
-  } else if (n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD) {
-    const Shape *x = &graph_node(g, n->in[0])->shape;
-    int64_t T = x->d[1], hs = x->d[2] / 3 / n->attr.i[0];
-    elems = n->op == OP_ATTENTION_QKV ? (f64 ? bpck_attention_scratch_f64(T, T, hs) : bpck_attention_scratch_f32(T, T, hs))
-                                      : (f64 ? bpck_attention_bwd_scratch_f64(T, T, hs) : bpck_attention_bwd_scratch_f32(T, T, hs));
-  } else if (n->op == OP_ATTENTION_DECODE) {  // the scores of one query over the cache
-    elems = (size_t)graph_node(g, n->in[3])->shape.d[1] + 16;
-  } else if (n->op == OP_CONV2D || n->op == OP_CONV2D_DX || n->op == OP_CONV2D_DW) {
-    const Shape *x = n->op == OP_CONV2D_DX ? &n->shape : &graph_node(g, n->in[0])->shape;
-    const Shape *w = n->op == OP_CONV2D_DW ? &n->shape : &graph_node(g, n->in[1])->shape;
-    int which = n->op == OP_CONV2D ? 0 : n->op == OP_CONV2D_DX ? 1 : 2;
-    elems = (f64 ? bpck_conv2d_scratch_f64 : bpck_conv2d_scratch_f32)(which, x->d[2], x->d[3], w->d[0], w->d[1], w->d[3],
-                                                                    n->attr.i[0], n->attr.i[1]);
-  } else if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // the GEMMs of one row block (codegen's emit_lce)
-    int64_t rows, C, V = lce_dims(g, n, &rows, &C), R = lce_block_rows(rows, V);
-    size_t (*scr)(int64_t, int64_t, int64_t) = f64 ? bpck_gemm_scratch_f64 : bpck_gemm_scratch_f32;
-    elems = scr(R, V, C);
-    if (n->nin > 3) {
-      size_t dh = scr(R, C, V), dw = n->attr.b[0] ? scr(V, C, R) : scr(C, V, R);
-      elems = elems > dh ? elems : dh;
-      elems = elems > dw ? elems : dw;
-    }
-  } else if (n->op == OP_CROSS_ENTROPY || n->op == OP_ACCURACY || n->op == OP_BINARY_CROSS_ENTROPY ||
-             n->op == OP_MSE) {
-    return 0;  // their per-row temporaries are planned values (codegen asks for them)
-  }
-  return align_up((int64_t)elems * (f64 ? 8 : 4));
+  const Backend *be = op_info(n->op)->be;
+  return align_up(be->scratch ? be->scratch(g, n) : 0);
 }
 
 static bool is_result(const Graph *g, int id, MemCat *cat) {

@@ -176,41 +176,13 @@ void show_dot(FILE *out, const Graph *g) {
   fputs("}\n", out);
 }
 
-// FLOPs of one node: matmuls and convolutions (and their gradient ops) count 2
-// per multiply-add, attention 2 per multiply-add of its four score-sized
-// products (full T x T even when causal, as PyTorch and llm.c count it) plus 5
-// per score for the softmax, its gradient twice that; other ops their registry
-// cost per element of their largest operand or result.
+// FLOPs of one node: its op's Backend.flops where it has one (products: 2
+// per multiply-add, lower_<family>.c), else the registry's cost per element
+// of its largest operand or result.
 int64_t node_flops(const Graph *g, const Node *n) {
   const OpInfo *info = op_info(n->op);
   int64_t numel = shape_numel(&n->shape);
-  if (info->lower == LK_MATMUL) {
-    const Shape *a = &graph_node(g, n->in[0])->shape;
-    int64_t k = n->attr.b[0] ? a->d[a->rank - 2] : a->d[a->rank - 1];
-    return 2 * numel * k + (n->nin > 2 ? numel : 0);
-  }
-  if (n->op == OP_CONV2D || n->op == OP_CONV2D_DX) {  // out/dx [N,H,W,*] from gy/x and w [KH,KW,Ci,Co]
-    const Shape *w = &graph_node(g, n->in[1])->shape, *y = n->op == OP_CONV2D ? &n->shape : &graph_node(g, n->in[0])->shape;
-    return 2 * shape_numel(y) * w->d[0] * w->d[1] * w->d[2];
-  }
-  if (n->op == OP_CONV2D_DW)  // dw [KH,KW,Ci,Co] from gy [N,OH,OW,Co]
-    return 2 * shape_numel(&graph_node(g, n->in[1])->shape) * n->shape.d[0] * n->shape.d[1] * n->shape.d[2];
-  if (n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD) {  // as attention on q of [B, T, C]
-    const Shape *x = &graph_node(g, n->in[0])->shape;
-    int64_t C = x->d[2] / 3, fwd = 4 * x->d[0] * x->d[1] * x->d[1] * C + 5 * x->d[0] * x->d[1] * x->d[1] * n->attr.i[0];
-    return n->op == OP_ATTENTION_QKV ? fwd : 2 * fwd;
-  }
-  if (n->op == OP_LINEAR_CROSS_ENTROPY) {  // the logits' GEMM, then with gy those of dh and dW
-    int64_t rows, C, V = lce_dims(g, n, &rows, &C);
-    return (n->nin > 3 ? 6 : 2) * rows * C * V + 6 * rows * V;
-  }
-  if (n->op == OP_ATTENTION || n->op == OP_ATTENTION_GRAD) {
-    const Shape *q = &graph_node(g, n->in[0])->shape, *k = &graph_node(g, n->in[1])->shape;
-    int64_t scores = q->d[0] * q->d[1] * k->d[1] * n->attr.i[0];
-    int64_t fwd = 4 * q->d[0] * q->d[1] * k->d[1] * q->d[2] + 5 * scores;
-    if (n->op == OP_ATTENTION) return fwd;
-    return n->attr.i[1] == 3 ? 2 * fwd : 2 * fwd / 3;  // all of dq, dk, dv: twice forward; one: a third
-  }
+  if (info->be->flops) return info->be->flops(g, n);
   int64_t big = numel;
   for (int i = 0; i < n->nin; i++) {
     int64_t m = shape_numel(&graph_node(g, n->in[i])->shape);
