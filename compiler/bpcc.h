@@ -758,6 +758,9 @@ typedef struct CodegenUnit {
 // library's scalar math linked in, optimized with `default<O{opt}>`. NULL
 // after reporting.
 LLVMModuleRef_ codegen_module(LLVMContextRef_ cx, const CodegenUnit *u, LLVMTargetMachineRef_ tm, int opt, Diag *d);
+// The kernel calls of `mod` against the kernel library's definitions (the
+// same function types); codegen_module runs it before linking the library.
+bool codegen_check_kernel_calls(LLVMModuleRef_ mod, Diag *d);
 // `bpc compile --emit llvm|asm|obj`: the module written to `path` (atomically).
 bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *kind, const char *path, Diag *d);
 
@@ -915,6 +918,7 @@ double s_erf(const double *x, const Attr *a);
 double s_sigmoid(const double *x, const Attr *a);
 double s_relu(const double *x, const Attr *a);
 double s_leaky_relu(const double *x, const Attr *a);
+double s_hardtanh(const double *x, const Attr *a);
 double s_gelu(const double *x, const Attr *a);
 double s_silu(const double *x, const Attr *a);
 double s_softplus(const double *x, const Attr *a);

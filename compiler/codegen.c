@@ -763,16 +763,62 @@ static void drop_body(LLVMValueRef f) {
 // features. The kernels themselves stay calls into the runtime's compiled
 // library (libbpcrt, x86-64-v3 plus a run-time AVX-512 GEMM): compiling them again per model
 // would multiply compile time for nothing.
-static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) {
+static LLVMModuleRef parse_kernels(LLVMContextRef cx, Diag *d) {
   LLVMMemoryBufferRef buf = LLVMCreateMemoryBufferWithMemoryRange(
       bpc_kernels_bc, (size_t)(bpc_kernels_bc_end - bpc_kernels_bc), "kernels.bc", 0);
-  LLVMModuleRef lib;
-  if (LLVMParseBitcodeInContext2(c->cx, buf, &lib)) {
-    LLVMDisposeMemoryBuffer(buf);
+  LLVMModuleRef lib = NULL;
+  if (LLVMParseBitcodeInContext2(cx, buf, &lib)) {
     diag_error(d, (Loc){0}, "internal: the embedded kernel library does not parse");
-    return false;
+    lib = NULL;
   }
   LLVMDisposeMemoryBuffer(buf);
+  return lib;
+}
+
+// Every kernel the module calls (a declaration named bpck_*) against the
+// library's own definition, compiled from bpc_kernels.h: the same function
+// type (return, argument count and each argument's type), or an error
+// naming the kernel and both types. The lowerings build a call's type from
+// its arguments' values, so a wrong argument list stops here instead of
+// becoming a call that reads garbage (LLVM's linker would accept it: with
+// opaque pointers a mismatched call is undefined behaviour, not an error).
+static bool check_kernel_calls(LLVMModuleRef mod, LLVMModuleRef lib, Diag *d) {
+  bool ok = true;
+  for (LLVMValueRef f = LLVMGetFirstFunction(mod); f; f = LLVMGetNextFunction(f)) {
+    size_t len;
+    const char *name = LLVMGetValueName2(f, &len);
+    if (!LLVMIsDeclaration(f) || strncmp(name, "bpck_", 5)) continue;
+    LLVMValueRef def = LLVMGetNamedFunction(lib, name);
+    if (!def) {
+      diag_error(d, (Loc){0}, "internal: the generated code calls %s, which the kernel library does not define", name);
+      ok = false;
+      continue;
+    }
+    LLVMTypeRef want = LLVMGlobalGetValueType(def), got = LLVMGlobalGetValueType(f);
+    if (want == got) continue;
+    char *ws = LLVMPrintTypeToString(want), *gs = LLVMPrintTypeToString(got);
+    diag_error(d, (Loc){0}, "internal: the generated call of %s has type %s, but the kernel library declares %s", name, gs, ws);
+    LLVMDisposeMessage(ws), LLVMDisposeMessage(gs);
+    ok = false;
+  }
+  return ok;
+}
+
+bool codegen_check_kernel_calls(LLVMModuleRef mod, Diag *d) {
+  LLVMModuleRef lib = parse_kernels(LLVMGetModuleContext(mod), d);
+  if (!lib) return false;
+  bool ok = check_kernel_calls(mod, lib, d);
+  LLVMDisposeModule(lib);
+  return ok;
+}
+
+static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) {
+  LLVMModuleRef lib = parse_kernels(c->cx, d);
+  if (!lib) return false;
+  if (!check_kernel_calls(c->mod, lib, d)) {
+    LLVMDisposeModule(lib);
+    return false;
+  }
   LLVMSetTarget(lib, LLVMGetTarget(c->mod));
   LLVMSetDataLayout(lib, LLVMGetDataLayoutStr(c->mod));
   if (LLVMLinkModules2(c->mod, lib)) {

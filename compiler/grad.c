@@ -111,6 +111,12 @@ void grad_leaky_relu(AD *ad, const Node *n, int gy, int *gin) {
   gin[0] = MUL(gy, slope);
 }
 
+// gy strictly inside (min_val, max_val), 0 on and past the bounds (as torch).
+void grad_hardtanh(AD *ad, const Node *n, int gy, int *gin) {
+  int inside = MUL(ad_bin(ad, OP_GREATER, X_(0), C(n->attr.f[0])), ad_bin(ad, OP_LESS, X_(0), C(n->attr.f[1])));
+  gin[0] = MUL(gy, inside);
+}
+
 void grad_gelu(AD *ad, const Node *n, int gy, int *gin) {
   Attr a = attr_default(OP_GELU_GRAD);
   a.b[0] = n->attr.b[0];

@@ -79,6 +79,10 @@ double s_relu(const double *x, const Attr *a) { return x[0] > 0 ? x[0] : 0.0; }
 double s_leaky_relu(const double *x, const Attr *a) {
   return x[0] > 0 ? x[0] : a->f[0] * x[0];
 }
+// clamp to [min_val, max_val] (f0, f1), NaN stays NaN (as torch's hardtanh).
+double s_hardtanh(const double *x, const Attr *a) {
+  return x[0] < a->f[0] ? a->f[0] : x[0] > a->f[1] ? a->f[1] : x[0];
+}
 
 // b[0] (approximate, the default): GPT-2's tanh form; else the exact erf form.
 double s_gelu(const double *x, const Attr *a) {

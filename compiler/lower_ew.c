@@ -55,6 +55,11 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
     snprintf(name, sizeof name, "llvm.sqrt.%s", s);
     return LLVMBuildFDiv(c->b, FC(c, t, 1), lib(c, name, ty, x, 1), "");
   case OP_RELU: return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0], FC(c, t, 0), "");
+  case OP_HARDTANH: {  // NaN fails both compares: it stays
+    LLVMValueRef lo = FC(c, t, n->attr.f[0]), hi = FC(c, t, n->attr.f[1]);
+    LLVMValueRef top = LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], hi), hi, x[0], "");
+    return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOLT, x[0], lo), lo, top, "");
+  }
   case OP_LEAKY_RELU:
     return LLVMBuildSelect(c->b, fcmp(c, LLVMRealOGT, x[0], FC(c, t, 0)), x[0],
                            LLVMBuildFMul(c->b, FC(c, t, n->attr.f[0]), x[0], ""), "");

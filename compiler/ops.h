@@ -63,6 +63,7 @@
   X(SIGMOID,    sigmoid,    "x:t",                   OPF_EW, LK_EW, 4, shape_float, interp_ew, s_sigmoid, grad_sigmoid, be_ew) \
   X(RELU,       relu,       "x:t",                   OPF_EW, LK_EW, 1, shape_float, interp_ew, s_relu, grad_relu, be_ew) \
   X(LEAKY_RELU, leaky_relu, "x:t alpha:f0=0.01",     OPF_EW, LK_EW, 2, shape_float, interp_ew, s_leaky_relu, grad_leaky_relu, be_ew) \
+  X(HARDTANH,   hardtanh,   "x:t min_val:f0=-1 max_val:f1=1", OPF_EW, LK_EW, 2, shape_hardtanh, interp_ew, s_hardtanh, grad_hardtanh, be_ew) \
   X(GELU,       gelu,       "x:t approximate:b0=true", OPF_EW, LK_EW, 8, shape_float, interp_ew, s_gelu, grad_gelu, be_ew) \
   X(SILU,       silu,       "x:t",                   OPF_EW, LK_EW, 5, shape_float, interp_ew, s_silu, grad_silu, be_ew) \
   X(SOFTPLUS,   softplus,   "x:t",                   OPF_EW, LK_EW, 5, shape_float, interp_ew, s_softplus, grad_softplus, be_ew) \

@@ -112,6 +112,11 @@ bool shape_float(Graph *g, Node *n) {
 
 bool shape_compare(Graph *g, Node *n) { return shape_float(g, n); }
 
+bool shape_hardtanh(Graph *g, Node *n) {
+  if (n->attr.f[0] > n->attr.f[1]) FAIL("hardtanh: min_val (%g) is greater than max_val (%g)", n->attr.f[0], n->attr.f[1]);
+  return shape_float(g, n);
+}
+
 bool shape_where(Graph *g, Node *n) {
   if (!broadcast_all(g, n)) return false;
   bool all_int = IN(1)->dtype == DT_I32 && IN(2)->dtype == DT_I32;

@@ -39,6 +39,7 @@ static const GradCase cases[] = {
   {OP_ERF, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: erf(a * b) + erf(3 * a)\n"},
   {OP_SIGMOID, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: sigmoid(a + b)\n"},
   {OP_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: relu(a) * b\n"},
+  {OP_HARDTANH, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: hardtanh(3 * a) + hardtanh(a * b, -0.25, max_val=0.5)\n"},
   {OP_LEAKY_RELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: leaky_relu(a, 0.1) + leaky_relu(b, alpha=0.3)\n"},
   {OP_GELU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: gelu(a) + gelu(b, approximate=false)\n"},
   {OP_SILU, P2("a", "[3, 4]", "b", "[4]") "graph:\n  out: silu(a) * b\n"},

@@ -930,3 +930,36 @@ Test(codegen, fused_classifier_loss_bad_label) {
   cap_close(&c);
   arena_free(&a);
 }
+
+// The compiler-runtime contract is checked: a generated kernel call whose
+// type is not the library's declaration (bpc_kernels.h) is an error naming
+// the kernel and both types, as is a call of a kernel the library lacks;
+// the right type passes.
+Test(codegen, kernel_calls_checked_against_the_library) {
+  LLVMContextRef cx = LLVMContextCreate();
+  LLVMTypeRef ptr = LLVMPointerTypeInContext(cx, 0), f32 = LLVMFloatTypeInContext(cx),
+              i64 = LLVMInt64TypeInContext(cx), i32 = LLVMInt32TypeInContext(cx), vd = LLVMVoidTypeInContext(cx);
+  struct { const char *name; LLVMTypeRef args[4]; int n; bool ok; const char *says; } cases[] = {
+      {"bpck_fill_f32", {ptr, f32, i64, i64}, 4, true, NULL},             // void (float *, float, int64_t, int64_t)
+      {"bpck_fill_f32", {ptr, f32, i64}, 3, false, "void (ptr, float, i64)"},  // an argument missing
+      {"bpck_fill_f32", {ptr, f32, i32, i64}, 4, false, "void (ptr, float, i64, i64)"},  // i32 for int64_t
+      {"bpck_no_such_kernel_f32", {ptr}, 1, false, "does not define"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    LLVMModuleRef m = LLVMModuleCreateWithNameInContext("t", cx);
+    LLVMAddFunction(m, cases[i].name, LLVMFunctionType(vd, cases[i].args, (unsigned)cases[i].n, 0));
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    Diag d;
+    diag_init(&d, f);
+    bool ok = codegen_check_kernel_calls(m, &d);
+    fclose(f);
+    cr_expect_eq(ok, cases[i].ok, "case %zu (%s): %s", i, cases[i].name, text);
+    if (cases[i].says)
+      cr_expect(strstr(text, cases[i].says) && strstr(text, cases[i].name), "case %zu: %s", i, text);
+    free(text);
+    LLVMDisposeModule(m);
+  }
+  LLVMContextDispose(cx);
+}

@@ -232,3 +232,32 @@ Test(grad, unused_and_frozen_params) {
   cap_close(&c);
   arena_free(&a);
 }
+
+// hardtanh's gradient as torch.nn.functional.hardtanh's: 1 strictly inside
+// (min_val, max_val), 0 on the bounds and past them; NaN stays NaN forward.
+Test(grad, hardtanh_at_its_bounds) {
+  Arena a = {0};
+  Captured c;
+  cap_open(&c);
+  const char *yaml = "bpc: 1\nname: m\nparams:\n  p: {shape: [7], init: zeros}\n"
+                     "graph:\n  h: hardtanh(p, -0.5, max_val=2)\n  loss: sum(h * 3)\nloss: loss\noutputs: [h]\n";
+  Model *m = model_load_text(&a, &c.d, "m.yaml", yaml, strlen(yaml));
+  Graph *g = graph_build(m, &c.d, NULL, 0, DT_F64);
+  cr_assert(g && ad_backward(g), "%s", cap_text(&c));
+  Interp *it = interp_new(g, 0, 0, true);
+  const double x[7] = {-1, -0.5, -0.4999, 0, 1.9999, 2, 3};
+  const double want_h[7] = {-0.5, -0.5, -0.4999, 0, 1.9999, 2, 2}, want_g[7] = {0, 0, 3, 3, 3, 0, 0};
+  interp_set(it, g->params.v[0].node, x, 7);
+  interp_run(it);
+  const Value *h = interp_value(it, g->outputs.v[0].node), *gp = interp_value(it, g->params.v[0].grad);
+  for (int i = 0; i < 7; i++) {
+    cr_expect_eq(h->v[i], want_h[i], "h[%d] = %g, want %g", i, h->v[i], want_h[i]);
+    cr_expect_eq(gp->v[i], want_g[i], "dp[%d] = %g, want %g", i, gp->v[i], want_g[i]);
+  }
+  const double nan_in[1] = {NAN};
+  cr_expect(isnan(s_hardtanh(nan_in, &(Attr){.f = {-1, 1}})));
+  interp_free(it);
+  graph_free(g);
+  cap_close(&c);
+  arena_free(&a);
+}

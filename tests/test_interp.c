@@ -110,7 +110,7 @@ Test(interp, every_public_op_is_tested) {
   static const Op tested[] = {
       OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAXIMUM, OP_MINIMUM, OP_POW, OP_NEG, OP_EXP, OP_LOG,
       OP_SQRT, OP_RSQRT, OP_ABS, OP_SQUARE, OP_SIN, OP_COS, OP_TANH, OP_ERF, OP_SIGMOID, OP_RELU,
-      OP_LEAKY_RELU, OP_GELU, OP_SILU, OP_SOFTPLUS, OP_WHERE, OP_GREATER, OP_LESS, OP_EQUAL,
+      OP_LEAKY_RELU, OP_HARDTANH, OP_GELU, OP_SILU, OP_SOFTPLUS, OP_WHERE, OP_GREATER, OP_LESS, OP_EQUAL,
       OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR, OP_LOGSUMEXP, OP_RESHAPE, OP_TRANSPOSE,
       OP_BROADCAST_TO, OP_CONCAT, OP_SLICE, OP_MATMUL, OP_LINEAR, OP_EMBEDDING, OP_ONE_HOT,
       OP_ARANGE, OP_ARGMAX, OP_LAYER_NORM, OP_RMS_NORM, OP_BATCH_NORM, OP_SOFTMAX,
@@ -250,6 +250,10 @@ Test(interp, activations) {
   Attr a = attr_default(OP_LEAKY_RELU);
   a.f[0] = 0.2;
   int lr2 = op(g, OP_LEAKY_RELU, &a, 1, x);
+  int ht = op1(g, OP_HARDTANH, x);
+  Attr hb = attr_default(OP_HARDTANH);
+  hb.f[0] = -0.5, hb.f[1] = 1.5;
+  int ht2 = op(g, OP_HARDTANH, &hb, 1, x);
   Interp *it = interp_new(g, 0, 0, true);
   SET(it, x, -1000, -1, 0, 2, 1000);
   run(g, it);
@@ -259,6 +263,8 @@ Test(interp, activations) {
   CHECK(it, sp, 1e-15, 0, 0.31326168751822286, 0.6931471805599453, 2.1269280110429727, 1000);
   CHECK(it, lr, 1e-15, -10, -0.01, 0, 2, 1000);
   CHECK(it, lr2, 1e-15, -200, -0.2, 0, 2, 1000);
+  CHECK(it, ht, 0, -1, -1, 0, 1, 1);
+  CHECK(it, ht2, 0, -0.5, -0.5, 0, 1.5, 1.5);
   interp_free(it);
   graph_free(g);
 }

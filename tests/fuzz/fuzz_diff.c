@@ -209,13 +209,14 @@ static bool gen_unary_attr(Gen *g, char *e, size_t n, Sh *out) {
   if (x < 0) return false;
   const char *a = g->v[x].name;
   static const double pw[] = {2, 3, 0.5, -1.5, 1.25};
-  switch (below(&g->rng, 7)) {
+  switch (below(&g->rng, 8)) {
   case 0: snprintf(e, n, "pow(abs(%s) + 0.5, %g)", a, pw[below(&g->rng, 5)]); break;
   case 1: snprintf(e, n, "%s ** 2 - -%s", a, a); break;
   case 2: snprintf(e, n, "leaky_relu(%s, alpha=%g)", a, 0.05 * (1 + below(&g->rng, 6))); break;
   case 3: snprintf(e, n, "gelu(%s, approximate=%s)", a, chance(&g->rng, 50) ? "true" : "false"); break;
   case 4: snprintf(e, n, "dropout(%s, %g)", a, 0.1 * (1 + below(&g->rng, 5))); break;
   case 5: snprintf(e, n, "stop_gradient(%s) * %s", a, a); break;
+  case 6: snprintf(e, n, "hardtanh(%s, %g, max_val=%g)", a, -0.25 * (1 + below(&g->rng, 4)), 0.25 * (1 + below(&g->rng, 4))); break;
   default: snprintf(e, n, "-%s / 3 + 1", a); break;
   }
   *out = g->v[x].s;
