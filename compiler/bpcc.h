@@ -521,7 +521,7 @@ typedef struct Backend {
   // The node's FLOPs, where the registry's per-element cost is not it.
   int64_t (*flops)(const Graph *g, const Node *n);
   // The rows of the table `input` indexes through this node (0: it does not),
-  // and the status code a bad index reports (1 id, 2 label).
+  // and the status code a bad index reports (BPCK_ERR_EMBEDDING_ID, _LABEL).
   int64_t (*index_limit)(const Graph *g, const Node *n, int input, int *code);
 } Backend;
 #define X(e, nm, sc, fl, lk, fp, shp, itp, sca, grd, be) extern const Backend be;
@@ -714,10 +714,6 @@ void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *read
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name);
 int64_t dtype_bytes(DType t);
 
-// The native pipeline's front half: g (a simplified joint graph) lowered for
-// the kernel library (SIMP_LOWER), cut into kernels and planned. *lowered
-// receives the graph the Program refers to; free it after the Program.
-Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered);
 
 // A matmul as `batch` GEMMs of [M, K] x [K, N] (a batch against a shared
 // rank-2 B folds into M). Codegen and the memory plan's scratch agree on it.
@@ -792,7 +788,20 @@ void jit_get(const Jit *j, int node, double *v);
 // One step. False (err says why) when a kernel met an id or label out of range.
 bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen);
 
-// ============================================================ aot.c
+// ============================================================ pipeline.c
+// The pipeline's steps, in order (every command goes through them).
+// The model file, with --precision (0: the model's; 1 f32; 2 bf16) applied.
+Model *pipeline_load(Arena *a, Diag *d, const char *path, int precision, DType dt);
+// The joint graph: autodiff, then the simplify passes `flags` (0: none).
+// Frees fwd (NULL allowed); NULL after reporting.
+Graph *pipeline_joint(Graph *fwd, unsigned flags);
+// The training step: autodiff, the model's optimizer, simplify. Frees fwd;
+// *njoint (if given) the node count before simplify; NULL after reporting.
+Graph *pipeline_step(Graph *fwd, int *njoint);
+// The native pipeline's front half: g (a simplified joint graph) lowered for
+// the kernel library (SIMP_LOWER), cut into kernels and planned. *lowered
+// receives the graph the Program refers to; free it after the Program.
+Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered);
 // The trainer's programs (docs/ABI.md) built from a model: train (forward,
 // backward, optimizer), eval (eval-mode forward), sample (batch 1, logits
 // only; when the model has `generate:`) and predict (eval-mode forward of
@@ -817,11 +826,14 @@ void trainer_build_free(TrainerBuild *b);
 // The module of a trainer: its entry points, bpc_model_json, and main()
 // when `with_main`.
 CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
+
+// ============================================================ aot.c
 // `bpc compile --emit exe`: the object linked with libbpcrt by the system C
 // compiler into a standalone trainer at `path` (atomically). `lib`: path.o
 // and path.h for a C program that drives the step itself.
 bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d);
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
+
 
 // ============================================================ decode.c
 // Cached sampling (issue 19.4): the decode graph of the batch-1 sample graph

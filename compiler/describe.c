@@ -47,9 +47,10 @@ static int last_writer(const Program *p, int id) {
 }
 
 // The bound an int input's values must stay below where it feeds an op
-// that checks it (cross_entropy's labels: the class count; embedding ids:
-// the table's rows), the smallest over its uses; 0 when none. *code is
-// the status code that op reports (1 id, 2 label), so the trainer can check
+// that checks it (its op's Backend.index_limit: cross_entropy's labels,
+// the class count; embedding ids, the table's rows), the smallest over its
+// uses; 0 when none. *code is
+// the status code that op reports (BPCK_ERR_*), so the trainer can check
 // a whole data file when it loads it, with the words the step would use.
 static int64_t index_limit(const Graph *g, int input, int *code) {
   int64_t lim = 0;

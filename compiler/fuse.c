@@ -619,18 +619,6 @@ int64_t kernel_temp_bytes(const Program *p, const Kernel *k) {
   return be->temp ? be->temp(p, n) : 0;
 }
 
-Program *program_plan(const Graph *g, bool fuse, bool training, Graph **lowered) {
-  *lowered = simplify(g, SIMP_ALL | SIMP_LOWER | (training ? 0 : SIMP_EVAL));
-  Graph *fused_loss = lce_rewrite(*lowered, training);
-  if (fused_loss) {
-    graph_free(*lowered);
-    *lowered = fused_loss;
-  }
-  Program *p = program_new(*lowered, fuse, training);
-  memplan_assign(p);
-  return p;
-}
-
 void matmul_dims(const Graph *g, const Node *n, int64_t *M, int64_t *N, int64_t *K, int64_t *batch) {
   const Shape *as = &graph_node(g, n->in[0])->shape, *bs = &graph_node(g, n->in[1])->shape, *os = &n->shape;
   *M = os->d[os->rank - 2];

@@ -4,7 +4,7 @@
 // the [rows, V] logits. When the logits' gradient is read only by the two
 // matmuls of the backward (dh = dlogits @ w, dW = dlogits^T h), one node
 // computes the loss and both gradients from one pass over the logits
-// (codegen.c's emit_lce): the logits [B, T, V] and their gradient are gone
+// (lower_loss.c's lower_lce): the logits [B, T, V] and their gradient are gone
 // from the arena, and no GEMM runs twice. Under bf16 the three GEMMs take
 // bf16 operands, as the matmuls they replace did.
 //

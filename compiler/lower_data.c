@@ -77,7 +77,7 @@ static void lower_embedding(CG *c, const Kernel *k, const Node *n) {
 
 static int64_t embedding_index_limit(const Graph *g, const Node *n, int input, int *code) {
   if (n->in[0] != input) return 0;
-  *code = 1;
+  *code = BPCK_ERR_EMBEDDING_ID;
   return graph_node(g, n->in[1])->shape.d[0];
 }
 

@@ -29,7 +29,7 @@ static int64_t per_row_temp(const struct Program *p, const Node *n) {
 static int64_t ce_index_limit(const Graph *g, const Node *n, int input, int *code) {
   if (n->nin < 2 || n->in[1] != input) return 0;
   const Shape *s = &graph_node(g, n->in[0])->shape;
-  *code = 2;
+  *code = BPCK_ERR_LABEL;
   return s->rank ? s->d[s->rank - 1] : 0;
 }
 
@@ -107,7 +107,7 @@ static int64_t lce_flops(const Graph *g, const Node *n) {
 static int64_t lce_index_limit(const Graph *g, const Node *n, int input, int *code) {
   if (n->in[2] != input) return 0;
   int64_t rows, C;
-  *code = 2;
+  *code = BPCK_ERR_LABEL;
   return lce_dims(g, n, &rows, &C);
 }
 

@@ -14,7 +14,7 @@ void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DT
   end_kernel(c, 1, 0);
 }
 
-// Column statistics by row blocks (fuse.c's col_blocks): a parallel pass
+// Column statistics by row blocks (the ops' Backend.col_blocks): a parallel pass
 // leaving each block's partials at `part` (kind BPCK_SUM, MAX, MIN, or VAR
 // about `center`), then one thread combining them in block order into `out`.
 // Offsets into the arena (-1: no center); each step is its own function.

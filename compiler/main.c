@@ -224,33 +224,10 @@ static int parse_args(Opts *o, int argc, char **argv) {
 // names the f32 build's products; `--precision bf16 --dtype f64` is an
 // error, while a model's `precision: bf16` under --dtype f64 builds the
 // exact f64 reference (docs/DECISIONS.md). False after reporting.
-static bool apply_precision(const Opts *o, Model *m, Diag *d) {
-  if (o->precision == 2 && o->dtype == DT_F64) {
-    diag_error(d, (Loc){0}, "--precision bf16 needs f32 (bf16 products with f32 sums), not --dtype f64");
-    return false;
-  }
-  if (o->precision) m->train.bf16 = o->precision == 2;
-  return true;
-}
-
-// load -> expand. NULL after the errors were reported.
+// load -> expand (pipeline.c). NULL after the errors were reported.
 static Graph *front_end(Opts *o, Arena *a, Diag *d) {
-  Model *m = model_load(a, d, o->model);
-  if (!m || !apply_precision(o, m, d)) return NULL;
-  return graph_build(m, d, o->defs.v, o->defs.n, o->dtype);
-}
-
-// The joint graph: forward -> autodiff -> simplify passes (`flags`).
-// Frees `fwd`; NULL after reporting errors.
-static Graph *joint(Graph *fwd, unsigned flags) {
-  if (!fwd || !ad_backward(fwd)) {
-    graph_free(fwd);
-    return NULL;
-  }
-  if (!flags) return fwd;
-  Graph *g = simplify(fwd, flags);
-  graph_free(fwd);
-  return g;
+  Model *m = pipeline_load(a, d, o->model, o->precision, o->dtype);
+  return m ? graph_build(m, d, o->defs.v, o->defs.n, o->dtype) : NULL;
 }
 
 // The graph `show` and `dot` print: forward, or joint up to --after.
@@ -258,7 +235,7 @@ static Graph *shown_graph(Opts *o, Arena *a, Diag *d) {
   unsigned flags = o->grad ? SIMP_ALL : ~0u;
   if (o->after) pass_flags(o->after, &flags);
   Graph *g = front_end(o, a, d);
-  return flags == ~0u ? g : joint(g, flags);
+  return flags == ~0u ? g : pipeline_joint(g, flags);
 }
 
 static int cmd_check(Opts *o) {
@@ -272,17 +249,10 @@ static int cmd_check(Opts *o) {
     int nfwd = g->nodes.n;
     if (g->loss < 0 && o->max_memory) printf("\nmemory budget: no training step (no `loss:`), nothing for --max-memory to bound\n");
     if (g->loss >= 0) {
-      const Model *model = g->model;
-      Graph *j = joint(g, 0);  // the training step: forward, backward, optimizer
+      int njoint = 0;
+      Graph *s = pipeline_step(g, &njoint), *lowered;  // forward, backward, optimizer, simplified
       g = NULL;
-      if (j && !optim_append(j, &model->train)) {
-        graph_free(j);
-        j = NULL;
-        rc = 1;
-      }
-      if (j) {
-        int njoint = j->nodes.n;
-        Graph *s = simplify(j, SIMP_ALL), *lowered;
+      if (s) {
         printf("nodes: forward %d, training step (forward, backward, optimizer) %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
         Program *unfused = program_plan(s, false, true, &lowered);
         int nunfused = unfused->kernels.n;
@@ -307,7 +277,6 @@ static int cmd_check(Opts *o) {
       } else {
         rc = 1;
       }
-      graph_free(j);
     }
   }
   graph_free(g);
@@ -374,7 +343,7 @@ static int cmd_grad(Opts *o) {
     graph_free(g);
     g = NULL;
   }
-  g = g ? joint(g, SIMP_ALL) : NULL;
+  g = g ? pipeline_joint(g, SIMP_ALL) : NULL;
   int rc = 1;
   Graph *lowered = NULL;
   Program *p = NULL;
@@ -426,8 +395,7 @@ static int cmd_compile(Opts *o) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
-  Model *m = model_load(&a, &d, o->model);
-  if (m && !apply_precision(o, m, &d)) m = NULL;
+  Model *m = pipeline_load(&a, &d, o->model, o->precision, o->dtype);
   TrainerBuild b;
   char flags[256];
   compile_flags(o, m, flags, sizeof flags);
@@ -494,8 +462,7 @@ static int cmd_run(int argc, char **argv) {
   Arena a = {0};
   Diag d;
   diag_init(&d, stderr);
-  Model *m = model_load(&a, &d, o.model);
-  if (m && !apply_precision(&o, m, &d)) m = NULL;
+  Model *m = pipeline_load(&a, &d, o.model, o.precision, o.dtype);
   TrainerBuild b;
   char flags[256];
   compile_flags(&o, m, flags, sizeof flags);

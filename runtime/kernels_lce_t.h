@@ -1,7 +1,7 @@
 // kernels_lce_t.h — linear_cross_entropy's row pass (compiler/lce.c),
 // included by kernels_t.h once per element type (not for bf16 products).
 // One row block's logits [R, V] are computed, and used, by bpck_gemm calls of
-// their own (codegen.c's emit_lce); this pass sits between them.
+// their own (compiler/lower_loss.c's lower_lce); this pass sits between them.
 
 // Rows [begin, end) of the block at l (rows, V): row_loss[r] = logsumexp(l[r])
 // - l[r, y[r]]; with gy, l[r] becomes the loss's gradient in place,

@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "bpc.h"
+#include "bpc_kernels.h"
 
 // ---- desc.c: the model description of docs/ABI.md -----------------------
 
@@ -150,7 +151,7 @@ typedef struct {
 // What a status code (the step's status words, a TDesc's limit_code; ABI.md)
 // says is out of range, as the error message names it.
 static inline const char *status_what(int64_t code) {
-  return code == 1 ? "embedding id" : code == 2 ? "label" : "value";
+  return code == BPCK_ERR_EMBEDDING_ID ? "embedding id" : code == BPCK_ERR_LABEL ? "label" : "value";
 }
 
 // Loads `dd` for the inputs of program `p` (batch axis 0 of each input).
