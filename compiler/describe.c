@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpc_desc.h"
 #include "bpcc.h"
 
 static cJSON *shape_json(const Shape *s) {
@@ -19,11 +20,11 @@ static cJSON *tensor(cJSON *list, const Program *p, int node, const char *name, 
   const Node *n = graph_node(p->g, node);
   BPC_ASSERT(p->offset[node] >= 0);
   cJSON *t = cJSON_CreateObject();
-  cJSON_AddStringToObject(t, "name", name);
-  cJSON_AddStringToObject(t, "role", role);
-  cJSON_AddStringToObject(t, "dtype", dtype_name(n->dtype));
-  cJSON_AddItemToObject(t, "shape", shape_json(&n->shape));
-  cJSON_AddNumberToObject(t, "offset", (double)p->offset[node]);
+  cJSON_AddStringToObject(t, DK_name, name);
+  cJSON_AddStringToObject(t, DK_role, role);
+  cJSON_AddStringToObject(t, DK_dtype, dtype_name(n->dtype));
+  cJSON_AddItemToObject(t, DK_shape, shape_json(&n->shape));
+  cJSON_AddNumberToObject(t, DK_offset, (double)p->offset[node]);
   cJSON_AddItemToArray(list, t);
   return t;
 }
@@ -69,77 +70,77 @@ static int64_t index_limit(const Graph *g, int input, int *code) {
 static cJSON *program_json(const Program *p) {
   const Graph *g = p->g;
   cJSON *o = cJSON_CreateObject(), *ts = cJSON_CreateArray();
-  cJSON_AddNumberToObject(o, "arena", (double)p->arena_bytes);
-  cJSON_AddNumberToObject(o, "scratch", (double)p->scratch_per_thread);
-  cJSON_AddNumberToObject(o, "status", (double)p->status_offset);
+  cJSON_AddNumberToObject(o, DK_arena, (double)p->arena_bytes);
+  cJSON_AddNumberToObject(o, DK_scratch, (double)p->scratch_per_thread);
+  cJSON_AddNumberToObject(o, DK_status, (double)p->status_offset);
   for (int i = 0; i < g->params.n; i++) {
     const GParam *gp = &g->params.v[i];
     const Shape *s = &graph_node(g, gp->node)->shape;
-    cJSON *t = tensor(ts, p, gp->node, gp->name, "param");
-    cJSON *init = cJSON_AddObjectToObject(t, "init");
-    cJSON_AddStringToObject(init, "kind", init_name(gp->init.kind));
-    cJSON_AddNumberToObject(init, "a", gp->init.a);
-    cJSON_AddNumberToObject(init, "b", gp->init.b);
+    cJSON *t = tensor(ts, p, gp->node, gp->name, DR_param);
+    cJSON *init = cJSON_AddObjectToObject(t, DK_init);
+    cJSON_AddStringToObject(init, DK_kind, init_name(gp->init.kind));
+    cJSON_AddNumberToObject(init, DK_a, gp->init.a);
+    cJSON_AddNumberToObject(init, DK_b, gp->init.b);
     int64_t fan_in = 1;
     for (int d = 0; d + 1 < s->rank; d++) fan_in *= s->d[d];
-    cJSON_AddNumberToObject(init, "fan_in", (double)fan_in);
-    cJSON_AddNumberToObject(init, "fan_out", (double)(s->rank ? s->d[s->rank - 1] : 1));
-    cJSON_AddBoolToObject(t, "trainable", gp->trainable);
-    cJSON_AddBoolToObject(t, "decay", gp->decay);
-    if (gp->from) cJSON_AddStringToObject(t, "from", gp->from);
-    if (gp->transpose) cJSON_AddBoolToObject(t, "transpose", true);
+    cJSON_AddNumberToObject(init, DK_fan_in, (double)fan_in);
+    cJSON_AddNumberToObject(init, DK_fan_out, (double)(s->rank ? s->d[s->rank - 1] : 1));
+    cJSON_AddBoolToObject(t, DK_trainable, gp->trainable);
+    cJSON_AddBoolToObject(t, DK_decay, gp->decay);
+    if (gp->from) cJSON_AddStringToObject(t, DK_from, gp->from);
+    if (gp->transpose) cJSON_AddBoolToObject(t, DK_transpose, true);
     if (gp->lora_a) {
-      cJSON *l = cJSON_AddObjectToObject(t, "lora");
-      cJSON_AddStringToObject(l, "a", gp->lora_a);
-      cJSON_AddStringToObject(l, "b", gp->lora_b);
-      cJSON_AddNumberToObject(l, "scale", gp->lora_scale);
+      cJSON *l = cJSON_AddObjectToObject(t, DK_lora);
+      cJSON_AddStringToObject(l, DK_a, gp->lora_a);
+      cJSON_AddStringToObject(l, DK_b, gp->lora_b);
+      cJSON_AddNumberToObject(l, DK_scale, gp->lora_scale);
     }
   }
   char name[512];
   for (int i = 0; i < g->params.n; i++) {
     if (g->params.v[i].grad < 0 || p->offset[g->params.v[i].grad] < 0) continue;
     snprintf(name, sizeof name, "grad.%s", g->params.v[i].name);
-    cJSON *t = tensor(ts, p, g->params.v[i].grad, name, "grad");
-    cJSON_AddNumberToObject(t, "ready", last_writer(p, g->params.v[i].grad));
+    cJSON *t = tensor(ts, p, g->params.v[i].grad, name, DR_grad);
+    cJSON_AddNumberToObject(t, DK_ready, last_writer(p, g->params.v[i].grad));
   }
   for (int i = 0; i < g->states.n; i++) {
     const GState *st = &g->states.v[i];
     if (p->offset[st->node] < 0) continue;
     snprintf(name, sizeof name, st->opt ? "%s" : "state.%s", st->name);
-    cJSON *t = tensor(ts, p, st->node, name, st->opt ? "opt" : "state");
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, "init"), "value", st->init);
+    cJSON *t = tensor(ts, p, st->node, name, st->opt ? DR_opt : DR_state);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, "init"), DK_value, st->init);
   }
   for (int i = 0; i < g->inputs.n; i++)
     if (p->offset[g->inputs.v[i].node] >= 0) {
-      cJSON *t = tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, "input");
+      cJSON *t = tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, DR_input);
       int code;
       int64_t lim = index_limit(g, g->inputs.v[i].node, &code);
       if (lim > 0) {
-        cJSON_AddNumberToObject(t, "limit", (double)lim);
-        cJSON_AddNumberToObject(t, "limit_code", code);
+        cJSON_AddNumberToObject(t, DK_limit, (double)lim);
+        cJSON_AddNumberToObject(t, DK_limit_code, code);
       }
     }
-  for (int i = 0; i < g->scalars.n; i++) tensor(ts, p, g->scalars.v[i].node, g->scalars.v[i].name, "scalar");
-  if (g->loss >= 0) tensor(ts, p, g->loss, "loss", "loss");
+  for (int i = 0; i < g->scalars.n; i++) tensor(ts, p, g->scalars.v[i].node, g->scalars.v[i].name, DR_scalar);
+  if (g->loss >= 0) tensor(ts, p, g->loss, "loss", DR_loss);
   for (int i = 0; i < g->metrics.n; i++)
-    if (strcmp(g->metrics.v[i].name, "loss")) tensor(ts, p, g->metrics.v[i].node, g->metrics.v[i].name, "metric");
-  for (int i = 0; i < g->outputs.n; i++) tensor(ts, p, g->outputs.v[i].node, g->outputs.v[i].name, "output");
-  cJSON_AddItemToObject(o, "tensors", ts);
+    if (strcmp(g->metrics.v[i].name, "loss")) tensor(ts, p, g->metrics.v[i].node, g->metrics.v[i].name, DR_metric);
+  for (int i = 0; i < g->outputs.n; i++) tensor(ts, p, g->outputs.v[i].node, g->outputs.v[i].name, DR_output);
+  cJSON_AddItemToObject(o, DK_tensors, ts);
   // The kernels, for the trainer's --profile: the kernel index the entry
   // points report (bpcrt_profile) indexes this list.
-  cJSON *ks = cJSON_AddArrayToObject(o, "kernels");
+  cJSON *ks = cJSON_AddArrayToObject(o, DK_kernels);
   char text[1200];
   for (int i = 0; i < p->kernels.n; i++) {
     cJSON *k = cJSON_CreateObject();
     snprintf(name, sizeof name, "k%d", i);
     kernel_text(p, i, text, sizeof text, true);
-    cJSON_AddStringToObject(k, "name", name);
-    cJSON_AddStringToObject(k, "text", text);
+    cJSON_AddStringToObject(k, DK_name, name);
+    cJSON_AddStringToObject(k, DK_text, text);
     kernel_text(p, i, text, sizeof text, false);
-    cJSON_AddStringToObject(k, "kind", text);
-    cJSON_AddNumberToObject(k, "flops", (double)p->kernels.v[i].flops);
-    cJSON_AddNumberToObject(k, "bytes", (double)p->kernels.v[i].bytes);
-    cJSON_AddNumberToObject(k, "group", p->kernels.v[i].group);
+    cJSON_AddStringToObject(k, DK_kind, text);
+    cJSON_AddNumberToObject(k, DK_flops, (double)p->kernels.v[i].flops);
+    cJSON_AddNumberToObject(k, DK_bytes, (double)p->kernels.v[i].bytes);
+    cJSON_AddNumberToObject(k, DK_group, p->kernels.v[i].group);
     cJSON_AddItemToArray(ks, k);
   }
   return o;
@@ -156,35 +157,35 @@ static const char *sched_name(SchedKind k) {
 }
 
 static cJSON *train_json(const TrainCfg *t) {
-  cJSON *o = cJSON_CreateObject(), *opt = cJSON_AddObjectToObject(o, "optimizer");
+  cJSON *o = cJSON_CreateObject(), *opt = cJSON_AddObjectToObject(o, DK_optimizer);
   const OptimCfg *c = &t->opt;
-  cJSON_AddStringToObject(opt, "type", opt_name(c->kind));
-  cJSON_AddNumberToObject(opt, "lr", c->lr);
-  cJSON *betas = cJSON_AddArrayToObject(opt, "betas");
+  cJSON_AddStringToObject(opt, DK_type, opt_name(c->kind));
+  cJSON_AddNumberToObject(opt, DK_lr, c->lr);
+  cJSON *betas = cJSON_AddArrayToObject(opt, DK_betas);
   cJSON_AddItemToArray(betas, cJSON_CreateNumber(c->beta1));
   cJSON_AddItemToArray(betas, cJSON_CreateNumber(c->beta2));
-  cJSON_AddNumberToObject(opt, "eps", c->eps);
-  cJSON_AddNumberToObject(opt, "weight_decay", c->weight_decay);
-  cJSON_AddNumberToObject(opt, "momentum", c->momentum);
-  cJSON_AddNumberToObject(opt, "dampening", c->dampening);
-  cJSON_AddBoolToObject(opt, "nesterov", c->nesterov);
-  cJSON_AddNumberToObject(opt, "alpha", c->alpha);
-  cJSON_AddBoolToObject(opt, "centered", c->centered);
-  cJSON_AddNumberToObject(opt, "lr_decay", c->lr_decay);
-  cJSON_AddNumberToObject(opt, "initial_accumulator_value", c->initial_accumulator_value);
-  cJSON *s = cJSON_AddObjectToObject(o, "schedule");
-  cJSON_AddStringToObject(s, "type", sched_name(t->sched.kind));
-  cJSON_AddNumberToObject(s, "warmup_steps", (double)t->sched.warmup_steps);
-  cJSON_AddNumberToObject(s, "min_lr", t->sched.min_lr);
-  cJSON_AddNumberToObject(s, "step_size", (double)t->sched.step_size);
-  cJSON_AddNumberToObject(s, "gamma", t->sched.gamma);
-  cJSON_AddNumberToObject(o, "clip_grad_norm", t->clip_grad_norm);
-  cJSON_AddNumberToObject(o, "grad_accum", (double)t->grad_accum);
-  cJSON_AddNumberToObject(o, "steps", (double)t->steps);
-  cJSON_AddNumberToObject(o, "epochs", (double)t->epochs);
-  cJSON_AddNumberToObject(o, "eval_every", (double)t->eval_every);
-  cJSON_AddNumberToObject(o, "checkpoint_every", (double)t->checkpoint_every);
-  cJSON_AddNumberToObject(o, "seed", (double)t->seed);
+  cJSON_AddNumberToObject(opt, DK_eps, c->eps);
+  cJSON_AddNumberToObject(opt, DK_weight_decay, c->weight_decay);
+  cJSON_AddNumberToObject(opt, DK_momentum, c->momentum);
+  cJSON_AddNumberToObject(opt, DK_dampening, c->dampening);
+  cJSON_AddBoolToObject(opt, DK_nesterov, c->nesterov);
+  cJSON_AddNumberToObject(opt, DK_alpha, c->alpha);
+  cJSON_AddBoolToObject(opt, DK_centered, c->centered);
+  cJSON_AddNumberToObject(opt, DK_lr_decay, c->lr_decay);
+  cJSON_AddNumberToObject(opt, DK_initial_accumulator_value, c->initial_accumulator_value);
+  cJSON *s = cJSON_AddObjectToObject(o, DK_schedule);
+  cJSON_AddStringToObject(s, DK_type, sched_name(t->sched.kind));
+  cJSON_AddNumberToObject(s, DK_warmup_steps, (double)t->sched.warmup_steps);
+  cJSON_AddNumberToObject(s, DK_min_lr, t->sched.min_lr);
+  cJSON_AddNumberToObject(s, DK_step_size, (double)t->sched.step_size);
+  cJSON_AddNumberToObject(s, DK_gamma, t->sched.gamma);
+  cJSON_AddNumberToObject(o, DK_clip_grad_norm, t->clip_grad_norm);
+  cJSON_AddNumberToObject(o, DK_grad_accum, (double)t->grad_accum);
+  cJSON_AddNumberToObject(o, DK_steps, (double)t->steps);
+  cJSON_AddNumberToObject(o, DK_epochs, (double)t->epochs);
+  cJSON_AddNumberToObject(o, DK_eval_every, (double)t->eval_every);
+  cJSON_AddNumberToObject(o, DK_checkpoint_every, (double)t->checkpoint_every);
+  cJSON_AddNumberToObject(o, DK_seed, (double)t->seed);
   return o;
 }
 
@@ -196,35 +197,35 @@ static const char *format_name(DataFormat f) {
 static cJSON *data_json(const DataCfg *d) {
   if (!d->present) return cJSON_CreateNull();
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddStringToObject(o, "format", format_name(d->format));
+  cJSON_AddStringToObject(o, DK_format, format_name(d->format));
 #define STR(k, v) if (v) cJSON_AddStringToObject(o, k, v)
-  STR("path", d->path);
-  STR("tokens", d->tokens);
-  STR("targets", d->targets);
-  STR("images", d->images);
-  STR("labels", d->labels);
-  STR("x", d->x);
-  STR("y", d->y);
+  STR(DK_path, d->path);
+  STR(DK_tokens, d->tokens);
+  STR(DK_targets, d->targets);
+  STR(DK_images, d->images);
+  STR(DK_labels, d->labels);
+  STR(DK_x, d->x);
+  STR(DK_y, d->y);
 #undef STR
-  cJSON_AddNumberToObject(o, "val_fraction", d->val_fraction);
-  cJSON_AddBoolToObject(o, "header", d->header);
-  cJSON_AddBoolToObject(o, "shuffle", d->shuffle);
-  cJSON *cols = cJSON_AddObjectToObject(o, "columns");
+  cJSON_AddNumberToObject(o, DK_val_fraction, d->val_fraction);
+  cJSON_AddBoolToObject(o, DK_header, d->header);
+  cJSON_AddBoolToObject(o, DK_shuffle, d->shuffle);
+  cJSON *cols = cJSON_AddObjectToObject(o, DK_columns);
   for (int i = 0; i < d->ncolumns; i++) {
     cJSON *c = cJSON_AddObjectToObject(cols, d->columns[i].input);
-    cJSON_AddNumberToObject(c, "lo", (double)d->columns[i].lo);
-    cJSON_AddNumberToObject(c, "hi", (double)d->columns[i].hi);
-    cJSON_AddBoolToObject(c, "range", d->columns[i].is_range);
+    cJSON_AddNumberToObject(c, DK_lo, (double)d->columns[i].lo);
+    cJSON_AddNumberToObject(c, DK_hi, (double)d->columns[i].hi);
+    cJSON_AddBoolToObject(c, DK_range, d->columns[i].is_range);
   }
   if (d->text_col >= 0 && d->vocab && d->text_ids) {
-    cJSON *t = cJSON_AddObjectToObject(o, "text");
-    cJSON_AddNumberToObject(t, "column", (double)d->text_col);
-    cJSON_AddStringToObject(t, "vocab", d->vocab);
-    cJSON_AddStringToObject(t, "ids", d->text_ids);
-    if (d->text_mask) cJSON_AddStringToObject(t, "mask", d->text_mask);
-    cJSON_AddBoolToObject(t, "cased", d->cased);
+    cJSON *t = cJSON_AddObjectToObject(o, DK_text);
+    cJSON_AddNumberToObject(t, DK_column, (double)d->text_col);
+    cJSON_AddStringToObject(t, DK_vocab, d->vocab);
+    cJSON_AddStringToObject(t, DK_ids, d->text_ids);
+    if (d->text_mask) cJSON_AddStringToObject(t, DK_mask, d->text_mask);
+    cJSON_AddBoolToObject(t, DK_cased, d->cased);
   }
-  cJSON *scale = cJSON_AddObjectToObject(o, "scale");
+  cJSON *scale = cJSON_AddObjectToObject(o, DK_scale);
   for (int i = 0; i < d->nscales; i++)
     cJSON_AddNumberToObject(scale, d->scales[i].input ? d->scales[i].input : "*", d->scales[i].scale);
   return o;
@@ -235,8 +236,8 @@ static cJSON *data_json(const DataCfg *d) {
 // A grad's "ready" (when the backward finishes it) says nothing about the
 // checkpoint: left out, so it did not change any model's hash.
 static uint64_t layout_hash(const cJSON *train) {
-  cJSON *ts = cJSON_Duplicate(cJSON_GetObjectItem(train, "tensors"), 1);
-  for (cJSON *t = ts ? ts->child : NULL; t; t = t->next) cJSON_DeleteItemFromObject(t, "ready");
+  cJSON *ts = cJSON_Duplicate(cJSON_GetObjectItem(train, DK_tensors), 1);
+  for (cJSON *t = ts ? ts->child : NULL; t; t = t->next) cJSON_DeleteItemFromObject(t, DK_ready);
   char *text = cJSON_PrintUnformatted(ts);
   uint64_t h = bpcrt_fnv1a64(text);
   free(text);
@@ -248,38 +249,38 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
                      const Program *sample, const Program *predict, const char *predict_error,
                      const Program *decode, const char *decode_error, const char *compile_flags) {
   cJSON *o = cJSON_CreateObject();
-  cJSON_AddNumberToObject(o, "abi", 1);
-  cJSON_AddStringToObject(o, "name", m->name);
-  cJSON_AddStringToObject(o, "dtype", dtype_name(fwd->fdtype));
-  cJSON_AddStringToObject(o, "precision", graph_bf16(fwd) ? "bf16" : dtype_name(fwd->fdtype));
-  cJSON_AddStringToObject(o, "model_path", m->file->path);
-  cJSON_AddStringToObject(o, "compile", compile_flags);
-  cJSON *dims = cJSON_AddObjectToObject(o, "dims");
+  cJSON_AddNumberToObject(o, DK_abi, 1);
+  cJSON_AddStringToObject(o, DK_name, m->name);
+  cJSON_AddStringToObject(o, DK_dtype, dtype_name(fwd->fdtype));
+  cJSON_AddStringToObject(o, DK_precision, graph_bf16(fwd) ? "bf16" : dtype_name(fwd->fdtype));
+  cJSON_AddStringToObject(o, DK_model_path, m->file->path);
+  cJSON_AddStringToObject(o, DK_compile, compile_flags);
+  cJSON *dims = cJSON_AddObjectToObject(o, DK_dims);
   for (int i = 0; i < fwd->dims.n; i++) cJSON_AddNumberToObject(dims, fwd->dims.v[i].name, (double)fwd->dims.v[i].value);
-  cJSON_AddItemToObject(o, "train", train_json(&m->train));
-  cJSON *data = cJSON_AddObjectToObject(o, "data");
-  cJSON_AddItemToObject(data, "train", data_json(&m->data_train));
-  cJSON_AddItemToObject(data, "test", data_json(&m->data_test));
+  cJSON_AddItemToObject(o, DK_train, train_json(&m->train));
+  cJSON *data = cJSON_AddObjectToObject(o, DK_data);
+  cJSON_AddItemToObject(data, DK_train, data_json(&m->data_train));
+  cJSON_AddItemToObject(data, DK_test, data_json(&m->data_test));
   if (m->gen.present) {
-    cJSON *gen = cJSON_AddObjectToObject(o, "generate");
-    cJSON_AddStringToObject(gen, "tokens", m->gen.tokens);
-    cJSON_AddStringToObject(gen, "logits", m->gen.logits);
+    cJSON *gen = cJSON_AddObjectToObject(o, DK_generate);
+    cJSON_AddStringToObject(gen, DK_tokens, m->gen.tokens);
+    cJSON_AddStringToObject(gen, DK_logits, m->gen.logits);
   } else {
-    cJSON_AddNullToObject(o, "generate");
+    cJSON_AddNullToObject(o, DK_generate);
   }
-  cJSON *progs = cJSON_AddObjectToObject(o, "programs");
+  cJSON *progs = cJSON_AddObjectToObject(o, DK_programs);
   // a model without `loss:` has no train and eval programs, only predict
   cJSON *tj = train ? program_json(train) : NULL, *pj = predict ? program_json(predict) : NULL;
-  if (tj) cJSON_AddItemToObject(progs, "train", tj);
-  if (eval) cJSON_AddItemToObject(progs, "eval", program_json(eval));
-  if (sample) cJSON_AddItemToObject(progs, "sample", program_json(sample));
-  if (pj) cJSON_AddItemToObject(progs, "predict", pj);
-  if (decode) cJSON_AddItemToObject(progs, "decode", program_json(decode));
-  if (predict_error) cJSON_AddStringToObject(o, "predict_error", predict_error);
-  if (decode_error) cJSON_AddStringToObject(o, "decode_error", decode_error);
+  if (tj) cJSON_AddItemToObject(progs, DK_train, tj);
+  if (eval) cJSON_AddItemToObject(progs, DK_eval, program_json(eval));
+  if (sample) cJSON_AddItemToObject(progs, DK_sample, program_json(sample));
+  if (pj) cJSON_AddItemToObject(progs, DK_predict, pj);
+  if (decode) cJSON_AddItemToObject(progs, DK_decode, program_json(decode));
+  if (predict_error) cJSON_AddStringToObject(o, DK_predict_error, predict_error);
+  if (decode_error) cJSON_AddStringToObject(o, DK_decode_error, decode_error);
   char hash[32];
   snprintf(hash, sizeof hash, "%016llx", (unsigned long long)layout_hash(tj ? tj : pj));
-  cJSON_AddStringToObject(o, "hash", hash);
+  cJSON_AddStringToObject(o, DK_hash, hash);
   char *text = cJSON_Print(o);
   cJSON_Delete(o);
   return text;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bpc_desc.h"
 #include "trainer.h"
 
 typedef struct {
@@ -55,8 +56,10 @@ static bool flag(const cJSON *o, const char *k, bool dflt) {
   return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
-static const char *const role_names[] = {"param", "grad", "opt", "state", "input",
-                                         "scalar", "loss", "metric", "output", "other"};
+#define ROLE_NAME(r) DR_##r,
+static const char *const role_names[] = {BPC_DESC_ROLES(ROLE_NAME)};
+#undef ROLE_NAME
+_Static_assert(sizeof role_names / sizeof *role_names == ROLE_OTHER + 1, "a role name per Role");
 const char *role_name(Role r) { return role_names[r]; }
 
 static const char *const init_names[] = {"zeros", "ones", "constant", "normal", "uniform",
@@ -75,15 +78,15 @@ static bool dtype_of(const char *s, bpcrt_dtype *dt) {
 }
 
 static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
-  t->name = str(j, "name");
-  char *role = str(j, "role"), *dt = str(j, "dtype");
+  t->name = str(j, DK_name);
+  char *role = str(j, DK_role), *dt = str(j, DK_dtype);
   t->role = ROLE_OTHER;
   for (int r = 0; r < ROLE_OTHER; r++)
     if (role && !strcmp(role, role_names[r]))
       t->role = (Role)r;
   if (!t->name || !dtype_of(dt, &t->dtype))
     fail(p, "a tensor without a name or a dtype");
-  const cJSON *shape = get(j, "shape");
+  const cJSON *shape = get(j, DK_shape);
   t->rank = cJSON_GetArraySize(shape);
   if (!cJSON_IsArray(shape) || t->rank > BPCRT_MAX_RANK)
     fail(p, "tensor '%s': bad shape", t->name ? t->name : "?");
@@ -96,35 +99,35 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
     else
       t->numel *= t->shape[i];
   }
-  t->offset = inum(p, j, "offset", -1);
+  t->offset = inum(p, j, DK_offset, -1);
   if (t->offset < 0 || t->offset + t->numel * (int64_t)bpcrt_dtype_size(t->dtype) > arena)
     fail(p, "tensor '%s' lies outside its arena", t->name ? t->name : "?");
-  const cJSON *init = get(j, "init");
-  char *kind = str(init, "kind");
+  const cJSON *init = get(j, DK_init);
+  char *kind = str(init, DK_kind);
   t->init_kind = BPCRT_INIT_ZEROS;
   for (int k = 0; kind && k < (int)(sizeof init_names / sizeof *init_names); k++)
     if (!strcmp(kind, init_names[k]))
       t->init_kind = k;
-  t->init_a = num(p, init, "a", 0);
-  t->init_b = num(p, init, "b", 0);
-  t->fan_in = inum(p, init, "fan_in", 1);
-  t->fan_out = inum(p, init, "fan_out", 1);
-  t->init_value = num(p, init, "value", 0);
-  t->trainable = flag(j, "trainable", true);
-  t->from = str(j, "from");
-  const cJSON *lora = get(j, "lora");
+  t->init_a = num(p, init, DK_a, 0);
+  t->init_b = num(p, init, DK_b, 0);
+  t->fan_in = inum(p, init, DK_fan_in, 1);
+  t->fan_out = inum(p, init, DK_fan_out, 1);
+  t->init_value = num(p, init, DK_value, 0);
+  t->trainable = flag(j, DK_trainable, true);
+  t->from = str(j, DK_from);
+  const cJSON *lora = get(j, DK_lora);
   if (lora) {
-    t->lora_a = str(lora, "a"), t->lora_b = str(lora, "b");
-    t->lora_scale = num(p, lora, "scale", 0);
+    t->lora_a = str(lora, DK_a), t->lora_b = str(lora, DK_b);
+    t->lora_scale = num(p, lora, DK_scale, 0);
     if (!t->lora_a || !t->lora_b)
       fail(p, "tensor '%s': lora without its adapters' names", t->name ? t->name : "?");
   }
-  t->transpose = flag(j, "transpose", false);
+  t->transpose = flag(j, DK_transpose, false);
   if (t->transpose && t->rank < 2)
     fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
-  t->limit = inum(p, j, "limit", 0);
-  t->limit_code = (int)inum(p, j, "limit_code", 0);
-  t->ready = (int)inum(p, j, "ready", -1);
+  t->limit = inum(p, j, DK_limit, 0);
+  t->limit_code = (int)inum(p, j, DK_limit_code, 0);
+  t->ready = (int)inum(p, j, DK_ready, -1);
   free(role), free(dt), free(kind);
 }
 
@@ -132,28 +135,28 @@ static void program(P *p, const cJSON *j, Prog *g) {
   if (!cJSON_IsObject(j))
     return;
   g->present = true;
-  g->arena = inum(p, j, "arena", -1);
-  g->scratch = inum(p, j, "scratch", 0);
-  g->status = inum(p, j, "status", -1);
+  g->arena = inum(p, j, DK_arena, -1);
+  g->scratch = inum(p, j, DK_scratch, 0);
+  g->status = inum(p, j, DK_status, -1);
   if (g->arena < 0 || g->scratch < 0 || g->status < 0 || g->status + 24 > g->arena || g->status % 8)
     fail(p, "a program with a bad arena, scratch or status");
-  const cJSON *ts = get(j, "tensors");
+  const cJSON *ts = get(j, DK_tensors);
   g->n = cJSON_GetArraySize(ts);
   g->t = calloc((size_t)g->n + 1, sizeof *g->t);
   for (int i = 0; i < g->n; i++)
     tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
-  const cJSON *ks = get(j, "kernels");  // optional
+  const cJSON *ks = get(j, DK_kernels);  // optional
   g->nk = cJSON_IsArray(ks) ? cJSON_GetArraySize(ks) : 0;
   g->k = calloc((size_t)g->nk + 1, sizeof *g->k);
   for (int i = 0; i < g->nk; i++) {
     const cJSON *k = cJSON_GetArrayItem(ks, i);
-    char *t = str(k, "text");
+    char *t = str(k, DK_text);
     g->k[i].text = t ? t : strdup("?");
-    t = str(k, "kind");
+    t = str(k, DK_kind);
     g->k[i].kind = t ? t : strdup(g->k[i].text);
-    g->k[i].flops = num(p, k, "flops", 0);
-    g->k[i].bytes = num(p, k, "bytes", 0);
-    g->k[i].group = (int)inum(p, k, "group", 0);
+    g->k[i].flops = num(p, k, DK_flops, 0);
+    g->k[i].bytes = num(p, k, DK_bytes, 0);
+    g->k[i].group = (int)inum(p, k, DK_group, 0);
     if (g->k[i].group >= g->nk - i || g->k[i].group < -1)
       g->k[i].group = 0;
   }
@@ -165,38 +168,38 @@ static void program(P *p, const cJSON *j, Prog *g) {
 static void data(P *p, const cJSON *j, DataDesc *d) {
   if (!cJSON_IsObject(j))
     return;
-  char *fmt = str(j, "format");
+  char *fmt = str(j, DK_format);
   d->format = !fmt ? FMT_NONE : !strcmp(fmt, "text") ? FMT_TEXT : !strcmp(fmt, "csv") ? FMT_CSV
             : !strcmp(fmt, "safetensors") ? FMT_ST : !strcmp(fmt, "idx") ? FMT_IDX : FMT_NONE;
   if (d->format == FMT_NONE)
     fail(p, "data format '%s' is not text, csv, safetensors or idx", fmt ? fmt : "?");
   free(fmt);
-  d->path = str(j, "path");
-  d->images = str(j, "images");
-  d->labels = str(j, "labels");
-  d->x = str(j, "x");
-  d->y = str(j, "y");
-  d->tokens = str(j, "tokens");
-  d->targets = str(j, "targets");
+  d->path = str(j, DK_path);
+  d->images = str(j, DK_images);
+  d->labels = str(j, DK_labels);
+  d->x = str(j, DK_x);
+  d->y = str(j, DK_y);
+  d->tokens = str(j, DK_tokens);
+  d->targets = str(j, DK_targets);
   if (!d->x) d->x = strdup("x");
   if (!d->y) d->y = strdup("y");
   if (!d->tokens) d->tokens = strdup("tokens");
   if (!d->targets) d->targets = strdup("targets");
-  d->header = flag(j, "header", false);
-  const cJSON *tx = get(j, "text");
+  d->header = flag(j, DK_header, false);
+  const cJSON *tx = get(j, DK_text);
   d->text_col = -1;
   if (tx) {
-    d->text_col = inum(p, tx, "column", -1);
-    d->vocab = str(tx, "vocab"), d->text_ids = str(tx, "ids"), d->text_mask = str(tx, "mask");
-    d->cased = flag(tx, "cased", false);
+    d->text_col = inum(p, tx, DK_column, -1);
+    d->vocab = str(tx, DK_vocab), d->text_ids = str(tx, DK_ids), d->text_mask = str(tx, DK_mask);
+    d->cased = flag(tx, DK_cased, false);
     if (d->text_col < 0 || !d->vocab || !d->text_ids)
       fail(p, "a text column without its column, vocab or ids");
   }
-  d->shuffle = flag(j, "shuffle", true);
-  d->val_fraction = num(p, j, "val_fraction", d->format == FMT_TEXT ? 0.1 : 0);
+  d->shuffle = flag(j, DK_shuffle, true);
+  d->val_fraction = num(p, j, DK_val_fraction, d->format == FMT_TEXT ? 0.1 : 0);
   if (!(d->val_fraction >= 0 && d->val_fraction < 1))
     fail(p, "val_fraction must be in [0, 1)");
-  const cJSON *cols = get(j, "columns"), *c;
+  const cJSON *cols = get(j, DK_columns), *c;
   d->cols = calloc((size_t)cJSON_GetArraySize(cols) + 1, sizeof *d->cols);
   cJSON_ArrayForEach(c, cols) {
     CsvCol *k = &d->cols[d->ncols++];
@@ -204,14 +207,14 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
     if (cJSON_IsNumber(c)) {  // tolerate the short form {"y": 64}
       k->lo = (int64_t)c->valuedouble, k->hi = k->lo + 1;
     } else {
-      k->lo = inum(p, c, "lo", -1), k->hi = inum(p, c, "hi", -1);
-      k->range = flag(c, "range", false);
+      k->lo = inum(p, c, DK_lo, -1), k->hi = inum(p, c, DK_hi, -1);
+      k->range = flag(c, DK_range, false);
     }
     if (k->lo < 0 || k->hi <= k->lo)
       fail(p, "csv column '%s': bad range", k->name);
   }
   // scale: {"x": 0.0625}; {"*": v} (from a bare `scale: v`); or one number
-  const cJSON *sc = get(j, "scale");
+  const cJSON *sc = get(j, DK_scale);
   d->scale = calloc((size_t)cJSON_GetArraySize(sc) + 2, sizeof *d->scale);
   if (cJSON_IsNumber(sc))
     d->scale[d->nscale++] = (Scale){strdup("*"), sc->valuedouble};
@@ -222,31 +225,31 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
 }
 
 static void train(P *p, const cJSON *j, TrainCfg *t) {
-  const cJSON *o = get(j, "optimizer"), *s = get(j, "schedule");
-  t->opt_type = str(o, "type");
+  const cJSON *o = get(j, DK_optimizer), *s = get(j, DK_schedule);
+  t->opt_type = str(o, DK_type);
   if (!t->opt_type)
     t->opt_type = strdup("adam");
-  t->lr = num(p, o, "lr", 1e-3);
-  const cJSON *betas = get(o, "betas");
+  t->lr = num(p, o, DK_lr, 1e-3);
+  const cJSON *betas = get(o, DK_betas);
   t->beta1 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 0)) ? cJSON_GetArrayItem(betas, 0)->valuedouble : 0.9;
   t->beta2 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 1)) ? cJSON_GetArrayItem(betas, 1)->valuedouble : 0.999;
-  t->lr_decay = num(p, o, "lr_decay", 0);
-  char *st = str(s, "type");
+  t->lr_decay = num(p, o, DK_lr_decay, 0);
+  char *st = str(s, DK_type);
   t->sched = !st || !strcmp(st, "constant") ? SCHED_CONSTANT : !strcmp(st, "step") ? SCHED_STEP
            : !strcmp(st, "linear") ? SCHED_LINEAR : !strcmp(st, "cosine") ? SCHED_COSINE : SCHED_CONSTANT;
   if (st && strcmp(st, "constant") && t->sched == SCHED_CONSTANT)
     fail(p, "unknown schedule '%s'", st);
   free(st);
-  t->warmup = inum(p, s, "warmup_steps", 0);
-  t->min_lr = num(p, s, "min_lr", 0);
-  t->step_size = inum(p, s, "step_size", 0);
-  t->gamma = num(p, s, "gamma", 0.1);
-  t->grad_accum = inum(p, j, "grad_accum", 1);
-  t->steps = inum(p, j, "steps", 0);
-  t->epochs = inum(p, j, "epochs", 0);
-  t->eval_every = inum(p, j, "eval_every", 0);
-  t->checkpoint_every = inum(p, j, "checkpoint_every", 0);
-  t->seed = (uint64_t)num(p, j, "seed", 0);
+  t->warmup = inum(p, s, DK_warmup_steps, 0);
+  t->min_lr = num(p, s, DK_min_lr, 0);
+  t->step_size = inum(p, s, DK_step_size, 0);
+  t->gamma = num(p, s, DK_gamma, 0.1);
+  t->grad_accum = inum(p, j, DK_grad_accum, 1);
+  t->steps = inum(p, j, DK_steps, 0);
+  t->epochs = inum(p, j, DK_epochs, 0);
+  t->eval_every = inum(p, j, DK_eval_every, 0);
+  t->checkpoint_every = inum(p, j, DK_checkpoint_every, 0);
+  t->seed = (uint64_t)num(p, j, DK_seed, 0);
   if (t->grad_accum < 1 || t->steps < 0 || t->epochs < 0 || t->warmup < 0)
     fail(p, "bad train section");
 }
@@ -279,33 +282,33 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   }
   if (num(&p, root, "abi", 0) != 1)
     fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, "abi", 0));
-  d->name = str(root, "name");
-  d->hash = str(root, "hash");
-  d->model_path = str(root, "model_path");
-  d->compile = str(root, "compile");
-  char *dt = str(root, "dtype");
+  d->name = str(root, DK_name);
+  d->hash = str(root, DK_hash);
+  d->model_path = str(root, DK_model_path);
+  d->compile = str(root, DK_compile);
+  char *dt = str(root, DK_dtype);
   if (!d->name || !d->hash || !dtype_of(dt, &d->dtype) || d->dtype == BPCRT_I32)
     fail(&p, "missing name, hash or float dtype");
   free(dt);
-  char *prec = str(root, "precision");
+  char *prec = str(root, DK_precision);
   d->bf16 = prec && !strcmp(prec, "bf16");
   free(prec);
-  d->dims_text = dims_text(get(root, "dims"));
-  train(&p, get(root, "train"), &d->train);
-  const cJSON *data_j = get(root, "data");
-  data(&p, get(data_j, "train"), &d->data_train);
-  data(&p, get(data_j, "test"), &d->data_test);
-  const cJSON *gen = get(root, "generate");
-  d->gen_tokens = str(gen, "tokens");
-  d->gen_logits = str(gen, "logits");
-  const cJSON *progs = get(root, "programs");
-  program(&p, get(progs, "train"), &d->prog[PROG_TRAIN]);
-  program(&p, get(progs, "eval"), &d->prog[PROG_EVAL]);
-  program(&p, get(progs, "sample"), &d->prog[PROG_SAMPLE]);
-  program(&p, get(progs, "predict"), &d->prog[PROG_PREDICT]);
-  program(&p, get(progs, "decode"), &d->prog[PROG_DECODE]);
-  d->predict_error = str(root, "predict_error");
-  d->decode_error = str(root, "decode_error");
+  d->dims_text = dims_text(get(root, DK_dims));
+  train(&p, get(root, DK_train), &d->train);
+  const cJSON *data_j = get(root, DK_data);
+  data(&p, get(data_j, DK_train), &d->data_train);
+  data(&p, get(data_j, DK_test), &d->data_test);
+  const cJSON *gen = get(root, DK_generate);
+  d->gen_tokens = str(gen, DK_tokens);
+  d->gen_logits = str(gen, DK_logits);
+  const cJSON *progs = get(root, DK_programs);
+  program(&p, get(progs, DK_train), &d->prog[PROG_TRAIN]);
+  program(&p, get(progs, DK_eval), &d->prog[PROG_EVAL]);
+  program(&p, get(progs, DK_sample), &d->prog[PROG_SAMPLE]);
+  program(&p, get(progs, DK_predict), &d->prog[PROG_PREDICT]);
+  program(&p, get(progs, DK_decode), &d->prog[PROG_DECODE]);
+  d->predict_error = str(root, DK_predict_error);
+  d->decode_error = str(root, DK_decode_error);
   for (int k = 0; k < NPROG; k++)
     for (int i = 0; i < d->prog[k].n; i++)
       d->has_lora |= d->prog[k].t[i].lora_a != NULL;
