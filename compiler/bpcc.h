@@ -547,6 +547,12 @@ const OpInfo *op_info(Op op);
 Op op_lookup(const char *name);  // OP_NONE if no such op (internal ops included)
 const char *op_name(Op op);
 
+// Bytes per element of a dtype (f64 8, f32 and i32 4), and of a node's value.
+int64_t dtype_bytes(DType t);
+int64_t node_bytes(const Node *n);
+// Every arena offset (memplan.c) is a multiple of this.
+#define BPC_ARENA_ALIGN 64
+
 Graph *graph_new(Diag *d, const Model *m, DType fdtype);
 // The graph's products (matmul, attention, conv2d) take bf16 operands with
 // f32 sums: the model's precision is bf16 and the graph is f32 (an f64 build
@@ -712,7 +718,6 @@ void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *read
 // One kernel as `bpc check` lists it: kind, value, shape, ops (without the
 // value's name: what kernels of one kind share).
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name);
-int64_t dtype_bytes(DType t);
 
 
 // A matmul as `batch` GEMMs of [M, K] x [K, N] (a batch against a shared

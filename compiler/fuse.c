@@ -12,8 +12,6 @@
 #include "bpc_kernels.h"
 #include "bpcc.h"
 
-int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
-
 // Evaluated per element in a fused loop: the ops with a scalar lowering
 // (lower_ew.c; cast too: an i32 operand promoted, ir.c, converts in the
 // loop), constants aside (immediates in their consumers).
@@ -107,10 +105,7 @@ static bool slice_view(const Graph *g, const Node *n) {
   return n->op == OP_SLICE && graph_node(g, n->in[0])->op == OP_LINEAR_CROSS_ENTROPY && n->shape.rank == 1;
 }
 
-static int64_t value_bytes(const Graph *g, int id) {
-  const Node *n = graph_node(g, id);
-  return shape_numel(&n->shape) * dtype_bytes(n->dtype);
-}
+static int64_t value_bytes(const Graph *g, int id) { return node_bytes(graph_node(g, id)); }
 
 // Bytes a kernel reads and writes per step.
 static int64_t kernel_bytes(const Graph *g, const Kernel *k) {

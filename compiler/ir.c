@@ -14,6 +14,9 @@ static OpInfo op_table[OP_COUNT] = {
 #undef X
 };
 
+int64_t dtype_bytes(DType t) { return t == DT_F64 ? 8 : 4; }
+int64_t node_bytes(const Node *n) { return shape_numel(&n->shape) * dtype_bytes(n->dtype); }
+
 // Parses "x:t alpha:f0=0.01" into op->params. Schemas are bpc's own text,
 // so a malformed one is a bug.
 static void parse_schema(OpInfo *op) {

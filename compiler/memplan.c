@@ -12,11 +12,11 @@
 #include "bpc_kernels.h"
 #include "bpcc.h"
 
-#define ALIGN 64
+#define ALIGN BPC_ARENA_ALIGN
 
 static int64_t align_up(int64_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
 
-static int64_t value_bytes(const Node *n) { return align_up(shape_numel(&n->shape) * dtype_bytes(n->dtype)); }
+static int64_t value_bytes(const Node *n) { return align_up(node_bytes(n)); }
 
 typedef struct Block {
   int64_t off, size;

@@ -176,7 +176,8 @@ static int cand_cmp(const void *a, const void *b) {
   return x->node - y->node;
 }
 
-static int64_t value_bytes(const Node *n) { return (shape_numel(&n->shape) * dtype_bytes(n->dtype) + 63) / 64 * 64; }
+// As memplan.c plans it: aligned to BPC_ARENA_ALIGN.
+static int64_t value_bytes(const Node *n) { return (node_bytes(n) + BPC_ARENA_ALIGN - 1) / BPC_ARENA_ALIGN * BPC_ARENA_ALIGN; }
 
 static Cand *candidates(const Program *p, const bool *fwd, int *ncand) {
   const Graph *g = p->g;
