@@ -496,11 +496,10 @@ typedef void GradFn(AD *ad, const Node *n, int gy, int *gin);
 
 // An op's native backend (ops.h's last column), defined beside its lowering
 // in compiler/lower_<family>.c (lower.h). Generic passes ask it and never
-// name the op: codegen emits with it, memplan sizes scratch with it, fuse
-// plans temporaries and row blocks with it, show counts FLOPs with it,
-// describe finds index operands with it. A NULL hook means none (no
-// scratch, no temporary, no row blocks, the registry's per-element FLOPs,
-// no index operand).
+// name the op: codegen emits with it, memplan sizes scratch and
+// temporaries with it, show counts FLOPs with it, describe finds index
+// operands with it. A NULL hook means none (no scratch, no temporary, the
+// registry's per-element FLOPs, no index operand).
 typedef struct CG CG;
 typedef struct Ew Ew;
 struct Kernel;
@@ -515,9 +514,6 @@ typedef struct Backend {
   int64_t (*scratch)(const Graph *g, const Node *n);
   // The kernel's temporary in the arena, in bytes (planned as a value).
   int64_t (*temp)(const struct Program *p, const Node *n);
-  // Row blocks of a column statistic: their count (0: not blocked) and the
-  // [R, I] view of the operand.
-  int64_t (*col_blocks)(const Graph *g, const Node *n, int64_t *R, int64_t *I);
   // The node's FLOPs, where the registry's per-element cost is not it.
   int64_t (*flops)(const Graph *g, const Node *n);
   // The rows of the table `input` indexes through this node (0: it does not),
@@ -687,14 +683,9 @@ typedef struct Kernel {
 
 typedef enum { MEM_PARAM, MEM_GRAD, MEM_INPUT, MEM_STATE, MEM_OUTPUT, MEM_ACT, MEM_NCAT } MemCat;
 
-typedef struct Program {
-  const Graph *g;
-  bool training;  // batch_norm with batch statistics (else running stats)
-  struct { Kernel *v; int n, cap; } kernels;
-  bool *materialized;  // per node: has storage of its own or an alias
-  int *alias;          // per node: the node whose storage it uses (itself if none)
-  int64_t *alias_off;  // per node: its byte offset inside that storage (a slice view)
-  // memplan.c:
+// A Program's memory plan (memplan.c): one arena for every stored value,
+// each kernel's temporary and the status words, then per-thread scratch.
+typedef struct MemPlan {
   int64_t *offset;     // per node: byte offset in the arena, -1 if not stored
   int64_t arena_bytes; // fixed part; per-thread scratch follows
   int64_t scratch_per_thread;  // bytes
@@ -705,6 +696,16 @@ typedef struct Program {
   // remat.c:
   int64_t budget;            // --max-memory in bytes (0: none)
   int64_t arena_unbudgeted;  // the arena the same graph plans to without it
+} MemPlan;
+
+typedef struct Program {
+  const Graph *g;
+  bool training;  // batch_norm with batch statistics (else running stats)
+  struct { Kernel *v; int n, cap; } kernels;
+  bool *materialized;  // per node: has storage of its own or an alias
+  int *alias;          // per node: the node whose storage it uses (itself if none)
+  int64_t *alias_off;  // per node: its byte offset inside that storage (a slice view)
+  MemPlan mem;         // where it all lives (memplan.c; remat.c's budget)
 } Program;
 
 // Cuts g into kernels. `fuse` false: one kernel per node (the reference for

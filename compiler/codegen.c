@@ -4,10 +4,11 @@
 // constants; `bpc_step(ctx)` runs them in order, through the runtime's thread
 // pool where the work is large enough. Elementwise kernels are loops emitted
 // here (a fused tree evaluated per element, inner loop contiguous so LLVM
-// vectorizes it); every other kernel is a call into the kernel library
-// (bpc_kernels.h), whose bitcode is linked into the module so the calls
-// inline with constant shapes. Then the new pass manager optimizes for the
-// target CPU.
+// vectorizes it); every other kernel is calls into the kernel library
+// (bpc_kernels.h) that its op's lowering makes (compiler/lower_<family>.c),
+// compiled once in libbpcrt; the library's scalar math is linked in as
+// bitcode so it inlines into the loops. Then the new pass manager optimizes
+// for the target CPU.
 #include <llvm-c/Analysis.h>
 #include <llvm-c/BitReader.h>
 #include <llvm-c/Core.h>
@@ -30,9 +31,17 @@ extern const char bpc_kernels_bc[], bpc_kernels_bc_end[];
 
 // ---------------------------------------------------------------- functions
 
+// Function `name` of type ret(args), declared on its first call. A later
+// call with other argument types is a lowering's bug, caught here (the
+// first one is checked against the kernel library when it links).
 static LLVMValueRef get_fn(CG *c, const char *name, LLVMTypeRef ret, LLVMTypeRef *args, int nargs) {
+  LLVMTypeRef ty = LLVMFunctionType(ret, args, (unsigned)nargs, 0);
   LLVMValueRef f = LLVMGetNamedFunction(c->mod, name);
-  if (!f) f = LLVMAddFunction(c->mod, name, LLVMFunctionType(ret, args, (unsigned)nargs, 0));
+  if (!f) return LLVMAddFunction(c->mod, name, ty);
+  if (LLVMGlobalGetValueType(f) != ty) {
+    char *was = LLVMPrintTypeToString(LLVMGlobalGetValueType(f)), *now = LLVMPrintTypeToString(ty);
+    bpc_bug(__FILE__, __LINE__, "%s called as %s after %s", name, now, was);
+  }
   return f;
 }
 
@@ -96,7 +105,7 @@ LLVMValueRef begin_kernel(CG *c) {
   c->scratch = ctx_field(c, ctx, CTX_SCRATCH);
   c->seed = ctx_field(c, ctx, CTX_SEED);
   c->step = ctx_field(c, ctx, CTX_STEP);
-  c->status = arena_off(c, c->p->status_offset);
+  c->status = arena_off(c, c->p->mem.status_offset);
   return f;
 }
 
@@ -131,12 +140,12 @@ void end_kernel(CG *c, int64_t n, int64_t work) {
 }
 
 LLVMValueRef node_ptr(CG *c, int id) {
-  BPC_ASSERT(c->p->offset[id] >= 0);
-  return arena_off(c, c->p->offset[id]);
+  BPC_ASSERT(c->p->mem.offset[id] >= 0);
+  return arena_off(c, c->p->mem.offset[id]);
 }
 
 LLVMValueRef scratch_ptr(CG *c) {
-  LLVMValueRef off = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->scratch_per_thread), "");
+  LLVMValueRef off = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->mem.scratch_per_thread), "");
   return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->scratch, &off, 1, "");
 }
 
@@ -321,7 +330,7 @@ static void ew_setup(CG *c, const Kernel *k, Ew *e, int64_t *inner, int64_t *row
     const Node *rn = graph_node(c->g, k->reads[i]);
     for (int o = 0; o <= k->nouts; o++) {
       int on = o ? k->outs[o - 1] : k->root;
-      if (c->p->offset[k->reads[i]] == c->p->offset[on] && shape_eq(&rn->shape, &graph_node(c->g, on)->shape) &&
+      if (c->p->mem.offset[k->reads[i]] == c->p->mem.offset[on] && shape_eq(&rn->shape, &graph_node(c->g, on)->shape) &&
           rn->dtype == graph_node(c->g, on)->dtype)
         e->r[e->nr].out = o;
     }
@@ -569,7 +578,7 @@ LLVMValueRef elem_ptr(CG *c, LLVMTypeRef et, LLVMValueRef p, int64_t off) {
   return LLVMBuildGEP2(c->b, et, p, &o, 1, "");
 }
 
-int64_t kernel_temp(CG *c, const Kernel *k) { return c->p->temp_offset[k - c->p->kernels.v]; }
+int64_t kernel_temp(CG *c, const Kernel *k) { return c->p->mem.temp_offset[k - c->p->kernels.v]; }
 
 // A call kernel: its op's lowering (Backend.emit, lower_<family>.c).
 static void emit_call(CG *c, const Kernel *k) {
@@ -610,7 +619,7 @@ static char *kernel_signature(CG *c, const Kernel *k) {
   char *buf = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
-  fprintf(f, "%d|%d|%lld|%d|", k->kind, c->p->training, (long long)c->p->scratch_per_thread, k->nnodes);
+  fprintf(f, "%d|%d|%lld|%d|", k->kind, c->p->training, (long long)c->p->mem.scratch_per_thread, k->nnodes);
   for (int i = 0; i < k->nnodes; i++) node_desc(f, c->g, k->nodes[i]);
   node_desc(f, c->g, k->root);
   if (k->mm >= 0) node_desc(f, c->g, k->mm);

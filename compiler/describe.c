@@ -18,13 +18,13 @@ static cJSON *shape_json(const Shape *s) {
 
 static cJSON *tensor(cJSON *list, const Program *p, int node, const char *name, const char *role) {
   const Node *n = graph_node(p->g, node);
-  BPC_ASSERT(p->offset[node] >= 0);
+  BPC_ASSERT(p->mem.offset[node] >= 0);
   cJSON *t = cJSON_CreateObject();
   cJSON_AddStringToObject(t, DK_name, name);
   cJSON_AddStringToObject(t, DK_role, role);
   cJSON_AddStringToObject(t, DK_dtype, dtype_name(n->dtype));
   cJSON_AddItemToObject(t, DK_shape, shape_json(&n->shape));
-  cJSON_AddNumberToObject(t, DK_offset, (double)p->offset[node]);
+  cJSON_AddNumberToObject(t, DK_offset, (double)p->mem.offset[node]);
   cJSON_AddItemToArray(list, t);
   return t;
 }
@@ -70,9 +70,9 @@ static int64_t index_limit(const Graph *g, int input, int *code) {
 static cJSON *program_json(const Program *p) {
   const Graph *g = p->g;
   cJSON *o = cJSON_CreateObject(), *ts = cJSON_CreateArray();
-  cJSON_AddNumberToObject(o, DK_arena, (double)p->arena_bytes);
-  cJSON_AddNumberToObject(o, DK_scratch, (double)p->scratch_per_thread);
-  cJSON_AddNumberToObject(o, DK_status, (double)p->status_offset);
+  cJSON_AddNumberToObject(o, DK_arena, (double)p->mem.arena_bytes);
+  cJSON_AddNumberToObject(o, DK_scratch, (double)p->mem.scratch_per_thread);
+  cJSON_AddNumberToObject(o, DK_status, (double)p->mem.status_offset);
   for (int i = 0; i < g->params.n; i++) {
     const GParam *gp = &g->params.v[i];
     const Shape *s = &graph_node(g, gp->node)->shape;
@@ -98,20 +98,20 @@ static cJSON *program_json(const Program *p) {
   }
   char name[512];
   for (int i = 0; i < g->params.n; i++) {
-    if (g->params.v[i].grad < 0 || p->offset[g->params.v[i].grad] < 0) continue;
+    if (g->params.v[i].grad < 0 || p->mem.offset[g->params.v[i].grad] < 0) continue;
     snprintf(name, sizeof name, "grad.%s", g->params.v[i].name);
     cJSON *t = tensor(ts, p, g->params.v[i].grad, name, DR_grad);
     cJSON_AddNumberToObject(t, DK_ready, last_writer(p, g->params.v[i].grad));
   }
   for (int i = 0; i < g->states.n; i++) {
     const GState *st = &g->states.v[i];
-    if (p->offset[st->node] < 0) continue;
+    if (p->mem.offset[st->node] < 0) continue;
     snprintf(name, sizeof name, st->opt ? "%s" : "state.%s", st->name);
     cJSON *t = tensor(ts, p, st->node, name, st->opt ? DR_opt : DR_state);
-    cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, "init"), DK_value, st->init);
+    cJSON_AddNumberToObject(cJSON_AddObjectToObject(t, DK_init), DK_value, st->init);
   }
   for (int i = 0; i < g->inputs.n; i++)
-    if (p->offset[g->inputs.v[i].node] >= 0) {
+    if (p->mem.offset[g->inputs.v[i].node] >= 0) {
       cJSON *t = tensor(ts, p, g->inputs.v[i].node, g->inputs.v[i].name, DR_input);
       int code;
       int64_t lim = index_limit(g, g->inputs.v[i].node, &code);

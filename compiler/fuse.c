@@ -545,8 +545,8 @@ void program_free(Program *p) {
   free(p->materialized);
   free(p->alias);
   free(p->alias_off);
-  free(p->offset);
-  free(p->temp_offset);
+  free(p->mem.offset);
+  free(p->mem.temp_offset);
   free(p);
 }
 

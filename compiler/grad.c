@@ -111,10 +111,13 @@ void grad_leaky_relu(AD *ad, const Node *n, int gy, int *gin) {
   gin[0] = MUL(gy, slope);
 }
 
-// gy strictly inside (min_val, max_val), 0 on and past the bounds (as torch).
+// As torch's hardtanh_backward: 0 where x <= min_val or x >= max_val, else
+// gy (so a NaN x passes gy, and an inf gy past the bounds gives 0, not NaN).
 void grad_hardtanh(AD *ad, const Node *n, int gy, int *gin) {
   int inside = MUL(ad_bin(ad, OP_GREATER, X_(0), C(n->attr.f[0])), ad_bin(ad, OP_LESS, X_(0), C(n->attr.f[1])));
-  gin[0] = MUL(gy, inside);
+  int nan = SUB(C(1), ad_bin(ad, OP_EQUAL, X_(0), X_(0)));
+  int w[3] = {ADD(inside, nan), gy, C(0)};
+  gin[0] = ad_op(ad, OP_WHERE, 3, w, NULL);
 }
 
 void grad_gelu(AD *ad, const Node *n, int gy, int *gin) {

@@ -112,7 +112,7 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
   j->step = (void (*)(StepCtx *))step;
   j->nthreads = nthreads < 1 ? 1 : nthreads;
   j->pool = j->nthreads > 1 ? bpcrt_pool_new(j->nthreads) : NULL;
-  size_t bytes = (size_t)(p->arena_bytes + p->scratch_per_thread * j->nthreads);
+  size_t bytes = (size_t)(p->mem.arena_bytes + p->mem.scratch_per_thread * j->nthreads);
   j->bytes = bytes;
   // A guard zone after the arena and scratch: a kernel writing past what the
   // plan gave it is a bug in bpc, caught here instead of corrupting the heap.
@@ -123,7 +123,7 @@ Jit *jit_new(const Program *p, int nthreads, Diag *d) {
   }
   memset(j->mem, 0, bytes);
   memset(j->mem + bytes, 0xa5, GUARD);
-  j->ctx = (StepCtx){j->mem, j->mem + p->arena_bytes, j->pool, 0, 0};
+  j->ctx = (StepCtx){j->mem, j->mem + p->mem.arena_bytes, j->pool, 0, 0};
   return j;
 }
 
@@ -137,8 +137,8 @@ void jit_free(Jit *j) {
 
 void jit_set(Jit *j, int node, const double *v, int64_t n) {
   const Node *nd = graph_node(j->p->g, node);
-  BPC_ASSERT(n == shape_numel(&nd->shape) && j->p->offset[node] >= 0);
-  char *dst = j->mem + j->p->offset[node];
+  BPC_ASSERT(n == shape_numel(&nd->shape) && j->p->mem.offset[node] >= 0);
+  char *dst = j->mem + j->p->mem.offset[node];
   for (int64_t i = 0; i < n; i++) {
     if (nd->dtype == DT_F64) ((double *)dst)[i] = v[i];
     else if (nd->dtype == DT_F32) ((float *)dst)[i] = (float)v[i];
@@ -148,15 +148,15 @@ void jit_set(Jit *j, int node, const double *v, int64_t n) {
 
 void jit_get(const Jit *j, int node, double *v) {
   const Node *nd = graph_node(j->p->g, node);
-  BPC_ASSERT(j->p->offset[node] >= 0);
-  const char *src = j->mem + j->p->offset[node];
+  BPC_ASSERT(j->p->mem.offset[node] >= 0);
+  const char *src = j->mem + j->p->mem.offset[node];
   int64_t n = shape_numel(&nd->shape);
   for (int64_t i = 0; i < n; i++)
     v[i] = nd->dtype == DT_F64 ? ((const double *)src)[i] : nd->dtype == DT_F32 ? ((const float *)src)[i] : ((const int32_t *)src)[i];
 }
 
 bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen) {
-  int64_t *status = (int64_t *)(j->mem + j->p->status_offset);
+  int64_t *status = (int64_t *)(j->mem + j->p->mem.status_offset);
   status[0] = status[1] = status[2] = 0;
   j->ctx.seed = seed;
   j->ctx.step = step;

@@ -905,7 +905,7 @@ static void load_generate(Loader *L, const YNode *n) {
   const YNode *x;
   if ((x = require(L, n, "tokens", "generate")) && check_input(L, x, "tokens")) {
     g->tokens = x->str;
-    // The sampler feeds byte ids as [B, T] and specializes B to 1 (aot.c's
+    // The sampler feeds byte ids as [B, T] and specializes B to 1 (pipeline.c's
     // batch_dim): `bpc check` says so here rather than `sample` at run time.
     const TensorDecl *t = find_input(L, x->str);
     if (t->dtype != DT_I32 || t->rank != 2 || t->shape[0]->kind != EX_NAME)

@@ -102,7 +102,7 @@ void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs
 // A byte pointer into the arena at `off` (read from the wrapper's closure).
 LLVMValueRef arena_off(CG *c, int64_t off);
 LLVMValueRef node_ptr(CG *c, int id);
-// This thread's scratch (Program.scratch_per_thread bytes).
+// This thread's scratch (Program.mem.scratch_per_thread bytes).
 LLVMValueRef scratch_ptr(CG *c);
 // An element pointer `off` elements past p.
 LLVMValueRef elem_ptr(CG *c, LLVMTypeRef et, LLVMValueRef p, int64_t off);
@@ -182,5 +182,5 @@ typedef struct {
 // C[M,N] (+)= op(A) @ op(B) over the kernel's range, as emit_gemm splits it.
 Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, int64_t lda, int ta, LLVMValueRef B,
                int64_t ldb, int tb, LLVMValueRef out, int64_t ldc, int accumulate);
-// An unbatched matmul node into `out` (a matmul epilogue's head, codegen.c).
+// An unbatched matmul node into `out` (also a matmul epilogue's head, codegen.c).
 Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out);

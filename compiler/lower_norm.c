@@ -74,5 +74,5 @@ static void lower_batch_norm_dx(CG *c, const Kernel *k, const Node *n) {
 }
 
 const Backend be_norm_rows = {.emit = lower_norm_rows};
-const Backend be_batch_norm = {.emit = lower_batch_norm, .temp = bn_temp, .col_blocks = bn_col_blocks};
-const Backend be_batch_norm_dx = {.emit = lower_batch_norm_dx, .temp = bn_temp, .col_blocks = bn_col_blocks};
+const Backend be_batch_norm = {.emit = lower_batch_norm, .temp = bn_temp};
+const Backend be_batch_norm_dx = {.emit = lower_batch_norm_dx, .temp = bn_temp};

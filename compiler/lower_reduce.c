@@ -14,7 +14,7 @@ void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DT
   end_kernel(c, 1, 0);
 }
 
-// Column statistics by row blocks (the ops' Backend.col_blocks): a parallel pass
+// Column statistics by row blocks (reduce_col_blocks, bn_col_blocks): a parallel pass
 // leaving each block's partials at `part` (kind BPCK_SUM, MAX, MIN, or VAR
 // about `center`), then one thread combining them in block order into `out`.
 // Offsets into the arena (-1: no center); each step is its own function.
@@ -47,6 +47,7 @@ int64_t col_temp_bytes(int64_t nb, int64_t I, DType t) { return (2 * nb + 4) * I
 // A column statistic over the leading axes, by row blocks: when the rows are
 // many and short (I <= 256) and there are at least two blocks.
 static int64_t reduce_col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
+  *R = 1, *I = 1;
   if (n->op == OP_LOGSUMEXP) return 0;
   const Shape *x = &graph_node(g, n->in[0])->shape;
   if (!dtype_is_float(graph_node(g, n->in[0])->dtype)) return 0;  // sum, max, min of i32
@@ -69,7 +70,7 @@ static void lower_reduce(CG *c, const Kernel *k, const Node *n) {
   int64_t work = kernel_work(k), R = 1, I = 1, nb = reduce_col_blocks(c->g, n, &R, &I);
   if (nb) {  // partials, then their combination (var: the moments' two passes)
     DType xt = graph_node(c->g, IN(0))->dtype;
-    int64_t part = kernel_temp(c, k), out = c->p->offset[k->root];
+    int64_t part = kernel_temp(c, k), out = c->p->mem.offset[k->root];
     if (n->op == OP_VAR) return emit_col_moments(c, IN(0), part, part + 2 * nb * I * dtype_bytes(xt), out, R, I, nb, xt, work);
     int kind = n->op == OP_MAX ? BPCK_MAX : n->op == OP_MIN ? BPCK_MIN : BPCK_SUM;
     BPC_ASSERT(n->op != OP_LOGSUMEXP);
@@ -127,7 +128,7 @@ static void lower_sum_squares(CG *c, const Kernel *k, const Node *n) {
   emit_sum_scale(c, k->root, tmp, nb, 1.0, t);
 }
 
-const Backend be_reduce = {.emit = lower_reduce, .temp = reduce_temp, .col_blocks = reduce_col_blocks};
+const Backend be_reduce = {.emit = lower_reduce, .temp = reduce_temp};
 const Backend be_maxmin_grad = {.emit = lower_maxmin_grad};
 const Backend be_softmax = {.emit = lower_softmax};
 const Backend be_argmax = {.emit = lower_softmax};

@@ -220,11 +220,8 @@ static int parse_args(Opts *o, int argc, char **argv) {
   return 0;
 }
 
-// The model's precision after --precision (SPEC 6.5: the flag wins). bf16
-// names the f32 build's products; `--precision bf16 --dtype f64` is an
-// error, while a model's `precision: bf16` under --dtype f64 builds the
-// exact f64 reference (docs/DECISIONS.md). False after reporting.
-// load -> expand (pipeline.c). NULL after the errors were reported.
+// load (with --precision) -> expand (pipeline.c). NULL after the errors
+// were reported.
 static Graph *front_end(Opts *o, Arena *a, Diag *d) {
   Model *m = pipeline_load(a, d, o->model, o->precision, o->dtype);
   return m ? graph_build(m, d, o->defs.v, o->defs.n, o->dtype) : NULL;
@@ -367,7 +364,7 @@ static int cmd_grad(Opts *o) {
           jit_set(jit, id, it->vals[id].v, shape_numel(&graph_node(g, id)->shape));
       ok = jit_run(jit, o->seed, 0, err, sizeof err);
       for (int id = 0; id < g->nodes.n && ok; id++)
-        if (p->offset[id] >= 0) jit_get(jit, id, it->vals[id].v);
+        if (p->mem.offset[id] >= 0) jit_get(jit, id, it->vals[id].v);
     } else if (ok) {
       ok = interp_run(it);
       if (!ok) snprintf(err, sizeof err, "%s", it->err);

@@ -92,22 +92,22 @@ static bool is_result(const Graph *g, int id, MemCat *cat) {
 static void place(Program *p, const Kernel *kr, int k, int out, int *last, const bool *fixed, FreeList *fl,
                   int64_t base) {
   const Graph *g = p->g;
-  if (p->offset[p->alias[out]] >= 0) return;
+  if (p->mem.offset[p->alias[out]] >= 0) return;
   const Node *on = graph_node(g, out);
   int reuse = -1;
   if (kr->kind == KK_EW && kr->mm < 0)  // in place over a dying operand (not under a GEMM: it writes first)
     for (int r = 0; r < kr->nreads && reuse < 0; r++) {
       int s = p->alias[kr->reads[r]];
       const Node *sn = graph_node(g, s), *rn = graph_node(g, kr->reads[r]);
-      if (!fixed[s] && last[s] == k && p->offset[s] >= base && shape_eq(&rn->shape, &on->shape) &&
+      if (!fixed[s] && last[s] == k && p->mem.offset[s] >= base && shape_eq(&rn->shape, &on->shape) &&
           sn->dtype == on->dtype && value_bytes(sn) == value_bytes(on))
         reuse = s;
     }
   if (reuse >= 0) {
-    p->offset[out] = p->offset[reuse];
+    p->mem.offset[out] = p->mem.offset[reuse];
     last[reuse] = -2;  // handed over: not freed below
   } else {
-    p->offset[out] = base + fl_alloc(fl, value_bytes(on));
+    p->mem.offset[out] = base + fl_alloc(fl, value_bytes(on));
   }
   if (last[out] < 0 && last[out] != -2) last[out] = k;  // never read: free right away
 }
@@ -115,29 +115,29 @@ static void place(Program *p, const Kernel *kr, int k, int out, int *last, const
 void memplan_assign(Program *p) {
   const Graph *g = p->g;
   int n = g->nodes.n;
-  p->offset = xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-  for (int i = 0; i < n; i++) p->offset[i] = -1;
-  memset(p->cat_bytes, 0, sizeof p->cat_bytes);
+  p->mem.offset = xmalloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+  for (int i = 0; i < n; i++) p->mem.offset[i] = -1;
+  memset(p->mem.cat_bytes, 0, sizeof p->mem.cat_bytes);
   int64_t top = 0;
   // 1. The interface: params, state, inputs.
   for (int id = 0; id < n; id++) {
     const Node *nd = graph_node(g, id);
     if (!(op_info(nd->op)->flags & OPF_LEAF)) continue;
     MemCat cat = nd->op == OP_PARAM ? MEM_PARAM : nd->op == OP_STATE ? MEM_STATE : MEM_INPUT;
-    p->offset[id] = top;
+    p->mem.offset[id] = top;
     top += value_bytes(nd);
-    p->cat_bytes[cat] += value_bytes(nd);
+    p->mem.cat_bytes[cat] += value_bytes(nd);
   }
   // 2. Results, alive through the end of the step.
   bool *fixed = xcalloc((size_t)n, 1);
   for (int id = 0; id < n; id++) {
     MemCat cat;
     int s = p->alias[id];
-    if (!p->materialized[id] || !is_result(g, id, &cat) || p->offset[s] >= 0) continue;
-    p->offset[s] = top;
+    if (!p->materialized[id] || !is_result(g, id, &cat) || p->mem.offset[s] >= 0) continue;
+    p->mem.offset[s] = top;
     fixed[s] = true;
     top += value_bytes(graph_node(g, s));
-    p->cat_bytes[cat] += value_bytes(graph_node(g, s));
+    p->mem.cat_bytes[cat] += value_bytes(graph_node(g, s));
   }
   // 3. Activations by liveness: last[s] = the last kernel reading storage s.
   int nk = p->kernels.n;
@@ -147,51 +147,51 @@ void memplan_assign(Program *p) {
     for (int r = 0; r < p->kernels.v[k].nreads; r++) last[p->alias[p->kernels.v[k].reads[r]]] = k;
   FreeList fl = {.top = 0};
   int64_t base = top;
-  p->temp_offset = xmalloc(sizeof(int64_t) * (size_t)(nk ? nk : 1));
+  p->mem.temp_offset = xmalloc(sizeof(int64_t) * (size_t)(nk ? nk : 1));
   for (int k = 0; k < nk; k++) {
     const Kernel *kr = &p->kernels.v[k];
     int64_t tb = align_up(kernel_temp_bytes(p, kr));
-    p->temp_offset[k] = tb ? base + fl_alloc(&fl, tb) : -1;
+    p->mem.temp_offset[k] = tb ? base + fl_alloc(&fl, tb) : -1;
     if (kr->kind == KK_STATE || kr->kind == KK_ALIAS) goto release;
     for (int o = 0; o <= kr->nouts; o++)  // each value the kernel stores, the root last
       place(p, kr, k, o < kr->nouts ? kr->outs[o] : kr->root, last, fixed, &fl, base);
   release:
     for (int r = 0; r < kr->nreads; r++) {
       int s = p->alias[kr->reads[r]];
-      if (last[s] == k && !fixed[s] && p->offset[s] >= base) {
-        fl_free(&fl, p->offset[s] - base, value_bytes(graph_node(g, s)));
+      if (last[s] == k && !fixed[s] && p->mem.offset[s] >= base) {
+        fl_free(&fl, p->mem.offset[s] - base, value_bytes(graph_node(g, s)));
         last[s] = -3;
       }
     }
-    if (tb) fl_free(&fl, p->temp_offset[k] - base, tb);
+    if (tb) fl_free(&fl, p->mem.temp_offset[k] - base, tb);
     for (int o = 0; kr->kind != KK_STATE && kr->kind != KK_ALIAS && o <= kr->nouts; o++) {
       int out = o < kr->nouts ? kr->outs[o] : kr->root;
-      if (last[out] == k && p->offset[out] >= base) {
-        fl_free(&fl, p->offset[out] - base, value_bytes(graph_node(g, out)));
+      if (last[out] == k && p->mem.offset[out] >= base) {
+        fl_free(&fl, p->mem.offset[out] - base, value_bytes(graph_node(g, out)));
         last[out] = -3;
       }
     }
   }
-  p->cat_bytes[MEM_ACT] = fl.peak;
+  p->mem.cat_bytes[MEM_ACT] = fl.peak;
   top = base + fl.peak;
   for (int id = 0; id < n; id++)
-    if (p->materialized[id] && p->alias[id] != id) p->offset[id] = p->offset[p->alias[id]] + p->alias_off[id];
-  p->status_offset = top;
+    if (p->materialized[id] && p->alias[id] != id) p->mem.offset[id] = p->mem.offset[p->alias[id]] + p->alias_off[id];
+  p->mem.status_offset = top;
   top += ALIGN;
-  p->arena_bytes = top;
-  p->scratch_per_thread = 0;
-  p->naive_bytes = 0;
+  p->mem.arena_bytes = top;
+  p->mem.scratch_per_thread = 0;
+  p->mem.naive_bytes = 0;
   for (int k = 0; k < nk; k++) {
     const Kernel *kr = &p->kernels.v[k];
     // A call kernel's library routine, or the GEMM under an epilogue.
     int node = kr->kind == KK_CALL ? kr->root : kr->kind == KK_EW ? kr->mm : -1;
     if (node >= 0) {
       int64_t s = scratch_bytes(g, graph_node(g, node));
-      if (s > p->scratch_per_thread) p->scratch_per_thread = s;
+      if (s > p->mem.scratch_per_thread) p->mem.scratch_per_thread = s;
     }
   }
   for (int id = 0; id < n; id++)
-    if (p->materialized[id] && p->alias[id] == id) p->naive_bytes += value_bytes(graph_node(g, id));
+    if (p->materialized[id] && p->alias[id] == id) p->mem.naive_bytes += value_bytes(graph_node(g, id));
   free(fl.v);
   free(last);
   free(fixed);
@@ -203,14 +203,14 @@ void memplan_print(FILE *out, const Program *p) {
   char buf[64];
   fputs("memory plan:\n", out);
   for (int c = 0; c < MEM_NCAT; c++) {
-    format_bytes(buf, sizeof buf, p->cat_bytes[c]);
+    format_bytes(buf, sizeof buf, p->mem.cat_bytes[c]);
     fprintf(out, "  %-34s %12s\n", names[c], buf);
   }
-  format_bytes(buf, sizeof buf, p->scratch_per_thread);
+  format_bytes(buf, sizeof buf, p->mem.scratch_per_thread);
   fprintf(out, "  %-34s %12s\n", "scratch per thread", buf);
-  format_bytes(buf, sizeof buf, p->arena_bytes);
+  format_bytes(buf, sizeof buf, p->mem.arena_bytes);
   fprintf(out, "  %-34s %12s", "arena (without scratch)", buf);
-  format_bytes(buf, sizeof buf, p->naive_bytes);
+  format_bytes(buf, sizeof buf, p->mem.naive_bytes);
   fprintf(out, "   vs every value kept alive: %s (%.2fx)\n", buf,
-          p->arena_bytes ? (double)p->naive_bytes / (double)p->arena_bytes : 0.0);
+          p->mem.arena_bytes ? (double)p->mem.naive_bytes / (double)p->mem.arena_bytes : 0.0);
 }

@@ -219,29 +219,29 @@ static void trial_free(Trial *t) {
 }
 
 // The arena's part no recomputation changes: leaves, results, status word.
-static int64_t fixed_bytes(const Program *p) { return p->arena_bytes - p->cat_bytes[MEM_ACT]; }
+static int64_t fixed_bytes(const Program *p) { return p->mem.arena_bytes - p->mem.cat_bytes[MEM_ACT]; }
 
 Program *program_plan_budget(const Graph *g, bool fuse, int64_t budget, Graph **lowered, Diag *d) {
   Program *p0 = program_plan(g, fuse, true, lowered);
-  p0->arena_unbudgeted = p0->arena_bytes;
-  p0->budget = budget;
-  if (budget <= 0 || p0->arena_bytes <= budget) return p0;
+  p0->mem.arena_unbudgeted = p0->mem.arena_bytes;
+  p0->mem.budget = budget;
+  if (budget <= 0 || p0->mem.arena_bytes <= budget) return p0;
   bool *fwd = forward_nodes(p0->g);
   int nc;
   Cand *c = candidates(p0, fwd, &nc);
   bool *R = xcalloc((size_t)(p0->g->nodes.n ? p0->g->nodes.n : 1), 1);
   Trial best = {0};
-  int64_t cur = p0->arena_bytes;
+  int64_t cur = p0->mem.arena_bytes;
   for (bool progress = true; progress && cur > budget;) {
     progress = false;
     for (int i = 0; i < nc && cur > budget; i++) {
       if (R[c[i].node]) continue;
       R[c[i].node] = true;
       Trial t = trial(p0, fwd, R, fuse);
-      if (t.p->arena_bytes < cur) {
+      if (t.p->mem.arena_bytes < cur) {
         trial_free(&best);
         best = t;
-        cur = t.p->arena_bytes;
+        cur = t.p->mem.arena_bytes;
         progress = true;
       } else {
         R[c[i].node] = false;
@@ -267,7 +267,7 @@ Program *program_plan_budget(const Graph *g, bool fuse, int64_t budget, Graph **
       if (!R[c[i].node]) continue;
       R[c[i].node] = false;
       Trial t = trial(p0, fwd, R, fuse);
-      if (t.p->arena_bytes <= budget) {
+      if (t.p->mem.arena_bytes <= budget) {
         trial_free(&best);
         best = t;
       } else {
@@ -276,8 +276,8 @@ Program *program_plan_budget(const Graph *g, bool fuse, int64_t budget, Graph **
       }
     }
     out = best.p;
-    out->arena_unbudgeted = p0->arena_bytes;
-    out->budget = budget;
+    out->mem.arena_unbudgeted = p0->mem.arena_bytes;
+    out->mem.budget = budget;
     graph_free(*lowered);
     *lowered = best.g;
   }
@@ -316,12 +316,12 @@ static int64_t copy_flops(const Graph *g, int id, bool top) {
 void remat_print(FILE *out, const Program *p) {
   const Graph *g = p->g;
   char b[64], a0[64], a1[64];
-  format_bytes(b, sizeof b, p->budget);
-  format_bytes(a0, sizeof a0, p->arena_unbudgeted);
-  format_bytes(a1, sizeof a1, p->arena_bytes);
-  fprintf(out, "memory budget: --max-memory %lld bytes (%s) for the training step's arena\n", (long long)p->budget, b);
-  fprintf(out, "  arena %lld bytes (%s) without the budget, %lld bytes (%s) with it\n", (long long)p->arena_unbudgeted,
-          a0, (long long)p->arena_bytes, a1);
+  format_bytes(b, sizeof b, p->mem.budget);
+  format_bytes(a0, sizeof a0, p->mem.arena_unbudgeted);
+  format_bytes(a1, sizeof a1, p->mem.arena_bytes);
+  fprintf(out, "memory budget: --max-memory %lld bytes (%s) for the training step's arena\n", (long long)p->mem.budget, b);
+  fprintf(out, "  arena %lld bytes (%s) without the budget, %lld bytes (%s) with it\n", (long long)p->mem.arena_unbudgeted,
+          a0, (long long)p->mem.arena_bytes, a1);
   format_bytes(b, sizeof b, fixed_bytes(p));
   fprintf(out, "  of it fixed, not reducible: %s (params, gradients, optimizer and model state, inputs, outputs)\n", b);
   bool *fwd = forward_nodes(g), *kept = kept_values(p, fwd, NULL);

@@ -280,8 +280,8 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
     fail(&p, "not a JSON object");
     return false;
   }
-  if (num(&p, root, "abi", 0) != 1)
-    fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, "abi", 0));
+  if (num(&p, root, DK_abi, 0) != 1)
+    fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, DK_abi, 0));
   d->name = str(root, DK_name);
   d->hash = str(root, DK_hash);
   d->model_path = str(root, DK_model_path);

@@ -556,13 +556,13 @@ static int expect_no_overlaps(const Program *p) {
   }
   int checked = 0;
   for (int x = 0; x < n; x++) {
-    if (p->offset[x] < 0 || p->alias[x] != x) continue;
+    if (p->mem.offset[x] < 0 || p->alias[x] != x) continue;
     int64_t xs = shape_numel(&graph_node(lg, x)->shape) * dtype_bytes(graph_node(lg, x)->dtype);
     bool xpersist = def[x] < 0;
     for (int y = x + 1; y < n; y++) {
-      if (p->offset[y] < 0 || p->alias[y] != y) continue;
+      if (p->mem.offset[y] < 0 || p->alias[y] != y) continue;
       int64_t ys = shape_numel(&graph_node(lg, y)->shape) * dtype_bytes(graph_node(lg, y)->dtype);
-      bool overlap_mem = p->offset[x] < p->offset[y] + ys && p->offset[y] < p->offset[x] + xs;
+      bool overlap_mem = p->mem.offset[x] < p->mem.offset[y] + ys && p->mem.offset[y] < p->mem.offset[x] + xs;
       if (!overlap_mem) continue;
       bool ypersist = def[y] < 0;
       int xl = last[x] < def[x] ? def[x] : last[x], yl = last[y] < def[y] ? def[y] : last[y];
@@ -587,7 +587,7 @@ Test(codegen, memory_plan_has_no_overlaps) {
   Program *p = pl.p;
   int checked = expect_no_overlaps(p);
   cr_expect_gt(checked, 0, "no memory was reused at all");
-  cr_expect_lt(p->arena_bytes, p->naive_bytes);
+  cr_expect_lt(p->mem.arena_bytes, p->mem.naive_bytes);
   planned_free(&pl);
 }
 
@@ -673,7 +673,7 @@ Test(codegen, memory_budget_same_bits, .timeout = 300) {
     run_native(&plain, ref, &loss0, gr0);
     double want = interp_value(ref, g->loss)->v[0];
     cr_expect(close_enough(loss0, want, DT_F32), "%s: loss %.17g, interpreter %.17g", models[i], loss0, want);
-    int64_t min = budget_minimum(g), full = plain.p->arena_bytes;
+    int64_t min = budget_minimum(g), full = plain.p->mem.arena_bytes;
     cr_expect(min > 0 && min <= full, "%s: minimum %lld, arena %lld", models[i], (long long)min, (long long)full);
     if (i == 0) cr_expect_lt(min, full, "the GPT recomputes nothing");
     int64_t budgets[2] = {(min + full) / 2, min};
@@ -681,7 +681,7 @@ Test(codegen, memory_budget_same_bits, .timeout = 300) {
       Native n = {0};
       n.p = program_plan_budget(g, true, budgets[b], &n.lowered, &c.d);
       cr_assert(n.p, "%s: budget %lld: %s", models[i], (long long)budgets[b], cap_text(&c));
-      cr_expect_leq(n.p->arena_bytes, budgets[b], "%s", models[i]);
+      cr_expect_leq(n.p->mem.arena_bytes, budgets[b], "%s", models[i]);
       expect_no_overlaps(n.p);
       n.jit = jit_new(n.p, 2, &c.d);
       cr_assert(n.jit, "%s", cap_text(&c));
@@ -726,7 +726,7 @@ static int lce_nodes(const Graph *g, bool with_grad) {
 static bool stores_logits(const Program *p, int64_t rows_v) {
   for (int id = 0; id < p->g->nodes.n; id++) {
     const Node *n = graph_node(p->g, id);
-    if (p->offset[id] < 0 || (op_info(n->op)->flags & OPF_LEAF) || n->op == OP_LINEAR_CROSS_ENTROPY) continue;
+    if (p->mem.offset[id] < 0 || (op_info(n->op)->flags & OPF_LEAF) || n->op == OP_LINEAR_CROSS_ENTROPY) continue;
     if (shape_numel(&n->shape) >= rows_v) return true;
   }
   return false;

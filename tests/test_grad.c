@@ -234,7 +234,8 @@ Test(grad, unused_and_frozen_params) {
 }
 
 // hardtanh's gradient as torch.nn.functional.hardtanh's: 1 strictly inside
-// (min_val, max_val), 0 on the bounds and past them; NaN stays NaN forward.
+// (min_val, max_val), 0 on the bounds and past them, gy where x is NaN
+// (torch's `x <= min || x >= max ? 0 : gy`); NaN stays NaN forward.
 Test(grad, hardtanh_at_its_bounds) {
   Arena a = {0};
   Captured c;
@@ -254,8 +255,13 @@ Test(grad, hardtanh_at_its_bounds) {
     cr_expect_eq(h->v[i], want_h[i], "h[%d] = %g, want %g", i, h->v[i], want_h[i]);
     cr_expect_eq(gp->v[i], want_g[i], "dp[%d] = %g, want %g", i, gp->v[i], want_g[i]);
   }
-  const double nan_in[1] = {NAN};
-  cr_expect(isnan(s_hardtanh(nan_in, &(Attr){.f = {-1, 1}})));
+  const double nan_in[7] = {NAN, 5, NAN, -5, 0, 0, 0};
+  interp_set(it, g->params.v[0].node, nan_in, 7);
+  interp_run(it);
+  h = interp_value(it, g->outputs.v[0].node), gp = interp_value(it, g->params.v[0].grad);
+  cr_expect(isnan(h->v[0]) && isnan(h->v[2]) && h->v[1] == 2 && h->v[3] == -0.5);
+  cr_expect(gp->v[0] == 3 && gp->v[1] == 0 && gp->v[2] == 3 && gp->v[3] == 0 && gp->v[4] == 3, "%g %g %g %g %g",
+            gp->v[0], gp->v[1], gp->v[2], gp->v[3], gp->v[4]);
   interp_free(it);
   graph_free(g);
   cap_close(&c);

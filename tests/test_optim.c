@@ -79,11 +79,11 @@ static int64_t offset_of(const Program *p, const char *name, bool param) {
   const Graph *g = p->g;
   if (param)
     for (int i = 0; i < g->params.n; i++)
-      if (!strcmp(g->params.v[i].name, name)) return p->offset[g->params.v[i].node];
+      if (!strcmp(g->params.v[i].name, name)) return p->mem.offset[g->params.v[i].node];
   for (int i = 0; i < g->scalars.n; i++)
-    if (!strcmp(g->scalars.v[i].name, name)) return p->offset[g->scalars.v[i].node];
+    if (!strcmp(g->scalars.v[i].name, name)) return p->mem.offset[g->scalars.v[i].node];
   for (int i = 0; i < g->inputs.n; i++)
-    if (!strcmp(g->inputs.v[i].name, name)) return p->offset[g->inputs.v[i].node];
+    if (!strcmp(g->inputs.v[i].name, name)) return p->mem.offset[g->inputs.v[i].node];
   return -1;
 }
 
@@ -140,10 +140,10 @@ static void check(const char *train_yaml, double lr) {
   cr_expect_eq(passes, want, "%s: %d update passes, want %d", train_yaml, passes, want);
   bpcrt_pool *pool = bpcrt_pool_new(2);
   int nth = bpcrt_pool_threads(pool);
-  size_t bytes = (size_t)(tp->arena_bytes + nth * tp->scratch_per_thread + 64) / 64 * 64;
+  size_t bytes = (size_t)(tp->mem.arena_bytes + nth * tp->mem.scratch_per_thread + 64) / 64 * 64;
   char *mem = aligned_alloc(64, bytes);
   memset(mem, 0, bytes);
-  bpcrt_ctx ctx = {mem, mem + tp->arena_bytes, pool, 0, 0};
+  bpcrt_ctx ctx = {mem, mem + tp->mem.arena_bytes, pool, 0, 0};
   // The reference: interpreter gradients of the same model.
   Graph *rg = graph_build(m, &c.d, NULL, 0, DT_F64);
   cr_assert(rg && ad_backward(rg));
@@ -164,7 +164,7 @@ static void check(const char *train_yaml, double lr) {
   // The optimizer slots start at their init values (the runtime's job).
   for (int i = 0; i < tp->g->states.n; i++) {
     const GState *st = &tp->g->states.v[i];
-    double *dst = (double *)(mem + tp->offset[st->node]);
+    double *dst = (double *)(mem + tp->mem.offset[st->node]);
     for (int64_t j = 0; j < shape_numel(&graph_node(tp->g, st->node)->shape); j++) dst[j] = st->init;
   }
   for (int i = 0; i < rg->inputs.n; i++) {
