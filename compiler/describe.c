@@ -10,6 +10,11 @@
 #include "bpc_desc.h"
 #include "bpcc.h"
 
+static const char *desc_init_name(InitKind k) {
+  static const char *const n[] = {BPC_DESC_INITS(BPC_DESC_STRING)};
+  return n[k];
+}
+
 static cJSON *shape_json(const Shape *s) {
   cJSON *a = cJSON_CreateArray();
   for (int i = 0; i < s->rank; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)s->d[i]));
@@ -78,7 +83,7 @@ static cJSON *program_json(const Program *p) {
     const Shape *s = &graph_node(g, gp->node)->shape;
     cJSON *t = tensor(ts, p, gp->node, gp->name, DR_param);
     cJSON *init = cJSON_AddObjectToObject(t, DK_init);
-    cJSON_AddStringToObject(init, DK_kind, init_name(gp->init.kind));
+    cJSON_AddStringToObject(init, DK_kind, desc_init_name(gp->init.kind));
     cJSON_AddNumberToObject(init, DK_a, gp->init.a);
     cJSON_AddNumberToObject(init, DK_b, gp->init.b);
     int64_t fan_in = 1;
@@ -146,13 +151,18 @@ static cJSON *program_json(const Program *p) {
   return o;
 }
 
+_Static_assert(0 BPC_DESC_OPTIMIZERS(BPC_DESC_COUNT) == OPT_ADAGRAD + 1, "an optimizer name per OptKind");
+_Static_assert(0 BPC_DESC_SCHEDULES(BPC_DESC_COUNT) == SCHED_COSINE + 1, "a schedule name per SchedKind");
+_Static_assert(0 BPC_DESC_FORMATS(BPC_DESC_COUNT) == DATA_IDX + 1, "a format name per DataFormat");
+_Static_assert(0 BPC_DESC_INITS(BPC_DESC_COUNT) == INIT_HE_NORMAL + 1, "an init name per InitKind");
+
 static const char *opt_name(OptKind k) {
-  static const char *n[] = {"sgd", "adam", "adamw", "rmsprop", "adagrad"};
+  static const char *const n[] = {BPC_DESC_OPTIMIZERS(BPC_DESC_STRING)};
   return n[k];
 }
 
 static const char *sched_name(SchedKind k) {
-  static const char *n[] = {"constant", "step", "linear", "cosine"};
+  static const char *const n[] = {BPC_DESC_SCHEDULES(BPC_DESC_STRING)};
   return n[k];
 }
 
@@ -190,7 +200,7 @@ static cJSON *train_json(const TrainCfg *t) {
 }
 
 static const char *format_name(DataFormat f) {
-  static const char *n[] = {"text", "csv", "safetensors", "idx"};
+  static const char *const n[] = {BPC_DESC_FORMATS(BPC_DESC_STRING)};
   return n[f];
 }
 

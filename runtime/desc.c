@@ -62,8 +62,22 @@ static const char *const role_names[] = {BPC_DESC_ROLES(ROLE_NAME)};
 _Static_assert(sizeof role_names / sizeof *role_names == ROLE_OTHER + 1, "a role name per Role");
 const char *role_name(Role r) { return role_names[r]; }
 
-static const char *const init_names[] = {"zeros", "ones", "constant", "normal", "uniform",
-                                         "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"};
+static const char *const init_names[] = {BPC_DESC_INITS(BPC_DESC_STRING)};
+_Static_assert(sizeof init_names / sizeof *init_names == BPCRT_INIT_HE_NORMAL + 1, "an init name per kind");
+static const char *const format_names[] = {BPC_DESC_FORMATS(BPC_DESC_STRING)};
+_Static_assert(sizeof format_names / sizeof *format_names == FMT_IDX, "a format name per FMT_* after FMT_NONE");
+static const char *const schedule_names[] = {BPC_DESC_SCHEDULES(BPC_DESC_STRING)};
+_Static_assert(sizeof schedule_names / sizeof *schedule_names == SCHED_COSINE + 1, "a schedule name per SchedType");
+
+// The index of s in names[0, n), or -1.
+static int name_index(const char *s, const char *const *names, int n) {
+  for (int k = 0; s && k < n; k++)
+    if (!strcmp(s, names[k]))
+      return k;
+  return -1;
+}
+
+const char *schedule_name(SchedType t) { return schedule_names[t]; }
 
 static bool dtype_of(const char *s, bpcrt_dtype *dt) {
   if (!s)
@@ -104,10 +118,8 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
     fail(p, "tensor '%s' lies outside its arena", t->name ? t->name : "?");
   const cJSON *init = get(j, DK_init);
   char *kind = str(init, DK_kind);
-  t->init_kind = BPCRT_INIT_ZEROS;
-  for (int k = 0; kind && k < (int)(sizeof init_names / sizeof *init_names); k++)
-    if (!strcmp(kind, init_names[k]))
-      t->init_kind = k;
+  int ik = name_index(kind, init_names, (int)(sizeof init_names / sizeof *init_names));
+  t->init_kind = ik < 0 ? BPCRT_INIT_ZEROS : ik;
   t->init_a = num(p, init, DK_a, 0);
   t->init_b = num(p, init, DK_b, 0);
   t->fan_in = inum(p, init, DK_fan_in, 1);
@@ -169,8 +181,8 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
   if (!cJSON_IsObject(j))
     return;
   char *fmt = str(j, DK_format);
-  d->format = !fmt ? FMT_NONE : !strcmp(fmt, "text") ? FMT_TEXT : !strcmp(fmt, "csv") ? FMT_CSV
-            : !strcmp(fmt, "safetensors") ? FMT_ST : !strcmp(fmt, "idx") ? FMT_IDX : FMT_NONE;
+  int fk = name_index(fmt, format_names, (int)(sizeof format_names / sizeof *format_names));
+  d->format = fk < 0 ? FMT_NONE : (DataFormat)(FMT_TEXT + fk);
   if (d->format == FMT_NONE)
     fail(p, "data format '%s' is not text, csv, safetensors or idx", fmt ? fmt : "?");
   free(fmt);
@@ -235,9 +247,9 @@ static void train(P *p, const cJSON *j, TrainCfg *t) {
   t->beta2 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 1)) ? cJSON_GetArrayItem(betas, 1)->valuedouble : 0.999;
   t->lr_decay = num(p, o, DK_lr_decay, 0);
   char *st = str(s, DK_type);
-  t->sched = !st || !strcmp(st, "constant") ? SCHED_CONSTANT : !strcmp(st, "step") ? SCHED_STEP
-           : !strcmp(st, "linear") ? SCHED_LINEAR : !strcmp(st, "cosine") ? SCHED_COSINE : SCHED_CONSTANT;
-  if (st && strcmp(st, "constant") && t->sched == SCHED_CONSTANT)
+  int sk = name_index(st, schedule_names, (int)(sizeof schedule_names / sizeof *schedule_names));
+  t->sched = sk < 0 ? SCHED_CONSTANT : (SchedType)sk;
+  if (st && sk < 0)
     fail(p, "unknown schedule '%s'", st);
   free(st);
   t->warmup = inum(p, s, DK_warmup_steps, 0);

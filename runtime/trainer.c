@@ -2129,7 +2129,7 @@ static int cmd_info(T *t) {
     printf("dims     %s\n", d->dims_text);
   const TrainCfg *c = &d->train;
   printf("train    %s lr %g, schedule %s (warmup %lld), grad_accum %lld, steps %lld, epochs %lld, seed %llu\n",
-         c->opt_type, c->lr, (const char *[]){"constant", "step", "linear", "cosine"}[c->sched],
+         c->opt_type, c->lr, schedule_name(c->sched),
          (long long)c->warmup, (long long)c->grad_accum, (long long)c->steps, (long long)c->epochs,
          (unsigned long long)c->seed);
   static const char *fmts[] = {"none", "text", "csv", "safetensors", "idx"};

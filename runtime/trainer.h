@@ -119,6 +119,7 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen);
 void desc_free(Desc *d);
 const TDesc *prog_find(const Prog *p, const char *name);
 const char *role_name(Role r);
+const char *schedule_name(SchedType t);  // its "type" in the description
 
 // ---- data.c: data sets (SPEC 1.6) ------------------------------------------
 // A finite set holds every sample of each input it feeds, converted to the

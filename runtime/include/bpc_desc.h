@@ -23,6 +23,19 @@
 BPC_DESC_KEYS(BPC_DESC_KEY)
 #undef BPC_DESC_KEY
 
+// The values of a few fields, each list in the order of both sides' enums
+// (checked where they are used): a param's init "kind" (InitKind,
+// bpcrt_init_kind), a schedule's "type" (SchedKind, SchedType), a data
+// set's "format" (DataFormat; the runtime's FMT_* after FMT_NONE), an
+// optimizer's "type" (OptKind).
+#define BPC_DESC_INITS(X) \
+  X(zeros) X(ones) X(constant) X(normal) X(uniform) X(xavier_uniform) X(xavier_normal) X(he_uniform) X(he_normal)
+#define BPC_DESC_SCHEDULES(X) X(constant) X(step) X(linear) X(cosine)
+#define BPC_DESC_FORMATS(X) X(text) X(csv) X(safetensors) X(idx)
+#define BPC_DESC_OPTIMIZERS(X) X(sgd) X(adam) X(adamw) X(rmsprop) X(adagrad)
+#define BPC_DESC_STRING(v) #v,
+#define BPC_DESC_COUNT(v) +1
+
 // A tensor's "role", in the order of the runtime's Role (trainer.h).
 #define BPC_DESC_ROLES(X) X(param) X(grad) X(opt) X(state) X(input) X(scalar) X(loss) X(metric) X(output) X(other)
 #define BPC_DESC_ROLE(r) static const char DR_##r[] = #r;
