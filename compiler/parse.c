@@ -76,9 +76,27 @@ static const char *node_src(const YNode *node, const char **end) {
   return src > *end ? *end : src;
 }
 
+// A double-quoted scalar's escape at src (a backslash): how many source
+// bytes it spans and how many bytes of the value it makes (YAML 1.1: \xXX,
+// \uXXXX, \UXXXXXXXX as UTF-8; \N and \_ two bytes, \L and \P three;
+// the others one).
+static int escape_len(const char *src, const char *end, int *value_bytes) {
+  char e = src + 1 < end ? src[1] : 0;
+  int hex = e == 'x' ? 2 : e == 'u' ? 4 : e == 'U' ? 8 : 0;
+  *value_bytes = e == 'N' || e == '_' ? 2 : e == 'L' || e == 'P' ? 3 : 1;
+  if (hex && src + 2 + hex <= end) {
+    unsigned long cp = 0;
+    for (int i = 0; i < hex; i++) cp = cp * 16 + (unsigned long)(isdigit((unsigned char)src[2 + i]) ? src[2 + i] - '0' : (tolower((unsigned char)src[2 + i]) - 'a' + 10));
+    *value_bytes = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    return 2 + hex;
+  }
+  return 2;
+}
+
 // Maps every byte of the scalar's value to its file position by walking the
-// source alongside it: exact for plain and single-line quoted scalars and for
-// folded lines; a best effort through escapes and block scalars.
+// source alongside it: exact for plain and quoted scalars (escapes and
+// escaped line breaks too) and for folded lines; a best effort through
+// block scalars.
 static Loc *map_locs(Arena *a, const YNode *node, int len) {
   Loc *locs = arena_alloc(a, sizeof(Loc) * (size_t)(len + 1));
   Loc cur = node->loc;
@@ -97,13 +115,26 @@ static Loc *map_locs(Arena *a, const YNode *node, int len) {
       cur.col++;
       continue;
     }
+    // an escaped line break makes nothing: past it and the next line's indent
+    while (style == '"' && src + 1 < end && src[0] == '\\' && (src[1] == '\n' || src[1] == '\r')) {
+      adv(&src, &cur);
+      skip_ws(&src, end, &cur);
+    }
+    if (src >= end) {
+      locs[k] = cur;
+      continue;
+    }
     if (*src != v[k] && !is_ws(v[k]) && is_ws(*src)) skip_ws(&src, end, &cur);  // a folded break
     locs[k] = cur;
     if (src >= end) continue;
     if (*src != v[k] && is_ws(v[k]) && is_ws(*src)) {
       skip_ws(&src, end, &cur);
-    } else if (*src != v[k] && ((style == '"' && *src == '\\') || (style == '\'' && *src == '\''))) {
-      adv(&src, &cur);  // an escape: two source bytes for one (best effort)
+    } else if (style == '"' && *src == '\\') {  // every byte it makes at the backslash
+      int made, n = escape_len(src, end, &made);
+      for (int m = 1; m < made && k + 1 < len; m++) locs[++k] = cur;
+      for (int i = 0; i < n && src < end; i++) adv(&src, &cur);
+    } else if (*src != v[k] && style == '\'' && *src == '\'') {
+      adv(&src, &cur);  // '' in a single-quoted scalar: two source bytes for one
       if (src < end) adv(&src, &cur);
     } else {
       adv(&src, &cur);

@@ -60,8 +60,21 @@ static void print_expr(FILE *out, const Graph *g, const Node *n) {
   const OpInfo *info = op_info(n->op);
   fprintf(out, "%s(", info->name);
   bool first = true;
-  for (int i = 0; i < n->nin; i++) {
+  // Required tensor operands positionally; an optional one (`mask:t=none`)
+  // by name, as it must be written (a fourth positional argument of
+  // attention is `heads`).
+  int nreq = n->nin;
+  for (int i = 0; i < info->nparams; i++)
+    if (info->params[i].kind == 't' && !info->params[i].required && node_operand(n, info->params[i].name) >= 0) nreq--;
+  for (int i = 0; i < nreq; i++) {
     fprintf(out, "%s%s", first ? "" : ", ", node_ref(g, n->in[i], x, sizeof x));
+    first = false;
+  }
+  for (int i = 0; i < info->nparams; i++) {
+    const OpParam *p = &info->params[i];
+    int k = p->kind == 't' && !p->required ? node_operand(n, p->name) : -1;
+    if (k < 0) continue;
+    fprintf(out, "%s%s=%s", first ? "" : ", ", p->name, node_ref(g, n->in[k], x, sizeof x));
     first = false;
   }
   Attr def = attr_default(n->op);

@@ -5,6 +5,8 @@
 // as a diff. BPC_UPDATE_GOLDEN=1 rewrites the files.
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -73,4 +75,34 @@ Test(golden, show_every_model) {
   cr_assert_gt(checked, 2);
   cr_assert_str_empty(failures, "show output differs from tests/golden for: %s "
                       "(BPC_UPDATE_GOLDEN=1 to accept)", failures);
+}
+
+// An optional tensor operand prints by name: `attention(q, k, v, mask=m,
+// heads=2)` (a fourth positional argument would be `heads`), so the printed
+// expression loads again.
+Test(golden, show_prints_optional_operands_by_name) {
+  const char *yaml = "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
+                     "graph:\n  a: attention(q, q, q, 2, mask=mf)\noutputs: [a]\n";
+  char path[] = "/tmp/bpc_show_XXXXXX.yaml";
+  int fd = mkstemps(path, 5);
+  cr_assert(fd >= 0);
+  cr_assert(write(fd, yaml, strlen(yaml)) == (ssize_t)strlen(yaml));
+  close(fd);
+  char *out = show_model(path, false);
+  const char *line = strstr(out, "a: attention(");
+  cr_assert(line, "%s", out);
+  cr_expect(!strncmp(line, "a: attention(q, q, q, mask=mf, heads=2)", 39), "%s", line);
+  // the printed expression, as a model again
+  const char *end = strstr(line, ")  #");
+  cr_assert(end);
+  char again[512];
+  snprintf(again, sizeof again, "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
+           "graph:\n  %.*s\noutputs: [a]\n", (int)(end + 1 - line), line);
+  fd = open(path, O_WRONLY | O_TRUNC);
+  cr_assert(fd >= 0 && write(fd, again, strlen(again)) == (ssize_t)strlen(again));
+  close(fd);
+  char *out2 = show_model(path, false);
+  cr_expect_str_eq(out2, out);
+  free(out), free(out2);
+  unlink(path);
 }
