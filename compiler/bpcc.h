@@ -546,8 +546,6 @@ const char *op_name(Op op);
 // Bytes per element of a dtype (f64 8, f32 and i32 4), and of a node's value.
 int64_t dtype_bytes(DType t);
 int64_t node_bytes(const Node *n);
-// Every arena offset (memplan.c) is a multiple of this.
-#define BPC_ARENA_ALIGN 64
 
 Graph *graph_new(Diag *d, const Model *m, DType fdtype);
 // The graph's products (matmul, attention, conv2d) take bf16 operands with
@@ -873,6 +871,8 @@ bool parse_size(const char *s, int64_t *out);
 // with an elementwise kernel's dying same-shape operand reused in place.
 void memplan_assign(Program *p);
 void memplan_print(FILE *out, const Program *p);  // bytes by category vs naive
+// The bytes a node's value takes in the arena (aligned as every arena offset is).
+int64_t memplan_value_bytes(const Node *n);
 
 // ============================================================ expand.c
 

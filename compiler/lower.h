@@ -164,8 +164,11 @@ void emit_col_finish(CG *c, int kind, int64_t out, int64_t part, int64_t nb, int
 void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb,
                       DType t, int64_t work);
 // The temporary of a kernel by row blocks: partials [nb, 2I], then mean [I],
-// var [I], m [2I] (lower_reduce.c).
+// var [I], m [2I] (lower_reduce.c): its size, and the offsets of its parts
+// in the arena for kernel k.
 int64_t col_temp_bytes(int64_t nb, int64_t I, DType t);
+typedef struct { int64_t part, mean, var, m; } ColTemp;
+ColTemp col_temp(CG *c, const Kernel *k, int64_t nb, int64_t I, DType t);
 
 // ---- the GEMM every product shares (lower_linalg.c)
 // One unbatched matmul node into `out` over the kernel's range. The range

@@ -9,12 +9,22 @@
 static bool packed_qkv(const Node *n) { return n->op == OP_ATTENTION_QKV || n->op == OP_ATTENTION_QKV_GRAD; }
 static bool forward(const Node *n) { return n->op == OP_ATTENTION || n->op == OP_ATTENTION_QKV; }
 
+// q [B, Tq, C] (packed: [B, T, 3C]) and the key count.
+static void attention_dims(const Graph *g, const Node *n, int64_t *B, int64_t *Tq, int64_t *Tk, int64_t *C) {
+  const Shape *q = &graph_node(g, n->in[0])->shape;
+  bool packed = packed_qkv(n);
+  *B = q->d[0], *Tq = q->d[1];
+  *Tk = packed ? q->d[1] : graph_node(g, n->in[1])->shape.d[1];
+  *C = packed ? q->d[2] / 3 : q->d[2];
+}
+
 static void lower_attention(CG *c, const Kernel *k, const Node *n) {
   const Attr *a = &n->attr;
   DType t = call_dtype(c, n);
   bool packed = packed_qkv(n), fwd = forward(n);
   const Shape *q = XS(0), *kk = packed ? XS(0) : XS(1);
-  int64_t B = q->d[0], Tq = q->d[1], Tk = kk->d[1], C = packed ? q->d[2] / 3 : q->d[2], H = a->i[0];
+  int64_t B, Tq, Tk, C, H = a->i[0];
+  attention_dims(c->g, n, &B, &Tq, &Tk, &C);
   int64_t ld = packed ? 3 * C : C, work = kernel_work(k);
   begin_kernel(c);
   LLVMValueRef sp = scratch_ptr(c), in[3], null = LLVMConstNull(c->ptr), outs[3] = {null, null, null};
@@ -33,15 +43,6 @@ static void lower_attention(CG *c, const Kernel *k, const Node *n) {
     outs[a->i[1]] = P(k->root);
   }
   call_kernel_sfx(c, "attention_bwd", product_sfx(c, t), (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
-}
-
-// q [B, Tq, C] (packed: [B, T, 3C]) and the key count.
-static void attention_dims(const Graph *g, const Node *n, int64_t *B, int64_t *Tq, int64_t *Tk, int64_t *C) {
-  const Shape *q = &graph_node(g, n->in[0])->shape;
-  bool packed = packed_qkv(n);
-  *B = q->d[0], *Tq = q->d[1];
-  *Tk = packed ? q->d[1] : graph_node(g, n->in[1])->shape.d[1];
-  *C = packed ? q->d[2] / 3 : q->d[2];
 }
 
 static int64_t attention_scratch(const Graph *g, const Node *n) {

@@ -35,42 +35,34 @@ static int64_t bn_temp(const struct Program *p, const Node *n) {
   return col_temp_bytes(nb, I, graph_node(p->g, n->in[0])->dtype);
 }
 
-// The offsets of the kernel's temporary: partials, mean, var, m.
-static void bn_temps(CG *c, const Kernel *k, const Node *n, int64_t nb, int64_t I, int64_t *part, int64_t *mean,
-                     int64_t *var, int64_t *m) {
-  int64_t sz = dtype_bytes(graph_node(c->g, IN(0))->dtype);
-  *part = kernel_temp(c, k);
-  *mean = *part + 2 * nb * I * sz, *var = *mean + I * sz, *m = *var + I * sz;
-}
-
 // batch statistics when training, else the running ones
 static void lower_batch_norm(CG *c, const Kernel *k, const Node *n) {
-  int64_t R, I, nb = bn_col_blocks(c->g, n, &R, &I), part, mean, var, m, work = kernel_work(k);
+  int64_t R, I, nb = bn_col_blocks(c->g, n, &R, &I), work = kernel_work(k);
   DType t = graph_node(c->g, IN(0))->dtype;
-  bn_temps(c, k, n, nb, I, &part, &mean, &var, &m);
-  if (c->p->training) emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
+  ColTemp ct = col_temp(c, k, nb, I, t);
+  if (c->p->training) emit_col_moments(c, IN(0), ct.part, ct.mean, ct.var, R, I, nb, t, work);
   begin_kernel(c);
-  LLVMValueRef mp = c->p->training ? arena_off(c, mean) : P(IN(3));
-  LLVMValueRef vp = c->p->training ? arena_off(c, var) : P(IN(4));
+  LLVMValueRef mp = c->p->training ? arena_off(c, ct.mean) : P(IN(3));
+  LLVMValueRef vp = c->p->training ? arena_off(c, ct.var) : P(IN(4));
   call_kernel(c, "bn_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), mp, vp, P(IN(1)), I64(c, shape_numel(XS(1))), P(IN(2)),
                                                  I64(c, shape_numel(XS(2))), I64(c, I), FC(c, t, n->attr.f[0])}, 10, R, work);
 }
 
 static void lower_batch_norm_dx(CG *c, const Kernel *k, const Node *n) {
-  int64_t R, I, nb = bn_col_blocks(c->g, n, &R, &I), part, mean, var, m, work = kernel_work(k);
+  int64_t R, I, nb = bn_col_blocks(c->g, n, &R, &I), work = kernel_work(k);
   DType t = graph_node(c->g, IN(0))->dtype;
   int64_t gn = shape_numel(XS(1));
-  bn_temps(c, k, n, nb, I, &part, &mean, &var, &m);
-  emit_col_moments(c, IN(0), part, mean, var, R, I, nb, t, work);
+  ColTemp ct = col_temp(c, k, nb, I, t);
+  emit_col_moments(c, IN(0), ct.part, ct.mean, ct.var, R, I, nb, t, work);
   begin_kernel(c);
   LLVMValueRef eps = FC(c, t, n->attr.f[0]);
-  call_kernel(c, "bn_dx_part", t, (LLVMValueRef[]){arena_off(c, part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
-                                                   arena_off(c, var), I64(c, R), I64(c, I), eps}, 10, nb, work);
-  emit_col_finish(c, BPCK_SUM, m, part, nb, 2 * I, 1.0 / (double)R, t);
+  call_kernel(c, "bn_dx_part", t, (LLVMValueRef[]){arena_off(c, ct.part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
+                                                   arena_off(c, ct.var), I64(c, R), I64(c, I), eps}, 10, nb, work);
+  emit_col_finish(c, BPCK_SUM, ct.m, ct.part, nb, 2 * I, 1.0 / (double)R, t);
   begin_kernel(c);
   eps = FC(c, t, n->attr.f[0]);
-  call_kernel(c, "bn_dx_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, mean),
-                                                    arena_off(c, var), arena_off(c, m), I64(c, I), eps}, 10, R, work);
+  call_kernel(c, "bn_dx_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
+                                                    arena_off(c, ct.var), arena_off(c, ct.m), I64(c, I), eps}, 10, R, work);
 }
 
 const Backend be_norm_rows = {.emit = lower_norm_rows};

@@ -44,6 +44,12 @@ void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int
 
 int64_t col_temp_bytes(int64_t nb, int64_t I, DType t) { return (2 * nb + 4) * I * dtype_bytes(t); }
 
+ColTemp col_temp(CG *c, const Kernel *k, int64_t nb, int64_t I, DType t) {
+  ColTemp ct = {.part = kernel_temp(c, k)};
+  ct.mean = ct.part + 2 * nb * I * dtype_bytes(t), ct.var = ct.mean + I * dtype_bytes(t), ct.m = ct.var + I * dtype_bytes(t);
+  return ct;
+}
+
 // A column statistic over the leading axes, by row blocks: when the rows are
 // many and short (I <= 256) and there are at least two blocks.
 static int64_t reduce_col_blocks(const Graph *g, const Node *n, int64_t *R, int64_t *I) {
@@ -70,12 +76,13 @@ static void lower_reduce(CG *c, const Kernel *k, const Node *n) {
   int64_t work = kernel_work(k), R = 1, I = 1, nb = reduce_col_blocks(c->g, n, &R, &I);
   if (nb) {  // partials, then their combination (var: the moments' two passes)
     DType xt = graph_node(c->g, IN(0))->dtype;
-    int64_t part = kernel_temp(c, k), out = c->p->mem.offset[k->root];
-    if (n->op == OP_VAR) return emit_col_moments(c, IN(0), part, part + 2 * nb * I * dtype_bytes(xt), out, R, I, nb, xt, work);
+    ColTemp ct = col_temp(c, k, nb, I, xt);
+    int64_t out = c->p->mem.offset[k->root];
+    if (n->op == OP_VAR) return emit_col_moments(c, IN(0), ct.part, ct.mean, out, R, I, nb, xt, work);
     int kind = n->op == OP_MAX ? BPCK_MAX : n->op == OP_MIN ? BPCK_MIN : BPCK_SUM;
     BPC_ASSERT(n->op != OP_LOGSUMEXP);
-    emit_col_part(c, kind, IN(0), -1, part, R, I, nb, xt, work);
-    return emit_col_finish(c, kind, out, part, nb, I, n->op == OP_MEAN ? 1.0 / (double)R : 1.0, xt);
+    emit_col_part(c, kind, IN(0), -1, ct.part, R, I, nb, xt, work);
+    return emit_col_finish(c, kind, out, ct.part, nb, I, n->op == OP_MEAN ? 1.0 / (double)R : 1.0, xt);
   }
   BPC_ASSERT(contiguous_axes(a));
   int64_t O;

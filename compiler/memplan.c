@@ -12,11 +12,11 @@
 #include "bpc_kernels.h"
 #include "bpcc.h"
 
-#define ALIGN BPC_ARENA_ALIGN
+#define ALIGN 64
 
 static int64_t align_up(int64_t x) { return (x + ALIGN - 1) / ALIGN * ALIGN; }
 
-static int64_t value_bytes(const Node *n) { return align_up(node_bytes(n)); }
+int64_t memplan_value_bytes(const Node *n) { return align_up(node_bytes(n)); }
 
 typedef struct Block {
   int64_t off, size;
@@ -100,14 +100,14 @@ static void place(Program *p, const Kernel *kr, int k, int out, int *last, const
       int s = p->alias[kr->reads[r]];
       const Node *sn = graph_node(g, s), *rn = graph_node(g, kr->reads[r]);
       if (!fixed[s] && last[s] == k && p->mem.offset[s] >= base && shape_eq(&rn->shape, &on->shape) &&
-          sn->dtype == on->dtype && value_bytes(sn) == value_bytes(on))
+          sn->dtype == on->dtype && memplan_value_bytes(sn) == memplan_value_bytes(on))
         reuse = s;
     }
   if (reuse >= 0) {
     p->mem.offset[out] = p->mem.offset[reuse];
     last[reuse] = -2;  // handed over: not freed below
   } else {
-    p->mem.offset[out] = base + fl_alloc(fl, value_bytes(on));
+    p->mem.offset[out] = base + fl_alloc(fl, memplan_value_bytes(on));
   }
   if (last[out] < 0 && last[out] != -2) last[out] = k;  // never read: free right away
 }
@@ -125,8 +125,8 @@ void memplan_assign(Program *p) {
     if (!(op_info(nd->op)->flags & OPF_LEAF)) continue;
     MemCat cat = nd->op == OP_PARAM ? MEM_PARAM : nd->op == OP_STATE ? MEM_STATE : MEM_INPUT;
     p->mem.offset[id] = top;
-    top += value_bytes(nd);
-    p->mem.cat_bytes[cat] += value_bytes(nd);
+    top += memplan_value_bytes(nd);
+    p->mem.cat_bytes[cat] += memplan_value_bytes(nd);
   }
   // 2. Results, alive through the end of the step.
   bool *fixed = xcalloc((size_t)n, 1);
@@ -136,8 +136,8 @@ void memplan_assign(Program *p) {
     if (!p->materialized[id] || !is_result(g, id, &cat) || p->mem.offset[s] >= 0) continue;
     p->mem.offset[s] = top;
     fixed[s] = true;
-    top += value_bytes(graph_node(g, s));
-    p->mem.cat_bytes[cat] += value_bytes(graph_node(g, s));
+    top += memplan_value_bytes(graph_node(g, s));
+    p->mem.cat_bytes[cat] += memplan_value_bytes(graph_node(g, s));
   }
   // 3. Activations by liveness: last[s] = the last kernel reading storage s.
   int nk = p->kernels.n;
@@ -159,7 +159,7 @@ void memplan_assign(Program *p) {
     for (int r = 0; r < kr->nreads; r++) {
       int s = p->alias[kr->reads[r]];
       if (last[s] == k && !fixed[s] && p->mem.offset[s] >= base) {
-        fl_free(&fl, p->mem.offset[s] - base, value_bytes(graph_node(g, s)));
+        fl_free(&fl, p->mem.offset[s] - base, memplan_value_bytes(graph_node(g, s)));
         last[s] = -3;
       }
     }
@@ -167,7 +167,7 @@ void memplan_assign(Program *p) {
     for (int o = 0; kr->kind != KK_STATE && kr->kind != KK_ALIAS && o <= kr->nouts; o++) {
       int out = o < kr->nouts ? kr->outs[o] : kr->root;
       if (last[out] == k && p->mem.offset[out] >= base) {
-        fl_free(&fl, p->mem.offset[out] - base, value_bytes(graph_node(g, out)));
+        fl_free(&fl, p->mem.offset[out] - base, memplan_value_bytes(graph_node(g, out)));
         last[out] = -3;
       }
     }
@@ -191,7 +191,7 @@ void memplan_assign(Program *p) {
     }
   }
   for (int id = 0; id < n; id++)
-    if (p->materialized[id] && p->alias[id] == id) p->mem.naive_bytes += value_bytes(graph_node(g, id));
+    if (p->materialized[id] && p->alias[id] == id) p->mem.naive_bytes += memplan_value_bytes(graph_node(g, id));
   free(fl.v);
   free(last);
   free(fixed);

@@ -176,9 +176,6 @@ static int cand_cmp(const void *a, const void *b) {
   return x->node - y->node;
 }
 
-// As memplan.c plans it: aligned to BPC_ARENA_ALIGN.
-static int64_t value_bytes(const Node *n) { return (node_bytes(n) + BPC_ARENA_ALIGN - 1) / BPC_ARENA_ALIGN * BPC_ARENA_ALIGN; }
-
 static Cand *candidates(const Program *p, const bool *fwd, int *ncand) {
   const Graph *g = p->g;
   int n = g->nodes.n;
@@ -188,7 +185,7 @@ static Cand *candidates(const Program *p, const bool *fwd, int *ncand) {
   int nc = 0;
   for (int s = 0; s < n; s++) {
     if (!kept[s] || opt[s]) continue;
-    c[nc] = (Cand){.node = s, .bytes = value_bytes(graph_node(g, s))};
+    c[nc] = (Cand){.node = s, .bytes = memplan_value_bytes(graph_node(g, s))};
     tree_cost(p, s, s, &c[nc], seen, nc + 1);
     nc++;
   }
@@ -297,7 +294,7 @@ Program *program_plan_budget(const Graph *g, bool fuse, int64_t budget, Graph **
 static void print_value(FILE *out, const Graph *g, int id, int64_t flops) {
   const Node *n = graph_node(g, id);
   char sh[96], b[64];
-  format_bytes(b, sizeof b, value_bytes(n));
+  format_bytes(b, sizeof b, memplan_value_bytes(n));
   fprintf(out, "    %-24s %-18s %12s  %s", n->name ? n->name : op_name(n->op), shape_str(&n->shape, sh, sizeof sh), b,
           op_name(n->op));
   if (flops >= 0) fprintf(out, "  %lld flop", (long long)flops);
@@ -329,8 +326,8 @@ void remat_print(FILE *out, const Program *p) {
   int64_t kbytes = 0, rbytes = 0, extra = 0, total = 0;
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = graph_node(g, id);
-    if (kept[id]) nkept++, kbytes += value_bytes(n);
-    if (n->remat == 2 && n->op != OP_RESHAPE) nre++, rbytes += value_bytes(n);
+    if (kept[id]) nkept++, kbytes += memplan_value_bytes(n);
+    if (n->remat == 2 && n->op != OP_RESHAPE) nre++, rbytes += memplan_value_bytes(n);
     if (n->remat) extra += node_flops(g, n);
   }
   for (int k = 0; k < p->kernels.n; k++) total += p->kernels.v[k].flops;
