@@ -3,13 +3,14 @@
 #   make test   install what is missing, build, run every suite (plain, then
 #               ASan+UBSan), then the loader and the differential fuzzer
 #               (tests/fuzz/run.sh) for FUZZ_SECONDS each
+#   make format rewrite the C files as .clang-format says (the `format` test checks)
 #   make bench  bpc against PyTorch eager, torch.compile and JAX (bench/README.md)
 #   make bench-long  GPT-2 124M at T = 1024 against PyTorch eager (bench/long.py)
 BUILD ?= build
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build demo test test-plain test-asan fuzz bench bench-long clean
+.PHONY: all deps build demo test test-plain test-asan fuzz format bench bench-long clean
 
 all: build
 
@@ -37,6 +38,10 @@ fuzz: deps
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh
 
 test: test-plain test-asan fuzz
+
+# Rewrite every C file as .clang-format says (ctest's `format` checks it)
+format: deps
+	git ls-files '*.c' '*.h' | xargs clang-format-19 -i
 
 bench: deps
 	bench/setup.sh build-bench

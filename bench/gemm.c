@@ -31,15 +31,15 @@ static double now(void) {
 }
 
 // One turn of `call`: repeated until ~0.1 s, the time per call.
-#define TURN(call)                           \
-  ({                                         \
-    int iters_ = 0;                          \
-    double t0_ = now(), t1_;                 \
-    do {                                     \
-      call;                                  \
-      iters_++;                              \
-    } while ((t1_ = now()) - t0_ < 0.1);     \
-    (t1_ - t0_) / iters_;                    \
+#define TURN(call)                       \
+  ({                                     \
+    int iters_ = 0;                      \
+    double t0_ = now(), t1_;             \
+    do {                                 \
+      call;                              \
+      iters_++;                          \
+    } while ((t1_ = now()) - t0_ < 0.1); \
+    (t1_ - t0_) / iters_;                \
   })
 #define KEEP_BEST(best, t) ((best) = (t) < (best) ? (t) : (best))
 
@@ -70,13 +70,13 @@ static void task(void *ctx, int64_t begin, int64_t end, int thread) {
   __typeof__(bpck_gemm_f32) *cols = bf16 ? bpck_gemm_cols_bf16 : bpck_gemm_cols_f32;
   if (j->N > j->M) {  // codegen's emit_gemm: columns in units of BPCK_GEMM_COL_UNIT
     int64_t hi = end * BPCK_GEMM_COL_UNIT < j->N ? end * BPCK_GEMM_COL_UNIT : j->N;
-    cols(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
-                       j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_COL_UNIT, hi);
+    cols(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0, j->ws + (size_t)thread * j->ws_per,
+         begin * BPCK_GEMM_COL_UNIT, hi);
     return;
   }
   int64_t hi = end * BPCK_GEMM_ROW_UNIT < j->M ? end * BPCK_GEMM_ROW_UNIT : j->M;
-  rows(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0,
-                j->ws + (size_t)thread * j->ws_per, begin * BPCK_GEMM_ROW_UNIT, hi);
+  rows(j->M, j->N, j->K, j->A, j->lda, j->ta, j->B, j->ldb, j->tb, j->C, j->N, 0, j->ws + (size_t)thread * j->ws_per,
+       begin * BPCK_GEMM_ROW_UNIT, hi);
 }
 
 static int with_blas = 1, both = 0;
@@ -95,13 +95,14 @@ static void run(const char *label, int64_t M, int64_t N, int64_t K, int ta, int 
   for (int64_t i = 0; i < M * K; i++) A[i] = (float)(i % 7) - 3;
   for (int64_t i = 0; i < K * N; i++) B[i] = (float)(i % 5) - 2;
   double flop = 2.0 * (double)M * (double)N * (double)K;
-  int64_t units = N > M ? (N + BPCK_GEMM_COL_UNIT - 1) / BPCK_GEMM_COL_UNIT : (M + BPCK_GEMM_ROW_UNIT - 1) / BPCK_GEMM_ROW_UNIT;
+  int64_t units =
+      N > M ? (N + BPCK_GEMM_COL_UNIT - 1) / BPCK_GEMM_COL_UNIT : (M + BPCK_GEMM_ROW_UNIT - 1) / BPCK_GEMM_ROW_UNIT;
   int narrow = both && isa == BPCK_ISA_AVX512;
 #ifdef BPC_HAVE_OPENBLAS
   openblas_set_num_threads(threads);
-#define BLAS_CALL                                                                                            \
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, \
-              (int)K, 1.0f, A, (int)j.lda, B, (int)j.ldb, 0.0f, C, (int)N)
+#define BLAS_CALL                                                                                                    \
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K, \
+              1.0f, A, (int)j.lda, B, (int)j.ldb, 0.0f, C, (int)N)
 #else
   with_blas = 0;
 #define BLAS_CALL (void)0
@@ -146,15 +147,23 @@ int main(int argc, char **argv) {
   int quick = 0, shape = 0, nshape = 0;
   int64_t dims[6];
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--quick")) quick = 1;
-    else if (!strcmp(argv[i], "--cold")) cold = 1;
-    else if (!strcmp(argv[i], "--both")) both = 1;
-    else if (!strcmp(argv[i], "--no-blas")) with_blas = 0;
-    else if (!strcmp(argv[i], "--bf16")) bf16 = 1;
-    else if (!strcmp(argv[i], "--shape")) shape = 1;
-    else if (shape && nshape < 6) dims[nshape++] = atoll(argv[i]);
+    if (!strcmp(argv[i], "--quick"))
+      quick = 1;
+    else if (!strcmp(argv[i], "--cold"))
+      cold = 1;
+    else if (!strcmp(argv[i], "--both"))
+      both = 1;
+    else if (!strcmp(argv[i], "--no-blas"))
+      with_blas = 0;
+    else if (!strcmp(argv[i], "--bf16"))
+      bf16 = 1;
+    else if (!strcmp(argv[i], "--shape"))
+      shape = 1;
+    else if (shape && nshape < 6)
+      dims[nshape++] = atoll(argv[i]);
     else {
-      fprintf(stderr, "usage: bench_gemm [--quick] [--both] [--no-blas] [--bf16] [--shape M N K TA TB THREADS [--cold]]\n");
+      fprintf(stderr,
+              "usage: bench_gemm [--quick] [--both] [--no-blas] [--bf16] [--shape M N K TA TB THREADS [--cold]]\n");
       return 2;
     }
   }

@@ -40,8 +40,7 @@ static void time_calls(const char *what, bpcrt_pool *p, int64_t n, int64_t grain
     t[i] = now_ns() - t0;
   }
   qsort(t, (size_t)calls, sizeof *t, cmp64);
-  printf("%-44s median %6ld ns   p99 %7ld ns\n", what, (long)t[calls / 2],
-         (long)t[calls * 99 / 100]);
+  printf("%-44s median %6ld ns   p99 %7ld ns\n", what, (long)t[calls / 2], (long)t[calls * 99 / 100]);
   free(t);
 }
 
@@ -74,8 +73,7 @@ static double time_fma(bpcrt_pool *p, double *out, int64_t n) {
 
 int main(int argc, char **argv) {
   int calls = argc > 1 ? atoi(argv[1]) : 200000;
-  if (calls < 100)
-    calls = 100;
+  if (calls < 100) calls = 100;
   bpcrt_pool *all = bpcrt_pool_new(0);
   printf("threadpool: %d calls each, %d usable CPUs\n", calls, bpcrt_pool_threads(all));
   bpcrt_pool_free(all);
@@ -90,8 +88,7 @@ int main(int argc, char **argv) {
   const int64_t n = 100000;  // x 100 FMAs = 1e7
   double *out = malloc((size_t)n * sizeof *out);
   double t1 = time_fma(p1, out, n), t2 = time_fma(p2, out, n);
-  printf("1e7 FMAs: 1 thread %.2f ms, 2 threads %.2f ms, speedup %.2fx\n", t1 / 1e6, t2 / 1e6,
-         t1 / t2);
+  printf("1e7 FMAs: 1 thread %.2f ms, 2 threads %.2f ms, speedup %.2fx\n", t1 / 1e6, t2 / 1e6, t1 / t2);
   free(out);
   bpcrt_pool_free(p1);
   bpcrt_pool_free(p2);

@@ -33,7 +33,8 @@ static bool run(char *const argv[], Diag *d) {
 bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d) {
 #ifndef BPC_MPI_OBJ
   if (mpi) {
-    diag_error(d, (Loc){0}, "--mpi: this bpc was built without Open MPI: install 'libopenmpi-dev' and 'openmpi-bin' "
+    diag_error(d, (Loc){0},
+               "--mpi: this bpc was built without Open MPI: install 'libopenmpi-dev' and 'openmpi-bin' "
                "(scripts/install-deps.sh) and build bpc again");
     return false;
   }

@@ -12,8 +12,9 @@
 
 int ad_op(AD *ad, Op op, int nin, const int *in, const Attr *attr) {
   int id = g_op(ad->g, op, ad->loc, nin, in, attr);
-  if (id < 0) bpc_bug(__FILE__, __LINE__, "gradient rule of '%s' built an ill-shaped '%s'",
-                      ad->cur ? op_name(ad->cur->op) : "?", op_name(op));
+  if (id < 0)
+    bpc_bug(__FILE__, __LINE__, "gradient rule of '%s' built an ill-shaped '%s'", ad->cur ? op_name(ad->cur->op) : "?",
+            op_name(op));
   return id;
 }
 

@@ -28,10 +28,8 @@
 #define BPC_MAX_DEPTH 200                 // YAML and expression nesting limit
 
 // ============================================================ util.c
-noreturn void bpc_bug(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-#define BPC_ASSERT(c) \
-  ((c) ? (void)0 : bpc_bug(__FILE__, __LINE__, "assertion failed: %s", #c))
+noreturn void bpc_bug(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define BPC_ASSERT(c) ((c) ? (void)0 : bpc_bug(__FILE__, __LINE__, "assertion failed: %s", #c))
 
 // Allocation aborts on OOM, so callers never check for NULL.
 void *xmalloc(size_t n);
@@ -47,18 +45,17 @@ typedef struct Arena {
 void *arena_alloc(Arena *a, size_t n);  // zeroed, 16-byte aligned
 char *arena_strdup(Arena *a, const char *s);
 char *arena_strndup(Arena *a, const char *s, size_t n);
-char *arena_printf(Arena *a, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+char *arena_printf(Arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void arena_free(Arena *a);
 
 // Growable array of T in a plain struct { T *v; int n, cap; }.
-#define VEC_PUSH(vec, x)                                                   \
-  do {                                                                     \
-    if ((vec).n == (vec).cap) {                                            \
-      (vec).cap = (vec).cap ? 2 * (vec).cap : 8;                           \
-      (vec).v = xrealloc((vec).v, (size_t)(vec).cap * sizeof(*(vec).v));   \
-    }                                                                      \
-    (vec).v[(vec).n++] = (x);                                              \
+#define VEC_PUSH(vec, x)                                                 \
+  do {                                                                   \
+    if ((vec).n == (vec).cap) {                                          \
+      (vec).cap = (vec).cap ? 2 * (vec).cap : 8;                         \
+      (vec).v = xrealloc((vec).v, (size_t)(vec).cap * sizeof(*(vec).v)); \
+    }                                                                    \
+    (vec).v[(vec).n++] = (x);                                            \
   } while (0)
 
 typedef struct DimOverride {
@@ -104,12 +101,10 @@ typedef struct Diag {
 
 void diag_init(Diag *d, FILE *out);
 // `file:line:col: error: message`, then the source line and a caret.
-void diag_error(Diag *d, Loc loc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void diag_error(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void diag_verror(Diag *d, Loc loc, const char *fmt, va_list ap);
 // A note attached to the previous error (same format, "note:").
-void diag_note(Diag *d, Loc loc, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void diag_note(Diag *d, Loc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 // Loc at byte offset `off` of a scalar that starts at `base` (same line).
 Loc loc_offset(Loc base, int off);
 
@@ -172,8 +167,15 @@ typedef enum { DT_F32, DT_F64, DT_I32 } DType;
 const char *dtype_name(DType t);  // "f32", "f64", "i32"
 
 typedef enum {
-  INIT_ZEROS, INIT_ONES, INIT_CONSTANT, INIT_NORMAL, INIT_UNIFORM,
-  INIT_XAVIER_UNIFORM, INIT_XAVIER_NORMAL, INIT_HE_UNIFORM, INIT_HE_NORMAL,
+  INIT_ZEROS,
+  INIT_ONES,
+  INIT_CONSTANT,
+  INIT_NORMAL,
+  INIT_UNIFORM,
+  INIT_XAVIER_UNIFORM,
+  INIT_XAVIER_NORMAL,
+  INIT_HE_UNIFORM,
+  INIT_HE_NORMAL,
 } InitKind;
 
 // constant(v): a = v; normal(mean, std): a = mean, b = std ("normal(std)": mean 0);
@@ -341,8 +343,7 @@ typedef struct Model {
 // reporting the errors (several independent ones per run).
 Model *model_load(Arena *a, Diag *d, const char *path);
 // The same from text in memory (tests, fuzzing); `path` names it in errors.
-Model *model_load_text(Arena *a, Diag *d, const char *path, const char *text,
-                       size_t len);
+Model *model_load_text(Arena *a, Diag *d, const char *path, const char *text, size_t len);
 
 // ============================================================ ir.c
 typedef struct Shape {
@@ -375,7 +376,7 @@ typedef enum {
 #define X(e, ...) OP_##e,
   BPC_OPS(X)
 #undef X
-  OP_COUNT,
+      OP_COUNT,
   OP_NONE = -1,
 } Op;
 
@@ -464,16 +465,43 @@ typedef struct Graph {
   Diag *diag;
   const Model *model;
   DType fdtype;  // float dtype of the compiled graph
-  struct { Node **v; int n, cap; } nodes;
-  struct { GDim *v; int n, cap; } dims;
-  struct { GInput *v; int n, cap; } inputs;
-  struct { GParam *v; int n, cap; } params;
-  struct { GState *v; int n, cap; } states;
-  struct { GNamed *v; int n, cap; } named;
+  struct {
+    Node **v;
+    int n, cap;
+  } nodes;
+  struct {
+    GDim *v;
+    int n, cap;
+  } dims;
+  struct {
+    GInput *v;
+    int n, cap;
+  } inputs;
+  struct {
+    GParam *v;
+    int n, cap;
+  } params;
+  struct {
+    GState *v;
+    int n, cap;
+  } states;
+  struct {
+    GNamed *v;
+    int n, cap;
+  } named;
   int loss;  // -1 if the model has none
-  struct { GNamed *v; int n, cap; } metrics;
-  struct { GNamed *v; int n, cap; } outputs;
-  struct { GInput *v; int n, cap; } scalars;  // runtime-fed optimizer scalars (__lr, ...)
+  struct {
+    GNamed *v;
+    int n, cap;
+  } metrics;
+  struct {
+    GNamed *v;
+    int n, cap;
+  } outputs;
+  struct {
+    GInput *v;
+    int n, cap;
+  } scalars;  // runtime-fed optimizer scalars (__lr, ...)
   int phase;  // phase given to the nodes g_op makes now
 } Graph;
 
@@ -699,7 +727,10 @@ typedef struct MemPlan {
 typedef struct Program {
   const Graph *g;
   bool training;  // batch_norm with batch statistics (else running stats)
-  struct { Kernel *v; int n, cap; } kernels;
+  struct {
+    Kernel *v;
+    int n, cap;
+  } kernels;
   bool *materialized;  // per node: has storage of its own or an alias
   int *alias;          // per node: the node whose storage it uses (itself if none)
   int64_t *alias_off;  // per node: its byte offset inside that storage (a slice view)
@@ -717,7 +748,6 @@ void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *read
 // One kernel as `bpc check` lists it: kind, value, shape, ops (without the
 // value's name: what kernels of one kind share).
 void kernel_text(const Program *p, int i, char *buf, size_t len, bool with_name);
-
 
 // A matmul as `batch` GEMMs of [M, K] x [K, N] (a batch against a shared
 // rank-2 B folds into M). Codegen and the memory plan's scratch agree on it.
@@ -770,9 +800,9 @@ bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *ki
 // arenas and tensors. `fwd` is the forward graph (dims, dtype).
 // decode (with sample): the one-position program of cached sampling, or
 // decode_error saying why there is none.
-char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
-                     const Program *sample, const Program *predict, const char *predict_error,
-                     const Program *decode, const char *decode_error, const char *compile_flags);
+char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval, const Program *sample,
+                     const Program *predict, const char *predict_error, const Program *decode, const char *decode_error,
+                     const char *compile_flags);
 
 // ============================================================ jit.c
 // A compiled module in this process (ORC LLJIT): look its entry points up.
@@ -838,7 +868,6 @@ CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main);
 bool aot_link_trainer(const TrainerBuild *b, const char *cpu, int opt, bool mpi, const char *path, Diag *d);
 bool aot_write_lib(const TrainerBuild *b, const char *cpu, int opt, const char *path, Diag *d);
 
-
 // ============================================================ decode.c
 // Cached sampling (issue 19.4): the decode graph of the batch-1 sample graph
 // s (its outputs set to the logits): the tokens one [1, 1] row, an i32
@@ -880,8 +909,7 @@ int64_t memplan_value_bytes(const Node *n);
 // applied), inputs/params/state leaves, every entry lowered through the
 // registry, functions and repeat inlined with prefixed names. NULL after
 // reporting the errors.
-Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov,
-                   DType fdtype);
+Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DType fdtype);
 
 // ============================================================ interp.c
 // The reference interpreter. Every value is held as doubles; in an f32 graph

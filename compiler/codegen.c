@@ -27,8 +27,6 @@
 // The kernel library's bitcode, embedded by kernels_bc.S.
 extern const char bpc_kernels_bc[], bpc_kernels_bc_end[];
 
-
-
 // ---------------------------------------------------------------- functions
 
 // Function `name` of type ret(args), declared on its first call. A later
@@ -70,8 +68,9 @@ static LLVMValueRef ctx_field(CG *c, LLVMValueRef ctx, int field) {
 static void cheap(CG *c, LLVMValueRef f) {
   static const char *attrs[] = {"optnone", "noinline"};
   for (int i = 0; i < 2; i++)
-    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
-                            LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName(attrs[i], strlen(attrs[i])), 0));
+    LLVMAddAttributeAtIndex(
+        f, LLVMAttributeFunctionIndex,
+        LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName(attrs[i], strlen(attrs[i])), 0));
 }
 
 // A byte pointer into the arena at `off`. Wrappers take their offsets from a
@@ -145,10 +144,10 @@ LLVMValueRef node_ptr(CG *c, int id) {
 }
 
 LLVMValueRef scratch_ptr(CG *c) {
-  LLVMValueRef off = LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->mem.scratch_per_thread), "");
+  LLVMValueRef off =
+      LLVMBuildMul(c->b, LLVMBuildSExt(c->b, c->thread, c->i64, ""), I64(c, c->p->mem.scratch_per_thread), "");
   return LLVMBuildGEP2(c->b, LLVMInt8TypeInContext(c->cx), c->scratch, &off, 1, "");
 }
-
 
 LLVMValueRef loop_begin(CG *c, Loop *l, LLVMValueRef lo, LLVMValueRef hi, const char *name) {
   l->pre = LLVMGetInsertBlock(c->b);
@@ -188,8 +187,6 @@ LLVMValueRef ew_operand(CG *c, Ew *e, int id, DType to) {
   if (n->op == OP_CONST) return to == DT_I32 ? I32(c, (int64_t)n->attr.f[0]) : FC(c, to, n->attr.f[0]);
   return convert(c, ew_node(c, e, id), n->dtype, to);
 }
-
-
 
 static LLVMValueRef ew_node(CG *c, Ew *e, int id) {
   if (e->val[id]) return e->val[id];
@@ -237,9 +234,11 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   for (int i = 0; i < 4; i++) params[no + e->nr + i] = c->i64;
   char name[32];
   snprintf(name, sizeof name, "ew%d", c->bodies.n);
-  LLVMValueRef fn = LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)(no + e->nr + 2 + 2 * mm), 0));
+  LLVMValueRef fn =
+      LLVMAddFunction(c->mod, name, LLVMFunctionType(c->vd, params, (unsigned)(no + e->nr + 2 + 2 * mm), 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
+  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+                          LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noinline", 8), 0));
   // noalias: without it the vectorizer guards every loop with overlap checks,
   // and an in-place kernel or a matmul epilogue (the output is one of the
   // operands, element for element) always fails them and runs scalar. The
@@ -248,7 +247,8 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
   // A read that shares an output's storage is loaded through the output's
   // pointer (see emit_ew), so distinct pointers never overlap.
   for (int i = 0; i < no + e->nr; i++)
-    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1, LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
+    LLVMAddAttributeAtIndex(fn, (unsigned)i + 1,
+                            LLVMCreateEnumAttribute(c->cx, LLVMGetEnumAttributeKindForName("noalias", 7), 0));
   LLVMBasicBlockRef saved = LLVMGetInsertBlock(c->b);
   LLVMValueRef saved_fn = c->fn;
   c->fn = fn;
@@ -276,7 +276,8 @@ static LLVMValueRef emit_ew_body(CG *c, Ew *e, const Kernel *k, int64_t inner) {
         for (int a = e->rank - 2; a >= 0; a--) {
           LLVMValueRef coord = LLVMBuildSRem(c->b, rem, I64(c, e->d[a]), "");
           rem = LLVMBuildSDiv(c->b, rem, I64(c, e->d[a]), "");
-          if (e->r[i].stride[a]) base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, coord, I64(c, e->r[i].stride[a]), ""), "");
+          if (e->r[i].stride[a])
+            base = LLVMBuildAdd(c->b, base, LLVMBuildMul(c->b, coord, I64(c, e->r[i].stride[a]), ""), "");
         }
       e->r[i].base = base;
     }
@@ -307,7 +308,6 @@ static bool tree_reads(const Graph *g, const Kernel *k, int id) {
   }
   return false;
 }
-
 
 // The loop's reads and iteration space: e's reads with their strides over
 // the collapsed axes; *inner and *rows the loop's extent.
@@ -513,8 +513,8 @@ void contiguous_strides(const Shape *s, int64_t *st) {
 }
 
 // A strided copy kernel: out (+ out_off elements) <- in (+ in_off) over `shape`.
-void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int64_t in_off,
-                      const int64_t *ist, const Shape *shape, DType t, bool own_kernel) {
+void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int64_t in_off, const int64_t *ist,
+               const Shape *shape, DType t, bool own_kernel) {
   Shape s = *shape;
   if (s.rank == 0) s = (Shape){.rank = 1, .d = {1}};
   int64_t n = shape_numel(&s);
@@ -524,8 +524,14 @@ void emit_copy(CG *c, int out, int64_t out_off, const int64_t *ost, int in, int6
   LLVMValueRef op = node_ptr(c, out), ip = node_ptr(c, in);
   op = LLVMBuildGEP2(c->b, ftype(c, t), op, (LLVMValueRef[]){I64(c, out_off)}, 1, "");
   ip = LLVMBuildGEP2(c->b, ftype(c, t), ip, (LLVMValueRef[]){I64(c, in_off)}, 1, "");
-  LLVMValueRef args[8] = {op, global_i64s(c, ost, s.rank), ip, global_i64s(c, ist, s.rank), I32(c, s.rank),
-                          global_i64s(c, s.d, s.rank), own_kernel ? c->begin : I64(c, 0), own_kernel ? c->end : I64(c, n)};
+  LLVMValueRef args[8] = {op,
+                          global_i64s(c, ost, s.rank),
+                          ip,
+                          global_i64s(c, ist, s.rank),
+                          I32(c, s.rank),
+                          global_i64s(c, s.d, s.rank),
+                          own_kernel ? c->begin : I64(c, 0),
+                          own_kernel ? c->end : I64(c, n)};
   lib(c, name, LLVMVoidTypeInContext(c->cx), args, 8);
   if (own_kernel) end_kernel(c, n, 2 * n);
 }
@@ -560,7 +566,7 @@ const char *product_sfx(const CG *c, DType t) { return t == DT_F32 && c->bf16 ? 
 
 // One library kernel over [begin, end) (a fresh kernel function).
 void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n,
-                            int64_t work) {
+                     int64_t work) {
   LLVMValueRef all[32];
   memcpy(all, args, sizeof(LLVMValueRef) * (size_t)nargs);
   all[nargs] = c->begin, all[nargs + 1] = c->end;
@@ -654,15 +660,15 @@ static LLVMValueRef emit_entry(CG *c, const char *name, int phase, int prog) {
   LLVMValueRef hook = LLVMBuildLoad2(c->b, c->ptr, hook_var, "hook");
   LLVMValueRef profiling = LLVMBuildICmp(c->b, LLVMIntNE, hook, LLVMConstNull(c->ptr), "profiling");
   // tick(k): if (hook) hook(prog, k)
-#define TICK(k)                                                                                          \
-  do {                                                                                                   \
-    LLVMBasicBlockRef on_ = LLVMAppendBasicBlockInContext(c->cx, f, "tick"),                            \
-                      next_ = LLVMAppendBasicBlockInContext(c->cx, f, "run");                           \
-    LLVMBuildCondBr(c->b, profiling, on_, next_);                                                        \
-    LLVMPositionBuilderAtEnd(c->b, on_);                                                                 \
-    LLVMBuildCall2(c->b, hook_ty, hook, (LLVMValueRef[]){I32(c, prog), I32(c, k)}, 2, "");              \
-    LLVMBuildBr(c->b, next_);                                                                            \
-    LLVMPositionBuilderAtEnd(c->b, next_);                                                               \
+#define TICK(k)                                                                            \
+  do {                                                                                     \
+    LLVMBasicBlockRef on_ = LLVMAppendBasicBlockInContext(c->cx, f, "tick"),               \
+                      next_ = LLVMAppendBasicBlockInContext(c->cx, f, "run");              \
+    LLVMBuildCondBr(c->b, profiling, on_, next_);                                          \
+    LLVMPositionBuilderAtEnd(c->b, on_);                                                   \
+    LLVMBuildCall2(c->b, hook_ty, hook, (LLVMValueRef[]){I32(c, prog), I32(c, k)}, 2, ""); \
+    LLVMBuildBr(c->b, next_);                                                              \
+    LLVMPositionBuilderAtEnd(c->b, next_);                                                 \
   } while (0)
   int most = 0;
   for (int i = 0; i < c->steps.n; i++) most = c->steps.v[i].nslots > most ? c->steps.v[i].nslots : most;
@@ -673,7 +679,8 @@ static LLVMValueRef emit_entry(CG *c, const char *name, int phase, int prog) {
     Step *s = &c->steps.v[i];
     if (phase >= 0 && s->phase != phase) continue;
     for (int k = 0; k < s->nslots; k++)
-      LLVMBuildStore(c->b, I64(c, s->slots[k]), LLVMBuildGEP2(c->b, c->i64, clo, (LLVMValueRef[]){I64(c, k + 1)}, 1, ""));
+      LLVMBuildStore(c->b, I64(c, s->slots[k]),
+                     LLVMBuildGEP2(c->b, c->i64, clo, (LLVMValueRef[]){I64(c, k + 1)}, 1, ""));
     if (s->parallel)
       call(c, pfor, (LLVMValueRef[]){pool, s->fn, clo, I64(c, s->n), I64(c, 1)}, 5);
     else
@@ -707,8 +714,9 @@ static const char *level_features(const char *cpu) {
   static const char *const levels[][2] = {
       {"x86-64-v2", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16"},
       {"x86-64-v3", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe"},
-      {"x86-64-v4", "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe,"
-                    "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"}};
+      {"x86-64-v4",
+       "+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+bmi,+bmi2,+fma,+f16c,+lzcnt,+movbe,"
+       "+avx512f,+avx512bw,+avx512cd,+avx512dq,+avx512vl"}};
   for (size_t i = 0; i < sizeof levels / sizeof *levels; i++)
     if (!strcmp(cpu, levels[i][0])) return levels[i][1];
   return "";
@@ -749,8 +757,8 @@ static void emit_main(CG *c, LLVMValueRef json, LLVMValueRef *entries, const cha
 // Turns a function definition into a declaration (its blocks deleted).
 // bpck_<exp|log|...>_<f32|f64>: the scalar math generated loops inline.
 static bool is_scalar_math(const char *name) {
-  static const char *scalar[] = {"exp", "log", "tanh", "sin", "cos", "erf", "pow", "sigmoid", "softplus",
-                                 "gelu", "gelu_grad", "silu"};
+  static const char *scalar[] = {"exp", "log",     "tanh",     "sin",  "cos",       "erf",
+                                 "pow", "sigmoid", "softplus", "gelu", "gelu_grad", "silu"};
   for (size_t i = 0; i < sizeof scalar / sizeof *scalar; i++) {
     size_t len = strlen(scalar[i]);
     if (!strncmp(name + 5, scalar[i], len) && (!strcmp(name + 5 + len, "_f32") || !strcmp(name + 5 + len, "_f64")))
@@ -806,7 +814,8 @@ static bool check_kernel_calls(LLVMModuleRef mod, LLVMModuleRef lib, Diag *d) {
     LLVMTypeRef want = LLVMGlobalGetValueType(def), got = LLVMGlobalGetValueType(f);
     if (want == got) continue;
     char *ws = LLVMPrintTypeToString(want), *gs = LLVMPrintTypeToString(got);
-    diag_error(d, (Loc){0}, "internal: the generated call of %s has type %s, but the kernel library declares %s", name, gs, ws);
+    diag_error(d, (Loc){0}, "internal: the generated call of %s has type %s, but the kernel library declares %s", name,
+               gs, ws);
     LLVMDisposeMessage(ws), LLVMDisposeMessage(gs);
     ok = false;
   }
@@ -845,8 +854,11 @@ static bool link_kernels(CG *c, const char *cpu, const char *features, Diag *d) 
     LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-cpu", 10);
     LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "target-features", 15);
     LLVMRemoveStringAttributeAtIndex(f, LLVMAttributeFunctionIndex, "tune-cpu", 8);
-    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(c->cx, "target-cpu", 10, cpu, (unsigned)strlen(cpu)));
-    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex, LLVMCreateStringAttribute(c->cx, "target-features", 15, features, (unsigned)strlen(features)));
+    LLVMAddAttributeAtIndex(f, LLVMAttributeFunctionIndex,
+                            LLVMCreateStringAttribute(c->cx, "target-cpu", 10, cpu, (unsigned)strlen(cpu)));
+    LLVMAddAttributeAtIndex(
+        f, LLVMAttributeFunctionIndex,
+        LLVMCreateStringAttribute(c->cx, "target-features", 15, features, (unsigned)strlen(features)));
     if (!strncmp(fname, "bpck_", 5)) LLVMSetLinkage(f, LLVMInternalLinkage);  // unused ones are dropped
   }
   return true;
@@ -868,8 +880,8 @@ static bool cpu_known(LLVMTargetRef target, const char *triple, const char *cpu)
   if (pid == 0) {
     dup2(fds[1], 2);
     close(fds[0]), close(fds[1]);
-    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, "", LLVMCodeGenLevelNone, LLVMRelocPIC,
-                                                      LLVMCodeModelDefault);
+    LLVMTargetMachineRef tm =
+        LLVMCreateTargetMachine(target, triple, cpu, "", LLVMCodeGenLevelNone, LLVMRelocPIC, LLVMCodeModelDefault);
     LLVMContextRef cx = LLVMContextCreate();
     LLVMModuleRef m = LLVMModuleCreateWithNameInContext("cpu", cx);
     LLVMSetTarget(m, triple);
@@ -912,13 +924,17 @@ LLVMTargetMachineRef codegen_target(const char *cpu_in, int opt, Diag *d) {
   }
   bool native = !cpu_in || !strcmp(cpu_in, "native");
   if (!native && !cpu_known(target, triple, cpu_in)) {
-    diag_error(d, (Loc){0}, "--cpu %s: not a processor LLVM knows for %s (`llc -mcpu=help` lists them)", cpu_in, triple);
+    diag_error(d, (Loc){0}, "--cpu %s: not a processor LLVM knows for %s (`llc -mcpu=help` lists them)", cpu_in,
+               triple);
     LLVMDisposeMessage(triple);
     return NULL;
   }
   char *cpu = native ? LLVMGetHostCPUName() : NULL;
   char *features = native ? LLVMGetHostCPUFeatures() : NULL;
-  LLVMCodeGenOptLevel lvl = opt <= 0 ? LLVMCodeGenLevelNone : opt == 1 ? LLVMCodeGenLevelLess : opt == 2 ? LLVMCodeGenLevelDefault : LLVMCodeGenLevelAggressive;
+  LLVMCodeGenOptLevel lvl = opt <= 0   ? LLVMCodeGenLevelNone
+                            : opt == 1 ? LLVMCodeGenLevelLess
+                            : opt == 2 ? LLVMCodeGenLevelDefault
+                                       : LLVMCodeGenLevelAggressive;
   LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, native ? cpu : cpu_in, native ? features : "", lvl,
                                                     LLVMRelocPIC, LLVMCodeModelDefault);
   if (cpu) LLVMDisposeMessage(cpu);
@@ -966,8 +982,10 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
       c.sig = kernel_signature(&c, k);
       switch (k->kind) {
       case KK_EW:
-        if (k->group > 0) emit_update_group(&c, k, 1 + k->group);
-        else if (k->group == 0) emit_ew(&c, k);  // (-1: emitted with its group)
+        if (k->group > 0)
+          emit_update_group(&c, k, 1 + k->group);
+        else if (k->group == 0)
+          emit_ew(&c, k);  // (-1: emitted with its group)
         break;
       case KK_CALL: emit_call(&c, k); break;
       case KK_STATE: emit_state(&c, k); break;
@@ -982,7 +1000,7 @@ LLVMModuleRef codegen_module(LLVMContextRef cx, const CodegenUnit *u, LLVMTarget
     LLVMValueRef json = const_string(&c, "bpc_model_json", u->json);
     if (u->with_main) {
       // bpcrt_entries by name: train_step, train_update, eval, sample, predict, decode
-      static const char *const names[NENTRIES] = {"bpc_train_step", "bpc_train_update", "bpc_eval_forward",
+      static const char *const names[NENTRIES] = {"bpc_train_step",     "bpc_train_update",    "bpc_eval_forward",
                                                   "bpc_sample_forward", "bpc_predict_forward", "bpc_decode_forward"};
       LLVMValueRef e[NENTRIES] = {0};
       for (int k = 0; k < NENTRIES; k++)
@@ -1050,8 +1068,10 @@ bool codegen_emit(const CodegenUnit *u, const char *cpu, int opt, const char *ki
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
     char *err = NULL;
-    if (!strcmp(kind, "llvm")) ok = !LLVMPrintModuleToFile(mod, tmp, &err);
-    else ok = !LLVMTargetMachineEmitToFile(tm, mod, tmp, !strcmp(kind, "asm") ? LLVMAssemblyFile : LLVMObjectFile, &err);
+    if (!strcmp(kind, "llvm"))
+      ok = !LLVMPrintModuleToFile(mod, tmp, &err);
+    else
+      ok = !LLVMTargetMachineEmitToFile(tm, mod, tmp, !strcmp(kind, "asm") ? LLVMAssemblyFile : LLVMObjectFile, &err);
     if (ok && rename(tmp, path) != 0) ok = false, err = NULL;
     if (!ok) {
       diag_error(d, (Loc){0}, "cannot write '%s': %s", path, err ? err : "rename failed");

@@ -182,7 +182,8 @@ static bool attention(Dec *x, const Node *n, int id) {
   if (!n->attr.b[0]) return no(x, n, "attention is not causal: every position sees the later ones");
   if (node_operand(n, "mask") >= 0) return no(x, n, "attention with a key mask");
   for (int k = 0; k < (packed ? 1 : 3); k++)
-    if (x->ta[n->in[k]] != 1) return no(x, n, "attention: the %s operand is not a row per position", (const char *[]){"q", "k", "v"}[k]);
+    if (x->ta[n->in[k]] != 1)
+      return no(x, n, "attention: the %s operand is not a row per position", (const char *[]){"q", "k", "v"}[k]);
   int64_t C = n->shape.d[2];
   int in[6];
   for (int w = 0; w < 3; w++) {
@@ -240,21 +241,24 @@ static bool follow(Dec *x, const Node *n, int ta, Attr *a, int *out) {
     a->shape = n->shape;
     a->shape.d[*out] = 1;
     return true;
-  case OP_CONCAT:
-    return a->i[0] != ta || no(x, n, "concat along the positions");
-  case OP_SLICE:
-    return a->i[2] != in0 || no(x, n, "slice along the positions");
-  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP:
+  case OP_CONCAT: return a->i[0] != ta || no(x, n, "concat along the positions");
+  case OP_SLICE: return a->i[2] != in0 || no(x, n, "slice along the positions");
+  case OP_SUM:
+  case OP_MEAN:
+  case OP_MAX:
+  case OP_MIN:
+  case OP_VAR:
+  case OP_LOGSUMEXP:
     if (among(a->axes, a->naxes, in0)) return no(x, n, "%s over the positions", op_name(n->op));
     *out = in0;
     for (int i = 0; i < a->naxes && !a->b[0]; i++) *out -= a->axes[i] < in0;
     return true;
-  case OP_ARGMAX:
-    *out = in0 - (a->i[0] < in0);
-    return a->i[0] != in0 || no(x, n, "argmax over the positions");
-  case OP_SOFTMAX: case OP_LOG_SOFTMAX:
-    return a->i[0] != in0 || no(x, n, "%s over the positions", op_name(n->op));
-  case OP_LAYER_NORM: case OP_RMS_NORM: case OP_LINEAR:  // over the last axis
+  case OP_ARGMAX: *out = in0 - (a->i[0] < in0); return a->i[0] != in0 || no(x, n, "argmax over the positions");
+  case OP_SOFTMAX:
+  case OP_LOG_SOFTMAX: return a->i[0] != in0 || no(x, n, "%s over the positions", op_name(n->op));
+  case OP_LAYER_NORM:
+  case OP_RMS_NORM:
+  case OP_LINEAR:  // over the last axis
     return (in0 >= 0 && in0 != r0 - 1) || no(x, n, "%s over the positions", op_name(n->op));
   case OP_MATMUL: {  // rows of a (or a batch axis against a shared rank-2 b)
     int row = a->b[0] ? r0 - 1 : r0 - 2;
@@ -264,11 +268,9 @@ static bool follow(Dec *x, const Node *n, int ta, Attr *a, int *out) {
     *out = in0 + n->shape.rank - r0;
     return true;
   }
-  case OP_EMBEDDING: case OP_ONE_HOT:
-    *out = in0;
-    return in0 >= 0 || no(x, n, "%s of a table that depends on the tokens", op_name(n->op));
-  default:
-    return op_info(n->op)->lower == LK_EW || no(x, n, "%s mixes the positions", op_name(n->op));
+  case OP_EMBEDDING:
+  case OP_ONE_HOT: *out = in0; return in0 >= 0 || no(x, n, "%s of a table that depends on the tokens", op_name(n->op));
+  default: return op_info(n->op)->lower == LK_EW || no(x, n, "%s mixes the positions", op_name(n->op));
   }
 }
 

@@ -208,7 +208,8 @@ static cJSON *data_json(const DataCfg *d) {
   if (!d->present) return cJSON_CreateNull();
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, DK_format, format_name(d->format));
-#define STR(k, v) if (v) cJSON_AddStringToObject(o, k, v)
+#define STR(k, v) \
+  if (v) cJSON_AddStringToObject(o, k, v)
   STR(DK_path, d->path);
   STR(DK_tokens, d->tokens);
   STR(DK_targets, d->targets);
@@ -255,9 +256,9 @@ static uint64_t layout_hash(const cJSON *train) {
   return h;
 }
 
-char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval,
-                     const Program *sample, const Program *predict, const char *predict_error,
-                     const Program *decode, const char *decode_error, const char *compile_flags) {
+char *describe_model(const Model *m, const Graph *fwd, const Program *train, const Program *eval, const Program *sample,
+                     const Program *predict, const char *predict_error, const Program *decode, const char *decode_error,
+                     const char *compile_flags) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, DK_abi, 1);
   cJSON_AddStringToObject(o, DK_name, m->name);
@@ -266,7 +267,8 @@ char *describe_model(const Model *m, const Graph *fwd, const Program *train, con
   cJSON_AddStringToObject(o, DK_model_path, m->file->path);
   cJSON_AddStringToObject(o, DK_compile, compile_flags);
   cJSON *dims = cJSON_AddObjectToObject(o, DK_dims);
-  for (int i = 0; i < fwd->dims.n; i++) cJSON_AddNumberToObject(dims, fwd->dims.v[i].name, (double)fwd->dims.v[i].value);
+  for (int i = 0; i < fwd->dims.n; i++)
+    cJSON_AddNumberToObject(dims, fwd->dims.v[i].name, (double)fwd->dims.v[i].value);
   cJSON_AddItemToObject(o, DK_train, train_json(&m->train));
   cJSON *data = cJSON_AddObjectToObject(o, DK_data);
   cJSON_AddItemToObject(data, DK_train, data_json(&m->data_train));

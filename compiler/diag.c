@@ -47,8 +47,7 @@ void diag_verror(Diag *d, Loc loc, const char *fmt, va_list ap) {
   d->nerr++;
   if (d->nerr > d->max_errors) return;
   report(d, loc, "error", fmt, ap);
-  if (d->nerr == d->max_errors)
-    fprintf(d->out, "bpc: too many errors; stopping here\n");
+  if (d->nerr == d->max_errors) fprintf(d->out, "bpc: too many errors; stopping here\n");
 }
 
 void diag_error(Diag *d, Loc loc, const char *fmt, ...) {

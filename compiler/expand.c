@@ -19,7 +19,10 @@ typedef struct Binding {
 typedef struct Scope {
   const FuncDef *fn;   // NULL at the model's top level
   const char *prefix;  // "" or "y1." / "yL.3." / "y1.sub."
-  struct { Binding *v; int n, cap; } local;
+  struct {
+    Binding *v;
+    int n, cap;
+  } local;
   const char *entry;   // full name of the entry being lowered
   int nstate, ndrop;   // per-entry counters naming state and dropout streams
   int64_t index;       // the instance index under repeat (`{i}` in a param's from), else -1
@@ -32,7 +35,10 @@ typedef struct Build {
   Diag *d;
   int nmodel_params;  // g->params.v[0..n) are the model's own params
   const struct Scope *scope;  // the scope being lowered (for messages)
-  struct { const FuncDef **v; int n, cap; } failed;  // functions whose instance failed
+  struct {
+    const FuncDef **v;
+    int n, cap;
+  } failed;  // functions whose instance failed
 } Build;
 
 static int lower(Build *b, Scope *s, const Expr *e);
@@ -45,11 +51,12 @@ static const GDim *find_dim(Build *b, const char *name) {
   return NULL;
 }
 
-static void unknown_name(Build *b, Loc loc, const char *what, const char *name,
-                         const char *const *cands, int n) {
+static void unknown_name(Build *b, Loc loc, const char *what, const char *name, const char *const *cands, int n) {
   const char *hint = closest_name(name, cands, n);
-  if (hint) diag_error(b->d, loc, "unknown %s '%s'; did you mean '%s'?", what, name, hint);
-  else diag_error(b->d, loc, "unknown %s '%s'", what, name);
+  if (hint)
+    diag_error(b->d, loc, "unknown %s '%s'; did you mean '%s'?", what, name, hint);
+  else
+    diag_error(b->d, loc, "unknown %s '%s'", what, name);
 }
 
 static bool is_tensor_name(Build *b, const char *name) {
@@ -95,20 +102,25 @@ static bool eval_int(Build *b, const Expr *e, int64_t *out) {
   case EX_BIN:
     if (!eval_int(b, e->args[0], &x) || !eval_int(b, e->args[1], &y)) return false;
     switch (e->op) {
-    case '+': if (__builtin_add_overflow(x, y, out)) break; return true;
-    case '-': if (__builtin_sub_overflow(x, y, out)) break; return true;
-    case '*': if (__builtin_mul_overflow(x, y, out)) break; return true;
+    case '+':
+      if (__builtin_add_overflow(x, y, out)) break;
+      return true;
+    case '-':
+      if (__builtin_sub_overflow(x, y, out)) break;
+      return true;
+    case '*':
+      if (__builtin_mul_overflow(x, y, out)) break;
+      return true;
     case '/':
       if (y == 0) return diag_error(b->d, e->loc, "division by zero in an integer expression"), false;
-      if (x % y) return diag_error(b->d, e->loc, "%lld / %lld does not divide exactly", (long long)x, (long long)y), false;
+      if (x % y)
+        return diag_error(b->d, e->loc, "%lld / %lld does not divide exactly", (long long)x, (long long)y), false;
       *out = x / y;
       return true;
-    default:
-      return diag_error(b->d, e->loc, "operator not allowed in an integer expression"), false;
+    default: return diag_error(b->d, e->loc, "operator not allowed in an integer expression"), false;
     }
     return diag_error(b->d, e->loc, "integer overflow"), false;
-  default:
-    return diag_error(b->d, e->loc, "expected an integer expression"), false;
+  default: return diag_error(b->d, e->loc, "expected an integer expression"), false;
   }
 }
 
@@ -141,8 +153,7 @@ static bool eval_float(Build *b, const Expr *e, double *out) {
     default: break;
     }
     /* fallthrough */
-  default:
-    return diag_error(b->d, e->loc, "expected a number"), false;
+  default: return diag_error(b->d, e->loc, "expected a number"), false;
   }
 }
 
@@ -178,7 +189,8 @@ static bool eval_int_list(Build *b, const Expr *e, Attr *a) {
   for (int i = 0; i < e->nargs; i++) {
     int64_t v;
     if (!eval_int(b, e->args[i], &v)) return false;
-    if (v < -BPC_MAX_RANK || v >= BPC_MAX_RANK) return diag_error(b->d, e->args[i]->loc, "axis %lld is out of range", (long long)v), false;
+    if (v < -BPC_MAX_RANK || v >= BPC_MAX_RANK)
+      return diag_error(b->d, e->args[i]->loc, "axis %lld is out of range", (long long)v), false;
     a->axes[i] = (int)v;
   }
   return true;
@@ -198,8 +210,10 @@ static bool build_dims(Build *b, const DimOverride *ov, int nov) {
       const char *hint = closest_name(ov[k].name, c, m->ndims);
       free(c);
       Loc none = {0};
-      if (hint) diag_error(b->d, none, "-D %s: the model has no dim '%s'; did you mean '%s'?", ov[k].name, ov[k].name, hint);
-      else diag_error(b->d, none, "-D %s: the model has no dim '%s'", ov[k].name, ov[k].name);
+      if (hint)
+        diag_error(b->d, none, "-D %s: the model has no dim '%s'; did you mean '%s'?", ov[k].name, ov[k].name, hint);
+      else
+        diag_error(b->d, none, "-D %s: the model has no dim '%s'", ov[k].name, ov[k].name);
       ok = false;
     }
   }
@@ -213,8 +227,8 @@ static bool build_dims(Build *b, const DimOverride *ov, int nov) {
       ok = false;
       v = 1;  // keep going: later dims and shapes still get checked
     } else if (v < 1 || v > BPC_MAX_ELEMS) {
-      diag_error(b->d, have ? (Loc){0} : dd->value->loc, "dim %s = %lld must be between 1 and 2^40",
-                 dd->name, (long long)v);
+      diag_error(b->d, have ? (Loc){0} : dd->value->loc, "dim %s = %lld must be between 1 and 2^40", dd->name,
+                 (long long)v);
       ok = false;
       v = 1;
     }
@@ -228,8 +242,7 @@ static bool decl_shape(Build *b, const TensorDecl *t, Shape *s) {
   int64_t numel = 1;
   for (int i = 0; i < t->rank; i++) {
     if (!eval_int(b, t->shape[i], &s->d[i])) return false;
-    if (s->d[i] < 1)
-      return diag_error(b->d, t->shape[i]->loc, "dim must be >= 1, got %lld", (long long)s->d[i]), false;
+    if (s->d[i] < 1) return diag_error(b->d, t->shape[i]->loc, "dim must be >= 1, got %lld", (long long)s->d[i]), false;
     if (s->d[i] > BPC_MAX_ELEMS / numel)
       return diag_error(b->d, t->shape[i]->loc, "tensor '%s' has more than 2^40 elements", t->name), false;
     numel *= s->d[i];
@@ -268,24 +281,41 @@ static void add_lora(Build *b, const TensorDecl *t, const Shape *s, int wi) {
   int eff = g_binary(g, OP_ADD, w->node, g_binary(g, OP_MUL, g_const(g, scale, t->loc), ab, t->loc), t->loc);
   w = &g->params.v[wi];
   w->value = eff, w->lora_a = an, w->lora_b = bn, w->lora_scale = scale;
-  VEC_PUSH(g->params, ((GParam){.name = an, .node = a, .loc = t->loc, .init = ia, .trainable = true, .decay = true,
-                                .grad = -1, .update = -1, .value = a}));
-  VEC_PUSH(g->params, ((GParam){.name = bn, .node = bb, .loc = t->loc, .init = ib, .trainable = true, .decay = true,
-                                .grad = -1, .update = -1, .value = bb}));
+  VEC_PUSH(g->params, ((GParam){.name = an,
+                                .node = a,
+                                .loc = t->loc,
+                                .init = ia,
+                                .trainable = true,
+                                .decay = true,
+                                .grad = -1,
+                                .update = -1,
+                                .value = a}));
+  VEC_PUSH(g->params, ((GParam){.name = bn,
+                                .node = bb,
+                                .loc = t->loc,
+                                .init = ib,
+                                .trainable = true,
+                                .decay = true,
+                                .grad = -1,
+                                .update = -1,
+                                .value = bb}));
 }
 
 // A param's foreign name with every `{i}` replaced by the repeat index.
 static const char *resolve_from(Build *b, const TensorDecl *t, int64_t index) {
   if (!t->from || !strstr(t->from, "{i}")) return t->from;
   if (index < 0) {
-    diag_error(b->d, t->from_loc, "'{i}' in from is the instance index under repeat; '%s' is not under repeat", t->name);
+    diag_error(b->d, t->from_loc, "'{i}' in from is the instance index under repeat; '%s' is not under repeat",
+               t->name);
     return NULL;
   }
   char num[24], *out = arena_alloc(&b->g->arena, strlen(t->from) * 8 + 1), *o = out;
   snprintf(num, sizeof num, "%lld", (long long)index);
   for (const char *p = t->from; *p;)
-    if (!strncmp(p, "{i}", 3)) o += sprintf(o, "%s", num), p += 3;
-    else *o++ = *p++;
+    if (!strncmp(p, "{i}", 3))
+      o += sprintf(o, "%s", num), p += 3;
+    else
+      *o++ = *p++;
   *o = 0;
   return out;
 }
@@ -300,8 +330,17 @@ static int add_param(Build *b, const TensorDecl *t, const char *prefix, int64_t 
   bool decay = t->decay < 0 ? s.rank >= 2 : t->decay == 1;
   bool lora = t->lora_rank > 0;
   int wi = b->g->params.n;
-  VEC_PUSH(b->g->params, ((GParam){.name = name, .node = id, .loc = t->loc, .init = t->init, .trainable = t->trainable && !lora,
-                                   .decay = decay, .grad = -1, .update = -1, .from = from, .transpose = t->transpose, .value = id}));
+  VEC_PUSH(b->g->params, ((GParam){.name = name,
+                                   .node = id,
+                                   .loc = t->loc,
+                                   .init = t->init,
+                                   .trainable = t->trainable && !lora,
+                                   .decay = decay,
+                                   .grad = -1,
+                                   .update = -1,
+                                   .from = from,
+                                   .transpose = t->transpose,
+                                   .value = id}));
   if (lora) add_lora(b, t, &s, wi);
   return b->g->params.v[wi].value;
 }
@@ -317,7 +356,10 @@ static int lookup(Build *b, Scope *s, const Expr *e) {
     for (int i = 0; i < b->nmodel_params; i++)
       if (!strcmp(b->g->params.v[i].name, e->name)) return b->g->params.v[i].value;
   // Not found: suggest among everything visible here.
-  struct { const char **v; int n, cap; } c = {0};
+  struct {
+    const char **v;
+    int n, cap;
+  } c = {0};
   for (int i = 0; i < s->local.n; i++) VEC_PUSH(c, s->local.v[i].name);
   for (int i = 0; i < b->g->dims.n; i++) VEC_PUSH(c, b->g->dims.v[i].name);
   if (s->fn)
@@ -333,8 +375,10 @@ static int lookup(Build *b, Scope *s, const Expr *e) {
     for (int i = 0; i < b->m->ninputs; i++) model_level |= !strcmp(b->m->inputs[i].name, e->name);
     for (int i = 0; i < b->m->nentries; i++) model_level |= !strcmp(b->m->entries[i].name, e->name);
     if (model_level)
-      diag_error(b->d, e->loc, "function '%s' cannot see '%s': a function sees its args, its params, "
-                 "the model's dims and params", s->fn->name, e->name);
+      diag_error(b->d, e->loc,
+                 "function '%s' cannot see '%s': a function sees its args, its params, "
+                 "the model's dims and params",
+                 s->fn->name, e->name);
     else
       unknown_name(b, e->loc, "name", e->name, c.v, c.n);
   } else {
@@ -351,7 +395,10 @@ static const FuncDef *find_func(const Model *m, const char *name) {
 }
 
 static void unknown_op(Build *b, const Expr *e) {
-  struct { const char **v; int n, cap; } c = {0};
+  struct {
+    const char **v;
+    int n, cap;
+  } c = {0};
   for (int i = 0; i < OP_COUNT; i++)
     if (!(op_info((Op)i)->flags & OPF_INTERNAL)) VEC_PUSH(c, op_info((Op)i)->name);
   for (int i = 0; i < b->m->nfuncs; i++) VEC_PUSH(c, b->m->funcs[i].name);
@@ -394,7 +441,10 @@ static bool add_bn_state(Build *b, Scope *s, const Expr *e, int x, double moment
 static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
   const OpInfo *info = op_info(op);
   const Expr *given[8] = {0};
-  struct { const Expr **v; int n, cap; } rest = {0};  // variadic tensors
+  struct {
+    const Expr **v;
+    int n, cap;
+  } rest = {0};  // variadic tensors
   int pos = 0, result = -1;
   for (int i = 0; i < e->nargs; i++) {
     if (pos < info->nparams && info->params[pos].kind == 'T') {
@@ -402,8 +452,8 @@ static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
       continue;
     }
     if (pos >= info->nparams) {
-      diag_error(b->d, e->args[i]->loc, "%s takes at most %d positional argument%s", info->name,
-                 pos, pos == 1 ? "" : "s");
+      diag_error(b->d, e->args[i]->loc, "%s takes at most %d positional argument%s", info->name, pos,
+                 pos == 1 ? "" : "s");
       goto out;
     }
     given[pos++] = e->args[i];
@@ -416,10 +466,13 @@ static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
       const char *c[8];
       int nc = 0;
       for (int i = 0; i < info->nparams; i++)
-        if ((info->params[i].kind != 't' || info->params[i].def) && info->params[i].kind != 'T') c[nc++] = info->params[i].name;
+        if ((info->params[i].kind != 't' || info->params[i].def) && info->params[i].kind != 'T')
+          c[nc++] = info->params[i].name;
       const char *hint = closest_name(e->kwnames[k], c, nc);
-      if (hint) diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'; did you mean '%s'?", info->name, e->kwnames[k], hint);
-      else diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'", info->name, e->kwnames[k]);
+      if (hint)
+        diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'; did you mean '%s'?", info->name, e->kwnames[k], hint);
+      else
+        diag_error(b->d, e->kwlocs[k], "%s has no argument '%s'", info->name, e->kwnames[k]);
       goto out;
     }
     if (given[p]) {
@@ -465,7 +518,8 @@ static int lower_op(Build *b, Scope *s, const Expr *e, Op op) {
         a.b[p->slot] = x->num != 0;
       }
       break;
-    case 'a': case 'p':
+    case 'a':
+    case 'p':
       if (p->kind == 'p' && x->kind != EX_LIST) {
         diag_error(b->d, x->loc, "%s: '%s' must be a list of axes", info->name, p->name);
         ok = false;
@@ -522,8 +576,7 @@ static int lower_bin(Build *b, Scope *s, const Expr *e) {
   int x = lower(b, s, e->args[0]);
   int y = lower(b, s, e->args[1]);
   if (x < 0 || y < 0) return -1;
-  Op op = e->op == '+' ? OP_ADD : e->op == '-' ? OP_SUB : e->op == '*' ? OP_MUL
-        : e->op == '/' ? OP_DIV : OP_MATMUL;
+  Op op = e->op == '+' ? OP_ADD : e->op == '-' ? OP_SUB : e->op == '*' ? OP_MUL : e->op == '/' ? OP_DIV : OP_MATMUL;
   return g_binary(b->g, op, x, y, e->loc);
 }
 
@@ -542,8 +595,11 @@ static int lower(Build *b, Scope *s, const Expr *e) {
   case EX_BIN: return lower_bin(b, s, e);
   case EX_CALL: {
     if (!strcmp(e->name, "repeat") || find_func(b->m, e->name))
-      return diag_error(b->d, e->loc, "a call of function '%s' must be the whole expression of its "
-                        "graph entry (`y: %s(x)`)", e->name, e->name), -1;
+      return diag_error(b->d, e->loc,
+                        "a call of function '%s' must be the whole expression of its "
+                        "graph entry (`y: %s(x)`)",
+                        e->name, e->name),
+             -1;
     Op op = op_lookup(e->name);
     if (op == OP_NONE || (op_info(op)->flags & OPF_INTERNAL)) return unknown_op(b, e), -1;
     return lower_op(b, s, e, op);
@@ -563,8 +619,8 @@ static bool on_stack(const Scope *s, const FuncDef *f) {
 }
 
 // Inlines one instance of `f` on `args`, params prefixed by `prefix`.
-static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef *f,
-                       const int *args, const char *prefix, int64_t index) {
+static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef *f, const int *args, const char *prefix,
+                       int64_t index) {
   if (on_stack(caller, f)) {  // name the cycle: f -> ... -> the caller -> f
     char path[512];
     int len = 0;
@@ -579,8 +635,10 @@ static int inline_call(Build *b, Scope *caller, const Expr *call, const FuncDef 
       w += snprintf(path + w, sizeof path - (size_t)w, " -> %s", chain[k]->fn->name);
     if (w < (int)sizeof path) snprintf(path + w, sizeof path - (size_t)w, " -> %s", f->name);
     free(chain);
-    if (len == 0) diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed)", f->name);
-    else diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed): %s", f->name, path);
+    if (len == 0)
+      diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed)", f->name);
+    else
+      diag_error(b->d, call->loc, "function '%s' calls itself (recursion is not allowed): %s", f->name, path);
     return -1;
   }
   for (int i = 0; i < b->failed.n; i++)
@@ -633,13 +691,17 @@ static int lower_call_entry(Build *b, Scope *s, const Expr *e, const char *full)
     int64_t times = 0;
     const Expr *te = NULL;
     for (int k = 0; k < e->nkw; k++) {
-      if (!strcmp(e->kwnames[k], "times")) te = e->kwargs[k];
-      else return diag_error(b->d, e->kwlocs[k], "repeat has no argument '%s'", e->kwnames[k]), -1;
+      if (!strcmp(e->kwnames[k], "times"))
+        te = e->kwargs[k];
+      else
+        return diag_error(b->d, e->kwlocs[k], "repeat has no argument '%s'", e->kwnames[k]), -1;
     }
     if (!te) return diag_error(b->d, e->loc, "repeat: missing argument 'times'"), -1;
     if (!eval_int(b, te, &times)) return -1;
-    if (times < 1 || times > 100000) return diag_error(b->d, te->loc, "repeat: times must be between 1 and 100000, got %lld", (long long)times), -1;
-    if (f->nargs != 1) return diag_error(b->d, fe->loc, "repeat needs a one-argument function; '%s' takes %d", f->name, f->nargs), -1;
+    if (times < 1 || times > 100000)
+      return diag_error(b->d, te->loc, "repeat: times must be between 1 and 100000, got %lld", (long long)times), -1;
+    if (f->nargs != 1)
+      return diag_error(b->d, fe->loc, "repeat needs a one-argument function; '%s' takes %d", f->name, f->nargs), -1;
     int x = lower(b, s, e->args[1]);
     for (int64_t k = 0; k < times && x >= 0; k++)
       x = inline_call(b, s, fe, f, &x, arena_printf(&g->arena, "%s.%lld.", full, (long long)k), k);
@@ -648,7 +710,8 @@ static int lower_call_entry(Build *b, Scope *s, const Expr *e, const char *full)
   if (e->nkw) return diag_error(b->d, e->kwlocs[0], "function '%s' takes no keyword arguments", f->name), -1;
   if (e->nargs != f->nargs)
     return diag_error(b->d, e->loc, "function '%s' takes %d argument%s, got %d", f->name, f->nargs,
-                      f->nargs == 1 ? "" : "s", e->nargs), -1;
+                      f->nargs == 1 ? "" : "s", e->nargs),
+           -1;
   int args[64];
   if (e->nargs > 64) return diag_error(b->d, e->loc, "too many arguments"), -1;
   for (int i = 0; i < e->nargs; i++)
@@ -714,13 +777,21 @@ static bool build_results(Build *b) {
   }
   for (int i = 0; i < m->nmetrics; i++) {
     int id = find_named(g, m->metrics[i]);
-    if (id < 0) { diag_error(b->d, m->metric_locs[i], "unknown metric '%s'", m->metrics[i]); ok = false; continue; }
+    if (id < 0) {
+      diag_error(b->d, m->metric_locs[i], "unknown metric '%s'", m->metrics[i]);
+      ok = false;
+      continue;
+    }
     ok &= scalar_result(b, "metric", m->metrics[i], m->metric_locs[i], id, false);
     VEC_PUSH(g->metrics, ((GNamed){m->metrics[i], id}));
   }
   for (int i = 0; i < m->noutputs; i++) {
     int id = find_named(g, m->outputs[i]);
-    if (id < 0) { diag_error(b->d, m->output_locs[i], "unknown output '%s'", m->outputs[i]); ok = false; continue; }
+    if (id < 0) {
+      diag_error(b->d, m->output_locs[i], "unknown output '%s'", m->outputs[i]);
+      ok = false;
+      continue;
+    }
     VEC_PUSH(g->outputs, ((GNamed){m->outputs[i], id}));
   }
   return ok;
@@ -779,14 +850,20 @@ Graph *graph_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
   Scope top = {.prefix = "", .index = -1};
   for (int i = 0; i < m->ninputs; i++) {
     Shape s;
-    if (!decl_shape(&b, &m->inputs[i], &s)) { ok = false; continue; }
+    if (!decl_shape(&b, &m->inputs[i], &s)) {
+      ok = false;
+      continue;
+    }
     int id = g_leaf(g, OP_INPUT, m->inputs[i].name, leaf_dtype(&b, m->inputs[i].dtype), &s, m->inputs[i].loc);
     VEC_PUSH(g->inputs, ((GInput){m->inputs[i].name, id}));
     bind(&top, m->inputs[i].name, id);
   }
   for (int i = 0; i < m->nparams; i++) {
     int id = add_param(&b, &m->params[i], "", -1);
-    if (id < 0) { ok = false; continue; }
+    if (id < 0) {
+      ok = false;
+      continue;
+    }
     bind(&top, m->params[i].name, id);
   }
   b.nmodel_params = g->params.n;

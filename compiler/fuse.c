@@ -307,8 +307,10 @@ void kernel_tree_print(FILE *f, const Graph *g, const Kernel *k, const int *read
       int id = n->in[x], slot = -1;
       const Node *xn = graph_node(g, id);
       for (int i = 0; i < nreads; i++) slot = reads[i] == id ? i : slot;
-      if (xn->op == OP_CONST) fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
-      else if (slot >= 0) fprintf(f, "r%d,", slot);
+      if (xn->op == OP_CONST)
+        fprintf(f, "c%a/%d,", xn->attr.f[0], xn->dtype);
+      else if (slot >= 0)
+        fprintf(f, "r%d,", slot);
       else
         for (int u = 0; u < t; u++)
           if (k->nodes[u] == id) fprintf(f, "n%d,", u);
@@ -449,8 +451,10 @@ Program *program_new(const Graph *g, bool fuse, bool training) {
         int x = tn->in[k];
         if (into[x] == tree[t]) continue;
         const Node *m = graph_node(g, x);
-        if (cand < 0 && m->op == OP_MATMUL && uses[x] == 1 && !result[x] && epilogue_ok(g, m, nd)) cand = x;
-        else if (!rows_addressable(g, x, &nd->shape)) rows_ok = false;
+        if (cand < 0 && m->op == OP_MATMUL && uses[x] == 1 && !result[x] && epilogue_ok(g, m, nd))
+          cand = x;
+        else if (!rows_addressable(g, x, &nd->shape))
+          rows_ok = false;
       }
     }
     if (cand >= 0 && rows_ok) epi[id] = cand;
@@ -572,10 +576,12 @@ static void kernel_parts(const Program *p, int i, char *head, size_t hlen, char 
   n = 0;
   for (int j = 0; j < k->nouts && n < elen; j++) {
     const Node *o = graph_node(g, k->outs[j]);
-    n += (size_t)snprintf(extra + n, elen - n, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
+    n +=
+        (size_t)snprintf(extra + n, elen - n, "%s%s", j ? ", " : "  (also stores ", o->name ? o->name : op_name(o->op));
   }
   if (k->nouts && n < elen) n += (size_t)snprintf(extra + n, elen - n, ")");
-  if (k->group > 0 && n < elen) n += (size_t)snprintf(extra + n, elen - n, "  [one pass with k%d-k%d]", i + 1, i + k->group);
+  if (k->group > 0 && n < elen)
+    n += (size_t)snprintf(extra + n, elen - n, "  [one pass with k%d-k%d]", i + 1, i + k->group);
   if (root->remat && n < elen) snprintf(extra + n, elen - n, "  [recomputed]");
 }
 
@@ -599,7 +605,8 @@ void program_print(FILE *out, const Program *p) {
   for (int i = 0; i < p->kernels.n; i++) {
     const Kernel *k = &p->kernels.v[i];
     kernel_parts(p, i, head, sizeof head, ops, sizeof ops, extra, sizeof extra);
-    fprintf(out, "  k%-4d %s%10lld flop %10lld B  %s%s\n", i, head, (long long)k->flops, (long long)k->bytes, ops, extra);
+    fprintf(out, "  k%-4d %s%10lld flop %10lld B  %s%s\n", i, head, (long long)k->flops, (long long)k->bytes, ops,
+            extra);
     flops += k->flops;
     bytes += k->bytes;
   }

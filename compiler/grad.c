@@ -23,8 +23,10 @@ static const Shape *shape_of(AD *ad, int id) { return &graph_node(ad->g, id)->sh
 void grad_none(AD *ad, const Node *n, int gy, int *gin) {}
 
 void grad_missing(AD *ad, const Node *n, int gy, int *gin) {
-  diag_error(ad->g->diag, n->loc, "no gradient rule for '%s': it is a fused backward op, and bpc "
-             "does not differentiate it again", op_name(n->op));
+  diag_error(ad->g->diag, n->loc,
+             "no gradient rule for '%s': it is a fused backward op, and bpc "
+             "does not differentiate it again",
+             op_name(n->op));
   ad->failed = true;
 }
 
@@ -80,9 +82,7 @@ void grad_log(AD *ad, const Node *n, int gy, int *gin) { gin[0] = DIV(gy, X_(0))
 void grad_sqrt(AD *ad, const Node *n, int gy, int *gin) { gin[0] = DIV(MUL(gy, C(0.5)), n->id); }
 
 // d rsqrt(x) = -0.5 * rsqrt(x)^3
-void grad_rsqrt(AD *ad, const Node *n, int gy, int *gin) {
-  gin[0] = MUL(gy, MUL(C(-0.5), powc(ad, n->id, 3)));
-}
+void grad_rsqrt(AD *ad, const Node *n, int gy, int *gin) { gin[0] = MUL(gy, MUL(C(-0.5), powc(ad, n->id, 3))); }
 
 // abs'(0) = 0 (SPEC 5): sign as greater - less.
 void grad_abs(AD *ad, const Node *n, int gy, int *gin) {

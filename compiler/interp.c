@@ -21,15 +21,13 @@
 #include "bpcc.h"
 #include "bpc_kernels.h"
 
-_Static_assert((int)INIT_ZEROS == (int)BPCRT_INIT_ZEROS &&
-                   (int)INIT_HE_NORMAL == (int)BPCRT_INIT_HE_NORMAL,
+_Static_assert((int)INIT_ZEROS == (int)BPCRT_INIT_ZEROS && (int)INIT_HE_NORMAL == (int)BPCRT_INIT_HE_NORMAL,
                "InitKind and the runtime's init numbering must agree");
 
 typedef double (*ScalarFn)(const double *x, const Attr *a);
 
 // Records the first data error of a run; later ones keep the first message.
-__attribute__((format(printf, 2, 3)))
-static void fail(Interp *it, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void fail(Interp *it, const char *fmt, ...) {
   if (it->failed) return;
   it->failed = true;
   va_list ap;
@@ -48,12 +46,8 @@ double s_sub(const double *x, const Attr *a) { return x[0] - x[1]; }
 double s_mul(const double *x, const Attr *a) { return x[0] * x[1]; }
 double s_div(const double *x, const Attr *a) { return x[0] / x[1]; }
 // NaN propagates (as np.maximum), from either side.
-double s_maximum(const double *x, const Attr *a) {
-  return x[0] > x[1] || isnan(x[0]) ? x[0] : x[1];
-}
-double s_minimum(const double *x, const Attr *a) {
-  return x[0] < x[1] || isnan(x[0]) ? x[0] : x[1];
-}
+double s_maximum(const double *x, const Attr *a) { return x[0] > x[1] || isnan(x[0]) ? x[0] : x[1]; }
+double s_minimum(const double *x, const Attr *a) { return x[0] < x[1] || isnan(x[0]) ? x[0] : x[1]; }
 double s_pow(const double *x, const Attr *a) { return pow(x[0], a->f[0]); }
 double s_neg(const double *x, const Attr *a) { return -x[0]; }
 double s_exp(const double *x, const Attr *a) { return exp(x[0]); }
@@ -76,13 +70,9 @@ static double sigmoid(double x) {
 
 double s_sigmoid(const double *x, const Attr *a) { return sigmoid(x[0]); }
 double s_relu(const double *x, const Attr *a) { return x[0] > 0 ? x[0] : 0.0; }
-double s_leaky_relu(const double *x, const Attr *a) {
-  return x[0] > 0 ? x[0] : a->f[0] * x[0];
-}
+double s_leaky_relu(const double *x, const Attr *a) { return x[0] > 0 ? x[0] : a->f[0] * x[0]; }
 // clamp to [min_val, max_val] (f0, f1), NaN stays NaN (as torch's hardtanh).
-double s_hardtanh(const double *x, const Attr *a) {
-  return x[0] < a->f[0] ? a->f[0] : x[0] > a->f[1] ? a->f[1] : x[0];
-}
+double s_hardtanh(const double *x, const Attr *a) { return x[0] < a->f[0] ? a->f[0] : x[0] > a->f[1] ? a->f[1] : x[0]; }
 
 // b[0] (approximate, the default): GPT-2's tanh form; else the exact erf form.
 double s_gelu(const double *x, const Attr *a) {
@@ -96,9 +86,7 @@ double s_gelu(const double *x, const Attr *a) {
 }
 
 double s_silu(const double *x, const Attr *a) { return x[0] * sigmoid(x[0]); }
-double s_softplus(const double *x, const Attr *a) {
-  return fmax(x[0], 0.0) + log1p(exp(-fabs(x[0])));
-}
+double s_softplus(const double *x, const Attr *a) { return fmax(x[0], 0.0) + log1p(exp(-fabs(x[0]))); }
 double s_where(const double *x, const Attr *a) { return x[0] != 0 ? x[1] : x[2]; }
 double s_greater(const double *x, const Attr *a) { return x[0] > x[1] ? 1.0 : 0.0; }
 double s_less(const double *x, const Attr *a) { return x[0] < x[1] ? 1.0 : 0.0; }
@@ -117,8 +105,7 @@ static int64_t bcast_off(int64_t i, const Shape *out, const int64_t *st) {
 }
 
 // o[i] = fn(in[0][.], ..., in[nin-1][.]) over `os`, operands broadcast.
-static void ew_apply(const Shape *os, double *o, int nin, const Value *const *in,
-                     ScalarFn fn, const Attr *a) {
+static void ew_apply(const Shape *os, double *o, int nin, const Value *const *in, ScalarFn fn, const Attr *a) {
   BPC_ASSERT(nin <= 3);
   int64_t st[3][BPC_MAX_RANK];
   for (int k = 0; k < nin; k++) shape_bcast_strides(&in[k]->shape, os, st[k]);
@@ -131,8 +118,7 @@ static void ew_apply(const Shape *os, double *o, int nin, const Value *const *in
 }
 
 // The tensor viewed as [outer, len, inner] around `axis`.
-static void split_axis(const Shape *s, int axis, int64_t *outer, int64_t *len,
-                       int64_t *inner) {
+static void split_axis(const Shape *s, int axis, int64_t *outer, int64_t *len, int64_t *inner) {
   BPC_ASSERT(axis >= 0 && axis < s->rank);
   *outer = *inner = 1;
   for (int i = 0; i < axis; i++) *outer *= s->d[i];
@@ -218,7 +204,8 @@ static void reduce_pass1(Op op, const Value *x, const int64_t *map, double *m, i
   for (int64_t i = 0; i < nx; i++) {
     double v = x->v[i];
     int64_t o = map[i];
-    if (!extreme) m[o] += v;
+    if (!extreme)
+      m[o] += v;
     else if (!seen[o] || (op == OP_MIN ? v < m[o] : v > m[o]) || (isnan(v) && !isnan(m[o])))
       m[o] = v;
     seen[o] = true;
@@ -243,9 +230,9 @@ void interp_reduce(Interp *it, const Node *n, Value *out, const Value *const *in
   double *m = xcalloc((size_t)no, sizeof(double));
   reduce_pass1(n->op, x, map, m, no);
   switch (n->op) {
-  case OP_SUM: case OP_MAX: case OP_MIN:
-    memcpy(out->v, m, sizeof(double) * (size_t)no);
-    break;
+  case OP_SUM:
+  case OP_MAX:
+  case OP_MIN: memcpy(out->v, m, sizeof(double) * (size_t)no); break;
   case OP_MEAN:
     for (int64_t o = 0; o < no; o++) out->v[o] = m[o] / cnt;
     break;
@@ -305,8 +292,7 @@ void interp_concat(Interp *it, const Node *n, Value *out, const Value *const *in
     split_axis(&in[k]->shape, axis, &xo, &len, &xi);
     BPC_ASSERT(xo == outer && xi == inner && at + len <= olen);
     for (int64_t o = 0; o < outer; o++)
-      memcpy(out->v + (o * olen + at) * inner, in[k]->v + o * len * inner,
-             sizeof(double) * (size_t)(len * inner));
+      memcpy(out->v + (o * olen + at) * inner, in[k]->v + o * len * inner, sizeof(double) * (size_t)(len * inner));
     at += len;
   }
   BPC_ASSERT(at == olen);
@@ -320,8 +306,7 @@ void interp_slice(Interp *it, const Node *n, Value *out, const Value *const *in)
   BPC_ASSERT(0 <= start && start < stop && stop <= len);
   int64_t w = stop - start;
   for (int64_t o = 0; o < outer; o++)
-    memcpy(out->v + o * w * inner, in[0]->v + (o * len + start) * inner,
-           sizeof(double) * (size_t)(w * inner));
+    memcpy(out->v + o * w * inner, in[0]->v + (o * len + start) * inner, sizeof(double) * (size_t)(w * inner));
 }
 
 // ============================================================ linear algebra
@@ -420,8 +405,7 @@ void interp_argmax(Interp *it, const Node *n, Value *out, const Value *const *in
   split_axis(&in[0]->shape, (int)n->attr.i[0], &outer, &len, &inner);
   for (int64_t o = 0; o < outer; o++)
     for (int64_t j = 0; j < inner; j++)
-      out->v[o * inner + j] =
-          (double)argmax_strided(in[0]->v + o * len * inner + j, len, inner);
+      out->v[o * inner + j] = (double)argmax_strided(in[0]->v + o * len * inner + j, len, inner);
 }
 
 // ============================================================ normalization
@@ -440,8 +424,7 @@ void interp_layer_norm(Interp *it, const Node *n, Value *out, const Value *const
     for (int64_t c = 0; c < C; c++) var += (xr[c] - mean) * (xr[c] - mean);
     var /= (double)C;
     double rstd = 1.0 / sqrt(var + eps);
-    for (int64_t c = 0; c < C; c++)
-      out->v[r * C + c] = (xr[c] - mean) * rstd * chan(g, c) + chan(b, c);
+    for (int64_t c = 0; c < C; c++) out->v[r * C + c] = (xr[c] - mean) * rstd * chan(g, c) + chan(b, c);
   }
 }
 
@@ -483,8 +466,7 @@ void interp_batch_norm(Interp *it, const Node *n, Value *out, const Value *const
       var = chan(in[4], c);
     }
     double rstd = 1.0 / sqrt(var + eps);
-    for (int64_t r = 0; r < rows; r++)
-      out->v[r * C + c] = (x->v[r * C + c] - mean) * rstd * chan(g, c) + chan(b, c);
+    for (int64_t r = 0; r < rows; r++) out->v[r * C + c] = (x->v[r * C + c] - mean) * rstd * chan(g, c) + chan(b, c);
   }
 }
 
@@ -620,8 +602,7 @@ void interp_conv2d(Interp *it, const Node *n, Value *out, const Value *const *in
               int64_t ih = oh * st - pad + kh, iw = ow * st - pad + kw;
               if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;  // zero pad
               for (int64_t ci = 0; ci < Ci; ci++)
-                s += in[0]->v[((b * H + ih) * W + iw) * Ci + ci] *
-                     in[1]->v[((kh * KW + kw) * Ci + ci) * Co + co];
+                s += in[0]->v[((b * H + ih) * W + iw) * Ci + ci] * in[1]->v[((kh * KW + kw) * Ci + ci) * Co + co];
             }
           out->v[((b * OH + oh) * OW + ow) * Co + co] = s;
         }
@@ -646,21 +627,19 @@ static void pool2d(const Node *n, Value *out, const Value *x, bool is_max) {
               int64_t ih = oh * st + kh, iw = ow * st + kw;
               BPC_ASSERT(ih < H && iw < W);
               double v = x->v[((b * H + ih) * W + iw) * C + c];
-              if (!is_max) acc += v;
-              else if (first || v > acc || (isnan(v) && !isnan(acc))) acc = v;
+              if (!is_max)
+                acc += v;
+              else if (first || v > acc || (isnan(v) && !isnan(acc)))
+                acc = v;
               first = false;
             }
           out->v[((b * OH + oh) * OW + ow) * C + c] = is_max ? acc : acc / (double)(k * k);
         }
 }
 
-void interp_max_pool2d(Interp *it, const Node *n, Value *out, const Value *const *in) {
-  pool2d(n, out, in[0], true);
-}
+void interp_max_pool2d(Interp *it, const Node *n, Value *out, const Value *const *in) { pool2d(n, out, in[0], true); }
 
-void interp_avg_pool2d(Interp *it, const Node *n, Value *out, const Value *const *in) {
-  pool2d(n, out, in[0], false);
-}
+void interp_avg_pool2d(Interp *it, const Node *n, Value *out, const Value *const *in) { pool2d(n, out, in[0], false); }
 
 // ============================================================ regularization
 
@@ -695,8 +674,7 @@ void interp_cross_entropy(Interp *it, const Node *n, Value *out, const Value *co
     const double *xr = x->v + r * K;  // (K,)
     double lab = y->v[r];
     if (!(lab >= 0 && lab < (double)K)) {
-      fail(it, "cross_entropy: label %lld out of range [0, %lld)", (long long)lab,
-           (long long)K);
+      fail(it, "cross_entropy: label %lld out of range [0, %lld)", (long long)lab, (long long)K);
       continue;
     }
     double m = xr[0], s = 0;
@@ -759,9 +737,7 @@ static double s_bce_term(const double *x, const Attr *a) {
   return fmax(x[0], 0.0) - x[0] * x[1] + log1p(exp(-fabs(x[0])));
 }
 
-static double s_sq_err(const double *x, const Attr *a) {
-  return (x[0] - x[1]) * (x[0] - x[1]);
-}
+static double s_sq_err(const double *x, const Attr *a) { return (x[0] - x[1]) * (x[0] - x[1]); }
 
 static void mean_pairwise(const Node *n, Value *out, const Value *const *in, ScalarFn fn) {
   Shape bs;
@@ -779,9 +755,7 @@ void interp_bce(Interp *it, const Node *n, Value *out, const Value *const *in) {
   mean_pairwise(n, out, in, s_bce_term);
 }
 
-void interp_mse(Interp *it, const Node *n, Value *out, const Value *const *in) {
-  mean_pairwise(n, out, in, s_sq_err);
-}
+void interp_mse(Interp *it, const Node *n, Value *out, const Value *const *in) { mean_pairwise(n, out, in, s_sq_err); }
 
 // Fraction of rows whose first maximum is the label; bad labels count wrong.
 void interp_accuracy(Interp *it, const Node *n, Value *out, const Value *const *in) {
@@ -789,8 +763,7 @@ void interp_accuracy(Interp *it, const Node *n, Value *out, const Value *const *
   int64_t K = last_dim(&x->shape), rows = shape_numel(&y->shape);
   BPC_ASSERT(rows * K == shape_numel(&x->shape));
   int64_t hits = 0;
-  for (int64_t r = 0; r < rows; r++)
-    hits += (double)argmax_strided(x->v + r * K, K, 1) == y->v[r];
+  for (int64_t r = 0; r < rows; r++) hits += (double)argmax_strided(x->v + r * K, K, 1) == y->v[r];
   out->v[0] = (double)hits / (double)rows;
 }
 
@@ -839,8 +812,7 @@ void interp_init_params(Interp *it, uint64_t seed) {
     int64_t fan_in = 1, fan_out = s->rank ? s->d[s->rank - 1] : 1;
     for (int k = 0; k + 1 < s->rank; k++) fan_in *= s->d[k];
     int64_t cnt = shape_numel(s);
-    bpcrt_init_fill((int)p->init.kind, p->init.a, p->init.b, fan_in, fan_out, seed,
-                    bpcrt_fnv1a64(p->name), cnt, v->v);
+    bpcrt_init_fill((int)p->init.kind, p->init.a, p->init.b, fan_in, fan_out, seed, bpcrt_fnv1a64(p->name), cnt, v->v);
     round_to(v->dtype, v->v, cnt);
   }
   for (int i = 0; i < g->states.n; i++) {
@@ -889,9 +861,7 @@ bool interp_run(Interp *it) {
   return !it->failed;
 }
 
-const Value *interp_value(const Interp *it, int node) {
-  return &it->vals[graph_node(it->g, node)->id];
-}
+const Value *interp_value(const Interp *it, int node) { return &it->vals[graph_node(it->g, node)->id]; }
 
 void interp_free(Interp *it) {
   if (!it) return;

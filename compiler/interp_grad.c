@@ -189,9 +189,12 @@ static void attention_grad_masked(const Node *n, Value *out, const Value *const 
         for (int64_t i = 0; i < Tq; i++)
           for (int64_t j = 0; j < Tk; j++)
             for (int64_t c = 0; c < hs; c++) {
-              if (w == 0) O[i * C + c] += dS[i * Tk + j] * K[j * C + c] * scale;
-              else if (w == 1) O[j * C + c] += dS[i * Tk + j] * Q[i * C + c] * scale;
-              else O[j * C + c] += P[i * Tk + j] * dO[i * C + c];
+              if (w == 0)
+                O[i * C + c] += dS[i * Tk + j] * K[j * C + c] * scale;
+              else if (w == 1)
+                O[j * C + c] += dS[i * Tk + j] * Q[i * C + c] * scale;
+              else
+                O[j * C + c] += P[i * Tk + j] * dO[i * C + c];
             }
       }
     }
@@ -239,7 +242,8 @@ void interp_attention_qkv_grad(Interp *it, const Node *n, Value *out, const Valu
   int m = node_operand(n, "mask");
   attention_grad_masked(&g, &flat, args, m >= 0 ? in[m]->v : NULL);
   for (int w = 0; w < 3; w++)
-    for (int64_t r = 0; r < BT; r++) memcpy(out->v + r * 3 * C + w * C, flat.v + w * BT * C + r * C, sizeof(double) * (size_t)C);
+    for (int64_t r = 0; r < BT; r++)
+      memcpy(out->v + r * 3 * C + w * C, flat.v + w * BT * C + r * C, sizeof(double) * (size_t)C);
   free(flat.v);
   for (int w = 0; w < 3; w++) free(bufs[w]);
 }
@@ -255,8 +259,8 @@ void interp_causal_mask_grad(Interp *it, const Node *n, Value *out, const Value 
 }
 
 // x [N,H,W,Ci], w [KH,KW,Ci,Co], gy [N,OH,OW,Co]: the two adjoints of conv2d.
-static void conv_adjoint(const Value *x, const Value *w, const Value *gy, Value *dx, Value *dw, int64_t s,
-                         int64_t p, const Shape *xs, const Shape *ws) {
+static void conv_adjoint(const Value *x, const Value *w, const Value *gy, Value *dx, Value *dw, int64_t s, int64_t p,
+                         const Shape *xs, const Shape *ws) {
   int64_t N = xs->d[0], H = xs->d[1], W = xs->d[2], Ci = xs->d[3];
   int64_t KH = ws->d[0], KW = ws->d[1], Co = ws->d[3];
   int64_t OH = gy->shape.d[1], OW = gy->shape.d[2];
@@ -297,8 +301,10 @@ static void pool_adjoint(const Node *n, Value *out, const Value *x, const Value 
           for (int64_t kh = 0; kh < K; kh++)
             for (int64_t kw = 0; kw < K; kw++) {
               int64_t xi = ((b * H + oh * S + kh) * W + ow * S + kw) * C + c;
-              if (!is_max) out->v[xi] += g / (double)(K * K);
-              else if (best < 0 || x->v[xi] > x->v[best]) best = xi;  // first maximum wins
+              if (!is_max)
+                out->v[xi] += g / (double)(K * K);
+              else if (best < 0 || x->v[xi] > x->v[best])
+                best = xi;  // first maximum wins
             }
           if (is_max) out->v[best] += g;
         }
@@ -323,8 +329,7 @@ void interp_cross_entropy_grad(Interp *it, const Node *n, Value *out, const Valu
     for (int64_t c = 0; c < K; c++) mx = x[c] > mx ? x[c] : mx;
     for (int64_t c = 0; c < K; c++) sum += exp(x[c] - mx);
     int64_t label = (int64_t)y->v[r];
-    for (int64_t c = 0; c < K; c++)
-      out->v[r * K + c] = (exp(x[c] - mx) / sum - (c == label)) * scale;
+    for (int64_t c = 0; c < K; c++) out->v[r * K + c] = (exp(x[c] - mx) / sum - (c == label)) * scale;
   }
 }
 

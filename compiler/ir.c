@@ -32,8 +32,10 @@ static void parse_schema(OpInfo *op) {
     BPC_ASSERT(strchr("tTfibaps", p->kind));
     char *rest = colon + 2;
     if (*rest >= '0' && *rest <= '9') p->slot = *rest++ - '0';
-    if (*rest == '=') p->def = rest + 1;
-    else BPC_ASSERT(*rest == 0);
+    if (*rest == '=')
+      p->def = rest + 1;
+    else
+      BPC_ASSERT(*rest == 0);
     p->required = p->def == NULL;
   }
   if (!op->nparams) free(s);  // otherwise the params point into it
@@ -207,7 +209,9 @@ static bool index_operand(Op op, int k) {
   for (int i = 0, t = 0; i < oi->nparams; i++) {
     if (oi->params[i].kind == 'T') return false;  // variadic data tensors
     if (oi->params[i].kind != 't') continue;
-    if (t++ == k) return !strcmp(oi->params[i].name, "ids") || !strcmp(oi->params[i].name, "labels") || !strcmp(oi->params[i].name, "pos");
+    if (t++ == k)
+      return !strcmp(oi->params[i].name, "ids") || !strcmp(oi->params[i].name, "labels") ||
+             !strcmp(oi->params[i].name, "pos");
   }
   return false;
 }

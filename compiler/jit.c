@@ -45,17 +45,19 @@ static bool llvm_ok(LLVMErrorRef e, Diag *d, const char *what) {
 static bool define_runtime(LLVMOrcLLJITRef j, Diag *d) {
   LLVMOrcJITDylibRef main = LLVMOrcLLJITGetMainJITDylib(j);
   LLVMOrcDefinitionGeneratorRef gen;
-  if (!llvm_ok(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j), NULL, NULL), d,
-               "process symbols"))
+  if (!llvm_ok(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(j), NULL, NULL),
+               d, "process symbols"))
     return false;
   LLVMOrcJITDylibAddGenerator(main, gen);
   LLVMJITSymbolFlags fl = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
   LLVMOrcCSymbolMapPair syms[] = {
-      {LLVMOrcLLJITMangleAndIntern(j, "bpcrt_parallel_for"), {(LLVMOrcExecutorAddress)(uintptr_t)bpcrt_parallel_for, fl}},
+      {LLVMOrcLLJITMangleAndIntern(j, "bpcrt_parallel_for"),
+       {(LLVMOrcExecutorAddress)(uintptr_t)bpcrt_parallel_for, fl}},
       {LLVMOrcLLJITMangleAndIntern(j, "bpcrt_profile"),
        {(LLVMOrcExecutorAddress)(uintptr_t)&bpcrt_profile, {LLVMJITSymbolGenericFlagsExported, 0}}},
   };
-  return llvm_ok(LLVMOrcJITDylibDefine(main, LLVMOrcAbsoluteSymbols(syms, sizeof syms / sizeof *syms)), d, "runtime symbols");
+  return llvm_ok(LLVMOrcJITDylibDefine(main, LLVMOrcAbsoluteSymbols(syms, sizeof syms / sizeof *syms)), d,
+                 "runtime symbols");
 }
 
 JitModule *jit_compile(const CodegenUnit *u, Diag *d) {
@@ -75,8 +77,11 @@ JitModule *jit_compile(const CodegenUnit *u, Diag *d) {
   LLVMOrcDisposeThreadSafeContext(tsc);
   bool ok = llvm_ok(LLVMOrcCreateLLJIT(&j->lljit, builder), d, "creating the JIT");
   if (ok) ok = define_runtime(j->lljit, d);
-  if (ok) ok = llvm_ok(LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm), d, "adding the module");
-  else LLVMOrcDisposeThreadSafeModule(tsm);
+  if (ok)
+    ok = llvm_ok(LLVMOrcLLJITAddLLVMIRModule(j->lljit, LLVMOrcLLJITGetMainJITDylib(j->lljit), tsm), d,
+                 "adding the module");
+  else
+    LLVMOrcDisposeThreadSafeModule(tsm);
   if (!ok) {
     jit_module_free(j);
     return NULL;
@@ -140,9 +145,12 @@ void jit_set(Jit *j, int node, const double *v, int64_t n) {
   BPC_ASSERT(n == shape_numel(&nd->shape) && j->p->mem.offset[node] >= 0);
   char *dst = j->mem + j->p->mem.offset[node];
   for (int64_t i = 0; i < n; i++) {
-    if (nd->dtype == DT_F64) ((double *)dst)[i] = v[i];
-    else if (nd->dtype == DT_F32) ((float *)dst)[i] = (float)v[i];
-    else ((int32_t *)dst)[i] = (int32_t)v[i];
+    if (nd->dtype == DT_F64)
+      ((double *)dst)[i] = v[i];
+    else if (nd->dtype == DT_F32)
+      ((float *)dst)[i] = (float)v[i];
+    else
+      ((int32_t *)dst)[i] = (int32_t)v[i];
   }
 }
 
@@ -152,7 +160,9 @@ void jit_get(const Jit *j, int node, double *v) {
   const char *src = j->mem + j->p->mem.offset[node];
   int64_t n = shape_numel(&nd->shape);
   for (int64_t i = 0; i < n; i++)
-    v[i] = nd->dtype == DT_F64 ? ((const double *)src)[i] : nd->dtype == DT_F32 ? ((const float *)src)[i] : ((const int32_t *)src)[i];
+    v[i] = nd->dtype == DT_F64   ? ((const double *)src)[i]
+           : nd->dtype == DT_F32 ? ((const float *)src)[i]
+                                 : ((const int32_t *)src)[i];
 }
 
 bool jit_run(Jit *j, uint64_t seed, uint64_t step, char *err, size_t errlen) {

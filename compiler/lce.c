@@ -142,7 +142,10 @@ static int part(Graph *g, int f, int64_t lo, int64_t hi, const Shape *s, Loc loc
 
 Graph *lce_rewrite(const Graph *src, bool training) {
   Users *u = users_of(src);
-  struct { Match *v; int n, cap; } ms = {0};
+  struct {
+    Match *v;
+    int n, cap;
+  } ms = {0};
   int *role = xmalloc(sizeof(int) * (size_t)(src->nodes.n ? src->nodes.n : 1));  // match index + 1, 0: none
   memset(role, 0, sizeof(int) * (size_t)(src->nodes.n ? src->nodes.n : 1));
   for (int id = 0; id < src->nodes.n; id++) {

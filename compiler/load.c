@@ -39,7 +39,10 @@ typedef struct Loader {
   Arena *a;
   Diag *d;
   Model *m;
-  struct { NameDef *v; int n, cap; } names;  // the model's namespace
+  struct {
+    NameDef *v;
+    int n, cap;
+  } names;  // the model's namespace
 } Loader;
 
 const char *dtype_name(DType t) {
@@ -59,8 +62,7 @@ static const char *kind_name(const YNode *n) {
 
 // `key:` with nothing after it, `~` or `null`.
 static bool is_null(const YNode *n) {
-  return n->kind == YN_SCALAR && n->plain &&
-         (!n->str[0] || !strcmp(n->str, "~") || !strcmp(n->str, "null"));
+  return n->kind == YN_SCALAR && n->plain && (!n->str[0] || !strcmp(n->str, "~") || !strcmp(n->str, "null"));
 }
 
 static bool want(Loader *L, const YNode *n, YNodeKind kind, const char *what) {
@@ -71,16 +73,12 @@ static bool want(Loader *L, const YNode *n, YNodeKind kind, const char *what) {
 }
 
 // A mapping, or an empty one for null (optional sections).
-static bool want_map(Loader *L, const YNode *n, const char *what) {
-  return is_null(n) || want(L, n, YN_MAP, what);
-}
+static bool want_map(Loader *L, const YNode *n, const char *what) { return is_null(n) || want(L, n, YN_MAP, what); }
 
 static bool is_ident(const char *s) {
   if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return false;
   for (s++; *s; s++)
-    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-          (*s >= '0' && *s <= '9')))
-      return false;
+    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return false;
   return true;
 }
 
@@ -92,8 +90,7 @@ static bool want_ident(Loader *L, const YNode *n, const char *what) {
 }
 
 // Reports every key of `map` not in `allowed`, with a "did you mean" hint.
-static void check_keys(Loader *L, const YNode *map, const char *const *allowed, int n,
-                       const char *where) {
+static void check_keys(Loader *L, const YNode *map, const char *const *allowed, int n, const char *where) {
   for (int i = 0; i < map->n; i++) {
     const char *k = map->keys[i]->str;
     bool found = false;
@@ -101,8 +98,7 @@ static void check_keys(Loader *L, const YNode *map, const char *const *allowed, 
     if (found) continue;
     const char *hint = closest_name(k, allowed, n);
     if (hint)
-      diag_error(L->d, map->keys[i]->loc, "unknown key '%s' in %s; did you mean '%s'?", k,
-                 where, hint);
+      diag_error(L->d, map->keys[i]->loc, "unknown key '%s' in %s; did you mean '%s'?", k, where, hint);
     else
       diag_error(L->d, map->keys[i]->loc, "unknown key '%s' in %s", k, where);
   }
@@ -120,9 +116,7 @@ static YNode *require(Loader *L, const YNode *map, const char *key, const char *
 static bool const_eval(Loader *L, const Expr *e, double *out) {
   double a, b;
   switch (e->kind) {
-  case EX_NUM:
-    *out = e->num;
-    return true;
+  case EX_NUM: *out = e->num; return true;
   case EX_NEG:
     if (!const_eval(L, e->args[0], &a)) return false;
     *out = -a;
@@ -134,16 +128,12 @@ static bool const_eval(Loader *L, const Expr *e, double *out) {
       diag_error(L->d, e->loc, "division by zero");
       return false;
     }
-    *out = e->op == '+' ? a + b : e->op == '-' ? a - b : e->op == '*' ? a * b
-         : e->op == '/' ? a / b : pow(a, b);
+    *out = e->op == '+' ? a + b : e->op == '-' ? a - b : e->op == '*' ? a * b : e->op == '/' ? a / b : pow(a, b);
     if (isfinite(*out)) return true;
     diag_error(L->d, e->loc, "the value is not a finite number");
     return false;
-  case EX_NAME:
-    diag_error(L->d, e->loc, "expected a constant number, found the name '%s'", e->name);
-    return false;
-  default:
-    break;
+  case EX_NAME: diag_error(L->d, e->loc, "expected a constant number, found the name '%s'", e->name); return false;
+  default: break;
   }
   diag_error(L->d, e->loc, "expected a constant number");
   return false;
@@ -188,16 +178,14 @@ static bool get_bool(Loader *L, const YNode *n, const char *what, bool *out) {
 }
 
 // A number checked against [lo, hi] (hi_open: hi excluded).
-static void get_range(Loader *L, const YNode *n, const char *what, double *out, double lo,
-                      double hi, bool hi_open) {
+static void get_range(Loader *L, const YNode *n, const char *what, double *out, double lo, double hi, bool hi_open) {
   double v;
   if (!get_num(L, n, what, &v)) return;
   if (v < lo || v > hi || (hi_open && v == hi)) {
     if (hi == INFINITY)
       diag_error(L->d, n->loc, "%s must be >= %g, not %g", what, lo, v);
     else
-      diag_error(L->d, n->loc, "%s must be in [%g, %g%c, not %g", what, lo, hi,
-                 hi_open ? ')' : ']', v);
+      diag_error(L->d, n->loc, "%s must be in [%g, %g%c, not %g", what, lo, hi, hi_open ? ')' : ']', v);
     return;
   }
   *out = v;
@@ -214,8 +202,7 @@ static void get_int_min(Loader *L, const YNode *n, const char *what, int64_t *ou
 }
 
 // A list of names, or one name standing for a list of one.
-static int name_list(Loader *L, const YNode *n, const char *what, const char ***names,
-                     Loc **locs) {
+static int name_list(Loader *L, const YNode *n, const char *what, const char ***names, Loc **locs) {
   if (n->kind == YN_MAP || is_null(n)) {
     if (n->kind == YN_MAP) diag_error(L->d, n->loc, "%s must be a list of names", what);
     return 0;
@@ -240,9 +227,7 @@ static const NameDef *find_name(const Loader *L, const char *name) {
   return NULL;
 }
 
-static bool loc_before(Loc a, Loc b) {
-  return a.line < b.line || (a.line == b.line && a.col < b.col);
-}
+static bool loc_before(Loc a, Loc b) { return a.line < b.line || (a.line == b.line && a.col < b.col); }
 
 // Adds a model-level name; a second definition is reported at whichever of
 // the two comes later in the file.
@@ -262,8 +247,7 @@ static void define(Loader *L, const char *name, Loc loc, const char *what) {
 }
 
 // Checks that `name` is one of `cands`, with a hint if not.
-static bool check_ref(Loader *L, const char *name, Loc loc, const char *what,
-                      const char *const *cands, int n) {
+static bool check_ref(Loader *L, const char *name, Loc loc, const char *what, const char *const *cands, int n) {
   for (int i = 0; i < n; i++)
     if (!strcmp(cands[i], name)) return true;
   const char *hint = closest_name(name, cands, n);
@@ -342,10 +326,14 @@ typedef struct InitName {
 } InitName;
 
 static const InitName inits[] = {
-    {"zeros", INIT_ZEROS, 0, 0},          {"ones", INIT_ONES, 0, 0},
-    {"constant", INIT_CONSTANT, 1, 1},    {"normal", INIT_NORMAL, 1, 2},
-    {"uniform", INIT_UNIFORM, 2, 2},      {"xavier_uniform", INIT_XAVIER_UNIFORM, 0, 0},
-    {"xavier_normal", INIT_XAVIER_NORMAL, 0, 0}, {"he_uniform", INIT_HE_UNIFORM, 0, 0},
+    {"zeros", INIT_ZEROS, 0, 0},
+    {"ones", INIT_ONES, 0, 0},
+    {"constant", INIT_CONSTANT, 1, 1},
+    {"normal", INIT_NORMAL, 1, 2},
+    {"uniform", INIT_UNIFORM, 2, 2},
+    {"xavier_uniform", INIT_XAVIER_UNIFORM, 0, 0},
+    {"xavier_normal", INIT_XAVIER_NORMAL, 0, 0},
+    {"he_uniform", INIT_HE_UNIFORM, 0, 0},
     {"he_normal", INIT_HE_NORMAL, 0, 0},
 };
 
@@ -372,9 +360,9 @@ static bool init_args(Loader *L, const Expr *e, const InitName *in, double *args
     return false;
   }
   if (n < in->min_args || n > in->max_args || (e->kind == EX_CALL && in->max_args == 0)) {
-    static const char *const forms[] = {
-        [INIT_CONSTANT] = "constant(v)", [INIT_NORMAL] = "normal(std) or normal(mean, std)",
-        [INIT_UNIFORM] = "uniform(lo, hi)"};
+    static const char *const forms[] = {[INIT_CONSTANT] = "constant(v)",
+                                        [INIT_NORMAL] = "normal(std) or normal(mean, std)",
+                                        [INIT_UNIFORM] = "uniform(lo, hi)"};
     if (in->max_args == 0)
       diag_error(L->d, e->loc, "init '%s' takes no arguments", in->name);
     else
@@ -411,8 +399,7 @@ static void load_init(Loader *L, const YNode *n, InitSpec *out) {
 }
 
 // An input (is_param false) or a param: `{shape: [...], dtype: ..., ...}`.
-static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param,
-                        TensorDecl *t) {
+static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param, TensorDecl *t) {
   static const char *const input_keys[] = {"shape", "dtype"};
   static const char *const param_keys[] = {"shape", "dtype", "init", "trainable", "decay", "from", "transpose", "lora"};
   *t = (TensorDecl){.name = k->str, .loc = k->loc, .trainable = true, .decay = -1};
@@ -450,16 +437,14 @@ static void load_tensor(Loader *L, const YNode *k, const YNode *v, bool is_param
       diag_error(L->d, al->loc, "lora alpha must be positive");
     if (t->lora_rank && t->rank < 2)
       diag_error(L->d, x->loc, "lora adapts a matrix: '%s' has rank %d", t->name, t->rank);
-    if (t->lora_rank && t->dtype == DT_I32)
-      diag_error(L->d, x->loc, "lora needs a float param");
+    if (t->lora_rank && t->dtype == DT_I32) diag_error(L->d, x->loc, "lora needs a float param");
   }
   if (t->dtype == DT_I32 && t->trainable)
     diag_error(L->d, k->loc, "an i32 param cannot be trained; add 'trainable: false'");
 }
 
 // A section of tensors; `define_names` adds them to the model's namespace.
-static int load_tensors(Loader *L, const YNode *map, bool is_param, TensorDecl **out,
-                        bool define_names) {
+static int load_tensors(Loader *L, const YNode *map, bool is_param, TensorDecl **out, bool define_names) {
   *out = arena_alloc(L->a, sizeof(TensorDecl) * (size_t)(map->n + 1));
   int n = 0;
   for (int i = 0; i < map->n; i++) {
@@ -498,25 +483,25 @@ static void load_graph(Loader *L, const YNode *n) {
 // A function's own names must differ from each other and from the model's
 // dims and params, which the function also sees.
 static void check_func_names(Loader *L, const FuncDef *f) {
-  struct { NameDef *v; int n, cap; } seen = {0};
+  struct {
+    NameDef *v;
+    int n, cap;
+  } seen = {0};
   for (int i = 0; i < f->nargs; i++) VEC_PUSH(seen, ((NameDef){f->args[i], f->arglocs[i], "an argument"}));
-  for (int i = 0; i < f->nparams; i++)
-    VEC_PUSH(seen, ((NameDef){f->params[i].name, f->params[i].loc, "a param"}));
+  for (int i = 0; i < f->nparams; i++) VEC_PUSH(seen, ((NameDef){f->params[i].name, f->params[i].loc, "a param"}));
   for (int i = 0; i < f->nentries; i++)
     VEC_PUSH(seen, ((NameDef){f->entries[i].name, f->entries[i].loc, "a graph entry"}));
   for (int i = 0; i < seen.n; i++) {
     const NameDef *s = &seen.v[i];
     for (int j = 0; j < i; j++) {
       if (strcmp(seen.v[j].name, s->name)) continue;
-      diag_error(L->d, s->loc, "'%s' is already defined as %s of function '%s'", s->name,
-                 seen.v[j].what, f->name);
+      diag_error(L->d, s->loc, "'%s' is already defined as %s of function '%s'", s->name, seen.v[j].what, f->name);
       diag_note(L->d, seen.v[j].loc, "'%s' first defined here", s->name);
       break;
     }
     const NameDef *g = find_name(L, s->name);
     if (g && (!strcmp(g->what, "a dim") || !strcmp(g->what, "a param"))) {
-      diag_error(L->d, s->loc, "'%s' in function '%s' shadows %s of the model", s->name,
-                 f->name, g->what);
+      diag_error(L->d, s->loc, "'%s' in function '%s' shadows %s of the model", s->name, f->name, g->what);
       diag_note(L->d, g->loc, "'%s' defined here", s->name);
     }
   }
@@ -544,8 +529,7 @@ static void load_func(Loader *L, const YNode *k, const YNode *v, FuncDef *f) {
   if (!want(L, v, YN_MAP, "a function")) return;
   check_keys(L, v, keys, COUNT(keys), "a function");
   const YNode *x;
-  if ((x = require(L, v, "args", "a function")))
-    f->nargs = name_list(L, x, "function argument", &f->args, &f->arglocs);
+  if ((x = require(L, v, "args", "a function"))) f->nargs = name_list(L, x, "function argument", &f->args, &f->arglocs);
   if ((x = ymap_get(v, "params")) && want_map(L, x, "function params") && x->kind == YN_MAP)
     f->nparams = load_tensors(L, x, true, &f->params, false);
   if ((x = require(L, v, "graph", "a function"))) {
@@ -579,10 +563,8 @@ static const OptName optimizers[] = {
     {"sgd", OPT_SGD, {"type", "lr", "momentum", "dampening", "nesterov", "weight_decay"}},
     {"adam", OPT_ADAM, {"type", "lr", "betas", "eps", "weight_decay"}},
     {"adamw", OPT_ADAMW, {"type", "lr", "betas", "eps", "weight_decay"}},
-    {"rmsprop", OPT_RMSPROP,
-     {"type", "lr", "alpha", "eps", "momentum", "centered", "weight_decay"}},
-    {"adagrad", OPT_ADAGRAD,
-     {"type", "lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"}},
+    {"rmsprop", OPT_RMSPROP, {"type", "lr", "alpha", "eps", "momentum", "centered", "weight_decay"}},
+    {"adagrad", OPT_ADAGRAD, {"type", "lr", "lr_decay", "eps", "weight_decay", "initial_accumulator_value"}},
 };
 
 // torch.optim's defaults.
@@ -621,8 +603,7 @@ static void check_opt_keys(Loader *L, const YNode *map, const OptName *on) {
     if (!mine && other)
       diag_error(L->d, map->keys[i]->loc, "optimizer '%s' has no option '%s'", on->name, k);
     else if (!mine)
-      check_keys(L, &(YNode){.kind = YN_MAP, .n = 1, .keys = map->keys + i}, on->keys, nk,
-                 "the optimizer");
+      check_keys(L, &(YNode){.kind = YN_MAP, .n = 1, .keys = map->keys + i}, on->keys, nk, "the optimizer");
   }
 }
 
@@ -640,8 +621,7 @@ static void load_opt_values(Loader *L, const YNode *map, OptimCfg *o) {
   const YNode *x;
   if ((x = ymap_get(map, "lr"))) get_range(L, x, "lr", &o->lr, 0, INFINITY, false);
   if ((x = ymap_get(map, "eps"))) get_range(L, x, "eps", &o->eps, 0, INFINITY, false);
-  if ((x = ymap_get(map, "weight_decay")))
-    get_range(L, x, "weight_decay", &o->weight_decay, 0, INFINITY, false);
+  if ((x = ymap_get(map, "weight_decay"))) get_range(L, x, "weight_decay", &o->weight_decay, 0, INFINITY, false);
   if ((x = ymap_get(map, "momentum"))) get_range(L, x, "momentum", &o->momentum, 0, INFINITY, false);
   if ((x = ymap_get(map, "dampening"))) get_num(L, x, "dampening", &o->dampening);
   if ((x = ymap_get(map, "alpha"))) get_range(L, x, "alpha", &o->alpha, 0, INFINITY, false);
@@ -652,8 +632,7 @@ static void load_opt_values(Loader *L, const YNode *map, OptimCfg *o) {
   if ((x = ymap_get(map, "centered"))) get_bool(L, x, "centered", &o->centered);
   if ((x = ymap_get(map, "betas"))) load_betas(L, x, o);
   if (o->nesterov && (o->momentum <= 0 || o->dampening != 0))
-    diag_error(L->d, ymap_get(map, "nesterov")->loc,
-               "nesterov momentum requires a momentum > 0 and zero dampening");
+    diag_error(L->d, ymap_get(map, "nesterov")->loc, "nesterov momentum requires a momentum > 0 and zero dampening");
 }
 
 static void load_optimizer(Loader *L, const YNode *n, OptimCfg *o) {
@@ -704,10 +683,8 @@ static void load_schedule(Loader *L, const YNode *n, SchedCfg *s) {
 }
 
 static void load_train(Loader *L, const YNode *n) {
-  static const char *const keys[] = {"optimizer",   "schedule",   "clip_grad_norm",
-                                     "grad_accum",  "steps",      "epochs",
-                                     "eval_every",  "checkpoint_every", "seed",
-                                     "precision"};
+  static const char *const keys[] = {"optimizer", "schedule",   "clip_grad_norm",   "grad_accum", "steps",
+                                     "epochs",    "eval_every", "checkpoint_every", "seed",       "precision"};
   TrainCfg *t = &L->m->train;
   *t = (TrainCfg){.present = true, .loc = n->loc, .grad_accum = 1};
   t->opt = opt_defaults(OPT_ADAM, n->loc);
@@ -727,11 +704,9 @@ static void load_train(Loader *L, const YNode *n) {
   if ((x = ymap_get(n, "grad_accum"))) get_int_min(L, x, "grad_accum", &t->grad_accum, 1);
   if ((x = ymap_get(n, "steps"))) get_int_min(L, x, "steps", &t->steps, 1);
   if ((x = ymap_get(n, "epochs"))) get_int_min(L, x, "epochs", &t->epochs, 1);
-  if (ymap_get(n, "steps") && x)
-    diag_error(L->d, x->loc, "give either steps or epochs, not both");
+  if (ymap_get(n, "steps") && x) diag_error(L->d, x->loc, "give either steps or epochs, not both");
   if ((x = ymap_get(n, "eval_every"))) get_int_min(L, x, "eval_every", &t->eval_every, 0);
-  if ((x = ymap_get(n, "checkpoint_every")))
-    get_int_min(L, x, "checkpoint_every", &t->checkpoint_every, 0);
+  if ((x = ymap_get(n, "checkpoint_every"))) get_int_min(L, x, "checkpoint_every", &t->checkpoint_every, 0);
   int64_t seed;
   if ((x = ymap_get(n, "seed")) && get_int(L, x, "seed", &seed)) {
     if (seed < 0)
@@ -778,8 +753,10 @@ static void load_columns(Loader *L, const YNode *n, DataCfg *c) {
     col.is_range = *end == ':';
     /* strtoll saturates at INT64_MAX on overflow (errno catches it below), so
        a single index's HI is only formed once LO is known to be in range. */
-    if (col.is_range) col.hi = strtoll(end + 1, &end, 10);
-    else col.hi = col.lo >= 0 && col.lo < (1 << 24) ? col.lo + 1 : col.lo;
+    if (col.is_range)
+      col.hi = strtoll(end + 1, &end, 10);
+    else
+      col.hi = col.lo >= 0 && col.lo < (1 << 24) ? col.lo + 1 : col.lo;
     bool digits = v->str[0] >= '0' && v->str[0] <= '9';
     if (!digits || *end || errno || col.lo < 0 || col.hi <= col.lo || col.hi > (1 << 24)) {
       diag_error(L->d, v->loc, "a column must be an index N or a range \"LO:HI\" with 0 <= LO < HI");
@@ -819,13 +796,17 @@ static void load_text_column(Loader *L, const YNode *n, DataCfg *c) {
   if (v) c->vocab = resolve(L, v, "vocab");
   if (ids && check_input(L, ids, "ids")) {
     const TensorDecl *t = find_input(L, ids->str);
-    if (t->dtype != DT_I32 || t->rank != 2) diag_error(L->d, ids->loc, "ids '%s' must be an i32 input [B, T]", ids->str);
-    else c->text_ids = ids->str;
+    if (t->dtype != DT_I32 || t->rank != 2)
+      diag_error(L->d, ids->loc, "ids '%s' must be an i32 input [B, T]", ids->str);
+    else
+      c->text_ids = ids->str;
   }
   if (m && check_input(L, m, "mask")) {
     const TensorDecl *t = find_input(L, m->str);
-    if (t->dtype == DT_I32 || t->rank != 2) diag_error(L->d, m->loc, "mask '%s' must be a float input [B, T]", m->str);
-    else c->text_mask = m->str;
+    if (t->dtype == DT_I32 || t->rank != 2)
+      diag_error(L->d, m->loc, "mask '%s' must be a float input [B, T]", m->str);
+    else
+      c->text_mask = m->str;
   }
   if ((x = ymap_get(n, "cased"))) get_bool(L, x, "cased", &c->cased);
 }
@@ -837,12 +818,11 @@ typedef struct DataForm {
 } DataForm;
 
 static const DataForm forms[] = {
-    [DATA_TEXT] = {"text", {"format", "path", "tokens", "targets", "val_fraction"},
-                   {"path", "tokens", "targets"}},
-    [DATA_CSV] = {"csv", {"format", "path", "header", "columns", "scale", "val_fraction", "text"},
-                  {"path", "columns"}},
+    [DATA_TEXT] = {"text", {"format", "path", "tokens", "targets", "val_fraction"}, {"path", "tokens", "targets"}},
+    [DATA_CSV] = {"csv", {"format", "path", "header", "columns", "scale", "val_fraction", "text"}, {"path", "columns"}},
     [DATA_SAFETENSORS] = {"safetensors", {"format", "path", "shuffle", "val_fraction"}, {"path"}},
-    [DATA_IDX] = {"idx", {"format", "images", "labels", "x", "y", "scale", "val_fraction"},
+    [DATA_IDX] = {"idx",
+                  {"format", "images", "labels", "x", "y", "scale", "val_fraction"},
                   {"images", "labels", "x", "y"}},
 };
 
@@ -855,8 +835,7 @@ static void load_data_values(Loader *L, const YNode *n, DataCfg *c) {
   if ((x = ymap_get(n, "targets")) && check_input(L, x, "targets")) c->targets = x->str;
   if ((x = ymap_get(n, "x")) && check_input(L, x, "x")) c->x = x->str;
   if ((x = ymap_get(n, "y")) && check_input(L, x, "y")) c->y = x->str;
-  if ((x = ymap_get(n, "val_fraction")))
-    get_range(L, x, "val_fraction", &c->val_fraction, 0, 1, true);
+  if ((x = ymap_get(n, "val_fraction"))) get_range(L, x, "val_fraction", &c->val_fraction, 0, 1, true);
   if ((x = ymap_get(n, "header"))) get_bool(L, x, "header", &c->header);
   if ((x = ymap_get(n, "shuffle"))) get_bool(L, x, "shuffle", &c->shuffle);
   if ((x = ymap_get(n, "columns"))) load_columns(L, x, c);
@@ -877,8 +856,12 @@ static void load_data_set(Loader *L, const YNode *n, DataCfg *c, const char *whe
     return;
   }
   const DataForm *df = &forms[f];
-  *c = (DataCfg){.present = true, .loc = n->loc, .format = (DataFormat)f, .shuffle = true,
-                 .val_fraction = f == DATA_TEXT ? 0.1 : 0, .text_col = -1};
+  *c = (DataCfg){.present = true,
+                 .loc = n->loc,
+                 .format = (DataFormat)f,
+                 .shuffle = true,
+                 .val_fraction = f == DATA_TEXT ? 0.1 : 0,
+                 .text_col = -1};
   int nk = 0;
   while (nk < COUNT(df->keys) && df->keys[nk]) nk++;
   check_keys(L, n, df->keys, nk, arena_printf(L->a, "%s data", df->name));
@@ -909,11 +892,12 @@ static void load_generate(Loader *L, const YNode *n) {
     // batch_dim): `bpc check` says so here rather than `sample` at run time.
     const TensorDecl *t = find_input(L, x->str);
     if (t->dtype != DT_I32 || t->rank != 2 || t->shape[0]->kind != EX_NAME)
-      diag_error(L->d, x->loc, "generate: the tokens input '%s' must be i32 with shape [B, T], B a dim name "
-                 "(sampling specializes it to 1)", t->name);
+      diag_error(L->d, x->loc,
+                 "generate: the tokens input '%s' must be i32 with shape [B, T], B a dim name "
+                 "(sampling specializes it to 1)",
+                 t->name);
   }
-  if ((x = require(L, n, "logits", "generate")) && want_ident(L, x, "logits") &&
-      check_entry(L, x->str, x->loc))
+  if ((x = require(L, n, "logits", "generate")) && want_ident(L, x, "logits") && check_entry(L, x->str, x->loc))
     g->logits = x->str;
 }
 
@@ -927,8 +911,7 @@ static void load_header(Loader *L, const YNode *root) {
       diag_error(L->d, x->loc, "unsupported format version '%s'; this bpc reads 'bpc: %d'",
                  x->kind == YN_SCALAR ? x->str : "?", BPC_FORMAT_VERSION);
   }
-  if ((x = require(L, root, "name", "the model")) && want_ident(L, x, "the model's name"))
-    m->name = x->str;
+  if ((x = require(L, root, "name", "the model")) && want_ident(L, x, "the model's name")) m->name = x->str;
   if ((x = ymap_get(root, "doc")) && want(L, x, YN_SCALAR, "doc")) m->doc = x->str;
 }
 
@@ -940,18 +923,15 @@ static void load_refs(Loader *L, const YNode *root) {
     m->loss_loc = x->loc;
     check_entry(L, x->str, x->loc);
   }
-  if ((x = ymap_get(root, "metrics")))
-    m->nmetrics = name_list(L, x, "metric", &m->metrics, &m->metric_locs);
+  if ((x = ymap_get(root, "metrics"))) m->nmetrics = name_list(L, x, "metric", &m->metrics, &m->metric_locs);
   for (int i = 0; i < m->nmetrics; i++) check_entry(L, m->metrics[i], m->metric_locs[i]);
-  if ((x = ymap_get(root, "outputs")))
-    m->noutputs = name_list(L, x, "output", &m->outputs, &m->output_locs);
+  if ((x = ymap_get(root, "outputs"))) m->noutputs = name_list(L, x, "output", &m->outputs, &m->output_locs);
   for (int i = 0; i < m->noutputs; i++) check_entry(L, m->outputs[i], m->output_locs[i]);
 }
 
 static void load_model(Loader *L, const YNode *root) {
-  static const char *const keys[] = {"bpc",   "name",    "doc",   "dims",  "inputs",
-                                     "params", "functions", "graph", "loss", "metrics",
-                                     "outputs", "train",  "data",  "generate"};
+  static const char *const keys[] = {"bpc",   "name", "doc",     "dims",    "inputs", "params", "functions",
+                                     "graph", "loss", "metrics", "outputs", "train",  "data",   "generate"};
   Model *m = L->m;
   m->loc = root->loc;
   check_keys(L, root, keys, COUNT(keys), "the model");
@@ -963,8 +943,7 @@ static void load_model(Loader *L, const YNode *root) {
   if ((x = ymap_get(root, "params")) && want_map(L, x, "params") && !is_null(x))
     m->nparams = load_tensors(L, x, true, &m->params, true);
   if ((x = require(L, root, "graph", "the model"))) load_graph(L, x);
-  if ((x = ymap_get(root, "functions")) && want_map(L, x, "functions") && !is_null(x))
-    load_funcs(L, x);
+  if ((x = ymap_get(root, "functions")) && want_map(L, x, "functions") && !is_null(x)) load_funcs(L, x);
   load_refs(L, root);
   if ((x = ymap_get(root, "train"))) load_train(L, x);
   if ((x = ymap_get(root, "data")) && !is_null(x)) load_data(L, x);

@@ -44,16 +44,30 @@ struct CG {
   LLVMTypeRef i1, i32, i64, f32, f64, ptr, vd, ctxty, taskty;
   LLVMValueRef fn;                              // kernel being emitted
   LLVMValueRef arena, scratch, status, seed, step, begin, end, thread;
-  struct { Step *v; int n, cap; } steps;
+  struct {
+    Step *v;
+    int n, cap;
+  } steps;
   int nfn;
   int phase;  // of the kernel being emitted
   int kernel; // the index of the kernel being emitted
   char *sig;  // what the wrapper being emitted computes, offsets aside
   int part;   // wrappers emitted for the current kernel so far
   LLVMValueRef closure;
-  struct { int64_t *v; int n, cap; } slots;  // offsets the current wrapper reads
-  struct { char **sig; LLVMValueRef *fn; int n, cap; } wrappers;  // shared wrappers
-  struct { char **sig; LLVMValueRef *fn; int n, cap; } bodies;  // shared loop bodies
+  struct {
+    int64_t *v;
+    int n, cap;
+  } slots;  // offsets the current wrapper reads
+  struct {
+    char **sig;
+    LLVMValueRef *fn;
+    int n, cap;
+  } wrappers;  // shared wrappers
+  struct {
+    char **sig;
+    LLVMValueRef *fn;
+    int n, cap;
+  } bodies;  // shared loop bodies
 };
 
 // The runtime context (bpc.h's bpcrt_ctx): arena, scratch, pool, seed, step.
@@ -97,7 +111,8 @@ LLVMValueRef begin_kernel(CG *c);
 // earlier wrapper replaces it).
 void end_kernel(CG *c, int64_t n, int64_t work);
 // One library kernel over [begin, end), then end_kernel.
-void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n, int64_t work);
+void call_kernel_sfx(CG *c, const char *base, const char *suffix, LLVMValueRef *args, int nargs, int64_t n,
+                     int64_t work);
 void call_kernel(CG *c, const char *base, DType t, LLVMValueRef *args, int nargs, int64_t n, int64_t work);
 // A byte pointer into the arena at `off` (read from the wrapper's closure).
 LLVMValueRef arena_off(CG *c, int64_t off);
@@ -161,13 +176,15 @@ void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DT
 void emit_col_part(CG *c, int kind, int x, int64_t center, int64_t part, int64_t R, int64_t I, int64_t nb, DType t,
                    int64_t work);
 void emit_col_finish(CG *c, int kind, int64_t out, int64_t part, int64_t nb, int64_t I, double scale, DType t);
-void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb,
-                      DType t, int64_t work);
+void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb, DType t,
+                      int64_t work);
 // The temporary of a kernel by row blocks: partials [nb, 2I], then mean [I],
 // var [I], m [2I] (lower_reduce.c): its size, and the offsets of its parts
 // in the arena for kernel k.
 int64_t col_temp_bytes(int64_t nb, int64_t I, DType t);
-typedef struct { int64_t part, mean, var, m; } ColTemp;
+typedef struct {
+  int64_t part, mean, var, m;
+} ColTemp;
 ColTemp col_temp(CG *c, const Kernel *k, int64_t nb, int64_t I, DType t);
 
 // ---- the GEMM every product shares (lower_linalg.c)

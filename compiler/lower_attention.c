@@ -33,7 +33,10 @@ static void lower_attention(CG *c, const Kernel *k, const Node *n) {
   int mi = node_operand(n, "mask");
   LLVMValueRef mask = mi >= 0 ? P(IN(mi)) : null;
   if (fwd)
-    return call_kernel_sfx(c, "attention", product_sfx(c, t), (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp}, 13, B * H, work);
+    return call_kernel_sfx(c, "attention", product_sfx(c, t),
+                           (LLVMValueRef[]){P(k->root), in[0], in[1], in[2], I64(c, B), I64(c, Tq), I64(c, Tk),
+                                            I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), sp},
+                           13, B * H, work);
   if (packed || a->i[1] == 3) {
     for (int w = 0; w < 3; w++) {
       LLVMValueRef off = I64(c, packed ? w * C : attention_grad_offset(q, kk, w));
@@ -42,7 +45,11 @@ static void lower_attention(CG *c, const Kernel *k, const Node *n) {
   } else {
     outs[a->i[1]] = P(k->root);
   }
-  call_kernel_sfx(c, "attention_bwd", product_sfx(c, t), (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq), I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp}, 17, B * H, work);
+  call_kernel_sfx(
+      c, "attention_bwd", product_sfx(c, t),
+      (LLVMValueRef[]){outs[0], outs[1], outs[2], in[0], in[1], in[2], P(IN(packed ? 1 : 3)), I64(c, B), I64(c, Tq),
+                       I64(c, Tk), I64(c, C), I64(c, H), I32(c, a->b[0]), mask, I64(c, ld), I64(c, ld), sp},
+      17, B * H, work);
 }
 
 static int64_t attention_scratch(const Graph *g, const Node *n) {
@@ -50,8 +57,9 @@ static int64_t attention_scratch(const Graph *g, const Node *n) {
   attention_dims(g, n, &B, &Tq, &Tk, &C);
   hs = C / n->attr.i[0];
   bool f64 = n->dtype == DT_F64;
-  size_t elems = forward(n) ? (f64 ? bpck_attention_scratch_f64(Tq, Tk, hs) : bpck_attention_scratch_f32(Tq, Tk, hs))
-                            : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk, hs) : bpck_attention_bwd_scratch_f32(Tq, Tk, hs));
+  size_t elems = forward(n)
+                     ? (f64 ? bpck_attention_scratch_f64(Tq, Tk, hs) : bpck_attention_scratch_f32(Tq, Tk, hs))
+                     : (f64 ? bpck_attention_bwd_scratch_f64(Tq, Tk, hs) : bpck_attention_bwd_scratch_f32(Tq, Tk, hs));
   return (int64_t)elems * dtype_bytes(n->dtype);
 }
 
@@ -70,7 +78,10 @@ static int64_t attention_flops(const Graph *g, const Node *n) {
 static void lower_attention_decode(CG *c, const Kernel *k, const Node *n) {
   int64_t C = XS(0)->d[2], Tc = XS(3)->d[1], H = n->attr.i[0];
   begin_kernel(c);
-  call_kernel_sfx(c, "attention_decode", product_sfx(c, call_dtype(c, n)), (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), P(IN(4)), P(IN(5)), I64(c, Tc), I64(c, C), I64(c, H), scratch_ptr(c)}, 11, H, kernel_work(k));
+  call_kernel_sfx(c, "attention_decode", product_sfx(c, call_dtype(c, n)),
+                  (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), P(IN(3)), P(IN(4)), P(IN(5)), I64(c, Tc),
+                                   I64(c, C), I64(c, H), scratch_ptr(c)},
+                  11, H, kernel_work(k));
 }
 
 // The scores of one query over the cache.
@@ -81,7 +92,9 @@ static int64_t decode_scratch(const Graph *g, const Node *n) {
 static void lower_causal_mask(CG *c, const Kernel *k, const Node *n) {
   int64_t Cc = last_dim(&n->shape), R = n->shape.d[n->shape.rank - 2];
   begin_kernel(c);
-  call_kernel(c, "causal_mask", call_dtype(c, n), (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, R), I64(c, Cc), I32(c, n->op == OP_CAUSAL_MASK_GRAD)}, 5, shape_numel(&n->shape) / Cc, kernel_work(k));
+  call_kernel(c, "causal_mask", call_dtype(c, n),
+              (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, R), I64(c, Cc), I32(c, n->op == OP_CAUSAL_MASK_GRAD)}, 5,
+              shape_numel(&n->shape) / Cc, kernel_work(k));
 }
 
 const Backend be_attention = {.emit = lower_attention, .scratch = attention_scratch, .flops = attention_flops};

@@ -17,7 +17,7 @@ static void lower_conv2d(CG *c, const Kernel *k, const Node *n) {
   const Attr *a = &n->attr;
   const Shape *xs = conv_x(c->g, n), *ws = conv_w(c->g, n);
   LLVMValueRef geo[9] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, ws->d[0]),
-                         I64(c, ws->d[1]), I64(c, ws->d[3]), I64(c, a->i[0]), I64(c, a->i[1])};
+                         I64(c, ws->d[1]), I64(c, ws->d[3]), I64(c, a->i[0]),  I64(c, a->i[1])};
   begin_kernel(c);
   LLVMValueRef args[13];
   args[0] = P(k->root);
@@ -25,8 +25,13 @@ static void lower_conv2d(CG *c, const Kernel *k, const Node *n) {
   args[2] = P(IN(1));
   memcpy(args + 3, geo, sizeof(LLVMValueRef) * 9);
   args[12] = scratch_ptr(c);
-  int64_t range = n->op == OP_CONV2D ? n->shape.d[0] * n->shape.d[1] : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1] : ws->d[0] * ws->d[1] * ws->d[2];
-  call_kernel_sfx(c, n->op == OP_CONV2D ? "conv2d" : n->op == OP_CONV2D_DX ? "conv2d_dx" : "conv2d_dw",
+  int64_t range = n->op == OP_CONV2D      ? n->shape.d[0] * n->shape.d[1]
+                  : n->op == OP_CONV2D_DX ? xs->d[0] * xs->d[1]
+                                          : ws->d[0] * ws->d[1] * ws->d[2];
+  call_kernel_sfx(c,
+                  n->op == OP_CONV2D      ? "conv2d"
+                  : n->op == OP_CONV2D_DX ? "conv2d_dx"
+                                          : "conv2d_dw",
                   product_sfx(c, call_dtype(c, n)), args, 13, range, kernel_work(k));
 }
 
@@ -42,7 +47,8 @@ static int64_t conv2d_scratch(const Graph *g, const Node *n) {
 static int64_t conv2d_flops(const Graph *g, const Node *n) {
   if (n->op == OP_CONV2D_DW)
     return 2 * shape_numel(&graph_node(g, n->in[1])->shape) * n->shape.d[0] * n->shape.d[1] * n->shape.d[2];
-  const Shape *w = &graph_node(g, n->in[1])->shape, *y = n->op == OP_CONV2D ? &n->shape : &graph_node(g, n->in[0])->shape;
+  const Shape *w = &graph_node(g, n->in[1])->shape,
+              *y = n->op == OP_CONV2D ? &n->shape : &graph_node(g, n->in[0])->shape;
   return 2 * shape_numel(y) * w->d[0] * w->d[1] * w->d[2];
 }
 
@@ -52,7 +58,8 @@ static void lower_pool2d(CG *c, const Kernel *k, const Node *n) {
   bool grad = n->op == OP_MAX_POOL2D_GRAD || n->op == OP_AVG_POOL2D_GRAD;
   bool is_max = n->op == OP_MAX_POOL2D || n->op == OP_MAX_POOL2D_GRAD;
   begin_kernel(c);
-  LLVMValueRef geo[7] = {I64(c, xs->d[0]), I64(c, xs->d[1]), I64(c, xs->d[2]), I64(c, xs->d[3]), I64(c, n->attr.i[0]), I64(c, n->attr.i[1]), I32(c, is_max)};
+  LLVMValueRef geo[7] = {I64(c, xs->d[0]),     I64(c, xs->d[1]),     I64(c, xs->d[2]), I64(c, xs->d[3]),
+                         I64(c, n->attr.i[0]), I64(c, n->attr.i[1]), I32(c, is_max)};
   if (!grad) {
     LLVMValueRef args[9] = {P(k->root), P(IN(0))};
     memcpy(args + 2, geo, sizeof geo);

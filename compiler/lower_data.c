@@ -38,7 +38,10 @@ static void lower_slice(CG *c, const Kernel *k, const Node *n) {
   int64_t O = 1;
   for (int i = 0; i < a->i[2]; i++) O *= big->d[i];
   begin_kernel(c);
-  call_kernel(c, "window", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, shape_numel(&n->shape) / O), I64(c, off), I64(c, shape_numel(small) / O)}, 5, O, kernel_work(k));
+  call_kernel(c, "window", n->dtype,
+              (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, shape_numel(&n->shape) / O), I64(c, off),
+                               I64(c, shape_numel(small) / O)},
+              5, O, kernel_work(k));
 }
 
 static void lower_concat(CG *c, const Kernel *k, const Node *n) {
@@ -72,7 +75,9 @@ static void lower_arange(CG *c, const Kernel *k, const Node *n) {
 static void lower_embedding(CG *c, const Kernel *k, const Node *n) {
   int64_t V = XS(1)->d[0], C = XS(1)->d[1], ids = shape_numel(XS(0));
   begin_kernel(c);
-  call_kernel(c, "embedding", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C), c->status}, 7, ids, kernel_work(k));
+  call_kernel(c, "embedding", n->dtype,
+              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C), c->status}, 7, ids,
+              kernel_work(k));
 }
 
 static int64_t embedding_index_limit(const Graph *g, const Node *n, int input, int *code) {
@@ -87,13 +92,16 @@ static void lower_embedding_grad(CG *c, const Kernel *k, const Node *n) {
   int64_t V = n->shape.d[0], C = n->shape.d[1], ids = shape_numel(XS(0));
   begin_kernel(c);
   LLVMValueRef base = n->op == OP_EMBEDDING_GRAD_ADD ? P(IN(2)) : LLVMConstNull(c->ptr);
-  call_kernel(c, "embedding_grad", n->dtype, (LLVMValueRef[]){P(k->root), base, P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 7, C, kernel_work(k));
+  call_kernel(c, "embedding_grad", n->dtype,
+              (LLVMValueRef[]){P(k->root), base, P(IN(0)), P(IN(1)), I64(c, ids), I64(c, V), I64(c, C)}, 7, C,
+              kernel_work(k));
 }
 
 static void lower_one_hot(CG *c, const Kernel *k, const Node *n) {
   int64_t ids = shape_numel(XS(0));
   begin_kernel(c);
-  call_kernel(c, "one_hot", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, ids), I64(c, n->attr.i[0])}, 4, ids, kernel_work(k));
+  call_kernel(c, "one_hot", n->dtype, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, ids), I64(c, n->attr.i[0])}, 4, ids,
+              kernel_work(k));
 }
 
 const Backend be_transpose = {.emit = lower_transpose};

@@ -29,7 +29,9 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
 #define LIB1(fn) (snprintf(name, sizeof name, "bpck_" fn "_%s", s), lib(c, name, ty, (LLVMValueRef[]){x[0]}, 1))
   switch (n->op) {
   case OP_CONST: return is_int ? I32(c, (int64_t)n->attr.f[0]) : FC(c, t, n->attr.f[0]);
-  case OP_CAST: return convert(c, ew_operand(c, e, n->in[0], graph_node(c->g, n->in[0])->dtype), graph_node(c->g, n->in[0])->dtype, t);
+  case OP_CAST:
+    return convert(c, ew_operand(c, e, n->in[0], graph_node(c->g, n->in[0])->dtype), graph_node(c->g, n->in[0])->dtype,
+                   t);
   case OP_STOP_GRADIENT: return x[0];
   case OP_ADD: return is_int ? LLVMBuildAdd(c->b, x[0], x[1], "") : LLVMBuildFAdd(c->b, x[0], x[1], "");
   case OP_SUB: return is_int ? LLVMBuildSub(c->b, x[0], x[1], "") : LLVMBuildFSub(c->b, x[0], x[1], "");
@@ -37,20 +39,22 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
   case OP_DIV: return LLVMBuildFDiv(c->b, x[0], x[1], "");
   case OP_NEG: return is_int ? LLVMBuildNeg(c->b, x[0], "") : LLVMBuildFNeg(c->b, x[0], "");
   case OP_SQUARE: return is_int ? LLVMBuildMul(c->b, x[0], x[0], "") : LLVMBuildFMul(c->b, x[0], x[0], "");
-  case OP_MAXIMUM: case OP_MINIMUM: {  // NaN in the first operand wins, as NumPy
+  case OP_MAXIMUM:
+  case OP_MINIMUM: {  // NaN in the first operand wins, as NumPy
     if (is_int)
-      return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, n->op == OP_MAXIMUM ? LLVMIntSGT : LLVMIntSLT, x[0], x[1], ""), x[0], x[1], "");
+      return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, n->op == OP_MAXIMUM ? LLVMIntSGT : LLVMIntSLT, x[0], x[1], ""),
+                             x[0], x[1], "");
     LLVMValueRef better = fcmp(c, n->op == OP_MAXIMUM ? LLVMRealOGT : LLVMRealOLT, x[0], x[1]);
     LLVMValueRef nan = fcmp(c, LLVMRealUNO, x[0], x[0]);
     return LLVMBuildSelect(c->b, LLVMBuildOr(c->b, better, nan, ""), x[0], x[1], "");
   }
   case OP_ABS:
-    if (is_int) return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x[0], I32(c, 0), ""), LLVMBuildNeg(c->b, x[0], ""), x[0], "");
+    if (is_int)
+      return LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, x[0], I32(c, 0), ""), LLVMBuildNeg(c->b, x[0], ""),
+                             x[0], "");
     snprintf(name, sizeof name, "llvm.fabs.%s", s);
     return lib(c, name, ty, x, 1);
-  case OP_SQRT:
-    snprintf(name, sizeof name, "llvm.sqrt.%s", s);
-    return lib(c, name, ty, x, 1);
+  case OP_SQRT: snprintf(name, sizeof name, "llvm.sqrt.%s", s); return lib(c, name, ty, x, 1);
   case OP_RSQRT:
     snprintf(name, sizeof name, "llvm.sqrt.%s", s);
     return LLVMBuildFDiv(c->b, FC(c, t, 1), lib(c, name, ty, x, 1), "");
@@ -65,11 +69,14 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
                            LLVMBuildFMul(c->b, FC(c, t, n->attr.f[0]), x[0], ""), "");
   case OP_WHERE: {
     const Node *cn = graph_node(c->g, n->in[0]);
-    LLVMValueRef cond = cn->dtype == DT_I32 && cn->op != OP_CONST ? LLVMBuildICmp(c->b, LLVMIntNE, x[0], I32(c, 0), "")
-                                                                  : fcmp(c, LLVMRealUNE, x[0], LLVMConstReal(LLVMTypeOf(x[0]), 0));
+    LLVMValueRef cond = cn->dtype == DT_I32 && cn->op != OP_CONST
+                            ? LLVMBuildICmp(c->b, LLVMIntNE, x[0], I32(c, 0), "")
+                            : fcmp(c, LLVMRealUNE, x[0], LLVMConstReal(LLVMTypeOf(x[0]), 0));
     return LLVMBuildSelect(c->b, cond, x[1], x[2], "");
   }
-  case OP_GREATER: case OP_LESS: case OP_EQUAL: {
+  case OP_GREATER:
+  case OP_LESS:
+  case OP_EQUAL: {
     LLVMRealPredicate p = n->op == OP_GREATER ? LLVMRealOGT : n->op == OP_LESS ? LLVMRealOLT : LLVMRealOEQ;
     return LLVMBuildUIToFP(c->b, fcmp(c, p, x[0], x[1]), ty, "");
   }
@@ -82,7 +89,9 @@ static LLVMValueRef ew_scalar(CG *c, Ew *e, const Node *n) {
   case OP_SIGMOID: return LIB1("sigmoid");
   case OP_SOFTPLUS: return LIB1("softplus");
   case OP_SILU: return LIB1("silu");
-  case OP_POW: case OP_GELU: case OP_GELU_GRAD: {
+  case OP_POW:
+  case OP_GELU:
+  case OP_GELU_GRAD: {
     const char *fn = n->op == OP_POW ? "pow" : n->op == OP_GELU ? "gelu" : "gelu_grad";
     double p = n->op == OP_POW ? n->attr.f[0] : n->attr.b[0] ? 1.0 : 0.0;
     snprintf(name, sizeof name, "bpck_%s_%s", fn, s);
@@ -99,7 +108,10 @@ const Backend be_ew = {.scalar = ew_scalar};
 static void lower_dropout(CG *c, const Kernel *k, const Node *n) {
   int64_t numel = shape_numel(&n->shape);
   begin_kernel(c);
-  call_kernel(c, "dropout", call_dtype(c, n), (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, DT_F64, n->attr.f[0]), c->seed, LLVMConstInt(c->i64, n->attr.salt, 0), c->step}, 7, numel, kernel_work(k));
+  call_kernel(c, "dropout", call_dtype(c, n),
+              (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, numel), FC(c, DT_F64, n->attr.f[0]), c->seed,
+                               LLVMConstInt(c->i64, n->attr.salt, 0), c->step},
+              7, numel, kernel_work(k));
 }
 
 const Backend be_dropout = {.emit = lower_dropout};

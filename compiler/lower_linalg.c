@@ -13,8 +13,8 @@
 // (M = 256 tokens against N = 3072 in GPT-2's MLP). Sums do not depend on
 // the split.
 // C[M,N] (+)= op(A) @ op(B) over the kernel's range, as emit_gemm splits it.
-Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, int64_t lda, int ta,
-                      LLVMValueRef B, int64_t ldb, int tb, LLVMValueRef out, int64_t ldc, int accumulate) {
+Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, int64_t lda, int ta, LLVMValueRef B,
+               int64_t ldb, int tb, LLVMValueRef out, int64_t ldc, int accumulate) {
   bool cols = N > M;
   int64_t unit = cols ? BPCK_GEMM_COL_UNIT : BPCK_GEMM_ROW_UNIT, total = cols ? N : M;
   Gemm g = {.units = (total + unit - 1) / unit};
@@ -23,8 +23,9 @@ Gemm gemm_call(CG *c, DType t, int64_t M, int64_t N, int64_t K, LLVMValueRef A, 
   hi = LLVMBuildSelect(c->b, LLVMBuildICmp(c->b, LLVMIntSLT, hi, I64(c, total), ""), hi, I64(c, total), "");
   g.r0 = cols ? I64(c, 0) : lo, g.r1 = cols ? I64(c, M) : hi;
   g.j0 = cols ? lo : I64(c, 0), g.j1 = cols ? hi : I64(c, N);
-  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), A, I64(c, lda), I32(c, ta), B, I64(c, ldb), I32(c, tb),
-                           out, I64(c, ldc), I32(c, accumulate), scratch_ptr(c), lo, hi};
+  LLVMValueRef args[15] = {I64(c, M),   I64(c, N),  I64(c, K), A,           I64(c, lda),        I32(c, ta),     B,
+                           I64(c, ldb), I32(c, tb), out,       I64(c, ldc), I32(c, accumulate), scratch_ptr(c), lo,
+                           hi};
   libcall_sfx(c, cols ? "gemm_cols" : "gemm", product_sfx(c, t), args, 15);
   return g;
 }
@@ -34,8 +35,8 @@ Gemm emit_gemm(CG *c, const Node *m, LLVMValueRef out) {
   matmul_dims(c->g, m, &M, &N, &K, &batch);
   BPC_ASSERT(batch == 1);
   const Shape *as = &graph_node(c->g, m->in[0])->shape, *bs = &graph_node(c->g, m->in[1])->shape;
-  return gemm_call(c, m->dtype, M, N, K, node_ptr(c, m->in[0]), as->d[as->rank - 1], m->attr.b[0], node_ptr(c, m->in[1]),
-                   bs->d[bs->rank - 1], m->attr.b[1], out, N, 0);
+  return gemm_call(c, m->dtype, M, N, K, node_ptr(c, m->in[0]), as->d[as->rank - 1], m->attr.b[0],
+                   node_ptr(c, m->in[1]), bs->d[bs->rank - 1], m->attr.b[1], out, N, 0);
 }
 
 static void lower_matmul(CG *c, const Kernel *k, const Node *n) {
@@ -75,8 +76,8 @@ static void lower_matmul(CG *c, const Kernel *k, const Node *n) {
   LLVMValueRef bp = LLVMBuildGEP2(c->b, et, P(IN(1)), &boff, 1, "");
   LLVMValueRef coff = LLVMBuildMul(c->b, bi, I64(c, M * N), "");
   LLVMValueRef cp = LLVMBuildGEP2(c->b, et, P(k->root), &coff, 1, "");
-  LLVMValueRef args[15] = {I64(c, M), I64(c, N), I64(c, K), ap, I64(c, lda), I32(c, ta), bp, I64(c, ldb),
-                           I32(c, tb), cp, I64(c, N), I32(c, 0), sp, I64(c, 0), I64(c, M)};
+  LLVMValueRef args[15] = {I64(c, M),  I64(c, N), I64(c, K), ap,        I64(c, lda), I32(c, ta), bp,       I64(c, ldb),
+                           I32(c, tb), cp,        I64(c, N), I32(c, 0), sp,          I64(c, 0),  I64(c, M)};
   libcall_sfx(c, "gemm", product_sfx(c, t), args, 15);
   loop_end(c, &l);
   end_kernel(c, batch, k->flops);
@@ -85,7 +86,8 @@ static void lower_matmul(CG *c, const Kernel *k, const Node *n) {
 static int64_t matmul_scratch(const Graph *g, const Node *n) {
   int64_t M, N, K, batch;
   matmul_dims(g, n, &M, &N, &K, &batch);
-  return (int64_t)(n->dtype == DT_F64 ? bpck_gemm_scratch_f64(M, N, K) : bpck_gemm_scratch_f32(M, N, K)) * dtype_bytes(n->dtype);
+  return (int64_t)(n->dtype == DT_F64 ? bpck_gemm_scratch_f64(M, N, K) : bpck_gemm_scratch_f32(M, N, K)) *
+         dtype_bytes(n->dtype);
 }
 
 // 2 per multiply-add; linear's bias one more per element.

@@ -14,9 +14,11 @@ static void lower_cross_entropy(CG *c, const Kernel *k, const Node *n) {
   begin_kernel(c);
   LLVMValueRef tmp = arena_off(c, tmp_off);
   if (n->op == OP_CROSS_ENTROPY)
-    call_kernel(c, "cross_entropy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K), c->status}, 6, rows, kernel_work(k));
+    call_kernel(c, "cross_entropy_rows", t,
+                (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K), c->status}, 6, rows, kernel_work(k));
   else
-    call_kernel(c, "accuracy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K)}, 5, rows, kernel_work(k));
+    call_kernel(c, "accuracy_rows", t, (LLVMValueRef[]){tmp, P(IN(0)), P(IN(1)), I64(c, rows), I64(c, K)}, 5, rows,
+                kernel_work(k));
   emit_sum_scale(c, k->root, tmp_off, rows, 1.0 / (double)rows, t);
 }
 
@@ -36,7 +38,9 @@ static int64_t ce_index_limit(const Graph *g, const Node *n, int input, int *cod
 static void lower_cross_entropy_grad(CG *c, const Kernel *k, const Node *n) {
   int64_t K = last_dim(XS(0)), rows = rows_of(XS(0));
   begin_kernel(c);
-  call_kernel(c, "cross_entropy_grad", call_dtype(c, n), (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, rows), I64(c, K)}, 6, rows, kernel_work(k));
+  call_kernel(c, "cross_entropy_grad", call_dtype(c, n),
+              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), P(IN(2)), I64(c, rows), I64(c, K)}, 6, rows,
+              kernel_work(k));
 }
 
 // linear_cross_entropy (lce.c) by row blocks of R rows (lce_block_rows):
@@ -56,17 +60,19 @@ static void lower_lce(CG *c, const Kernel *k, const Node *n) {
   for (int64_t r0 = 0; r0 < rows; r0 += R) {
     int64_t m = rows - r0 < R ? rows - r0 : R;
     begin_kernel(c);  // logits = h_blk @ w^T (tw) or h_blk @ w
-    Gemm gm = gemm_call(c, t, m, V, C, elem_ptr(c, et, P(IN(0)), r0 * C), C, 0, P(IN(1)), tw ? C : V, tw, arena_off(c, tmp), V, 0);
+    Gemm gm = gemm_call(c, t, m, V, C, elem_ptr(c, et, P(IN(0)), r0 * C), C, 0, P(IN(1)), tw ? C : V, tw,
+                        arena_off(c, tmp), V, 0);
     end_kernel(c, gm.units, 2 * m * V * C);
     begin_kernel(c);
     LLVMValueRef labels = LLVMBuildGEP2(c->b, c->i32, P(IN(2)), (LLVMValueRef[]){I64(c, r0)}, 1, "");
     call_kernel(c, "lce_rows", t,
-                (LLVMValueRef[]){arena_off(c, losses + r0 * es), arena_off(c, tmp), labels, grad ? P(IN(3)) : LLVMConstNull(c->ptr),
-                                 I64(c, rows), I64(c, V), c->status},
+                (LLVMValueRef[]){arena_off(c, losses + r0 * es), arena_off(c, tmp), labels,
+                                 grad ? P(IN(3)) : LLVMConstNull(c->ptr), I64(c, rows), I64(c, V), c->status},
                 7, m, 8 * m * V);
     if (!grad) continue;
     begin_kernel(c);  // dh rows = dl @ w (tw) or dl @ w^T
-    gm = gemm_call(c, t, m, C, V, arena_off(c, tmp), V, 0, P(IN(1)), tw ? C : V, !tw, elem_ptr(c, et, P(k->root), r0 * C), C, 0);
+    gm = gemm_call(c, t, m, C, V, arena_off(c, tmp), V, 0, P(IN(1)), tw ? C : V, !tw,
+                   elem_ptr(c, et, P(k->root), r0 * C), C, 0);
     end_kernel(c, gm.units, 2 * m * V * C);
     begin_kernel(c);  // dW [V, C] += dl^T @ h_blk (tw), or [C, V] += h_blk^T @ dl
     LLVMValueRef hb = elem_ptr(c, et, P(IN(0)), r0 * C), dw = elem_ptr(c, et, P(k->root), odw);
@@ -75,7 +81,10 @@ static void lower_lce(CG *c, const Kernel *k, const Node *n) {
     end_kernel(c, gm.units, 2 * m * V * C);
   }
   begin_kernel(c);
-  libcall(c, "sum_scale", t, (LLVMValueRef[]){elem_ptr(c, et, P(k->root), oloss), arena_off(c, losses), I64(c, rows), FC(c, t, 1.0 / (double)rows)}, 4);
+  libcall(c, "sum_scale", t,
+          (LLVMValueRef[]){elem_ptr(c, et, P(k->root), oloss), arena_off(c, losses), I64(c, rows),
+                           FC(c, t, 1.0 / (double)rows)},
+          4);
   end_kernel(c, 1, 0);
 }
 
@@ -114,5 +123,5 @@ static int64_t lce_index_limit(const Graph *g, const Node *n, int input, int *co
 const Backend be_cross_entropy = {.emit = lower_cross_entropy, .temp = per_row_temp, .index_limit = ce_index_limit};
 const Backend be_accuracy = {.emit = lower_cross_entropy, .temp = per_row_temp};
 const Backend be_cross_entropy_grad = {.emit = lower_cross_entropy_grad};
-const Backend be_linear_cross_entropy = {.emit = lower_lce, .scratch = lce_scratch, .temp = lce_temp, .flops = lce_flops,
-                                         .index_limit = lce_index_limit};
+const Backend be_linear_cross_entropy = {
+    .emit = lower_lce, .scratch = lce_scratch, .temp = lce_temp, .flops = lce_flops, .index_limit = lce_index_limit};

@@ -12,11 +12,17 @@ static void lower_norm_rows(CG *c, const Kernel *k, const Node *n) {
   begin_kernel(c);
   LLVMValueRef eps = FC(c, t, n->attr.f[0]);
   if (n->op == OP_LAYER_NORM)
-    return call_kernel(c, "layer_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, shape_numel(XS(2))), I64(c, rows), I64(c, C), eps}, 9, rows, work);
+    return call_kernel(c, "layer_norm", t,
+                       (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)),
+                                        I64(c, shape_numel(XS(2))), I64(c, rows), I64(c, C), eps},
+                       9, rows, work);
   if (n->op == OP_RMS_NORM)
-    return call_kernel(c, "rms_norm", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), I64(c, rows), I64(c, C), eps}, 7, rows, work);
+    return call_kernel(c, "rms_norm", t,
+                       (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), I64(c, rows), I64(c, C), eps}, 7,
+                       rows, work);
   call_kernel(c, n->op == OP_LAYER_NORM_DX ? "layer_norm_dx" : "rms_norm_dx", t,
-              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, rows), I64(c, C), eps}, 8, rows, work);
+              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), I64(c, rows), I64(c, C), eps}, 8,
+              rows, work);
 }
 
 // x [R, I]: I channels (the last axis), R rows.
@@ -44,8 +50,10 @@ static void lower_batch_norm(CG *c, const Kernel *k, const Node *n) {
   begin_kernel(c);
   LLVMValueRef mp = c->p->training ? arena_off(c, ct.mean) : P(IN(3));
   LLVMValueRef vp = c->p->training ? arena_off(c, ct.var) : P(IN(4));
-  call_kernel(c, "bn_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), mp, vp, P(IN(1)), I64(c, shape_numel(XS(1))), P(IN(2)),
-                                                 I64(c, shape_numel(XS(2))), I64(c, I), FC(c, t, n->attr.f[0])}, 10, R, work);
+  call_kernel(c, "bn_apply", t,
+              (LLVMValueRef[]){P(k->root), P(IN(0)), mp, vp, P(IN(1)), I64(c, shape_numel(XS(1))), P(IN(2)),
+                               I64(c, shape_numel(XS(2))), I64(c, I), FC(c, t, n->attr.f[0])},
+              10, R, work);
 }
 
 static void lower_batch_norm_dx(CG *c, const Kernel *k, const Node *n) {
@@ -56,13 +64,17 @@ static void lower_batch_norm_dx(CG *c, const Kernel *k, const Node *n) {
   emit_col_moments(c, IN(0), ct.part, ct.mean, ct.var, R, I, nb, t, work);
   begin_kernel(c);
   LLVMValueRef eps = FC(c, t, n->attr.f[0]);
-  call_kernel(c, "bn_dx_part", t, (LLVMValueRef[]){arena_off(c, ct.part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
-                                                   arena_off(c, ct.var), I64(c, R), I64(c, I), eps}, 10, nb, work);
+  call_kernel(c, "bn_dx_part", t,
+              (LLVMValueRef[]){arena_off(c, ct.part), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
+                               arena_off(c, ct.var), I64(c, R), I64(c, I), eps},
+              10, nb, work);
   emit_col_finish(c, BPCK_SUM, ct.m, ct.part, nb, 2 * I, 1.0 / (double)R, t);
   begin_kernel(c);
   eps = FC(c, t, n->attr.f[0]);
-  call_kernel(c, "bn_dx_apply", t, (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
-                                                    arena_off(c, ct.var), arena_off(c, ct.m), I64(c, I), eps}, 10, R, work);
+  call_kernel(c, "bn_dx_apply", t,
+              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, gn), P(IN(2)), arena_off(c, ct.mean),
+                               arena_off(c, ct.var), arena_off(c, ct.m), I64(c, I), eps},
+              10, R, work);
 }
 
 const Backend be_norm_rows = {.emit = lower_norm_rows};

@@ -18,24 +18,27 @@ void emit_sum_scale(CG *c, int out, int64_t tmp_off, int64_t n, double scale, DT
 // leaving each block's partials at `part` (kind BPCK_SUM, MAX, MIN, or VAR
 // about `center`), then one thread combining them in block order into `out`.
 // Offsets into the arena (-1: no center); each step is its own function.
-void emit_col_part(CG *c, int kind, int x, int64_t center, int64_t part, int64_t R, int64_t I, int64_t nb,
-                          DType t, int64_t work) {
+void emit_col_part(CG *c, int kind, int x, int64_t center, int64_t part, int64_t R, int64_t I, int64_t nb, DType t,
+                   int64_t work) {
   begin_kernel(c);
   LLVMValueRef ctr = center >= 0 ? arena_off(c, center) : LLVMConstNull(c->ptr);
-  call_kernel(c, "col_part", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, part), node_ptr(c, x), ctr, I64(c, R), I64(c, I)}, 6,
-              nb, work);
+  call_kernel(c, "col_part", t,
+              (LLVMValueRef[]){I32(c, kind), arena_off(c, part), node_ptr(c, x), ctr, I64(c, R), I64(c, I)}, 6, nb,
+              work);
 }
 
 void emit_col_finish(CG *c, int kind, int64_t out, int64_t part, int64_t nb, int64_t I, double scale, DType t) {
   begin_kernel(c);
-  libcall(c, "col_finish", t, (LLVMValueRef[]){I32(c, kind), arena_off(c, out), arena_off(c, part), I64(c, nb), I64(c, I), FC(c, t, scale)}, 6);
+  libcall(c, "col_finish", t,
+          (LLVMValueRef[]){I32(c, kind), arena_off(c, out), arena_off(c, part), I64(c, nb), I64(c, I), FC(c, t, scale)},
+          6);
   end_kernel(c, 1, 0);
 }
 
 // Mean and (biased) variance of the columns of x [R, I]: sums, mean, squared
 // deviations about it, variance; two passes over x as the library's.
-void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb,
-                             DType t, int64_t work) {
+void emit_col_moments(CG *c, int x, int64_t part, int64_t mean, int64_t var, int64_t R, int64_t I, int64_t nb, DType t,
+                      int64_t work) {
   emit_col_part(c, BPCK_SUM, x, -1, part, R, I, nb, t, work);
   emit_col_finish(c, BPCK_SUM, mean, part, nb, I, 1.0 / (double)R, t);
   emit_col_part(c, BPCK_VAR, x, mean, part, R, I, nb, t, work);
@@ -46,7 +49,8 @@ int64_t col_temp_bytes(int64_t nb, int64_t I, DType t) { return (2 * nb + 4) * I
 
 ColTemp col_temp(CG *c, const Kernel *k, int64_t nb, int64_t I, DType t) {
   ColTemp ct = {.part = kernel_temp(c, k)};
-  ct.mean = ct.part + 2 * nb * I * dtype_bytes(t), ct.var = ct.mean + I * dtype_bytes(t), ct.m = ct.var + I * dtype_bytes(t);
+  ct.mean = ct.part + 2 * nb * I * dtype_bytes(t), ct.var = ct.mean + I * dtype_bytes(t),
+  ct.m = ct.var + I * dtype_bytes(t);
   return ct;
 }
 
@@ -87,14 +91,21 @@ static void lower_reduce(CG *c, const Kernel *k, const Node *n) {
   BPC_ASSERT(contiguous_axes(a));
   int64_t O;
   ori(XS(0), a->axes, a->naxes, &O, &R, &I);
-  int kind = n->op == OP_SUM ? 0 : n->op == OP_MEAN ? 1 : n->op == OP_MAX ? 2 : n->op == OP_MIN ? 3 : n->op == OP_VAR ? 4 : 5;
+  int kind = n->op == OP_SUM    ? 0
+             : n->op == OP_MEAN ? 1
+             : n->op == OP_MAX  ? 2
+             : n->op == OP_MIN  ? 3
+             : n->op == OP_VAR  ? 4
+                                : 5;
   begin_kernel(c);
   if (n->dtype == DT_I32) {  // sum, max, min of i32 (the others promote, ir.c)
     BPC_ASSERT(n->op == OP_SUM || n->op == OP_MAX || n->op == OP_MIN);
-    lib(c, "bpck_reduce_i32", VOID, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), c->begin, c->end}, 8);
+    lib(c, "bpck_reduce_i32", VOID,
+        (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), c->begin, c->end}, 8);
     return end_kernel(c, O * I, work);
   }
-  call_kernel(c, "reduce", t, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 6, O * I, work);
+  call_kernel(c, "reduce", t, (LLVMValueRef[]){I32(c, kind), P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 6,
+              O * I, work);
 }
 
 // The gradient of max/min: gy to the first extremum of each reduced run.
@@ -104,7 +115,9 @@ static void lower_maxmin_grad(CG *c, const Kernel *k, const Node *n) {
   BPC_ASSERT(contiguous_axes(a));
   ori(XS(0), a->axes, a->naxes, &O, &R, &I);
   begin_kernel(c);
-  call_kernel(c, "maxmin_grad", call_dtype(c, n), (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, O), I64(c, R), I64(c, I), I32(c, a->b[1])}, 7, O * I, kernel_work(k));
+  call_kernel(c, "maxmin_grad", call_dtype(c, n),
+              (LLVMValueRef[]){P(k->root), P(IN(0)), P(IN(1)), I64(c, O), I64(c, R), I64(c, I), I32(c, a->b[1])}, 7,
+              O * I, kernel_work(k));
 }
 
 static void lower_softmax(CG *c, const Kernel *k, const Node *n) {
@@ -114,8 +127,11 @@ static void lower_softmax(CG *c, const Kernel *k, const Node *n) {
   begin_kernel(c);
   DType t = call_dtype(c, n);
   if (n->op == OP_ARGMAX)
-    return call_kernel(c, "argmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 5, O * I, kernel_work(k));
-  call_kernel(c, "softmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), I32(c, n->op == OP_LOG_SOFTMAX)}, 6, O * I, kernel_work(k));
+    return call_kernel(c, "argmax", t, (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I)}, 5,
+                       O * I, kernel_work(k));
+  call_kernel(c, "softmax", t,
+              (LLVMValueRef[]){P(k->root), P(IN(0)), I64(c, O), I64(c, R), I64(c, I), I32(c, n->op == OP_LOG_SOFTMAX)},
+              6, O * I, kernel_work(k));
 }
 
 // sum_squares: block partials in parallel, then their sum in order.
@@ -131,7 +147,8 @@ static void lower_sum_squares(CG *c, const Kernel *k, const Node *n) {
   DType t = call_dtype(c, n);
   int64_t nb = sum_squares_blocks(c->g, n), tmp = kernel_temp(c, k);
   begin_kernel(c);
-  call_kernel(c, "sum_squares_blocks", t, (LLVMValueRef[]){arena_off(c, tmp), P(IN(0)), I64(c, shape_numel(XS(0)))}, 3, nb, kernel_work(k));
+  call_kernel(c, "sum_squares_blocks", t, (LLVMValueRef[]){arena_off(c, tmp), P(IN(0)), I64(c, shape_numel(XS(0)))}, 3,
+              nb, kernel_work(k));
   emit_sum_scale(c, k->root, tmp, nb, 1.0, t);
 }
 

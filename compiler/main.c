@@ -13,7 +13,10 @@
 typedef struct Opts {
   const char *cmd;
   const char *model;
-  struct { DimOverride *v; int n, cap; } defs;
+  struct {
+    DimOverride *v;
+    int n, cap;
+  } defs;
   DType dtype;
   const char *out;
   bool grad;            // show/dot: the joint forward+backward graph
@@ -46,53 +49,62 @@ static int cmd_compile(Opts *o);
 static int cmd_run(int argc, char **argv);
 
 static const Command commands[] = {
-  {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]",
-   "Validates the model and prints its params, dims, inputs, every named value\n"
-   "with its shape, and the FLOPs of one forward step; for a model with a loss,\n"
-   "the training step's kernels and memory plan. --max-memory SIZE (bytes, or\n"
-   "with K, M or G) plans the step's arena within SIZE by recomputing forward\n"
-   "values in the backward, and lists what is kept, what is recomputed, the\n"
-   "arena with and without the budget and the extra FLOPs.", cmd_check},
-  {"show", "bpc show MODEL.yaml [--grad] [--after PASS] [-D N=V]... [--dtype f32|f64]",
-   "Prints the expanded graph (functions and repeat inlined) in the model's own\n"
-   "expression syntax, one value per line, shapes and dtypes as comments.\n"
-   "--grad shows the simplified joint forward+backward graph; --after PASS stops\n"
-   "after one of: expand, autodiff, cse, fold, algebra, dce, simplify.", cmd_show},
-  {"dot", "bpc dot MODEL.yaml [--grad] [--after PASS] [-o F.dot] [-D N=V]...",
-   "Writes the graph in Graphviz DOT (render with `dot -Tsvg`); --grad and\n"
-   "--after as for show.", cmd_dot},
-  {"grad", "bpc grad MODEL.yaml --inputs I.safetensors -o G.safetensors [--params P.safetensors]\n"
-   "         [--dtype f32|f64] [--seed N] [--interp] [--max-memory SIZE] [-D N=V]...",
-   "Evaluates one training step's loss and gradients: writes `loss`, every metric\n"
-   "and `grad.<param>` for each trainable param. Without --params, params are\n"
-   "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
-   "dropout is active with the seed, as in training. Generated native code\n"
-   "evaluates it (JIT); --interp uses the reference interpreter instead.", cmd_grad},
-  {"compile", "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
-   "         [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE] [-D N=V]... [--mpi]",
-   "Compiles the model's trainer: the training step (forward, backward,\n"
-   "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
-   "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
-   "the module as an object, LLVM IR or assembly. --precision bf16 (or the\n"
-   "model's train: {precision: bf16}): matmul, attention and conv2d products take\n"
-   "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.\n"
-   "--max-memory SIZE (bytes, or with K, M or G) keeps the training step's arena\n"
-   "within SIZE by recomputing forward values in the backward (the same bits;\n"
-   "`bpc check` shows the plan). --mpi links the trainer with Open MPI:\n"
-   "`mpirun -np N ./OUT train ...` trains data-parallel, each rank on batch B, as\n"
-   "one process with batch N*B would (-D B=...).", cmd_compile},
+    {"check", "bpc check MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]",
+     "Validates the model and prints its params, dims, inputs, every named value\n"
+     "with its shape, and the FLOPs of one forward step; for a model with a loss,\n"
+     "the training step's kernels and memory plan. --max-memory SIZE (bytes, or\n"
+     "with K, M or G) plans the step's arena within SIZE by recomputing forward\n"
+     "values in the backward, and lists what is kept, what is recomputed, the\n"
+     "arena with and without the budget and the extra FLOPs.",
+     cmd_check},
+    {"show", "bpc show MODEL.yaml [--grad] [--after PASS] [-D N=V]... [--dtype f32|f64]",
+     "Prints the expanded graph (functions and repeat inlined) in the model's own\n"
+     "expression syntax, one value per line, shapes and dtypes as comments.\n"
+     "--grad shows the simplified joint forward+backward graph; --after PASS stops\n"
+     "after one of: expand, autodiff, cse, fold, algebra, dce, simplify.",
+     cmd_show},
+    {"dot", "bpc dot MODEL.yaml [--grad] [--after PASS] [-o F.dot] [-D N=V]...",
+     "Writes the graph in Graphviz DOT (render with `dot -Tsvg`); --grad and\n"
+     "--after as for show.",
+     cmd_dot},
+    {"grad",
+     "bpc grad MODEL.yaml --inputs I.safetensors -o G.safetensors [--params P.safetensors]\n"
+     "         [--dtype f32|f64] [--seed N] [--interp] [--max-memory SIZE] [-D N=V]...",
+     "Evaluates one training step's loss and gradients: writes `loss`, every metric\n"
+     "and `grad.<param>` for each trainable param. Without --params, params are\n"
+     "initialized from the seed (default 0). batch_norm uses batch statistics and\n"
+     "dropout is active with the seed, as in training. Generated native code\n"
+     "evaluates it (JIT); --interp uses the reference interpreter instead.",
+     cmd_grad},
+    {"compile",
+     "bpc compile MODEL.yaml -o OUT [--emit exe|obj|lib|llvm|asm] [-O0..-O3] [--cpu NAME|native]\n"
+     "         [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE] [-D N=V]... [--mpi]",
+     "Compiles the model's trainer: the training step (forward, backward,\n"
+     "optimizer), eval and sampling programs. exe (default): a standalone trainer\n"
+     "linked with libbpcrt; lib: OUT.o and OUT.h for a C program; obj, llvm, asm:\n"
+     "the module as an object, LLVM IR or assembly. --precision bf16 (or the\n"
+     "model's train: {precision: bf16}): matmul, attention and conv2d products take\n"
+     "bf16 operands with f32 sums; params, gradients and optimizer state stay f32.\n"
+     "--max-memory SIZE (bytes, or with K, M or G) keeps the training step's arena\n"
+     "within SIZE by recomputing forward values in the backward (the same bits;\n"
+     "`bpc check` shows the plan). --mpi links the trainer with Open MPI:\n"
+     "`mpirun -np N ./OUT train ...` trains data-parallel, each rank on batch B, as\n"
+     "one process with batch N*B would (-D B=...).",
+     cmd_compile},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void print_usage(FILE *out) {
   fprintf(out, "usage: bpc COMMAND MODEL.yaml [options]\n\ncommands:\n");
   for (int i = 0; i < NCOMMANDS; i++) fprintf(out, "  %s\n", commands[i].synopsis);
-  fprintf(out, "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]\n"
-               "          [trainer options]\n"
-               "          JIT-compile the trainer and run it in this process (trainer options as\n"
-               "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
-  fprintf(out, "  bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n"
-               "          one sample per line of TEXT as BERT's WordPiece ids and mask\n");
+  fprintf(out,
+          "  bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--max-memory SIZE]\n"
+          "          [trainer options]\n"
+          "          JIT-compile the trainer and run it in this process (trainer options as\n"
+          "          the standalone trainer's: train|eval|sample|predict|info, --steps, --data, ...)\n");
+  fprintf(out,
+          "  bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n"
+          "          one sample per line of TEXT as BERT's WordPiece ids and mask\n");
   fprintf(out, "  bpc --version\n  bpc help [COMMAND]\n");
 }
 
@@ -113,9 +125,17 @@ static const Command *find_command(const char *name) {
 // The pipeline up to PASS: false for an unknown name. *flags gets the
 // simplify flags (0: stop before simplify; -1u: expand only).
 static bool pass_flags(const char *pass, unsigned *flags) {
-  static const struct { const char *name; unsigned flags; } passes[] = {
-    {"expand", ~0u}, {"autodiff", 0}, {"cse", SIMP_CSE}, {"fold", SIMP_CSE | SIMP_FOLD},
-    {"algebra", SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA}, {"dce", SIMP_ALL}, {"simplify", SIMP_ALL},
+  static const struct {
+    const char *name;
+    unsigned flags;
+  } passes[] = {
+      {"expand", ~0u},
+      {"autodiff", 0},
+      {"cse", SIMP_CSE},
+      {"fold", SIMP_CSE | SIMP_FOLD},
+      {"algebra", SIMP_CSE | SIMP_FOLD | SIMP_ALGEBRA},
+      {"dce", SIMP_ALL},
+      {"simplify", SIMP_ALL},
   };
   for (size_t i = 0; i < sizeof passes / sizeof *passes; i++)
     if (!strcmp(passes[i].name, pass)) {
@@ -146,8 +166,9 @@ static bool parse_define(Opts *o, const char *s) {
 // --max-memory SIZE; false after the usage error.
 static bool parse_max_memory(Opts *o, const char *v) {
   if (v && parse_size(v, &o->max_memory)) return true;
-  usage_error("--max-memory takes a size: bytes, or a number with K, M or G (powers of 1024: 65536, 512K, 1.5G), got '%s'",
-              v ? v : "");
+  usage_error(
+      "--max-memory takes a size: bytes, or a number with K, M or G (powers of 1024: 65536, 512K, 1.5G), got '%s'",
+      v ? v : "");
   return false;
 }
 
@@ -162,9 +183,12 @@ static int parse_args(Opts *o, int argc, char **argv) {
       if (!def || !parse_define(o, def)) return usage_error("-D needs NAME=INTEGER, got '%s'", def ? def : "");
     } else if (!strcmp(a, "--dtype")) {
       const char *t = i + 1 < argc ? argv[++i] : "";
-      if (!strcmp(t, "f32")) o->dtype = DT_F32;
-      else if (!strcmp(t, "f64")) o->dtype = DT_F64;
-      else return usage_error("--dtype takes f32 or f64, got '%s'", t);
+      if (!strcmp(t, "f32"))
+        o->dtype = DT_F32;
+      else if (!strcmp(t, "f64"))
+        o->dtype = DT_F64;
+      else
+        return usage_error("--dtype takes f32 or f64, got '%s'", t);
     } else if (!strcmp(a, "--precision")) {
       const char *t = i + 1 < argc ? argv[++i] : "";
       if (!(o->precision = precision_named(t))) return usage_error("--precision takes f32 or bf16, got '%s'", t);
@@ -182,16 +206,20 @@ static int parse_args(Opts *o, int argc, char **argv) {
       o->opt = a[2] - '0';
     } else if (!strcmp(a, "--emit") || !strcmp(a, "--cpu")) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
-      if (!strcmp(a, "--cpu")) o->cpu = argv[++i];
+      if (!strcmp(a, "--cpu"))
+        o->cpu = argv[++i];
       else if (strcmp(o->emit = argv[++i], "llvm") && strcmp(o->emit, "asm") && strcmp(o->emit, "obj") &&
                strcmp(o->emit, "exe") && strcmp(o->emit, "lib"))
         return usage_error("--emit takes exe, obj, lib, llvm or asm, got '%s'", o->emit);
     } else if (!strcmp(a, "--after") || !strcmp(a, "--inputs") || !strcmp(a, "--params") || !strcmp(a, "--seed")) {
       if (i + 1 >= argc) return usage_error("%s needs a value", a);
       const char *v = argv[++i];
-      if (!strcmp(a, "--after")) o->after = v;
-      else if (!strcmp(a, "--inputs")) o->inputs = v;
-      else if (!strcmp(a, "--params")) o->params = v;
+      if (!strcmp(a, "--after"))
+        o->after = v;
+      else if (!strcmp(a, "--inputs"))
+        o->inputs = v;
+      else if (!strcmp(a, "--params"))
+        o->params = v;
       else {
         char *end;
         errno = 0;
@@ -211,12 +239,15 @@ static int parse_args(Opts *o, int argc, char **argv) {
     }
   }
   if (!o->model) return usage_error("%s needs a model file", o->cmd);
-  if (o->after && !pass_flags(o->after, NULL)) return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
-  if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out)) return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
+  if (o->after && !pass_flags(o->after, NULL))
+    return usage_error("unknown pass '%s' (expand, autodiff, cse, fold, algebra, dce, simplify)", o->after);
+  if (!strcmp(o->cmd, "grad") && (!o->inputs || !o->out))
+    return usage_error("%s needs --inputs I.safetensors and -o G.safetensors", o->cmd);
   if (!strcmp(o->cmd, "compile") && !o->out) return usage_error("%s needs -o OUT", o->cmd);
   if (o->max_memory && strcmp(o->cmd, "check") && strcmp(o->cmd, "compile") && strcmp(o->cmd, "grad"))
     return usage_error("--max-memory is an option of check, compile, grad and run, not %s", o->cmd);
-  if (o->mpi && o->emit && strcmp(o->emit, "exe")) return usage_error("--mpi links a trainer: it takes --emit exe, not '%s'", o->emit);
+  if (o->mpi && o->emit && strcmp(o->emit, "exe"))
+    return usage_error("--mpi links a trainer: it takes --emit exe, not '%s'", o->emit);
   return 0;
 }
 
@@ -244,13 +275,15 @@ static int cmd_check(Opts *o) {
   if (g) {
     show_check(stdout, g);
     int nfwd = g->nodes.n;
-    if (g->loss < 0 && o->max_memory) printf("\nmemory budget: no training step (no `loss:`), nothing for --max-memory to bound\n");
+    if (g->loss < 0 && o->max_memory)
+      printf("\nmemory budget: no training step (no `loss:`), nothing for --max-memory to bound\n");
     if (g->loss >= 0) {
       int njoint = 0;
       Graph *s = pipeline_step(g, &njoint), *lowered;  // forward, backward, optimizer, simplified
       g = NULL;
       if (s) {
-        printf("nodes: forward %d, training step (forward, backward, optimizer) %d, after simplify %d\n\n", nfwd, njoint, s->nodes.n);
+        printf("nodes: forward %d, training step (forward, backward, optimizer) %d, after simplify %d\n\n", nfwd,
+               njoint, s->nodes.n);
         Program *unfused = program_plan(s, false, true, &lowered);
         int nunfused = unfused->kernels.n;
         program_free(unfused);
@@ -385,7 +418,8 @@ static void compile_flags(const Opts *o, const Model *m, char *buf, size_t size)
   int n = snprintf(buf, size, "bpc %s -O%d --cpu %s --dtype %s%s%s%s", BPC_VERSION, o->opt, o->cpu ? o->cpu : "native",
                    dtype_name(o->dtype), m && m->train.bf16 && o->dtype == DT_F32 ? " --precision bf16" : "",
                    o->no_fuse ? " --no-fuse" : "", o->mpi ? " --mpi" : "");
-  if (o->max_memory && n > 0 && (size_t)n < size) snprintf(buf + n, size - (size_t)n, " --max-memory %lld", (long long)o->max_memory);
+  if (o->max_memory && n > 0 && (size_t)n < size)
+    snprintf(buf + n, size - (size_t)n, " --max-memory %lld", (long long)o->max_memory);
 }
 
 static int cmd_compile(Opts *o) {
@@ -399,8 +433,10 @@ static int cmd_compile(Opts *o) {
   bool ok = m && trainer_build(m, &d, o->defs.v, o->defs.n, o->dtype, !o->no_fuse, o->max_memory, flags, &b);
   const char *emit = o->emit ? o->emit : "exe";
   if (ok) {
-    if (!strcmp(emit, "exe")) ok = aot_link_trainer(&b, o->cpu, o->opt, o->mpi, o->out, &d);
-    else if (!strcmp(emit, "lib")) ok = aot_write_lib(&b, o->cpu, o->opt, o->out, &d);
+    if (!strcmp(emit, "exe"))
+      ok = aot_link_trainer(&b, o->cpu, o->opt, o->mpi, o->out, &d);
+    else if (!strcmp(emit, "lib"))
+      ok = aot_write_lib(&b, o->cpu, o->opt, o->out, &d);
     else {
       CodegenUnit u = trainer_unit(&b, true);
       ok = codegen_emit(&u, o->cpu, o->opt, emit, o->out, &d);
@@ -449,7 +485,8 @@ static int cmd_run(int argc, char **argv) {
       }
     } else if (!strcmp(a, "--mpi")) {
       free(rest);
-      return usage_error("%s", "bpc run trains in this process and links no MPI: for data-parallel training, "
+      return usage_error("%s",
+                         "bpc run trains in this process and links no MPI: for data-parallel training, "
                          "`bpc compile MODEL.yaml -o T --mpi` and `mpirun -np N ./T train ...`");
     } else {
       rest[nrest++] = argv[i];
@@ -498,24 +535,26 @@ static int cmd_help(int argc, char **argv) {
     return 0;
   }
   if (!strcmp(argv[2], "run")) {
-    printf("usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--no-fuse]\n"
-           "               [--max-memory SIZE] [train|eval|sample|predict|info] [trainer options]\n\n"
-           "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
-           "process: the commands and options are the standalone trainer's (train, eval,\n"
-           "sample, info; --steps, --data, --save, ...), the results the same bits.\n");
+    printf(
+        "usage: bpc run MODEL.yaml [-D N=V]... [--dtype f32|f64] [--precision f32|bf16] [--no-fuse]\n"
+        "               [--max-memory SIZE] [train|eval|sample|predict|info] [trainer options]\n\n"
+        "JIT-compiles the model's trainer (as `bpc compile` would) and runs it in this\n"
+        "process: the commands and options are the standalone trainer's (train, eval,\n"
+        "sample, info; --steps, --data, --save, ...), the results the same bits.\n");
     return 0;
   }
   if (!strcmp(argv[2], "tokenize")) {
-    printf("usage: bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n\n"
-           "Tokenizes one sample per line of TEXT (UTF-8, \\n or \\r\\n line ends) exactly as\n"
-           "Hugging Face's BertTokenizer does with VOCAB.txt (one token per line): clean\n"
-           "control characters, split on whitespace, lowercase and strip accents (unless\n"
-           "--cased), punctuation and CJK ideographs as tokens of their own, WordPiece with\n"
-           "## continuations, [UNK] for a word with no split or over 100 characters. Each\n"
-           "sample is [CLS] ... [SEP], truncated to T tokens (default 128; [SEP] kept last)\n"
-           "and padded with [PAD]; an empty line is [CLS] [SEP]. Writes `ids` [N, T] I32 and\n"
-           "`mask` [N, T] F32 (1 for a token, 0 for padding). Invalid UTF-8 is an error\n"
-           "naming the line and byte; on any error nothing is written.\n");
+    printf(
+        "usage: bpc tokenize --vocab VOCAB.txt [--max-len T] [--cased] TEXT.txt -o OUT.safetensors\n\n"
+        "Tokenizes one sample per line of TEXT (UTF-8, \\n or \\r\\n line ends) exactly as\n"
+        "Hugging Face's BertTokenizer does with VOCAB.txt (one token per line): clean\n"
+        "control characters, split on whitespace, lowercase and strip accents (unless\n"
+        "--cased), punctuation and CJK ideographs as tokens of their own, WordPiece with\n"
+        "## continuations, [UNK] for a word with no split or over 100 characters. Each\n"
+        "sample is [CLS] ... [SEP], truncated to T tokens (default 128; [SEP] kept last)\n"
+        "and padded with [PAD]; an empty line is [CLS] [SEP]. Writes `ids` [N, T] I32 and\n"
+        "`mask` [N, T] F32 (1 for a token, 0 for padding). Invalid UTF-8 is an error\n"
+        "naming the line and byte; on any error nothing is written.\n");
     return 0;
   }
   const Command *c = find_command(argv[2]);
@@ -530,8 +569,7 @@ static int bpc_main(int argc, char **argv) {
     printf("bpc %s (model format %d)\n", BPC_VERSION, BPC_FORMAT_VERSION);
     return 0;
   }
-  if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
-    return cmd_help(argc, argv);
+  if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) return cmd_help(argc, argv);
   if (!strcmp(argv[1], "run")) return cmd_run(argc, argv);
   if (!strcmp(argv[1], "tokenize")) return cmd_tokenize(argc, argv, usage_error);
   const Command *c = find_command(argv[1]);

@@ -198,8 +198,8 @@ void memplan_assign(Program *p) {
 }
 
 void memplan_print(FILE *out, const Program *p) {
-  static const char *names[MEM_NCAT] = {"params", "gradients", "inputs", "state", "loss, metrics, outputs",
-                                        "activations + temporaries (peak)"};
+  static const char *names[MEM_NCAT] = {
+      "params", "gradients", "inputs", "state", "loss, metrics, outputs", "activations + temporaries (peak)"};
   char buf[64];
   fputs("memory plan:\n", out);
   for (int c = 0; c < MEM_NCAT; c++) {

@@ -81,7 +81,8 @@ static int update_param(Opt *o, const GParam *p, int g) {
     }
     return SUB(w, MUL(lr, g));
   }
-  case OPT_ADAM: case OPT_ADAMW: {
+  case OPT_ADAM:
+  case OPT_ADAMW: {
     if (c->kind == OPT_ADAMW && wd != 0) w = SUB(w, MUL(MUL(scalar(o, &o->lr, "__lr"), C(o, wd)), w));
     int m = slot(o, p, "exp_avg", 0), v = slot(o, p, "exp_avg_sq", 0);
     int nm = ema(o, m, c->beta1, g), nv = ema(o, v, c->beta2, MUL(g, g));

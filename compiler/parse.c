@@ -86,7 +86,10 @@ static int escape_len(const char *src, const char *end, int *value_bytes) {
   *value_bytes = e == 'N' || e == '_' ? 2 : e == 'L' || e == 'P' ? 3 : 1;
   if (hex && src + 2 + hex <= end) {
     unsigned long cp = 0;
-    for (int i = 0; i < hex; i++) cp = cp * 16 + (unsigned long)(isdigit((unsigned char)src[2 + i]) ? src[2 + i] - '0' : (tolower((unsigned char)src[2 + i]) - 'a' + 10));
+    for (int i = 0; i < hex; i++)
+      cp = cp * 16 + (unsigned long)(isdigit((unsigned char)src[2 + i])
+                                         ? src[2 + i] - '0'
+                                         : (tolower((unsigned char)src[2 + i]) - 'a' + 10));
     *value_bytes = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
     return 2 + hex;
   }
@@ -210,9 +213,7 @@ static void next(Parser *p) {
   p->tok = t;
 }
 
-static bool is_punct(Parser *p, char c) {
-  return p->tok.kind == T_PUNCT && p->s[p->tok.pos] == c;
-}
+static bool is_punct(Parser *p, char c) { return p->tok.kind == T_PUNCT && p->s[p->tok.pos] == c; }
 
 static void unexpected(Parser *p) {
   if (p->tok.kind == T_END)
@@ -253,8 +254,7 @@ static Expr *number(Parser *p) {
   errno = 0;
   e->num = strtod(buf, NULL);
   // Integers stay exact in a double up to 2^53; larger is surely a typo.
-  if (isinf(e->num) || (errno == ERANGE && e->num != 0) ||
-      (e->is_int && e->num > 9007199254740992.0)) {
+  if (isinf(e->num) || (errno == ERANGE && e->num != 0) || (e->is_int && e->num > 9007199254740992.0)) {
     error_at(p, p->tok.pos, "number too large: %s", buf);
     return NULL;
   }
@@ -500,14 +500,10 @@ enum { PREC_ADD = 1, PREC_MUL, PREC_NEG, PREC_POW, PREC_ATOM };
 
 static int prec(const Expr *e) {
   switch (e->kind) {
-  case EX_BIN:
-    return e->op == '+' || e->op == '-' ? PREC_ADD : e->op == 'P' ? PREC_POW : PREC_MUL;
-  case EX_NEG:
-    return PREC_NEG;
-  case EX_NUM:
-    return signbit(e->num) ? PREC_NEG : PREC_ATOM;  // prints with a leading '-'
-  default:
-    return PREC_ATOM;
+  case EX_BIN: return e->op == '+' || e->op == '-' ? PREC_ADD : e->op == 'P' ? PREC_POW : PREC_MUL;
+  case EX_NEG: return PREC_NEG;
+  case EX_NUM: return signbit(e->num) ? PREC_NEG : PREC_ATOM;  // prints with a leading '-'
+  default: return PREC_ATOM;
   }
 }
 
@@ -544,15 +540,9 @@ static void print_args(FILE *out, const Expr *e) {
 
 void expr_print(FILE *out, const Expr *e) {
   switch (e->kind) {
-  case EX_NUM:
-    print_num(out, e);
-    break;
-  case EX_BOOL:
-    fputs(e->num != 0 ? "true" : "false", out);
-    break;
-  case EX_NAME:
-    fputs(e->name, out);
-    break;
+  case EX_NUM: print_num(out, e); break;
+  case EX_BOOL: fputs(e->num != 0 ? "true" : "false", out); break;
+  case EX_NAME: fputs(e->name, out); break;
   case EX_LIST:
     fputc('[', out);
     print_args(out, e);

@@ -89,13 +89,14 @@ static char *predict_why(Loc loc, const char *fmt, ...) {
 // graph again with that dim one larger (quietly) and seeing exactly each
 // output's first axis follow. NULL with out->predict_error set when predict
 // cannot run the model.
-static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt,
-                                bool fuse, TrainerBuild *out) {
+static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, int nov, DType dt, bool fuse,
+                                TrainerBuild *out) {
   const char *bdim = NULL;
   for (int i = 0; i < m->ninputs; i++) {
     const TensorDecl *t = &m->inputs[i];
     if (t->rank < 1 || t->shape[0]->kind != EX_NAME || (bdim && strcmp(bdim, t->shape[0]->name))) {
-      out->predict_error = predict_why(t->loc, "predict needs every input to lead with the same batch dim; '%s' does not", t->name);
+      out->predict_error =
+          predict_why(t->loc, "predict needs every input to lead with the same batch dim; '%s' does not", t->name);
       return NULL;
     }
     bdim = t->shape[0]->name;
@@ -125,8 +126,9 @@ static Program *predict_program(const Model *m, Diag *d, const DimOverride *ov, 
     for (int k = 1; ok && k < s->rank; k++) ok = s->d[k] == s1->d[k];
     char sb[200];
     if (!ok)
-      out->predict_error = predict_why(m->output_locs[i], "predict: output '%s' %s does not lead with the batch dim %s = %lld",
-                                       g->outputs.v[i].name, shape_str(s, sb, sizeof sb), bdim, (long long)bval);
+      out->predict_error =
+          predict_why(m->output_locs[i], "predict: output '%s' %s does not lead with the batch dim %s = %lld",
+                      g->outputs.v[i].name, shape_str(s, sb, sizeof sb), bdim, (long long)bval);
   }
   graph_free(g1);
   if (out->predict_error) {
@@ -161,7 +163,8 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     out->programs[TB_PREDICT] = predict_program(m, d, ov, nov, dt, fuse, out);
     if (!out->programs[TB_PREDICT]) {
       if (out->predict_error)
-        diag_error(d, m->loc, "a model without `loss:` compiles for predict alone, which cannot run it: %s", out->predict_error);
+        diag_error(d, m->loc, "a model without `loss:` compiles for predict alone, which cannot run it: %s",
+                   out->predict_error);
       return false;
     }
     out->json = describe_model(m, out->fwd, NULL, NULL, NULL, out->programs[TB_PREDICT], NULL, NULL, NULL, flags);
@@ -208,9 +211,9 @@ bool trainer_build(const Model *m, Diag *d, const DimOverride *ov, int nov, DTyp
     graph_free(sg);
   }
   out->programs[TB_PREDICT] = predict_program(m, d, ov, nov, dt, fuse, out);
-  out->json = describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2],
-                             out->programs[TB_PREDICT], out->predict_error, out->programs[TB_DECODE],
-                             out->decode_error, flags);
+  out->json =
+      describe_model(m, out->fwd, out->programs[0], out->programs[1], out->programs[2], out->programs[TB_PREDICT],
+                     out->predict_error, out->programs[TB_DECODE], out->decode_error, flags);
   return true;
 }
 
@@ -228,11 +231,13 @@ void trainer_build_free(TrainerBuild *b) {
 
 CodegenUnit trainer_unit(const TrainerBuild *b, bool with_main) {
   CodegenUnit u = {.name = b->fwd->model->name, .json = b->json, .with_main = with_main};
-  if (b->programs[0]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
+  if (b->programs[0])
+    u.programs[u.nprograms++] = (CodegenProgram){b->programs[0], {"bpc_train_step", "bpc_train_update"}};
   if (b->programs[1]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[1], {"bpc_eval_forward", NULL}};
   if (b->programs[2]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[2], {"bpc_sample_forward", NULL}};
-  if (b->programs[TB_PREDICT]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_PREDICT], {"bpc_predict_forward", NULL}};
-  if (b->programs[TB_DECODE]) u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_DECODE], {"bpc_decode_forward", NULL}};
+  if (b->programs[TB_PREDICT])
+    u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_PREDICT], {"bpc_predict_forward", NULL}};
+  if (b->programs[TB_DECODE])
+    u.programs[u.nprograms++] = (CodegenProgram){b->programs[TB_DECODE], {"bpc_decode_forward", NULL}};
   return u;
 }
-

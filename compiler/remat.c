@@ -63,8 +63,10 @@ static bool *kept_values(const Program *p, const bool *fwd, bool *opt) {
     for (int k = 0; k < n->nin; k++) {
       int y = n->in[k], s = p->alias[y];
       if (!fwd[y] || !p->materialized[y] || fixed[s] || graph_node(g, s)->op == OP_CONST) continue;
-      if (n->phase == 0) kept[s] = true;
-      else if (opt) opt[s] = true;
+      if (n->phase == 0)
+        kept[s] = true;
+      else if (opt)
+        opt[s] = true;
     }
   }
   free(fixed);
@@ -117,7 +119,11 @@ static int clone(Rw *w, int id) {
 static Graph *rewrite(const Program *p, const bool *fwd, const bool *R) {
   const Graph *g = p->g;
   int n = g->nodes.n;
-  Rw w = {p, fwd, R, graph_new(g->diag, g->model, g->fdtype), xmalloc(sizeof(int) * (size_t)(n ? n : 1)),
+  Rw w = {p,
+          fwd,
+          R,
+          graph_new(g->diag, g->model, g->fdtype),
+          xmalloc(sizeof(int) * (size_t)(n ? n : 1)),
           xmalloc(sizeof(int) * (size_t)(n ? n : 1))};
   for (int id = 0; id < n; id++) w.clone[id] = -1;
   for (int id = 0; id < n; id++) {
@@ -130,7 +136,8 @@ static Graph *rewrite(const Program *p, const bool *fwd, const bool *R) {
     bool bwd = !fwd[id] && nd->phase == 0;
     int in[64];
     BPC_ASSERT(nd->nin <= 64);
-    for (int k = 0; k < nd->nin; k++) in[k] = bwd && recomputed(&w, nd->in[k]) ? clone(&w, nd->in[k]) : w.map[nd->in[k]];
+    for (int k = 0; k < nd->nin; k++)
+      in[k] = bwd && recomputed(&w, nd->in[k]) ? clone(&w, nd->in[k]) : w.map[nd->in[k]];
     w.map[id] = copy_node(&w, nd, in, 0);
   }
   graph_copy_tables(w.out, g, w.map);
@@ -316,9 +323,10 @@ void remat_print(FILE *out, const Program *p) {
   format_bytes(b, sizeof b, p->mem.budget);
   format_bytes(a0, sizeof a0, p->mem.arena_unbudgeted);
   format_bytes(a1, sizeof a1, p->mem.arena_bytes);
-  fprintf(out, "memory budget: --max-memory %lld bytes (%s) for the training step's arena\n", (long long)p->mem.budget, b);
-  fprintf(out, "  arena %lld bytes (%s) without the budget, %lld bytes (%s) with it\n", (long long)p->mem.arena_unbudgeted,
-          a0, (long long)p->mem.arena_bytes, a1);
+  fprintf(out, "memory budget: --max-memory %lld bytes (%s) for the training step's arena\n", (long long)p->mem.budget,
+          b);
+  fprintf(out, "  arena %lld bytes (%s) without the budget, %lld bytes (%s) with it\n",
+          (long long)p->mem.arena_unbudgeted, a0, (long long)p->mem.arena_bytes, a1);
   format_bytes(b, sizeof b, fixed_bytes(p));
   fprintf(out, "  of it fixed, not reducible: %s (params, gradients, optimizer and model state, inputs, outputs)\n", b);
   bool *fwd = forward_nodes(g), *kept = kept_values(p, fwd, NULL);
@@ -338,7 +346,8 @@ void remat_print(FILE *out, const Program *p) {
   format_bytes(b, sizeof b, rbytes);
   fprintf(out, "  recomputed in the backward (%d values, %s):\n", nre, b);
   for (int id = 0; id < g->nodes.n; id++)
-    if (graph_node(g, id)->remat == 2 && graph_node(g, id)->op != OP_RESHAPE) print_value(out, g, id, copy_flops(g, id, true));
+    if (graph_node(g, id)->remat == 2 && graph_node(g, id)->op != OP_RESHAPE)
+      print_value(out, g, id, copy_flops(g, id, true));
   fprintf(out, "  extra FLOPs per step: %lld (%.2f%% of the step's %lld)\n", (long long)extra,
           total ? 100.0 * (double)extra / (double)(total - extra) : 0.0, (long long)(total - extra));
   free(fwd);
@@ -356,9 +365,12 @@ bool parse_size(const char *s, int64_t *out) {
     if (q == f) return false;
   }
   int64_t unit = 1;
-  if (*q == 'K' || *q == 'k') unit = INT64_C(1) << 10;
-  else if (*q == 'M' || *q == 'm') unit = INT64_C(1) << 20;
-  else if (*q == 'G' || *q == 'g') unit = INT64_C(1) << 30;
+  if (*q == 'K' || *q == 'k')
+    unit = INT64_C(1) << 10;
+  else if (*q == 'M' || *q == 'm')
+    unit = INT64_C(1) << 20;
+  else if (*q == 'G' || *q == 'g')
+    unit = INT64_C(1) << 30;
   if (unit > 1) q++;
   if (*q) return false;
   double v = strtod(s, NULL) * (double)unit;

@@ -53,8 +53,7 @@ static bool broadcast_all(Graph *g, Node *n) {
 }
 
 static bool need_int(Graph *g, Node *n, int k, const char *what) {
-  if (IN(k)->dtype != DT_I32)
-    FAIL("%s: %s must be i32, got %s", op_name(n->op), what, dtype_name(IN(k)->dtype));
+  if (IN(k)->dtype != DT_I32) FAIL("%s: %s must be i32, got %s", op_name(n->op), what, dtype_name(IN(k)->dtype));
   return true;
 }
 
@@ -113,7 +112,8 @@ bool shape_float(Graph *g, Node *n) {
 bool shape_compare(Graph *g, Node *n) { return shape_float(g, n); }
 
 bool shape_hardtanh(Graph *g, Node *n) {
-  if (n->attr.f[0] > n->attr.f[1]) FAIL("hardtanh: min_val (%g) is greater than max_val (%g)", n->attr.f[0], n->attr.f[1]);
+  if (n->attr.f[0] > n->attr.f[1])
+    FAIL("hardtanh: min_val (%g) is greater than max_val (%g)", n->attr.f[0], n->attr.f[1]);
   return shape_float(g, n);
 }
 
@@ -146,8 +146,10 @@ bool shape_reduce(Graph *g, Node *n) {
   qsort(a->axes, (size_t)a->naxes, sizeof(int), cmp_int);
   Shape r = {0};
   for (int i = 0; i < x->rank; i++) {
-    if (!seen[i]) r.d[r.rank++] = x->d[i];
-    else if (a->b[0]) r.d[r.rank++] = 1;
+    if (!seen[i])
+      r.d[r.rank++] = x->d[i];
+    else if (a->b[0])
+      r.d[r.rank++] = 1;
   }
   n->shape = r;
   bool keeps_int = n->op == OP_SUM || n->op == OP_MAX || n->op == OP_MIN;
@@ -192,8 +194,7 @@ bool shape_transpose(Graph *g, Node *n) {
     a->axes[x->rank - 2] = x->rank - 1;
     a->axes[x->rank - 1] = x->rank - 2;
   }
-  if (a->naxes != x->rank)
-    FAIL("transpose: permutation has %d axes, shape %s has %d", a->naxes, sh(x), x->rank);
+  if (a->naxes != x->rank) FAIL("transpose: permutation has %d axes, shape %s has %d", a->naxes, sh(x), x->rank);
   bool seen[BPC_MAX_RANK] = {0};
   Shape r = {.rank = x->rank};
   for (int i = 0; i < a->naxes; i++) {
@@ -252,8 +253,8 @@ bool shape_slice(Graph *g, Node *n) {
   lo = lo < 0 ? 0 : lo > dim ? dim : lo;
   hi = hi < 0 ? 0 : hi > dim ? dim : hi;
   if (lo >= hi)
-    FAIL("slice: [%lld:%lld] of an axis of size %lld is empty", (long long)n->attr.i[0],
-         (long long)n->attr.i[1], (long long)dim);
+    FAIL("slice: [%lld:%lld] of an axis of size %lld is empty", (long long)n->attr.i[0], (long long)n->attr.i[1],
+         (long long)dim);
   n->attr.i[0] = lo;
   n->attr.i[1] = hi;
   r.d[n->attr.i[2]] = hi - lo;
@@ -264,15 +265,12 @@ bool shape_slice(Graph *g, Node *n) {
 
 // Batch dims of a [..., M, K] @ b [..., K, N] broadcast; result [..., M, N].
 static bool matmul_shape(Graph *g, Node *n, const Shape *a, const Shape *b, Shape *out) {
-  if (a->rank < 2 || b->rank < 2)
-    FAIL("matmul: operands need rank >= 2, got %s @ %s", sh(a), sh(b));
-  if (a->d[a->rank - 1] != b->d[b->rank - 2])
-    FAIL("matmul: inner dims differ: %s @ %s", sh(a), sh(b));
+  if (a->rank < 2 || b->rank < 2) FAIL("matmul: operands need rank >= 2, got %s @ %s", sh(a), sh(b));
+  if (a->d[a->rank - 1] != b->d[b->rank - 2]) FAIL("matmul: inner dims differ: %s @ %s", sh(a), sh(b));
   Shape ba = {.rank = a->rank - 2}, bb = {.rank = b->rank - 2}, r;
   memcpy(ba.d, a->d, sizeof(int64_t) * (size_t)ba.rank);
   memcpy(bb.d, b->d, sizeof(int64_t) * (size_t)bb.rank);
-  if (!shape_broadcast(&ba, &bb, &r))
-    FAIL("matmul: batch dims of %s and %s do not broadcast", sh(a), sh(b));
+  if (!shape_broadcast(&ba, &bb, &r)) FAIL("matmul: batch dims of %s and %s do not broadcast", sh(a), sh(b));
   r.d[r.rank++] = a->d[a->rank - 2];
   r.d[r.rank++] = b->d[b->rank - 1];
   *out = r;
@@ -402,8 +400,8 @@ static bool mask_ok(Graph *g, Node *n, int64_t B, int64_t Tk) {
   if (m < 0) return true;
   const Shape *s = &IN(m)->shape;
   if (s->rank != 2 || s->d[0] != B || s->d[1] != Tk)
-    FAIL("attention: mask %s must be [B, Tk] = [%lld, %lld] (1 for a key that is a token, 0 for padding)",
-         sh(s), (long long)B, (long long)Tk);
+    FAIL("attention: mask %s must be [B, Tk] = [%lld, %lld] (1 for a key that is a token, 0 for padding)", sh(s),
+         (long long)B, (long long)Tk);
   return true;
 }
 
@@ -417,8 +415,8 @@ bool shape_attention(Graph *g, Node *n) {
   if (h < 1 || q->d[2] % h)
     FAIL("attention: heads=%lld must divide the channel count %lld", (long long)h, (long long)q->d[2]);
   if (n->attr.b[0] && q->d[1] != k->d[1])
-    FAIL("attention: causal attention needs as many queries as keys (%lld vs %lld)",
-         (long long)q->d[1], (long long)k->d[1]);
+    FAIL("attention: causal attention needs as many queries as keys (%lld vs %lld)", (long long)q->d[1],
+         (long long)k->d[1]);
   if (!mask_ok(g, n, q->d[0], k->d[1])) return false;
   n->shape = *q;
   n->dtype = float_of(g, n);
@@ -467,18 +465,16 @@ bool shape_causal_mask(Graph *g, Node *n) {
 }
 
 // floor((size + 2*pad - k) / stride) + 1, or an error when the window does not fit.
-static bool window_out(Graph *g, Node *n, int64_t size, int64_t k, int64_t stride, int64_t pad,
-                       int64_t *out) {
+static bool window_out(Graph *g, Node *n, int64_t size, int64_t k, int64_t stride, int64_t pad, int64_t *out) {
   if (size + 2 * pad < k)
-    FAIL("%s: window %lld does not fit input size %lld (padding %lld)", op_name(n->op),
-         (long long)k, (long long)size, (long long)pad);
+    FAIL("%s: window %lld does not fit input size %lld (padding %lld)", op_name(n->op), (long long)k, (long long)size,
+         (long long)pad);
   *out = (size + 2 * pad - k) / stride + 1;
   return true;
 }
 
 bool shape_conv2d(Graph *g, Node *n) {
-  if (!need_rank(g, n, 0, 4, 4, "x (NHWC)") || !need_rank(g, n, 1, 4, 4, "w [KH, KW, Cin, Cout]"))
-    return false;
+  if (!need_rank(g, n, 0, 4, 4, "x (NHWC)") || !need_rank(g, n, 1, 4, 4, "w [KH, KW, Cin, Cout]")) return false;
   const Shape *x = &IN(0)->shape, *w = &IN(1)->shape;
   if (x->d[3] != w->d[2])
     FAIL("conv2d: x has %lld channels but w %s expects %lld", (long long)x->d[3], sh(w), (long long)w->d[2]);
@@ -502,8 +498,7 @@ bool shape_pool2d(Graph *g, Node *n) {
   int64_t s = n->attr.i[1];
   if (s < 1) FAIL("%s: stride must be >= 1, got %lld", op_name(n->op), (long long)s);
   Shape r = {.rank = 4, .d = {x->d[0], 0, 0, x->d[3]}};
-  if (!window_out(g, n, x->d[1], k, s, 0, &r.d[1]) || !window_out(g, n, x->d[2], k, s, 0, &r.d[2]))
-    return false;
+  if (!window_out(g, n, x->d[1], k, s, 0, &r.d[1]) || !window_out(g, n, x->d[2], k, s, 0, &r.d[2])) return false;
   n->shape = r;
   n->dtype = float_of(g, n);
   return true;

@@ -9,9 +9,12 @@
 
 static const char *node_ref(const Graph *g, int id, char *buf, size_t size) {
   const Node *n = graph_node(g, id);
-  if (n->op == OP_CONST) snprintf(buf, size, "%.9g", n->attr.f[0]);
-  else if (n->name) snprintf(buf, size, "%s", n->name);
-  else snprintf(buf, size, "_%d", id);
+  if (n->op == OP_CONST)
+    snprintf(buf, size, "%.9g", n->attr.f[0]);
+  else if (n->name)
+    snprintf(buf, size, "%s", n->name);
+  else
+    snprintf(buf, size, "_%d", id);
   return buf;
 }
 
@@ -28,7 +31,8 @@ static void print_attr(FILE *out, const Node *n, const OpParam *p) {
   case 'f': fprintf(out, "%.9g", a->f[p->slot]); break;
   case 'i': fprintf(out, "%" PRId64, a->i[p->slot]); break;
   case 'b': fputs(a->b[p->slot] ? "true" : "false", out); break;
-  case 'a': case 'p': {
+  case 'a':
+  case 'p': {
     int64_t v[BPC_MAX_RANK];
     for (int i = 0; i < a->naxes; i++) v[i] = a->axes[i];
     print_list_int(out, v, a->naxes < 0 ? 0 : a->naxes);
@@ -43,8 +47,12 @@ static void print_attr(FILE *out, const Node *n, const OpParam *p) {
 static void print_expr(FILE *out, const Graph *g, const Node *n) {
   char x[128], y[128];
   bool plain_mm = n->op == OP_MATMUL && !n->attr.b[0] && !n->attr.b[1];
-  const char *infix = n->op == OP_ADD ? "+" : n->op == OP_SUB ? "-" : n->op == OP_MUL ? "*"
-                    : n->op == OP_DIV ? "/" : plain_mm ? "@" : NULL;
+  const char *infix = n->op == OP_ADD   ? "+"
+                      : n->op == OP_SUB ? "-"
+                      : n->op == OP_MUL ? "*"
+                      : n->op == OP_DIV ? "/"
+                      : plain_mm        ? "@"
+                                        : NULL;
   if (infix) {
     fprintf(out, "%s %s %s", node_ref(g, n->in[0], x, sizeof x), infix, node_ref(g, n->in[1], y, sizeof y));
     return;
@@ -112,14 +120,16 @@ void show_graph(FILE *out, const Graph *g) {
   if (g->inputs.n) fputs("inputs:\n", out);
   for (int i = 0; i < g->inputs.n; i++) {
     const Node *n = graph_node(g, g->inputs.v[i].node);
-    fprintf(out, "  %s: {shape: %s, dtype: %s}\n", n->name, shape_str(&n->shape, buf, sizeof buf), dtype_name(n->dtype));
+    fprintf(out, "  %s: {shape: %s, dtype: %s}\n", n->name, shape_str(&n->shape, buf, sizeof buf),
+            dtype_name(n->dtype));
   }
   if (g->params.n) fputs("params:\n", out);
   for (int i = 0; i < g->params.n; i++) {
     const GParam *p = &g->params.v[i];
     const Node *n = graph_node(g, p->node);
     // Quoted: inside a flow mapping the comma of `normal(0, 0.5)` would end the value.
-    fprintf(out, "  %s: {shape: %s, dtype: %s, init: \"", p->name, shape_str(&n->shape, buf, sizeof buf), dtype_name(n->dtype));
+    fprintf(out, "  %s: {shape: %s, dtype: %s, init: \"", p->name, shape_str(&n->shape, buf, sizeof buf),
+            dtype_name(n->dtype));
     print_init(out, p->init);
     fprintf(out, "\"%s%s}\n", p->trainable ? "" : ", trainable: false", p->decay ? "" : ", decay: false");
   }
@@ -127,8 +137,8 @@ void show_graph(FILE *out, const Graph *g) {
   for (int i = 0; i < g->states.n; i++) {
     const GState *s = &g->states.v[i];
     const Node *n = graph_node(g, s->node);
-    fprintf(out, "  %s: {shape: %s, init: %.9g, update: %s}\n", s->name, shape_str(&n->shape, buf, sizeof buf),
-            s->init, node_ref(g, s->update, buf + 128, 128));
+    fprintf(out, "  %s: {shape: %s, init: %.9g, update: %s}\n", s->name, shape_str(&n->shape, buf, sizeof buf), s->init,
+            node_ref(g, s->update, buf + 128, 128));
   }
   fputs("graph:\n", out);
   for (int id = 0; id < g->nodes.n; id++) {
@@ -172,13 +182,16 @@ void show_dot(FILE *out, const Graph *g) {
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *n = graph_node(g, id);
     if (n->op == OP_CONST) continue;
-    const char *style = n->op == OP_PARAM ? "shape=box, style=filled, fillcolor=\"#ffe8b0\""
-                      : n->op == OP_INPUT ? "shape=box, style=filled, fillcolor=\"#c8e6ff\""
-                      : n->op == OP_STATE ? "shape=box, style=filled, fillcolor=\"#e0e0e0\""
-                      : id == g->loss ? "shape=ellipse, style=filled, fillcolor=\"#ffb0b0\""
-                      : "shape=ellipse";
+    const char *style = n->op == OP_PARAM   ? "shape=box, style=filled, fillcolor=\"#ffe8b0\""
+                        : n->op == OP_INPUT ? "shape=box, style=filled, fillcolor=\"#c8e6ff\""
+                        : n->op == OP_STATE ? "shape=box, style=filled, fillcolor=\"#e0e0e0\""
+                        : id == g->loss     ? "shape=ellipse, style=filled, fillcolor=\"#ffb0b0\""
+                                            : "shape=ellipse";
     fprintf(out, "  n%d [%s, label=\"", id, style);
-    if (n->name) { dot_escape(out, n->name); fputs("\\n", out); }
+    if (n->name) {
+      dot_escape(out, n->name);
+      fputs("\\n", out);
+    }
     fprintf(out, "%s %s\"];\n", op_name(n->op), shape_str(&n->shape, buf, sizeof buf));
     for (int i = 0; i < n->nin; i++) {
       const Node *a = graph_node(g, n->in[i]);
@@ -232,12 +245,13 @@ void show_check(FILE *out, const Graph *g) {
             p->trainable ? "" : "frozen ", p->decay ? "decay" : "");
   }
   format_bytes(bytes, sizeof bytes, pbytes);
-  fprintf(out, "  total: %d tensors, %" PRId64 " elements (%" PRId64 " trainable), %s\n", g->params.n, total,
-          trainable, bytes);
+  fprintf(out, "  total: %d tensors, %" PRId64 " elements (%" PRId64 " trainable), %s\n", g->params.n, total, trainable,
+          bytes);
   if (g->states.n) {
     fputs("\nstate:\n", out);
     for (int i = 0; i < g->states.n; i++)
-      fprintf(out, "  %-24s %s\n", g->states.v[i].name, shape_str(&graph_node(g, g->states.v[i].node)->shape, buf, sizeof buf));
+      fprintf(out, "  %-24s %s\n", g->states.v[i].name,
+              shape_str(&graph_node(g, g->states.v[i].node)->shape, buf, sizeof buf));
   }
   fputs("\ninputs:\n", out);
   for (int i = 0; i < g->inputs.n; i++) {

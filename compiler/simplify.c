@@ -15,13 +15,16 @@ typedef struct Rebuild {
   Graph *g;
   unsigned flags;
   int *map;  // src id -> new id (-1: dropped)
-  struct { int *v; int cap; } table;  // CSE: open addressing over new ids (-1 empty)
+  struct {
+    int *v;
+    int cap;
+  } table;  // CSE: open addressing over new ids (-1 empty)
 } Rebuild;
 
 static bool attr_eq(const Attr *a, const Attr *b) {
-  if (a->f[0] != b->f[0] || a->f[1] != b->f[1] || a->i[0] != b->i[0] || a->i[1] != b->i[1] ||
-      a->i[2] != b->i[2] || a->b[0] != b->b[0] || a->b[1] != b->b[1] || a->naxes != b->naxes ||
-      a->salt != b->salt || !shape_eq(&a->shape, &b->shape))
+  if (a->f[0] != b->f[0] || a->f[1] != b->f[1] || a->i[0] != b->i[0] || a->i[1] != b->i[1] || a->i[2] != b->i[2] ||
+      a->b[0] != b->b[0] || a->b[1] != b->b[1] || a->naxes != b->naxes || a->salt != b->salt ||
+      !shape_eq(&a->shape, &b->shape))
     return false;
   for (int i = 0; i < a->naxes; i++)
     if (a->axes[i] != b->axes[i]) return false;
@@ -114,7 +117,12 @@ static int lower(Rebuild *r, Op op, Loc loc, int nin, const int *in, const Attr 
     int term = make2(r, OP_ADD, loc, make2(r, OP_SUB, loc, pos, make2(r, OP_MUL, loc, x, in[1])), tail);
     return make1(r, OP_MEAN, loc, term, NULL);
   }
-  case OP_SUM: case OP_MEAN: case OP_MAX: case OP_MIN: case OP_VAR: case OP_LOGSUMEXP: {
+  case OP_SUM:
+  case OP_MEAN:
+  case OP_MAX:
+  case OP_MIN:
+  case OP_VAR:
+  case OP_LOGSUMEXP: {
     if (contiguous(a)) return -1;
     int rank = graph_node(r->g, in[0])->shape.rank;
     Attr t = trailing_perm(a, rank), ra = *a;
@@ -354,7 +362,8 @@ static int at(const int *map, int id) { return id < 0 ? -1 : map[id]; }
 // node ids through map (-1: gone).
 void graph_copy_tables(Graph *g, const Graph *src, const int *map) {
   for (int i = 0; i < src->dims.n; i++) VEC_PUSH(g->dims, ((GDim){keep(g, src->dims.v[i].name), src->dims.v[i].value}));
-  for (int i = 0; i < src->inputs.n; i++) VEC_PUSH(g->inputs, ((GInput){keep(g, src->inputs.v[i].name), at(map, src->inputs.v[i].node)}));
+  for (int i = 0; i < src->inputs.n; i++)
+    VEC_PUSH(g->inputs, ((GInput){keep(g, src->inputs.v[i].name), at(map, src->inputs.v[i].node)}));
   for (int i = 0; i < src->params.n; i++) {
     GParam p = src->params.v[i];
     p.name = keep(g, p.name);

@@ -94,8 +94,10 @@ bool tensors_load_inputs(Interp *it, const Graph *g, const char *path, Diag *d) 
   for (int i = 0; i < g->inputs.n; i++) {
     const Node *n = graph_node(g, g->inputs.v[i].node);
     const bpcrt_tensor *t = bpcrt_st_find(&set, n->name);
-    if (!t) problem(&p, "missing input '%s' %s %s", n->name, sh(&n->shape), dtype_name(n->dtype));
-    else bind_leaf(it, n, n->name, t, &p);
+    if (!t)
+      problem(&p, "missing input '%s' %s %s", n->name, sh(&n->shape), dtype_name(n->dtype));
+    else
+      bind_leaf(it, n, n->name, t, &p);
   }
   for (int k = 0; k < set.n; k++) {
     bool known = false;
@@ -115,8 +117,10 @@ bool tensors_load_params(Interp *it, const Graph *g, const char *path, Diag *d) 
     const GParam *gp = &g->params.v[i];
     const Node *n = graph_node(g, gp->node);
     const bpcrt_tensor *t = bpcrt_st_find(&set, gp->name);
-    if (!t) problem(&p, "missing param '%s' %s", gp->name, sh(&n->shape));
-    else bind_leaf(it, n, gp->name, t, &p);
+    if (!t)
+      problem(&p, "missing param '%s' %s", gp->name, sh(&n->shape));
+    else
+      bind_leaf(it, n, gp->name, t, &p);
   }
   for (int i = 0; i < g->states.n; i++) {  // optional: absent state keeps its init value
     char key[512];
@@ -143,9 +147,12 @@ static void add_value(bpcrt_tensors *set, const char *name, const Value *v, DTyp
   void *buf = xmalloc((size_t)(k ? k : 1) * 8);
   bpcrt_dtype t = dt == DT_F64 ? BPCRT_F64 : dt == DT_F32 ? BPCRT_F32 : BPCRT_I32;
   for (int64_t i = 0; i < k; i++) {
-    if (t == BPCRT_F64) ((double *)buf)[i] = v->v[i];
-    else if (t == BPCRT_F32) ((float *)buf)[i] = (float)v->v[i];
-    else ((int32_t *)buf)[i] = (int32_t)v->v[i];
+    if (t == BPCRT_F64)
+      ((double *)buf)[i] = v->v[i];
+    else if (t == BPCRT_F32)
+      ((float *)buf)[i] = (float)v->v[i];
+    else
+      ((int32_t *)buf)[i] = (int32_t)v->v[i];
   }
   BPC_ASSERT(bpcrt_st_add(set, name, t, v->shape.rank, shape, buf));
   free(buf);

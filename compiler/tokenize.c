@@ -11,15 +11,13 @@
 // The whole file; NULL (errno set) when it cannot be read.
 static char *read_all(const char *path, size_t *size) {
   FILE *f = fopen(path, "rb");
-  if (!f)
-    return NULL;
+  if (!f) return NULL;
   size_t n = 0, cap = 1 << 16;
   char *buf = xmalloc(cap);
   for (size_t got; (got = fread(buf + n, 1, cap - n, f)) > 0;)
     if ((n += got) == cap) {
       char *b = realloc(buf, cap *= 2);
-      if (!b)
-        abort();
+      if (!b) abort();
       buf = b;
     }
   if (ferror(f)) {
@@ -49,10 +47,8 @@ static int tokenize(const char *vocab, const char *text, const char *out, int ma
   }
   // Lines: "\n" or "\r\n" ends one; a last line without a newline counts.
   size_t nlines = 0;
-  for (size_t i = 0; i < size; i++)
-    nlines += buf[i] == '\n';
-  if (size > 0 && buf[size - 1] != '\n')
-    nlines++;
+  for (size_t i = 0; i < size; i++) nlines += buf[i] == '\n';
+  if (size > 0 && buf[size - 1] != '\n') nlines++;
   int rc = 1;
   int32_t *ids = NULL;
   float *mask = NULL;
@@ -70,13 +66,12 @@ static int tokenize(const char *vocab, const char *text, const char *out, int ma
   for (size_t i = 0; i < size; line++) {
     const char *nl = memchr(buf + i, '\n', size - i);
     size_t end = nl ? (size_t)(nl - buf) : size, n = end - i;
-    if (nl && n > 0 && buf[end - 1] == '\r')
-      n--;
+    if (nl && n > 0 && buf[end - 1] == '\r') n--;
     size_t bad = 0;
     if (bpcrt_wp_encode(wp, buf + i, n, cased, maxlen, ids + line * (size_t)maxlen, mask + line * (size_t)maxlen,
                         &bad) < 0) {
-      fprintf(stderr, "%s:%zu:%zu: error: invalid UTF-8 at byte %zu of the line (byte 0x%02x, file offset %zu)\n",
-              text, line + 1, bad + 1, bad + 1, (unsigned char)buf[i + bad], i + bad);
+      fprintf(stderr, "%s:%zu:%zu: error: invalid UTF-8 at byte %zu of the line (byte 0x%02x, file offset %zu)\n", text,
+              line + 1, bad + 1, bad + 1, (unsigned char)buf[i + bad], i + bad);
       goto done;
     }
     i = end + 1;
@@ -105,8 +100,7 @@ int cmd_tokenize(int argc, char **argv, int (*usage)(const char *fmt, const char
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--vocab") || !strcmp(a, "-o") || !strcmp(a, "--max-len")) {
-      if (i + 1 >= argc)
-        return usage("%s needs a value", a);
+      if (i + 1 >= argc) return usage("%s needs a value", a);
       const char *v = argv[++i];
       if (!strcmp(a, "--vocab")) {
         vocab = v;
@@ -129,11 +123,8 @@ int cmd_tokenize(int argc, char **argv, int (*usage)(const char *fmt, const char
       return usage("unexpected argument '%s'", a);
     }
   }
-  if (!vocab)
-    return usage("%s", "tokenize needs --vocab VOCAB.txt");
-  if (!text)
-    return usage("%s", "tokenize needs a text file");
-  if (!out)
-    return usage("%s", "tokenize needs -o OUT.safetensors");
+  if (!vocab) return usage("%s", "tokenize needs --vocab VOCAB.txt");
+  if (!text) return usage("%s", "tokenize needs a text file");
+  if (!out) return usage("%s", "tokenize needs -o OUT.safetensors");
   return tokenize(vocab, text, out, (int)maxlen, cased);
 }

@@ -160,7 +160,10 @@ bool read_whole_file(const char *path, char **data, size_t *len) {
 }
 
 void format_bytes(char *buf, size_t size, int64_t b) {
-  if (b < 10 * 1024) snprintf(buf, size, "%lld B", (long long)b);
-  else if (b < 10 * 1024 * 1024) snprintf(buf, size, "%.1f KiB", (double)b / 1024);
-  else snprintf(buf, size, "%.1f MiB", (double)b / (1024 * 1024));
+  if (b < 10 * 1024)
+    snprintf(buf, size, "%lld B", (long long)b);
+  else if (b < 10 * 1024 * 1024)
+    snprintf(buf, size, "%.1f KiB", (double)b / 1024);
+  else
+    snprintf(buf, size, "%.1f MiB", (double)b / (1024 * 1024));
 }

@@ -15,7 +15,10 @@
 
 typedef struct Frame {
   YNode *node;
-  struct { YNode **v; int n, cap; } items, keys;
+  struct {
+    YNode **v;
+    int n, cap;
+  } items, keys;
 } Frame;
 
 typedef struct Builder {
@@ -81,8 +84,7 @@ static void syntax_error(Builder *b, yaml_parser_t *p) {
     return;
   }
   diag_error(b->d, mark_loc(b, p->problem_mark), "invalid YAML: %s", problem);
-  if (p->context)
-    diag_note(b->d, mark_loc(b, p->context_mark), "%s", p->context);
+  if (p->context) diag_note(b->d, mark_loc(b, p->context_mark), "%s", p->context);
 }
 
 static YNode *new_node(Builder *b, YNodeKind kind, yaml_mark_t m) {
@@ -95,8 +97,7 @@ static YNode *new_node(Builder *b, YNodeKind kind, yaml_mark_t m) {
 // Checks a new key against the earlier keys of its mapping.
 static bool check_key(Builder *b, Frame *fr, YNode *key) {
   if (key->kind != YN_SCALAR) {
-    diag_error(b->d, key->loc, "mapping keys must be plain names, not a %s",
-               key->kind == YN_SEQ ? "list" : "mapping");
+    diag_error(b->d, key->loc, "mapping keys must be plain names, not a %s", key->kind == YN_SEQ ? "list" : "mapping");
     return false;
   }
   for (int i = 0; i < fr->keys.n; i++) {
@@ -157,23 +158,20 @@ static bool pop(Builder *b) {
   return attach(b, n);
 }
 
-static bool is_empty_scalar(const YNode *n) {
-  return n->kind == YN_SCALAR && n->plain && n->str[0] == 0;
-}
+static bool is_empty_scalar(const YNode *n) { return n->kind == YN_SCALAR && n->plain && n->str[0] == 0; }
 
 // One event; false to stop after an error.
 static bool on_event(Builder *b, yaml_event_t *ev, int *ndocs) {
   switch (ev->type) {
   case YAML_DOCUMENT_START_EVENT:
     if (++*ndocs > 1) {
-      diag_error(b->d, mark_loc(b, ev->start_mark),
-                 "a model file holds one YAML document; found a second one");
+      diag_error(b->d, mark_loc(b, ev->start_mark), "a model file holds one YAML document; found a second one");
       return false;
     }
     return true;
   case YAML_ALIAS_EVENT:
-    diag_error(b->d, mark_loc(b, ev->start_mark),
-               "YAML aliases (*%s) are not supported", (const char *)ev->data.alias.anchor);
+    diag_error(b->d, mark_loc(b, ev->start_mark), "YAML aliases (*%s) are not supported",
+               (const char *)ev->data.alias.anchor);
     return false;
   case YAML_SCALAR_EVENT: {
     YNode *n = new_node(b, YN_SCALAR, ev->start_mark);
@@ -181,13 +179,10 @@ static bool on_event(Builder *b, yaml_event_t *ev, int *ndocs) {
     n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
     return attach(b, n);
   }
-  case YAML_SEQUENCE_START_EVENT:
-    return push(b, new_node(b, YN_SEQ, ev->start_mark));
-  case YAML_MAPPING_START_EVENT:
-    return push(b, new_node(b, YN_MAP, ev->start_mark));
+  case YAML_SEQUENCE_START_EVENT: return push(b, new_node(b, YN_SEQ, ev->start_mark));
+  case YAML_MAPPING_START_EVENT: return push(b, new_node(b, YN_MAP, ev->start_mark));
   case YAML_SEQUENCE_END_EVENT:
-  case YAML_MAPPING_END_EVENT:
-    return pop(b);
+  case YAML_MAPPING_END_EVENT: return pop(b);
   default:  // stream start/end, document end
     return true;
   }

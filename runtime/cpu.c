@@ -10,18 +10,19 @@
 // The x86 features generated code can use that the compiler's runtime can
 // ask the CPU about (__builtin_cpu_supports takes literals only). Features
 // outside the table are not checked.
+// clang-format off
 #define CPU_FEATURES(X)                                                                           \
   X("sse3") X("ssse3") X("sse4.1") X("sse4.2") X("popcnt") X("avx") X("avx2") X("fma") X("bmi")  \
   X("bmi2") X("aes") X("pclmul") X("gfni") X("vpclmulqdq") X("avx512f") X("avx512vl")             \
   X("avx512bw") X("avx512dq") X("avx512cd") X("avx512vbmi") X("avx512vbmi2") X("avx512ifma")      \
   X("avx512vnni") X("avx512bitalg") X("avx512vpopcntdq") X("avx512bf16") X("avx512fp16")          \
   X("avx512vp2intersect") X("avxvnni") X("amx-tile") X("amx-int8") X("amx-bf16")
+// clang-format on
 
 // -1: a feature the table does not know; else whether the CPU has it.
 static int cpu_has(const char *name, size_t len) {
-#define X(f)                                          \
-  if (len == sizeof(f) - 1 && !memcmp(name, f, len)) \
-    return __builtin_cpu_supports(f) != 0;
+#define X(f) \
+  if (len == sizeof(f) - 1 && !memcmp(name, f, len)) return __builtin_cpu_supports(f) != 0;
   CPU_FEATURES(X)
 #undef X
   return -1;

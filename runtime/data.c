@@ -25,13 +25,11 @@ static bool fail(char *err, size_t errlen, const char *fmt, ...) {
 static bool slurp(const char *path, uint8_t **out, int64_t *len, char *err, size_t errlen) {
   *out = NULL, *len = 0;
   gzFile f = gzopen(path, "rb");
-  if (!f)
-    return fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+  if (!f) return fail(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
   size_t cap = 1 << 16, n = 0;
   uint8_t *buf = malloc(cap);
   for (;;) {
-    if (n == cap)
-      buf = realloc(buf, cap *= 2);
+    if (n == cap) buf = realloc(buf, cap *= 2);
     int k = gzread(f, buf + n, (unsigned)(cap - n > (1u << 30) ? (1u << 30) : cap - n));
     if (k < 0) {
       int code;
@@ -40,8 +38,7 @@ static bool slurp(const char *path, uint8_t **out, int64_t *len, char *err, size
            code == Z_ERRNO ? strerror(errno) : "corrupt gzip data: ", code == Z_ERRNO ? "" : m);
       return gzclose(f), free(buf), false;
     }
-    if (k == 0)
-      break;
+    if (k == 0) break;
     n += (size_t)k;
   }
   // gzread stops quietly at a gzip stream cut short: gzerror tells.
@@ -66,11 +63,9 @@ static int64_t per_sample(const TDesc *t) { return t->rank ? t->numel / (t->shap
 // input; idx: the images only).
 static double scale_of(const DataDesc *dd, const char *name, bool star) {
   for (int i = 0; i < dd->nscale; i++)
-    if (!strcmp(dd->scale[i].name, name))
-      return dd->scale[i].v;
+    if (!strcmp(dd->scale[i].name, name)) return dd->scale[i].v;
   for (int i = 0; star && i < dd->nscale; i++)
-    if (!strcmp(dd->scale[i].name, "*"))
-      return dd->scale[i].v;
+    if (!strcmp(dd->scale[i].name, "*")) return dd->scale[i].v;
   return 1;
 }
 
@@ -84,11 +79,11 @@ static DataCol *add_col(Dataset *ds, const TDesc *t) {
 
 // Makes room for sample n (grows by doubling).
 static void reserve(Dataset *ds, int64_t n, int64_t *cap) {
-  if (n < *cap)
-    return;
+  if (n < *cap) return;
   *cap = *cap ? 2 * *cap : 1024;
   for (int i = 0; i < ds->ncols; i++)
-    ds->cols[i].data = realloc(ds->cols[i].data, (size_t)(*cap * ds->cols[i].per) * bpcrt_dtype_size(ds->cols[i].dtype));
+    ds->cols[i].data =
+        realloc(ds->cols[i].data, (size_t)(*cap * ds->cols[i].per) * bpcrt_dtype_size(ds->cols[i].dtype));
   ds->line = realloc(ds->line, (size_t)*cap * sizeof *ds->line);
 }
 
@@ -98,8 +93,7 @@ static bool put_val(DataCol *c, int64_t k, double v) {
   case BPCRT_F32: ((float *)c->data)[k] = (float)v; return true;
   case BPCRT_F64: ((double *)c->data)[k] = v; return true;
   case BPCRT_I32:
-    if (!(v == floor(v) && fabs(v) < 2147483648.0))
-      return false;
+    if (!(v == floor(v) && fabs(v) < 2147483648.0)) return false;
     ((int32_t *)c->data)[k] = (int32_t)v;
     return true;
   default:  // model tensors are F32, F64 or I32
@@ -110,12 +104,11 @@ static bool put_val(DataCol *c, int64_t k, double v) {
 // Every input of p must be fed by the data set (and nothing else).
 static bool check_fed(const Dataset *ds, const Prog *p, const char *path, char *err, size_t errlen) {
   for (int i = 0; i < p->n; i++) {
-    if (p->t[i].role != ROLE_INPUT)
-      continue;
+    if (p->t[i].role != ROLE_INPUT) continue;
     bool fed = false;
-    for (int k = 0; k < ds->ncols; k++)
-      fed |= !strcmp(ds->cols[k].name, p->t[i].name);
-    if (!fed && !(ds->format == FMT_TEXT && (!strcmp(p->t[i].name, ds->tok_name) || !strcmp(p->t[i].name, ds->tgt_name))))
+    for (int k = 0; k < ds->ncols; k++) fed |= !strcmp(ds->cols[k].name, p->t[i].name);
+    if (!fed &&
+        !(ds->format == FMT_TEXT && (!strcmp(p->t[i].name, ds->tok_name) || !strcmp(p->t[i].name, ds->tgt_name))))
       return fail(err, errlen, "%s: the data feeds no input '%s'", path, p->t[i].name);
   }
   return true;
@@ -125,8 +118,7 @@ static bool check_fed(const Dataset *ds, const Prog *p, const char *path, char *
 
 static int count_fields(const char *s, const char *end) {
   int n = 1;
-  for (; s < end; s++)
-    n += *s == ',';
+  for (; s < end; s++) n += *s == ',';
   return n;
 }
 
@@ -139,14 +131,12 @@ static int split_fields(char *s, char *le, char **field, int maxf) {
   int nf = 0;
   char *p = s;
   for (;;) {
-    if (nf == maxf)
-      return -1;
+    if (nf == maxf) return -1;
     if (*p == '"') {
       char *w = p, *r = p + 1;
       field[nf++] = w;
       for (;;) {
-        if (r >= le)
-          return -1;
+        if (r >= le) return -1;
         if (*r == '"' && r[1] == '"')
           *w++ = '"', r += 2;
         else if (*r == '"')
@@ -156,34 +146,28 @@ static int split_fields(char *s, char *le, char **field, int maxf) {
       }
       *w = 0;
       r++;  // past the closing quote
-      if (r < le && *r != ',')
-        return -1;
-      if (r >= le)
-        return nf;
+      if (r < le && *r != ',') return -1;
+      if (r >= le) return nf;
       p = r + 1;
       continue;
     }
     field[nf++] = p;
     char *c = memchr(p, ',', (size_t)(le - p));
-    if (!c)
-      return nf;
+    if (!c) return nf;
     *c = 0;
     p = c + 1;
   }
 }
 
-static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path,
-                     char *err, size_t errlen) {
+static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path, char *err, size_t errlen) {
   uint8_t *buf;
   int64_t len;
-  if (!slurp(path, &buf, &len, err, errlen))
-    return false;
+  if (!slurp(path, &buf, &len, err, errlen)) return false;
   ds->cols = calloc((size_t)dd->ncols + 3, sizeof *ds->cols);
   int64_t maxcol = 0;
   const TDesc *td[64];
   double sc[64];
-  if (dd->ncols > 64)
-    return free(buf), fail(err, errlen, "%s: more than 64 column groups", path);
+  if (dd->ncols > 64) return free(buf), fail(err, errlen, "%s: more than 64 column groups", path);
   for (int i = 0; i < dd->ncols; i++) {
     const CsvCol *c = &dd->cols[i];
     td[i] = prog_find(p, c->name);
@@ -195,8 +179,7 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
                              (long long)per_sample(td[i]));
     add_col(ds, td[i]);
     sc[i] = td[i]->dtype == BPCRT_I32 ? 1 : scale_of(dd, c->name, true);
-    if (c->hi > maxcol)
-      maxcol = c->hi;
+    if (c->hi > maxcol) maxcol = c->hi;
   }
   // a text column: WordPiece ids (and mask) of T tokens a sample (SPEC 6.4)
   bpcrt_wordpiece *wp = NULL;
@@ -206,19 +189,19 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     const TDesc *ti = prog_find(p, dd->text_ids), *tm = dd->text_mask ? prog_find(p, dd->text_mask) : NULL;
     if (!ti || ti->role != ROLE_INPUT || ti->dtype != BPCRT_I32 || ti->rank != 2)
       return free(buf), fail(err, errlen, "%s: text ids '%s' are no i32 [B, T] input of the model", path, dd->text_ids);
-    if (dd->text_mask && (!tm || tm->role != ROLE_INPUT || tm->dtype == BPCRT_I32 || tm->rank != 2 ||
-                          tm->shape[1] != ti->shape[1]))
-      return free(buf), fail(err, errlen, "%s: text mask '%s' is no float [B, T] input of the model", path, dd->text_mask);
-    if (!(wp = bpcrt_wp_load(dd->vocab, err, errlen)))
-      return free(buf), false;
+    if (dd->text_mask &&
+        (!tm || tm->role != ROLE_INPUT || tm->dtype == BPCRT_I32 || tm->rank != 2 || tm->shape[1] != ti->shape[1]))
+      return free(buf),
+             fail(err, errlen, "%s: text mask '%s' is no float [B, T] input of the model", path, dd->text_mask);
+    if (!(wp = bpcrt_wp_load(dd->vocab, err, errlen))) return free(buf), false;
     T = ti->shape[1];
     if (T < 2)
-      return free(buf), bpcrt_wp_free(wp), fail(err, errlen, "%s: text ids '%s' hold %lld tokens; [CLS] and [SEP] need 2", path, dd->text_ids, (long long)T);
+      return free(buf), bpcrt_wp_free(wp),
+             fail(err, errlen, "%s: text ids '%s' hold %lld tokens; [CLS] and [SEP] need 2", path, dd->text_ids,
+                  (long long)T);
     cid = add_col(ds, ti);
-    if (tm)
-      cmask = add_col(ds, tm);
-    if (dd->text_col + 1 > maxcol)
-      maxcol = dd->text_col + 1;
+    if (tm) cmask = add_col(ds, tm);
+    if (dd->text_col + 1 > maxcol) maxcol = dd->text_col + 1;
   }
   int32_t *tids = T ? malloc(sizeof(int32_t) * (size_t)T) : NULL;
   float *tmask = T ? malloc(sizeof(float) * (size_t)T) : NULL;
@@ -231,14 +214,11 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     char *le = nl ? nl : end;
     char *next = nl ? nl + 1 : end;
     line++;
-    if (le > s && le[-1] == '\r')
-      le--;
+    if (le > s && le[-1] == '\r') le--;
     bool blank = true;
-    for (char *q = s; q < le; q++)
-      blank &= *q == ' ' || *q == '\t';
+    for (char *q = s; q < le; q++) blank &= *q == ' ' || *q == '\t';
     if (blank || memchr(s, 0, (size_t)(le - s))) {
-      if (!blank)
-        ok = fail(err, errlen, "%s:%lld: a NUL byte: not a text file", path, (long long)line);
+      if (!blank) ok = fail(err, errlen, "%s:%lld: a NUL byte: not a text file", path, (long long)line);
       s = next;
       continue;
     }
@@ -254,8 +234,8 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     if (expect < 0) {
       expect = nf, expect_line = (int)line;
       if (nf < maxcol) {
-        ok = fail(err, errlen, "%s:%lld: %d columns, the data section reads column %lld", path, (long long)line,
-                  nf, (long long)maxcol);
+        ok = fail(err, errlen, "%s:%lld: %d columns, the data section reads column %lld", path, (long long)line, nf,
+                  (long long)maxcol);
         break;
       }
       if (dd->header) {
@@ -274,12 +254,10 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
       DataCol *col = &ds->cols[g];
       for (int64_t f = dd->cols[g].lo; ok && f < dd->cols[g].hi; f++) {
         char *t = field[f], *e;
-        while (*t == ' ' || *t == '\t')
-          t++;
+        while (*t == ' ' || *t == '\t') t++;
         errno = 0;
         double v = strtod(t, &e);
-        while (*e == ' ' || *e == '\t')
-          e++;
+        while (*e == ' ' || *e == '\t') e++;
         // Decimal only, as Python's float() and numpy read a CSV cell
         // (strtod alone would take hex like 0x10 too); no nan or inf.
         if (e == t || *e || !isfinite(v) || strspn(t, "0123456789+-.eE") < (size_t)(e - t))
@@ -298,8 +276,7 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
                   (long long)dd->text_col + 1, bad + 1);
       } else {
         memcpy((int32_t *)cid->data + i * T, tids, sizeof(int32_t) * (size_t)T);
-        for (int64_t k = 0; cmask && k < T; k++)
-          put_val(cmask, i * T + k, tmask[k]);
+        for (int64_t k = 0; cmask && k < T; k++) put_val(cmask, i * T + k, tmask[k]);
       }
     }
     ds->n++;
@@ -308,8 +285,7 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
   free(buf);
   free(tids), free(tmask);
   bpcrt_wp_free(wp);
-  if (ok && ds->n == 0)
-    ok = fail(err, errlen, "%s: no data rows", path);
+  if (ok && ds->n == 0) ok = fail(err, errlen, "%s: no data rows", path);
   return ok;
 }
 
@@ -317,8 +293,7 @@ static bool load_csv(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
 
 static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path, char *err, size_t errlen) {
   bpcrt_tensors f;
-  if (bpcrt_st_read(path, &f, err, errlen) != 0)
-    return false;
+  if (bpcrt_st_read(path, &f, err, errlen) != 0) return false;
   ds->cols = calloc((size_t)f.n + 1, sizeof *ds->cols);
   size_t len = 0;
   int64_t n = -1;
@@ -332,15 +307,12 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
       continue;
     }
     bool shape_ok = t->rank == td->rank && t->rank >= 1;
-    for (int k = 1; shape_ok && k < t->rank; k++)
-      shape_ok = t->shape[k] == td->shape[k];
+    for (int k = 1; shape_ok && k < t->rank; k++) shape_ok = t->shape[k] == td->shape[k];
     if (!shape_ok) {
       MISMATCH("%s  '%s': shape [", len ? "\n" : "", t->name);
-      for (int k = 0; k < t->rank; k++)
-        MISMATCH("%s%lld", k ? ", " : "", (long long)t->shape[k]);
+      for (int k = 0; k < t->rank; k++) MISMATCH("%s%lld", k ? ", " : "", (long long)t->shape[k]);
       MISMATCH("], the model needs [N");
-      for (int k = 1; k < td->rank; k++)
-        MISMATCH(", %lld", (long long)td->shape[k]);
+      for (int k = 1; k < td->rank; k++) MISMATCH(", %lld", (long long)td->shape[k]);
       MISMATCH("] (N samples)");
       continue;
     }
@@ -350,8 +322,8 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
       continue;
     }
     if (n >= 0 && t->shape[0] != n) {
-      MISMATCH("%s  '%s': %lld samples, other tensors have %lld", len ? "\n" : "", t->name,
-               (long long)t->shape[0], (long long)n);
+      MISMATCH("%s  '%s': %lld samples, other tensors have %lld", len ? "\n" : "", t->name, (long long)t->shape[0],
+               (long long)n);
       continue;
     }
     n = t->shape[0];
@@ -364,8 +336,7 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
       bpcrt_st_to_f64(t, v);
       int64_t bad = -1;
       for (int64_t k = 0; k < n * c->per; k++) {
-        if (!isfinite(v[k]) && bad < 0)
-          bad = k;
+        if (!isfinite(v[k]) && bad < 0) bad = k;
         put_val(c, k, v[k] * s);
       }
       if (bad >= 0 && !len) {  // as a csv cell: nan and inf are not data
@@ -387,24 +358,25 @@ static bool load_st(Dataset *ds, const DataDesc *dd, const Prog *p, const char *
     return false;
   }
   ds->n = n < 0 ? 0 : n;
-  if (ds->n == 0)
-    return fail(err, errlen, "%s: no samples", path);
+  if (ds->n == 0) return fail(err, errlen, "%s: no samples", path);
   return true;
 }
 
 // ---- idx ---------------------------------------------------------------------
 
-static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+static uint32_t be32(const uint8_t *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
 
 // Reads one IDX file of unsigned bytes; *dims/ndim/data point into *buf.
-static bool read_idx(const char *path, uint8_t **buf, int64_t *dims, int *ndim, int64_t *count, int64_t *hdr,
-                     char *err, size_t errlen) {
+static bool read_idx(const char *path, uint8_t **buf, int64_t *dims, int *ndim, int64_t *count, int64_t *hdr, char *err,
+                     size_t errlen) {
   int64_t len;
-  if (!slurp(path, buf, &len, err, errlen))
-    return false;
+  if (!slurp(path, buf, &len, err, errlen)) return false;
   const uint8_t *b = *buf;
   if (len < 4)
-    return fail(err, errlen, "%s: offset %lld: truncated IDX header (%lld bytes)", path, (long long)len, (long long)len);
+    return fail(err, errlen, "%s: offset %lld: truncated IDX header (%lld bytes)", path, (long long)len,
+                (long long)len);
   if (b[0] != 0 || b[1] != 0)
     return fail(err, errlen, "%s: offset 0: bad IDX magic %02x %02x %02x %02x (expected 00 00 08 NDIM)", path, b[0],
                 b[1], b[2], b[3]);
@@ -414,8 +386,7 @@ static bool read_idx(const char *path, uint8_t **buf, int64_t *dims, int *ndim, 
   if (*ndim < 1 || *ndim > 4)
     return fail(err, errlen, "%s: offset 3: IDX with %d dimensions (1 to 4 expected)", path, *ndim);
   *hdr = 4 + 4 * (int64_t)*ndim;
-  if (len < *hdr)
-    return fail(err, errlen, "%s: offset %lld: truncated IDX header", path, (long long)len);
+  if (len < *hdr) return fail(err, errlen, "%s: offset %lld: truncated IDX header", path, (long long)len);
   *count = 1;
   for (int i = 0; i < *ndim; i++) {
     dims[i] = be32(b + 4 + 4 * i);
@@ -442,8 +413,7 @@ static char *join(const char *dir, const char *file) {
 }
 
 static bool load_idx(Dataset *ds, const DataDesc *dd, const Prog *p, const char *dir, char *err, size_t errlen) {
-  if (!dd->images || !dd->labels)
-    return fail(err, errlen, "idx data needs 'images' and 'labels'");
+  if (!dd->images || !dd->labels) return fail(err, errlen, "idx data needs 'images' and 'labels'");
   ds->path = dir ? join(dir, dd->images) : strdup(dd->images);
   ds->path2 = dir ? join(dir, dd->labels) : strdup(dd->labels);
   const TDesc *tx = prog_find(p, dd->x), *ty = prog_find(p, dd->y);
@@ -462,10 +432,9 @@ static bool load_idx(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     ok = fail(err, errlen, "%s: %lld values per label, input '%s' needs %lld", ds->path2,
               (long long)(lcount / (ldims[0] ? ldims[0] : 1)), ty->name, (long long)per_sample(ty));
   if (ok && idims[0] != ldims[0])
-    ok = fail(err, errlen, "%s: %lld labels for %lld images in %s", ds->path2, (long long)ldims[0],
-              (long long)idims[0], ds->path);
-  if (ok && idims[0] == 0)
-    ok = fail(err, errlen, "%s: no samples", ds->path);
+    ok = fail(err, errlen, "%s: %lld labels for %lld images in %s", ds->path2, (long long)ldims[0], (long long)idims[0],
+              ds->path);
+  if (ok && idims[0] == 0) ok = fail(err, errlen, "%s: no samples", ds->path);
   if (ok) {
     ds->n = idims[0];
     ds->cols = calloc(3, sizeof *ds->cols);
@@ -473,10 +442,8 @@ static bool load_idx(Dataset *ds, const DataDesc *dd, const Prog *p, const char 
     double sx = scale_of(dd, tx->name, true), sy = ty->dtype == BPCRT_I32 ? 1 : scale_of(dd, ty->name, false);
     cx->data = malloc((size_t)icount * bpcrt_dtype_size(cx->dtype) + 1);
     cy->data = malloc((size_t)lcount * bpcrt_dtype_size(cy->dtype) + 1);
-    for (int64_t k = 0; k < icount; k++)
-      put_val(cx, k, tx->dtype == BPCRT_I32 ? ib[ihdr + k] : ib[ihdr + k] * sx);
-    for (int64_t k = 0; k < lcount; k++)
-      put_val(cy, k, lb[lhdr + k] * sy);
+    for (int64_t k = 0; k < icount; k++) put_val(cx, k, tx->dtype == BPCRT_I32 ? ib[ihdr + k] : ib[ihdr + k] * sx);
+    for (int64_t k = 0; k < lcount; k++) put_val(cy, k, lb[lhdr + k] * sy);
     ds->hdr2 = lhdr;
   }
   free(ib), free(lb);
@@ -495,8 +462,7 @@ static bool load_text(Dataset *ds, const DataDesc *dd, const Prog *p, const char
                 dd->tokens);
   ds->tok_name = strdup(dd->tokens);
   ds->tgt_name = strdup(dd->targets);
-  if (!slurp(path, &ds->bytes, &ds->nbytes, err, errlen))
-    return false;
+  if (!slurp(path, &ds->bytes, &ds->nbytes, err, errlen)) return false;
   int64_t T = tt->shape[1];
   if (ds->nbytes < T + 1)
     return fail(err, errlen, "%s: offset %lld: the file has %lld bytes; a window needs %lld", path,
@@ -513,24 +479,21 @@ static const DataCol *col_of(const Dataset *ds, const char *name);
 static bool check_limits(const Dataset *ds, const Prog *p, char *err, size_t errlen) {
   for (int i = 0; i < p->n; i++) {
     const TDesc *t = &p->t[i];
-    if (t->role != ROLE_INPUT || t->dtype != BPCRT_I32 || t->limit <= 0)
-      continue;
+    if (t->role != ROLE_INPUT || t->dtype != BPCRT_I32 || t->limit <= 0) continue;
     const char *what = status_what(t->limit_code);
     char where[600];
     if (ds->format == FMT_TEXT) {  // tokens and targets are the file's bytes
-      if (strcmp(t->name, ds->tok_name) && (!ds->tgt_name || strcmp(t->name, ds->tgt_name)))
-        continue;
+      if (strcmp(t->name, ds->tok_name) && (!ds->tgt_name || strcmp(t->name, ds->tgt_name))) continue;
       for (int64_t k = 0; k < ds->nbytes; k++)
         if (ds->bytes[k] >= t->limit) {
           data_where(ds, k, where, sizeof where);
-          return fail(err, errlen, "%s (input '%s'): %s %d out of range [0, %lld)", where, t->name, what,
-                      ds->bytes[k], (long long)t->limit);
+          return fail(err, errlen, "%s (input '%s'): %s %d out of range [0, %lld)", where, t->name, what, ds->bytes[k],
+                      (long long)t->limit);
         }
       continue;
     }
     const DataCol *c = col_of(ds, t->name);
-    if (!c || c->dtype != BPCRT_I32)
-      continue;
+    if (!c || c->dtype != BPCRT_I32) continue;
     const int32_t *v = (const int32_t *)c->data;
     for (int64_t k = 0; k < ds->n * c->per; k++)
       if (v[k] < 0 || v[k] >= t->limit) {
@@ -548,10 +511,8 @@ bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *over,
   memset(ds, 0, sizeof *ds);
   ds->format = dd->format;
   const char *path = over ? over : dd->path;
-  if (dd->format != FMT_IDX && !path)
-    return fail(err, errlen, "the data section names no file");
-  if (dd->format != FMT_IDX)
-    ds->path = strdup(path);
+  if (dd->format != FMT_IDX && !path) return fail(err, errlen, "the data section names no file");
+  if (dd->format != FMT_IDX) ds->path = strdup(path);
   bool ok = false;
   switch (dd->format) {
   case FMT_CSV: ok = load_csv(ds, dd, p, path, err, errlen); break;
@@ -561,8 +522,7 @@ bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *over,
   case FMT_NONE: ok = fail(err, errlen, "no data"); break;
   }
   ok = ok && check_fed(ds, p, ds->path, err, errlen) && check_limits(ds, p, err, errlen);
-  if (!ok)
-    data_free(ds);
+  if (!ok) data_free(ds);
   return ok;
 }
 
@@ -571,8 +531,7 @@ void data_free(Dataset *ds) {
     memset(ds, 0, sizeof *ds);
     return;
   }
-  for (int i = 0; i < ds->ncols; i++)
-    free(ds->cols[i].name), free(ds->cols[i].data);
+  for (int i = 0; i < ds->ncols; i++) free(ds->cols[i].name), free(ds->cols[i].data);
   free(ds->cols), free(ds->path), free(ds->path2), free(ds->line), free(ds->bytes);
   free(ds->tok_name), free(ds->tgt_name);
   memset(ds, 0, sizeof *ds);
@@ -597,8 +556,7 @@ void data_split(Dataset *ds, double fraction, Dataset *val) {
 
 static const DataCol *col_of(const Dataset *ds, const char *name) {
   for (int i = 0; i < ds->ncols; i++)
-    if (!strcmp(ds->cols[i].name, name))
-      return &ds->cols[i];
+    if (!strcmp(ds->cols[i].name, name)) return &ds->cols[i];
   return NULL;
 }
 
@@ -606,8 +564,7 @@ void data_put(const Dataset *ds, const Prog *p, char *arena, int64_t idx, int64_
   for (int i = 0; i < p->n; i++) {
     const TDesc *t = &p->t[i];
     const DataCol *c = t->role == ROLE_INPUT ? col_of(ds, t->name) : NULL;
-    if (!c)
-      continue;
+    if (!c) continue;
     size_t es = bpcrt_dtype_size(c->dtype), row = (size_t)c->per * es;
     memcpy(arena + t->offset + (size_t)b * row, c->data + (size_t)(ds->base + idx) * row, row);
   }
@@ -620,8 +577,7 @@ void data_put_window(const Dataset *ds, const Prog *p, char *arena, int64_t star
   int32_t *tgt = tg ? (int32_t *)(arena + tg->offset) + b * T : NULL;
   for (int64_t i = 0; i < T; i++) {
     tok[i] = ds->bytes[start + i];
-    if (tgt)
-      tgt[i] = ds->bytes[start + i + 1];
+    if (tgt) tgt[i] = ds->bytes[start + i + 1];
   }
 }
 
@@ -642,10 +598,8 @@ void data_where(const Dataset *ds, int64_t idx, char *buf, size_t len) {
 }
 
 void data_perm(int64_t n, uint64_t seed, uint64_t epoch, bool shuffle, int64_t *perm) {
-  for (int64_t i = 0; i < n; i++)
-    perm[i] = i;
-  if (!shuffle)
-    return;
+  for (int64_t i = 0; i < n; i++) perm[i] = i;
+  if (!shuffle) return;
   uint64_t stream = bpcrt_mix64(bpcrt_fnv1a64("epoch") ^ epoch);
   for (int64_t i = n - 1; i > 0; i--) {
     // (i + 1) * 64-bit draw >> 64: an unbiased-enough index in [0, i]

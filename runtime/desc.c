@@ -16,14 +16,12 @@ typedef struct {
 } P;
 
 static void fail(P *p, const char *fmt, ...) {
-  if (p->bad)
-    return;
+  if (p->bad) return;
   p->bad = true;
   int k = snprintf(p->err, p->errlen, "model description: ");
   va_list ap;
   va_start(ap, fmt);
-  if (k >= 0 && (size_t)k < p->errlen)
-    vsnprintf(p->err + k, p->errlen - (size_t)k, fmt, ap);
+  if (k >= 0 && (size_t)k < p->errlen) vsnprintf(p->err + k, p->errlen - (size_t)k, fmt, ap);
   va_end(ap);
 }
 
@@ -33,18 +31,13 @@ static const cJSON *get(const cJSON *o, const char *k) {
 
 static double num(P *p, const cJSON *o, const char *k, double dflt) {
   const cJSON *v = get(o, k);
-  if (!v || cJSON_IsNull(v))
-    return dflt;
-  if (cJSON_IsBool(v))
-    return cJSON_IsTrue(v);
-  if (!cJSON_IsNumber(v))
-    fail(p, "'%s' is not a number", k);
+  if (!v || cJSON_IsNull(v)) return dflt;
+  if (cJSON_IsBool(v)) return cJSON_IsTrue(v);
+  if (!cJSON_IsNumber(v)) fail(p, "'%s' is not a number", k);
   return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
-static int64_t inum(P *p, const cJSON *o, const char *k, int64_t dflt) {
-  return (int64_t)num(p, o, k, (double)dflt);
-}
+static int64_t inum(P *p, const cJSON *o, const char *k, int64_t dflt) { return (int64_t)num(p, o, k, (double)dflt); }
 
 static char *str(const cJSON *o, const char *k) {
   const cJSON *v = get(o, k);
@@ -72,22 +65,17 @@ _Static_assert(sizeof schedule_names / sizeof *schedule_names == SCHED_COSINE + 
 // The index of s in names[0, n), or -1.
 static int name_index(const char *s, const char *const *names, int n) {
   for (int k = 0; s && k < n; k++)
-    if (!strcmp(s, names[k]))
-      return k;
+    if (!strcmp(s, names[k])) return k;
   return -1;
 }
 
 const char *schedule_name(SchedType t) { return schedule_names[t]; }
 
 static bool dtype_of(const char *s, bpcrt_dtype *dt) {
-  if (!s)
-    return false;
-  if (!strcmp(s, "f32") || !strcmp(s, "F32"))
-    return *dt = BPCRT_F32, true;
-  if (!strcmp(s, "f64") || !strcmp(s, "F64"))
-    return *dt = BPCRT_F64, true;
-  if (!strcmp(s, "i32") || !strcmp(s, "I32"))
-    return *dt = BPCRT_I32, true;
+  if (!s) return false;
+  if (!strcmp(s, "f32") || !strcmp(s, "F32")) return *dt = BPCRT_F32, true;
+  if (!strcmp(s, "f64") || !strcmp(s, "F64")) return *dt = BPCRT_F64, true;
+  if (!strcmp(s, "i32") || !strcmp(s, "I32")) return *dt = BPCRT_I32, true;
   return false;
 }
 
@@ -96,14 +84,11 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
   char *role = str(j, DK_role), *dt = str(j, DK_dtype);
   t->role = ROLE_OTHER;
   for (int r = 0; r < ROLE_OTHER; r++)
-    if (role && !strcmp(role, role_names[r]))
-      t->role = (Role)r;
-  if (!t->name || !dtype_of(dt, &t->dtype))
-    fail(p, "a tensor without a name or a dtype");
+    if (role && !strcmp(role, role_names[r])) t->role = (Role)r;
+  if (!t->name || !dtype_of(dt, &t->dtype)) fail(p, "a tensor without a name or a dtype");
   const cJSON *shape = get(j, DK_shape);
   t->rank = cJSON_GetArraySize(shape);
-  if (!cJSON_IsArray(shape) || t->rank > BPCRT_MAX_RANK)
-    fail(p, "tensor '%s': bad shape", t->name ? t->name : "?");
+  if (!cJSON_IsArray(shape) || t->rank > BPCRT_MAX_RANK) fail(p, "tensor '%s': bad shape", t->name ? t->name : "?");
   t->numel = 1;
   for (int i = 0; i < t->rank && i < BPCRT_MAX_RANK; i++) {
     const cJSON *d = cJSON_GetArrayItem(shape, i);
@@ -131,12 +116,10 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
   if (lora) {
     t->lora_a = str(lora, DK_a), t->lora_b = str(lora, DK_b);
     t->lora_scale = num(p, lora, DK_scale, 0);
-    if (!t->lora_a || !t->lora_b)
-      fail(p, "tensor '%s': lora without its adapters' names", t->name ? t->name : "?");
+    if (!t->lora_a || !t->lora_b) fail(p, "tensor '%s': lora without its adapters' names", t->name ? t->name : "?");
   }
   t->transpose = flag(j, DK_transpose, false);
-  if (t->transpose && t->rank < 2)
-    fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
+  if (t->transpose && t->rank < 2) fail(p, "tensor '%s': transpose needs rank 2 or more", t->name ? t->name : "?");
   t->limit = inum(p, j, DK_limit, 0);
   t->limit_code = (int)inum(p, j, DK_limit_code, 0);
   t->ready = (int)inum(p, j, DK_ready, -1);
@@ -144,8 +127,7 @@ static void tensor(P *p, const cJSON *j, TDesc *t, int64_t arena) {
 }
 
 static void program(P *p, const cJSON *j, Prog *g) {
-  if (!cJSON_IsObject(j))
-    return;
+  if (!cJSON_IsObject(j)) return;
   g->present = true;
   g->arena = inum(p, j, DK_arena, -1);
   g->scratch = inum(p, j, DK_scratch, 0);
@@ -155,8 +137,7 @@ static void program(P *p, const cJSON *j, Prog *g) {
   const cJSON *ts = get(j, DK_tensors);
   g->n = cJSON_GetArraySize(ts);
   g->t = calloc((size_t)g->n + 1, sizeof *g->t);
-  for (int i = 0; i < g->n; i++)
-    tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
+  for (int i = 0; i < g->n; i++) tensor(p, cJSON_GetArrayItem(ts, i), &g->t[i], g->arena);
   const cJSON *ks = get(j, DK_kernels);  // optional
   g->nk = cJSON_IsArray(ks) ? cJSON_GetArraySize(ks) : 0;
   g->k = calloc((size_t)g->nk + 1, sizeof *g->k);
@@ -169,8 +150,7 @@ static void program(P *p, const cJSON *j, Prog *g) {
     g->k[i].flops = num(p, k, DK_flops, 0);
     g->k[i].bytes = num(p, k, DK_bytes, 0);
     g->k[i].group = (int)inum(p, k, DK_group, 0);
-    if (g->k[i].group >= g->nk - i || g->k[i].group < -1)
-      g->k[i].group = 0;
+    if (g->k[i].group >= g->nk - i || g->k[i].group < -1) g->k[i].group = 0;
   }
   for (int i = 0; i < g->nk; i++)  // a group's first kernel reports for all of them
     for (int m = 1; m <= g->k[i].group && i + m < g->nk; m++)
@@ -178,13 +158,11 @@ static void program(P *p, const cJSON *j, Prog *g) {
 }
 
 static void data(P *p, const cJSON *j, DataDesc *d) {
-  if (!cJSON_IsObject(j))
-    return;
+  if (!cJSON_IsObject(j)) return;
   char *fmt = str(j, DK_format);
   int fk = name_index(fmt, format_names, (int)(sizeof format_names / sizeof *format_names));
   d->format = fk < 0 ? FMT_NONE : (DataFormat)(FMT_TEXT + fk);
-  if (d->format == FMT_NONE)
-    fail(p, "data format '%s' is not text, csv, safetensors or idx", fmt ? fmt : "?");
+  if (d->format == FMT_NONE) fail(p, "data format '%s' is not text, csv, safetensors or idx", fmt ? fmt : "?");
   free(fmt);
   d->path = str(j, DK_path);
   d->images = str(j, DK_images);
@@ -204,13 +182,11 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
     d->text_col = inum(p, tx, DK_column, -1);
     d->vocab = str(tx, DK_vocab), d->text_ids = str(tx, DK_ids), d->text_mask = str(tx, DK_mask);
     d->cased = flag(tx, DK_cased, false);
-    if (d->text_col < 0 || !d->vocab || !d->text_ids)
-      fail(p, "a text column without its column, vocab or ids");
+    if (d->text_col < 0 || !d->vocab || !d->text_ids) fail(p, "a text column without its column, vocab or ids");
   }
   d->shuffle = flag(j, DK_shuffle, true);
   d->val_fraction = num(p, j, DK_val_fraction, d->format == FMT_TEXT ? 0.1 : 0);
-  if (!(d->val_fraction >= 0 && d->val_fraction < 1))
-    fail(p, "val_fraction must be in [0, 1)");
+  if (!(d->val_fraction >= 0 && d->val_fraction < 1)) fail(p, "val_fraction must be in [0, 1)");
   const cJSON *cols = get(j, DK_columns), *c;
   d->cols = calloc((size_t)cJSON_GetArraySize(cols) + 1, sizeof *d->cols);
   cJSON_ArrayForEach(c, cols) {
@@ -222,25 +198,20 @@ static void data(P *p, const cJSON *j, DataDesc *d) {
       k->lo = inum(p, c, DK_lo, -1), k->hi = inum(p, c, DK_hi, -1);
       k->range = flag(c, DK_range, false);
     }
-    if (k->lo < 0 || k->hi <= k->lo)
-      fail(p, "csv column '%s': bad range", k->name);
+    if (k->lo < 0 || k->hi <= k->lo) fail(p, "csv column '%s': bad range", k->name);
   }
   // scale: {"x": 0.0625}; {"*": v} (from a bare `scale: v`); or one number
   const cJSON *sc = get(j, DK_scale);
   d->scale = calloc((size_t)cJSON_GetArraySize(sc) + 2, sizeof *d->scale);
-  if (cJSON_IsNumber(sc))
-    d->scale[d->nscale++] = (Scale){strdup("*"), sc->valuedouble};
+  if (cJSON_IsNumber(sc)) d->scale[d->nscale++] = (Scale){strdup("*"), sc->valuedouble};
   const cJSON *sco = cJSON_IsObject(sc) ? sc : NULL;
-  cJSON_ArrayForEach(c, sco)
-    if (cJSON_IsNumber(c))
-      d->scale[d->nscale++] = (Scale){strdup(c->string), c->valuedouble};
+  cJSON_ArrayForEach(c, sco) if (cJSON_IsNumber(c)) d->scale[d->nscale++] = (Scale){strdup(c->string), c->valuedouble};
 }
 
 static void train(P *p, const cJSON *j, TrainCfg *t) {
   const cJSON *o = get(j, DK_optimizer), *s = get(j, DK_schedule);
   t->opt_type = str(o, DK_type);
-  if (!t->opt_type)
-    t->opt_type = strdup("adam");
+  if (!t->opt_type) t->opt_type = strdup("adam");
   t->lr = num(p, o, DK_lr, 1e-3);
   const cJSON *betas = get(o, DK_betas);
   t->beta1 = cJSON_IsNumber(cJSON_GetArrayItem(betas, 0)) ? cJSON_GetArrayItem(betas, 0)->valuedouble : 0.9;
@@ -249,8 +220,7 @@ static void train(P *p, const cJSON *j, TrainCfg *t) {
   char *st = str(s, DK_type);
   int sk = name_index(st, schedule_names, (int)(sizeof schedule_names / sizeof *schedule_names));
   t->sched = sk < 0 ? SCHED_CONSTANT : (SchedType)sk;
-  if (st && sk < 0)
-    fail(p, "unknown schedule '%s'", st);
+  if (st && sk < 0) fail(p, "unknown schedule '%s'", st);
   free(st);
   t->warmup = inum(p, s, DK_warmup_steps, 0);
   t->min_lr = num(p, s, DK_min_lr, 0);
@@ -262,8 +232,7 @@ static void train(P *p, const cJSON *j, TrainCfg *t) {
   t->eval_every = inum(p, j, DK_eval_every, 0);
   t->checkpoint_every = inum(p, j, DK_checkpoint_every, 0);
   t->seed = (uint64_t)num(p, j, DK_seed, 0);
-  if (t->grad_accum < 1 || t->steps < 0 || t->epochs < 0 || t->warmup < 0)
-    fail(p, "bad train section");
+  if (t->grad_accum < 1 || t->steps < 0 || t->epochs < 0 || t->warmup < 0) fail(p, "bad train section");
 }
 
 static char *dims_text(const cJSON *dims) {
@@ -273,10 +242,8 @@ static char *dims_text(const cJSON *dims) {
   cJSON_ArrayForEach(d, dims) {
     char b[160];
     int k = snprintf(b, sizeof b, "%s%s=%.17g", len ? " " : "", d->string, cJSON_IsNumber(d) ? d->valuedouble : 0);
-    if (k < 0 || (size_t)k >= sizeof b)
-      continue;
-    if (len + (size_t)k + 1 > cap)
-      s = realloc(s, cap = 2 * (len + (size_t)k + 1));
+    if (k < 0 || (size_t)k >= sizeof b) continue;
+    if (len + (size_t)k + 1 > cap) s = realloc(s, cap = 2 * (len + (size_t)k + 1));
     memcpy(s + len, b, (size_t)k + 1);
     len += (size_t)k;
   }
@@ -292,8 +259,7 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
     fail(&p, "not a JSON object");
     return false;
   }
-  if (num(&p, root, DK_abi, 0) != 1)
-    fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, DK_abi, 0));
+  if (num(&p, root, DK_abi, 0) != 1) fail(&p, "ABI version %g, this runtime reads version 1", num(&p, root, DK_abi, 0));
   d->name = str(root, DK_name);
   d->hash = str(root, DK_hash);
   d->model_path = str(root, DK_model_path);
@@ -322,10 +288,8 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
   d->predict_error = str(root, DK_predict_error);
   d->decode_error = str(root, DK_decode_error);
   for (int k = 0; k < NPROG; k++)
-    for (int i = 0; i < d->prog[k].n; i++)
-      d->has_lora |= d->prog[k].t[i].lora_a != NULL;
-  if (!d->prog[PROG_TRAIN].present && !d->prog[PROG_PREDICT].present)
-    fail(&p, "no train and no predict program");
+    for (int i = 0; i < d->prog[k].n; i++) d->has_lora |= d->prog[k].t[i].lora_a != NULL;
+  if (!d->prog[PROG_TRAIN].present && !d->prog[PROG_PREDICT].present) fail(&p, "no train and no predict program");
   cJSON_Delete(root);
   return !p.bad;
 }
@@ -333,10 +297,8 @@ bool desc_parse(Desc *d, const char *json, char *err, size_t errlen) {
 static void data_desc_free(DataDesc *d) {
   free(d->path), free(d->images), free(d->labels), free(d->x), free(d->y);
   free(d->tokens), free(d->targets), free(d->vocab), free(d->text_ids), free(d->text_mask);
-  for (int i = 0; i < d->ncols; i++)
-    free(d->cols[i].name);
-  for (int i = 0; i < d->nscale; i++)
-    free(d->scale[i].name);
+  for (int i = 0; i < d->ncols; i++) free(d->cols[i].name);
+  for (int i = 0; i < d->nscale; i++) free(d->scale[i].name);
   free(d->cols), free(d->scale);
 }
 
@@ -351,8 +313,7 @@ void desc_free(Desc *d) {
       free(d->prog[k].t[i].name), free(d->prog[k].t[i].from), free(d->prog[k].t[i].lora_a),
           free(d->prog[k].t[i].lora_b);
     free(d->prog[k].t);
-    for (int i = 0; i < d->prog[k].nk; i++)
-      free(d->prog[k].k[i].text), free(d->prog[k].k[i].kind);
+    for (int i = 0; i < d->prog[k].nk; i++) free(d->prog[k].k[i].text), free(d->prog[k].k[i].kind);
     free(d->prog[k].k);
   }
   memset(d, 0, sizeof *d);
@@ -360,7 +321,6 @@ void desc_free(Desc *d) {
 
 const TDesc *prog_find(const Prog *p, const char *name) {
   for (int i = 0; i < p->n; i++)
-    if (p->t[i].name && !strcmp(p->t[i].name, name))
-      return &p->t[i];
+    if (p->t[i].name && !strcmp(p->t[i].name, name)) return &p->t[i];
   return NULL;
 }

@@ -15,26 +15,34 @@ static double normal(uint64_t seed, uint64_t stream, uint64_t i) {
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
-                     uint64_t seed, uint64_t stream, int64_t n, double *out) {
+void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out, uint64_t seed, uint64_t stream,
+                     int64_t n, double *out) {
   bpcrt_init_fill_at(kind, a, b, fan_in, fan_out, seed, stream, 0, n, out);
 }
 
-void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
-                        uint64_t seed, uint64_t stream, int64_t first, int64_t n, double *out) {
+void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out, uint64_t seed, uint64_t stream,
+                        int64_t first, int64_t n, double *out) {
   double lo = 0, hi = 0, mean = 0, std = 0;
   int is_normal = 0;
   switch (kind) {
-  case BPCRT_INIT_ZEROS: for (int64_t i = 0; i < n; i++) out[i] = 0; return;
-  case BPCRT_INIT_ONES: for (int64_t i = 0; i < n; i++) out[i] = 1; return;
-  case BPCRT_INIT_CONSTANT: for (int64_t i = 0; i < n; i++) out[i] = a; return;
+  case BPCRT_INIT_ZEROS:
+    for (int64_t i = 0; i < n; i++) out[i] = 0;
+    return;
+  case BPCRT_INIT_ONES:
+    for (int64_t i = 0; i < n; i++) out[i] = 1;
+    return;
+  case BPCRT_INIT_CONSTANT:
+    for (int64_t i = 0; i < n; i++) out[i] = a;
+    return;
   case BPCRT_INIT_NORMAL: is_normal = 1, mean = a, std = b; break;
   case BPCRT_INIT_UNIFORM: lo = a, hi = b; break;
   case BPCRT_INIT_XAVIER_UNIFORM: hi = sqrt(6.0 / (double)(fan_in + fan_out)), lo = -hi; break;
   case BPCRT_INIT_XAVIER_NORMAL: is_normal = 1, std = sqrt(2.0 / (double)(fan_in + fan_out)); break;
   case BPCRT_INIT_HE_UNIFORM: hi = sqrt(6.0 / (double)fan_in), lo = -hi; break;
   case BPCRT_INIT_HE_NORMAL: is_normal = 1, std = sqrt(2.0 / (double)fan_in); break;
-  default: for (int64_t i = 0; i < n; i++) out[i] = 0; return;
+  default:
+    for (int64_t i = 0; i < n; i++) out[i] = 0;
+    return;
   }
   for (int64_t i = 0; i < n; i++)
     out[i] = is_normal ? mean + std * normal(seed, stream, (uint64_t)(first + i))

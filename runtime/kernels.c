@@ -74,16 +74,16 @@ static inline __attribute__((always_inline)) float clamp_f(float x, float lo, fl
 // overflow and subnormal ends are right.
 // The reduction and polynomial, shared by the scalar and the 8-lane version
 // (vexp_f32) so both give the same bits: xc clamped, y = e^r, n = round(x/ln2).
-#define EXPF_POLY(T, xc, n, y)                                 \
-  T r = xc - n * 0.693359375f;                                 \
-  r = r - n * -2.12194440e-4f;                                 \
-  T z = r * r;                                                 \
-  T y = (T){0} + 1.9875691500e-4f;                             \
-  y = y * r + 1.3981999507e-3f;                                \
-  y = y * r + 8.3334519073e-3f;                                \
-  y = y * r + 4.1665795894e-2f;                                \
-  y = y * r + 1.6666665459e-1f;                                \
-  y = y * r + 5.0000001201e-1f;                                \
+#define EXPF_POLY(T, xc, n, y)     \
+  T r = xc - n * 0.693359375f;     \
+  r = r - n * -2.12194440e-4f;     \
+  T z = r * r;                     \
+  T y = (T){0} + 1.9875691500e-4f; \
+  y = y * r + 1.3981999507e-3f;    \
+  y = y * r + 8.3334519073e-3f;    \
+  y = y * r + 4.1665795894e-2f;    \
+  y = y * r + 1.6666665459e-1f;    \
+  y = y * r + 5.0000001201e-1f;    \
   y = y * z + r + 1.0f;
 
 static inline __attribute__((always_inline)) float exp_in_f32(float x) {
@@ -310,12 +310,9 @@ static inline __attribute__((always_inline)) float log1p_f(float y) {
   return u == 1.0f ? y : r;
 }
 
-MATH_INLINE float bpck_softplus_f32(float x) {
-  return (x > 0.0f ? x : 0.0f) + log1p_f(bpck_exp_f32(-abs_f(x)));
-}
+MATH_INLINE float bpck_softplus_f32(float x) { return (x > 0.0f ? x : 0.0f) + log1p_f(bpck_exp_f32(-abs_f(x))); }
 
 MATH_INLINE float bpck_silu_f32(float x) { return x * bpck_sigmoid_f32(x); }
-
 
 // tanh form: 0.5 x (1 + tanh u) = x sigmoid(2u), accurate for both signs,
 // all in float so the loop runs 8 wide; erf form: 0.5 x erfc(-x / sqrt 2),
@@ -446,13 +443,12 @@ int bpck_isa(void) {
 #define K512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 #define GEMM_WIDE gemm512_range
 #define GEMM_WIDE_BLOCK gemm512_block
-K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa,
-                               const float *B, int64_t ldb, int transb, float *C, int64_t ldc,
-                               int accumulate, float *scratch, int64_t i0, int64_t i1, int64_t j0,
-                               int64_t j1);
-K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride,
-                               float *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
-                               int64_t kc, int first, int64_t begin, int64_t end);
+K512 static void gemm512_range(int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B,
+                               int64_t ldb, int transb, float *C, int64_t ldc, int accumulate, float *scratch,
+                               int64_t i0, int64_t i1, int64_t j0, int64_t j1);
+K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride, float *Ap,
+                               float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc, int first,
+                               int64_t begin, int64_t end);
 #include "kernels_t.h"
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 #include "kernels_avx512.h"
@@ -516,8 +512,8 @@ K512 static void gemm512_block(const float *A, int64_t lda, int transa, const fl
 
 // ============================================================ integer reductions
 
-void bpck_reduce_i32(int kind, int32_t *out, const int32_t *in, int64_t O, int64_t R, int64_t I,
-                     int64_t begin, int64_t end) {
+void bpck_reduce_i32(int kind, int32_t *out, const int32_t *in, int64_t O, int64_t R, int64_t I, int64_t begin,
+                     int64_t end) {
   (void)O;
   for (int64_t idx = begin; idx < end; idx++) {
     const int32_t *x = in + idx / I * R * I + idx % I;
@@ -551,9 +547,8 @@ static void copy_run(char *out, int64_t os, const char *in, int64_t is, int64_t 
 
 // Walks flat indices [begin, end) of `shape` with an odometer, one innermost
 // run per copy_run call (a memcpy when both innermost strides are 1).
-static void strided_copy(char *out, const int64_t *ost, const char *in, const int64_t *ist,
-                         int rank, const int64_t *shape, int64_t begin, int64_t end,
-                         size_t esz) {
+static void strided_copy(char *out, const int64_t *ost, const char *in, const int64_t *ist, int rank,
+                         const int64_t *shape, int64_t begin, int64_t end, size_t esz) {
   if (begin >= end) return;
   if (rank == 0) {
     memcpy(out, in, esz);
@@ -584,21 +579,18 @@ static void strided_copy(char *out, const int64_t *ost, const char *in, const in
   }
 }
 
-void bpck_strided_copy_f32(float *out, const int64_t *out_strides, const float *in,
-                           const int64_t *in_strides, int rank, const int64_t *shape,
-                           int64_t begin, int64_t end) {
+void bpck_strided_copy_f32(float *out, const int64_t *out_strides, const float *in, const int64_t *in_strides, int rank,
+                           const int64_t *shape, int64_t begin, int64_t end) {
   strided_copy((char *)out, out_strides, (const char *)in, in_strides, rank, shape, begin, end, 4);
 }
 
-void bpck_strided_copy_f64(double *out, const int64_t *out_strides, const double *in,
-                           const int64_t *in_strides, int rank, const int64_t *shape,
-                           int64_t begin, int64_t end) {
+void bpck_strided_copy_f64(double *out, const int64_t *out_strides, const double *in, const int64_t *in_strides,
+                           int rank, const int64_t *shape, int64_t begin, int64_t end) {
   strided_copy((char *)out, out_strides, (const char *)in, in_strides, rank, shape, begin, end, 8);
 }
 
-void bpck_strided_copy_i32(int32_t *out, const int64_t *out_strides, const int32_t *in,
-                           const int64_t *in_strides, int rank, const int64_t *shape,
-                           int64_t begin, int64_t end) {
+void bpck_strided_copy_i32(int32_t *out, const int64_t *out_strides, const int32_t *in, const int64_t *in_strides,
+                           int rank, const int64_t *shape, int64_t begin, int64_t end) {
   strided_copy((char *)out, out_strides, (const char *)in, in_strides, rank, shape, begin, end, 4);
 }
 

@@ -47,8 +47,8 @@ K512 static inline __attribute__((always_inline)) void prefetch512(int NV, float
 
 // An MR x 16 NV tile of sums into C[mr, nr]: stored on the first K block,
 // added after. Shared by the f32 tile here and the bf16 one (kernels_bf16.h).
-K512 static inline __attribute__((always_inline)) void store512(int MR, int NV, v16f (*acc)[2], float *c,
-                                                                int64_t ldc, int64_t mr, int64_t nr, int first) {
+K512 static inline __attribute__((always_inline)) void store512(int MR, int NV, v16f (*acc)[2], float *c, int64_t ldc,
+                                                                int64_t mr, int64_t nr, int first) {
   if (mr == MR && nr == 16 * NV) {  // a whole tile: straight to C
 #pragma GCC unroll 12
     for (int r = 0; r < MR; r++)
@@ -85,9 +85,9 @@ K512 static inline __attribute__((always_inline)) void store512(int MR, int NV, 
 // place); panel v at b + v * bps, 16 floats per k. MR and NV are constants
 // at every call, so the accumulators are registers.
 K512 static inline __attribute__((always_inline)) void uk512(int MR, int NV, int64_t kc, const float *a0,
-                                                             const float *a1, int64_t rs, int64_t cs,
-                                                             const float *b, int64_t bps, float *c,
-                                                             int64_t ldc, int64_t mr, int64_t nr, int first) {
+                                                             const float *a1, int64_t rs, int64_t cs, const float *b,
+                                                             int64_t bps, float *c, int64_t ldc, int64_t mr, int64_t nr,
+                                                             int first) {
   v16f acc[GEMM512_MR][2];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; r++)
@@ -110,15 +110,14 @@ K512 static inline __attribute__((always_inline)) void uk512(int MR, int NV, int
 
 // The four shapes (12 or 6 rows, 32 or 16 columns), A packed (slivers of
 // kc x 6, k-major) or read in place (row stride lda).
-#define UK512_SHAPE(MR, NV)                                                                               \
-  K512 static void uk512_packed_##MR##x##NV(int64_t kc, const float *a, const float *b, int64_t bps,      \
-                                            float *c, int64_t ldc, int64_t mr, int64_t nr, int first) {   \
-    uk512(MR, NV, kc, a, MR > 6 ? a + 6 * kc : a, 1, 6, b, bps, c, ldc, mr, nr, first);                                \
-  }                                                                                                       \
-  K512 static void uk512_direct_##MR##x##NV(int64_t kc, const float *a, int64_t lda, const float *b,      \
-                                            int64_t bps, float *c, int64_t ldc, int64_t mr, int64_t nr,   \
-                                            int first) {                                                  \
-    uk512(MR, NV, kc, a, MR > 6 ? a + 6 * lda : a, lda, 1, b, bps, c, ldc, mr, nr, first);                             \
+#define UK512_SHAPE(MR, NV)                                                                                       \
+  K512 static void uk512_packed_##MR##x##NV(int64_t kc, const float *a, const float *b, int64_t bps, float *c,    \
+                                            int64_t ldc, int64_t mr, int64_t nr, int first) {                     \
+    uk512(MR, NV, kc, a, MR > 6 ? a + 6 * kc : a, 1, 6, b, bps, c, ldc, mr, nr, first);                           \
+  }                                                                                                               \
+  K512 static void uk512_direct_##MR##x##NV(int64_t kc, const float *a, int64_t lda, const float *b, int64_t bps, \
+                                            float *c, int64_t ldc, int64_t mr, int64_t nr, int first) {           \
+    uk512(MR, NV, kc, a, MR > 6 ? a + 6 * lda : a, lda, 1, b, bps, c, ldc, mr, nr, first);                        \
   }
 UK512_SHAPE(12, 2)
 UK512_SHAPE(12, 1)
@@ -127,19 +126,27 @@ UK512_SHAPE(6, 1)
 #undef UK512_SHAPE
 
 // One tile at C[ir.., jr..] of mr x nr: the shape that covers it.
-K512 static void tile512(int64_t kc, const float *a, int64_t lda, int inplace, const float *b, int64_t bps,
-                         float *c, int64_t ldc, int64_t mr, int64_t nr, int first) {
+K512 static void tile512(int64_t kc, const float *a, int64_t lda, int inplace, const float *b, int64_t bps, float *c,
+                         int64_t ldc, int64_t mr, int64_t nr, int first) {
   int rows12 = mr > 6, cols32 = nr > 16;
   if (inplace) {
-    if (rows12 && cols32) uk512_direct_12x2(kc, a, lda, b, bps, c, ldc, mr, nr, first);
-    else if (rows12) uk512_direct_12x1(kc, a, lda, b, bps, c, ldc, mr, nr, first);
-    else if (cols32) uk512_direct_6x2(kc, a, lda, b, bps, c, ldc, mr, nr, first);
-    else uk512_direct_6x1(kc, a, lda, b, bps, c, ldc, mr, nr, first);
+    if (rows12 && cols32)
+      uk512_direct_12x2(kc, a, lda, b, bps, c, ldc, mr, nr, first);
+    else if (rows12)
+      uk512_direct_12x1(kc, a, lda, b, bps, c, ldc, mr, nr, first);
+    else if (cols32)
+      uk512_direct_6x2(kc, a, lda, b, bps, c, ldc, mr, nr, first);
+    else
+      uk512_direct_6x1(kc, a, lda, b, bps, c, ldc, mr, nr, first);
   } else {
-    if (rows12 && cols32) uk512_packed_12x2(kc, a, b, bps, c, ldc, mr, nr, first);
-    else if (rows12) uk512_packed_12x1(kc, a, b, bps, c, ldc, mr, nr, first);
-    else if (cols32) uk512_packed_6x2(kc, a, b, bps, c, ldc, mr, nr, first);
-    else uk512_packed_6x1(kc, a, b, bps, c, ldc, mr, nr, first);
+    if (rows12 && cols32)
+      uk512_packed_12x2(kc, a, b, bps, c, ldc, mr, nr, first);
+    else if (rows12)
+      uk512_packed_12x1(kc, a, b, bps, c, ldc, mr, nr, first);
+    else if (cols32)
+      uk512_packed_6x2(kc, a, b, bps, c, ldc, mr, nr, first);
+    else
+      uk512_packed_6x1(kc, a, b, bps, c, ldc, mr, nr, first);
   }
 }
 
@@ -150,9 +157,9 @@ K512 static void tile512(int64_t kc, const float *a, int64_t lda, int inplace, c
 // here at 6 KiB strides. At 4 KiB the 144 rows of an MC block fall in 16 of
 // the L2's set groups, 9 lines a set beside the B block's 9 in 16 ways: 2
 // threads on 1024 x 1024 ran at ~300 GFLOP/s in place against ~410 packed.)
-K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride,
-                               float *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
-                               int64_t kc, int first, int64_t begin, int64_t end) {
+K512 static void gemm512_block(const float *A, int64_t lda, int transa, const float *Bp, int64_t pstride, float *Ap,
+                               float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc, int first,
+                               int64_t begin, int64_t end) {
   int inplace = !transa && ((size_t)lda * sizeof(float)) % 4096 != 0;
   for (int64_t ic = begin; ic < end; ic += GEMM512_MC) {
     int64_t mc = KMIN(GEMM512_MC, end - ic), mfull = inplace ? mc / GEMM512_MR * GEMM512_MR : 0;
@@ -162,8 +169,8 @@ K512 static void gemm512_block(const float *A, int64_t lda, int transa, const fl
       for (int64_t ir = 0; ir < mc; ir += GEMM512_MR) {
         int64_t mr = KMIN(GEMM512_MR, mc - ir), nr = KMIN(GEMM512_NR, nc - jr);
         int direct = ir < mfull;
-        tile512(kc, direct ? A0 + ir * lda : Ap + (ir - mfull) * kc, lda, direct, Bp + jr * pstride,
-                16 * pstride, C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, first);
+        tile512(kc, direct ? A0 + ir * lda : Ap + (ir - mfull) * kc, lda, direct, Bp + jr * pstride, 16 * pstride,
+                C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, first);
       }
   }
 }

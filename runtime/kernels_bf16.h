@@ -87,8 +87,8 @@ float bpck_bf16_round(float x) { return u2f(bf16_bits(x) << 16); }
 size_t bpck_gemm_scratch_bf16(int64_t M, int64_t N, int64_t K) { return bpck_gemm_scratch_f32(M, N, K); }
 
 // Ap (slivers of 6 rows, pairs of k) = op(A)[i0 .. i0+mc, p0 .. p0+kc), rows past mc zero.
-static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, int64_t i0, int64_t mc,
-                        int64_t p0, int64_t kc) {
+static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, int64_t i0, int64_t mc, int64_t p0,
+                        int64_t kc) {
   int64_t kp = (kc + 1) / 2, ke = kc / 2;
   for (int64_t is = 0; is < mc; is += 6, Ap += 6 * kp) {
     int64_t mr = KMIN(6, mc - is);
@@ -114,8 +114,7 @@ static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, i
       for (int64_t p = 0; p < kp; p++) {
         const float *s0 = s + 2 * p * lda, *s1 = s0 + lda;
         int odd = 2 * p + 1 < kc;
-        for (int64_t r = 0; r < 6; r++)
-          Ap[p * 6 + r] = r < mr ? bf16_pair(s0[r], odd ? s1[r] : 0) : 0;
+        for (int64_t r = 0; r < 6; r++) Ap[p * 6 + r] = r < mr ? bf16_pair(s0[r], odd ? s1[r] : 0) : 0;
       }
     }
   }
@@ -123,8 +122,8 @@ static void pack_a_bf16(uint32_t *Ap, const float *A, int64_t lda, int transa, i
 
 // Bp (panels of 16 columns, pairs of k; a panel is kp * 16 words) =
 // op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
-static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
-                        int64_t j0, int64_t nc) {
+static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, int64_t p0, int64_t kc, int64_t j0,
+                        int64_t nc) {
   int64_t kp = (kc + 1) / 2, full = nc / 16 * 16;
   if (!transb) {  // two rows of B at a time, read along (as pack_b_f32): 16-wide pieces to each panel
     for (int64_t p = 0; p < kp; p++) {
@@ -146,8 +145,7 @@ static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, i
         for (int64_t js = 0; js < full; js += 16, d += 16 * kp)
           for (int c = 0; c < 16; c++) d[c] = bf16_pair(s0[js + c], 0);
       if (full < nc)
-        for (int c = 0; c < 16; c++)
-          d[c] = full + c < nc ? bf16_pair(s0[full + c], odd ? s1[full + c] : 0) : 0;
+        for (int c = 0; c < 16; c++) d[c] = full + c < nc ? bf16_pair(s0[full + c], odd ? s1[full + c] : 0) : 0;
     }
     return;
   }
@@ -176,8 +174,8 @@ static void pack_b_bf16(uint32_t *Bp, const float *B, int64_t ldb, int transb, i
 }
 
 // A tile's sums into C: stored on the first K block, added after.
-static inline __attribute__((always_inline)) void bf_tile_out(const float *tile, int64_t ldt, float *c,
-                                                              int64_t ldc, int64_t mr, int64_t nr, int first) {
+static inline __attribute__((always_inline)) void bf_tile_out(const float *tile, int64_t ldt, float *c, int64_t ldc,
+                                                              int64_t mr, int64_t nr, int first) {
   for (int64_t r = 0; r < mr; r++) {
     float *cr = c + r * ldc;
     const float *tr = tile + r * ldt;
@@ -190,8 +188,8 @@ static inline __attribute__((always_inline)) void bf_tile_out(const float *tile,
 
 // ---- the AVX2 tile: 6 x 16, two FMAs a pair (odd k, then even) ----
 
-static void bf_uk_avx2(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int64_t mr,
-                       int64_t nr, int first) {
+static void bf_uk_avx2(int64_t kp, const uint32_t *a, const uint32_t *b, float *c, int64_t ldc, int64_t mr, int64_t nr,
+                       int first) {
   v8f acc[6][2] = {{{0}}};
   const v8u hi = (v8u){0} + 0xffff0000u;
   for (int64_t p = 0; p < kp; p++, a += 6, b += 16) {
@@ -227,9 +225,9 @@ static void bf_uk_avx2(int64_t kp, const uint32_t *a, const uint32_t *b, float *
   bf_tile_out(tile, 16, c, ldc, mr, nr, first);
 }
 
-static void bf_block_avx2(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride,
-                          uint32_t *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
-                          int first, int64_t begin, int64_t end) {
+static void bf_block_avx2(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride, uint32_t *Ap,
+                          float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc, int first,
+                          int64_t begin, int64_t end) {
   int64_t kp = (kc + 1) / 2, pp = (pstride + 1) / 2;
   for (int64_t ic = begin; ic < end; ic += BF_MC) {
     int64_t mc = KMIN(BF_MC, end - ic);
@@ -248,9 +246,9 @@ typedef int v16i __attribute__((vector_size(64)));
 // MR (6 or 12) rows from one or two slivers, NV (1 or 2) panels of 16; the C
 // tile moves as the f32 tile's does (prefetch512, store512: kernels_avx512.h).
 KBF16 static inline __attribute__((always_inline)) void bf_uk512(int MR, int NV, int64_t kp, const uint32_t *a0,
-                                                                  const uint32_t *a1, const uint32_t *b,
-                                                                  int64_t bps, float *c, int64_t ldc,
-                                                                  int64_t mr, int64_t nr, int first) {
+                                                                 const uint32_t *a1, const uint32_t *b, int64_t bps,
+                                                                 float *c, int64_t ldc, int64_t mr, int64_t nr,
+                                                                 int first) {
   v16f acc[12][2];
 #pragma GCC unroll 12
   for (int r = 0; r < MR; r++)
@@ -271,10 +269,10 @@ KBF16 static inline __attribute__((always_inline)) void bf_uk512(int MR, int NV,
   store512(MR, NV, acc, c, ldc, mr, nr, first);
 }
 
-#define BF_UK_SHAPE(MR, NV)                                                                              \
-  KBF16 static void bf_uk512_##MR##x##NV(int64_t kp, const uint32_t *a, const uint32_t *b, int64_t bps,  \
-                                         float *c, int64_t ldc, int64_t mr, int64_t nr, int first) {    \
-    bf_uk512(MR, NV, kp, a, MR > 6 ? a + 6 * kp : a, b, bps, c, ldc, mr, nr, first);                     \
+#define BF_UK_SHAPE(MR, NV)                                                                                       \
+  KBF16 static void bf_uk512_##MR##x##NV(int64_t kp, const uint32_t *a, const uint32_t *b, int64_t bps, float *c, \
+                                         int64_t ldc, int64_t mr, int64_t nr, int first) {                        \
+    bf_uk512(MR, NV, kp, a, MR > 6 ? a + 6 * kp : a, b, bps, c, ldc, mr, nr, first);                              \
   }
 BF_UK_SHAPE(12, 2)
 BF_UK_SHAPE(12, 1)
@@ -283,8 +281,8 @@ BF_UK_SHAPE(6, 1)
 #undef BF_UK_SHAPE
 
 KBF16 static void bf_block512(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride,
-                              uint32_t *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
-                              int64_t kc, int first, int64_t begin, int64_t end) {
+                              uint32_t *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+                              int first, int64_t begin, int64_t end) {
   int64_t kp = (kc + 1) / 2, pp = (pstride + 1) / 2;
   for (int64_t ic = begin; ic < end; ic += BF_MC) {
     int64_t mc = KMIN(BF_MC, end - ic);
@@ -294,10 +292,14 @@ KBF16 static void bf_block512(const float *A, int64_t lda, int transa, const uin
         int64_t mr = KMIN(12, mc - ir), nr = KMIN(32, nc - jr);
         const uint32_t *a = Ap + ir * kp, *b = Bp + jr * pp;
         float *c = C + (ic + ir) * ldc + jc + jr;
-        if (mr > 6 && nr > 16) bf_uk512_12x2(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
-        else if (mr > 6) bf_uk512_12x1(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
-        else if (nr > 16) bf_uk512_6x2(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
-        else bf_uk512_6x1(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
+        if (mr > 6 && nr > 16)
+          bf_uk512_12x2(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
+        else if (mr > 6)
+          bf_uk512_12x1(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
+        else if (nr > 16)
+          bf_uk512_6x2(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
+        else
+          bf_uk512_6x1(kp, a, b, 16 * pp, c, ldc, mr, nr, first);
       }
   }
 }
@@ -321,17 +323,17 @@ int bpck_bf16_native(void) {
 
 // gemm_block_f32's contract on bf16 packing: rows [begin, end) of C against
 // a K block of B packed whole (panels pstride k apart), its columns [jc, jc+nc).
-static void gemm_block_bf16(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride,
-                            uint32_t *Ap, float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc,
-                            int64_t kc, int first, int64_t begin, int64_t end) {
+static void gemm_block_bf16(const float *A, int64_t lda, int transa, const uint32_t *Bp, int64_t pstride, uint32_t *Ap,
+                            float *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc, int first,
+                            int64_t begin, int64_t end) {
   (bpck_bf16_native() ? bf_block512 : bf_block_avx2)(A, lda, transa, Bp, pstride, Ap, C, ldc, jc, nc, pc, kc, first,
                                                      begin, end);
 }
 
 // C[i0..i1, j0..j1) = op(A) @ op(B), gemm_range_f32's K blocks.
-static void gemm_range_bf16(int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B,
-                            int64_t ldb, int transb, float *C, int64_t ldc, int accumulate, float *scratch,
-                            int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+static void gemm_range_bf16(int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B, int64_t ldb,
+                            int transb, float *C, int64_t ldc, int accumulate, float *scratch, int64_t i0, int64_t i1,
+                            int64_t j0, int64_t j1) {
   if (i0 >= i1 || j0 >= j1) return;
   if (K <= 0) {
     for (int64_t i = i0; !accumulate && i < i1; i++)
@@ -365,8 +367,8 @@ void bpck_gemm_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda
   gemm_range_bf16(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, begin, end, 0, N);
 }
 
-void bpck_gemm_cols_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int transa,
-                         const float *B, int64_t ldb, int transb, float *C, int64_t ldc, int accumulate,
-                         float *scratch, int64_t begin, int64_t end) {
+void bpck_gemm_cols_bf16(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda, int transa, const float *B,
+                         int64_t ldb, int transb, float *C, int64_t ldc, int accumulate, float *scratch, int64_t begin,
+                         int64_t end) {
   gemm_range_bf16(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, 0, M, begin, end);
 }

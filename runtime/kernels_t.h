@@ -39,11 +39,11 @@
 #define LOG_T FN(log_in)
 #define VLOAD(v, p) memcpy(&(v), (p), sizeof(v))
 #define VSTORE(p, v) memcpy((p), &(v), sizeof(v))
-#define VAT(p)         \
-  ({                   \
-    V vat_;            \
-    VLOAD(vat_, (p));  \
-    vat_;              \
+#define VAT(p)        \
+  ({                  \
+    V vat_;           \
+    VLOAD(vat_, (p)); \
+    vat_;             \
   })
 #define KMIN(a, b) ((a) < (b) ? (a) : (b))
 // Column chunk of the strided reductions ([O, R, I] with I > 1): per-column
@@ -187,9 +187,7 @@ static T FN(fmax_row)(const T *x, int64_t n, int64_t st) {
 }
 
 // max/min of a reduction: a NaN sticks (np.max).
-static inline T FN(ext_acc)(T m, T v, int is_min) {
-  return (is_min ? v < m : v > m) || (v != v && m == m) ? v : m;
-}
+static inline T FN(ext_acc)(T m, T v, int is_min) { return (is_min ? v < m : v > m) || (v != v && m == m) ? v : m; }
 
 // First maximum; a NaN wins (np.argmax), as the interpreter's argmax_strided.
 static int64_t FN(argmax_row)(const T *x, int64_t n, int64_t st) {
@@ -204,8 +202,7 @@ static int64_t FN(argmax_row)(const T *x, int64_t n, int64_t st) {
 // Sets the status words on the first problem (one winner across threads).
 static void FN(report)(int64_t *status, int64_t code, int64_t bad, int64_t limit) {
   int64_t zero = 0;
-  if (status && __atomic_compare_exchange_n(&status[0], &zero, code, 0, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED)) {
+  if (status && __atomic_compare_exchange_n(&status[0], &zero, code, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     status[1] = bad;
     status[2] = limit;
   }
@@ -240,40 +237,39 @@ size_t FN(bpck_gemm_scratch)(int64_t M, int64_t N, int64_t K) {
 // o[l][c] = r[c][l] for VL x VL: three rounds of two-input shuffles.
 #define SHUF __builtin_shufflevector
 #if VL == 8
-#define TRANSPOSE_VL(r, o)                                                                  \
-  {                                                                                         \
-    V t_[8], u_[8];                                                                         \
-    for (int p_ = 0; p_ < 8; p_ += 2) {                                                     \
-      t_[p_] = SHUF(r[p_], r[p_ + 1], 0, 8, 1, 9, 4, 12, 5, 13);                            \
-      t_[p_ + 1] = SHUF(r[p_], r[p_ + 1], 2, 10, 3, 11, 6, 14, 7, 15);                      \
-    }                                                                                       \
-    for (int p_ = 0; p_ < 8; p_ += 4)                                                       \
-      for (int q_ = 0; q_ < 2; q_++) {                                                      \
-        u_[p_ + 2 * q_] = SHUF(t_[p_ + q_], t_[p_ + q_ + 2], 0, 1, 8, 9, 4, 5, 12, 13);     \
+#define TRANSPOSE_VL(r, o)                                                                    \
+  {                                                                                           \
+    V t_[8], u_[8];                                                                           \
+    for (int p_ = 0; p_ < 8; p_ += 2) {                                                       \
+      t_[p_] = SHUF(r[p_], r[p_ + 1], 0, 8, 1, 9, 4, 12, 5, 13);                              \
+      t_[p_ + 1] = SHUF(r[p_], r[p_ + 1], 2, 10, 3, 11, 6, 14, 7, 15);                        \
+    }                                                                                         \
+    for (int p_ = 0; p_ < 8; p_ += 4)                                                         \
+      for (int q_ = 0; q_ < 2; q_++) {                                                        \
+        u_[p_ + 2 * q_] = SHUF(t_[p_ + q_], t_[p_ + q_ + 2], 0, 1, 8, 9, 4, 5, 12, 13);       \
         u_[p_ + 2 * q_ + 1] = SHUF(t_[p_ + q_], t_[p_ + q_ + 2], 2, 3, 10, 11, 6, 7, 14, 15); \
-      }                                                                                     \
-    for (int l_ = 0; l_ < 4; l_++) {                                                        \
-      o[l_] = SHUF(u_[l_], u_[l_ + 4], 0, 1, 2, 3, 8, 9, 10, 11);                           \
-      o[l_ + 4] = SHUF(u_[l_], u_[l_ + 4], 4, 5, 6, 7, 12, 13, 14, 15);                     \
-    }                                                                                       \
+      }                                                                                       \
+    for (int l_ = 0; l_ < 4; l_++) {                                                          \
+      o[l_] = SHUF(u_[l_], u_[l_ + 4], 0, 1, 2, 3, 8, 9, 10, 11);                             \
+      o[l_ + 4] = SHUF(u_[l_], u_[l_ + 4], 4, 5, 6, 7, 12, 13, 14, 15);                       \
+    }                                                                                         \
   }
 #elif VL == 4
-#define TRANSPOSE_VL(r, o)                               \
-  {                                                      \
+#define TRANSPOSE_VL(r, o)                                                    \
+  {                                                                           \
     V t0_ = SHUF(r[0], r[1], 0, 4, 2, 6), t1_ = SHUF(r[0], r[1], 1, 5, 3, 7); \
     V t2_ = SHUF(r[2], r[3], 0, 4, 2, 6), t3_ = SHUF(r[2], r[3], 1, 5, 3, 7); \
-    o[0] = SHUF(t0_, t2_, 0, 1, 4, 5);                   \
-    o[2] = SHUF(t0_, t2_, 2, 3, 6, 7);                   \
-    o[1] = SHUF(t1_, t3_, 0, 1, 4, 5);                   \
-    o[3] = SHUF(t1_, t3_, 2, 3, 6, 7);                   \
+    o[0] = SHUF(t0_, t2_, 0, 1, 4, 5);                                        \
+    o[2] = SHUF(t0_, t2_, 2, 3, 6, 7);                                        \
+    o[1] = SHUF(t1_, t3_, 0, 1, 4, 5);                                        \
+    o[3] = SHUF(t1_, t3_, 2, 3, 6, 7);                                        \
   }
 #else
 #error "TRANSPOSE_VL: VL 4 or 8"
 #endif
 
 // Ap (slivers of kc x MR, k-major) = op(A)[i0 .. i0+mc, p0 .. p0+kc), rows past mc zero.
-static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, int64_t mc,
-                       int64_t p0, int64_t kc) {
+static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
   for (int64_t is = 0; is < mc; is += GEMM_MR, Ap += GEMM_MR * kc) {
     int64_t mr = KMIN(GEMM_MR, mc - is);
     if (!transa && mr == GEMM_MR) {  // six rows, VL k at a time: loads along k, stores in order
@@ -319,8 +315,7 @@ static void FN(pack_a)(T *Ap, const T *A, int64_t lda, int transa, int64_t i0, i
 }
 
 // Bp (panels of kc x NR, k-major) = op(B)[p0 .. p0+kc, j0 .. j0+nc), columns past nc zero.
-static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc,
-                       int64_t j0, int64_t nc) {
+static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, int64_t kc, int64_t j0, int64_t nc) {
   int64_t full = nc / GEMM_NR * GEMM_NR;
   if (!transb) {  // row by row of B: one contiguous read, NR-wide pieces to each panel
     for (int64_t k = 0; k < kc; k++) {
@@ -368,39 +363,38 @@ static void FN(pack_b)(T *Bp, const T *B, int64_t ldb, int transb, int64_t p0, i
 
 // C[mr, nr] (=|+=) a-sliver x b-panel over kc. One expression per update
 // (`c += b * a`) so clang contracts it to an FMA.
-#define UK_ROW(r)                                                      \
-  {                                                                    \
-    T ar = a##r[ka];                                                   \
-    c##r##0 += b0 * ar;                                                \
-    c##r##1 += b1 * ar;                                                \
+#define UK_ROW(r)       \
+  {                     \
+    T ar = a##r[ka];    \
+    c##r##0 += b0 * ar; \
+    c##r##1 += b1 * ar; \
   }
-#define UK_STORE(r)                 \
+#define UK_STORE(r)                    \
   VSTORE(tile + r * GEMM_NR, c##r##0); \
   VSTORE(tile + r * GEMM_NR + VL, c##r##1);
 
-#define UK_FULL(r)                                           \
-  {                                                          \
-    T *cr = c + r * ldc;                                     \
-    if (!first) {                                            \
-      V t0, t1;                                              \
-      VLOAD(t0, cr);                                         \
-      VLOAD(t1, cr + VL);                                    \
-      c##r##0 += t0;                                         \
-      c##r##1 += t1;                                         \
-    }                                                        \
-    VSTORE(cr, c##r##0);                                     \
-    VSTORE(cr + VL, c##r##1);                                \
+#define UK_FULL(r)            \
+  {                           \
+    T *cr = c + r * ldc;      \
+    if (!first) {             \
+      V t0, t1;               \
+      VLOAD(t0, cr);          \
+      VLOAD(t1, cr + VL);     \
+      c##r##0 += t0;          \
+      c##r##1 += t1;          \
+    }                         \
+    VSTORE(cr, c##r##0);      \
+    VSTORE(cr + VL, c##r##1); \
   }
 
 // op(A)'s sliver is read in place: element (r, k) at a[r * rsa + k * csa]
 // (a packed sliver: rsa 1, csa MR; A itself: rsa lda, csa 1; A^T: rsa 1, csa lda).
 // Inlined into two callers below with (rsa, csa) constant for the packed
 // form: its six loads are then offsets of one pointer.
-static inline __attribute__((always_inline)) void FN(ukernel_t)(int64_t kc, const T *a, int64_t rsa,
-                                                                int64_t csa, const T *b, T *c, int64_t ldc,
-                                                                int64_t mr, int64_t nr, int first) {
-  const T *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa,
-          *a5 = a + 5 * rsa;
+static inline __attribute__((always_inline)) void FN(ukernel_t)(int64_t kc, const T *a, int64_t rsa, int64_t csa,
+                                                                const T *b, T *c, int64_t ldc, int64_t mr, int64_t nr,
+                                                                int first) {
+  const T *a0 = a, *a1 = a + rsa, *a2 = a + 2 * rsa, *a3 = a + 3 * rsa, *a4 = a + 4 * rsa, *a5 = a + 5 * rsa;
   V c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
   V c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
   V b0, b1;
@@ -414,12 +408,10 @@ static inline __attribute__((always_inline)) void FN(ukernel_t)(int64_t kc, cons
     UK_ROW(0) UK_ROW(1) UK_ROW(2) UK_ROW(3) UK_ROW(4) UK_ROW(5)
   }
   if (mr == GEMM_MR && nr == GEMM_NR) {  // a whole tile: straight to C
-    UK_FULL(0) UK_FULL(1) UK_FULL(2) UK_FULL(3) UK_FULL(4) UK_FULL(5)
-    return;
+    UK_FULL(0) UK_FULL(1) UK_FULL(2) UK_FULL(3) UK_FULL(4) UK_FULL(5) return;
   }
   T tile[GEMM_MR * GEMM_NR];
-  UK_STORE(0) UK_STORE(1) UK_STORE(2) UK_STORE(3) UK_STORE(4) UK_STORE(5)
-  for (int64_t r = 0; r < mr; r++) {
+  UK_STORE(0) UK_STORE(1) UK_STORE(2) UK_STORE(3) UK_STORE(4) UK_STORE(5) for (int64_t r = 0; r < mr; r++) {
     T *cr = c + r * ldc;
     const T *tr = tile + r * GEMM_NR;
     if (first)
@@ -432,22 +424,21 @@ static inline __attribute__((always_inline)) void FN(ukernel_t)(int64_t kc, cons
 #undef UK_ROW
 #undef UK_STORE
 
-static void FN(ukernel_packed)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr,
-                               int64_t nr, int first) {
+static void FN(ukernel_packed)(int64_t kc, const T *a, const T *b, T *c, int64_t ldc, int64_t mr, int64_t nr,
+                               int first) {
   FN(ukernel_t)(kc, a, 1, GEMM_MR, b, c, ldc, mr, nr, first);
 }
 
-static void FN(ukernel_direct)(int64_t kc, const T *a, int64_t lda, const T *b, T *c, int64_t ldc,
-                               int64_t mr, int64_t nr, int first) {
+static void FN(ukernel_direct)(int64_t kc, const T *a, int64_t lda, const T *b, T *c, int64_t ldc, int64_t mr,
+                               int64_t nr, int first) {
   FN(ukernel_t)(kc, a, lda, 1, b, c, ldc, mr, nr, first);
 }
 
 // One KC x NC block of B against the rows [begin, end): MC blocks of A.
 // Bp's panels are pstride k apart (kc when packed for this block; more when
 // the block reads the first kc of longer panels, as attention does).
-static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, int64_t pstride, T *Ap,
-                           T *C, int64_t ldc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
-                           int first, int64_t begin, int64_t end) {
+static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, int64_t pstride, T *Ap, T *C, int64_t ldc,
+                           int64_t jc, int64_t nc, int64_t pc, int64_t kc, int first, int64_t begin, int64_t end) {
   // Whole slivers of a plain A are read in place (six rows, each along k:
   // the same lines a packed sliver would fill) unless the row stride is a
   // multiple of 1 KiB, whose rows would crowd a few L1 sets (32 KiB, 8-way:
@@ -475,10 +466,9 @@ static void FN(gemm_block)(const T *A, int64_t lda, int transa, const T *Bp, int
 #endif
 
 // C[i0..i1, j0..j1) of (M,N) = (M,K) @ (K,N).
-static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int transa,
-                           const T *B, int64_t ldb, int transb, T *C, int64_t ldc,
-                           int accumulate, T *scratch, int64_t i0, int64_t i1, int64_t j0,
-                           int64_t j1) {
+static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int transa, const T *B, int64_t ldb,
+                           int transb, T *C, int64_t ldc, int accumulate, T *scratch, int64_t i0, int64_t i1,
+                           int64_t j0, int64_t j1) {
   if (i0 >= i1 || j0 >= j1) return;
   if (K <= 0) {
     for (int64_t i = i0; !accumulate && i < i1; i++)
@@ -501,27 +491,22 @@ static void FN(gemm_range)(int64_t N, int64_t K, const T *A, int64_t lda, int tr
     for (int64_t pc = 0; pc < K; pc += kb) {
       int64_t kc = KMIN(kb, K - pc);
       FN(pack_b)(Bp, B, ldb, transb, pc, kc, jc, nc);
-      FN(gemm_block)(A, lda, transa, Bp, kc, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate,
-                     i0, i1);
+      FN(gemm_block)(A, lda, transa, Bp, kc, Ap, C, ldc, jc, nc, pc, kc, pc == 0 && !accumulate, i0, i1);
     }
   }
 }
 
 // (M,N) = (M,K) @ (K,N), rows [begin, end)
-void FN(bpck_gemm)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,
-                   const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,
-                   T *scratch, int64_t begin, int64_t end) {
+void FN(bpck_gemm)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa, const T *B, int64_t ldb,
+                   int transb, T *C, int64_t ldc, int accumulate, T *scratch, int64_t begin, int64_t end) {
   (void)M;
-  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, begin, end,
-                 0, N);
+  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, begin, end, 0, N);
 }
 
 // (M,N) = (M,K) @ (K,N), columns [begin, end)
-void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa,
-                        const T *B, int64_t ldb, int transb, T *C, int64_t ldc, int accumulate,
-                        T *scratch, int64_t begin, int64_t end) {
-  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, 0, M, begin,
-                 end);
+void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda, int transa, const T *B, int64_t ldb,
+                        int transb, T *C, int64_t ldc, int accumulate, T *scratch, int64_t begin, int64_t end) {
+  FN(gemm_range)(N, K, A, lda, transa, B, ldb, transb, C, ldc, accumulate, scratch, 0, M, begin, end);
 }
 
 // A summand kept whole: contraction into an FMA with the sum would differ
@@ -543,8 +528,7 @@ void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda
   {                                                                                \
     int64_t nv_ = (w) / VL, wv_ = nv_ * VL;                                        \
     V A0_[CW / VL], A1_[CW / VL], B0_[CW / VL], B1_[CW / VL];                      \
-    for (int64_t q = 0; q < nv_; q++)                                              \
-      A0_[q] = A1_[q] = B0_[q] = B1_[q] = (V){0};                                  \
+    for (int64_t q = 0; q < nv_; q++) A0_[q] = A1_[q] = B0_[q] = B1_[q] = (V){0};  \
     int64_t r = 0;                                                                 \
     for (; r + 2 <= (N); r += 2)                                                   \
       for (int64_t q = 0, c = 0; q < nv_; q++, c += VL) {                          \
@@ -561,8 +545,8 @@ void FN(bpck_gemm_cols)(int64_t M, int64_t N, int64_t K, const T *A, int64_t lda
       VSTORE((s1) + q * VL, sa_);                                                  \
       if (two) VSTORE((s2) + q * VL, sb_);                                         \
     }                                                                              \
-    /* the tail (< VL columns) a column at a time, rows inside: a loop over   */  \
-    /* columns here could be vectorized and contracted differently            */  \
+    /* the tail (< VL columns) a column at a time, rows inside: a loop over   */   \
+    /* columns here could be vectorized and contracted differently            */   \
     for (int64_t c = wv_; c < (w); c++) {                                          \
       T a0 = 0, a1 = 0, b0 = 0, b1 = 0;                                            \
       int64_t r2 = 0;                                                              \
@@ -644,35 +628,31 @@ static void FN(reduce_cols)(int kind, T *out, const T *x, int64_t R, int64_t I, 
       for (int64_t i = 0; i < w; i++) acc[i] += __builtin_isfinite(m[i]) ? EXP_T(xr[i] - m[i]) : 0;
   }
   for (int64_t i = 0; i < w; i++)
-    out[i] = kind == BPCK_VAR ? acc[i] / (T)R
-             : __builtin_isfinite(m[i]) ? m[i] + LOG_T(acc[i]) : m[i];
+    out[i] = kind == BPCK_VAR ? acc[i] / (T)R : __builtin_isfinite(m[i]) ? m[i] + LOG_T(acc[i]) : m[i];
 }
 
 // Calls body(o, i0, w) over the output range [begin, end) of an [O, I]
 // result, in column chunks of at most CW that never cross an outer index.
-#define FOR_COL_CHUNKS(I, begin, end, body)                   \
-  for (int64_t idx_ = (begin); idx_ < (end);) {               \
-    int64_t o = idx_ / (I), i0 = idx_ % (I);                  \
+#define FOR_COL_CHUNKS(I, begin, end, body)                      \
+  for (int64_t idx_ = (begin); idx_ < (end);) {                  \
+    int64_t o = idx_ / (I), i0 = idx_ % (I);                     \
     int64_t w = KMIN(KMIN((I) - i0, (end) - idx_), (int64_t)CW); \
-    body;                                                     \
-    idx_ += w;                                                \
+    body;                                                        \
+    idx_ += w;                                                   \
   }
 
 // (O,R,I) -> (O,I)
-void FN(bpck_reduce)(int kind, T *out, const T *in, int64_t O, int64_t R, int64_t I,
-                     int64_t begin, int64_t end) {
+void FN(bpck_reduce)(int kind, T *out, const T *in, int64_t O, int64_t R, int64_t I, int64_t begin, int64_t end) {
   (void)O;
   if (I == 1) {
     for (int64_t o = begin; o < end; o++) out[o] = FN(reduce_row)(kind, in + o * R, R);
     return;
   }
-  FOR_COL_CHUNKS(I, begin, end,
-                 FN(reduce_cols)(kind, out + o * I + i0, in + o * R * I + i0, R, I, w))
+  FOR_COL_CHUNKS(I, begin, end, FN(reduce_cols)(kind, out + o * I + i0, in + o * R * I + i0, R, I, w))
 }
 
 // First extremal element of each column (strict comparison, as interp_grad).
-static void FN(maxmin_cols)(T *dx, const T *x, const T *gy, int64_t R, int64_t I, int64_t w,
-                            int is_min) {
+static void FN(maxmin_cols)(T *dx, const T *x, const T *gy, int64_t R, int64_t I, int64_t w, int is_min) {
   int64_t best[CW];
   for (int64_t i = 0; i < w; i++) best[i] = 0;
   for (int64_t r = 1; r < R; r++)
@@ -685,12 +665,11 @@ static void FN(maxmin_cols)(T *dx, const T *x, const T *gy, int64_t R, int64_t I
 }
 
 // (O,R,I), gy (O,I) -> dx (O,R,I)
-void FN(bpck_maxmin_grad)(T *dx, const T *x, const T *gy, int64_t O, int64_t R, int64_t I,
-                          int is_min, int64_t begin, int64_t end) {
+void FN(bpck_maxmin_grad)(T *dx, const T *x, const T *gy, int64_t O, int64_t R, int64_t I, int is_min, int64_t begin,
+                          int64_t end) {
   (void)O;
   FOR_COL_CHUNKS(I, begin, end,
-                 FN(maxmin_cols)(dx + o * R * I + i0, x + o * R * I + i0, gy + o * I + i0, R, I,
-                                 w, is_min))
+                 FN(maxmin_cols)(dx + o * R * I + i0, x + o * R * I + i0, gy + o * I + i0, R, I, w, is_min))
 }
 
 static void FN(softmax_row)(T *y, const T *x, int64_t n, int log) {
@@ -715,42 +694,37 @@ static void FN(softmax_cols)(T *y, const T *x, int64_t R, int64_t I, int64_t w, 
   if (log)
     for (int64_t i = 0; i < w; i++) s[i] = LOG_T(s[i]);
   for (int64_t r = 0; r < R; r++)
-    for (int64_t i = 0; i < w; i++)
-      y[r * I + i] = log ? x[r * I + i] - m[i] - s[i] : EXP_T(x[r * I + i] - m[i]) / s[i];
+    for (int64_t i = 0; i < w; i++) y[r * I + i] = log ? x[r * I + i] - m[i] - s[i] : EXP_T(x[r * I + i] - m[i]) / s[i];
 }
 
 // (O,R,I) -> (O,R,I), normalized along R
-void FN(bpck_softmax)(T *out, const T *x, int64_t O, int64_t R, int64_t I, int log,
-                      int64_t begin, int64_t end) {
+void FN(bpck_softmax)(T *out, const T *x, int64_t O, int64_t R, int64_t I, int log, int64_t begin, int64_t end) {
   (void)O;
   if (I == 1) {
     for (int64_t o = begin; o < end; o++) FN(softmax_row)(out + o * R, x + o * R, R, log);
     return;
   }
-  FOR_COL_CHUNKS(I, begin, end,
-                 FN(softmax_cols)(out + o * R * I + i0, x + o * R * I + i0, R, I, w, log))
+  FOR_COL_CHUNKS(I, begin, end, FN(softmax_cols)(out + o * R * I + i0, x + o * R * I + i0, R, I, w, log))
 }
 
 // ============================================================ normalization
 
 // (rows,C) -> (rows,C)
-void FN(bpck_layer_norm)(T *out, const T *x, const T *gamma, int64_t gn, const T *beta,
-                         int64_t bn, int64_t rows, int64_t C, T eps, int64_t begin,
-                         int64_t end) {
+void FN(bpck_layer_norm)(T *out, const T *x, const T *gamma, int64_t gn, const T *beta, int64_t bn, int64_t rows,
+                         int64_t C, T eps, int64_t begin, int64_t end) {
   (void)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = x + r * C;
     T *yr = out + r * C;
     T mean = FN(sum_row)(xr, C) / (T)C;
     T rstd = 1 / SQRT_T(FN(sumsq_dev)(xr, C, mean) / (T)C + eps);
-    for (int64_t c = 0; c < C; c++)
-      yr[c] = (xr[c] - mean) * rstd * gamma[gn == 1 ? 0 : c] + beta[bn == 1 ? 0 : c];
+    for (int64_t c = 0; c < C; c++) yr[c] = (xr[c] - mean) * rstd * gamma[gn == 1 ? 0 : c] + beta[bn == 1 ? 0 : c];
   }
 }
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = gy * gamma
-void FN(bpck_layer_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
-                            int64_t rows, int64_t C, T eps, int64_t begin, int64_t end) {
+void FN(bpck_layer_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy, int64_t rows, int64_t C, T eps,
+                            int64_t begin, int64_t end) {
   (void)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = x + r * C, *gr = gy + r * C;
@@ -773,8 +747,8 @@ void FN(bpck_layer_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const
 }
 
 // x / sqrt(mean(x^2) + eps) * gamma
-void FN(bpck_rms_norm)(T *out, const T *x, const T *gamma, int64_t gn, int64_t rows, int64_t C,
-                       T eps, int64_t begin, int64_t end) {
+void FN(bpck_rms_norm)(T *out, const T *x, const T *gamma, int64_t gn, int64_t rows, int64_t C, T eps, int64_t begin,
+                       int64_t end) {
   (void)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = x + r * C;
@@ -784,8 +758,8 @@ void FN(bpck_rms_norm)(T *out, const T *x, const T *gamma, int64_t gn, int64_t r
 }
 
 // dx_j = rs g_j gy_j - rs^3 x_j / C * sum_i gy_i g_i x_i
-void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
-                          int64_t rows, int64_t C, T eps, int64_t begin, int64_t end) {
+void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy, int64_t rows, int64_t C, T eps,
+                          int64_t begin, int64_t end) {
   (void)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = x + r * C, *gr = gy + r * C;
@@ -829,9 +803,7 @@ void FN(bpck_rms_norm_dx)(T *dx, const T *x, const T *gamma, int64_t gn, const T
 // round k up to even; panels round n up to NR).
 static int64_t FN(att_pk)(int64_t k, int64_t n) { return ATT_UP(k, 2) * ATT_UP(n, GEMM_NR); }
 // ... of K, V or their transposes: the larger layout.
-static int64_t FN(att_pkv)(int64_t Tk, int64_t hs) {
-  return KMAX_(FN(att_pk)(hs, Tk), FN(att_pk)(Tk, hs));
-}
+static int64_t FN(att_pkv)(int64_t Tk, int64_t hs) { return KMAX_(FN(att_pk)(hs, Tk), FN(att_pk)(Tk, hs)); }
 
 size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
   (void)Tq;
@@ -840,8 +812,8 @@ size_t FN(bpck_attention_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
 
 // C[0, rows) x [0, nc) (=, or += unless first) op(A)[0, rows) x [0, kn) @ a
 // packed B whose row 0 is Bp (panels kt rows apart), K in blocks of KC.
-static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t kn,
-                       int64_t nc, T *C, int64_t ldc, PK_T *Ap, int64_t rows, int first) {
+static void FN(att_mm)(const T *A, int64_t lda, int transa, const PK_T *Bp, int64_t kt, int64_t kn, int64_t nc, T *C,
+                       int64_t ldc, PK_T *Ap, int64_t rows, int first) {
   for (int64_t pc = 0; pc < kn; pc += GEMM_KC) {
     int64_t kc = KMIN(GEMM_KC, kn - pc);
     int f = first && pc == 0;
@@ -869,8 +841,7 @@ static int64_t FN(att_keys)(T *r, int64_t i, int64_t j0, int64_t w, int causal, 
 // Rows [0, n) of S (row stride ld; absolute row i0 + r), raw scores of keys
 // [0, width) -> P = softmax(S * scale) exactly, masked entries 0. A row with
 // no key left is 0 (so is its gradient).
-static void FN(att_softmax)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t width, int causal,
-                            const T *km, T scale) {
+static void FN(att_softmax)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t width, int causal, const T *km, T scale) {
   for (int64_t r = 0; r < n; r++) {
     T *s = S + r * ld;
     int64_t nk = FN(att_keys)(s, i0 + r, 0, width, causal, km);
@@ -892,8 +863,8 @@ static void FN(att_softmax)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t wid
 // One key block [j0, j0 + w) of the online softmax for rows [0, n) (absolute
 // i0 + r): S -> exp(S * scale - m_new), masked entries 0; m, l updated and
 // alpha[r] = exp(m_old - m_new), the factor the row's O so far takes.
-static void FN(att_online)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t j0, int64_t w, int causal,
-                           const T *km, T scale, T *m, T *l, T *alpha) {
+static void FN(att_online)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t j0, int64_t w, int causal, const T *km,
+                           T scale, T *m, T *l, T *alpha) {
   for (int64_t r = 0; r < n; r++) {
     T *s = S + r * ld;
     int64_t nk = FN(att_keys)(s, i0 + r, j0, w, causal, km);
@@ -916,9 +887,8 @@ static void FN(att_online)(T *S, int64_t ld, int64_t i0, int64_t n, int64_t j0, 
 }
 
 // q (B,Tq,C), k v (B,Tk,C) -> out (B,Tq,C); unit u = (b, h)
-void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq,
-                        int64_t Tk, int64_t C, int64_t H, int causal, const T *mask, int64_t ldi,
-                        T *scratch, int64_t begin, int64_t end) {
+void FN(bpck_attention)(T *out, const T *q, const T *k, const T *v, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
+                        int64_t H, int causal, const T *mask, int64_t ldi, T *scratch, int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H;
   T scale = 1 / SQRT_T((T)hs), *S = scratch, *m = S + ATT_QB * ATT_KB, *l = m + ATT_QB, *alpha = l + ATT_QB;
@@ -968,9 +938,8 @@ size_t FN(bpck_attention_bwd_scratch)(int64_t Tq, int64_t Tk, int64_t hs) {
 
 // dQ = dS K scale, dK = dS^T Q scale, dV = P^T dO, per unit (b, h); any of
 // dq, dk, dv may be NULL (not computed). P is recomputed per query block.
-void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v,
-                            const T *gy, int64_t B, int64_t Tq, int64_t Tk, int64_t C,
-                            int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
+void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T *v, const T *gy, int64_t B, int64_t Tq,
+                            int64_t Tk, int64_t C, int64_t H, int causal, const T *mask, int64_t ldi, int64_t ldo,
                             T *scratch, int64_t begin, int64_t end) {
   (void)B;
   int64_t hs = C / H, whole = FN(att_whole)(Tq, Tk), rows = whole ? Tq : ATT_QBB, qb = whole ? ATT_QB : ATT_QBB;
@@ -1034,8 +1003,7 @@ void FN(bpck_attention_bwd)(T *dq, T *dk, T *dv, const T *q, const T *k, const T
 
 #ifndef KT_PRODUCTS
 // (rows*R, Cc): -inf (grad: 0) where column > row % R
-void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin,
-                          int64_t end) {
+void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, int64_t begin, int64_t end) {
   T fillv = grad ? (T)0 : (T)-INFINITY;
   for (int64_t ri = begin; ri < end; ri++) {
     int64_t row = ri % R;
@@ -1058,8 +1026,8 @@ void FN(bpck_causal_mask)(T *out, const T *x, int64_t R, int64_t Cc, int grad, i
 static int64_t FN(conv_rows)(int64_t width) { return width >= CONV_PIX ? 1 : CONV_PIX / width; }
 
 // which: 0 conv2d, 1 conv2d_dx, 2 conv2d_dw; elements of per-thread scratch.
-size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int64_t KW, int64_t Co,
-                               int64_t stride, int64_t pad) {
+size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
+                               int64_t pad) {
   int64_t OW = (W + 2 * pad - KW) / stride + 1, KK = KH * KW;
   if (which == 0) {
     int64_t P = FN(conv_rows)(OW) * OW;
@@ -1081,8 +1049,7 @@ size_t FN(bpck_conv2d_scratch)(int which, int64_t W, int64_t Ci, int64_t KH, int
 
 // The output columns [*ow0, *ow1) whose input column ow * stride - pad + kw
 // lies inside the image [0, W): the others read the padding.
-static void FN(conv_cols)(int64_t W, int64_t OW, int64_t kw, int64_t stride, int64_t pad, int64_t *ow0,
-                          int64_t *ow1) {
+static void FN(conv_cols)(int64_t W, int64_t OW, int64_t kw, int64_t stride, int64_t pad, int64_t *ow0, int64_t *ow1) {
   *ow0 = pad - kw > 0 ? (pad - kw + stride - 1) / stride : 0;
   *ow1 = KMIN(OW, W + pad - kw > 0 ? (W + pad - kw - 1) / stride + 1 : 0);
 }
@@ -1091,9 +1058,9 @@ static void FN(conv_cols)(int64_t W, int64_t OW, int64_t kw, int64_t stride, int
 // each tap (kh, kw, ci) in order adds x times its filter row (held in
 // registers) over the output pixels whose window holds it inside the image;
 // taps in the padding add nothing.
-static void FN(conv2d_direct)(T *out, const T *x, const T *w, int64_t H, int64_t W, int64_t Ci,
-                              int64_t KH, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
-                              int64_t OH, int64_t OW, int64_t begin, int64_t end) {
+static void FN(conv2d_direct)(T *out, const T *x, const T *w, int64_t H, int64_t W, int64_t Ci, int64_t KH, int64_t KW,
+                              int64_t Co, int64_t stride, int64_t pad, int64_t OH, int64_t OW, int64_t begin,
+                              int64_t end) {
   int64_t nv = Co / VL;
   for (int64_t u = begin; u < end; u++) {
     int64_t b = u / OH, oh = u % OH;
@@ -1140,9 +1107,9 @@ static void FN(conv2d_direct)(T *out, const T *x, const T *w, int64_t H, int64_t
 // at the tap times gy over the pixels in order (b, oh, ow); an output row
 // at a time, its gy rows stay in L1 while every tap of the range passes over
 // them, the sums in scratch.
-static void FN(conv2d_dw_direct)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
-                                 int64_t Ci, int64_t KW, int64_t Co, int64_t stride, int64_t pad,
-                                 int64_t OH, int64_t OW, T *acc, int64_t begin, int64_t end) {
+static void FN(conv2d_dw_direct)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W, int64_t Ci,
+                                 int64_t KW, int64_t Co, int64_t stride, int64_t pad, int64_t OH, int64_t OW, T *acc,
+                                 int64_t begin, int64_t end) {
   int64_t m = end - begin, nv = Co / VL;
   for (int64_t i = 0; i < m * Co; i++) acc[i] = 0;
   for (int64_t b = 0; b < N; b++)
@@ -1183,9 +1150,8 @@ static void FN(conv2d_dw_direct)(T *dw, const T *x, const T *gy, int64_t N, int6
 
 // x (N,H,W,Ci), w (KH,KW,Ci,Co) = [KH*KW*Ci, Co] -> out (N,OH,OW,Co); unit: one
 // output row (b, oh).
-void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W,
-                     int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                     int64_t pad, T *scratch, int64_t begin, int64_t end) {
+void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64_t W, int64_t Ci, int64_t KH,
+                     int64_t KW, int64_t Co, int64_t stride, int64_t pad, T *scratch, int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   int64_t KKC = KH * KW * Ci, G = FN(conv_rows)(OW);
@@ -1217,9 +1183,8 @@ void FN(bpck_conv2d)(T *out, const T *x, const T *w, int64_t N, int64_t H, int64
 // gy (N,OH,OW,Co), w -> dx (N,H,W,Ci); unit: one input row (b, ih). Each input
 // pixel gathers the gy of every output pixel whose window covers it (zeros
 // elsewhere, and where the stride skips it) against wt[(kh,kw,co), ci].
-void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W,
-                        int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                        int64_t pad, T *scratch, int64_t begin, int64_t end) {
+void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, int64_t W, int64_t Ci, int64_t KH,
+                        int64_t KW, int64_t Co, int64_t stride, int64_t pad, T *scratch, int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   int64_t KKO = KH * KW * Co, G = FN(conv_rows)(W);
@@ -1250,9 +1215,8 @@ void FN(bpck_conv2d_dx)(T *dx, const T *gy, const T *w, int64_t N, int64_t H, in
 
 // x, gy -> dw (KH,KW,Ci,Co) = [KH*KW*Ci, Co]; unit: one row (kh, kw, ci) of dw.
 // dw[rows] = col^T gy over blocks of CONV_PIX pixels, accumulated in pixel order.
-void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
-                        int64_t Ci, int64_t KH, int64_t KW, int64_t Co, int64_t stride,
-                        int64_t pad, T *scratch, int64_t begin, int64_t end) {
+void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, int64_t W, int64_t Ci, int64_t KH,
+                        int64_t KW, int64_t Co, int64_t stride, int64_t pad, T *scratch, int64_t begin, int64_t end) {
   int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   int64_t P = N * OH * OW, m = end - begin;
   T *col = scratch, *ws = scratch + CONV_PIX * KH * KW * Ci;
@@ -1288,8 +1252,8 @@ void FN(bpck_conv2d_dw)(T *dw, const T *x, const T *gy, int64_t N, int64_t H, in
 
 #ifndef KT_PRODUCTS  // ---- the rest: not instantiated for bf16 products
 // x (N,H,W,C) -> (N,OH,OW,C); unit: one output row (b, oh).
-void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
-                     int64_t S_, int is_max, int64_t begin, int64_t end) {
+void FN(bpck_pool2d)(T *out, const T *x, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K, int64_t S_, int is_max,
+                     int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H - K) / S_ + 1, OW = (W - K) / S_ + 1;
   for (int64_t u = begin; u < end; u++) {
@@ -1335,9 +1299,8 @@ static void FN(window_argmax)(int32_t *bk, const T *x0, int64_t W, int64_t C, in
 // element of a window gets its gy (max: only the window's first maximum,
 // as the forward picks it; avg: gy / K^2), the rows and columns no window
 // covers get 0. The same values as the general path's zeros plus one add.
-static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int64_t W, int64_t C,
-                                  int64_t K, int64_t OH, int64_t OW, int is_max, int64_t begin,
-                                  int64_t end) {
+static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int64_t W, int64_t C, int64_t K,
+                                  int64_t OH, int64_t OW, int is_max, int64_t begin, int64_t end) {
   for (int64_t b = begin; b < end; b++) {
     T *d = dx + b * H * W * C;
     const T *xb = x + b * H * W * C;
@@ -1391,9 +1354,8 @@ static void FN(pool2d_grad_tiled)(T *dx, const T *x, const T *gy, int64_t H, int
   }
 }
 
-void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, int64_t W,
-                          int64_t C, int64_t K, int64_t S_, int is_max, int64_t begin,
-                          int64_t end) {
+void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, int64_t W, int64_t C, int64_t K,
+                          int64_t S_, int is_max, int64_t begin, int64_t end) {
   (void)N;
   int64_t OH = (H - K) / S_ + 1, OW = (W - K) / S_ + 1;
   if (S_ == K) {  // windows tile the image: each dx element written once, no zeroing pass
@@ -1428,8 +1390,8 @@ void FN(bpck_pool2d_grad)(T *dx, const T *x, const T *gy, int64_t N, int64_t H, 
 // ============================================================ indexing
 
 // ids (n), table (V,C) -> (n,C)
-void FN(bpck_embedding)(T *out, const int32_t *ids, const T *table, int64_t n, int64_t V_,
-                        int64_t C, int64_t *status, int64_t begin, int64_t end) {
+void FN(bpck_embedding)(T *out, const int32_t *ids, const T *table, int64_t n, int64_t V_, int64_t C, int64_t *status,
+                        int64_t begin, int64_t end) {
   (void)n;
   for (int64_t i = begin; i < end; i++) {
     int64_t id = ids[i];
@@ -1443,8 +1405,8 @@ void FN(bpck_embedding)(T *out, const int32_t *ids, const T *table, int64_t n, i
 }
 
 // gy (n,C) -> dtable (V,C); the range owns columns [begin, end) of every row.
-void FN(bpck_embedding_grad)(T *dtable, const T *base, const int32_t *ids, const T *gy, int64_t n,
-                             int64_t V_, int64_t C, int64_t begin, int64_t end) {
+void FN(bpck_embedding_grad)(T *dtable, const T *base, const int32_t *ids, const T *gy, int64_t n, int64_t V_,
+                             int64_t C, int64_t begin, int64_t end) {
   if (base != dtable)
     for (int64_t r = 0; r < V_; r++)
       for (int64_t c = begin; c < end; c++) dtable[r * C + c] = base ? base[r * C + c] : 0;
@@ -1457,8 +1419,7 @@ void FN(bpck_embedding_grad)(T *dtable, const T *base, const int32_t *ids, const
   }
 }
 
-void FN(bpck_one_hot)(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t begin,
-                      int64_t end) {
+void FN(bpck_one_hot)(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t begin, int64_t end) {
   (void)n;
   for (int64_t i = begin; i < end; i++) {
     for (int64_t c = 0; c < K; c++) out[i * K + c] = 0;
@@ -1467,8 +1428,7 @@ void FN(bpck_one_hot)(T *out, const int32_t *ids, int64_t n, int64_t K, int64_t 
 }
 
 // (O,R,I) -> (O,I) int32
-void FN(bpck_argmax)(int32_t *out, const T *x, int64_t O, int64_t R, int64_t I, int64_t begin,
-                     int64_t end) {
+void FN(bpck_argmax)(int32_t *out, const T *x, int64_t O, int64_t R, int64_t I, int64_t begin, int64_t end) {
   (void)O;
   for (int64_t idx = begin; idx < end; idx++) {
     int64_t o = idx / I, i = idx % I;
@@ -1479,9 +1439,8 @@ void FN(bpck_argmax)(int32_t *out, const T *x, int64_t O, int64_t R, int64_t I, 
 // ============================================================ losses, metrics
 
 // logits (rows,K), labels (rows) -> row_loss (rows)
-void FN(bpck_cross_entropy_rows)(T *row_loss, const T *logits, const int32_t *labels,
-                                 int64_t rows, int64_t K, int64_t *status, int64_t begin,
-                                 int64_t end) {
+void FN(bpck_cross_entropy_rows)(T *row_loss, const T *logits, const int32_t *labels, int64_t rows, int64_t K,
+                                 int64_t *status, int64_t begin, int64_t end) {
   (void)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = logits + r * K;
@@ -1497,8 +1456,8 @@ void FN(bpck_cross_entropy_rows)(T *row_loss, const T *logits, const int32_t *la
 }
 
 // dl (rows,K) = (softmax(l) - onehot(y)) * gy[0] / rows
-void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, const T *gy,
-                                 int64_t rows, int64_t K, int64_t begin, int64_t end) {
+void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, const T *gy, int64_t rows, int64_t K,
+                                 int64_t begin, int64_t end) {
   T scale = gy[0] / (T)rows;
   for (int64_t r = begin; r < end; r++) {
     const T *xr = logits + r * K;
@@ -1509,11 +1468,10 @@ void FN(bpck_cross_entropy_grad)(T *dl, const T *logits, const int32_t *labels, 
   }
 }
 
-void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, int64_t rows,
-                            int64_t K, int64_t begin, int64_t end) {
+void FN(bpck_accuracy_rows)(T *row_hit, const T *logits, const int32_t *labels, int64_t rows, int64_t K, int64_t begin,
+                            int64_t end) {
   (void)rows;
-  for (int64_t r = begin; r < end; r++)
-    row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
+  for (int64_t r = begin; r < end; r++) row_hit[r] = FN(argmax_row)(logits + r * K, K, 1) == labels[r] ? 1 : 0;
 }
 
 #include "kernels_lce_t.h"
@@ -1535,8 +1493,8 @@ void FN(bpck_sum_scale)(T *out, const T *x, int64_t n, T scale) {
 // by column; by row blocks (bpck_col_block rows) it splits any way, and the
 // partials combine in block order, so the result is split-independent.
 
-void FN(bpck_col_part)(int kind, T *part, const T *x, const T *center, int64_t R, int64_t I,
-                       int64_t begin, int64_t end) {
+void FN(bpck_col_part)(int kind, T *part, const T *x, const T *center, int64_t R, int64_t I, int64_t begin,
+                       int64_t end) {
   int64_t rb = bpck_col_block(I);
   for (int64_t b = begin; b < end; b++) {
     int64_t n = KMIN(rb, R - b * rb);
@@ -1579,8 +1537,8 @@ void FN(bpck_col_finish)(int kind, T *out, const T *part, int64_t nb, int64_t I,
   }
 }
 
-void FN(bpck_bn_apply)(T *out, const T *x, const T *mean, const T *var, const T *gamma, int64_t gn,
-                       const T *beta, int64_t bn, int64_t C, T eps, int64_t begin, int64_t end) {
+void FN(bpck_bn_apply)(T *out, const T *x, const T *mean, const T *var, const T *gamma, int64_t gn, const T *beta,
+                       int64_t bn, int64_t C, T eps, int64_t begin, int64_t end) {
   T mu[CW], a[CW], b[CW];
   for (int64_t c0 = 0; c0 < C; c0 += CW) {
     int64_t w = KMIN((int64_t)CW, C - c0);
@@ -1598,8 +1556,8 @@ void FN(bpck_bn_apply)(T *out, const T *x, const T *mean, const T *var, const T 
 }
 
 // Channels [c0, c0 + w) of gamma, mean and 1 / sqrt(var + eps), for one chunk.
-static void FN(bn_chunk)(T *g, T *mu, T *rstd, const T *gamma, int64_t gn, const T *mean, const T *var,
-                         int64_t c0, int64_t w, T eps) {
+static void FN(bn_chunk)(T *g, T *mu, T *rstd, const T *gamma, int64_t gn, const T *mean, const T *var, int64_t c0,
+                         int64_t w, T eps) {
   for (int64_t c = 0; c < w; c++) {
     g[c] = gamma[gn == 1 ? 0 : c0 + c];
     mu[c] = mean[c0 + c];
@@ -1607,9 +1565,8 @@ static void FN(bn_chunk)(T *g, T *mu, T *rstd, const T *gamma, int64_t gn, const
   }
 }
 
-void FN(bpck_bn_dx_part)(T *part, const T *x, const T *gamma, int64_t gn, const T *gy,
-                         const T *mean, const T *var, int64_t N, int64_t C, T eps, int64_t begin,
-                         int64_t end) {
+void FN(bpck_bn_dx_part)(T *part, const T *x, const T *gamma, int64_t gn, const T *gy, const T *mean, const T *var,
+                         int64_t N, int64_t C, T eps, int64_t begin, int64_t end) {
   int64_t rb = bpck_col_block(C);
   T g[CW], mu[CW], rstd[CW];
   for (int64_t b = begin; b < end; b++) {
@@ -1631,9 +1588,8 @@ void FN(bpck_bn_dx_part)(T *part, const T *x, const T *gamma, int64_t gn, const 
   }
 }
 
-void FN(bpck_bn_dx_apply)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy,
-                          const T *mean, const T *var, const T *m, int64_t C, T eps, int64_t begin,
-                          int64_t end) {
+void FN(bpck_bn_dx_apply)(T *dx, const T *x, const T *gamma, int64_t gn, const T *gy, const T *mean, const T *var,
+                          const T *m, int64_t C, T eps, int64_t begin, int64_t end) {
   T g[CW], mu[CW], rstd[CW], m1[CW], m2[CW];
   for (int64_t c0 = 0; c0 < C; c0 += CW) {
     int64_t w = KMIN((int64_t)CW, C - c0);
@@ -1676,8 +1632,7 @@ void FN(bpck_dropout)(T *out, const T *x, int64_t n, double p, uint64_t seed, ui
   }
 }
 
-void FN(bpck_window)(T *out, const T *in, int64_t D, int64_t start, int64_t len, int64_t begin,
-                     int64_t end) {
+void FN(bpck_window)(T *out, const T *in, int64_t D, int64_t start, int64_t len, int64_t begin, int64_t end) {
   for (int64_t o = begin; o < end; o++) {
     T *r = out + o * D;
     for (int64_t i = 0; i < start; i++) r[i] = 0;

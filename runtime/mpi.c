@@ -58,8 +58,7 @@ void dp_finalize(void) {
   int up = 0, down = 0;
   MPI_Initialized(&up);
   MPI_Finalized(&down);
-  if (up && !down)
-    MPI_Finalize();
+  if (up && !down) MPI_Finalize();
 }
 
 int dp_rank(void) { return rank_; }
@@ -69,20 +68,17 @@ int dp_local_size(void) { return local_size_; }
 _Noreturn void dp_abort(int code) {
   fflush(stdout);
   fflush(stderr);
-  if (size_ > 1)
-    MPI_Abort(MPI_COMM_WORLD, code);
+  if (size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
   exit(code);
 }
 
 void dp_sum_f64(double *v, int n) {
-  if (size_ == 1 || n <= 0)
-    return;
+  if (size_ == 1 || n <= 0) return;
   double *all = malloc(sizeof *all * (size_t)n * (size_t)size_);
   MPI_Allgather(v, n, MPI_DOUBLE, all, n, MPI_DOUBLE, MPI_COMM_WORLD);
   for (int i = 0; i < n; i++) {
     double s = 0;
-    for (int r = 0; r < size_; r++)
-      s += all[(size_t)r * (size_t)n + (size_t)i];
+    for (int r = 0; r < size_; r++) s += all[(size_t)r * (size_t)n + (size_t)i];
     v[i] = s;
   }
   free(all);
@@ -126,14 +122,12 @@ void dp_bucket_start(const void *send, void *sum, int64_t n, bpcrt_dtype dt) {
 // between kernels of the backward, so started buckets move while it computes.
 void dp_bucket_progress(void) {
   int done;
-  if (nreq)
-    MPI_Testall(nreq, reqs, &done, MPI_STATUSES_IGNORE);
+  if (nreq) MPI_Testall(nreq, reqs, &done, MPI_STATUSES_IGNORE);
 }
 
 double dp_bucket_wait(void) {
   double t0 = now();
-  if (nreq)
-    MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE);
+  if (nreq) MPI_Waitall(nreq, reqs, MPI_STATUSES_IGNORE);
   nreq = 0;
   return now() - t0;
 }

@@ -111,9 +111,7 @@ static void futex_wait(_Atomic uint32_t *w, uint32_t val) {
   syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *w) {
-  syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
+static void futex_wake(_Atomic uint32_t *w) { syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
 
 // A spin budget: spin_more pauses once and says whether to keep spinning.
 // The clock is read every 64 pauses, cheap next to the pauses themselves.
@@ -123,8 +121,7 @@ typedef struct {
 } Spin;
 
 static bool spin_more(Spin *s) {
-  if (s->budget <= 0)
-    return false;
+  if (s->budget <= 0) return false;
   cpu_relax();
   if ((++s->i & 63) == 0) {
     int64_t t = now_ns();
@@ -143,13 +140,10 @@ static uint32_t wait_post(Worker *w, uint32_t seen) {
   Spin spin = {atomic_load_explicit(&w->pool->spin_ns, memory_order_relaxed), 0, 0};
   uint32_t v;
   while ((v = atomic_load_explicit(&w->go, memory_order_acquire)) == idle)
-    if (!spin_more(&spin))
-      break;
-  if (v != idle)
-    return v >> 1;
+    if (!spin_more(&spin)) break;
+  if (v != idle) return v >> 1;
   v = idle;
-  if (!atomic_compare_exchange_strong_explicit(&w->go, &v, idle | SLEEPING,
-                                               memory_order_acquire, memory_order_acquire))
+  if (!atomic_compare_exchange_strong_explicit(&w->go, &v, idle | SLEEPING, memory_order_acquire, memory_order_acquire))
     return v >> 1;  // posted between the spin and the CAS
   while ((v = atomic_load_explicit(&w->go, memory_order_acquire)) == (idle | SLEEPING))
     futex_wait(&w->go, idle | SLEEPING);
@@ -161,8 +155,7 @@ static void post(Worker *w, const Job *job) {
   w->job = *job;
   w->posts++;
   uint32_t old = atomic_exchange_explicit(&w->go, w->posts << 1, memory_order_acq_rel);
-  if (old & SLEEPING)
-    futex_wake(&w->go);
+  if (old & SLEEPING) futex_wake(&w->go);
 }
 
 // Caller side: sleeps until `pending` has no running worker left. The
@@ -170,11 +163,9 @@ static void post(Worker *w, const Job *job) {
 static void sleep_until_done(_Atomic uint32_t *pd) {
   for (;;) {
     uint32_t v = atomic_load_explicit(pd, memory_order_acquire);
-    if ((v & ~PENDING_SLEEPING) == 0)
-      return;
-    if (!(v & PENDING_SLEEPING) &&
-        !atomic_compare_exchange_strong_explicit(pd, &v, v | PENDING_SLEEPING,
-                                                 memory_order_acquire, memory_order_acquire))
+    if ((v & ~PENDING_SLEEPING) == 0) return;
+    if (!(v & PENDING_SLEEPING) && !atomic_compare_exchange_strong_explicit(pd, &v, v | PENDING_SLEEPING,
+                                                                            memory_order_acquire, memory_order_acquire))
       continue;
     futex_wait(pd, v | PENDING_SLEEPING);
   }
@@ -193,13 +184,10 @@ static void wait_done(bpcrt_pool *p) {
 // ---- the partition -------------------------------------------------------
 
 int bpcrt_chunks(int64_t n, int64_t grain, int nthreads) {
-  if (n <= 0)
-    return 0;
-  if (grain < 1)
-    grain = 1;
+  if (n <= 0) return 0;
+  if (grain < 1) grain = 1;
   int64_t c = n / grain;
-  if (c > nthreads)
-    c = nthreads;
+  if (c > nthreads) c = nthreads;
   return c < 1 ? 1 : (int)c;
 }
 
@@ -224,31 +212,26 @@ static void *worker_main(void *arg) {
   uint32_t seen = 0;
   for (;;) {
     seen = wait_post(w, seen);
-    if (w->job.stop)
-      return NULL;
+    if (w->job.stop) return NULL;
     run_chunk(&w->job, w->id);
     // The last worker out wakes the caller if it went to sleep. `p` outlives
     // this wake: bpcrt_pool_free joins us first.
     uint32_t old = atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
-    if (old == (PENDING_SLEEPING | 1))
-      futex_wake(&p->pending);
+    if (old == (PENDING_SLEEPING | 1)) futex_wake(&p->pending);
   }
 }
 
 static int usable_cpus(void) {
   cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-    return CPU_COUNT(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
 }
 
 bpcrt_pool *bpcrt_pool_new(int nthreads) {
   int cpus = usable_cpus();
-  if (nthreads <= 0)
-    nthreads = cpus;
-  if (nthreads > BPCRT_MAX_THREADS)
-    nthreads = BPCRT_MAX_THREADS;
+  if (nthreads <= 0) nthreads = cpus;
+  if (nthreads > BPCRT_MAX_THREADS) nthreads = BPCRT_MAX_THREADS;
   bpcrt_pool *p = xalloc(alignof(bpcrt_pool), sizeof *p);
   p->workers = xalloc(alignof(Worker), (size_t)nthreads * sizeof(Worker));
   // Oversubscribed, a spinning worker would steal the CPU of a busy one.
@@ -275,24 +258,18 @@ bpcrt_pool *bpcrt_pool_new(int nthreads) {
 }
 
 void bpcrt_pool_free(bpcrt_pool *p) {
-  if (!p)
-    return;
+  if (!p) return;
   Job stop = {.stop = true};
-  for (int i = 0; i < p->nthreads - 1; i++)
-    post(&p->workers[i], &stop);
-  for (int i = 0; i < p->nthreads - 1; i++)
-    pthread_join(p->workers[i].tid, NULL);
+  for (int i = 0; i < p->nthreads - 1; i++) post(&p->workers[i], &stop);
+  for (int i = 0; i < p->nthreads - 1; i++) pthread_join(p->workers[i].tid, NULL);
   free(p->workers);
   free(p);
 }
 
-int bpcrt_pool_threads(const bpcrt_pool *p) {
-  return p ? p->nthreads : 1;
-}
+int bpcrt_pool_threads(const bpcrt_pool *p) { return p ? p->nthreads : 1; }
 
 void bpcrt_pool_set_spin(bpcrt_pool *p, int64_t ns) {
-  if (p)
-    atomic_store_explicit(&p->spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
+  if (p) atomic_store_explicit(&p->spin_ns, ns < 0 ? 0 : ns, memory_order_relaxed);
 }
 
 bpcrt_profile_fn bpcrt_profile;
@@ -300,8 +277,7 @@ bpcrt_profile_fn bpcrt_profile;
 // ---- parallel_for --------------------------------------------------------
 
 void bpcrt_parallel_for(bpcrt_pool *p, bpcrt_task fn, void *ctx, int64_t n, int64_t grain) {
-  if (n <= 0)
-    return;
+  if (n <= 0) return;
   int self = tls_thread;
   int nchunks = (p && self < 0) ? bpcrt_chunks(n, grain, p->nthreads) : 1;
   if (nchunks == 1 || atomic_exchange_explicit(&p->busy, 1, memory_order_acquire)) {
@@ -311,8 +287,7 @@ void bpcrt_parallel_for(bpcrt_pool *p, bpcrt_task fn, void *ctx, int64_t n, int6
   Job job = {fn, ctx, n, nchunks, false};
   // Relaxed: the exchanges in post() release it together with the job.
   atomic_store_explicit(&p->pending, (uint32_t)(nchunks - 1), memory_order_relaxed);
-  for (int k = 1; k < nchunks; k++)
-    post(&p->workers[k - 1], &job);
+  for (int k = 1; k < nchunks; k++) post(&p->workers[k - 1], &job);
   tls_thread = 0;
   run_chunk(&job, 0);
   tls_thread = -1;

@@ -13,8 +13,16 @@
 // ---- desc.c: the model description of docs/ABI.md -----------------------
 
 typedef enum {
-  ROLE_PARAM, ROLE_GRAD, ROLE_OPT, ROLE_STATE, ROLE_INPUT, ROLE_SCALAR,
-  ROLE_LOSS, ROLE_METRIC, ROLE_OUTPUT, ROLE_OTHER,
+  ROLE_PARAM,
+  ROLE_GRAD,
+  ROLE_OPT,
+  ROLE_STATE,
+  ROLE_INPUT,
+  ROLE_SCALAR,
+  ROLE_LOSS,
+  ROLE_METRIC,
+  ROLE_OUTPUT,
+  ROLE_OTHER,
 } Role;
 
 typedef struct {
@@ -157,8 +165,7 @@ static inline const char *status_what(int64_t code) {
 
 // Loads `dd` for the inputs of program `p` (batch axis 0 of each input).
 // path_override replaces the file (idx: a folder holding both files).
-bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path_override,
-               char *err, size_t errlen);
+bool data_load(Dataset *ds, const DataDesc *dd, const Prog *p, const char *path_override, char *err, size_t errlen);
 void data_free(Dataset *ds);
 // Splits off the last `fraction` of the samples (text: bytes) into val.
 // Both views share storage with ds (val borrows; free only ds).

@@ -31,15 +31,13 @@ struct bpcrt_wordpiece {
 
 static void *xrealloc(void *p, size_t n) {
   p = realloc(p, n ? n : 1);
-  if (!p)
-    abort();
+  if (!p) abort();
   return p;
 }
 
-__attribute__((format(printf, 5, 6)))
-static void fail(char *err, size_t errlen, const char *path, long line, const char *fmt, ...) {
-  if (!err || errlen == 0)
-    return;
+__attribute__((format(printf, 5, 6))) static void fail(char *err, size_t errlen, const char *path, long line,
+                                                       const char *fmt, ...) {
+  if (!err || errlen == 0) return;
   int k = line > 0 ? snprintf(err, errlen, "%s:%ld: error: ", path, line) : snprintf(err, errlen, "%s: error: ", path);
   if (k >= 0 && (size_t)k < errlen) {
     va_list ap;
@@ -51,34 +49,28 @@ static void fail(char *err, size_t errlen, const char *path, long line, const ch
 
 static uint32_t hash_bytes(const char *s, size_t n) {
   uint64_t h = 14695981039346656037ULL;
-  for (size_t i = 0; i < n; i++)
-    h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
   return (uint32_t)(h ^ (h >> 32));
 }
 
 int32_t bpcrt_wp_id(const bpcrt_wordpiece *wp, const char *tok, size_t n) {
   for (uint32_t i = hash_bytes(tok, n) & wp->mask_bits;; i = (i + 1) & wp->mask_bits) {
     int32_t id = wp->slots[i];
-    if (id < 0)
-      return -1;
-    if (wp->len[id] == n && memcmp(wp->blob + wp->off[id], tok, n) == 0)
-      return id;
+    if (id < 0) return -1;
+    if (wp->len[id] == n && memcmp(wp->blob + wp->off[id], tok, n) == 0) return id;
   }
 }
 
 int bpcrt_wp_size(const bpcrt_wordpiece *wp) { return wp->n; }
 
 const char *bpcrt_wp_token(const bpcrt_wordpiece *wp, int32_t id, size_t *len) {
-  if (id < 0 || id >= wp->n)
-    return NULL;
-  if (len)
-    *len = wp->len[id];
+  if (id < 0 || id >= wp->n) return NULL;
+  if (len) *len = wp->len[id];
   return wp->blob + wp->off[id];
 }
 
 void bpcrt_wp_free(bpcrt_wordpiece *wp) {
-  if (!wp)
-    return;
+  if (!wp) return;
   free(wp->blob);
   free(wp->off);
   free(wp->len);
@@ -92,12 +84,10 @@ size_t bpcrt_utf8_check(const char *text, size_t n) {
   while (i < n) {
     unsigned c = s[i];
     size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-    if (len == 0 || len > n - i)
-      return i;
+    if (len == 0 || len > n - i) return i;
     uint32_t cp = len == 1 ? c : c & (0x7fu >> len);
     for (size_t k = 1; k < len; k++) {
-      if ((s[i + k] & 0xc0) != 0x80)
-        return i;
+      if ((s[i + k] & 0xc0) != 0x80) return i;
       cp = cp << 6 | (s[i + k] & 0x3fu);
     }
     static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
@@ -110,10 +100,8 @@ size_t bpcrt_utf8_check(const char *text, size_t n) {
 
 static const char *shown(const char *s, size_t n, char *buf) {  // buf: 72 bytes
   size_t i = 0;
-  for (; i < n && i < 64; i++)
-    buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-  if (i < n)
-    memcpy(buf + i, "...", 3), i += 3;
+  for (; i < n && i < 64; i++) buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+  if (i < n) memcpy(buf + i, "...", 3), i += 3;
   buf[i] = 0;
   return buf;
 }
@@ -127,8 +115,7 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
   size_t size = 0, cap = 1 << 16;
   char *buf = xrealloc(NULL, cap);
   for (size_t got; (got = fread(buf + size, 1, cap - size, f)) > 0;)
-    if ((size += got) == cap)
-      buf = xrealloc(buf, cap *= 2);
+    if ((size += got) == cap) buf = xrealloc(buf, cap *= 2);
   bool rd_err = ferror(f);
   fclose(f);
   if (rd_err) {
@@ -137,8 +124,7 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
     return NULL;
   }
   bpcrt_wordpiece *wp = calloc(1, sizeof *wp);
-  if (!wp)
-    abort();
+  if (!wp) abort();
   wp->blob = buf;
   wp->pad = wp->unk = wp->cls = wp->sep = -1;
   int cap_tok = 0;
@@ -147,8 +133,7 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
     line++;
     const char *nl = memchr(buf + i, '\n', size - i);
     size_t end = nl ? (size_t)(nl - buf) : size, n = end - i;
-    if (n > 0 && buf[i + n - 1] == '\r' && nl)
-      n--;
+    if (n > 0 && buf[i + n - 1] == '\r' && nl) n--;
     size_t bad = bpcrt_utf8_check(buf + i, n);
     if (bad < n) {
       fail(err, errlen, path, line, "invalid UTF-8 at byte %zu of the line", bad + 1);
@@ -173,8 +158,7 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
     goto error;
   }
   uint32_t nslots = 16;
-  while (nslots < (uint32_t)wp->n * 2u)
-    nslots *= 2;
+  while (nslots < (uint32_t)wp->n * 2u) nslots *= 2;
   wp->mask_bits = nslots - 1;
   wp->slots = xrealloc(NULL, sizeof *wp->slots * nslots);
   memset(wp->slots, 0xff, sizeof *wp->slots * nslots);
@@ -185,8 +169,8 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
       int32_t o = wp->slots[i];
       if (wp->len[o] == wp->len[id] && memcmp(wp->blob + wp->off[o], tok, wp->len[id]) == 0) {
         char sb[72];
-        fail(err, errlen, path, (long)id + 1, "duplicate token '%s' (first on line %ld)",
-             shown(tok, wp->len[id], sb), (long)o + 1);
+        fail(err, errlen, path, (long)id + 1, "duplicate token '%s' (first on line %ld)", shown(tok, wp->len[id], sb),
+             (long)o + 1);
         goto error;
       }
     }
@@ -198,13 +182,13 @@ bpcrt_wordpiece *bpcrt_wp_load(const char *path, char *err, size_t errlen) {
     int32_t id = bpcrt_wp_id(wp, names[k], strlen(names[k]));
     if (k < 4) {
       if (id < 0) {
-        fail(err, errlen, path, line, "the vocabulary has no %s token (BERT needs [CLS], [SEP], [PAD] and [UNK])", names[k]);
+        fail(err, errlen, path, line, "the vocabulary has no %s token (BERT needs [CLS], [SEP], [PAD] and [UNK])",
+             names[k]);
         goto error;
       }
       *req[k] = id;
     }
-    if (id >= 0)
-      wp->special[wp->nspecial++] = id;
+    if (id >= 0) wp->special[wp->nspecial++] = id;
   }
   return wp;
 error:
@@ -220,8 +204,7 @@ typedef struct {
 } I32Vec;
 
 static void push(I32Vec *v, int32_t x) {
-  if (v->n == v->cap)
-    v->v = xrealloc(v->v, sizeof *v->v * (v->cap = v->cap ? v->cap * 2 : 64));
+  if (v->n == v->cap) v->v = xrealloc(v->v, sizeof *v->v * (v->cap = v->cap ? v->cap * 2 : 64));
   v->v[v->n++] = x;
 }
 
@@ -230,10 +213,8 @@ static void push(I32Vec *v, int32_t x) {
 // dropped. Unassigned code points (Cn) are kept, as the tokenizers library
 // does (HF's old Python tokenizer dropped them too).
 static bool is_control(int32_t c) {
-  if (c == '\t' || c == '\n' || c == '\r')
-    return false;
-  if (c == 0 || c == 0xfffd)
-    return true;
+  if (c == '\t' || c == '\n' || c == '\r') return false;
+  if (c == 0 || c == 0xfffd) return true;
   utf8proc_category_t k = utf8proc_category(c);
   return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CS ||
          k == UTF8PROC_CATEGORY_CO;
@@ -242,16 +223,14 @@ static bool is_control(int32_t c) {
 // Rust's char::is_whitespace (what the tokenizers library uses) on what is
 // left after clean_text: space, tab, LF, CR and the Z* separators.
 static bool is_space(int32_t c) {
-  if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
-    return true;
+  if (c == ' ' || c == '\t' || c == '\n' || c == '\r') return true;
   utf8proc_category_t k = utf8proc_category(c);
   return k == UTF8PROC_CATEGORY_ZS || k == UTF8PROC_CATEGORY_ZL || k == UTF8PROC_CATEGORY_ZP;
 }
 
 // BERT's _is_punctuation: all non-alphanumeric ASCII, and Unicode's P*.
 static bool is_punct(int32_t c) {
-  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126))
-    return true;
+  if ((c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126)) return true;
   utf8proc_category_t k = utf8proc_category(c);
   return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
@@ -281,8 +260,7 @@ typedef struct {
 } Tok;
 
 static void cps_push(Tok *t, int32_t c) {
-  if (t->ncps == t->capcps)
-    t->cps = xrealloc(t->cps, sizeof *t->cps * (t->capcps = t->capcps ? t->capcps * 2 : 256));
+  if (t->ncps == t->capcps) t->cps = xrealloc(t->cps, sizeof *t->cps * (t->capcps = t->capcps ? t->capcps * 2 : 256));
   t->cps[t->ncps++] = c;
 }
 
@@ -293,10 +271,8 @@ static void wordpiece(Tok *t, const int32_t *w, size_t n) {
     push(&t->ids, wp->unk);
     return;
   }
-  if (t->capbytes < 8 * n + 2)
-    t->bytes = xrealloc(t->bytes, t->capbytes = 8 * n + 2);
-  if (t->capbound < n + 1)
-    t->bound = xrealloc(t->bound, sizeof *t->bound * (t->capbound = n + 1));
+  if (t->capbytes < 8 * n + 2) t->bytes = xrealloc(t->bytes, t->capbytes = 8 * n + 2);
+  if (t->capbound < n + 1) t->bound = xrealloc(t->bound, sizeof *t->bound * (t->capbound = n + 1));
   char *b = t->bytes, *cont = t->bytes + 4 * n;  // the word; "##" + the rest of it
   size_t nb = 0;
   for (size_t i = 0; i < n; i++) {
@@ -316,8 +292,7 @@ static void wordpiece(Tok *t, const int32_t *w, size_t n) {
     int32_t id = -1;
     size_t end = n;
     for (; end > start; end--)  // longest match first
-      if ((id = bpcrt_wp_id(wp, s, pre + t->bound[end] - t->bound[start])) >= 0)
-        break;
+      if ((id = bpcrt_wp_id(wp, s, pre + t->bound[end] - t->bound[start])) >= 0) break;
     if (id < 0) {  // no split: the whole word is [UNK]
       t->ids.n = first;
       push(&t->ids, wp->unk);
@@ -340,8 +315,7 @@ static void words(Tok *t, const int32_t *c, size_t n) {
       i++;
     } else {
       size_t j = i;
-      while (j < n && !is_space(c[j]) && !is_punct(c[j]))
-        j++;
+      while (j < n && !is_space(c[j]) && !is_punct(c[j])) j++;
       wordpiece(t, c + i, j - i);
       i = j;
     }
@@ -356,8 +330,7 @@ static void segment(Tok *t, const char *s, size_t n) {
     utf8proc_int32_t c;
     utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &c);
     i += (size_t)(k > 0 ? k : 1);  // the line was validated
-    if (k <= 0 || is_control(c))
-      continue;
+    if (k <= 0 || is_control(c)) continue;
     if (is_space(c)) {
       cps_push(t, ' ');
     } else if (is_cjk(c)) {
@@ -375,39 +348,33 @@ static void segment(Tok *t, const char *s, size_t n) {
   // uncased: NFD, drop nonspacing marks (strip accents), then lowercase
   size_t nb = 0;
   char *u8 = xrealloc(NULL, 4 * t->ncps + 1);
-  for (size_t i = 0; i < t->ncps; i++)
-    nb += utf8_put(t->cps[i], u8 + nb);
+  for (size_t i = 0; i < t->ncps; i++) nb += utf8_put(t->cps[i], u8 + nb);
   size_t cap = 3 * t->ncps + 16;
   int32_t *d = xrealloc(NULL, sizeof *d * cap);
   utf8proc_ssize_t nd;
   for (;;) {
     nd = utf8proc_decompose((const utf8proc_uint8_t *)u8, (utf8proc_ssize_t)nb, d, (utf8proc_ssize_t)cap,
                             UTF8PROC_DECOMPOSE);
-    if (nd < 0)
-      abort();  // valid input and enough room: cannot happen
-    if ((size_t)nd <= cap)
-      break;
+    if (nd < 0) abort();  // valid input and enough room: cannot happen
+    if ((size_t)nd <= cap) break;
     d = xrealloc(d, sizeof *d * (cap = (size_t)nd));
   }
   size_t m = 0;
   for (utf8proc_ssize_t i = 0; i < nd; i++)
-    if (utf8proc_category(d[i]) != UTF8PROC_CATEGORY_MN)
-      d[m++] = utf8proc_tolower(d[i]);
+    if (utf8proc_category(d[i]) != UTF8PROC_CATEGORY_MN) d[m++] = utf8proc_tolower(d[i]);
   words(t, d, m);
   free(d);
   free(u8);
 }
 
-int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int cased, int maxlen,
-                    int32_t *ids, float *mask, size_t *bad) {
+int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int cased, int maxlen, int32_t *ids,
+                    float *mask, size_t *bad) {
   size_t b = bpcrt_utf8_check(text, len);
   if (b < len) {
-    if (bad)
-      *bad = b;
+    if (bad) *bad = b;
     return -1;
   }
-  if (maxlen < 2)
-    return -1;
+  if (maxlen < 2) return -1;
   Tok t = {.wp = wp, .cased = cased != 0, .limit = (size_t)maxlen - 2};
   // Special tokens in the raw text are tokens of their own (leftmost match;
   // none is a prefix of another).
@@ -427,25 +394,20 @@ int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int
       continue;
     }
     segment(&t, text + seg, i - seg);
-    if (t.ids.n < t.limit)
-      push(&t.ids, wp->special[hit]);
+    if (t.ids.n < t.limit) push(&t.ids, wp->special[hit]);
     i += wp->len[wp->special[hit]];
     seg = i;
   }
-  if (t.ids.n < t.limit)
-    segment(&t, text + seg, len - seg);
+  if (t.ids.n < t.limit) segment(&t, text + seg, len - seg);
   size_t n = t.ids.n < t.limit ? t.ids.n : t.limit;
   int k = 0;
   ids[k++] = wp->cls;
-  for (size_t i = 0; i < n; i++)
-    ids[k++] = t.ids.v[i];
+  for (size_t i = 0; i < n; i++) ids[k++] = t.ids.v[i];
   ids[k++] = wp->sep;
   int ntok = k;
-  for (; k < maxlen; k++)
-    ids[k] = wp->pad;
+  for (; k < maxlen; k++) ids[k] = wp->pad;
   if (mask)
-    for (k = 0; k < maxlen; k++)
-      mask[k] = k < ntok ? 1.0f : 0.0f;
+    for (k = 0; k < maxlen; k++) mask[k] = k < ntok ? 1.0f : 0.0f;
   free(t.ids.v);
   free(t.cps);
   free(t.bytes);

@@ -2,10 +2,10 @@
 # Installs the Debian packages bpc builds and tests with, skipping those present
 # (libclang-rt-19-dev: the sanitizer and fuzzer runtimes of tests/fuzz/run.sh;
 # openmpi-bin, libopenmpi-dev: `bpc compile --mpi` and tests/mpi.sh; iproute2:
-# tests/mpi_netns.sh's namespaces and veth).
+# tests/mpi_netns.sh's namespaces and veth; clang-format-19: tests/format.sh).
 set -euo pipefail
 pkgs=(build-essential cmake llvm-19-dev clang-19 libclang-rt-19-dev libyaml-dev libcjson-dev zlib1g-dev libutf8proc-dev libcriterion-dev
-      openmpi-bin libopenmpi-dev iproute2)
+      openmpi-bin libopenmpi-dev iproute2 clang-format-19)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

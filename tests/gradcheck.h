@@ -72,13 +72,14 @@ static inline double gc_check(Graph *g, const char *what, double tol) {
       // Relative, with a floor: a gradient of ~1e-6 is checked to ~1e-11 absolute.
       double err = fabs(fd - an[j]) / fmax(fmax(fabs(fd), fabs(an[j])), 1e-5);
       if (err > worst) worst = err;
-      cr_expect(err <= tol, "%s: d loss / d %s[%lld]: autodiff %.12g, finite difference %.12g (rel err %.2e)",
-                what, gp->name, (long long)j, an[j], fd, err);
+      cr_expect(err <= tol, "%s: d loss / d %s[%lld]: autodiff %.12g, finite difference %.12g (rel err %.2e)", what,
+                gp->name, (long long)j, an[j], fd, err);
     }
     free(x);
     free(an);
   }
   interp_free(it);
-  cr_expect(kinks * 4 <= checked, "%s: %d of %d points sit on a kink: the check says little", what, kinks, kinks + checked);
+  cr_expect(kinks * 4 <= checked, "%s: %d of %d points sit on a kink: the check says little", what, kinks,
+            kinks + checked);
   return worst;
 }

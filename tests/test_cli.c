@@ -197,7 +197,8 @@ Test(cli, grad_lists_every_mismatch_and_writes_nothing) {
   cr_expect_not(exists(outp));
   free(out);
   // --params from a file of another model: every mismatch listed.
-  cr_expect_eq(run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s --params tests/data/fixture.safetensors", in, outp), 1);
+  cr_expect_eq(
+      run(&out, "grad models/mlp_digits.yaml --inputs %s -o %s --params tests/data/fixture.safetensors", in, outp), 1);
   cr_expect(strstr(out, "missing param 'w1'"), "%s", out);
   cr_expect_not(exists(outp));
   free(out);
@@ -214,7 +215,8 @@ static void write_text(const char *path, const char *s, size_t n) {
   cr_assert_eq(fclose(f), 0);
 }
 
-static void expect_same_tensor(const bpcrt_tensors *got, const char *name, const bpcrt_tensors *ref, const char *refname) {
+static void expect_same_tensor(const bpcrt_tensors *got, const char *name, const bpcrt_tensors *ref,
+                               const char *refname) {
   const bpcrt_tensor *a = bpcrt_st_find(got, name), *b = bpcrt_st_find(ref, refname);
   cr_assert(a && b, "%s / %s", name, refname);
   cr_expect_eq(a->dtype, b->dtype, "%s", refname);
@@ -224,8 +226,12 @@ static void expect_same_tensor(const bpcrt_tensors *got, const char *name, const
 }
 
 Test(cli, tokenize_matches_hf_reference) {
-  static const struct { const char *flags, *ref; } cases[] = {
-    {"--max-len 16", "uncased16"}, {"", "uncased128"}, {"--cased --max-len 128", "cased128"},
+  static const struct {
+    const char *flags, *ref;
+  } cases[] = {
+      {"--max-len 16", "uncased16"},
+      {"", "uncased128"},
+      {"--cased --max-len 128", "cased128"},
   };
   bpcrt_tensors ref;
   char err[512];
@@ -233,7 +239,8 @@ Test(cli, tokenize_matches_hf_reference) {
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     char outp[300], *out, name[64];
     snprintf(outp, sizeof outp, "%s/tok%zu.safetensors", tmpdir, i);
-    cr_assert_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s " WP "sample.txt -o %s", cases[i].flags, outp), 0, "%s", out);
+    cr_assert_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s " WP "sample.txt -o %s", cases[i].flags, outp), 0, "%s",
+                 out);
     free(out);
     bpcrt_tensors got;
     cr_assert_eq(bpcrt_st_read(outp, &got, err, sizeof err), 0, "%s", err);
@@ -294,7 +301,8 @@ Test(cli, tokenize_errors_write_nothing) {
   cr_expect(strstr(out, "nounk.txt:4: error: the vocabulary has no [UNK] token"), "%s", out);
   free(out);
   cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s", badtext, outp), 1);
-  cr_expect(strstr(out, "bad.txt:3:3: error: invalid UTF-8 at byte 3 of the line (byte 0xff, file offset 16)"), "%s", out);
+  cr_expect(strstr(out, "bad.txt:3:3: error: invalid UTF-8 at byte 3 of the line (byte 0xff, file offset 16)"), "%s",
+            out);
   free(out);
   cr_expect_eq(run(&out, "tokenize --vocab " WP "vocab.txt %s -o %s", empty, outp), 1);
   cr_expect(strstr(out, "empty.txt:1: error: no text"), "%s", out);
@@ -437,7 +445,8 @@ Test(cli, precision_bf16) {
   free(out);
   static const char *const runs[][2] = {{"", "2"}, {"BPC_ISA=avx2 ", "2"}, {"", "1"}};
   for (int r = 0; r < 3; r++) {
-    snprintf(cmd, sizeof cmd, "cd %s && %s./bf train --data t.txt --steps 20 --threads %s --quiet --save bf%d.safetensors", tmpdir,
+    snprintf(cmd, sizeof cmd,
+             "cd %s && %s./bf train --data t.txt --steps 20 --threads %s --quiet --save bf%d.safetensors", tmpdir,
              runs[r][0], runs[r][1], r);
     cr_expect_eq(sh(&out, cmd), 0, "%s", out);
     free(out);

@@ -62,7 +62,8 @@ static void run_native(Native *n, const Interp *ref, double *loss, double **grad
 
 static double **grad_buffers(const Graph *g) {
   double **b = calloc((size_t)g->params.n, sizeof(double *));
-  for (int i = 0; i < g->params.n; i++) b[i] = calloc((size_t)shape_numel(&graph_node(g, g->params.v[i].node)->shape), sizeof(double));
+  for (int i = 0; i < g->params.n; i++)
+    b[i] = calloc((size_t)shape_numel(&graph_node(g, g->params.v[i].node)->shape), sizeof(double));
   return b;
 }
 
@@ -128,7 +129,8 @@ static void compare_with(Graph *j, Graph *refj, const char *what, Captured *c, d
               refj ? "f64" : "interpreter", want);
   else
     cr_expect(close_enough(loss, want, dt), "%s %s: loss %.17g, interpreter %.17g", what, dtype_name(dt), loss, want);
-  cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: fused/2 threads %.17g vs unfused/1 thread %.17g", what, loss, loss2);
+  cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: fused/2 threads %.17g vs unfused/1 thread %.17g", what, loss,
+            loss2);
   double gmax = 0;  // the largest reference gradient norm (bf16's floor)
   for (int p = 0; bf16 && p < g->params.n; p++)
     if (g->params.v[p].grad >= 0) {
@@ -154,7 +156,8 @@ static void compare_with(Graph *j, Graph *refj, const char *what, Captured *c, d
         cr_expect_fail("%s %s: grad.%s[%lld] native %.17g, interpreter %.17g", what, dtype_name(dt), gp->name,
                        (long long)i, gr[p][i], rv->v[i]);
       if (memcmp(&gr[p][i], &gr2[p][i], sizeof(double)) && bad++ < 3)
-        cr_expect_fail("%s: grad.%s[%lld] differs between fused/2 threads and unfused/1 thread", what, gp->name, (long long)i);
+        cr_expect_fail("%s: grad.%s[%lld] differs between fused/2 threads and unfused/1 thread", what, gp->name,
+                       (long long)i);
     }
   }
   free_buffers(g, gr);
@@ -253,9 +256,10 @@ static Graph *sum_squares_graph(Arena *a, Captured *c, DType dt) {
 // The classifier's cross_entropy as the loss itself: compiler/lce.c fuses it
 // (linear_cross_entropy), which a case's folded loss never allows.
 static Graph *lce_graph(Arena *a, Captured *c, DType dt) {
-  const char *yaml = "bpc: 1\nname: l\ninputs:\n  y: {shape: [2, 5], dtype: i32}\nparams:\n"
-                     "  x: {shape: [2, 5, 4], init: normal(1)}\n  w: {shape: [11, 4], init: normal(1)}\n"
-                     "graph:\n  h: tanh(x)\n  l: cross_entropy(h @ transpose(w), y)\nloss: l\n";
+  const char *yaml =
+      "bpc: 1\nname: l\ninputs:\n  y: {shape: [2, 5], dtype: i32}\nparams:\n"
+      "  x: {shape: [2, 5, 4], init: normal(1)}\n  w: {shape: [11, 4], init: normal(1)}\n"
+      "graph:\n  h: tanh(x)\n  l: cross_entropy(h @ transpose(w), y)\nloss: l\n";
   Graph *g = build_text(a, c, yaml, dt);
   cr_assert(g, "%s", cap_text(c));
   cr_assert(ad_backward(g), "%s", cap_text(c));
@@ -315,11 +319,14 @@ Test(codegen, every_op_of_the_registry, .timeout = 900) {
       Captured c;
       cap_open(&c);
       DType dt = t ? DT_F32 : DT_F64;
-      Graph *g = i < NCASES ? case_graph(&a, &c, cases[i].text, dt)
-                 : i == NCASES ? sum_squares_graph(&a, &c, dt) : lce_graph(&a, &c, dt);
+      Graph *g = i < NCASES    ? case_graph(&a, &c, cases[i].text, dt)
+                 : i == NCASES ? sum_squares_graph(&a, &c, dt)
+                               : lce_graph(&a, &c, dt);
       char what[64], why[4096];
       snprintf(what, sizeof what, "case %d (%s)", i,
-               i < NCASES ? op_name(cases[i].op) : i == NCASES ? "sum_squares" : "linear_cross_entropy");
+               i < NCASES    ? op_name(cases[i].op)
+               : i == NCASES ? "sum_squares"
+                             : "linear_cross_entropy");
       Graph *s = simplify(g, SIMP_ALL);
       bool ok = lowers(s, true, why, sizeof why);
       cr_expect(ok, "%s %s: no native code: %s", what, dtype_name(dt), why);
@@ -339,9 +346,11 @@ Test(codegen, every_op_of_the_registry, .timeout = 900) {
     bool example = op == OP_SUM_SQUARES || op == OP_LINEAR_CROSS_ENTROPY || op == OP_ATTENTION_DECODE;
     for (int i = 0; i < NCASES; i++) example |= cases[i].op == op;
     if (!(info->flags & OPF_INTERNAL))
-      cr_expect(example, "op '%s' has no example in tests/cases.h: the registry-wide native test cannot run it", info->name);
-    cr_expect(seen[op], "op '%s' reaches no generated code in any example of tests/cases.h%s", info->name,
-              info->flags & OPF_INTERNAL ? " (an internal op: add an example that autodiff or simplify turns into it)" : "");
+      cr_expect(example, "op '%s' has no example in tests/cases.h: the registry-wide native test cannot run it",
+                info->name);
+    cr_expect(
+        seen[op], "op '%s' reaches no generated code in any example of tests/cases.h%s", info->name,
+        info->flags & OPF_INTERNAL ? " (an internal op: add an example that autodiff or simplify turns into it)" : "");
   }
 }
 
@@ -398,10 +407,11 @@ Test(codegen, parallel_gemm_row_and_column_splits, .timeout = 300) {
 // gradient sum) took batch row 0 for every batch.
 Test(codegen, epilogue_leaves_broadcast_along_middle_axes, .timeout = 300) {
   static const char *texts[] = {
-      "inputs:\n  x: {shape: [2, 3, 4]}\n  v: {shape: [4, 2]}\n" P2("w", "[3, 1]", "u", "[1, 3, 1]")
-      "graph:\n  out: maximum(x, w) @ v + minimum(x, u) @ v\n",
-      "inputs:\n  x: {shape: [2, 3, 4]}\n  y: {shape: [2, 1, 4]}\n  w: {shape: [4, 1]}\n" P2("b", "[4]", "c", "[3, 2, 1, 4]")
-      "graph:\n  h: x + b\n  out: sum(h * y) + sum(h @ w) + sum((c + 1) * c @ transpose(c))\n",
+      "inputs:\n  x: {shape: [2, 3, 4]}\n  v: {shape: [4, 2]}\n" P2(
+          "w", "[3, 1]", "u", "[1, 3, 1]") "graph:\n  out: maximum(x, w) @ v + minimum(x, u) @ v\n",
+      "inputs:\n  x: {shape: [2, 3, 4]}\n  y: {shape: [2, 1, 4]}\n  w: {shape: [4, 1]}\n" P2(
+          "b", "[4]", "c",
+          "[3, 2, 1, 4]") "graph:\n  h: x + b\n  out: sum(h * y) + sum(h @ w) + sum((c + 1) * c @ transpose(c))\n",
   };
   compare_texts(texts, sizeof texts / sizeof *texts, "epilogue leaves");
 }
@@ -412,10 +422,12 @@ Test(codegen, epilogue_leaves_broadcast_along_middle_axes, .timeout = 300) {
 Test(codegen, column_statistics_by_row_blocks, .timeout = 300) {
   static const char *texts[] = {
       P2("a", "[3000, 7]", "b", "[7]") "graph:\n  out: sum(a, axis=0) * b + var(a, axis=0)\n",
-      P2("a", "[50, 60, 9]", "b", "[9]") "graph:\n  out: mean(a, axis=[0, 1]) * b + max(a, axis=[0, 1], keepdims=true)\n",
+      P2("a", "[50, 60, 9]", "b",
+         "[9]") "graph:\n  out: mean(a, axis=[0, 1]) * b + max(a, axis=[0, 1], keepdims=true)\n",
       P2("a", "[40000]", "b", "[2500, 16]") "graph:\n  out: min(a) + min(b, axis=0) + mean(a)\n",
       "params:\n" P("x", "[2100, 8]") P("g", "[8]") P("b", "[8]") "graph:\n  out: batch_norm(x * 2 + 1, g, b)\n",
-      "params:\n" P("x", "[30, 10, 130]") P("g", "[130]") P("b", "[1]") "graph:\n  out: batch_norm(x, g, b, eps=0.01)\n",
+      "params:\n" P("x", "[30, 10, 130]") P("g", "[130]")
+          P("b", "[1]") "graph:\n  out: batch_norm(x, g, b, eps=0.01)\n",
   };
   compare_texts(texts, sizeof texts / sizeof *texts, "row blocks");
 }
@@ -461,14 +473,17 @@ Test(codegen, operand_promotion, .timeout = 300) {
 Test(codegen, ops_without_gradient, .timeout = 300) {
   static const char *texts[] = {
       P2("a", "[4]", "b", "[3, 4]") "graph:\n  s: stop_gradient(a)\n  out: s * b\n",
-      P2("a", "[5, 7]", "b", "[7]") "graph:\n  out: a * stop_gradient(a * b) + stop_gradient(b) + greater(a, b) * less(a, 0.5) + equal(b, b)\n",
-      P2("a", "[4, 6]", "b", "[6]") "graph:\n  out: one_hot(argmax(a * b, axis=-1), 6) * a + stop_gradient(sum(a, axis=0)) * b\n",
+      P2("a", "[5, 7]", "b",
+         "[7]") "graph:\n  out: a * stop_gradient(a * b) + stop_gradient(b) + greater(a, b) * less(a, 0.5) + equal(b, b)\n",
+      P2("a", "[4, 6]", "b",
+         "[6]") "graph:\n  out: one_hot(argmax(a * b, axis=-1), 6) * a + stop_gradient(sum(a, axis=0)) * b\n",
   };
   compare_texts(texts, sizeof texts / sizeof *texts, "ops without gradient");
 }
 
 Test(codegen, every_model, .timeout = 600) {
-  static const DimOverride small[] = {{"B", 3}, {"T", 9}, {"C", 16}, {"NH", 2}, {"L", 2}, {"V", 33}, {"P", 12}, {"F", 24}};
+  static const DimOverride small[] = {{"B", 3}, {"T", 9},  {"C", 16}, {"NH", 2},
+                                      {"L", 2}, {"V", 33}, {"P", 12}, {"F", 24}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");
   cr_assert(dir);
   struct dirent *e;
@@ -487,7 +502,8 @@ Test(codegen, every_model, .timeout = 600) {
       int nov = 0;
       for (size_t k = 0; k < sizeof small / sizeof *small; k++)
         for (int d = 0; d < m->ndims; d++)
-          if (!strcmp(m->dims[d].name, small[k].name) && (!strcmp(e->d_name, "gpt_poetry.yaml") || !strcmp(e->d_name, "minilm.yaml")))
+          if (!strcmp(m->dims[d].name, small[k].name) &&
+              (!strcmp(e->d_name, "gpt_poetry.yaml") || !strcmp(e->d_name, "minilm.yaml")))
             ov[nov++] = small[k];
       Graph *g = graph_build(m, &c.d, ov, nov, t ? DT_F32 : DT_F64), *r = NULL;
       if (g) loss_from_outputs(g);
@@ -499,12 +515,15 @@ Test(codegen, every_model, .timeout = 600) {
         loss_from_outputs(r);
         cr_assert(ad_backward(r), "%s", cap_text(&c));
       }
-      if (t < 2) compare(g, e->d_name, &c);
+      if (t < 2)
+        compare(g, e->d_name, &c);
       else {
         compare_with(g, r, e->d_name, &c, BF16_GRAD_TOL);  // against the exact f64 model
         bool inner = false;
-        for (int id = 0; id < g->nodes.n; id++) inner |= (op_info(graph_node(g, id)->op)->flags & OPF_PRODUCT_INNER) != 0;
-        compare_with(g, NULL, e->d_name, &c, inner ? BF16_INNER_TOL : BF16_MODELED_TOL);  // the interpreter's bf16 products
+        for (int id = 0; id < g->nodes.n; id++)
+          inner |= (op_info(graph_node(g, id)->op)->flags & OPF_PRODUCT_INNER) != 0;
+        compare_with(g, NULL, e->d_name, &c,
+                     inner ? BF16_INNER_TOL : BF16_MODELED_TOL);  // the interpreter's bf16 products
       }
       graph_free(r);
       graph_free(g);
@@ -775,7 +794,8 @@ static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, boo
   run_native(&plain, ref, &loss2, gr2);
   double want = interp_value(ref, g->loss)->v[0];
   if (bf16)
-    cr_expect(fabs(loss - want) <= BF16_LOSS_TOL * fabs(want) + 1e-5, "%s: loss %.9g, interpreter %.9g", what, loss, want);
+    cr_expect(fabs(loss - want) <= BF16_LOSS_TOL * fabs(want) + 1e-5, "%s: loss %.9g, interpreter %.9g", what, loss,
+              want);
   else
     cr_expect(close_enough(loss, want, dt), "%s: loss %.17g, interpreter %.17g", what, loss, want);
   cr_expect(memcmp(&loss, &loss2, sizeof loss) == 0, "%s: loss differs between 2 threads and 1", what);
@@ -783,7 +803,8 @@ static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, boo
   Interp *li = interp_new(fused.lowered, 7, 3, true);
   for (int id = 0; id < g->nodes.n; id++) {
     const Node *rn = graph_node(g, id);
-    if (op_info(rn->op)->flags & OPF_LEAF) interp_set(li, leaf_named(fused.lowered, rn->name), ref->vals[id].v, shape_numel(&rn->shape));
+    if (op_info(rn->op)->flags & OPF_LEAF)
+      interp_set(li, leaf_named(fused.lowered, rn->name), ref->vals[id].v, shape_numel(&rn->shape));
   }
   cr_assert(interp_run(li), "%s", li->err);
   double lwant = interp_value(li, fused.lowered->loss)->v[0];
@@ -797,7 +818,8 @@ static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, boo
     if (bf16) {
       double e = rel_norm(gr[p], rv->v, n, 1e-9), ei = rel_norm(lv->v, rv->v, n, 1e-9);  // V = 1: all 0
       cr_expect(e <= BF16_MODELED_TOL, "%s: grad.%s relative error %.3g", what, g->params.v[p].name, e);
-      cr_expect(ei <= BF16_MODELED_TOL, "%s: fused interpreter grad.%s relative error %.3g", what, g->params.v[p].name, ei);
+      cr_expect(ei <= BF16_MODELED_TOL, "%s: fused interpreter grad.%s relative error %.3g", what, g->params.v[p].name,
+                ei);
     }
     for (int64_t i = 0; i < n; i++) {
       if (bf16) {
@@ -806,9 +828,11 @@ static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, boo
         continue;
       }
       if (!close_enough(gr[p][i], rv->v[i], dt) && bad++ < 3)
-        cr_expect_fail("%s: grad.%s[%lld] native %.17g, interpreter %.17g", what, g->params.v[p].name, (long long)i, gr[p][i], rv->v[i]);
+        cr_expect_fail("%s: grad.%s[%lld] native %.17g, interpreter %.17g", what, g->params.v[p].name, (long long)i,
+                       gr[p][i], rv->v[i]);
       if (!close_enough(lv->v[i], rv->v[i], dt) && bad++ < 3)
-        cr_expect_fail("%s: grad.%s[%lld] fused interpreter %.17g, unfused %.17g", what, g->params.v[p].name, (long long)i, lv->v[i], rv->v[i]);
+        cr_expect_fail("%s: grad.%s[%lld] fused interpreter %.17g, unfused %.17g", what, g->params.v[p].name,
+                       (long long)i, lv->v[i], rv->v[i]);
       if (memcmp(&gr[p][i], &gr2[p][i], sizeof(double)) && bad++ < 3)
         cr_expect_fail("%s: grad.%s[%lld] differs between 2 threads and 1", what, g->params.v[p].name, (long long)i);
     }
@@ -825,7 +849,8 @@ static void lce_compare(const char *text, DType dt, int64_t V, int64_t rows, boo
 }
 
 // hs: h's shape, ys: the labels' shape, logits: how the graph writes them.
-static void lce_text(char *buf, size_t n, const char *hs, const char *ys, const char *ws, const char *logits, const char *loss) {
+static void lce_text(char *buf, size_t n, const char *hs, const char *ys, const char *ws, const char *logits,
+                     const char *loss) {
   snprintf(buf, n,
            "bpc: 1\nname: lce\ninputs:\n  y: {shape: %s, dtype: i32}\nparams:\n  h: {shape: %s, init: normal(1)}\n"
            "  w: {shape: %s, init: normal(0.5)}\ngraph:\n  logits: %s\n  loss: %s\nloss: loss\n",
@@ -907,8 +932,9 @@ Test(codegen, fused_classifier_loss_only_where_logits_are_unread, .timeout = 300
 // A label out of range in the fused loss: the step fails with the label
 // named (the status words), no crash, as the unfused cross_entropy does.
 Test(codegen, fused_classifier_loss_bad_label) {
-  const char *text = "bpc: 1\nname: m\ninputs:\n  y: {shape: [6], dtype: i32}\nparams:\n  h: {shape: [6, 4], init: normal(1)}\n"
-                     "  w: {shape: [5, 4], init: normal(1)}\ngraph:\n  loss: cross_entropy(h @ transpose(w), y)\nloss: loss\n";
+  const char *text =
+      "bpc: 1\nname: m\ninputs:\n  y: {shape: [6], dtype: i32}\nparams:\n  h: {shape: [6, 4], init: normal(1)}\n"
+      "  w: {shape: [5, 4], init: normal(1)}\ngraph:\n  loss: cross_entropy(h @ transpose(w), y)\nloss: loss\n";
   Arena a = {0};
   Captured c;
   cap_open(&c);
@@ -937,9 +963,15 @@ Test(codegen, fused_classifier_loss_bad_label) {
 // the right type passes.
 Test(codegen, kernel_calls_checked_against_the_library) {
   LLVMContextRef cx = LLVMContextCreate();
-  LLVMTypeRef ptr = LLVMPointerTypeInContext(cx, 0), f32 = LLVMFloatTypeInContext(cx),
-              i64 = LLVMInt64TypeInContext(cx), i32 = LLVMInt32TypeInContext(cx), vd = LLVMVoidTypeInContext(cx);
-  struct { const char *name; LLVMTypeRef args[4]; int n; bool ok; const char *says; } cases[] = {
+  LLVMTypeRef ptr = LLVMPointerTypeInContext(cx, 0), f32 = LLVMFloatTypeInContext(cx), i64 = LLVMInt64TypeInContext(cx),
+              i32 = LLVMInt32TypeInContext(cx), vd = LLVMVoidTypeInContext(cx);
+  struct {
+    const char *name;
+    LLVMTypeRef args[4];
+    int n;
+    bool ok;
+    const char *says;
+  } cases[] = {
       {"bpck_fill_f32", {ptr, f32, i64, i64}, 4, true, NULL},             // void (float *, float, int64_t, int64_t)
       {"bpck_fill_f32", {ptr, f32, i64}, 3, false, "void (ptr, float, i64)"},  // an argument missing
       {"bpck_fill_f32", {ptr, f32, i32, i64}, 4, false, "void (ptr, float, i64, i64)"},  // i32 for int64_t
@@ -956,8 +988,7 @@ Test(codegen, kernel_calls_checked_against_the_library) {
     bool ok = codegen_check_kernel_calls(m, &d);
     fclose(f);
     cr_expect_eq(ok, cases[i].ok, "case %zu (%s): %s", i, cases[i].name, text);
-    if (cases[i].says)
-      cr_expect(strstr(text, cases[i].says) && strstr(text, cases[i].name), "case %zu: %s", i, text);
+    if (cases[i].says) cr_expect(strstr(text, cases[i].says) && strstr(text, cases[i].name), "case %zu: %s", i, text);
     free(text);
     LLVMDisposeModule(m);
   }

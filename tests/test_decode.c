@@ -12,20 +12,21 @@
 // A GPT in the shape of models/gpt_poetry.yaml (packed q, k, v) with the
 // position term POS, the attention ATT, more entries EXTRA and the blocks
 // reading XIN.
-#define GPT_YAML4(POS, ATT, EXTRA, XIN)                                                    \
-  "bpc: 1\nname: g\ndims: {B: 2, T: 7, C: 8, NH: 2, L: 2, V: 11}\n"                  \
-  "inputs:\n  tokens: {shape: [B, T], dtype: i32}\n  targets: {shape: [B, T], dtype: i32}\n" \
-  "params:\n  wte: {shape: [V, C], init: normal(0.5)}\n  wpe: {shape: [T, C], init: normal(0.5)}\n" \
-  "  g: {shape: [C], init: normal(1)}\n  b: {shape: [C], init: normal(0.1)}\n"      \
-  "functions:\n  block:\n    args: [x]\n    params:\n"                                 \
-  "      w_qkv: {shape: [C, 3 * C], init: normal(0.5)}\n"                              \
+#define GPT_YAML4(POS, ATT, EXTRA, XIN)                                                                  \
+  "bpc: 1\nname: g\ndims: {B: 2, T: 7, C: 8, NH: 2, L: 2, V: 11}\n"                                      \
+  "inputs:\n  tokens: {shape: [B, T], dtype: i32}\n  targets: {shape: [B, T], dtype: i32}\n"             \
+  "params:\n  wte: {shape: [V, C], init: normal(0.5)}\n  wpe: {shape: [T, C], init: normal(0.5)}\n"      \
+  "  g: {shape: [C], init: normal(1)}\n  b: {shape: [C], init: normal(0.1)}\n"                           \
+  "functions:\n  block:\n    args: [x]\n    params:\n"                                                   \
+  "      w_qkv: {shape: [C, 3 * C], init: normal(0.5)}\n"                                                \
   "      w1: {shape: [C, 2 * C], init: normal(0.5)}\n      w2: {shape: [2 * C, C], init: normal(0.5)}\n" \
-  "    graph:\n      h: layer_norm(x, g, b)\n      qkv: h @ w_qkv\n"                  \
-  "      q: slice(qkv, 0, C)\n      k: slice(qkv, C, 2 * C)\n      v: slice(qkv, 2 * C, 3 * C)\n" \
-  "      att: " ATT "\n      x1: x + att\n      out: x1 + gelu(rms_norm(x1, g) @ w1) @ w2\n" \
-  "    return: out\n"                                                                  \
-  "graph:\n  x0: embedding(tokens, wte) + " POS "\n" EXTRA                             \
-  "  xL: repeat(block, " XIN ", times=L)\n  logits: layer_norm(xL, g, b) @ transpose(wte)\n" \
+  "    graph:\n      h: layer_norm(x, g, b)\n      qkv: h @ w_qkv\n"                                     \
+  "      q: slice(qkv, 0, C)\n      k: slice(qkv, C, 2 * C)\n      v: slice(qkv, 2 * C, 3 * C)\n"        \
+  "      att: " ATT                                                                                      \
+  "\n      x1: x + att\n      out: x1 + gelu(rms_norm(x1, g) @ w1) @ w2\n"                               \
+  "    return: out\n"                                                                                    \
+  "graph:\n  x0: embedding(tokens, wte) + " POS "\n" EXTRA "  xL: repeat(block, " XIN                    \
+  ", times=L)\n  logits: layer_norm(xL, g, b) @ transpose(wte)\n"                                        \
   "  loss: cross_entropy(logits, targets)\nloss: loss\ngenerate: {tokens: tokens, logits: logits}\n"
 
 #define GPT_YAML(POS, ATT, EXTRA) GPT_YAML4(POS, ATT, EXTRA, "x0")
@@ -132,9 +133,7 @@ static void check_rows(const char *yaml, int n) {
 Test(decode, position_param_rows_match_the_window) { check_rows(GPT_YAML("wpe", CAUSAL, ""), 7); }
 Test(decode, short_prompt_rows_match) { check_rows(GPT_YAML("wpe", CAUSAL, ""), 3); }
 Test(decode, arange_positions_rows_match) { check_rows(GPT_YAML("embedding(arange(T), wpe)", CAUSAL, ""), 7); }
-Test(decode, sliced_positions_rows_match) {
-  check_rows(GPT_YAML("slice(wpe, 0, T, axis=0) * 2", CAUSAL, ""), 6);
-}
+Test(decode, sliced_positions_rows_match) { check_rows(GPT_YAML("slice(wpe, 0, T, axis=0) * 2", CAUSAL, ""), 6); }
 Test(decode, unpacked_attention_rows_match) {  // q, k, v not the thirds of one tensor: plain attention
   check_rows(GPT_YAML("wpe", "attention(q * 1.5, k, v, heads=NH, causal=true)", ""), 5);
 }
@@ -152,15 +151,17 @@ Test(decode, non_causal_attention_refused) {
   check_refused(GPT_YAML("wpe", "attention(q, k, v, heads=NH)", ""), "not causal");
 }
 Test(decode, mean_over_time_refused) {
-  check_refused(GPT_YAML("wpe - mean(wpe, axis=0) + 0 * mean(embedding(tokens, wte), axis=1, keepdims=true)", CAUSAL, ""),
-                "mean over the positions");
+  check_refused(
+      GPT_YAML("wpe - mean(wpe, axis=0) + 0 * mean(embedding(tokens, wte), axis=1, keepdims=true)", CAUSAL, ""),
+      "mean over the positions");
 }
 Test(decode, softmax_over_time_refused) {
   check_refused(GPT_YAML("softmax(embedding(tokens, wte), axis=1)", CAUSAL, ""), "softmax over the positions");
 }
 Test(decode, shifted_positions_refused) {  // x[t] reads x[t-1]: a slice along time
-  check_refused(GPT_YAML4("wpe", CAUSAL, "  x0s: concat(slice(x0, 0, 1, axis=1), slice(x0, 0, T - 1, axis=1), axis=1)\n", "x0s"),
-                "slice along the positions");
+  check_refused(
+      GPT_YAML4("wpe", CAUSAL, "  x0s: concat(slice(x0, 0, 1, axis=1), slice(x0, 0, T - 1, axis=1), axis=1)\n", "x0s"),
+      "slice along the positions");
 }
 
 // The kernel: the new query at position p over the cache equals row p of

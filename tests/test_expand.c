@@ -42,9 +42,10 @@ static Graph *ok(Arena *a, const char *yaml) {
 
 Test(expand, dims_and_shapes) {
   Arena a = {0};
-  Graph *g = ok(&a, HEAD "dims: {B: 4, C: 6, HS: C / 2, N: B * (C - 1)}\n"
-                     "inputs: {x: {shape: [B, HS * 2]}}\n"
-                     "graph:\n  y: x / C\n  z: reshape(y, [-1, HS])\n");
+  Graph *g = ok(&a, HEAD
+                "dims: {B: 4, C: 6, HS: C / 2, N: B * (C - 1)}\n"
+                "inputs: {x: {shape: [B, HS * 2]}}\n"
+                "graph:\n  y: x / C\n  z: reshape(y, [-1, HS])\n");
   cr_expect_eq(g->dims.v[2].value, 3);
   cr_expect_eq(g->dims.v[3].value, 20);
   const Node *z = graph_node(g, find(g, "z"));
@@ -80,10 +81,11 @@ Test(expand, overrides) {
 
 Test(expand, arguments_bind_like_python) {
   Arena a = {0};
-  Graph *g = ok(&a, HEAD "inputs: {x: {shape: [2, 3]}}\n"
-                     "graph:\n  a: leaky_relu(x, 0.2)\n  b: leaky_relu(x, alpha=0.3)\n"
-                     "  c: leaky_relu(x)\n  d: sum(x, axis=-1, keepdims=true)\n"
-                     "  e: mean(x, [0, 1])\n  f: layer_norm(x, 1, 0)\n  g: gelu(x, approximate=false)\n");
+  Graph *g = ok(&a, HEAD
+                "inputs: {x: {shape: [2, 3]}}\n"
+                "graph:\n  a: leaky_relu(x, 0.2)\n  b: leaky_relu(x, alpha=0.3)\n"
+                "  c: leaky_relu(x)\n  d: sum(x, axis=-1, keepdims=true)\n"
+                "  e: mean(x, [0, 1])\n  f: layer_norm(x, 1, 0)\n  g: gelu(x, approximate=false)\n");
   cr_expect_float_eq(graph_node(g, find(g, "a"))->attr.f[0], 0.2, 1e-12);
   cr_expect_float_eq(graph_node(g, find(g, "b"))->attr.f[0], 0.3, 1e-12);
   cr_expect_float_eq(graph_node(g, find(g, "c"))->attr.f[0], 0.01, 1e-12);
@@ -98,8 +100,8 @@ Test(expand, arguments_bind_like_python) {
   arena_free(&a);
 }
 
-static const char *FUNCS =
-    HEAD "dims: {C: 4, L: 3}\n"
+static const char *FUNCS = HEAD
+    "dims: {C: 4, L: 3}\n"
     "inputs: {x: {shape: [2, C]}}\n"
     "params: {g0: {shape: [C], init: ones}}\n"
     "functions:\n"
@@ -126,22 +128,28 @@ Test(expand, functions_and_repeat_name_params) {
 }
 
 Test(expand, function_errors) {
-  expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: relu(u)}\n"
+  expect_error(HEAD
+               "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: relu(u)}\n"
                "    return: o\ngraph:\n  y: relu(f(x))\n",
                "t.yaml:10:11: error: a call of function 'f' must be the whole expression");
-  expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: g(u)}\n"
+  expect_error(HEAD
+               "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: g(u)}\n"
                "    return: o\n  g:\n    args: [u]\n    graph: {o: f(u)}\n    return: o\ngraph:\n  y: f(x)\n",
                "t.yaml:11:16: error: function 'f' calls itself");
-  expect_error(HEAD "dims: {C: 2}\ninputs: {x: {shape: [C]}}\nfunctions:\n  f:\n    args: [C]\n"
+  expect_error(HEAD
+               "dims: {C: 2}\ninputs: {x: {shape: [C]}}\nfunctions:\n  f:\n    args: [C]\n"
                "    graph: {o: relu(C)}\n    return: o\ngraph:\n  y: f(x)\n",
                "t.yaml:7:12: error: 'C' in function 'f' shadows a dim of the model");
-  expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: u + x}\n"
+  expect_error(HEAD
+               "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u]\n    graph: {o: u + x}\n"
                "    return: o\ngraph:\n  y: f(x)\n",
                "function 'f' cannot see 'x'");
-  expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u, v]\n    graph: {o: u + v}\n"
+  expect_error(HEAD
+               "inputs: {x: {shape: [2]}}\nfunctions:\n  f:\n    args: [u, v]\n    graph: {o: u + v}\n"
                "    return: o\ngraph:\n  y: repeat(f, x, times=2)\n",
                "repeat needs a one-argument function");
-  expect_error(HEAD "inputs: {x: {shape: [2]}}\nfunctions:\n  relu:\n    args: [u]\n    graph: {o: u}\n"
+  expect_error(HEAD
+               "inputs: {x: {shape: [2]}}\nfunctions:\n  relu:\n    args: [u]\n    graph: {o: u}\n"
                "    return: o\ngraph:\n  y: relu(x)\n",
                "function 'relu' has the name of a builtin op");
 }
@@ -161,11 +169,14 @@ Test(expand, expression_errors) {
                "attention has no argument 'head'; did you mean 'heads'?");
   expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}}\ngraph:\n  y: attention(x, x, x, heads=3)\n",
                "heads=3 must divide the channel count 8");
-  expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 5]}}\ngraph:\n  y: attention(x, x, x, heads=2, mask=m)\n",
-               "t.yaml:5:6: error: attention: mask [2, 5] must be [B, Tk] = [2, 4]");
-  expect_error(HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 4]}}\ngraph:\n  y: attention(x, x, x, heads=2, mak=m)\n",
+  expect_error(
+      HEAD "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 5]}}\ngraph:\n  y: attention(x, x, x, heads=2, mask=m)\n",
+      "t.yaml:5:6: error: attention: mask [2, 5] must be [B, Tk] = [2, 4]");
+  expect_error(HEAD
+               "inputs: {x: {shape: [2, 4, 8]}, m: {shape: [2, 4]}}\ngraph:\n  y: attention(x, x, x, heads=2, mak=m)\n",
                "attention has no argument 'mak'; did you mean 'mask'?");
-  expect_error(HEAD "params: {w: {shape: [3], lora: {rank: 2}}}\ngraph:\n  y: w\n", "lora adapts a matrix: 'w' has rank 1");
+  expect_error(HEAD "params: {w: {shape: [3], lora: {rank: 2}}}\ngraph:\n  y: w\n",
+               "lora adapts a matrix: 'w' has rank 1");
   expect_error(HEAD "params: {w: {shape: [3, 3], lora: {rank: 0}}}\ngraph:\n  y: w\n", "lora rank must be at least 1");
   expect_error(HEAD "params: {w: {shape: [3, 3], lora: {alpha: 2}}}\ngraph:\n  y: w\n", "missing");
   expect_error(HEAD "params: {w: {shape: [3, 3], lora: {rank: 2, alfa: 2}}}\ngraph:\n  y: w\n", "unknown key 'alfa'");
@@ -187,8 +198,9 @@ Test(expand, expression_errors) {
 
 Test(expand, batch_norm_state_and_dropout_salts) {
   Arena a = {0};
-  Graph *g = ok(&a, HEAD "inputs: {x: {shape: [4, 3]}}\nparams: {g: {shape: [3], init: ones}, b: {shape: [3]}}\n"
-                     "graph:\n  h: batch_norm(x, g, b, momentum=0.2)\n  d1: dropout(h, 0.5)\n  d2: dropout(h, 0.5)\n");
+  Graph *g = ok(&a, HEAD
+                "inputs: {x: {shape: [4, 3]}}\nparams: {g: {shape: [3], init: ones}, b: {shape: [3]}}\n"
+                "graph:\n  h: batch_norm(x, g, b, momentum=0.2)\n  d1: dropout(h, 0.5)\n  d2: dropout(h, 0.5)\n");
   cr_assert_eq(g->states.n, 2);
   cr_expect_str_eq(g->states.v[0].name, "h.running_mean");
   cr_expect_str_eq(g->states.v[1].name, "h.running_var");
@@ -202,9 +214,10 @@ Test(expand, batch_norm_state_and_dropout_salts) {
 
 Test(expand, dtypes_promote) {
   Arena a = {0};
-  Graph *g = ok(&a, HEAD "inputs: {i: {shape: [3], dtype: i32}, x: {shape: [3]}}\n"
-                     "graph:\n  a: i + i\n  b: i + x\n  c: arange(3) * 2\n  d: argmax(x)\n"
-                     "  f: greater(x, 0)\n");
+  Graph *g = ok(&a, HEAD
+                "inputs: {i: {shape: [3], dtype: i32}, x: {shape: [3]}}\n"
+                "graph:\n  a: i + i\n  b: i + x\n  c: arange(3) * 2\n  d: argmax(x)\n"
+                "  f: greater(x, 0)\n");
   cr_expect_eq(graph_node(g, find(g, "a"))->dtype, DT_I32);
   cr_expect_eq(graph_node(g, find(g, "b"))->dtype, DT_F32);
   cr_expect_eq(graph_node(g, find(g, "d"))->dtype, DT_I32);

@@ -222,7 +222,8 @@ Test(foreign, every_mismatch_listed_nothing_written) {
   cr_assert_eq(run(&out, "run m.yaml train --init bad.safetensors --save out.safetensors"), 1, "%s", out);
   cr_assert(strstr(out, "bad.safetensors: does not match the model:"), "%s", out);
   cr_assert(strstr(out, "missing tensor 'layer.1.dense.weight' (param 'xl.1.w')"), "%s", out);
-  cr_assert(strstr(out, "'layer.0.dense.bias' (param 'xl.0.b'): shape [3] in the file, the model needs [4]"), "%s", out);
+  cr_assert(strstr(out, "'layer.0.dense.bias' (param 'xl.0.b'): shape [3] in the file, the model needs [4]"), "%s",
+            out);
   cr_assert(!exists(in_tmp("out.safetensors")), "nothing written");
   free(out);
   // another model's checkpoint: no param found by any name
@@ -237,8 +238,9 @@ Test(foreign, every_mismatch_listed_nothing_written) {
   bpcrt_st_add(&f, "x", BPCRT_F32, 2, sx, x);
   cr_assert_eq(bpcrt_st_write(in_tmp("d.safetensors"), &f, NULL, 0), 0);
   bpcrt_st_free(&f);
-  spit(in_tmp("m2.yaml"), "bpc: 1\nname: m2\ninputs: {x: {shape: [2, 3]}}\nparams: {w: {shape: [3]}}\n"
-                          "graph:\n  loss: mean(x * w)\nloss: loss\ndata:\n  train: {format: safetensors, path: d.safetensors}\n");
+  spit(in_tmp("m2.yaml"),
+       "bpc: 1\nname: m2\ninputs: {x: {shape: [2, 3]}}\nparams: {w: {shape: [3]}}\n"
+       "graph:\n  loss: mean(x * w)\nloss: loss\ndata:\n  train: {format: safetensors, path: d.safetensors}\n");
   cr_assert_eq(run(&out, "run m2.yaml train --init other.safetensors --save out.safetensors"), 1, "%s", out);
   cr_assert(strstr(out, "none of the model's 1 params is in the file"), "%s", out);
   cr_assert(!exists(in_tmp("out.safetensors")));
@@ -247,16 +249,20 @@ Test(foreign, every_mismatch_listed_nothing_written) {
 
 Test(foreign, model_file_errors) {
   char *out;
-  spit(in_tmp("e1.yaml"), "bpc: 1\nname: e1\nparams:\n  w: {shape: [3], from: \"w.{i}\"}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  spit(in_tmp("e1.yaml"),
+       "bpc: 1\nname: e1\nparams:\n  w: {shape: [3], from: \"w.{i}\"}\ngraph:\n  loss: sum(w)\nloss: loss\n");
   cr_assert_eq(run(&out, "check e1.yaml"), 1, "%s", out);
-  cr_assert(strstr(out, "e1.yaml:4:25: error: '{i}' in from is the instance index under repeat; 'w' is not under repeat"),
-            "%s", out);
+  cr_assert(
+      strstr(out, "e1.yaml:4:25: error: '{i}' in from is the instance index under repeat; 'w' is not under repeat"),
+      "%s", out);
   free(out);
-  spit(in_tmp("e2.yaml"), "bpc: 1\nname: e2\nparams:\n  w: {shape: [3], from: w, transpose: true}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  spit(in_tmp("e2.yaml"),
+       "bpc: 1\nname: e2\nparams:\n  w: {shape: [3], from: w, transpose: true}\ngraph:\n  loss: sum(w)\nloss: loss\n");
   cr_assert_eq(run(&out, "check e2.yaml"), 1, "%s", out);
   cr_assert(strstr(out, "e2.yaml:4:39: error: transpose swaps the last two axes: 'w' has rank 1"), "%s", out);
   free(out);
-  spit(in_tmp("e3.yaml"), "bpc: 1\nname: e3\nparams:\n  w: {shape: [3], from: [a]}\ngraph:\n  loss: sum(w)\nloss: loss\n");
+  spit(in_tmp("e3.yaml"),
+       "bpc: 1\nname: e3\nparams:\n  w: {shape: [3], from: [a]}\ngraph:\n  loss: sum(w)\nloss: loss\n");
   cr_assert_eq(run(&out, "check e3.yaml"), 1, "%s", out);
   cr_assert(strstr(out, "e3.yaml:4:25: error: from (a tensor name) must be a scalar"), "%s", out);
   free(out);
@@ -307,7 +313,8 @@ Test(foreign, predict_matches_the_forward) {
       }
       for (int c = 0; c < 4; c++) {
         double g = got[(s * 3 + tk) * 4 + c];
-        cr_assert(fabs(g - x[c]) <= 1e-5 + 1e-5 * fabs(x[c]), "sample %d t %d c %d: %.9g, want %.9g", s, tk, c, g, x[c]);
+        cr_assert(fabs(g - x[c]) <= 1e-5 + 1e-5 * fabs(x[c]), "sample %d t %d c %d: %.9g, want %.9g", s, tk, c, g,
+                  x[c]);
       }
     }
   bpcrt_st_free(&a), bpcrt_st_free(&b);
@@ -329,9 +336,10 @@ Test(foreign, predict_matches_the_forward) {
 
 // An output that does not lead with the batch: predict says which, where.
 Test(foreign, predict_needs_batch_leading_outputs) {
-  spit(in_tmp("o.yaml"), "bpc: 1\nname: o\ndims: {B: 2}\ninputs: {x: {shape: [B, 3]}}\nparams: {w: {shape: [3, 3]}}\n"
-                         "graph:\n  y: x @ w\n  wt: transpose(w)\n  loss: mean(y)\nloss: loss\noutputs: [y, wt]\n"
-                         "data:\n  train: {format: safetensors, path: d.safetensors}\n");
+  spit(in_tmp("o.yaml"),
+       "bpc: 1\nname: o\ndims: {B: 2}\ninputs: {x: {shape: [B, 3]}}\nparams: {w: {shape: [3, 3]}}\n"
+       "graph:\n  y: x @ w\n  wt: transpose(w)\n  loss: mean(y)\nloss: loss\noutputs: [y, wt]\n"
+       "data:\n  train: {format: safetensors, path: d.safetensors}\n");
   bpcrt_tensors in = {0};
   int64_t s[2] = {5, 3};
   float x[15] = {0};
@@ -339,7 +347,8 @@ Test(foreign, predict_needs_batch_leading_outputs) {
   cr_assert_eq(bpcrt_st_write(in_tmp("in.safetensors"), &in, NULL, 0), 0);
   bpcrt_st_free(&in);
   char *out;
-  cr_assert_eq(run(&out, "run o.yaml predict --init in.safetensors --inputs in.safetensors -o p.safetensors"), 1, "%s", out);
+  cr_assert_eq(run(&out, "run o.yaml predict --init in.safetensors --inputs in.safetensors -o p.safetensors"), 1, "%s",
+               out);
   cr_assert(strstr(out, "o.yaml:11:14: predict: output 'wt' [3, 3] does not lead with the batch dim B = 2"), "%s", out);
   cr_assert(!exists(in_tmp("p.safetensors")));
   free(out);
@@ -421,11 +430,15 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
   bpcrt_st_add(&in, "x", BPCRT_F32, 2, sx, x);
   cr_assert_eq(bpcrt_st_write(in_tmp("in.safetensors"), &in, NULL, 0), 0);
   bpcrt_st_free(&in);
-  cr_assert_eq(run(&out, "run l.yaml predict --params l20.safetensors --inputs in.safetensors -o p1.safetensors --quiet"), 0, "%s", out);
+  cr_assert_eq(
+      run(&out, "run l.yaml predict --params l20.safetensors --inputs in.safetensors -o p1.safetensors --quiet"), 0,
+      "%s", out);
   free(out);
   cr_assert_eq(run(&out, "run l.yaml merge --params l20.safetensors -o full.safetensors --quiet"), 0, "%s", out);
   free(out);
-  cr_assert_eq(run(&out, "run l0.yaml predict --params full.safetensors --inputs in.safetensors -o p2.safetensors --quiet"), 0, "%s", out);
+  cr_assert_eq(
+      run(&out, "run l0.yaml predict --params full.safetensors --inputs in.safetensors -o p2.safetensors --quiet"), 0,
+      "%s", out);
   free(out);
   bpcrt_tensors p1, p2, full;
   cr_assert_eq(bpcrt_st_read(in_tmp("p1.safetensors"), &p1, NULL, 0), 0);
@@ -433,7 +446,8 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
   cr_assert_eq(bpcrt_st_read(in_tmp("full.safetensors"), &full, NULL, 0), 0);
   cr_assert_null(bpcrt_st_find(&full, "w1.lora_a"), "a merged checkpoint has no adapters");
   const float *a = bpcrt_st_find(&p1, "logits")->data, *b = bpcrt_st_find(&p2, "logits")->data;
-  for (int i = 0; i < 33; i++) cr_assert(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(a[i])), "logits [%d]: %g vs %g", i, a[i], b[i]);
+  for (int i = 0; i < 33; i++)
+    cr_assert(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(a[i])), "logits [%d]: %g vs %g", i, a[i], b[i]);
   const float *w = bpcrt_st_find(&full, "w1")->data, *w0 = bpcrt_st_find(&base, "w1")->data;
   double moved_w = 0;
   for (int i = 0; i < 30; i++) moved_w = fmax(moved_w, fabs(w[i] - w0[i]));
@@ -446,8 +460,12 @@ Test(foreign, lora_trains_adapters_only_and_merges) {
 // texts through `bpc tokenize` in a safetensors data set: same bits after
 // 6 steps. Invalid UTF-8 in a cell names the file, line and column.
 Test(foreign, csv_text_column_equals_bpc_tokenize) {
-  static const char *texts[] = {"Café au lait, s'il vous plaît!", "He said \"no\", twice.", "plain words",
-                                "ÅNGSTRÖM, naïve; ZOË", "a", "The quick brown fox jumps over the lazy dog again and again"};
+  static const char *texts[] = {"Café au lait, s'il vous plaît!",
+                                "He said \"no\", twice.",
+                                "plain words",
+                                "ÅNGSTRÖM, naïve; ZOË",
+                                "a",
+                                "The quick brown fox jumps over the lazy dog again and again"};
   FILE *csv = fopen(in_tmp("d.csv"), "w"), *txt = fopen(in_tmp("t.txt"), "w");
   cr_assert(csv && txt);
   fputs("label,text\n", csv);
@@ -466,13 +484,17 @@ Test(foreign, csv_text_column_equals_bpc_tokenize) {
       "  loss: cross_entropy(h @ w, y)\nloss: loss\n"
       "train:\n  optimizer: {type: adam, lr: 0.05}\n  steps: 6\n";
   char m1[2048], m2[2048];
-  snprintf(m1, sizeof m1, "bpc: 1\nname: t\n%sdata:\n  train: {format: csv, path: d.csv, header: true, columns: {y: 0},\n"
-           "    text: {column: 1, vocab: %s/tests/data/wordpiece/vocab.txt, ids: ids, mask: mask}}\n", body, BPC_SOURCE_DIR);
+  snprintf(m1, sizeof m1,
+           "bpc: 1\nname: t\n%sdata:\n  train: {format: csv, path: d.csv, header: true, columns: {y: 0},\n"
+           "    text: {column: 1, vocab: %s/tests/data/wordpiece/vocab.txt, ids: ids, mask: mask}}\n",
+           body, BPC_SOURCE_DIR);
   snprintf(m2, sizeof m2, "bpc: 1\nname: t\n%sdata:\n  train: {format: safetensors, path: d.safetensors}\n", body);
   spit(in_tmp("m1.yaml"), m1);
   spit(in_tmp("m2.yaml"), m2);
   char *out;
-  cr_assert_eq(run(&out, "tokenize --vocab %s/tests/data/wordpiece/vocab.txt --max-len 10 t.txt -o tok.safetensors", BPC_SOURCE_DIR), 0, "%s", out);
+  cr_assert_eq(run(&out, "tokenize --vocab %s/tests/data/wordpiece/vocab.txt --max-len 10 t.txt -o tok.safetensors",
+                   BPC_SOURCE_DIR),
+               0, "%s", out);
   free(out);
   bpcrt_tensors tok, d = {0};
   cr_assert_eq(bpcrt_st_read(in_tmp("tok.safetensors"), &tok, NULL, 0), 0);

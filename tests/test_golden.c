@@ -73,16 +73,19 @@ Test(golden, show_every_model) {
   }
   closedir(dir);
   cr_assert_gt(checked, 2);
-  cr_assert_str_empty(failures, "show output differs from tests/golden for: %s "
-                      "(BPC_UPDATE_GOLDEN=1 to accept)", failures);
+  cr_assert_str_empty(failures,
+                      "show output differs from tests/golden for: %s "
+                      "(BPC_UPDATE_GOLDEN=1 to accept)",
+                      failures);
 }
 
 // An optional tensor operand prints by name: `attention(q, k, v, mask=m,
 // heads=2)` (a fourth positional argument would be `heads`), so the printed
 // expression loads again.
 Test(golden, show_prints_optional_operands_by_name) {
-  const char *yaml = "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
-                     "graph:\n  a: attention(q, q, q, 2, mask=mf)\noutputs: [a]\n";
+  const char *yaml =
+      "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
+      "graph:\n  a: attention(q, q, q, 2, mask=mf)\noutputs: [a]\n";
   char path[] = "/tmp/bpc_show_XXXXXX.yaml";
   int fd = mkstemps(path, 5);
   cr_assert(fd >= 0);
@@ -96,8 +99,10 @@ Test(golden, show_prints_optional_operands_by_name) {
   const char *end = strstr(line, ")  #");
   cr_assert(end);
   char again[512];
-  snprintf(again, sizeof again, "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
-           "graph:\n  %.*s\noutputs: [a]\n", (int)(end + 1 - line), line);
+  snprintf(again, sizeof again,
+           "bpc: 1\nname: m\ninputs:\n  q: {shape: [2, 3, 4]}\n  mf: {shape: [2, 3]}\n"
+           "graph:\n  %.*s\noutputs: [a]\n",
+           (int)(end + 1 - line), line);
   fd = open(path, O_WRONLY | O_TRUNC);
   cr_assert(fd >= 0 && write(fd, again, strlen(again)) == (ssize_t)strlen(again));
   close(fd);

@@ -13,8 +13,6 @@
 
 #include "cases.h"
 
-
-
 Test(grad, every_op_has_a_case) {
   for (int op = 0; op < OP_COUNT; op++) {
     const OpInfo *info = op_info((Op)op);
@@ -82,9 +80,9 @@ Test(grad, finite_differences_every_op) {
 
 // Every model in models/, shrunk with -D so the check stays quick.
 Test(grad, finite_differences_every_model) {
-  static const DimOverride small[] = {{"B", 2}, {"T", 4}, {"C", 8}, {"NH", 2}, {"L", 2}, {"V", 5},
-                                      {"H", 6}, {"D", 5}, {"K", 3}, {"H1", 6}, {"H2", 5}, {"C1", 2},
-                                      {"C2", 3}, {"F", 3}, {"P", 6}};
+  static const DimOverride small[] = {{"B", 2},  {"T", 4},  {"C", 8},  {"NH", 2}, {"L", 2},
+                                      {"V", 5},  {"H", 6},  {"D", 5},  {"K", 3},  {"H1", 6},
+                                      {"H2", 5}, {"C1", 2}, {"C2", 3}, {"F", 3},  {"P", 6}};
   DIR *dir = opendir(BPC_SOURCE_DIR "/models");
   cr_assert(dir);
   struct dirent *e;
@@ -128,10 +126,11 @@ Test(grad, hessian_vector_product_of_an_mlp) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
-  const char *yaml = "bpc: 1\nname: hvp\ninputs:\n  x: {shape: [5, 3]}\n  t: {shape: [5, 2]}\n"
-                     "params:\n  w1: {shape: [3, 4], init: normal(1)}\n  b1: {shape: [4], init: normal(1)}\n"
-                     "  w2: {shape: [4, 2], init: normal(1)}\n"
-                     "graph:\n  h: tanh(x @ w1 + b1)\n  y: sigmoid(h @ w2)\n  loss: mse(y, t)\nloss: loss\n";
+  const char *yaml =
+      "bpc: 1\nname: hvp\ninputs:\n  x: {shape: [5, 3]}\n  t: {shape: [5, 2]}\n"
+      "params:\n  w1: {shape: [3, 4], init: normal(1)}\n  b1: {shape: [4], init: normal(1)}\n"
+      "  w2: {shape: [4, 2], init: normal(1)}\n"
+      "graph:\n  h: tanh(x @ w1 + b1)\n  y: sigmoid(h @ w2)\n  loss: mse(y, t)\nloss: loss\n";
   Model *m = model_load_text(&a, &c.d, "hvp.yaml", yaml, strlen(yaml));
   Graph *g = m ? graph_build(m, &c.d, NULL, 0, DT_F64) : NULL;
   cr_assert(g && ad_backward(g), "%s", cap_text(&c));
@@ -197,9 +196,10 @@ Test(grad, missing_rule_is_an_error) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
-  const char *yaml = "bpc: 1\nname: m\ninputs:\n  y: {shape: [2], dtype: i32}\n"
-                     "params:\n  l: {shape: [2, 3], init: normal(1)}\n"
-                     "graph:\n  loss: cross_entropy(l, y)\nloss: loss\n";
+  const char *yaml =
+      "bpc: 1\nname: m\ninputs:\n  y: {shape: [2], dtype: i32}\n"
+      "params:\n  l: {shape: [2, 3], init: normal(1)}\n"
+      "graph:\n  loss: cross_entropy(l, y)\nloss: loss\n";
   Model *m = model_load_text(&a, &c.d, "m.yaml", yaml, strlen(yaml));
   Graph *g = graph_build(m, &c.d, NULL, 0, DT_F64);
   cr_assert(g && ad_backward(g));
@@ -217,9 +217,11 @@ Test(grad, unused_and_frozen_params) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
-  Graph *g = build_text(&a, &c, "bpc: 1\nname: u\nparams:\n  a: {shape: [2], init: ones}\n"
+  Graph *g = build_text(&a, &c,
+                        "bpc: 1\nname: u\nparams:\n  a: {shape: [2], init: ones}\n"
                         "  b: {shape: [2], init: ones}\n  f: {shape: [2], init: ones, trainable: false}\n"
-                        "graph:\n  loss: sum(a * f + stop_gradient(b))\nloss: loss\n", DT_F64);
+                        "graph:\n  loss: sum(a * f + stop_gradient(b))\nloss: loss\n",
+                        DT_F64);
   cr_assert(g && ad_backward(g), "%s", cap_text(&c));
   Interp *it = interp_new(g, 0, 0, true);
   interp_init_params(it, 0);
@@ -240,8 +242,9 @@ Test(grad, hardtanh_at_its_bounds) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
-  const char *yaml = "bpc: 1\nname: m\nparams:\n  p: {shape: [7], init: zeros}\n"
-                     "graph:\n  h: hardtanh(p, -0.5, max_val=2)\n  loss: sum(h * 3)\nloss: loss\noutputs: [h]\n";
+  const char *yaml =
+      "bpc: 1\nname: m\nparams:\n  p: {shape: [7], init: zeros}\n"
+      "graph:\n  h: hardtanh(p, -0.5, max_val=2)\n  loss: sum(h * 3)\nloss: loss\noutputs: [h]\n";
   Model *m = model_load_text(&a, &c.d, "m.yaml", yaml, strlen(yaml));
   Graph *g = graph_build(m, &c.d, NULL, 0, DT_F64);
   cr_assert(g && ad_backward(g), "%s", cap_text(&c));

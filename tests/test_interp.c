@@ -22,8 +22,7 @@ static Shape mkshape(const int64_t *d, int rank) {
   for (int i = 0; i < rank; i++) s.d[i] = d[i];
   return s;
 }
-#define SH(...) \
-  mkshape((int64_t[]){__VA_ARGS__}, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define SH(...) mkshape((int64_t[]){__VA_ARGS__}, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 #define SCALAR ((Shape){0})
 #define NARGS(...) (int)(sizeof((double[]){__VA_ARGS__}) / sizeof(double))
 
@@ -48,8 +47,7 @@ static int op(Graph *g, Op o, const Attr *a, int nin, ...) {
 static int op1(Graph *g, Op o, int a) { return op(g, o, NULL, 1, a); }
 static int op2(Graph *g, Op o, int a, int b) { return op(g, o, NULL, 2, a, b); }
 
-#define SET(it, node, ...) \
-  interp_set(it, node, (double[]){__VA_ARGS__}, NARGS(__VA_ARGS__))
+#define SET(it, node, ...) interp_set(it, node, (double[]){__VA_ARGS__}, NARGS(__VA_ARGS__))
 
 static bool close_to(double got, double want, double tol) {
   if (isnan(want)) return isnan(got);
@@ -57,24 +55,19 @@ static bool close_to(double got, double want, double tol) {
   return fabs(got - want) <= tol * fmax(1.0, fabs(want));
 }
 
-static void check_vals(const Value *v, double tol, const double *want, int n,
-                       const char *what) {
-  cr_assert_eq(shape_numel(&v->shape), n, "%s: %lld elements, want %d", what,
-               (long long)shape_numel(&v->shape), n);
+static void check_vals(const Value *v, double tol, const double *want, int n, const char *what) {
+  cr_assert_eq(shape_numel(&v->shape), n, "%s: %lld elements, want %d", what, (long long)shape_numel(&v->shape), n);
   for (int i = 0; i < n; i++)
-    cr_assert(close_to(v->v[i], want[i], tol), "%s: [%d] = %.17g, want %.17g", what, i,
-              v->v[i], want[i]);
+    cr_assert(close_to(v->v[i], want[i], tol), "%s: [%d] = %.17g, want %.17g", what, i, v->v[i], want[i]);
 }
 // CHECK(it, node, tol, expected values...)
-#define CHECK(it, node, tol, ...)                                                  \
-  check_vals(interp_value(it, node), tol, (double[]){__VA_ARGS__}, NARGS(__VA_ARGS__), \
-             #node)
+#define CHECK(it, node, tol, ...) \
+  check_vals(interp_value(it, node), tol, (double[]){__VA_ARGS__}, NARGS(__VA_ARGS__), #node)
 
 static void check_shape(Interp *it, int node, Shape want) {
   char a[64], b[64];
   const Value *v = interp_value(it, node);
-  cr_assert(shape_eq(&v->shape, &want), "shape %s, want %s", shape_str(&v->shape, a, 64),
-            shape_str(&want, b, 64));
+  cr_assert(shape_eq(&v->shape, &want), "shape %s, want %s", shape_str(&v->shape, a, 64), shape_str(&want, b, 64));
 }
 
 static Interp *run(Graph *g, Interp *it) {
@@ -99,8 +92,7 @@ Test(interp, registry_complete) {
     cr_assert(info->shape, "%s has no shape rule", info->name);
     cr_assert(info->interp, "%s has no interpreter kernel", info->name);
     if (info->flags & OPF_EW) cr_assert(info->scalar, "%s (OPF_EW) has no scalar fn", info->name);
-    if (info->interp == interp_ew)
-      cr_assert(info->scalar, "%s runs interp_ew without a scalar fn", info->name);
+    if (info->interp == interp_ew) cr_assert(info->scalar, "%s runs interp_ew without a scalar fn", info->name);
   }
 }
 
@@ -108,17 +100,74 @@ Test(interp, registry_complete) {
 // without a test here fails.
 Test(interp, every_public_op_is_tested) {
   static const Op tested[] = {
-      OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_MAXIMUM, OP_MINIMUM, OP_POW, OP_NEG, OP_EXP, OP_LOG,
-      OP_SQRT, OP_RSQRT, OP_ABS, OP_SQUARE, OP_SIN, OP_COS, OP_TANH, OP_ERF, OP_SIGMOID, OP_RELU,
-      OP_LEAKY_RELU, OP_HARDTANH, OP_GELU, OP_SILU, OP_SOFTPLUS, OP_WHERE, OP_GREATER, OP_LESS, OP_EQUAL,
-      OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR, OP_LOGSUMEXP, OP_RESHAPE, OP_TRANSPOSE,
-      OP_BROADCAST_TO, OP_CONCAT, OP_SLICE, OP_MATMUL, OP_LINEAR, OP_EMBEDDING, OP_ONE_HOT,
-      OP_ARANGE, OP_ARGMAX, OP_LAYER_NORM, OP_RMS_NORM, OP_BATCH_NORM, OP_SOFTMAX,
-      OP_LOG_SOFTMAX, OP_ATTENTION, OP_CAUSAL_MASK, OP_CONV2D, OP_MAX_POOL2D, OP_AVG_POOL2D,
-      OP_DROPOUT, OP_CROSS_ENTROPY, OP_BINARY_CROSS_ENTROPY, OP_MSE, OP_ACCURACY,
-      OP_STOP_GRADIENT, OP_ZEROS, OP_ONES, OP_FULL,
+      OP_ADD,
+      OP_SUB,
+      OP_MUL,
+      OP_DIV,
+      OP_MAXIMUM,
+      OP_MINIMUM,
+      OP_POW,
+      OP_NEG,
+      OP_EXP,
+      OP_LOG,
+      OP_SQRT,
+      OP_RSQRT,
+      OP_ABS,
+      OP_SQUARE,
+      OP_SIN,
+      OP_COS,
+      OP_TANH,
+      OP_ERF,
+      OP_SIGMOID,
+      OP_RELU,
+      OP_LEAKY_RELU,
+      OP_HARDTANH,
+      OP_GELU,
+      OP_SILU,
+      OP_SOFTPLUS,
+      OP_WHERE,
+      OP_GREATER,
+      OP_LESS,
+      OP_EQUAL,
+      OP_SUM,
+      OP_MEAN,
+      OP_MAX,
+      OP_MIN,
+      OP_VAR,
+      OP_LOGSUMEXP,
+      OP_RESHAPE,
+      OP_TRANSPOSE,
+      OP_BROADCAST_TO,
+      OP_CONCAT,
+      OP_SLICE,
+      OP_MATMUL,
+      OP_LINEAR,
+      OP_EMBEDDING,
+      OP_ONE_HOT,
+      OP_ARANGE,
+      OP_ARGMAX,
+      OP_LAYER_NORM,
+      OP_RMS_NORM,
+      OP_BATCH_NORM,
+      OP_SOFTMAX,
+      OP_LOG_SOFTMAX,
+      OP_ATTENTION,
+      OP_CAUSAL_MASK,
+      OP_CONV2D,
+      OP_MAX_POOL2D,
+      OP_AVG_POOL2D,
+      OP_DROPOUT,
+      OP_CROSS_ENTROPY,
+      OP_BINARY_CROSS_ENTROPY,
+      OP_MSE,
+      OP_ACCURACY,
+      OP_STOP_GRADIENT,
+      OP_ZEROS,
+      OP_ONES,
+      OP_FULL,
       // internal ops with a forward meaning, tested too
-      OP_CONST, OP_CAST,
+      OP_CONST,
+      OP_CAST,
   };
   for (int o = 0; o < OP_COUNT; o++) {
     if (op_info((Op)o)->flags & OPF_INTERNAL) continue;
@@ -556,8 +605,7 @@ Test(interp, transpose_default_and_perm) {
   check_shape(it, t, SH(3, 2));
   CHECK(it, t, 0, 1, 4, 2, 5, 3, 6);
   check_shape(it, p, SH(4, 2, 3));  // p[i,j,k] = y[j,k,i] = 12j + 4k + i
-  CHECK(it, p, 0, 0, 4, 8, 12, 16, 20, 1, 5, 9, 13, 17, 21, 2, 6, 10, 14, 18, 22, 3, 7,
-        11, 15, 19, 23);
+  CHECK(it, p, 0, 0, 4, 8, 12, 16, 20, 1, 5, 9, 13, 17, 21, 2, 6, 10, 14, 18, 22, 3, 7, 11, 15, 19, 23);
   interp_free(it);
   graph_free(g);
 }
@@ -770,11 +818,10 @@ Test(interp, layer_norm_last_axis) {
   SET(it, x, 1, 2, 3, 4, 11, 12, 13, 14);
   SET(it, gam, 1, 2, 1, 1);
   run(g, it);
-  CHECK(it, ln, 1e-14, -0.3416407864998738, 0.1055728090000843, 1.4472135954999579,
-        2.3416407864998738, -0.3416407864998738, 0.1055728090000843, 1.4472135954999579,
-        2.3416407864998738);
-  CHECK(it, ln_eps, 1e-7, -1.34163542, -0.44721181, 0.44721181, 1.34163542, -1.34163542,
-        -0.44721181, 0.44721181, 1.34163542);
+  CHECK(it, ln, 1e-14, -0.3416407864998738, 0.1055728090000843, 1.4472135954999579, 2.3416407864998738,
+        -0.3416407864998738, 0.1055728090000843, 1.4472135954999579, 2.3416407864998738);
+  CHECK(it, ln_eps, 1e-7, -1.34163542, -0.44721181, 0.44721181, 1.34163542, -1.34163542, -0.44721181, 0.44721181,
+        1.34163542);
   interp_free(it);
   graph_free(g);
 }
@@ -815,8 +862,8 @@ Test(interp, batch_norm_train_vs_eval) {
     SET(it, rv, 4, 1);
     run(g, it);
     if (train)
-      CHECK(it, bn, 1e-14, -1.3416407864998738, 9, -0.4472135954999579, 11,
-            0.4472135954999579, 9, 1.3416407864998738, 11);
+      CHECK(it, bn, 1e-14, -1.3416407864998738, 9, -0.4472135954999579, 11, 0.4472135954999579, 9, 1.3416407864998738,
+            11);
     else
       CHECK(it, bn, 0, 0, 10, 0.5, 12, 1, 10, 1.5, 12);
     interp_free(it);
@@ -837,8 +884,8 @@ Test(interp, softmax_known_values) {
   run(g, it);
   CHECK(it, sm, 1e-8, 0.09003057, 0.24472847, 0.66524096, 0.5, 0.5, 0);
   CHECK(it, sm0, 1e-8, 0.09003057, 0.24472847, 0.66524096);
-  CHECK(it, lsm, 1e-14, -2.40760596444438, -1.40760596444438, -0.40760596444438,
-        -0.6931471805599453, -0.6931471805599453, -INFINITY);
+  CHECK(it, lsm, 1e-14, -2.40760596444438, -1.40760596444438, -0.40760596444438, -0.6931471805599453,
+        -0.6931471805599453, -INFINITY);
   interp_free(it);
   graph_free(g);
 }
@@ -902,8 +949,7 @@ Test(interp, attention_matches_composition) {
     run(g, it);
     const Value *x = interp_value(it, att), *y = interp_value(it, ref);
     for (int i = 0; i < 24; i++)
-      cr_assert(close_to(x->v[i], y->v[i], 1e-13), "causal=%d [%d]: %g vs %g", causal, i,
-                x->v[i], y->v[i]);
+      cr_assert(close_to(x->v[i], y->v[i], 1e-13), "causal=%d [%d]: %g vs %g", causal, i, x->v[i], y->v[i]);
     interp_free(it);
     graph_free(g);
   }
@@ -998,8 +1044,7 @@ static int dropout_graph(Graph *g, double p, int *x) {
 }
 
 // Runs dropout of p over ones; copies the result into out.
-static void dropout_run(Graph *g, int x, int d, uint64_t seed, uint64_t step, bool train,
-                        double *out) {
+static void dropout_run(Graph *g, int x, int d, uint64_t seed, uint64_t step, bool train, double *out) {
   static double ones[NDROP];
   for (int i = 0; i < NDROP; i++) ones[i] = 1;
   Interp *it = interp_new(g, seed, step, train);
@@ -1178,8 +1223,7 @@ Test(interp, f32_results_are_floats) {
     const Value *v = interp_value(it, ids[k]);
     cr_assert_eq(v->dtype, DT_F32);
     for (int64_t i = 0; i < shape_numel(&v->shape); i++)
-      cr_assert_eq(v->v[i], (double)(float)v->v[i], "node %d [%lld] not a float", ids[k],
-                   (long long)i);
+      cr_assert_eq(v->v[i], (double)(float)v->v[i], "node %d [%lld] not a float", ids[k], (long long)i);
   }
   interp_free(it);
   graph_free(g);

@@ -29,8 +29,7 @@ static Shape mkshape(const int64_t *d, int rank) {
   for (int i = 0; i < rank; i++) s.d[i] = d[i];
   return s;
 }
-#define SH(...) \
-  mkshape((int64_t[]){__VA_ARGS__}, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define SH(...) mkshape((int64_t[]){__VA_ARGS__}, (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 
 static uint64_t rng_state = 0x1234567;
 static double urand(void) {  // [0, 1)
@@ -115,8 +114,7 @@ typedef struct K {
   void *scratch;
 } K;
 typedef void (*RangeFn)(K *k, int64_t b, int64_t e);
-#define CALL(name, ...) \
-  (k->f32 ? bpck_##name##_f32(__VA_ARGS__) : bpck_##name##_f64(__VA_ARGS__))
+#define CALL(name, ...) (k->f32 ? bpck_##name##_f32(__VA_ARGS__) : bpck_##name##_f64(__VA_ARGS__))
 
 typedef struct Arg {
   const double *v;
@@ -157,14 +155,15 @@ static void reset_out(K *k, const Case *c, size_t esz) {
     return;
   }
   for (int64_t i = 0; i < c->nout; i++) {
-    if (k->f32) ((float *)k->out)[i] = (float)c->out_init[i];
-    else ((double *)k->out)[i] = c->out_init[i];
+    if (k->f32)
+      ((float *)k->out)[i] = (float)c->out_init[i];
+    else
+      ((double *)k->out)[i] = c->out_init[i];
   }
 }
 
 // Runs [a, b) as the given pieces, in the order listed.
-static void run_pieces(K *k, const Case *c, size_t esz, const int64_t *cuts, int ncuts,
-                       const int *order) {
+static void run_pieces(K *k, const Case *c, size_t esz, const int64_t *cuts, int ncuts, const int *order) {
   reset_out(k, c, esz);
   for (int p = 0; p < ncuts - 1; p++) c->fn(k, cuts[order[p]], cuts[order[p] + 1]);
 }
@@ -176,14 +175,14 @@ static void check_splits(K *k, const Case *c, size_t esz, const void *full) {
     if (ks[i] <= 0 || ks[i] >= n) continue;
     int64_t cuts[] = {0, ks[i], n};
     run_pieces(k, c, esz, cuts, 3, (int[]){1, 0});
-    cr_assert(memcmp(k->out, full, esz * (size_t)c->nout) == 0, "%s (%s): split at %lld differs",
-              c->what, k->f32 ? "f32" : "f64", (long long)ks[i]);
+    cr_assert(memcmp(k->out, full, esz * (size_t)c->nout) == 0, "%s (%s): split at %lld differs", c->what,
+              k->f32 ? "f32" : "f64", (long long)ks[i]);
   }
   if (n >= 3) {
     int64_t cuts[] = {0, n / 3, 2 * n / 3 > n / 3 ? 2 * n / 3 : n / 3 + 1, n};
     run_pieces(k, c, esz, cuts, 4, (int[]){2, 0, 1});
-    cr_assert(memcmp(k->out, full, esz * (size_t)c->nout) == 0, "%s (%s): 3-way split differs",
-              c->what, k->f32 ? "f32" : "f64");
+    cr_assert(memcmp(k->out, full, esz * (size_t)c->nout) == 0, "%s (%s): 3-way split differs", c->what,
+              k->f32 ? "f32" : "f64");
   }
 }
 
@@ -198,9 +197,12 @@ static void verify(const Case *c) {
       const Arg *g = &c->args[a];
       void *p = malloc((g->is_int ? 4 : fsz) * (size_t)(g->n ? g->n : 1));
       for (int64_t i = 0; i < g->n; i++) {
-        if (g->is_int) ((int32_t *)p)[i] = (int32_t)g->v[i];
-        else if (f32) ((float *)p)[i] = (float)g->v[i];
-        else ((double *)p)[i] = g->v[i];
+        if (g->is_int)
+          ((int32_t *)p)[i] = (int32_t)g->v[i];
+        else if (f32)
+          ((float *)p)[i] = (float)g->v[i];
+        else
+          ((double *)p)[i] = g->v[i];
       }
       k->in[a] = p;
     }
@@ -210,9 +212,8 @@ static void verify(const Case *c) {
     c->fn(k, 0, c->total);
     double rel = f32 ? 1e-4 : 1e-10, abs_ = f32 ? (c->tol32 ? c->tol32 : 1e-5) : 1e-12;
     for (int64_t i = 0; i < c->nout; i++)
-      cr_assert(close_enough(out_at(k, c, i), c->want[i], rel, abs_),
-                "%s (%s): [%lld] = %.17g, want %.17g", c->what, f32 ? "f32" : "f64",
-                (long long)i, out_at(k, c, i), c->want[i]);
+      cr_assert(close_enough(out_at(k, c, i), c->want[i], rel, abs_), "%s (%s): [%lld] = %.17g, want %.17g", c->what,
+                f32 ? "f32" : "f64", (long long)i, out_at(k, c, i), c->want[i]);
     void *full = malloc(esz * (size_t)(c->nout ? c->nout : 1));
     memcpy(full, k->out, esz * (size_t)c->nout);
     check_splits(k, c, esz, full);
@@ -234,7 +235,7 @@ static void r_reduce(K *k, int64_t b, int64_t e) {
 
 Test(kernels, reduce_all_kinds) {
   static const Op ops[] = {OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR, OP_LOGSUMEXP};
-  static const int64_t shapes[][3] = {{1, 7, 1}, {3, 33, 1}, {2, 9, 8}, {1, 8, 9},
+  static const int64_t shapes[][3] = {{1, 7, 1}, {3, 33, 1},   {2, 9, 8},  {1, 8, 9},
                                       {4, 1, 3}, {1, 40, 200}, {5, 17, 1}, {2, 1, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int kind = 0; kind < 6; kind++) {
@@ -245,9 +246,14 @@ Test(kernels, reduce_all_kinds) {
       Attr a = attr_default(ops[kind]);
       a.naxes = 1, a.axes[0] = 1;
       int y = ref_op(&r, ops[kind], &a, 1, xi);
-      verify(&(Case){.what = op_name(ops[kind]), .fn = r_reduce, .nargs = 1,
-                     .args = {ARG(x, O * R * I)}, .nout = O * I,
-                     .want = ref_run(&r, y, true, 0, 0), .total = O * I, .d = {O, R, I, kind}});
+      verify(&(Case){.what = op_name(ops[kind]),
+                     .fn = r_reduce,
+                     .nargs = 1,
+                     .args = {ARG(x, O * R * I)},
+                     .nout = O * I,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = O * I,
+                     .d = {O, R, I, kind}});
       ref_free(&r);
     }
 }
@@ -256,8 +262,7 @@ Test(kernels, reduce_all_kinds) {
 // emit_col_moments): block sums, mean, squared deviations, var, into the
 // scratch after the partials ([nb, 2C] partials, mean [C], var [C], m [2C]).
 // The parallel passes run as two pieces, the second half first.
-#define COL_PART(kind, part, x, ctr, N, C, b, e) \
-  CALL(col_part, kind, (void *)(part), x, (void *)(ctr), N, C, b, e)
+#define COL_PART(kind, part, x, ctr, N, C, b, e) CALL(col_part, kind, (void *)(part), x, (void *)(ctr), N, C, b, e)
 static void col_moments(K *k, void *x, int64_t N, int64_t C, size_t esz) {
   int64_t nb = bpck_col_blocks(N, C);
   char *part = k->scratch, *mean = part + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C;
@@ -304,13 +309,22 @@ Test(kernels, col_blocks) {
           double acc = kinds[q] == BPCK_MAX ? -INFINITY : kinds[q] == BPCK_MIN ? INFINITY : 0;
           for (int64_t r = b * rb; r < R && r < (b + 1) * rb; r++) {
             double v = x[r * I + i];
-            acc = kinds[q] == BPCK_SUM ? acc + v : kinds[q] == BPCK_MAX ? fmax(acc, v)
-                  : kinds[q] == BPCK_MIN ? fmin(acc, v) : acc + (v - ctr[i]) * (v - ctr[i]);
+            acc = kinds[q] == BPCK_SUM   ? acc + v
+                  : kinds[q] == BPCK_MAX ? fmax(acc, v)
+                  : kinds[q] == BPCK_MIN ? fmin(acc, v)
+                                         : acc + (v - ctr[i]) * (v - ctr[i]);
           }
           want[b * I + i] = acc;
         }
-      verify(&(Case){.what = "col_part", .fn = r_col_part, .nargs = 2, .args = {ARG(x, R * I), ARG(ctr, I)},
-                     .nout = nb * I, .want = want, .total = nb, .d = {R, I, kinds[q]}, .tol32 = 1e-3});
+      verify(&(Case){.what = "col_part",
+                     .fn = r_col_part,
+                     .nargs = 2,
+                     .args = {ARG(x, R * I), ARG(ctr, I)},
+                     .nout = nb * I,
+                     .want = want,
+                     .total = nb,
+                     .d = {R, I, kinds[q]},
+                     .tol32 = 1e-3});
       free(want);
     }
     static const Op ops[] = {OP_SUM, OP_MEAN, OP_MAX, OP_MIN, OP_VAR};
@@ -323,8 +337,15 @@ Test(kernels, col_blocks) {
       Attr a = attr_default(ops[o]);
       a.naxes = 1, a.axes[0] = 0;
       int y = ref_op(&r, ops[o], &a, 1, xi);
-      verify(&(Case){.what = op_name(ops[o]), .fn = r_col_reduce, .nargs = 1, .args = {ARG(x, R * I)}, .nout = I,
-                     .want = ref_run(&r, y, true, 0, 0), .total = 1, .d = {R, I, opk[o]}, .tol32 = 1e-3,
+      verify(&(Case){.what = op_name(ops[o]),
+                     .fn = r_col_reduce,
+                     .nargs = 1,
+                     .args = {ARG(x, R * I)},
+                     .nout = I,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = 1,
+                     .d = {R, I, opk[o]},
+                     .tol32 = 1e-3,
                      .scratch = (size_t)((2 * nb + 4) * I)});
       ref_free(&r);
     }
@@ -333,9 +354,7 @@ Test(kernels, col_blocks) {
 }
 
 // sum_squares: block partials (the parallel part, any split), then their sum.
-static void r_sum_squares(K *k, int64_t b, int64_t e) {
-  CALL(sum_squares_blocks, k->out, k->in[0], k->d[0], b, e);
-}
+static void r_sum_squares(K *k, int64_t b, int64_t e) { CALL(sum_squares_blocks, k->out, k->in[0], k->d[0], b, e); }
 
 Test(kernels, sum_squares_blocks) {
   static const int64_t sizes[] = {1, 15, 16, 17, BPCK_SQ_BLOCK - 1, BPCK_SQ_BLOCK, 3 * BPCK_SQ_BLOCK + 5};
@@ -343,8 +362,14 @@ Test(kernels, sum_squares_blocks) {
     int64_t n = sizes[s], nb = (n + BPCK_SQ_BLOCK - 1) / BPCK_SQ_BLOCK;
     double *x = rvec(n, -3, 3), *want = calloc((size_t)nb, sizeof(double));
     for (int64_t i = 0; i < n; i++) want[i / BPCK_SQ_BLOCK] += x[i] * x[i];
-    verify(&(Case){.what = "sum_squares_blocks", .fn = r_sum_squares, .nargs = 1, .args = {ARG(x, n)},
-                   .nout = nb, .want = want, .total = nb, .d = {n}});
+    verify(&(Case){.what = "sum_squares_blocks",
+                   .fn = r_sum_squares,
+                   .nargs = 1,
+                   .args = {ARG(x, n)},
+                   .nout = nb,
+                   .want = want,
+                   .total = nb,
+                   .d = {n}});
     // the op as a whole (the interpreter's kernel) agrees with the partials' sum
     Ref r = ref_new();
     int xi = ref_in(&r, DT_F64, SH(n), x);
@@ -373,9 +398,13 @@ Test(kernels, maxmin_grad_first_extremum) {
       Attr a = attr_default(OP_MAXMIN_GRAD);
       a.naxes = 1, a.axes[0] = 1, a.b[1] = is_min;
       int y = ref_op(&r, OP_MAXMIN_GRAD, &a, 2, xi, gi);
-      verify(&(Case){.what = "maxmin_grad", .fn = r_maxmin_grad, .nargs = 2,
-                     .args = {ARG(x, O * R * I), ARG(gy, O * I)}, .nout = O * R * I,
-                     .want = ref_run(&r, y, true, 0, 0), .total = O * I,
+      verify(&(Case){.what = "maxmin_grad",
+                     .fn = r_maxmin_grad,
+                     .nargs = 2,
+                     .args = {ARG(x, O * R * I), ARG(gy, O * I)},
+                     .nout = O * R * I,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = O * I,
                      .d = {O, R, I, is_min}});
       ref_free(&r);
     }
@@ -385,14 +414,12 @@ static void r_softmax(K *k, int64_t b, int64_t e) {
   CALL(softmax, k->out, k->in[0], k->d[0], k->d[1], k->d[2], (int)k->d[3], b, e);
 }
 
-static void r_argmax(K *k, int64_t b, int64_t e) {
-  CALL(argmax, k->out, k->in[0], k->d[0], k->d[1], k->d[2], b, e);
-}
+static void r_argmax(K *k, int64_t b, int64_t e) { CALL(argmax, k->out, k->in[0], k->d[0], k->d[1], k->d[2], b, e); }
 
 Test(kernels, softmax_log_softmax_argmax) {
   // the last two: logits in [-120, 120], so exp meets its clamps and underflows (vector and tail lanes)
-  static const int64_t shapes[][3] = {{1, 7, 1}, {3, 33, 1}, {2, 9, 8}, {1, 8, 9}, {2, 5, 140}, {9, 1, 1},
-                                      {3, 41, 1}, {2, 64, 1}};
+  static const int64_t shapes[][3] = {{1, 7, 1},   {3, 33, 1}, {2, 9, 8},  {1, 8, 9},
+                                      {2, 5, 140}, {9, 1, 1},  {3, 41, 1}, {2, 64, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int kind = 0; kind < 3; kind++) {
       int64_t O = shapes[s][0], R = shapes[s][1], I = shapes[s][2];
@@ -404,9 +431,14 @@ Test(kernels, softmax_log_softmax_argmax) {
       Attr a = attr_default(op);
       a.i[0] = 1;
       int y = ref_op(&r, op, &a, 1, xi);
-      verify(&(Case){.what = op_name(op), .fn = kind == 2 ? r_argmax : r_softmax, .nargs = 1,
-                     .args = {ARG(x, O * R * I)}, .nout = numel(&r, y), .out_int = kind == 2,
-                     .want = ref_run(&r, y, true, 0, 0), .total = O * I,
+      verify(&(Case){.what = op_name(op),
+                     .fn = kind == 2 ? r_argmax : r_softmax,
+                     .nargs = 1,
+                     .args = {ARG(x, O * R * I)},
+                     .nout = numel(&r, y),
+                     .out_int = kind == 2,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = O * I,
                      .d = {O, R, I, kind == 1}});
       ref_free(&r);
     }
@@ -415,19 +447,16 @@ Test(kernels, softmax_log_softmax_argmax) {
 // ---------------------------------------------------------------- normalization
 
 static void r_layer_norm(K *k, int64_t b, int64_t e) {
-  CALL(layer_norm, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[3], k->d[0], k->d[1],
-       k->f[0], b, e);
+  CALL(layer_norm, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[3], k->d[0], k->d[1], k->f[0], b, e);
 }
 static void r_layer_norm_dx(K *k, int64_t b, int64_t e) {
-  CALL(layer_norm_dx, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[0], k->d[1], k->f[0],
-       b, e);
+  CALL(layer_norm_dx, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[0], k->d[1], k->f[0], b, e);
 }
 static void r_rms_norm(K *k, int64_t b, int64_t e) {
   CALL(rms_norm, k->out, k->in[0], k->in[1], k->d[2], k->d[0], k->d[1], k->f[0], b, e);
 }
 static void r_rms_norm_dx(K *k, int64_t b, int64_t e) {
-  CALL(rms_norm_dx, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[0], k->d[1], k->f[0],
-       b, e);
+  CALL(rms_norm_dx, k->out, k->in[0], k->in[1], k->d[2], k->in[2], k->d[0], k->d[1], k->f[0], b, e);
 }
 
 Test(kernels, layer_norm_rms_norm_and_dx) {
@@ -443,18 +472,25 @@ Test(kernels, layer_norm_rms_norm_and_dx) {
         double *x = rvec(rows * C, -2, 2), *g = rvec(gn, 0.5, 1.5), *bt = rvec(bn, -1, 1);
         double *gy = rvec(rows * C, -1, 1);
         int xi = ref_in(&r, DT_F64, SH(rows, C), x), gi = ref_in(&r, DT_F64, SH(gn), g);
-        int third = opk == 0 ? ref_in(&r, DT_F64, SH(bn), bt)
-                             : opk == 2 ? -1 : ref_in(&r, DT_F64, SH(rows, C), gy);
-        if (opk == 0) free(gy);
-        else free(bt);
+        int third = opk == 0 ? ref_in(&r, DT_F64, SH(bn), bt) : opk == 2 ? -1 : ref_in(&r, DT_F64, SH(rows, C), gy);
+        if (opk == 0)
+          free(gy);
+        else
+          free(bt);
         Attr a = attr_default(op);
         a.f[0] = opk < 2 ? 1e-5 : 1e-6;
         int y = opk == 2 ? ref_op(&r, op, &a, 2, xi, gi) : ref_op(&r, op, &a, 3, xi, gi, third);
         RangeFn fns[] = {r_layer_norm, r_layer_norm_dx, r_rms_norm, r_rms_norm_dx};
-        Case c = {.what = op_name(op), .fn = fns[opk], .nargs = opk == 2 ? 2 : 3,
+        Case c = {.what = op_name(op),
+                  .fn = fns[opk],
+                  .nargs = opk == 2 ? 2 : 3,
                   .args = {ARG(x, rows * C), ARG(g, gn), ARG(opk == 0 ? bt : gy, opk == 0 ? bn : rows * C)},
-                  .nout = rows * C, .want = ref_run(&r, y, true, 0, 0), .total = rows,
-                  .d = {rows, C, gn, bn}, .f = {a.f[0]}, .tol32 = 1e-4};
+                  .nout = rows * C,
+                  .want = ref_run(&r, y, true, 0, 0),
+                  .total = rows,
+                  .d = {rows, C, gn, bn},
+                  .f = {a.f[0]},
+                  .tol32 = 1e-4};
         if (opk == 2) c.args[2] = (Arg){0};
         verify(&c);
         if (opk == 2) free(gy);
@@ -468,8 +504,8 @@ static void r_batch_norm(K *k, int64_t b, int64_t e) {
   size_t esz = k->f32 ? 4 : 8;
   char *mean = (char *)k->scratch + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C;
   if (k->d[4]) col_moments(k, k->in[0], N, C, esz);
-  CALL(bn_apply, k->out, k->in[0], k->d[4] ? (void *)mean : k->in[3], k->d[4] ? (void *)var : k->in[4],
-       k->in[1], k->d[2], k->in[2], k->d[3], C, k->f[0], b, e);
+  CALL(bn_apply, k->out, k->in[0], k->d[4] ? (void *)mean : k->in[3], k->d[4] ? (void *)var : k->in[4], k->in[1],
+       k->d[2], k->in[2], k->d[3], C, k->f[0], b, e);
 }
 
 static void r_batch_norm_dx(K *k, int64_t b, int64_t e) {
@@ -478,19 +514,19 @@ static void r_batch_norm_dx(K *k, int64_t b, int64_t e) {
   char *part = k->scratch, *mean = part + esz * (size_t)(2 * nb * C), *var = mean + esz * (size_t)C,
        *m = var + esz * (size_t)C;
   col_moments(k, k->in[0], N, C, esz);
-  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C,
-       k->f[0], nb / 2, nb);
-  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C,
-       k->f[0], 0, nb / 2);
+  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C, k->f[0],
+       nb / 2, nb);
+  CALL(bn_dx_part, (void *)part, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, N, C, k->f[0], 0,
+       nb / 2);
   CALL(col_finish, BPCK_SUM, (void *)m, (void *)part, nb, 2 * C, 1.0 / (double)N);
-  CALL(bn_dx_apply, k->out, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, (void *)m, C,
-       k->f[0], b, e);
+  CALL(bn_dx_apply, k->out, k->in[0], k->in[1], k->d[2], k->in[2], (void *)mean, (void *)var, (void *)m, C, k->f[0], b,
+       e);
 }
 
 Test(kernels, batch_norm_and_dx) {
   // several row blocks: 2100 x 8 (2048-row blocks), 300 x 130 (126), 20000 x 1 (16384)
-  static const int64_t shapes[][2] = {{1, 1}, {7, 1}, {8, 9}, {33, 8}, {5, 130}, {2, 3},
-                                      {2100, 8}, {300, 130}, {20000, 1}};
+  static const int64_t shapes[][2] = {{1, 1}, {7, 1},    {8, 9},     {33, 8},   {5, 130},
+                                      {2, 3}, {2100, 8}, {300, 130}, {20000, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int variant = 0; variant < 4; variant++) {
       int64_t N = shapes[s][0], C = shapes[s][1], gn = variant & 1 ? 1 : C;
@@ -503,8 +539,12 @@ Test(kernels, batch_norm_and_dx) {
         Attr a = attr_default(dx ? OP_BATCH_NORM_DX : OP_BATCH_NORM);
         a.f[0] = 1e-5;
         int y;
-        Case c = {.nout = N * C, .total = N, .d = {N, C, gn, C, training}, .f = {1e-5},
-                  .tol32 = 1e-4, .scratch = (size_t)((2 * bpck_col_blocks(N, C) + 4) * C)};
+        Case c = {.nout = N * C,
+                  .total = N,
+                  .d = {N, C, gn, C, training},
+                  .f = {1e-5},
+                  .tol32 = 1e-4,
+                  .scratch = (size_t)((2 * bpck_col_blocks(N, C) + 4) * C)};
         if (!dx) {
           int bi = ref_in(&r, DT_F64, SH(C), bt), mi = ref_in(&r, DT_F64, SH(C), rm);
           int vi = ref_in(&r, DT_F64, SH(C), rv);
@@ -535,67 +575,80 @@ Test(kernels, batch_norm_and_dx) {
 // ---------------------------------------------------------------- attention
 
 static void r_attention(K *k, int64_t b, int64_t e) {
-  CALL(attention, k->out, k->in[0], k->in[1], k->in[2], k->d[0], k->d[1], k->d[2], k->d[3],
-       k->d[4], (int)k->d[5], k->in[4], k->d[3], k->scratch, b, e);
+  CALL(attention, k->out, k->in[0], k->in[1], k->in[2], k->d[0], k->d[1], k->d[2], k->d[3], k->d[4], (int)k->d[5],
+       k->in[4], k->d[3], k->scratch, b, e);
 }
 
 static void r_attention_bwd(K *k, int64_t b, int64_t e) {
   int w = (int)k->d[6];
-  CALL(attention_bwd, w == 0 ? k->out : NULL, w == 1 ? k->out : NULL, w == 2 ? k->out : NULL,
-       k->in[0], k->in[1], k->in[2], k->in[3], k->d[0], k->d[1], k->d[2], k->d[3], k->d[4],
-       (int)k->d[5], k->in[4], k->d[3], k->d[3], k->scratch, b, e);
+  CALL(attention_bwd, w == 0 ? k->out : NULL, w == 1 ? k->out : NULL, w == 2 ? k->out : NULL, k->in[0], k->in[1],
+       k->in[2], k->in[3], k->d[0], k->d[1], k->d[2], k->d[3], k->d[4], (int)k->d[5], k->in[4], k->d[3], k->d[3],
+       k->scratch, b, e);
 }
 
 Test(kernels, attention_forward_backward) {
   static const int64_t shapes[][5] = {// B, Tq, Tk, C, H
-                                      {1, 1, 1, 1, 1}, {2, 7, 7, 8, 2}, {1, 9, 9, 33, 3},
-                                      {2, 5, 9, 16, 4}, {1, 9, 5, 8, 1}, {3, 8, 8, 24, 8},
+                                      {1, 1, 1, 1, 1},
+                                      {2, 7, 7, 8, 2},
+                                      {1, 9, 9, 33, 3},
+                                      {2, 5, 9, 16, 4},
+                                      {1, 9, 5, 8, 1},
+                                      {3, 8, 8, 24, 8},
                                       // several 48-row query blocks (a last partial one), head
                                       // sizes off the 16-column panels; past one key block (384
                                       // keys in f32, 240 in f64) and past K's 384 or 256 (the
                                       // products' K in blocks): 300, 400, 1024 and odd sizes
-                                      {1, 100, 100, 16, 2}, {2, 50, 70, 12, 1}, {1, 97, 97, 130, 2},
-                                      {1, 300, 300, 8, 1}, {1, 400, 400, 4, 1}, {1, 385, 385, 6, 1},
-                                      {2, 211, 777, 10, 2}, {1, 1024, 1024, 32, 1}};
+                                      {1, 100, 100, 16, 2},
+                                      {2, 50, 70, 12, 1},
+                                      {1, 97, 97, 130, 2},
+                                      {1, 300, 300, 8, 1},
+                                      {1, 400, 400, 4, 1},
+                                      {1, 385, 385, 6, 1},
+                                      {2, 211, 777, 10, 2},
+                                      {1, 1024, 1024, 32, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
     for (int causal = 0; causal < 2; causal++)
       for (int masked = 0; masked < 2; masked++)
-      for (int which = -1; which < 3; which++) {
-        int64_t B = shapes[s][0], Tq = shapes[s][1], Tk = shapes[s][2], C = shapes[s][3];
-        int64_t H = shapes[s][4];
-        if (causal && Tq != Tk) continue;  // the op requires square causal attention
-        Ref r = ref_new();
-        double *q = rvec(B * Tq * C, -1, 1), *k = rvec(B * Tk * C, -1, 1);
-        double *v = rvec(B * Tk * C, -1, 1), *gy = rvec(B * Tq * C, -1, 1);
-        // key-padding mask: batch 0 pads its first key (a causal first query sees
-        // nothing), the last batch of several pads every key, the rest at random
-        double *m = rvec(B * Tk, 0, 1);
-        for (int64_t b = 0; b < B; b++)
-          for (int64_t j = 0; j < Tk; j++)
-            m[b * Tk + j] = (b == 0 && j == 0) || (B > 1 && b == B - 1) ? 0 : m[b * Tk + j] > 0.3;
-        int qi = ref_in(&r, DT_F64, SH(B, Tq, C), q), ki = ref_in(&r, DT_F64, SH(B, Tk, C), k);
-        int vi = ref_in(&r, DT_F64, SH(B, Tk, C), v), gi = ref_in(&r, DT_F64, SH(B, Tq, C), gy);
-        int mi = ref_in(&r, DT_F64, SH(B, Tk), m);
-        Attr a = attr_default(which < 0 ? OP_ATTENTION : OP_ATTENTION_GRAD);
-        a.i[0] = H, a.b[0] = causal, a.i[1] = which < 0 ? 0 : which;
-        int y = which < 0 ? (masked ? ref_op(&r, OP_ATTENTION, &a, 4, qi, ki, vi, mi)
-                                    : ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi))
-                          : (masked ? ref_op(&r, OP_ATTENTION_GRAD, &a, 5, qi, ki, vi, gi, mi)
-                                    : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi));
-        size_t s64 = which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H)
-                               : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
-        size_t s32 = which < 0 ? bpck_attention_scratch_f32(Tq, Tk, C / H)
-                               : bpck_attention_bwd_scratch_f32(Tq, Tk, C / H);
-        size_t scr = s64 > (s32 + 1) / 2 ? s64 : (s32 + 1) / 2;  // in doubles: either type's
-        verify(&(Case){.what = which < 0 ? (masked ? "masked attention" : "attention")
-                                         : (masked ? "masked attention_bwd" : "attention_bwd"),
-                       .fn = which < 0 ? r_attention : r_attention_bwd, .nargs = masked ? 5 : 4,
-                       .args = {ARG(q, B * Tq * C), ARG(k, B * Tk * C), ARG(v, B * Tk * C),
-                                ARG(gy, B * Tq * C), ARG(m, B * Tk)},
-                       .nout = numel(&r, y), .want = ref_run(&r, y, true, 0, 0), .total = B * H,
-                       .scratch = scr, .d = {B, Tq, Tk, C, H, causal, which}});
-        ref_free(&r);
-      }
+        for (int which = -1; which < 3; which++) {
+          int64_t B = shapes[s][0], Tq = shapes[s][1], Tk = shapes[s][2], C = shapes[s][3];
+          int64_t H = shapes[s][4];
+          if (causal && Tq != Tk) continue;  // the op requires square causal attention
+          Ref r = ref_new();
+          double *q = rvec(B * Tq * C, -1, 1), *k = rvec(B * Tk * C, -1, 1);
+          double *v = rvec(B * Tk * C, -1, 1), *gy = rvec(B * Tq * C, -1, 1);
+          // key-padding mask: batch 0 pads its first key (a causal first query sees
+          // nothing), the last batch of several pads every key, the rest at random
+          double *m = rvec(B * Tk, 0, 1);
+          for (int64_t b = 0; b < B; b++)
+            for (int64_t j = 0; j < Tk; j++)
+              m[b * Tk + j] = (b == 0 && j == 0) || (B > 1 && b == B - 1) ? 0 : m[b * Tk + j] > 0.3;
+          int qi = ref_in(&r, DT_F64, SH(B, Tq, C), q), ki = ref_in(&r, DT_F64, SH(B, Tk, C), k);
+          int vi = ref_in(&r, DT_F64, SH(B, Tk, C), v), gi = ref_in(&r, DT_F64, SH(B, Tq, C), gy);
+          int mi = ref_in(&r, DT_F64, SH(B, Tk), m);
+          Attr a = attr_default(which < 0 ? OP_ATTENTION : OP_ATTENTION_GRAD);
+          a.i[0] = H, a.b[0] = causal, a.i[1] = which < 0 ? 0 : which;
+          int y = which < 0 ? (masked ? ref_op(&r, OP_ATTENTION, &a, 4, qi, ki, vi, mi)
+                                      : ref_op(&r, OP_ATTENTION, &a, 3, qi, ki, vi))
+                            : (masked ? ref_op(&r, OP_ATTENTION_GRAD, &a, 5, qi, ki, vi, gi, mi)
+                                      : ref_op(&r, OP_ATTENTION_GRAD, &a, 4, qi, ki, vi, gi));
+          size_t s64 =
+              which < 0 ? bpck_attention_scratch_f64(Tq, Tk, C / H) : bpck_attention_bwd_scratch_f64(Tq, Tk, C / H);
+          size_t s32 =
+              which < 0 ? bpck_attention_scratch_f32(Tq, Tk, C / H) : bpck_attention_bwd_scratch_f32(Tq, Tk, C / H);
+          size_t scr = s64 > (s32 + 1) / 2 ? s64 : (s32 + 1) / 2;  // in doubles: either type's
+          verify(&(Case){
+              .what = which < 0 ? (masked ? "masked attention" : "attention")
+                                : (masked ? "masked attention_bwd" : "attention_bwd"),
+              .fn = which < 0 ? r_attention : r_attention_bwd,
+              .nargs = masked ? 5 : 4,
+              .args = {ARG(q, B * Tq * C), ARG(k, B * Tk * C), ARG(v, B * Tk * C), ARG(gy, B * Tq * C), ARG(m, B * Tk)},
+              .nout = numel(&r, y),
+              .want = ref_run(&r, y, true, 0, 0),
+              .total = B * H,
+              .scratch = scr,
+              .d = {B, Tq, Tk, C, H, causal, which}});
+          ref_free(&r);
+        }
 }
 
 static void r_causal_mask(K *k, int64_t b, int64_t e) {
@@ -612,9 +665,14 @@ Test(kernels, causal_mask_and_grad) {
       double *x = rvec(n * R * Cc, -1, 1);
       int xi = ref_in(&r, DT_F64, SH(n, R, Cc), x);
       int y = ref_op(&r, op, NULL, 1, xi);
-      verify(&(Case){.what = op_name(op), .fn = r_causal_mask, .nargs = 1,
-                     .args = {ARG(x, n * R * Cc)}, .nout = n * R * Cc,
-                     .want = ref_run(&r, y, true, 0, 0), .total = n * R, .d = {R, Cc, grad}});
+      verify(&(Case){.what = op_name(op),
+                     .fn = r_causal_mask,
+                     .nargs = 1,
+                     .args = {ARG(x, n * R * Cc)},
+                     .nout = n * R * Cc,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = n * R,
+                     .d = {R, Cc, grad}});
       ref_free(&r);
     }
 }
@@ -636,12 +694,15 @@ static void r_conv2d_dw(K *k, int64_t b, int64_t e) {
 
 Test(kernels, conv2d_forward_dx_dw) {
   static const int64_t cfg[][8] = {// N, H, W, Ci, KH, KW, Co, stride, (pad below)
-                                   {1, 1, 1, 1, 1, 1, 1, 1}, {2, 7, 7, 3, 3, 3, 8, 1},
-                                   {1, 9, 8, 2, 3, 2, 9, 2}, {2, 8, 9, 4, 2, 3, 5, 3},
+                                   {1, 1, 1, 1, 1, 1, 1, 1},
+                                   {2, 7, 7, 3, 3, 3, 8, 1},
+                                   {1, 9, 8, 2, 3, 2, 9, 2},
+                                   {2, 8, 9, 4, 2, 3, 5, 3},
                                    {1, 5, 5, 1, 5, 5, 1, 1},
                                    // Co past four vectors (direct: few taps); more than
                                    // CONV_DIRECT_K taps (im2col + GEMM)
-                                   {1, 5, 6, 1, 3, 3, 37, 1}, {2, 6, 7, 5, 3, 3, 10, 1},
+                                   {1, 5, 6, 1, 3, 3, 37, 1},
+                                   {2, 6, 7, 5, 3, 3, 10, 1},
                                    {1, 6, 6, 8, 3, 2, 17, 2}};
   for (size_t s = 0; s < sizeof cfg / sizeof *cfg; s++)
     for (int64_t pad = 0; pad < 3; pad++)
@@ -700,7 +761,7 @@ static void r_pool2d_grad(K *k, int64_t b, int64_t e) {
 
 Test(kernels, pool2d_forward_backward) {
   static const int64_t cfg[][6] = {// N, H, W, C, K, S
-                                   {1, 1, 1, 1, 1, 1}, {2, 7, 7, 3, 2, 2}, {1, 9, 8, 9, 3, 1},
+                                   {1, 1, 1, 1, 1, 1}, {2, 7, 7, 3, 2, 2},  {1, 9, 8, 9, 3, 1},
                                    {3, 8, 9, 8, 3, 2}, {1, 4, 4, 33, 4, 4}, {1, 5, 7, 130, 2, 2}};
   for (size_t s = 0; s < sizeof cfg / sizeof *cfg; s++)
     for (int is_max = 0; is_max < 2; is_max++)
@@ -711,8 +772,7 @@ Test(kernels, pool2d_forward_backward) {
         Ref r = ref_new();
         double *x = ivec(N * H * W * C, -3, 3), *gy = rvec(N * OH * OW * C, -1, 1);  // ties
         int xi = ref_in(&r, DT_F64, SH(N, H, W, C), x);
-        Op op = grad ? (is_max ? OP_MAX_POOL2D_GRAD : OP_AVG_POOL2D_GRAD)
-                     : (is_max ? OP_MAX_POOL2D : OP_AVG_POOL2D);
+        Op op = grad ? (is_max ? OP_MAX_POOL2D_GRAD : OP_AVG_POOL2D_GRAD) : (is_max ? OP_MAX_POOL2D : OP_AVG_POOL2D);
         Attr a = attr_default(op);
         a.i[0] = K, a.i[1] = S;
         int y;
@@ -723,11 +783,14 @@ Test(kernels, pool2d_forward_backward) {
           free(gy);
           y = ref_op(&r, op, &a, 1, xi);
         }
-        verify(&(Case){.what = op_name(op), .fn = grad ? r_pool2d_grad : r_pool2d,
+        verify(&(Case){.what = op_name(op),
+                       .fn = grad ? r_pool2d_grad : r_pool2d,
                        .nargs = grad ? 2 : 1,
                        .args = {ARG(x, N * H * W * C), ARG(grad ? gy : NULL, grad ? N * OH * OW * C : 0)},
-                       .nout = numel(&r, y), .want = ref_run(&r, y, true, 0, 0),
-                       .total = grad ? N : N * OH, .d = {N, H, W, C, K, S, is_max}});
+                       .nout = numel(&r, y),
+                       .want = ref_run(&r, y, true, 0, 0),
+                       .total = grad ? N : N * OH,
+                       .d = {N, H, W, C, K, S, is_max}});
         ref_free(&r);
       }
 }
@@ -740,9 +803,7 @@ static void r_embedding(K *k, int64_t b, int64_t e) {
 static void r_embedding_grad(K *k, int64_t b, int64_t e) {
   CALL(embedding_grad, k->out, NULL, k->in[0], k->in[1], k->d[0], k->d[1], k->d[2], b, e);
 }
-static void r_one_hot(K *k, int64_t b, int64_t e) {
-  CALL(one_hot, k->out, k->in[0], k->d[0], k->d[1], b, e);
-}
+static void r_one_hot(K *k, int64_t b, int64_t e) { CALL(one_hot, k->out, k->in[0], k->d[0], k->d[1], b, e); }
 
 Test(kernels, embedding_grad_one_hot) {
   static const int64_t cfg[][3] = {{1, 1, 1}, {7, 5, 8}, {33, 9, 9}, {8, 3, 130}, {9, 40, 7}};
@@ -823,13 +884,14 @@ Test(kernels, cross_entropy_accuracy) {
       double *y = ivec(rows, 0, Kc - 1), *gy = rvec(1, 0.5, 2);
       int li = ref_in(&r, DT_F64, SH(rows, Kc), l), yi = ref_in(&r, DT_I32, SH(rows), y);
       Op op = kind == 0 ? OP_CROSS_ENTROPY : kind == 1 ? OP_CROSS_ENTROPY_GRAD : OP_ACCURACY;
-      int out = kind == 1 ? ref_op(&r, op, NULL, 3, li, yi, ref_in(&r, DT_F64, SH(1), gy))
-                          : ref_op(&r, op, NULL, 2, li, yi);
+      int out =
+          kind == 1 ? ref_op(&r, op, NULL, 3, li, yi, ref_in(&r, DT_F64, SH(1), gy)) : ref_op(&r, op, NULL, 2, li, yi);
       if (kind != 1) free(gy);
       const double *want = ref_run(&r, out, true, 0, 0);
       Case c = {.nargs = kind == 1 ? 3 : 2,
                 .args = {ARG(l, rows * Kc), IARG(y, rows), ARG(kind == 1 ? gy : NULL, kind == 1)},
-                .total = rows, .d = {rows, Kc}};
+                .total = rows,
+                .d = {rows, Kc}};
       if (kind == 1) {
         c.what = "cross_entropy_grad", c.fn = r_ce_grad, c.nout = rows * Kc, c.want = want;
         verify(&c);
@@ -840,20 +902,23 @@ Test(kernels, cross_entropy_accuracy) {
       double *rowv = malloc(sizeof(double) * (size_t)rows);
       int32_t *yv = malloc(sizeof(int32_t) * (size_t)rows);
       for (int64_t i = 0; i < rows; i++) yv[i] = (int32_t)y[i];
-      if (kind == 0) bpck_cross_entropy_rows_f64(rowv, l, yv, rows, Kc, NULL, 0, rows);
-      else bpck_accuracy_rows_f64(rowv, l, yv, rows, Kc, 0, rows);
+      if (kind == 0)
+        bpck_cross_entropy_rows_f64(rowv, l, yv, rows, Kc, NULL, 0, rows);
+      else
+        bpck_accuracy_rows_f64(rowv, l, yv, rows, Kc, 0, rows);
       double mean64;
       bpck_sum_scale_f64(&mean64, rowv, rows, 1.0 / (double)rows);
-      cr_assert(close_enough(mean64, want[0], 1e-10, 1e-12), "%s mean %.17g want %.17g",
-                op_name(op), mean64, want[0]);
+      cr_assert(close_enough(mean64, want[0], 1e-10, 1e-12), "%s mean %.17g want %.17g", op_name(op), mean64, want[0]);
       float *lf = malloc(sizeof(float) * (size_t)(rows * Kc)), *rowf = malloc(sizeof(float) * (size_t)rows);
       for (int64_t i = 0; i < rows * Kc; i++) lf[i] = (float)l[i];
-      if (kind == 0) bpck_cross_entropy_rows_f32(rowf, lf, yv, rows, Kc, NULL, 0, rows);
-      else bpck_accuracy_rows_f32(rowf, lf, yv, rows, Kc, 0, rows);
+      if (kind == 0)
+        bpck_cross_entropy_rows_f32(rowf, lf, yv, rows, Kc, NULL, 0, rows);
+      else
+        bpck_accuracy_rows_f32(rowf, lf, yv, rows, Kc, 0, rows);
       float mean32;
       bpck_sum_scale_f32(&mean32, rowf, rows, 1.0f / (float)rows);
-      cr_assert(close_enough(mean32, want[0], 1e-4, 1e-5), "%s f32 mean %.9g want %.17g",
-                op_name(op), (double)mean32, want[0]);
+      cr_assert(close_enough(mean32, want[0], 1e-4, 1e-5), "%s f32 mean %.9g want %.17g", op_name(op), (double)mean32,
+                want[0]);
       c.what = op_name(op), c.fn = kind == 0 ? r_ce_rows : r_acc_rows, c.nout = rows;
       c.want = rowv;  // the split check (and f32 vs f64 rows)
       verify(&c);
@@ -865,8 +930,7 @@ Test(kernels, cross_entropy_accuracy) {
 // ---------------------------------------------------------------- regularization, movers
 
 static void r_dropout(K *k, int64_t b, int64_t e) {
-  CALL(dropout, k->out, k->in[0], k->d[0], k->f[0], (uint64_t)k->d[1], (uint64_t)k->d[2],
-       (uint64_t)k->d[3], b, e);
+  CALL(dropout, k->out, k->in[0], k->d[0], k->f[0], (uint64_t)k->d[1], (uint64_t)k->d[2], (uint64_t)k->d[3], b, e);
 }
 
 Test(kernels, dropout_matches_interpreter) {
@@ -881,9 +945,15 @@ Test(kernels, dropout_matches_interpreter) {
       Attr a = attr_default(OP_DROPOUT);
       a.f[0] = ps[pi], a.salt = 0xabcdef12345ULL;
       int y = ref_op(&r, OP_DROPOUT, &a, 1, xi);
-      verify(&(Case){.what = "dropout", .fn = r_dropout, .nargs = 1, .args = {ARG(x, n)},
-                     .nout = n, .want = ref_run(&r, y, true, 99, 5), .total = n,
-                     .d = {n, 99, (int64_t)a.salt, 5}, .f = {ps[pi]}});
+      verify(&(Case){.what = "dropout",
+                     .fn = r_dropout,
+                     .nargs = 1,
+                     .args = {ARG(x, n)},
+                     .nout = n,
+                     .want = ref_run(&r, y, true, 99, 5),
+                     .total = n,
+                     .d = {n, 99, (int64_t)a.salt, 5},
+                     .f = {ps[pi]}});
       ref_free(&r);
     }
 }
@@ -891,12 +961,13 @@ Test(kernels, dropout_matches_interpreter) {
 static void r_strided(K *k, int64_t b, int64_t e) {
   int64_t *d = k->d;  // rank, shape[4], out strides[4], in strides[4], in offset, is_int
   if (d[15]) {
-    bpck_strided_copy_i32(k->out, d + 5, (const int32_t *)k->in[0] + d[13], d + 9, (int)d[0],
-                          d + 1, b, e);
+    bpck_strided_copy_i32(k->out, d + 5, (const int32_t *)k->in[0] + d[13], d + 9, (int)d[0], d + 1, b, e);
     return;
   }
-  if (k->f32) bpck_strided_copy_f32(k->out, d + 5, (const float *)k->in[0] + d[13], d + 9, (int)d[0], d + 1, b, e);
-  else bpck_strided_copy_f64(k->out, d + 5, (const double *)k->in[0] + d[13], d + 9, (int)d[0], d + 1, b, e);
+  if (k->f32)
+    bpck_strided_copy_f32(k->out, d + 5, (const float *)k->in[0] + d[13], d + 9, (int)d[0], d + 1, b, e);
+  else
+    bpck_strided_copy_f64(k->out, d + 5, (const double *)k->in[0] + d[13], d + 9, (int)d[0], d + 1, b, e);
 }
 
 // Contiguous strides of a shape.
@@ -907,12 +978,16 @@ static void contig(const Shape *s, int64_t *st) {
 
 // One strided-copy case: the op y of x (an f64 or i32 leaf) is the copy of
 // x's elements at (offset + idx * in strides) over y's shape.
-static void strided_case(Ref *r, int y, const double *x, int64_t nx, const int64_t *ist,
-                         int64_t off, bool is_int) {
+static void strided_case(Ref *r, int y, const double *x, int64_t nx, const int64_t *ist, int64_t off, bool is_int) {
   const Shape *ys = shp(r, y);
-  Case c = {.what = op_name(graph_node(r->g, y)->op), .fn = r_strided, .nargs = 1,
-            .args = {{.v = x, .n = nx, .is_int = is_int}}, .nout = shape_numel(ys),
-            .out_int = is_int, .want = ref_run(r, y, true, 0, 0), .total = shape_numel(ys)};
+  Case c = {.what = op_name(graph_node(r->g, y)->op),
+            .fn = r_strided,
+            .nargs = 1,
+            .args = {{.v = x, .n = nx, .is_int = is_int}},
+            .nout = shape_numel(ys),
+            .out_int = is_int,
+            .want = ref_run(r, y, true, 0, 0),
+            .total = shape_numel(ys)};
   c.d[0] = ys->rank;
   for (int i = 0; i < ys->rank; i++) c.d[1 + i] = ys->d[i], c.d[9 + i] = ist[i];
   contig(ys, c.d + 5);
@@ -974,11 +1049,11 @@ Test(kernels, fill_arange_rank0) {
 static void r_gemm(K *k, int64_t b, int64_t e) {
   int64_t *d = k->d;  // M N K lda transa ldb transb ldc accumulate by_cols
   if (d[9])
-    CALL(gemm_cols, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out,
-         d[7], (int)d[8], k->scratch, b, e);
+    CALL(gemm_cols, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out, d[7], (int)d[8],
+         k->scratch, b, e);
   else
-    CALL(gemm, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out,
-         d[7], (int)d[8], k->scratch, b, e);
+    CALL(gemm, d[0], d[1], d[2], k->in[0], d[3], (int)d[4], k->in[1], d[5], (int)d[6], k->out, d[7], (int)d[8],
+         k->scratch, b, e);
 }
 
 // C (M,N) over ldc from the naive triple loop; A, B stored per transa/transb.
@@ -997,10 +1072,9 @@ static double *naive_gemm(const int64_t *d, const double *A, const double *B, co
 }
 
 Test(kernels, gemm_against_naive_loop) {
-  static const int64_t mnk[][3] = {{1, 1, 1},   {1, 1, 7},   {7, 1, 1},    {1, 17, 3},  {6, 16, 8},
-                                   {7, 17, 9},  {13, 33, 5}, {33, 8, 300}, {5, 40, 0},  {150, 20, 7},
-                                   {12, 4100, 3}, {64, 64, 64}, {9, 9, 513}, {14, 40, 785}, {13, 20, 256},
-                                   {18, 35, 24}};
+  static const int64_t mnk[][3] = {{1, 1, 1},   {1, 1, 7},     {7, 1, 1},     {1, 17, 3},   {6, 16, 8},    {7, 17, 9},
+                                   {13, 33, 5}, {33, 8, 300},  {5, 40, 0},    {150, 20, 7}, {12, 4100, 3}, {64, 64, 64},
+                                   {9, 9, 513}, {14, 40, 785}, {13, 20, 256}, {18, 35, 24}};
   // v: transa, transb, accumulate, and the range over rows (bpck_gemm) or columns (bpck_gemm_cols)
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
     for (int v = 0; v < 16; v++) {
@@ -1011,13 +1085,20 @@ Test(kernels, gemm_against_naive_loop) {
       int64_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb;
       double *A = rvec(na, -1, 1), *B = rvec(nb, -1, 1), *C0 = rvec(M * ldc, -1, 1);
       double *want = naive_gemm(d, A, B, C0);
-      Case c = {.what = "gemm", .fn = r_gemm, .nargs = 2, .args = {ARG(A, na), ARG(B, nb)},
-                .nout = M * ldc, .want = want, .out_init = C0, .total = cols ? N : M,
-                .scratch = bpck_gemm_scratch_f32(M, N, K), .tol32 = 1e-5 * (1 + sqrt((double)K))};
+      Case c = {.what = "gemm",
+                .fn = r_gemm,
+                .nargs = 2,
+                .args = {ARG(A, na), ARG(B, nb)},
+                .nout = M * ldc,
+                .want = want,
+                .out_init = C0,
+                .total = cols ? N : M,
+                .scratch = bpck_gemm_scratch_f32(M, N, K),
+                .tol32 = 1e-5 * (1 + sqrt((double)K))};
       memcpy(c.d, d, sizeof d);
       cr_assert_geq(bpck_gemm_scratch_f32(M, N, K), bpck_gemm_scratch_f64(M, N, K) / 2);
-      c.scratch = bpck_gemm_scratch_f32(M, N, K) > bpck_gemm_scratch_f64(M, N, K)
-                      ? bpck_gemm_scratch_f32(M, N, K) : bpck_gemm_scratch_f64(M, N, K);
+      c.scratch = bpck_gemm_scratch_f32(M, N, K) > bpck_gemm_scratch_f64(M, N, K) ? bpck_gemm_scratch_f32(M, N, K)
+                                                                                  : bpck_gemm_scratch_f64(M, N, K);
       verify(&c);
       free(A), free(B), free(C0), free(want);
     }
@@ -1036,10 +1117,16 @@ Test(kernels, gemm_matches_interpreter_matmul) {
       a.b[0] = ta, a.b[1] = tb;
       int y = ref_op(&r, OP_MATMUL, &a, 2, ai, bi);
       size_t scr = bpck_gemm_scratch_f64(M, N, K) + bpck_gemm_scratch_f32(M, N, K);
-      verify(&(Case){.what = "matmul", .fn = r_gemm, .nargs = 2,
-                     .args = {ARG(A, M * K), ARG(B, K * N)}, .nout = M * N,
-                     .want = ref_run(&r, y, true, 0, 0), .total = M, .scratch = scr,
-                     .d = {M, N, K, ta ? M : K, ta, tb ? K : N, tb, N, 0}, .tol32 = 1e-4});
+      verify(&(Case){.what = "matmul",
+                     .fn = r_gemm,
+                     .nargs = 2,
+                     .args = {ARG(A, M * K), ARG(B, K * N)},
+                     .nout = M * N,
+                     .want = ref_run(&r, y, true, 0, 0),
+                     .total = M,
+                     .scratch = scr,
+                     .d = {M, N, K, ta ? M : K, ta, tb ? K : N, tb, N, 0},
+                     .tol32 = 1e-4});
       ref_free(&r);
     }
 }
@@ -1048,15 +1135,15 @@ Test(kernels, gemm_matches_interpreter_matmul) {
 
 // C (M x ldc) = the f32 GEMM of d (naive_gemm's layout) over the range's
 // pieces [cuts[p], cuts[p + 1]) on the given path, from C0.
-static void gemm_f32_run(int isa, int bf16, const int64_t *d, const float *A, const float *B, const float *C0,
-                         float *C, float *ws, const int64_t *cuts, int ncuts) {
+static void gemm_f32_run(int isa, int bf16, const int64_t *d, const float *A, const float *B, const float *C0, float *C,
+                         float *ws, const int64_t *cuts, int ncuts) {
   cr_assert_eq(bpck_set_isa(isa), isa);
   memcpy(C, C0, sizeof(float) * (size_t)(d[0] * d[7]));
   __typeof__(bpck_gemm_f32) *rows = bf16 ? bpck_gemm_bf16 : bpck_gemm_f32;
   __typeof__(bpck_gemm_f32) *cols = bf16 ? bpck_gemm_cols_bf16 : bpck_gemm_cols_f32;
   for (int p = 0; p + 1 < ncuts; p++)
-    (d[9] ? cols : rows)(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws,
-                         cuts[p], cuts[p + 1]);
+    (d[9] ? cols : rows)(d[0], d[1], d[2], A, d[3], (int)d[4], B, d[5], (int)d[6], C, d[7], (int)d[8], ws, cuts[p],
+                         cuts[p + 1]);
 }
 
 // Every gemm case on both paths: each within tolerance of the naive loop,
@@ -1066,13 +1153,14 @@ static void gemm_f32_run(int isa, int bf16, const int64_t *d, const float *A, co
 // bf16 GEMM (AVX2 FMAs, or vdpbf16ps where the CPU has AVX512_BF16) against
 // the naive loop on the operands rounded to bf16 (bpck_bf16_round), in double.
 static void gemm_paths_same_bits(int bf16) {
-  static const int64_t mnk[][3] = {{1, 1, 1},     {5, 7, 31},    {7, 5, 33},   {31, 33, 97},  {33, 31, 385},
-                                   {97, 33, 7},   {33, 97, 5},   {385, 7, 33}, {7, 385, 31},  {5, 97, 800},
-                                   {97, 5, 385},  {31, 1, 800},  {1, 31, 97},  {97, 97, 97},  {385, 33, 1},
+  static const int64_t mnk[][3] = {{1, 1, 1},      {5, 7, 31},   {7, 5, 33},    {31, 33, 97},  {33, 31, 385},
+                                   {97, 33, 7},    {33, 97, 5},  {385, 7, 33},  {7, 385, 31},  {5, 97, 800},
+                                   {97, 5, 385},   {31, 1, 800}, {1, 31, 97},   {97, 97, 97},  {385, 33, 1},
                                    {33, 385, 385}, {385, 97, 7}, {64, 96, 800}, {12, 32, 384}, {24, 64, 768},
                                    {13, 47, 1025}, {36, 80, 5}};
   int have512 = bpck_set_isa(BPCK_ISA_AVX512) == BPCK_ISA_AVX512 && (!bf16 || bpck_bf16_native());
-  if (!have512) cr_log_info("this CPU has no AVX-512 (F/VL/BW/DQ%s): only the avx2 path is checked", bf16 ? ", BF16" : "");
+  if (!have512)
+    cr_log_info("this CPU has no AVX-512 (F/VL/BW/DQ%s): only the avx2 path is checked", bf16 ? ", BF16" : "");
   const char *wide = bf16 ? "vdpbf16ps" : "avx512";
   for (size_t s = 0; s < sizeof mnk / sizeof *mnk; s++)
     for (int v = 0; v < 16; v++) {
@@ -1102,8 +1190,8 @@ static void gemm_paths_same_bits(int bf16) {
         gemm_f32_run(isa, bf16, d, A, B, C0, c, ws, whole, 2);
         for (int64_t i = 0; i < M * ldc; i++)
           cr_assert(close_enough(c[i], want[i], 1e-4, tol), "gemm %lld %lld %lld v%d (%s): [%lld] = %.9g, want %.9g",
-                    (long long)M, (long long)N, (long long)K, v, isa == BPCK_ISA_AVX512 ? wide : "avx2",
-                    (long long)i, c[i], want[i]);
+                    (long long)M, (long long)N, (long long)K, v, isa == BPCK_ISA_AVX512 ? wide : "avx2", (long long)i,
+                    c[i], want[i]);
         if (total >= 2) {
           gemm_f32_run(isa, bf16, d, A, B, C0, Cs, ws, two, 3);
           cr_assert(memcmp(Cs, c, bytes) == 0, "gemm %lld %lld %lld v%d: 2-way split differs", (long long)M,
@@ -1131,14 +1219,14 @@ Test(kernels, gemm_bf16_avx2_and_vdpbf16ps_same_bits) { gemm_paths_same_bits(1);
 // bf16 rounding: nearest even, subnormals to signed zero, NaN stays NaN, inf stays.
 Test(kernels, bf16_round) {
   cr_assert_eq(bpck_bf16_round(1.0f), 1.0f);
-  cr_assert_eq(bpck_bf16_round(1.00390625f), 1.0f);           // halfway 1 + 2^-8: to even (1)
-  cr_assert_eq(bpck_bf16_round(1.01171875f), 1.015625f);       // halfway 1 + 3*2^-8: to even (1 + 2^-6)
+  cr_assert_eq(bpck_bf16_round(1.00390625f), 1.0f);  // halfway 1 + 2^-8: to even (1)
+  cr_assert_eq(bpck_bf16_round(1.01171875f), 1.015625f);  // halfway 1 + 3*2^-8: to even (1 + 2^-6)
   cr_assert_eq(bpck_bf16_round(nextafterf(1.00390625f, 2)), 1.0078125f);  // just above halfway: up
   cr_assert_eq(bpck_bf16_round(-3.1415927f), -3.140625f);
   cr_assert_eq(bpck_bf16_round(1e-40f), 0.0f);
   cr_assert(signbit(bpck_bf16_round(-1e-40f)));
   cr_assert(isinf(bpck_bf16_round(INFINITY)) && isnan(bpck_bf16_round(NAN)));
-  cr_assert(isinf(bpck_bf16_round(3.4e38f)));                   // past bf16's largest finite: inf, as RNE gives
+  cr_assert(isinf(bpck_bf16_round(3.4e38f)));  // past bf16's largest finite: inf, as RNE gives
 }
 
 // BPC_ISA=avx2 forces the AVX2 path; otherwise the CPU decides.
@@ -1160,7 +1248,8 @@ Test(kernels, isa_dispatch) {
 // Error of a float result in units of the float spacing at the true value.
 static double ulp_err(float got, double want) {
   if (isnan(want)) return isnan(got) ? 0 : INFINITY;
-  if (isinf(want) || fabs(want) > FLT_MAX) return (double)got == want || (isinf(got) && (got > 0) == (want > 0)) ? 0 : INFINITY;
+  if (isinf(want) || fabs(want) > FLT_MAX)
+    return (double)got == want || (isinf(got) && (got > 0) == (want > 0)) ? 0 : INFINITY;
   double a = fabs(want) < FLT_MIN ? FLT_MIN : fabs(want);
   int e;
   frexp(a, &e);
@@ -1208,8 +1297,7 @@ static double d_pow(double x, double p) { return pow(x, p); }
 // Worst ulp error of f over n points evenly spaced on [lo, hi] (x rounded to
 // float); where the true value is below `floor` in magnitude the error is
 // measured in ulps of `floor` (cancellation regions of gelu's tails).
-static double sweep(F32Fn f, RefFn ref, float p, double lo, double hi, int n, double floor_,
-                    double *worst_x) {
+static double sweep(F32Fn f, RefFn ref, float p, double lo, double hi, int n, double floor_, double *worst_x) {
   double worst = 0;
   for (int i = 0; i <= n; i++) {
     float x = (float)(lo + (hi - lo) * i / n);
@@ -1315,16 +1403,35 @@ Test(kernels, scalar_math_f64_matches_interpreter) {
     double x = i * 0.005;
     Attr t = attr_default(OP_GELU), e = attr_default(OP_GELU);
     t.b[0] = true, e.b[0] = false;
-    double want[] = {exp(x), log(fabs(x) + 1e-3), tanh(x), sin(x), cos(x), erf(x), pow(fabs(x), 1.5),
-                     s_sigmoid(&x, NULL), s_softplus(&x, NULL), s_gelu(&x, &t), s_gelu(&x, &e),
-                     s_gelu_grad(&x, &t), s_gelu_grad(&x, &e), s_silu(&x, NULL)};
-    double got[] = {bpck_exp_f64(x), bpck_log_f64(fabs(x) + 1e-3), bpck_tanh_f64(x), bpck_sin_f64(x),
-                    bpck_cos_f64(x), bpck_erf_f64(x), bpck_pow_f64(fabs(x), 1.5),
-                    bpck_sigmoid_f64(x), bpck_softplus_f64(x), bpck_gelu_f64(x, 1),
-                    bpck_gelu_f64(x, 0), bpck_gelu_grad_f64(x, 1), bpck_gelu_grad_f64(x, 0),
+    double want[] = {exp(x),
+                     log(fabs(x) + 1e-3),
+                     tanh(x),
+                     sin(x),
+                     cos(x),
+                     erf(x),
+                     pow(fabs(x), 1.5),
+                     s_sigmoid(&x, NULL),
+                     s_softplus(&x, NULL),
+                     s_gelu(&x, &t),
+                     s_gelu(&x, &e),
+                     s_gelu_grad(&x, &t),
+                     s_gelu_grad(&x, &e),
+                     s_silu(&x, NULL)};
+    double got[] = {bpck_exp_f64(x),
+                    bpck_log_f64(fabs(x) + 1e-3),
+                    bpck_tanh_f64(x),
+                    bpck_sin_f64(x),
+                    bpck_cos_f64(x),
+                    bpck_erf_f64(x),
+                    bpck_pow_f64(fabs(x), 1.5),
+                    bpck_sigmoid_f64(x),
+                    bpck_softplus_f64(x),
+                    bpck_gelu_f64(x, 1),
+                    bpck_gelu_f64(x, 0),
+                    bpck_gelu_grad_f64(x, 1),
+                    bpck_gelu_grad_f64(x, 0),
                     bpck_silu_f64(x)};
     for (size_t k = 0; k < sizeof want / sizeof *want; k++)
-      cr_assert(close_enough(got[k], want[k], 1e-12, 1e-15), "f64 fn %zu at %g: %.17g vs %.17g", k,
-                x, got[k], want[k]);
+      cr_assert(close_enough(got[k], want[k], 1e-12, 1e-15), "f64 fn %zu at %g: %.17g vs %.17g", k, x, got[k], want[k]);
   }
 }

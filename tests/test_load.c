@@ -282,9 +282,7 @@ Test(expr, err_empty) { PARSE_ERR("''", "t.yaml:1:4: error: empty expression"); 
 Test(expr, err_unary_plus) { PARSE_ERR("+a", "t.yaml:1:4: error: unexpected '+'"); }
 Test(expr, err_big) { PARSE_ERR("1e999", "t.yaml:1:4: error: number too large"); }
 Test(expr, err_big_int) { PARSE_ERR("123456789012345678901", "t.yaml:1:4: error: number too large"); }
-Test(expr, err_kw_order) {
-  PARSE_ERR("f(a=1, b)", "t.yaml:1:11: error: positional argument after keyword argument");
-}
+Test(expr, err_kw_order) { PARSE_ERR("f(a=1, b)", "t.yaml:1:11: error: positional argument after keyword argument"); }
 Test(expr, err_dup_kw) { PARSE_ERR("f(a=1, a=2)", "t.yaml:1:11: error: duplicate keyword argument 'a'"); }
 Test(expr, err_call_on_expr) { PARSE_ERR("(f)(x)", "t.yaml:1:7: error: unexpected '('"); }
 Test(expr, err_stray_eq) { PARSE_ERR("a = 1", "t.yaml:1:6: error: unexpected '='"); }
@@ -306,14 +304,11 @@ Test(expr, deep_ok) {
 
 // ------------------------------------------------------------ models
 
-static Model *load(const char *text) {
-  return model_load_text(&arena, &diag, "m.yaml", text, strlen(text));
-}
+static Model *load(const char *text) { return model_load_text(&arena, &diag, "m.yaml", text, strlen(text)); }
 
 #define HEAD "bpc: 1\nname: m\n"
 
-static const char *mlp =
-    HEAD
+static const char *mlp = HEAD
     "doc: a doc\n"
     "dims: {B: 4, D: 3, H: 2 * D}\n"
     "inputs:\n"
@@ -382,8 +377,10 @@ Test(model, mlp) {
 }
 
 static Model *load_with(const char *tail) {
-  return load(arena_printf(&arena, "%s%s", HEAD "inputs: {x: {shape: [2]}, t: {shape: [2], dtype: i32}}\n"
-                                           "graph: {y: x * 2}\n", tail));
+  return load(arena_printf(&arena, "%s%s",
+                           HEAD "inputs: {x: {shape: [2]}, t: {shape: [2], dtype: i32}}\n"
+                                "graph: {y: x * 2}\n",
+                           tail));
 }
 
 static OptimCfg opt(const char *type) {
@@ -461,14 +458,15 @@ Test(model, train_default_adam) {
 Test(model, data_sections) {
   char cwd[4096];
   cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
-  const char *text = HEAD "dims: {B: 2}\n"
-                          "inputs: {x: {shape: [2]}, t: {shape: [B, 1], dtype: i32}}\n"
-                          "graph: {y: x * 2}\n"
-                          "data:\n"
-                          "  train: {format: text, path: poems.txt, tokens: t, targets: t}\n"
-                          "  test: {format: csv, path: /abs/d.csv, columns: {x: \"0:2\", t: 2},"
-                          " scale: {x: 1/16}, header: true}\n"
-                          "generate: {tokens: t, logits: y}\n";
+  const char *text = HEAD
+      "dims: {B: 2}\n"
+      "inputs: {x: {shape: [2]}, t: {shape: [B, 1], dtype: i32}}\n"
+      "graph: {y: x * 2}\n"
+      "data:\n"
+      "  train: {format: text, path: poems.txt, tokens: t, targets: t}\n"
+      "  test: {format: csv, path: /abs/d.csv, columns: {x: \"0:2\", t: 2},"
+      " scale: {x: 1/16}, header: true}\n"
+      "generate: {tokens: t, logits: y}\n";
   Model *m = model_load_text(&arena, &diag, "models/m.yaml", text, strlen(text));
   cr_assert_not_null(m, "%s", errors());
   cr_assert_str_eq(m->dir, "models");
@@ -497,11 +495,12 @@ Test(model, data_sections) {
 }
 
 Test(model, data_idx_safetensors) {
-  const char *text = HEAD "inputs: {x: {shape: [2]}, t: {shape: [2], dtype: i32}}\n"
-                          "graph: {y: x * 2}\n"
-                          "data:\n"
-                          "  train: {format: idx, images: /d/i.gz, labels: /d/l.gz, x: x, y: t, scale: 1/255}\n"
-                          "  test: {format: safetensors, path: /d/t.safetensors}\n";
+  const char *text = HEAD
+      "inputs: {x: {shape: [2]}, t: {shape: [2], dtype: i32}}\n"
+      "graph: {y: x * 2}\n"
+      "data:\n"
+      "  train: {format: idx, images: /d/i.gz, labels: /d/l.gz, x: x, y: t, scale: 1/255}\n"
+      "  test: {format: safetensors, path: /d/t.safetensors}\n";
   Model *m = model_load_text(&arena, &diag, "/abs/m.yaml", text, strlen(text));
   cr_assert_not_null(m, "%s", errors());
   cr_assert_str_eq(m->dir, "/abs");
@@ -514,14 +513,15 @@ Test(model, data_idx_safetensors) {
 }
 
 Test(model, functions) {
-  Model *m = load(HEAD "dims: {C: 4}\ninputs: {x0: {shape: [C]}}\n"
-                       "functions:\n"
-                       "  block:\n"
-                       "    args: [x]\n"
-                       "    params: {w: {shape: [C, C], init: normal(0.02)}, g: {shape: [C], init: ones}}\n"
-                       "    graph: {h: x @ w, out: x + gelu(h)}\n"
-                       "    return: out\n"
-                       "graph: {y1: block(x0)}\n");
+  Model *m = load(HEAD
+                  "dims: {C: 4}\ninputs: {x0: {shape: [C]}}\n"
+                  "functions:\n"
+                  "  block:\n"
+                  "    args: [x]\n"
+                  "    params: {w: {shape: [C, C], init: normal(0.02)}, g: {shape: [C], init: ones}}\n"
+                  "    graph: {h: x @ w, out: x + gelu(h)}\n"
+                  "    return: out\n"
+                  "graph: {y1: block(x0)}\n");
   cr_assert_not_null(m, "%s", errors());
   cr_assert_eq(m->nfuncs, 1);
   FuncDef *f = &m->funcs[0];
@@ -535,24 +535,21 @@ Test(model, functions) {
 }
 
 // Each error snippet: the whole model's text and the exact first diagnostic.
-#define MODEL_ERR(name, text, msg)   \
-  Test(model, name) {                \
-    cr_assert_null(load(text));      \
-    expect_error(msg);               \
+#define MODEL_ERR(name, text, msg) \
+  Test(model, name) {              \
+    cr_assert_null(load(text));    \
+    expect_error(msg);             \
   }
 
 MODEL_ERR(not_a_map, "- a\n- b\n", "m.yaml:1:1: error: a model file must be a mapping, not a list")
 MODEL_ERR(missing_bpc, "name: m\ngraph: {a: 1}\n", "m.yaml:1:1: error: missing required key 'bpc' in the model")
-MODEL_ERR(bad_version, "bpc: 2\nname: m\ngraph: {a: 1}\n",
-          "m.yaml:1:6: error: unsupported format version '2'")
+MODEL_ERR(bad_version, "bpc: 2\nname: m\ngraph: {a: 1}\n", "m.yaml:1:6: error: unsupported format version '2'")
 MODEL_ERR(unknown_top, HEAD "graph: {a: 1}\ngrpah: {}\n",
           "m.yaml:4:1: error: unknown key 'grpah' in the model; did you mean 'graph'?")
-MODEL_ERR(bad_name, "bpc: 1\nname: 3m\ngraph: {a: 1}\n",
-          "m.yaml:2:7: error: the model's name '3m' is not a name")
+MODEL_ERR(bad_name, "bpc: 1\nname: 3m\ngraph: {a: 1}\n", "m.yaml:2:7: error: the model's name '3m' is not a name")
 MODEL_ERR(empty_graph, HEAD "graph: {}\n", "m.yaml:3:8: error: the graph is empty")
 MODEL_ERR(graph_list, HEAD "graph: [a]\n", "m.yaml:3:8: error: graph must be a mapping, not a list")
-MODEL_ERR(collision, HEAD "dims: {B: 2}\ngraph: {B: 1}\n",
-          "m.yaml:4:9: error: 'B' is already defined as a dim")
+MODEL_ERR(collision, HEAD "dims: {B: 2}\ngraph: {B: 1}\n", "m.yaml:4:9: error: 'B' is already defined as a dim")
 MODEL_ERR(bad_loss, HEAD "graph: {los: 1}\nloss: loss\n",
           "m.yaml:4:7: error: unknown graph entry 'loss'; did you mean 'los'?")
 MODEL_ERR(bad_init, HEAD "params: {w: {shape: [2], init: xavier_unifrom}}\ngraph: {a: w}\n",
@@ -594,8 +591,7 @@ Test(model, unreadable) {
 
 Test(model, shipped_models_load) {
   cr_assert_eq(chdir(BPC_SOURCE_DIR), 0);
-  static const char *const models[] = {"models/xor.yaml", "models/mlp_digits.yaml",
-                                       "models/gpt_poetry.yaml"};
+  static const char *const models[] = {"models/xor.yaml", "models/mlp_digits.yaml", "models/gpt_poetry.yaml"};
   for (size_t i = 0; i < sizeof(models) / sizeof(models[0]); i++) {
     if (access(models[i], R_OK) != 0) continue;
     cr_expect_not_null(model_load(&arena, &diag, models[i]), "%s:\n%s", models[i], errors());

@@ -39,7 +39,8 @@ static void ref_update(const OptimCfg *c, Ref *r, const double *grad, int s, dou
       }
       p -= lr * g;
       break;
-    case OPT_ADAM: case OPT_ADAMW: {
+    case OPT_ADAM:
+    case OPT_ADAMW: {
       if (c->kind == OPT_ADAMW) p *= 1 - lr * wd;
       r->m[i] = c->beta1 * r->m[i] + (1 - c->beta1) * g;
       r->v[i] = c->beta2 * r->v[i] + (1 - c->beta2) * g * g;
@@ -117,7 +118,8 @@ static void check(const char *train_yaml, double lr) {
     for (int j = 0; j < tp->g->states.n; j++) {
       const GState *st = &tp->g->states.v[j];
       size_t ln = strlen(st->name), lp = strlen(gp->name);
-      if (st->update < 0 || ln <= lp + 1 || strcmp(st->name + ln - lp, gp->name) || st->name[ln - lp - 1] != '.') continue;
+      if (st->update < 0 || ln <= lp + 1 || strcmp(st->name + ln - lp, gp->name) || st->name[ln - lp - 1] != '.')
+        continue;
       bool same = home->root == st->update;
       for (int o = 0; o < home->nouts; o++) same |= home->outs[o] == st->update;
       cr_expect(same, "%s: %s is not updated in the loop that updates %s", train_yaml, st->name, gp->name);
@@ -155,7 +157,13 @@ static void check(const char *train_yaml, double lr) {
   for (int i = 0; i < NPARAMS; i++) {
     const GParam *gp = &rg->params.v[i];
     int64_t n = shape_numel(&graph_node(rg, gp->node)->shape);
-    refs[i] = (Ref){calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), calloc((size_t)n, 8), n, gp->decay};
+    refs[i] = (Ref){calloc((size_t)n, 8),
+                    calloc((size_t)n, 8),
+                    calloc((size_t)n, 8),
+                    calloc((size_t)n, 8),
+                    calloc((size_t)n, 8),
+                    n,
+                    gp->decay};
     memcpy(refs[i].p, interp_value(it, gp->node)->v, sizeof(double) * (size_t)n);
     if (m->train.opt.kind == OPT_ADAGRAD)
       for (int64_t j = 0; j < n; j++) refs[i].v[j] = m->train.opt.initial_accumulator_value;
@@ -174,7 +182,8 @@ static void check(const char *train_yaml, double lr) {
   const OptimCfg *oc = &m->train.opt;
   for (int s = 0; s < 5; s++) {
     // Scalars per docs/ABI.md (constant schedule here).
-    double scal[5] = {lr, lr / (1 - pow(oc->beta1, s + 1)), sqrt(1 - pow(oc->beta2, s + 1)), lr / (1 + s * oc->lr_decay), s == 0};
+    double scal[5] = {lr, lr / (1 - pow(oc->beta1, s + 1)), sqrt(1 - pow(oc->beta2, s + 1)),
+                      lr / (1 + s * oc->lr_decay), s == 0};
     const char *names[5] = {"__lr", "__lr_bc1", "__sqrt_bc2", "__clr", "__first"};
     for (int k = 0; k < 5; k++) {
       int64_t off = offset_of(tp, names[k], false);
@@ -195,11 +204,13 @@ static void check(const char *train_yaml, double lr) {
     for (int i = 0; i < NPARAMS; i++) {
       const double *got = (const double *)(mem + offset_of(tp, rg->params.v[i].name, true));
       for (int64_t j = 0; j < refs[i].n; j++)
-        cr_expect(fabs(got[j] - refs[i].p[j]) <= 1e-10 * fmax(1, fabs(refs[i].p[j])), "%s step %d: %s[%lld] = %.17g, torch formula %.17g",
-                  train_yaml, s, rg->params.v[i].name, (long long)j, got[j], refs[i].p[j]);
+        cr_expect(fabs(got[j] - refs[i].p[j]) <= 1e-10 * fmax(1, fabs(refs[i].p[j])),
+                  "%s step %d: %s[%lld] = %.17g, torch formula %.17g", train_yaml, s, rg->params.v[i].name,
+                  (long long)j, got[j], refs[i].p[j]);
     }
   }
-  for (int i = 0; i < NPARAMS; i++) free(refs[i].p), free(refs[i].m), free(refs[i].v), free(refs[i].buf), free(refs[i].ga);
+  for (int i = 0; i < NPARAMS; i++)
+    free(refs[i].p), free(refs[i].m), free(refs[i].v), free(refs[i].buf), free(refs[i].ga);
   interp_free(it);
   graph_free(rg);
   free(mem);
@@ -223,9 +234,13 @@ Test(optim, adam_and_adamw) {
 
 Test(optim, rmsprop) {
   check("train: {optimizer: {type: rmsprop, lr: 0.01}}\n", 0.01);
-  check("train: {optimizer: {type: rmsprop, lr: 0.01, alpha: 0.9, centered: true, momentum: 0.5, weight_decay: 0.01}}\n", 0.01);
+  check(
+      "train: {optimizer: {type: rmsprop, lr: 0.01, alpha: 0.9, centered: true, momentum: 0.5, weight_decay: 0.01}}\n",
+      0.01);
 }
 
 Test(optim, adagrad) {
-  check("train: {optimizer: {type: adagrad, lr: 0.1, lr_decay: 0.01, initial_accumulator_value: 0.1, weight_decay: 0.05}}\n", 0.1);
+  check(
+      "train: {optimizer: {type: adagrad, lr: 0.1, lr_decay: 0.01, initial_accumulator_value: 0.1, weight_decay: 0.05}}\n",
+      0.1);
 }

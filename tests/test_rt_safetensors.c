@@ -35,15 +35,12 @@ static void setup(void) {
 // whose mount dies with the test's private namespace).
 static void teardown(void) {
   DIR *d = opendir(tmpdir);
-  if (!d)
-    return;
+  if (!d) return;
   char p[512];
   for (struct dirent *e; (e = readdir(d));) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-      continue;
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
     snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-    if (unlink(p) != 0)
-      rmdir(p);
+    if (unlink(p) != 0) rmdir(p);
   }
   closedir(d);
   rmdir(tmpdir);
@@ -84,8 +81,7 @@ static int count_files(const char *dir) {
   DIR *d = opendir(dir);
   cr_assert_not_null(d);
   int n = 0;
-  for (struct dirent *e; (e = readdir(d));)
-    n += e->d_name[0] != '.';
+  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
   closedir(d);
   return n;
 }
@@ -132,15 +128,13 @@ static void assert_same(const bpcrt_tensors *a, const bpcrt_tensors *b) {
     cr_assert_str_eq(x->name, y->name);
     cr_assert_eq(x->dtype, y->dtype, "%s", x->name);
     cr_assert_eq(x->rank, y->rank, "%s", x->name);
-    for (int d = 0; d < x->rank; d++)
-      cr_assert_eq(x->shape[d], y->shape[d]);
+    for (int d = 0; d < x->rank; d++) cr_assert_eq(x->shape[d], y->shape[d]);
     cr_assert_eq(x->nbytes, y->nbytes, "%s", x->name);
     cr_assert_not_null(y->data);
     cr_assert_eq(memcmp(x->data, y->data, x->nbytes), 0, "%s", x->name);
   }
   cr_assert_eq(a->nmeta, b->nmeta);
-  for (int i = 0; i < a->nmeta; i++)
-    cr_assert_str_eq(bpcrt_st_meta(b, a->meta_keys[i]), a->meta_vals[i]);
+  for (int i = 0; i < a->nmeta; i++) cr_assert_str_eq(bpcrt_st_meta(b, a->meta_keys[i]), a->meta_vals[i]);
 }
 
 Test(st, round_trip_all_dtypes_and_ranks) {
@@ -192,13 +186,11 @@ static void expect_file(const char *p, const char *json, const void *data, size_
   unsigned char *b = slurp(p, &n);
   cr_assert_eq(n, 8 + hl + pad + ndata);
   uint64_t len = 0;
-  for (int i = 7; i >= 0; i--)
-    len = len << 8 | b[i];
+  for (int i = 7; i >= 0; i--) len = len << 8 | b[i];
   cr_assert_eq(len, hl + pad);
   cr_assert_eq((8 + len) % 8, 0, "data must start 8-byte aligned");
   cr_assert_eq(memcmp(b + 8, json, hl), 0, "header: %.*s", (int)len, (char *)b + 8);
-  for (size_t i = 0; i < pad; i++)
-    cr_assert_eq(b[8 + hl + i], ' ');
+  for (size_t i = 0; i < pad; i++) cr_assert_eq(b[8 + hl + i], ' ');
   cr_assert_eq(memcmp(b + 8 + len, data, ndata), 0);
   free(b);
 }
@@ -219,14 +211,14 @@ Test(st, exact_layout) {
   bpcrt_st_set_meta(&s, "step", "3");
   bpcrt_st_set_meta(&s, "e", "\t\n\r\b\f\x01\x1f/\\\"\x7f\xc3\xa9");
   cr_assert_eq(bpcrt_st_write(p, &s, err, sizeof err), 0, "%s", err);
-  static const unsigned char db[] = {0, 0, 0x80, 0x3f, 0, 0, 0, 0x40,
-                                     1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0,
-                                     0, 0, 0, 0, 0, 0, 0, 0xc0};
-  expect_file(p, "{\"__metadata__\":{\"step\":\"3\","
-                 "\"e\":\"\\t\\n\\r\\b\\f\\u0001\\u001f/\\\\\\\"\x7f\xc3\xa9\"},"
-                 "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-                 "\"i\\\"d\":{\"dtype\":\"I32\",\"shape\":[1,3],\"data_offsets\":[8,20]},"
-                 "\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[20,28]}}",
+  static const unsigned char db[] = {0,    0,    0x80, 0x3f, 0, 0, 0, 0x40, 1, 0, 0, 0, 0xff, 0xff,
+                                     0xff, 0xff, 0,    1,    0, 0, 0, 0,    0, 0, 0, 0, 0,    0xc0};
+  expect_file(p,
+              "{\"__metadata__\":{\"step\":\"3\","
+              "\"e\":\"\\t\\n\\r\\b\\f\\u0001\\u001f/\\\\\\\"\x7f\xc3\xa9\"},"
+              "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+              "\"i\\\"d\":{\"dtype\":\"I32\",\"shape\":[1,3],\"data_offsets\":[8,20]},"
+              "\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[20,28]}}",
               db, sizeof db);
   bpcrt_st_free(&s);
 }
@@ -248,8 +240,7 @@ Test(st, reads_reference_fixture) {
   cr_assert(w && w->dtype == BPCRT_F32 && w->rank == 2 && w->shape[0] == 2 && w->shape[1] == 3);
   double wd[6];
   cr_assert_eq(bpcrt_st_to_f64(w, wd), 0);
-  for (int i = 0; i < 6; i++)
-    cr_assert_eq(wd[i], i * 0.5 - 1.0);
+  for (int i = 0; i < 6; i++) cr_assert_eq(wd[i], i * 0.5 - 1.0);
 
   const bpcrt_tensor *b = bpcrt_st_find(&r, "b");
   cr_assert(b && b->dtype == BPCRT_F64 && b->rank == 1 && b->shape[0] == 3);
@@ -281,8 +272,7 @@ Test(st, reads_reference_fixture) {
 
   const bpcrt_tensor *y = bpcrt_st_find(&r, "yL.0.w");
   cr_assert(y && y->rank == 4 && bpcrt_numel(y) == 4);
-  for (int i = 0; i < 4; i++)
-    cr_assert_eq(((float *)y->data)[i], 7.0f);
+  for (int i = 0; i < 4; i++) cr_assert_eq(((float *)y->data)[i], 7.0f);
 
   // Written back in the order read, it is the reference's file byte for byte:
   // same JSON (key order, escapes, spacing), same padding, same data.
@@ -306,8 +296,7 @@ Test(st, set_api_rejects_bad_tensors) {
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F32, -1, sh, NULL));
   cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F32, 1, (int64_t[]){-2}, NULL));
   cr_assert_null(bpcrt_st_add(&s, "y", (bpcrt_dtype)99, 1, sh, NULL));
-  cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F64, 3,
-                              (int64_t[]){1LL << 40, 1LL << 40, 1LL << 40}, NULL));
+  cr_assert_null(bpcrt_st_add(&s, "y", BPCRT_F64, 3, (int64_t[]){1LL << 40, 1LL << 40, 1LL << 40}, NULL));
   cr_assert_eq(s.n, 1);
   cr_assert_eq(((float *)s.t[0].data)[0], 0.0f, "NULL data gives zeros");
   bpcrt_st_set_meta(&s, "k", "1");
@@ -353,20 +342,16 @@ Test(st, write_rejects_bad_sets) {
 static const char *make_raw(uint64_t hlen, const char *hdr, size_t hn, size_t ndata) {
   size_t n = 8 + hn + ndata;
   unsigned char *b = calloc(1, n);
-  for (int i = 0; i < 8; i++)
-    b[i] = (unsigned char)(hlen >> (8 * i));
+  for (int i = 0; i < 8; i++) b[i] = (unsigned char)(hlen >> (8 * i));
   memcpy(b + 8, hdr, hn);
-  for (size_t i = 0; i < ndata; i++)
-    b[8 + hn + i] = (unsigned char)(i * 37 + 1);
+  for (size_t i = 0; i < ndata; i++) b[8 + hn + i] = (unsigned char)(i * 37 + 1);
   const char *p = in_tmp("hostile.safetensors");
   spit(p, b, n);
   free(b);
   return p;
 }
 
-static const char *make_hdr(const char *hdr, size_t ndata) {
-  return make_raw(strlen(hdr), hdr, strlen(hdr), ndata);
-}
+static const char *make_hdr(const char *hdr, size_t ndata) { return make_raw(strlen(hdr), hdr, strlen(hdr), ndata); }
 
 // Reading p must fail with an error naming p and containing `want`.
 static void expect_fail(const char *p, const char *want) {
@@ -375,8 +360,7 @@ static void expect_fail(const char *p, const char *want) {
   memset(&r, 0x5a, sizeof r);
   int rc = bpcrt_st_read(p, &r, err, sizeof err);
   cr_assert_eq(rc, -1, "expected failure '%s'", want);
-  cr_assert(r.n == 0 && r.t == NULL && r.nmeta == 0 && r.meta_keys == NULL,
-            "out must be empty");
+  cr_assert(r.n == 0 && r.t == NULL && r.nmeta == 0 && r.meta_keys == NULL, "out must be empty");
   cr_assert_eq(strncmp(err, p, strlen(p)), 0, "error must name the file: %s", err);
   cr_assert(strstr(err, want), "error '%s' lacks '%s'", err, want);
 }
@@ -385,63 +369,67 @@ static void expect_fail(const char *p, const char *want) {
 #define F32x2(off) "{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":" off "}"
 
 // One row per validation rule: header, data bytes, expected error text.
-static const struct { const char *hdr; size_t ndata; const char *want; } bad_headers[] = {
-  {"", 0, "does not start with '{'"},
-  {" {}", 0, "does not start with '{'"},
-  {"[1]", 0, "does not start with '{'"},
-  {"{\"a\":", 0, "invalid JSON in the header near offset"},
-  {"{\"a\":1,}", 0, "invalid JSON"},
-  {"{}x", 0, "unexpected bytes after the JSON header at offset 10"},
-  {"{}\x01", 0, "bad byte 0x01 in the header at offset 10"},
-  {"{\"\xff\":1}", 0, "bad byte 0xff in the header at offset 10"},
-  {"{\"\xc0\x80\":1}", 0, "bad byte 0xc0"},                   // overlong NUL
-  {"{\"\xed\xa0\x80\":1}", 0, "bad byte 0xed"},               // surrogate
-  {"{\"a\\u0000b\":1}", 0, "\\u0000 escape at offset 11"},
-  {T("\"w\":1"), 0, "header entry 'w' is not an object"},
-  {T("\"w\":[]"), 0, "header entry 'w' is not an object"},
-  {T("\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}"), 1,
-   "unsupported dtype 'F8_E4M3' for tensor 'w' (bpc reads F32, F64, F16, BF16, I64, I32"},
-  {T("\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "unsupported dtype 'f32'"},
-  {T("\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "dtype of tensor 'w' is not a string"},
-  {T("\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "tensor 'w' has no 'dtype'"},
-  {T("\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}"), 4, "tensor 'w' has no 'shape'"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1]}"), 4, "tensor 'w' has no 'data_offsets'"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}"), 4,
-   "tensor 'w': unknown key 'x'"},
-  {T("\"w\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}"), 4,
-   "tensor 'w': duplicate key 'dtype'"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]}"), 4, "shape of tensor 'w' is not a list"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[[1]],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}"), 4,
-   "tensor 'w' has rank 9; bpc reads rank <= 8"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}"), 4,
-   "tensor 'w': element count overflows"},
-  {T("\"w\":{\"dtype\":\"F64\",\"shape\":[4503599627370496,4096],\"data_offsets\":[0,4]}"), 4,
-   "tensor 'w': element count overflows"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}"), 8, "data_offsets of tensor 'w' is not a list of two"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}"), 8, "not a list of two"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,-8]}"), 8, "not a list of two"},
-  {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":{}}"), 8, "not a list of two"},
-  {T("\"w\":" F32x2("[8,0]")), 8, "data_offsets [8, 0] end before they begin"},
-  {T("\"w\":" F32x2("[0,4]")), 8, "data_offsets [0, 4] hold 4 bytes but its shape and dtype F32 need 8"},
-  {T("\"w\":" F32x2("[8,16]")), 8, "tensor 'w': data_offsets [8, 16] run past the data buffer (8 bytes"},
-  {T("\"w\":" F32x2("[9007199254740984,9007199254740992]")), 8, "run past the data buffer"},
-  {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[4,12]")), 12, "tensor 'b' (data offset 4, file offset"},
-  {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[0,8]")), 8, "overlaps tensor 'a'"},
-  {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[12,20]")), 20, "4 unused bytes before tensor 'b'"},
-  {T("\"a\":" F32x2("[4,12]")), 12, "4 unused bytes before tensor 'a'"},
-  {T("\"a\":" F32x2("[0,8]")), 9, "1 trailing bytes after the last tensor"},
-  {T("\"a\":" F32x2("[0,8]") ",\"a\":" F32x2("[8,16]")), 16, "the header has 'a' twice"},
-  {T("\"__metadata__\":{\"k\":1}"), 0, "__metadata__ value of 'k' is not a string"},
-  {T("\"__metadata__\":{\"k\":null}"), 0, "__metadata__ value of 'k' is not a string"},
-  {T("\"__metadata__\":[\"k\"]"), 0, "__metadata__ is not an object"},
-  {T("\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}"), 0, "__metadata__ has key 'k' twice"},
-  {T("\"__metadata__\":{},\"__metadata__\":{}"), 0, "the header has '__metadata__' twice"},
-  {T("\"\x1b[31m\":1"), 0, "bad byte 0x1b"},
+static const struct {
+  const char *hdr;
+  size_t ndata;
+  const char *want;
+} bad_headers[] = {
+    {"", 0, "does not start with '{'"},
+    {" {}", 0, "does not start with '{'"},
+    {"[1]", 0, "does not start with '{'"},
+    {"{\"a\":", 0, "invalid JSON in the header near offset"},
+    {"{\"a\":1,}", 0, "invalid JSON"},
+    {"{}x", 0, "unexpected bytes after the JSON header at offset 10"},
+    {"{}\x01", 0, "bad byte 0x01 in the header at offset 10"},
+    {"{\"\xff\":1}", 0, "bad byte 0xff in the header at offset 10"},
+    {"{\"\xc0\x80\":1}", 0, "bad byte 0xc0"},                   // overlong NUL
+    {"{\"\xed\xa0\x80\":1}", 0, "bad byte 0xed"},               // surrogate
+    {"{\"a\\u0000b\":1}", 0, "\\u0000 escape at offset 11"},
+    {T("\"w\":1"), 0, "header entry 'w' is not an object"},
+    {T("\"w\":[]"), 0, "header entry 'w' is not an object"},
+    {T("\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}"), 1,
+     "unsupported dtype 'F8_E4M3' for tensor 'w' (bpc reads F32, F64, F16, BF16, I64, I32"},
+    {T("\"w\":{\"dtype\":\"f32\",\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "unsupported dtype 'f32'"},
+    {T("\"w\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "dtype of tensor 'w' is not a string"},
+    {T("\"w\":{\"shape\":[1],\"data_offsets\":[0,4]}"), 4, "tensor 'w' has no 'dtype'"},
+    {T("\"w\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}"), 4, "tensor 'w' has no 'shape'"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1]}"), 4, "tensor 'w' has no 'data_offsets'"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4],\"x\":1}"), 4, "tensor 'w': unknown key 'x'"},
+    {T("\"w\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}"), 4,
+     "tensor 'w': duplicate key 'dtype'"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":1,\"data_offsets\":[0,4]}"), 4, "shape of tensor 'w' is not a list"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[\"1\"],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[[1]],\"data_offsets\":[0,4]}"), 4, "not a list of non-negative integers"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}"), 4,
+     "tensor 'w' has rank 9; bpc reads rank <= 8"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],\"data_offsets\":[0,4]}"), 4,
+     "tensor 'w': element count overflows"},
+    {T("\"w\":{\"dtype\":\"F64\",\"shape\":[4503599627370496,4096],\"data_offsets\":[0,4]}"), 4,
+     "tensor 'w': element count overflows"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}"), 8,
+     "data_offsets of tensor 'w' is not a list of two"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}"), 8, "not a list of two"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,-8]}"), 8, "not a list of two"},
+    {T("\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":{}}"), 8, "not a list of two"},
+    {T("\"w\":" F32x2("[8,0]")), 8, "data_offsets [8, 0] end before they begin"},
+    {T("\"w\":" F32x2("[0,4]")), 8, "data_offsets [0, 4] hold 4 bytes but its shape and dtype F32 need 8"},
+    {T("\"w\":" F32x2("[8,16]")), 8, "tensor 'w': data_offsets [8, 16] run past the data buffer (8 bytes"},
+    {T("\"w\":" F32x2("[9007199254740984,9007199254740992]")), 8, "run past the data buffer"},
+    {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[4,12]")), 12, "tensor 'b' (data offset 4, file offset"},
+    {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[0,8]")), 8, "overlaps tensor 'a'"},
+    {T("\"a\":" F32x2("[0,8]") ",\"b\":" F32x2("[12,20]")), 20, "4 unused bytes before tensor 'b'"},
+    {T("\"a\":" F32x2("[4,12]")), 12, "4 unused bytes before tensor 'a'"},
+    {T("\"a\":" F32x2("[0,8]")), 9, "1 trailing bytes after the last tensor"},
+    {T("\"a\":" F32x2("[0,8]") ",\"a\":" F32x2("[8,16]")), 16, "the header has 'a' twice"},
+    {T("\"__metadata__\":{\"k\":1}"), 0, "__metadata__ value of 'k' is not a string"},
+    {T("\"__metadata__\":{\"k\":null}"), 0, "__metadata__ value of 'k' is not a string"},
+    {T("\"__metadata__\":[\"k\"]"), 0, "__metadata__ is not an object"},
+    {T("\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}"), 0, "__metadata__ has key 'k' twice"},
+    {T("\"__metadata__\":{},\"__metadata__\":{}"), 0, "the header has '__metadata__' twice"},
+    {T("\"\x1b[31m\":1"), 0, "bad byte 0x1b"},
 };
 
 Test(st, hostile_headers) {
@@ -467,8 +455,9 @@ Test(st, hostile_lengths_and_files) {
   // anywhere in the tiling, no tensors at all.
   bpcrt_tensors r;
   char err[512];
-  const char *ok = T("\"z\":{\"dtype\":\"I32\",\"shape\":[3,0],\"data_offsets\":[8,8]},"
-                     "\"a\":" F32x2("[0,8]") ",\"y\":{\"dtype\":\"F64\",\"shape\":[0],\"data_offsets\":[0,0]}") " \n ";
+  const char *ok =
+      T("\"z\":{\"dtype\":\"I32\",\"shape\":[3,0],\"data_offsets\":[8,8]},"
+        "\"a\":" F32x2("[0,8]") ",\"y\":{\"dtype\":\"F64\",\"shape\":[0],\"data_offsets\":[0,0]}") " \n ";
   cr_assert_eq(bpcrt_st_read(make_hdr(ok, 8), &r, err, sizeof err), 0, "%s", err);
   cr_assert_eq(r.n, 3);
   cr_assert_str_eq(r.t[0].name, "z", "header order is kept");
@@ -511,8 +500,7 @@ Test(st, flipped_header_bytes) {
   size_t n;
   unsigned char *b = good_file(&n);
   uint64_t hlen = 0;
-  for (int i = 7; i >= 0; i--)
-    hlen = hlen << 8 | b[i];
+  for (int i = 7; i >= 0; i--) hlen = hlen << 8 | b[i];
   const char *p = in_tmp("flip.safetensors");
   static const unsigned char subs[] = {'"', '{', '}', '[', ']', ',', ':', '0', '9', '-', ' ', '\\', 0};
   int ok = 0, failed = 0;
@@ -523,8 +511,7 @@ Test(st, flipped_header_bytes) {
     unsigned char orig = b[i];
     for (int k = 0; k < 8 + (int)sizeof subs; k++) {
       b[i] = k < 8 ? orig ^ (unsigned char)(1u << k) : subs[k - 8];
-      if (b[i] == orig)
-        continue;
+      if (b[i] == orig) continue;
       cr_assert_eq(pwrite(fd, &b[i], 1, (off_t)i), 1);
       bpcrt_tensors r;
       char err[512] = "";
@@ -552,8 +539,7 @@ Test(st, flipped_header_bytes) {
 static bpcrt_tensors one_tensor(float v, int64_t n) {
   bpcrt_tensors s = {0};
   bpcrt_tensor *t = bpcrt_st_add(&s, "x", BPCRT_F32, 1, &n, NULL);
-  for (int64_t i = 0; i < n; i++)
-    ((float *)t->data)[i] = v;
+  for (int64_t i = 0; i < n; i++) ((float *)t->data)[i] = v;
   char buf[32];
   snprintf(buf, sizeof buf, "%g", v);
   bpcrt_st_set_meta(&s, "gen", buf);
@@ -569,8 +555,7 @@ static float check_consistent(const char *p) {
   cr_assert_not_null(t);
   float gen = strtof(bpcrt_st_meta(&r, "gen"), NULL);
   const float *x = t->data;
-  for (int64_t i = 0; i < bpcrt_numel(t); i++)
-    cr_assert_eq(x[i], gen, "element %lld", (long long)i);
+  for (int64_t i = 0; i < bpcrt_numel(t); i++) cr_assert_eq(x[i], gen, "element %lld", (long long)i);
   bpcrt_st_free(&r);
   return gen;
 }
@@ -595,10 +580,8 @@ static int writes_left;
 
 // Writes the first `writes_left` calls in full, then half a buffer, then ENOSPC.
 static ssize_t full_disk_write(int fd, const void *buf, size_t n) {
-  if (writes_left-- > 0)
-    return write(fd, buf, n);
-  if (writes_left == -1 && n > 1)
-    return write(fd, buf, n / 2);
+  if (writes_left-- > 0) return write(fd, buf, n);
+  if (writes_left == -1 && n > 1) return write(fd, buf, n / 2);
   errno = ENOSPC;
   return -1;
 }
@@ -678,13 +661,11 @@ Test(st, sigkill_mid_write_leaves_loadable_file, .timeout = 120) {
       cr_assert_eq(write(pfd[1], "r", 1), 1);
       for (int gen = 1;; gen++) {
         float *x = s.t[0].data;
-        for (int64_t i = 0; i < (50 << 18); i++)
-          x[i] = (float)gen;
+        for (int64_t i = 0; i < (50 << 18); i++) x[i] = (float)gen;
         char g[16];
         snprintf(g, sizeof g, "%d", gen);
         bpcrt_st_set_meta(&s, "gen", g);
-        if (bpcrt_st_write(p, &s, NULL, 0) != 0)
-          _exit(3);
+        if (bpcrt_st_write(p, &s, NULL, 0) != 0) _exit(3);
       }
     }
     close(pfd[1]);
@@ -711,9 +692,10 @@ Test(st, reads_f16_bf16_and_foreign_ints) {
   static const double hv[] = {1, -2.5, 65504, 0x1p-24, 0x3ffp-24, INFINITY, -0.0};
   static const uint16_t b[] = {0x3f80, 0xc020, 0x0001, 0xff80};
   static const double bv[] = {1, -2.5, 0x1p-133, -INFINITY};
-  const char *hdr = "{\"h\":{\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
-                    "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[14,22]},"
-                    "\"p\":{\"dtype\":\"I64\",\"shape\":[1,3],\"data_offsets\":[22,46]}}";
+  const char *hdr =
+      "{\"h\":{\"dtype\":\"F16\",\"shape\":[7],\"data_offsets\":[0,14]},"
+      "\"b\":{\"dtype\":\"BF16\",\"shape\":[2,2],\"data_offsets\":[14,22]},"
+      "\"p\":{\"dtype\":\"I64\",\"shape\":[1,3],\"data_offsets\":[22,46]}}";
   size_t hn = strlen(hdr), n = 8 + hn + 46;
   unsigned char *buf = calloc(1, n);
   for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((uint64_t)hn >> (8 * i));

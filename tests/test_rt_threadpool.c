@@ -36,8 +36,7 @@ Test(pool, partition_covers_contiguously_with_grain) {
           bpcrt_chunk(n, c, k, &b, &e);
           cr_assert_eq(b, at);
           cr_assert(e > b);
-          if (c > 1)
-            cr_assert(e - b >= grain);
+          if (c > 1) cr_assert(e - b >= grain);
           lo = e - b < lo ? e - b : lo;
           hi = e - b > hi ? e - b : hi;
           at = e;
@@ -69,8 +68,7 @@ static void visit(void *ctx, int64_t b, int64_t e, int thread) {
   v->begin[thread] = b;
   v->end[thread] = e;
   v->who[thread] = pthread_self();
-  for (int64_t i = b; i < e; i++)
-    atomic_fetch_add_explicit(&v->count[i], 1, memory_order_relaxed);
+  for (int64_t i = b; i < e; i++) atomic_fetch_add_explicit(&v->count[i], 1, memory_order_relaxed);
 }
 
 // The OS thread each thread id ran on so far.
@@ -89,19 +87,15 @@ static void check_run(bpcrt_pool *p, int64_t n, int64_t grain, Who *who) {
   int c = bpcrt_chunks(n, grain, t);
   cr_assert_eq(atomic_load(&v->bad_thread), 0);
   for (int64_t i = 0; i < n; i++)
-    cr_assert_eq(atomic_load(&v->count[i]), 1, "element %ld of n=%ld grain=%ld t=%d", (long)i,
-                 (long)n, (long)grain, t);
+    cr_assert_eq(atomic_load(&v->count[i]), 1, "element %ld of n=%ld grain=%ld t=%d", (long)i, (long)n, (long)grain, t);
   for (int k = 0; k < MAXT; k++) {
-    cr_assert_eq(atomic_load(&v->calls[k]), k < c, "thread %d n=%ld grain=%ld t=%d", k, (long)n,
-                 (long)grain, t);
-    if (k >= c)
-      continue;
+    cr_assert_eq(atomic_load(&v->calls[k]), k < c, "thread %d n=%ld grain=%ld t=%d", k, (long)n, (long)grain, t);
+    if (k >= c) continue;
     int64_t b, e;
     bpcrt_chunk(n, c, k, &b, &e);
     cr_assert_eq(v->begin[k], b);
     cr_assert_eq(v->end[k], e);
-    if (k == 0)
-      cr_assert(pthread_equal(v->who[0], pthread_self()), "chunk 0 runs on the caller");
+    if (k == 0) cr_assert(pthread_equal(v->who[0], pthread_self()), "chunk 0 runs on the caller");
     if (who) {
       if (!who->known[k]) {
         who->t[k] = v->who[k];
@@ -124,8 +118,7 @@ Test(pool, every_element_once_chunk_k_on_thread_k, .timeout = 120) {
     Who who = {0};
     for (int rep = 0; rep < 3; rep++)  // same triples, same OS threads, every time
       for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
-        for (size_t g = 0; g < sizeof grains / sizeof *grains; g++)
-          check_run(p, ns[a], grains[g], &who);
+        for (size_t g = 0; g < sizeof grains / sizeof *grains; g++) check_run(p, ns[a], grains[g], &who);
     bpcrt_pool_free(p);
   }
 }
@@ -138,8 +131,7 @@ Test(pool, sleep_path_and_short_spin, .timeout = 120) {
     for (int t = 2; t <= 4; t++) {
       bpcrt_pool *p = bpcrt_pool_new(t);
       bpcrt_pool_set_spin(p, spins[s]);
-      for (int rep = 0; rep < 20; rep++)
-        check_run(p, 1 + rep * 37, 1, NULL);
+      for (int rep = 0; rep < 20; rep++) check_run(p, 1 + rep * 37, 1, NULL);
       bpcrt_pool_free(p);
     }
 }
@@ -202,8 +194,7 @@ static void outer(void *ctx, int64_t b, int64_t e, int thread) {
   atomic_fetch_add(&s->outer_calls, 1);
   bpcrt_parallel_for(s->inner_pool, one, &s->inner[thread], 1000, 1);
   // The inner task ran inline, on this OS thread.
-  if (!pthread_equal(s->inner[thread].who, pthread_self()))
-    s->inner[thread].thread = -99;
+  if (!pthread_equal(s->inner[thread].who, pthread_self())) s->inner[thread].thread = -99;
 }
 
 Test(pool, nested_call_runs_inline_with_callers_thread_id, .timeout = 30) {
@@ -213,8 +204,7 @@ Test(pool, nested_call_runs_inline_with_callers_thread_id, .timeout = 30) {
     Nest s = {.inner_pool = inner[i]};
     bpcrt_parallel_for(p, outer, &s, 3, 1);
     cr_assert_eq(atomic_load(&s.outer_calls), 3);
-    for (int t = 0; t < 3; t++)
-      expect_inline(&s.inner[t], 1000, t);
+    for (int t = 0; t < 3; t++) expect_inline(&s.inner[t], 1000, t);
   }
   bpcrt_pool_free(q);
   bpcrt_pool_free(p);
@@ -233,8 +223,7 @@ static void *intrude(void *arg) {
 }
 
 static void spawn_intruder(void *ctx, int64_t b, int64_t e, int thread) {
-  if (thread != 0)
-    return;
+  if (thread != 0) return;
   pthread_t t;
   cr_assert_eq(pthread_create(&t, NULL, intrude, ctx), 0);
   pthread_join(t, NULL);
@@ -256,16 +245,12 @@ static void bump(void *ctx, int64_t b, int64_t e, int thread) {
 // 100k tiny parallel calls back to back: a lost wake-up hangs (timeout).
 static void hammer(int nthreads, int64_t spin_ns, int calls) {
   bpcrt_pool *p = bpcrt_pool_new(nthreads);
-  if (spin_ns >= 0)
-    bpcrt_pool_set_spin(p, spin_ns);
+  if (spin_ns >= 0) bpcrt_pool_set_spin(p, spin_ns);
   _Atomic int64_t sum[MAXT] = {0};
-  for (int i = 0; i < calls; i++)
-    bpcrt_parallel_for(p, bump, sum, nthreads + i % 3, 1);
+  for (int i = 0; i < calls; i++) bpcrt_parallel_for(p, bump, sum, nthreads + i % 3, 1);
   int64_t total = 0, want = 0;
-  for (int t = 0; t < MAXT; t++)
-    total += atomic_load(&sum[t]);
-  for (int i = 0; i < calls; i++)
-    want += nthreads + i % 3;
+  for (int t = 0; t < MAXT; t++) total += atomic_load(&sum[t]);
+  for (int i = 0; i < calls; i++) want += nthreads + i % 3;
   cr_assert_eq(total, want);
   bpcrt_pool_free(p);
 }
@@ -275,9 +260,7 @@ Test(pool, back_to_back_tiny_calls_spinning, .timeout = 120) {
   hammer(3, -1, 30000);
 }
 
-Test(pool, back_to_back_tiny_calls_sleeping, .timeout = 120) {
-  hammer(2, 0, 100000);
-}
+Test(pool, back_to_back_tiny_calls_sleeping, .timeout = 120) { hammer(2, 0, 100000); }
 
 Test(pool, back_to_back_tiny_calls_at_the_spin_edge, .timeout = 120) {
   hammer(2, 500, 50000);
@@ -290,12 +273,11 @@ Test(pool, create_and_free_repeatedly, .timeout = 120) {
     if (i % 2) {  // half are freed before their workers ever ran anything
       _Atomic int64_t sum[MAXT] = {0};
       bpcrt_parallel_for(p, bump, sum, 64, 1);
-      cr_assert_eq(atomic_load(&sum[0]) + atomic_load(&sum[1]) + atomic_load(&sum[2]) +
-                       atomic_load(&sum[3]) + atomic_load(&sum[4]),
+      cr_assert_eq(atomic_load(&sum[0]) + atomic_load(&sum[1]) + atomic_load(&sum[2]) + atomic_load(&sum[3]) +
+                       atomic_load(&sum[4]),
                    64);
     }
-    if (i % 3 == 0)
-      bpcrt_pool_set_spin(p, 0);
+    if (i % 3 == 0) bpcrt_pool_set_spin(p, 0);
     bpcrt_pool_free(p);
   }
 }

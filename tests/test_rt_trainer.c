@@ -33,8 +33,7 @@ static void setup(void) {
 
 static void teardown(void) {
   DIR *d = opendir(tmpdir);
-  if (!d)
-    return;
+  if (!d) return;
   char p[600];
   for (struct dirent *e; (e = readdir(d));)
     if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
@@ -109,8 +108,7 @@ static void place(Layout *l) {
   for (int i = 0; i < l->n; i++) {
     l->off[i] = top;
     int64_t n = 1;
-    for (int k = 0; k < l->e[i].rank; k++)
-      n *= l->e[i].shape[k];
+    for (int k = 0; k < l->e[i].rank; k++) n *= l->e[i].shape[k];
     top += (n * (int64_t)esz(&l->e[i]) + 63) / 64 * 64;
   }
   l->status = top;
@@ -119,8 +117,7 @@ static void place(Layout *l) {
 
 static int64_t off(const Layout *l, const char *name) {
   for (int i = 0; i < l->n; i++)
-    if (!strcmp(l->e[i].name, name))
-      return l->off[i];
+    if (!strcmp(l->e[i].name, name)) return l->off[i];
   return -1;
 }
 
@@ -131,7 +128,8 @@ static void build_layouts(void) {
   for (int k = 0; k < 2; k++) {
     Layout *l = ls[k];
     int B = k ? M.EB : M.B;
-    add(l, "w", "param", false, 1, M.D, 0, "{\"kind\": \"normal\", \"a\": 0, \"b\": 0.1, \"fan_in\": 3, \"fan_out\": 1}");
+    add(l, "w", "param", false, 1, M.D, 0,
+        "{\"kind\": \"normal\", \"a\": 0, \"b\": 0.1, \"fan_in\": 3, \"fan_out\": 1}");
     add(l, "b", "param", false, 1, 1, 0, "{\"kind\": \"zeros\"}");
     add(l, "big", "param", false, 1, M.big, 0, "{\"kind\": \"uniform\", \"a\": -1, \"b\": 1}");
     add(l, "state.count", "state", false, 0, 0, 0, "{\"value\": 0}");
@@ -151,8 +149,7 @@ static void build_layouts(void) {
     }
     add(l, "x", "input", false, 2, B, M.D, NULL);
     add(l, "y", "input", false, 1, B, 0, NULL);
-    if (M.has_k)
-      add(l, "k", "input", true, 1, B, 0, NULL);
+    if (M.has_k) add(l, "k", "input", true, 1, B, 0, NULL);
     add(l, "loss", "loss", false, 0, 0, 0, NULL);
     add(l, "mae", "metric", false, 0, 0, 0, NULL);
     place(l);
@@ -171,10 +168,14 @@ static size_t prog_json(char *buf, size_t cap, const Layout *l) {
       snprintf(shape, sizeof shape, "[%lld]", (long long)e->shape[0]);
     else
       snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)e->shape[0], (long long)e->shape[1]);
-    n += (size_t)snprintf(buf + n, cap - n,
-                          "%s{\"name\": \"%s\", \"role\": \"%s\", \"dtype\": \"%s\", \"shape\": %s, \"offset\": %lld%s%s}",
-                          i ? ", " : "", e->name, e->role, e->i32 ? "i32" : M.f64 ? "f64" : "f32", shape,
-                          (long long)l->off[i], e->init ? ", \"init\": " : "", e->init ? e->init : "");
+    n += (size_t)snprintf(
+        buf + n, cap - n,
+        "%s{\"name\": \"%s\", \"role\": \"%s\", \"dtype\": \"%s\", \"shape\": %s, \"offset\": %lld%s%s}", i ? ", " : "",
+        e->name, e->role,
+        e->i32  ? "i32"
+        : M.f64 ? "f64"
+                : "f32",
+        shape, (long long)l->off[i], e->init ? ", \"init\": " : "", e->init ? e->init : "");
   }
   return n + (size_t)snprintf(buf + n, cap - n, "]}");
 }
@@ -190,12 +191,13 @@ static const char *fake_json(void) {
              "\"scale\": {\"*\": 0.00390625}, \"val_fraction\": %g, \"shuffle\": true}, \"test\": null}",
              M.images, M.labels, M.val_fraction);
   else
-    snprintf(data, sizeof data,
-             "{\"train\": {\"format\": \"csv\", \"path\": \"%s\", \"header\": true, \"columns\": {\"x\": {\"lo\": 0, "
-             "\"hi\": %d, \"range\": true}, \"y\": {\"lo\": %d, \"hi\": %d, \"range\": false}%s}, \"scale\": {\"x\": 0.5}, "
-             "\"val_fraction\": %g, \"shuffle\": true}, \"test\": null}",
-             M.data_path, M.D, M.D, M.D + 1,
-             M.has_k ? (const char *[]){", \"k\": {\"lo\": 4, \"hi\": 5, \"range\": false}"}[0] : "", M.val_fraction);
+    snprintf(
+        data, sizeof data,
+        "{\"train\": {\"format\": \"csv\", \"path\": \"%s\", \"header\": true, \"columns\": {\"x\": {\"lo\": 0, "
+        "\"hi\": %d, \"range\": true}, \"y\": {\"lo\": %d, \"hi\": %d, \"range\": false}%s}, \"scale\": {\"x\": 0.5}, "
+        "\"val_fraction\": %g, \"shuffle\": true}, \"test\": null}",
+        M.data_path, M.D, M.D, M.D + 1,
+        M.has_k ? (const char *[]){", \"k\": {\"lo\": 4, \"hi\": 5, \"range\": false}"}[0] : "", M.val_fraction);
   // k sits right after y: column D + 1 (tests use D = 3)
   prog_json(pt, sizeof pt, &LT);
   prog_json(pe, sizeof pe, &LE);
@@ -206,8 +208,8 @@ static const char *fake_json(void) {
            "\"schedule\": %s, \"clip_grad_norm\": 0, \"grad_accum\": %d, \"steps\": %lld, \"epochs\": %lld, "
            "\"eval_every\": 0, \"checkpoint_every\": 0, \"seed\": 7}, \"data\": %s, \"generate\": null, "
            "\"programs\": {\"train\": %s, \"eval\": %s}}",
-           M.hash, M.f64 ? "f64" : "f32", M.B, M.D, M.adam ? "adam" : "sgd", M.lr, M.sched, M.accum,
-           (long long)M.steps, (long long)M.epochs, data, pt, pe);
+           M.hash, M.f64 ? "f64" : "f32", M.B, M.D, M.adam ? "adam" : "sgd", M.lr, M.sched, M.accum, (long long)M.steps,
+           (long long)M.epochs, data, pt, pe);
   return json;
 }
 
@@ -239,20 +241,16 @@ static void forward(bpcrt_ctx *c, const Layout *l, int B, bool grads) {
   double loss = 0, mae = 0, gw[64] = {0}, gb = 0;
   for (int i = 0; i < B; i++) {
     double p = ld(a, l, "b", 0);
-    for (int j = 0; j < M.D; j++)
-      p += ld(a, l, "x", i * M.D + j) * ld(a, l, "w", j);
+    for (int j = 0; j < M.D; j++) p += ld(a, l, "x", i * M.D + j) * ld(a, l, "w", j);
     double r = p - ld(a, l, "y", i);
     loss += r * r / B, mae += fabs(r) / B;
-    for (int j = 0; j < M.D; j++)
-      gw[j] += 2 * r * ld(a, l, "x", i * M.D + j) / B;
+    for (int j = 0; j < M.D; j++) gw[j] += 2 * r * ld(a, l, "x", i * M.D + j) / B;
     gb += 2 * r / B;
   }
   st(a, l, "loss", 0, loss);
   st(a, l, "mae", 0, mae);
-  if (!grads)
-    return;
-  for (int j = 0; j < M.D; j++)
-    st(a, l, "grad.w", j, gw[j]);
+  if (!grads) return;
+  for (int j = 0; j < M.D; j++) st(a, l, "grad.w", j, gw[j]);
   st(a, l, "grad.b", 0, gb);
 }
 
@@ -296,15 +294,13 @@ static void slurp_into(const char *path, char *buf, size_t cap) {
   FILE *f = fopen(path, "r");
   size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
   buf[n] = 0;
-  if (f)
-    fclose(f);
+  if (f) fclose(f);
 }
 
 // Starts bpcrt_main(json, argv) in a child with output in tmpdir/.out,.err.
 static pid_t start(const char *js, char **argv) {
   int argc = 0;
-  while (argv[argc])
-    argc++;
+  while (argv[argc]) argc++;
   fflush(stdout), fflush(stderr);
   pid_t pid = fork();
   if (pid == 0) {
@@ -350,8 +346,7 @@ static void write_csv(const char *path, int n) {
 static int count_files(void) {
   DIR *d = opendir(tmpdir);
   int n = 0;
-  for (struct dirent *e; (e = readdir(d));)
-    n += e->d_name[0] != '.';
+  for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
   closedir(d);
   return n;
 }
@@ -384,8 +379,7 @@ static int log_values(const char *path, const char *kind, const char *key, doubl
   int n = 0;
   while (fgets(line, sizeof line, f) && n < cap) {
     char *p = strstr(line, k2);
-    if (strstr(line, k1) && p)
-      v[n++] = strtod(p + strlen(k2), NULL);
+    if (strstr(line, k1) && p) v[n++] = strtod(p + strlen(k2), NULL);
   }
   fclose(f);
   return n;
@@ -452,7 +446,8 @@ static void resume_case(bool adam, bool f64, int accum) {
     cr_assert(exists(in_tmp(name)), "%s", name);
   }
   cr_assert_eq(RUN("--steps", "23", "--resume", in_tmp("part.step10.safetensors"), "--save",
-                   in_tmp("resumed.safetensors"), "--quiet"), 0, "%s", err_buf);
+                   in_tmp("resumed.safetensors"), "--quiet"),
+               0, "%s", err_buf);
   assert_same_tensors(in_tmp("full.safetensors"), in_tmp("resumed.safetensors"));
 }
 
@@ -465,8 +460,9 @@ Test(trainer, init_loads_params_only) {
   write_csv(M.data_path, 40);
   cr_assert_eq(RUN("--steps", "5", "--save", in_tmp("a.safetensors"), "--quiet"), 0, "%s", err_buf);
   // a params-only file (opt.* ignored anyway) seeds a new run
-  cr_assert_eq(RUN("--steps", "1", "--init", in_tmp("a.safetensors"), "--save", in_tmp("b.safetensors"), "--lr", "0",
-                   "--quiet"), 0, "%s", err_buf);
+  cr_assert_eq(
+      RUN("--steps", "1", "--init", in_tmp("a.safetensors"), "--save", in_tmp("b.safetensors"), "--lr", "0", "--quiet"),
+      0, "%s", err_buf);
   bpcrt_tensors a, b;
   bpcrt_st_read(in_tmp("a.safetensors"), &a, NULL, 0);
   bpcrt_st_read(in_tmp("b.safetensors"), &b, NULL, 0);
@@ -480,8 +476,8 @@ Test(trainer, init_loads_params_only) {
 Test(trainer, sigint_saves_and_resumes_bit_identically) {
   defaults();
   write_csv(M.data_path, 40);
-  pid_t pid = start(fake_json(), (char *[]){"trainer", "--steps", "100000000", "--save", in_tmp("int.safetensors"),
-                                            "--quiet", NULL});
+  pid_t pid = start(
+      fake_json(), (char *[]){"trainer", "--steps", "100000000", "--save", in_tmp("int.safetensors"), "--quiet", NULL});
   usleep(300000);
   kill(pid, SIGINT);
   cr_assert_eq(finish(pid), 130, "%s", err_buf);
@@ -512,8 +508,7 @@ Test(trainer, sigkill_during_checkpoints_leaves_loadable_files) {
                                      in_tmp("k.safetensors"), "--quiet", NULL});
     // Kill while it writes checkpoints: first wait for one (a loaded machine
     // or a sanitizer build can take longer than any fixed delay to get there).
-    for (int w = 0; w < 2000 && !exists(in_tmp("k.step1.safetensors")); w++)
-      usleep(10000);
+    for (int w = 0; w < 2000 && !exists(in_tmp("k.step1.safetensors")); w++) usleep(10000);
     usleep(20000 + 37000 * (useconds_t)round);
     kill(pid, SIGKILL);
     cr_assert_eq(finish(pid), 128 + SIGKILL);
@@ -521,8 +516,7 @@ Test(trainer, sigkill_during_checkpoints_leaves_loadable_files) {
     int good = 0;
     for (struct dirent *e; (e = readdir(d));) {
       size_t n = strlen(e->d_name);
-      if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors"))
-        continue;
+      if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors")) continue;
       bpcrt_tensors f;
       char err[512];
       cr_assert_eq(bpcrt_st_read(in_tmp(e->d_name), &f, err, sizeof err), 0, "torn checkpoint: %s", err);
@@ -542,8 +536,7 @@ static void expect_data_error(const char *want1, const char *want2) {
   int rc = RUN("--steps", "20", "--save", in_tmp("out.safetensors"), "--log", in_tmp("m.csv"));
   cr_assert_eq(rc, 1, "rc %d, stderr: %s", rc, err_buf);
   cr_assert(strstr(err_buf, want1), "wanted '%s' in: %s", want1, err_buf);
-  if (want2)
-    cr_assert(strstr(err_buf, want2), "wanted '%s' in: %s", want2, err_buf);
+  if (want2) cr_assert(strstr(err_buf, want2), "wanted '%s' in: %s", want2, err_buf);
   cr_assert_eq(count_files(), before, "a failed run left files behind");
   cr_assert(!exists(in_tmp("out.safetensors")));
 }
@@ -576,8 +569,7 @@ Test(trainer, label_out_of_range_via_status_words) {
   M.val_fraction = 0;
   FILE *f = fopen(M.data_path, "w");
   fprintf(f, "a,b,c,y,k\n");
-  for (int i = 0; i < 20; i++)
-    fprintf(f, "1,2,3,4,%d\n", i == 13 ? 7 : 1);
+  for (int i = 0; i < 20; i++) fprintf(f, "1,2,3,4,%d\n", i == 13 ? 7 : 1);
   fclose(f);
   expect_data_error("train.csv:15 (input 'k'): label 7 out of range [0, 4)", NULL);
 }
@@ -586,8 +578,7 @@ static void write_idx(const char *path, bool gz, const uint8_t *hdr, size_t hn, 
   if (gz) {
     gzFile g = gzopen(path, "wb");
     gzwrite(g, hdr, (unsigned)hn);
-    if (dn)
-      gzwrite(g, data, (unsigned)dn);
+    if (dn) gzwrite(g, data, (unsigned)dn);
     gzclose(g);
   } else {
     FILE *f = fopen(path, "wb");
@@ -605,10 +596,8 @@ static void idx_setup(bool gz) {
   snprintf(M.labels, sizeof M.labels, "%s/lab.idx%s", tmpdir, gz ? ".gz" : "");
   uint8_t ih[16] = {0, 0, 8, 3, 0, 0, 0, 12, 0, 0, 0, 2, 0, 0, 0, 2}, lh[8] = {0, 0, 8, 1, 0, 0, 0, 12};
   uint8_t img[48], lab[12];
-  for (int i = 0; i < 48; i++)
-    img[i] = (uint8_t)(i * 37 % 256);
-  for (int i = 0; i < 12; i++)
-    lab[i] = (uint8_t)(i % 3);
+  for (int i = 0; i < 48; i++) img[i] = (uint8_t)(i * 37 % 256);
+  for (int i = 0; i < 12; i++) lab[i] = (uint8_t)(i % 3);
   write_idx(M.images, gz, ih, 16, img, 48);
   write_idx(M.labels, gz, lh, 8, lab, 12);
 }
@@ -679,9 +668,14 @@ Test(trainer, resume_lists_every_mismatch) {
   cr_assert_eq(bpcrt_st_write(in_tmp("bad.safetensors"), &f, NULL, 0), 0);
   bpcrt_st_free(&f);
   cr_assert_eq(RUN("--steps", "5", "--resume", in_tmp("bad.safetensors"), "--save", in_tmp("o.safetensors")), 1);
-  const char *want[] = {"'w': shape [5] in the file, [3] in the model", "'b': I32 in the file, the model has F32",
-                        "missing param 'big'", "missing state 'state.count'", "missing opt 'opt.exp_avg.w'",
-                        "missing opt 'opt.exp_avg_sq.b'", "unknown tensor 'bogus'", "model_hash (none)",
+  const char *want[] = {"'w': shape [5] in the file, [3] in the model",
+                        "'b': I32 in the file, the model has F32",
+                        "missing param 'big'",
+                        "missing state 'state.count'",
+                        "missing opt 'opt.exp_avg.w'",
+                        "missing opt 'opt.exp_avg_sq.b'",
+                        "unknown tensor 'bogus'",
+                        "model_hash (none)",
                         "no valid 'seed'"};
   for (size_t i = 0; i < sizeof want / sizeof *want; i++)
     cr_assert(strstr(err_buf, want[i]), "wanted '%s' in: %s", want[i], err_buf);
@@ -694,8 +688,9 @@ static void check_schedule(const char *sched, double (*want)(int s)) {
   defaults();
   M.sched = sched;
   write_csv(M.data_path, 40);
-  cr_assert_eq(RUN("--steps", "12", "--lr", "0.5", "--log", in_tmp("s.jsonl"), "--save", in_tmp("s.safetensors"),
-                   "--quiet"), 0, "%s", err_buf);
+  cr_assert_eq(
+      RUN("--steps", "12", "--lr", "0.5", "--log", in_tmp("s.jsonl"), "--save", in_tmp("s.safetensors"), "--quiet"), 0,
+      "%s", err_buf);
   double lr[32];
   cr_assert_eq(log_values(in_tmp("s.jsonl"), "train", "lr", lr, 32), 12);
   for (int s = 0; s < 12; s++)
@@ -725,7 +720,8 @@ Test(trainer, eval_pads_last_batch_exactly) {
   write_csv(M.data_path, 46);  // 23 validation rows: 2 full batches of 8 and 7 more
   cr_assert_eq(RUN("--steps", "5", "--save", in_tmp("p.safetensors"), "--quiet"), 0, "%s", err_buf);
   cr_assert_eq(finish(start(fake_json(), (char *[]){"trainer", "eval", "--params", in_tmp("p.safetensors"), "--log",
-                                                   in_tmp("e.jsonl"), NULL})), 0, "%s", err_buf);
+                                                    in_tmp("e.jsonl"), NULL})),
+               0, "%s", err_buf);
   double loss, mae;
   cr_assert_eq(log_values(in_tmp("e.jsonl"), "eval", "loss", &loss, 1), 1);
   cr_assert_eq(log_values(in_tmp("e.jsonl"), "eval", "mae", &mae, 1), 1);
@@ -742,8 +738,7 @@ Test(trainer, eval_pads_last_batch_exactly) {
     double x[3], y;
     int k;
     sscanf(line, "%lf,%lf,%lf,%lf,%d", &x[0], &x[1], &x[2], &y, &k);
-    if (i < 23)
-      continue;
+    if (i < 23) continue;
     double r = b[0] + 0.5 * (x[0] * w[0] + x[1] * w[1] + x[2] * w[2]) - y;
     sl += r * r, sm += fabs(r);
   }
@@ -757,7 +752,8 @@ Test(trainer, periodic_eval_rows_in_csv_log) {
   defaults();
   write_csv(M.data_path, 40);
   cr_assert_eq(RUN("--steps", "10", "--eval-every", "4", "--log", in_tmp("m.csv"), "--grad-stats", "--save",
-                   in_tmp("o.safetensors")), 0, "%s", err_buf);
+                   in_tmp("o.safetensors")),
+               0, "%s", err_buf);
   char buf[1 << 14];
   slurp_into(in_tmp("m.csv"), buf, sizeof buf);
   cr_assert(!strncmp(buf, "kind,step,loss,lr,mae,seconds,norm.w,norm.b\n", 44), "%s", buf);
@@ -773,14 +769,20 @@ Test(trainer, usage_errors_exit_2) {
   defaults();
   write_csv(M.data_path, 40);
   const char *bad[][4] = {
-    {"--bogus", NULL}, {"--steps", "x", NULL}, {"--steps", NULL}, {"--steps", "3", "--epochs", "2"},
-    {"eval", NULL}, {"frobnicate", NULL}, {"--quiet=1", NULL}, {"info", "--steps", "3", NULL},
-    {"sample", "--prompt", "x", NULL}, {"--lr", "-1", NULL},
+      {"--bogus", NULL},
+      {"--steps", "x", NULL},
+      {"--steps", NULL},
+      {"--steps", "3", "--epochs", "2"},
+      {"eval", NULL},
+      {"frobnicate", NULL},
+      {"--quiet=1", NULL},
+      {"info", "--steps", "3", NULL},
+      {"sample", "--prompt", "x", NULL},
+      {"--lr", "-1", NULL},
   };
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
     char *argv[6] = {"trainer"};
-    for (int k = 0; k < 4 && bad[i][k]; k++)
-      argv[k + 1] = (char *)bad[i][k];
+    for (int k = 0; k < 4 && bad[i][k]; k++) argv[k + 1] = (char *)bad[i][k];
     cr_assert_eq(finish(start(fake_json(), argv)), 2, "case %zu: %s", i, err_buf);
     cr_assert(strstr(err_buf, "usage: trainer"), "%s", err_buf);
   }
@@ -803,10 +805,8 @@ Test(trainer, permutations_are_permutations_and_differ_by_epoch) {
   data_perm(100, 1, 0, true, a);
   data_perm(100, 1, 1, true, b);
   int seen[100] = {0}, same = 0;
-  for (int i = 0; i < 100; i++)
-    seen[a[i]]++, same += a[i] == b[i];
-  for (int i = 0; i < 100; i++)
-    cr_assert_eq(seen[i], 1);
+  for (int i = 0; i < 100; i++) seen[a[i]]++, same += a[i] == b[i];
+  for (int i = 0; i < 100; i++) cr_assert_eq(seen[i], 1);
   cr_assert_lt(same, 10);
 }
 
@@ -873,8 +873,7 @@ static void text_forward(bpcrt_ctx *c, const Layout *l, bool grads) {
     loss += r * r / (TB * TT), g += 2 * r / (TB * TT);
   }
   *(float *)(a + off(l, "loss")) = (float)loss;
-  if (grads)
-    *(float *)(a + off(l, "grad.u")) = (float)g;
+  if (grads) *(float *)(a + off(l, "grad.u")) = (float)g;
 }
 
 static void text_step(bpcrt_ctx *c) { text_forward(c, &XT, true); }
@@ -888,16 +887,14 @@ static void text_sample(bpcrt_ctx *c) {
   int32_t *tok = (int32_t *)(c->arena + off(&XS, "tokens"));
   float *lg = (float *)(c->arena + off(&XS, "logits"));
   for (int t = 0; t < TT; t++)
-    for (int v = 0; v < 256; v++)
-      lg[t * 256 + v] = v == (tok[t] + 1) % 256 ? 30.0f : 0.0f;
+    for (int v = 0; v < 256; v++) lg[t * 256 + v] = v == (tok[t] + 1) % 256 ? 30.0f : 0.0f;
 }
 
 static const bpcrt_entries text_entries = {text_step, text_update, text_eval, text_sample, NULL, NULL, NULL};
 
 static int run_text(const char *js, char **argv) {
   int argc = 0;
-  while (argv[argc])
-    argc++;
+  while (argv[argc]) argc++;
   fflush(stdout), fflush(stderr);
   pid_t pid = fork();
   if (pid == 0) {
@@ -915,15 +912,15 @@ Test(trainer, text_windows_train_resume_eval_sample) {
   char path[512];
   snprintf(path, sizeof path, "%s/poem.txt", tmpdir);
   FILE *f = fopen(path, "w");
-  for (int i = 0; i < 300; i++)
-    fprintf(f, "line %d of the poem\n", i);
+  for (int i = 0; i < 300; i++) fprintf(f, "line %d of the poem\n", i);
   fclose(f);
   const char *js = text_json(path);
-  cr_assert_eq(RUNT("--steps", "30", "--save", in_tmp("a.safetensors"), "--checkpoint-every", "10", "--quiet"), 0,
-               "%s", err_buf);
+  cr_assert_eq(RUNT("--steps", "30", "--save", in_tmp("a.safetensors"), "--checkpoint-every", "10", "--quiet"), 0, "%s",
+               err_buf);
   cr_assert(strstr(out_buf, "val loss"), "%s", out_buf);
-  cr_assert_eq(RUNT("--steps", "30", "--resume", in_tmp("a.step10.safetensors"), "--save", in_tmp("b.safetensors"),
-                    "--quiet"), 0, "%s", err_buf);
+  cr_assert_eq(
+      RUNT("--steps", "30", "--resume", in_tmp("a.step10.safetensors"), "--save", in_tmp("b.safetensors"), "--quiet"),
+      0, "%s", err_buf);
   assert_same_tensors(in_tmp("a.safetensors"), in_tmp("b.safetensors"));
   // default: 1000 steps for text
   cr_assert_eq(RUNT("--save", in_tmp("c.safetensors"), "--quiet"), 0, "%s", err_buf);
@@ -935,12 +932,14 @@ Test(trainer, text_windows_train_resume_eval_sample) {
   cr_assert(strstr(err_buf, "text data takes --steps"), "%s", err_buf);
   cr_assert_eq(RUNT("eval", "--params", in_tmp("a.safetensors")), 0, "%s", err_buf);
   cr_assert(!strncmp(out_buf, "val loss", 8), "%s", out_buf);
-  cr_assert_eq(RUNT("sample", "--params", in_tmp("a.safetensors"), "--prompt", "abc", "--tokens", "5",
-                    "--temperature", "0"), 0, "%s", err_buf);
+  cr_assert_eq(
+      RUNT("sample", "--params", in_tmp("a.safetensors"), "--prompt", "abc", "--tokens", "5", "--temperature", "0"), 0,
+      "%s", err_buf);
   cr_assert_str_eq(out_buf, "abcdefgh");
   // sampling at temperature 1 with top-k 1 is greedy too; a seed changes nothing then
   cr_assert_eq(RUNT("sample", "--params", in_tmp("a.safetensors"), "--prompt", "x", "--tokens", "2", "--top-k", "1",
-                    "--seed", "9"), 0, "%s", err_buf);
+                    "--seed", "9"),
+               0, "%s", err_buf);
   cr_assert_str_eq(out_buf, "xyz");
   // too short a file
   write_text(path, "tiny");
@@ -956,8 +955,8 @@ Test(trainer, in_process_runs_release_everything) {
   M.adam = true, M.accum = 2;
   write_csv(M.data_path, 40);
   const char *js = fake_json();
-  char *a1[] = {"trainer", "--steps", "4", "--save", in_tmp("p.safetensors"), "--log", in_tmp("l.csv"), "--quiet",
-                "--grad-stats", NULL};
+  char *a1[] = {"trainer", "--steps",       "4",       "--save",       in_tmp("p.safetensors"),
+                "--log",   in_tmp("l.csv"), "--quiet", "--grad-stats", NULL};
   cr_assert_eq(bpcrt_main(js, &fake_entries, 9, a1), 0);
   char *a2[] = {"trainer", "eval", "--params", in_tmp("p.safetensors"), "--quiet", NULL};
   cr_assert_eq(bpcrt_main(js, &fake_entries, 5, a2), 0);

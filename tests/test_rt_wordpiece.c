@@ -79,8 +79,7 @@ static void check_reference(const char *name, int T, int cased) {
     const char *nl = memchr(text + i, '\n', size - i);
     cr_assert_not_null(nl);
     size_t end = (size_t)(nl - text), n = end - i;
-    if (n && text[end - 1] == '\r')
-      n--;
+    if (n && text[end - 1] == '\r') n--;
     cr_assert_lt(line, rids->shape[0]);
     int ntok = bpcrt_wp_encode(wp, text + i, n, cased, T, ids, mask, NULL);
     const int32_t *want = (const int32_t *)rids->data + line * T;
@@ -92,8 +91,7 @@ static void check_reference(const char *name, int T, int cased) {
       cr_expect_eq(mask[k], wmask[k], "%s: sample.txt:%lld position %d: mask", name, (long long)line + 1, k);
     }
     int nref = 0;
-    for (int k = 0; k < T; k++)
-      nref += wmask[k] != 0;
+    for (int k = 0; k < T; k++) nref += wmask[k] != 0;
     cr_expect_eq(ntok, nref, "sample.txt:%lld: %d tokens, HF %d", (long long)line + 1, ntok, nref);
     i = end + 1;
   }
@@ -128,12 +126,12 @@ static int enc(const bpcrt_wordpiece *wp, const char *s, int cased, int T, int32
   return bpcrt_wp_encode(wp, s, strlen(s), cased, T, ids, mask, NULL);
 }
 
-#define EXPECT_IDS(got, n, ...)                                                            \
-  do {                                                                                     \
-    const int32_t want_[] = {__VA_ARGS__};                                                 \
-    cr_assert_eq((int)(sizeof want_ / sizeof *want_), n);                                  \
-    for (int k_ = 0; k_ < n; k_++)                                                         \
-      cr_expect_eq((got)[k_], want_[k_], "position %d: %d, want %d", k_, (int)(got)[k_], want_[k_]);  \
+#define EXPECT_IDS(got, n, ...)                                                                      \
+  do {                                                                                               \
+    const int32_t want_[] = {__VA_ARGS__};                                                           \
+    cr_assert_eq((int)(sizeof want_ / sizeof *want_), n);                                            \
+    for (int k_ = 0; k_ < n; k_++)                                                                   \
+      cr_expect_eq((got)[k_], want_[k_], "position %d: %d, want %d", k_, (int)(got)[k_], want_[k_]); \
   } while (0)
 
 Test(wordpiece, greedy_longest_match_first) {
@@ -179,14 +177,30 @@ Test(wordpiece, truncation_padding_and_empty_lines) {
   cr_expect_eq(enc(wp, word, 0, 8, ids, mask), 8);
   EXPECT_IDS(ids, 8, 2, 8, 7, 7, 7, 7, 7, 3);
   // clean_text drops Cc, Cf and Co but keeps unassigned code points, as HF does
-  cr_expect_eq(enc(wp, "a\x01\xe2\x80\x8b\xee\x80\x80" "a", 0, 8, ids, mask), 4);  // ^A, U+200B, U+E000
+  cr_expect_eq(enc(wp,
+                   "a\x01\xe2\x80\x8b\xee\x80\x80"
+                   "a",
+                   0, 8, ids, mask),
+               4);  // ^A, U+200B, U+E000
   EXPECT_IDS(ids, 4, 2, 8, 7, 3);
-  cr_expect_eq(enc(wp, "a\xcd\xb8" "a", 0, 8, ids, mask), 3);  // U+0378 (Cn): a word with no split
+  cr_expect_eq(enc(wp,
+                   "a\xcd\xb8"
+                   "a",
+                   0, 8, ids, mask),
+               3);  // U+0378 (Cn): a word with no split
   EXPECT_IDS(ids, 3, 2, 1, 3);
   // CJK ideographs are words of their own, but not U+2B820..U+2B91F (HF's range)
-  cr_expect_eq(enc(wp, "a\xf0\xab\xa4\xa0" "a", 0, 8, ids, mask), 5);  // U+2B920
+  cr_expect_eq(enc(wp,
+                   "a\xf0\xab\xa4\xa0"
+                   "a",
+                   0, 8, ids, mask),
+               5);  // U+2B920
   EXPECT_IDS(ids, 5, 2, 8, 1, 8, 3);
-  cr_expect_eq(enc(wp, "a\xf0\xab\xa0\xa0" "a", 0, 8, ids, mask), 3);  // U+2B820
+  cr_expect_eq(enc(wp,
+                   "a\xf0\xab\xa0\xa0"
+                   "a",
+                   0, 8, ids, mask),
+               3);  // U+2B820
   EXPECT_IDS(ids, 3, 2, 1, 3);
   // special tokens written in the text are tokens (matched before cleaning)
   cr_expect_eq(enc(wp, "a[SEP]b [PAD]", 0, 8, ids, mask), 6);
@@ -197,14 +211,17 @@ Test(wordpiece, truncation_padding_and_empty_lines) {
 
 Test(wordpiece, invalid_utf8) {
   bpcrt_wordpiece *wp = small_vocab();
-  static const struct { const char *s; size_t n, bad; } cases[] = {
-    {"ab\xff", 3, 2},            // not a lead byte
-    {"a\xc3", 2, 1},             // truncated sequence
-    {"a\xc3(b", 4, 1},           // bad continuation
-    {"\xc0\xaf", 2, 0},          // overlong '/'
-    {"ab\xed\xa0\x80", 5, 2},    // a surrogate (U+D800)
-    {"\xf4\x90\x80\x80", 4, 0},  // above U+10FFFF
-    {"caf\xc3\xa9 \x80", 7, 6},  // a lone continuation after valid text
+  static const struct {
+    const char *s;
+    size_t n, bad;
+  } cases[] = {
+      {"ab\xff", 3, 2},            // not a lead byte
+      {"a\xc3", 2, 1},             // truncated sequence
+      {"a\xc3(b", 4, 1},           // bad continuation
+      {"\xc0\xaf", 2, 0},          // overlong '/'
+      {"ab\xed\xa0\x80", 5, 2},    // a surrogate (U+D800)
+      {"\xf4\x90\x80\x80", 4, 0},  // above U+10FFFF
+      {"caf\xc3\xa9 \x80", 7, 6},  // a lone continuation after valid text
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     int32_t ids[4] = {-7, -7, -7, -7};

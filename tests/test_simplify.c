@@ -16,13 +16,15 @@ Test(simplify, rewrites) {
   Arena a = {0};
   Captured c;
   cap_open(&c);
-  Graph *f = build_text(&a, &c,
-                        "bpc: 1\nname: r\ninputs:\n  x: {shape: [3, 4]}\n  w: {shape: [5, 4]}\n"
-                        "graph:\n  ls: log(softmax(x))\n  lg: log(sigmoid(x))\n  tt: transpose(transpose(x))\n"
-                        "  rr: reshape(reshape(x, [12]), [2, 6])\n  one: x * 1 + 0\n  mm: x @ transpose(w)\n"
-                        "  cf: x * (2 * 3)\n  nn: -(-x)\n  t3: transpose(transpose(reshape(x, [3, 2, 2]), [1, 2, 0]), [2, 0, 1])\n"
-                        "  tm: transpose(x @ transpose(w))\n  t2: transpose(mm)\n"
-                        "outputs: [ls, lg, tt, rr, one, mm, cf, nn, t3, tm, t2]\n", DT_F32);
+  Graph *f = build_text(
+      &a, &c,
+      "bpc: 1\nname: r\ninputs:\n  x: {shape: [3, 4]}\n  w: {shape: [5, 4]}\n"
+      "graph:\n  ls: log(softmax(x))\n  lg: log(sigmoid(x))\n  tt: transpose(transpose(x))\n"
+      "  rr: reshape(reshape(x, [12]), [2, 6])\n  one: x * 1 + 0\n  mm: x @ transpose(w)\n"
+      "  cf: x * (2 * 3)\n  nn: -(-x)\n  t3: transpose(transpose(reshape(x, [3, 2, 2]), [1, 2, 0]), [2, 0, 1])\n"
+      "  tm: transpose(x @ transpose(w))\n  t2: transpose(mm)\n"
+      "outputs: [ls, lg, tt, rr, one, mm, cf, nn, t3, tm, t2]\n",
+      DT_F32);
   cr_assert(f, "%s", cap_text(&c));
   Graph *g = simplify(f, SIMP_ALL);
   const Node *ls = graph_node(g, named(g, "ls"));
@@ -74,10 +76,11 @@ Test(simplify, gpt_poetry_has_no_duplicates_and_no_dead_nodes) {
     for (int y = x + 1; y < g->nodes.n; y++) {
       const Node *m = graph_node(g, y);
       if (m->op != n->op || m->nin != n->nin || memcmp(m->in, n->in, sizeof(int) * (size_t)n->nin)) continue;
-      bool same_attr = !memcmp(m->attr.f, n->attr.f, sizeof n->attr.f) && !memcmp(m->attr.i, n->attr.i, sizeof n->attr.i) &&
-                       m->attr.b[0] == n->attr.b[0] && m->attr.b[1] == n->attr.b[1] && m->attr.naxes == n->attr.naxes &&
-                       !memcmp(m->attr.axes, n->attr.axes, sizeof(int) * (size_t)(n->attr.naxes > 0 ? n->attr.naxes : 0)) &&
-                       shape_eq(&m->attr.shape, &n->attr.shape) && m->attr.salt == n->attr.salt;
+      bool same_attr =
+          !memcmp(m->attr.f, n->attr.f, sizeof n->attr.f) && !memcmp(m->attr.i, n->attr.i, sizeof n->attr.i) &&
+          m->attr.b[0] == n->attr.b[0] && m->attr.b[1] == n->attr.b[1] && m->attr.naxes == n->attr.naxes &&
+          !memcmp(m->attr.axes, n->attr.axes, sizeof(int) * (size_t)(n->attr.naxes > 0 ? n->attr.naxes : 0)) &&
+          shape_eq(&m->attr.shape, &n->attr.shape) && m->attr.salt == n->attr.salt;
       cr_expect_not(same_attr, "nodes %d and %d are the same %s", x, y, op_name(n->op));
     }
   }

@@ -17,8 +17,10 @@ static cJSON *train;  // programs.train of the description
 // Byte offset of the tensor called `name`, or -1.
 static long offset(const char *name) {
   cJSON *t;
-  cJSON_ArrayForEach(t, cJSON_GetObjectItem(train, "tensors"))
-  if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring, name)) return (long)cJSON_GetObjectItem(t, "offset")->valuedouble;
+  cJSON_ArrayForEach(
+      t, cJSON_GetObjectItem(train, "tensors")) if (!strcmp(cJSON_GetObjectItem(t, "name")->valuestring,
+                                                            name)) return (long)cJSON_GetObjectItem(t, "offset")
+      ->valuedouble;
   return -1;
 }
 
@@ -36,8 +38,8 @@ int main(void) {
     cJSON *init = cJSON_GetObjectItem(t, "init"), *shape = cJSON_GetObjectItem(t, "shape");
     long n = 1;
     for (int i = 0; i < cJSON_GetArraySize(shape); i++) n *= (long)cJSON_GetArrayItem(shape, i)->valuedouble;
-    static const char *kinds[] = {"zeros", "ones", "constant", "normal", "uniform", "xavier_uniform",
-                                  "xavier_normal", "he_uniform", "he_normal"};
+    static const char *kinds[] = {"zeros",          "ones",          "constant",   "normal",   "uniform",
+                                  "xavier_uniform", "xavier_normal", "he_uniform", "he_normal"};
     int kind = 0;
     for (int k = 0; k < 9; k++)
       if (!strcmp(kinds[k], cJSON_GetObjectItem(init, "kind")->valuestring)) kind = k;

@@ -56,9 +56,7 @@ static inline uint32_t bpcrt_dropout_key32(uint64_t key, uint64_t i) {
   return (uint32_t)key ^ bpcrt_hash32((uint32_t)(i >> 32) ^ (uint32_t)(key >> 32));
 }
 
-static inline uint32_t bpcrt_dropout_draw(uint32_t key32, uint64_t i) {
-  return bpcrt_hash32((uint32_t)i ^ key32) >> 8;
-}
+static inline uint32_t bpcrt_dropout_draw(uint32_t key32, uint64_t i) { return bpcrt_hash32((uint32_t)i ^ key32) >> 8; }
 
 // ceil(p * 2^24) for p in [0, 1]: p = 1 drops every element.
 static inline uint32_t bpcrt_dropout_threshold(double p) {
@@ -69,19 +67,25 @@ static inline uint32_t bpcrt_dropout_threshold(double p) {
 
 // Param initializers of SPEC 1.8 (same numbering as the compiler's InitKind).
 enum {
-  BPCRT_INIT_ZEROS, BPCRT_INIT_ONES, BPCRT_INIT_CONSTANT, BPCRT_INIT_NORMAL,
-  BPCRT_INIT_UNIFORM, BPCRT_INIT_XAVIER_UNIFORM, BPCRT_INIT_XAVIER_NORMAL,
-  BPCRT_INIT_HE_UNIFORM, BPCRT_INIT_HE_NORMAL,
+  BPCRT_INIT_ZEROS,
+  BPCRT_INIT_ONES,
+  BPCRT_INIT_CONSTANT,
+  BPCRT_INIT_NORMAL,
+  BPCRT_INIT_UNIFORM,
+  BPCRT_INIT_XAVIER_UNIFORM,
+  BPCRT_INIT_XAVIER_NORMAL,
+  BPCRT_INIT_HE_UNIFORM,
+  BPCRT_INIT_HE_NORMAL,
 };
 
 // Fills out[0..n) for one param. `stream` is a hash of the param's name, so
 // adding a param never changes the values of the others. Values are computed
 // in double; an f32 trainer rounds them, exactly as the interpreter does.
-void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
-                     uint64_t seed, uint64_t stream, int64_t n, double *out);
+void bpcrt_init_fill(int kind, double a, double b, int64_t fan_in, int64_t fan_out, uint64_t seed, uint64_t stream,
+                     int64_t n, double *out);
 // Elements [first, first + n) of the same fill (each is a function of its index).
-void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out,
-                        uint64_t seed, uint64_t stream, int64_t first, int64_t n, double *out);
+void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fan_out, uint64_t seed, uint64_t stream,
+                        int64_t first, int64_t n, double *out);
 
 // ---- safetensors.c: tensor files (SPEC 3) -------------------------------
 // A file is an 8-byte little-endian header length N, N bytes of JSON header,
@@ -96,8 +100,16 @@ void bpcrt_init_fill_at(int kind, double a, double b, int64_t fan_in, int64_t fa
 // float dtype, the integer ones are carried as bytes (an ignored
 // `position_ids`).
 typedef enum {
-  BPCRT_F32, BPCRT_F64, BPCRT_I32,
-  BPCRT_F16, BPCRT_BF16, BPCRT_I64, BPCRT_I16, BPCRT_I8, BPCRT_U8, BPCRT_BOOL,
+  BPCRT_F32,
+  BPCRT_F64,
+  BPCRT_I32,
+  BPCRT_F16,
+  BPCRT_BF16,
+  BPCRT_I64,
+  BPCRT_I16,
+  BPCRT_I8,
+  BPCRT_U8,
+  BPCRT_BOOL,
 } bpcrt_dtype;
 
 #define BPCRT_MAX_RANK 8
@@ -145,13 +157,13 @@ const bpcrt_tensor *bpcrt_st_find(const bpcrt_tensors *t, const char *name);
 // Appends a tensor, copying `data` (numel * element size bytes; NULL gives
 // zeros). Returns the new tensor (valid until the next add), or NULL when the
 // name is taken, rank is outside 0..8 or a dim is negative.
-bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
-                           int rank, const int64_t *shape, const void *data);
+bpcrt_tensor *bpcrt_st_add(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype, int rank, const int64_t *shape,
+                           const void *data);
 // Like bpcrt_st_add without the copy: the set points at `data`, which must
 // stay valid and unchanged until the set is written and freed (checkpoints of
 // a 124M-param model would otherwise double the trainer's peak memory).
-bpcrt_tensor *bpcrt_st_add_ref(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype,
-                               int rank, const int64_t *shape, const void *data);
+bpcrt_tensor *bpcrt_st_add_ref(bpcrt_tensors *t, const char *name, bpcrt_dtype dtype, int rank, const int64_t *shape,
+                               const void *data);
 // Sets (or replaces) a metadata key; the value of `key`, or NULL.
 void bpcrt_st_set_meta(bpcrt_tensors *t, const char *key, const char *val);
 const char *bpcrt_st_meta(const bpcrt_tensors *t, const char *key);
@@ -290,15 +302,14 @@ size_t bpcrt_utf8_check(const char *text, size_t n);
 // (>= 2), or -1 for maxlen < 2 or invalid UTF-8 (then *bad, if not NULL, is
 // the offset of the bad byte) with ids untouched. `cased`: no lowercasing
 // and no accent stripping (do_lower_case=False).
-int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int cased, int maxlen,
-                    int32_t *ids, float *mask, size_t *bad);
+int bpcrt_wp_encode(const bpcrt_wordpiece *wp, const char *text, size_t len, int cased, int maxlen, int32_t *ids,
+                    float *mask, size_t *bad);
 
 // FNV-1a 64 of a string: the stream of a param's init (and of other named
 // random streams). The compiler uses the same function.
 static inline uint64_t bpcrt_fnv1a64(const char *s) {
   uint64_t h = 14695981039346656037ULL;
-  for (; *s; s++)
-    h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
   return h;
 }
 

@@ -82,8 +82,10 @@ static void put_shape(FILE *f, Sh s, const Gen *g, bool named) {
     int k = -1;
     for (int j = 0; named && j < 3 && k < 0; j++)
       if (g->dims[j] == s.d[i]) k = j;
-    if (k >= 0) fprintf(f, "%s%s", i ? ", " : "", names[k]);
-    else fprintf(f, "%s%d", i ? ", " : "", s.d[i]);
+    if (k >= 0)
+      fprintf(f, "%s%s", i ? ", " : "", names[k]);
+    else
+      fprintf(f, "%s%d", i ? ", " : "", s.d[i]);
   }
   fputc(']', f);
 }
@@ -170,7 +172,9 @@ typedef bool (*GenFn)(Gen *g, char *e, size_t n, Sh *out);
 
 static const char *guarded(Op op) {  // operands kept where the op is finite
   switch (op) {
-  case OP_LOG: case OP_SQRT: case OP_RSQRT: return "abs(%s) + 0.5";
+  case OP_LOG:
+  case OP_SQRT:
+  case OP_RSQRT: return "abs(%s) + 0.5";
   case OP_EXP: return "tanh(%s) * 2";
   default: return "%s";
   }
@@ -216,7 +220,9 @@ static bool gen_unary_attr(Gen *g, char *e, size_t n, Sh *out) {
   case 3: snprintf(e, n, "gelu(%s, approximate=%s)", a, chance(&g->rng, 50) ? "true" : "false"); break;
   case 4: snprintf(e, n, "dropout(%s, %g)", a, 0.1 * (1 + below(&g->rng, 5))); break;
   case 5: snprintf(e, n, "stop_gradient(%s) * %s", a, a); break;
-  case 6: snprintf(e, n, "hardtanh(%s, %g, max_val=%g)", a, -0.25 * (1 + below(&g->rng, 4)), 0.25 * (1 + below(&g->rng, 4))); break;
+  case 6:
+    snprintf(e, n, "hardtanh(%s, %g, max_val=%g)", a, -0.25 * (1 + below(&g->rng, 4)), 0.25 * (1 + below(&g->rng, 4)));
+    break;
   default: snprintf(e, n, "-%s / 3 + 1", a); break;
   }
   *out = g->v[x].s;
@@ -232,8 +238,10 @@ static bool gen_binary(Gen *g, char *e, size_t n, Sh *out) {
   snprintf(bb, sizeof bb, op == OP_DIV ? "(abs(%s) + 0.5)" : "%s", b);
   static const char *sym[] = {[OP_ADD] = "+", [OP_SUB] = "-", [OP_MUL] = "*", [OP_DIV] = "/"};
   bool swap = op != OP_DIV && chance(&g->rng, 30);
-  if (op <= OP_DIV && sym[op] && chance(&g->rng, 70)) snprintf(e, n, "%s %s %s", swap ? bb : a, sym[op], swap ? a : bb);
-  else snprintf(e, n, "%s(%s, %s)", op_name(op), swap ? bb : a, swap ? a : bb);
+  if (op <= OP_DIV && sym[op] && chance(&g->rng, 70))
+    snprintf(e, n, "%s %s %s", swap ? bb : a, sym[op], swap ? a : bb);
+  else
+    snprintf(e, n, "%s(%s, %s)", op_name(op), swap ? bb : a, swap ? a : bb);
   *out = g->v[x].s;
   return true;
 }
@@ -243,8 +251,10 @@ static bool gen_where(Gen *g, char *e, size_t n, Sh *out) {
   if (x < 0) return false;
   Op cmp = compare_ops[below(&g->rng, ncompare)];
   const char *a = g->v[x].name, *b = broadcast_operand(g, g->v[x].s), *c = broadcast_operand(g, g->v[x].s);
-  if (chance(&g->rng, 60)) snprintf(e, n, "where(%s(%s, %s), %s, %s * 2)", op_name(cmp), a, b, a, c);
-  else snprintf(e, n, "%s(%s, %s) * %s + %s", op_name(cmp), b, a, a, c);
+  if (chance(&g->rng, 60))
+    snprintf(e, n, "where(%s(%s, %s), %s, %s * 2)", op_name(cmp), a, b, a, c);
+  else
+    snprintf(e, n, "%s(%s, %s) * %s + %s", op_name(cmp), b, a, a, c);
   *out = g->v[x].s;
   return true;
 }
@@ -271,8 +281,10 @@ static bool gen_reduce(Gen *g, char *e, size_t n, Sh *out) {
   }
   Sh r = {0};
   for (int i = 0; i < s.r; i++)
-    if (!red[i]) r.d[r.r++] = s.d[i];
-    else if (keep) r.d[r.r++] = 1;
+    if (!red[i])
+      r.d[r.r++] = s.d[i];
+    else if (keep)
+      r.d[r.r++] = 1;
   snprintf(e, n, "%s(%s%s%s)", op_name(op), g->v[x].name, ax, keep ? ", keepdims=true" : "");
   *out = r;
   return true;
@@ -288,8 +300,10 @@ static bool gen_shape(Gen *g, char *e, size_t n, Sh *out) {
     r.r = 2;
     r.d[0] = s.r >= 2 && chance(&g->rng, 60) ? s.d[0] * s.d[1] : 1;
     r.d[1] = (int)(numel(s) / r.d[0]);
-    if (chance(&g->rng, 50)) snprintf(e, n, "reshape(%s, [%d, -1])", a, r.d[0]);
-    else snprintf(e, n, "reshape(%s, [-1, %d])", a, r.d[1]);
+    if (chance(&g->rng, 50))
+      snprintf(e, n, "reshape(%s, [%d, -1])", a, r.d[0]);
+    else
+      snprintf(e, n, "reshape(%s, [-1, %d])", a, r.d[1]);
     break;
   case 1:  // transpose: the last two axes, or a permutation
     if (s.r < 2) return false;
@@ -366,8 +380,10 @@ static bool gen_matmul(Gen *g, char *e, size_t n, Sh *out) {
   bool ta = chance(&g->rng, 20), tb = chance(&g->rng, 30);
   int rows = s.d[s.r - (ta ? 1 : 2)], k = s.d[s.r - (ta ? 2 : 1)];
   Sh abatch = {s.r - 2, {s.d[0], s.d[1]}}, wbatch = {0};
-  if (chance(&g->rng, 25)) wbatch = (Sh){1, {abatch.r && chance(&g->rng, 70) ? abatch.d[abatch.r - 1] : 1}};
-  else if (chance(&g->rng, 10)) wbatch = (Sh){2, {2, 1}};
+  if (chance(&g->rng, 25))
+    wbatch = (Sh){1, {abatch.r && chance(&g->rng, 70) ? abatch.d[abatch.r - 1] : 1}};
+  else if (chance(&g->rng, 10))
+    wbatch = (Sh){2, {2, 1}};
   Sh rb;
   if (!bcast(abatch, wbatch, &rb)) return false;
   Sh w = wbatch;
@@ -379,8 +395,10 @@ static bool gen_matmul(Gen *g, char *e, size_t n, Sh *out) {
   out->d[out->r++] = m;
   if (ta || tb)
     snprintf(e, n, "matmul(%s, %s%s%s)", a, pw, ta ? ", transpose_a=true" : "", tb ? ", transpose_b=true" : "");
-  else if (w.r == 2 && chance(&g->rng, 30)) snprintf(e, n, "linear(%s, %s, %s)", a, pw, new_param(g, (Sh){1, {m}}));
-  else snprintf(e, n, "%s @ %s", a, pw);
+  else if (w.r == 2 && chance(&g->rng, 30))
+    snprintf(e, n, "linear(%s, %s, %s)", a, pw, new_param(g, (Sh){1, {m}}));
+  else
+    snprintf(e, n, "%s @ %s", a, pw);
   return true;
 }
 
@@ -395,7 +413,8 @@ static bool gen_index(Gen *g, char *e, size_t n, Sh *out) {
     if (chance(&g->rng, 40)) {  // tied: the table is the output layer too
       snprintf(e, n, "embedding(%s, %s) @ transpose(%s)", new_input(g, ids, true), t, t);
       c = rows;
-    } else snprintf(e, n, "embedding(%s, %s)", new_input(g, ids, true), t);
+    } else
+      snprintf(e, n, "embedding(%s, %s)", new_input(g, ids, true), t);
     break;
   }
   case 1: {
@@ -430,7 +449,9 @@ static bool gen_norm(Gen *g, char *e, size_t n, Sh *out) {
   Sh last = {1, {s.d[s.r - 1]}};
   int ax = chance(&g->rng, 50) ? -1 : below(&g->rng, s.r);
   switch (below(&g->rng, 5)) {
-  case 0: snprintf(e, n, "layer_norm(%s, %s, %s)", a, new_param(g, last), chance(&g->rng, 50) ? new_param(g, last) : "0"); break;
+  case 0:
+    snprintf(e, n, "layer_norm(%s, %s, %s)", a, new_param(g, last), chance(&g->rng, 50) ? new_param(g, last) : "0");
+    break;
   case 1: snprintf(e, n, "rms_norm(%s, %s, eps=0.01)", a, new_param(g, last)); break;
   case 2: snprintf(e, n, "batch_norm(%s, %s, %s)", a, new_param(g, last), new_param(g, last)); break;
   case 3: snprintf(e, n, "softmax(%s, axis=%d)", a, ax); break;
@@ -460,8 +481,8 @@ static bool gen_attention(Gen *g, char *e, size_t n, Sh *out) {
     char qkv[16];
     snprintf(qkv, sizeof qkv, "qkv%d", g->nqkv++);
     fprintf(g->graph, "  %s: %s @ %s\n", qkv, q, pw);
-    snprintf(e, n, "attention(slice(%s, 0, %d), slice(%s, %d, %d), slice(%s, %d, %d), heads=%d, causal=%s)", qkv, C, qkv,
-             C, 2 * C, qkv, 2 * C, 3 * C, heads, causal ? "true" : "false");
+    snprintf(e, n, "attention(slice(%s, 0, %d), slice(%s, %d, %d), slice(%s, %d, %d), heads=%d, causal=%s)", qkv, C,
+             qkv, C, 2 * C, qkv, 2 * C, 3 * C, heads, causal ? "true" : "false");
   } else {
     Sh kv = s;
     if (!causal) kv.d[1] = 1 + below(&g->rng, 4);
@@ -521,8 +542,10 @@ static bool gen_loss(Gen *g, char *e, size_t n, Sh *out) {
     FILE *f = fmemopen(sh, sizeof sh, "w");
     put_shape(f, s, g, true);
     fclose(f);
-    if (chance(&g->rng, 50)) snprintf(e, n, "ones(%s) * %s - %s / 2", sh, a, a);
-    else snprintf(e, n, "%s * full(%s, 1.5) + zeros(%s)", a, sh, sh);
+    if (chance(&g->rng, 50))
+      snprintf(e, n, "ones(%s) * %s - %s / 2", sh, a, a);
+    else
+      snprintf(e, n, "%s * full(%s, 1.5) + zeros(%s)", a, sh, sh);
     *out = s;
     break;
   }
@@ -544,8 +567,10 @@ static bool gen_function(Gen *g, char *e, size_t n, Sh *out) {
   char arg[64];
   snprintf(arg, sizeof arg, guarded(u), mat ? "a @ m" : "a * w");
   fprintf(g->funcs, "    graph:\n      h: %s(%s)\n      o: a + h * w\n    return: o\n", op_name(u), arg);
-  if (chance(&g->rng, 50)) snprintf(e, n, "f%d(%s)", id, g->v[x].name);
-  else snprintf(e, n, "repeat(f%d, %s, times=%d)", id, g->v[x].name, 1 + below(&g->rng, 3));
+  if (chance(&g->rng, 50))
+    snprintf(e, n, "f%d(%s)", id, g->v[x].name);
+  else
+    snprintf(e, n, "repeat(f%d, %s, times=%d)", id, g->v[x].name, 1 + below(&g->rng, 3));
   *out = s;
   return true;
 }
@@ -554,8 +579,9 @@ static const struct {
   GenFn fn;
   int weight;
 } gens[] = {
-    {gen_unary, 14}, {gen_unary_attr, 6}, {gen_binary, 14}, {gen_where, 4}, {gen_reduce, 8}, {gen_shape, 10},
-    {gen_matmul, 8}, {gen_index, 4}, {gen_norm, 6}, {gen_attention, 4}, {gen_conv, 3}, {gen_loss, 4}, {gen_function, 5},
+    {gen_unary, 14}, {gen_unary_attr, 6}, {gen_binary, 14},  {gen_where, 4}, {gen_reduce, 8},
+    {gen_shape, 10}, {gen_matmul, 8},     {gen_index, 4},    {gen_norm, 6},  {gen_attention, 4},
+    {gen_conv, 3},   {gen_loss, 4},       {gen_function, 5},
 };
 
 // ------------------------------------------------------------ one model
@@ -569,8 +595,10 @@ static char *make_model(uint64_t seed) {
   for (int i = 0; i < 3; i++) g.dims[i] = 2 + below(&g.rng, 3);
   if (chance(&g.rng, 20)) g.dims[2] = 8 * (1 + below(&g.rng, 2)) + below(&g.rng, 2);  // C of 8, 9, 16, 17
   Sh first = {3, {g.dims[0], g.dims[1], g.dims[2]}};
-  if (chance(&g.rng, 50)) new_input(&g, first, false);
-  else new_param(&g, first);
+  if (chance(&g.rng, 50))
+    new_input(&g, first, false);
+  else
+    new_param(&g, first);
   new_param(&g, rand_shape(&g.rng, 1, 3));
   int total = 0;
   for (size_t i = 0; i < sizeof gens / sizeof *gens; i++) total += gens[i].weight;
@@ -602,7 +630,8 @@ static char *make_model(uint64_t seed) {
   char *yaml;
   size_t len;
   FILE *f = open_memstream(&yaml, &len);
-  fprintf(f, "bpc: 1\nname: fuzz%llu\ndims: {B: %d, T: %d, C: %d}\n", (unsigned long long)seed, g.dims[0], g.dims[1], g.dims[2]);
+  fprintf(f, "bpc: 1\nname: fuzz%llu\ndims: {B: %d, T: %d, C: %d}\n", (unsigned long long)seed, g.dims[0], g.dims[1],
+          g.dims[2]);
   if (g.ilen) fprintf(f, "inputs:\n%s", g.ibuf);
   fprintf(f, "params:\n%s", g.pbuf);
   if (g.flen) fprintf(f, "functions:\n%s", g.fbuf);
@@ -754,7 +783,8 @@ static Result run_one(uint64_t seed, const char *yaml, char *why, size_t wn) {
     r = compare(g, &d, why, wn);
   }
   fflush(d.out);
-  if (!g || d.nerr) snprintf(why, wn, "bpc rejects model %llu:\n%s", (unsigned long long)seed, diag ? diag : "");
+  if (!g || d.nerr)
+    snprintf(why, wn, "bpc rejects model %llu:\n%s", (unsigned long long)seed, diag ? diag : "");
   else if (r == R_DIFFERENT && dlen) {
     size_t k = strlen(why);
     snprintf(why + k, wn - k, "\n%s", diag);
@@ -773,12 +803,18 @@ int main(int argc, char **argv) {
   const char *out = ".";
   bool print = false;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--seed") && i + 1 < argc) one = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--first") && i + 1 < argc) seed = strtoull(argv[++i], NULL, 10);
-    else if (!strcmp(argv[i], "--count") && i + 1 < argc) count = atol(argv[++i]);
-    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
-    else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-    else if (!strcmp(argv[i], "--print")) print = true;
+    if (!strcmp(argv[i], "--seed") && i + 1 < argc)
+      one = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--first") && i + 1 < argc)
+      seed = strtoull(argv[++i], NULL, 10);
+    else if (!strcmp(argv[i], "--count") && i + 1 < argc)
+      count = atol(argv[++i]);
+    else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+      seconds = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+      out = argv[++i];
+    else if (!strcmp(argv[i], "--print"))
+      print = true;
     else {
       fprintf(stderr, "usage: fuzz_diff [--first S] [--count N] [--seconds T] [--seed S [--print]] [--out DIR]\n");
       return 2;
@@ -813,7 +849,7 @@ int main(int argc, char **argv) {
   printf("fuzz_diff: %ld models from seed %llu: %ld the same, %ld skipped (not finite), %ld different\n", k,
          (unsigned long long)seed, same, skipped, bad);
   int nreached = 0, nops = 0;
-  for (int op = 0; op < OP_COUNT; op++) 
+  for (int op = 0; op < OP_COUNT; op++)
     if (!(op_info((Op)op)->flags & OPF_LEAF)) nreached += reached[op], nops++;
   printf("fuzz_diff: %d of the registry's %d ops reached; not reached:", nreached, nops);
   for (int op = 0; op < OP_COUNT; op++)
